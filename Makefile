@@ -1,0 +1,41 @@
+# berth's two entry points:
+#   make run   - set up, build, and serve examples/berth.toml on 127.0.0.1:8080
+#   make test  - set up, then run the whole test suite and the lints
+# Everything they need is installed by scripts/setup.sh when missing.
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: setup components build run test test-only lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+components: setup
+	cd components && $(CARGO) build --release
+
+build: components
+	$(CARGO) build --release -p berth
+
+run: build
+	./target/release/berth serve --config examples/berth.toml
+
+test: setup
+	$(CARGO) test --workspace --all-targets
+	$(MAKE) lint
+
+test-only: setup
+	$(CARGO) test --workspace --all-targets
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd components && $(CARGO) fmt --all --check
+	cd components && $(CARGO) clippy --release --all-targets -- -D warnings
+
+bench: components
+	$(CARGO) bench -p berth --bench cold_start
+
+clean:
+	$(CARGO) clean
+	cd components && $(CARGO) clean

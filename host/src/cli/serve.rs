@@ -1,0 +1,109 @@
+//! `berth serve`: run the front door and admin listener for a config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::config::{self, Config};
+use crate::server::{Server, ServerOptions};
+
+/// Arguments of `berth serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP front door (HTTP/1.1 and h2c).
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Address of the admin endpoints (`/healthz`, `/readyz`).
+    #[arg(long, env = "BERTH_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    pub admin_listen: SocketAddr,
+    /// Where compiled components and logs live [default: $XDG_DATA_HOME/berth].
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The apps to serve (TOML).
+    #[arg(long, short, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Apps answer at `<app>.<domain>`; overrides the config's `domain`.
+    #[arg(long, env = "BERTH_DOMAIN")]
+    pub domain: Option<String>,
+    /// Wasm instances that may run at once across all apps.
+    #[arg(long, env = "BERTH_MAX_INSTANCES", default_value_t = 1000)]
+    pub max_instances: u32,
+}
+
+/// Runs `berth serve` until SIGINT or SIGTERM.
+///
+/// # Errors
+/// A bad config, an app that cannot be deployed, or an address in use.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut cfg = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config {
+            domain: config::DEFAULT_DOMAIN.into(),
+            ..Config::default()
+        },
+    };
+    if let Some(domain) = args.domain {
+        config::validate_label(domain.split('.').next().unwrap_or(""))
+            .map_err(|r| anyhow::anyhow!("--domain: {r}"))?;
+        cfg.domain = domain;
+    }
+    let mut options = ServerOptions::new(args.data_dir.unwrap_or_else(config::default_data_dir));
+    options.engine.max_instances = args.max_instances;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("berth")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let server = Arc::new(Server::start(&cfg, options)?);
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let admin = tokio::net::TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
+        eprintln!(
+            "berth: serving {} app(s) on http://{} (admin http://{})",
+            cfg.apps.len(),
+            listener.local_addr()?,
+            admin.local_addr()?
+        );
+        for name in cfg.apps.keys() {
+            eprintln!(
+                "  {name}: http://{name}.{}:{}/",
+                cfg.domain,
+                listener.local_addr()?.port()
+            );
+        }
+        server.run(listener, admin, shutdown_signal()).await
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            () = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

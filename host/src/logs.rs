@@ -1,0 +1,243 @@
+//! Per-app capture of guest output.
+//!
+//! Every app has one log file, `<data-dir>/logs/<app>.log`. Each line a guest
+//! writes to stdout or stderr becomes one line of that file:
+//!
+//! ```text
+//! 2026-11-30T12:00:00.123456Z 5f2a9c01d3e4b6a7-0000002a stdout hello
+//! ```
+//!
+//! (timestamp, request id, stream, text). The file is rotated to `<app>.log.1`
+//! when it passes [`MAX_LOG_BYTES`]; `berth logs NAME` prints both.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+/// A log file is rotated once it is larger than this.
+pub const MAX_LOG_BYTES: u64 = 16 * 1024 * 1024;
+/// A guest line longer than this is split.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// Where an app's log file lives.
+pub fn log_path(logs_dir: &Path, app: &str) -> PathBuf {
+    logs_dir.join(format!("{app}.log"))
+}
+
+/// One app's log file, appended to by all its requests.
+#[derive(Debug)]
+pub struct AppLog {
+    path: PathBuf,
+    file: Mutex<(File, u64)>,
+}
+
+impl AppLog {
+    /// Opens (creating) the log of `app` under `logs_dir`.
+    ///
+    /// # Errors
+    /// When the directory or file cannot be created.
+    pub fn open(logs_dir: &Path, app: &str) -> std::io::Result<Self> {
+        std::fs::create_dir_all(logs_dir)?;
+        let path = log_path(logs_dir, app);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let len = file.metadata()?.len();
+        Ok(Self {
+            path,
+            file: Mutex::new((file, len)),
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one line. Errors are reported through tracing, never to the
+    /// guest: a full disk must not fail requests.
+    pub fn line(&self, request_id: &str, stream: &str, text: &[u8]) {
+        let text = String::from_utf8_lossy(text);
+        let text = text.trim_end_matches(['\n', '\r']);
+        let ts = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+        let record = format!("{ts} {request_id} {stream} {text}\n");
+        let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.1 + record.len() as u64 > MAX_LOG_BYTES
+            && let Err(e) = self.rotate(&mut guard)
+        {
+            tracing::warn!(path = %self.path.display(), "cannot rotate log: {e}");
+        }
+        match guard.0.write_all(record.as_bytes()) {
+            Ok(()) => guard.1 += record.len() as u64,
+            Err(e) => tracing::warn!(path = %self.path.display(), "cannot write log: {e}"),
+        }
+    }
+
+    fn rotate(&self, guard: &mut (File, u64)) -> std::io::Result<()> {
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        std::fs::rename(&self.path, old)?;
+        guard.0 = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        guard.1 = 0;
+        Ok(())
+    }
+
+    /// A sink for one request's `stream` ("stdout" or "stderr").
+    pub fn sink(self: &Arc<Self>, request_id: Arc<str>, stream: &'static str) -> GuestOutput {
+        GuestOutput {
+            log: self.clone(),
+            request_id,
+            stream,
+        }
+    }
+}
+
+/// Reads the whole log of an app (rotated part first).
+///
+/// # Errors
+/// When neither file can be read.
+pub fn read_all(logs_dir: &Path, app: &str) -> std::io::Result<String> {
+    let path = log_path(logs_dir, app);
+    let mut rotated = path.clone().into_os_string();
+    rotated.push(".1");
+    let mut out = std::fs::read_to_string(&rotated).unwrap_or_default();
+    out.push_str(&std::fs::read_to_string(&path)?);
+    Ok(out)
+}
+
+/// A guest's stdout or stderr for one request, as handed to WASI.
+#[derive(Debug, Clone)]
+pub struct GuestOutput {
+    log: Arc<AppLog>,
+    request_id: Arc<str>,
+    stream: &'static str,
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(LineWriter::new(self.clone()))
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineWriter::new(self.clone()))
+    }
+}
+
+/// Splits what a guest writes into lines and appends them to the app log.
+struct LineWriter {
+    out: GuestOutput,
+    buf: Vec<u8>,
+}
+
+impl LineWriter {
+    fn new(out: GuestOutput) -> Self {
+        Self {
+            out,
+            buf: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, mut bytes: &[u8]) {
+        while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
+            self.buf.extend_from_slice(&bytes[..nl]);
+            self.emit();
+            bytes = &bytes[nl + 1..];
+        }
+        self.buf.extend_from_slice(bytes);
+        while self.buf.len() >= MAX_LINE_BYTES {
+            let rest = self.buf.split_off(MAX_LINE_BYTES);
+            self.emit();
+            self.buf = rest;
+        }
+    }
+
+    fn emit(&mut self) {
+        self.out
+            .log
+            .line(&self.out.request_id, self.out.stream, &self.buf);
+        self.buf.clear();
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            self.emit();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for LineWriter {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LineWriter {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for LineWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_and_tagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(AppLog::open(dir.path(), "app").unwrap());
+        {
+            let mut w = LineWriter::new(log.sink("req-1".into(), "stdout"));
+            w.push(b"one\ntw");
+            w.push(b"o\nthree");
+        }
+        let text = read_all(dir.path(), "app").unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].ends_with(" req-1 stdout one"), "{text}");
+        assert!(lines[1].ends_with(" req-1 stdout two"), "{text}");
+        assert!(lines[2].ends_with(" req-1 stdout three"), "{text}");
+    }
+}

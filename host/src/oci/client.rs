@@ -1,0 +1,806 @@
+//! [`RegistryClient`]: `oci_client` set up for berth, and its errors mapped.
+//!
+//! - One `oci_client::Client` per registry, created on first use, reusing its
+//!   connections and tokens. Loopback registries (`localhost`, `127.*`,
+//!   `[::1]`) and those in [`ClientOptions::insecure_registries`] are spoken to
+//!   over plain HTTP, everything else over HTTPS.
+//! - Connect and read timeouts on every request, and bounded retries with
+//!   exponential backoff for connection failures, timeouts and 5xx answers;
+//!   never for 4xx answers or digest mismatches. An unreachable registry is
+//!   not retried once [`ClientOptions::retry_window`] has passed, so a
+//!   registry that is down gives an error within seconds (worst case, a
+//!   blackholed address: two connect timeouts, about 10 s).
+//! - `oci_client` errors become [`OciError`]s naming the registry.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::fmt;
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use super::{Auth, Digest, OciError};
+
+/// Timeouts, retries and plain-HTTP registries for a [`RegistryClient`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// Registries (`host` or `host:port`, a scheme is ignored) reached over
+    /// plain HTTP in addition to loopback ones.
+    pub insecure_registries: Vec<String>,
+    /// Limit on establishing a connection. Default 5 s.
+    pub connect_timeout: Duration,
+    /// Limit on a whole request that moves no blob (resolving a tag, fetching
+    /// a manifest, checking a blob exists, pushing a manifest), so that a
+    /// registry that accepts connections but never answers is reported
+    /// promptly. Default 10 s.
+    pub request_timeout: Duration,
+    /// Limit on waiting for each read from an open connection; blob
+    /// transfers have no overall limit, only this one. Default 30 s.
+    pub read_timeout: Duration,
+    /// Attempts per operation, first one included. Default 3.
+    pub attempts: u32,
+    /// Delay before the first retry, doubled for each further one. Default 250 ms.
+    pub backoff: Duration,
+    /// No retry of an unreachable registry starts later than this after the
+    /// first attempt began, so that a registry that is down is reported
+    /// promptly. Default 8 s.
+    pub retry_window: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            insecure_registries: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            attempts: 3,
+            backoff: Duration::from_millis(250),
+            retry_window: Duration::from_secs(8),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// Sets [`ClientOptions::insecure_registries`].
+    #[must_use]
+    pub fn with_insecure_registries(mut self, registries: Vec<String>) -> Self {
+        self.insecure_registries = registries;
+        self
+    }
+
+    /// Sets [`ClientOptions::connect_timeout`], [`ClientOptions::request_timeout`]
+    /// and [`ClientOptions::read_timeout`].
+    #[must_use]
+    pub fn with_timeouts(mut self, connect: Duration, request: Duration, read: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.request_timeout = request;
+        self.read_timeout = read;
+        self
+    }
+
+    /// Sets [`ClientOptions::attempts`] (at least 1), [`ClientOptions::backoff`]
+    /// and [`ClientOptions::retry_window`].
+    #[must_use]
+    pub fn with_retries(mut self, attempts: u32, backoff: Duration, window: Duration) -> Self {
+        self.attempts = attempts.max(1);
+        self.backoff = backoff;
+        self.retry_window = window;
+        self
+    }
+}
+
+/// Parses an OCI reference: `host[:port]/repo[:tag]` or `host/repo@sha256:<hex>`
+/// (a reference without a tag or digest means `:latest`).
+///
+/// # Errors
+/// [`OciError::InvalidReference`] if it is malformed, or carries a digest that
+/// is not a valid sha256 digest.
+pub fn parse_reference(reference: &str) -> Result<Reference, OciError> {
+    let invalid = |reason: String| OciError::InvalidReference {
+        reference: reference.to_owned(),
+        reason,
+    };
+    if reference.contains("://") {
+        return Err(invalid(
+            "a reference has no scheme; write `host[:port]/repository[:tag]`".to_owned(),
+        ));
+    }
+    let parsed: Reference = reference
+        .parse()
+        .map_err(|e: oci_client::ParseError| invalid(e.to_string()))?;
+    // The registry may be spelt in any case, the repository may not (the
+    // grammar lets `UPPER/x` through as a Docker Hub repository).
+    if parsed.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(invalid("the repository name must be lowercase".to_owned()));
+    }
+    if let Some(digest) = parsed.digest() {
+        Digest::parse(digest).map_err(|e| invalid(e.to_string()))?;
+    }
+    Ok(parsed)
+}
+
+/// Whether `registry` (`host[:port]`) is spoken to over plain HTTP: loopback
+/// hosts always, others if listed in `insecure_registries` (by `host` or
+/// `host:port`).
+pub fn uses_plain_http(registry: &str, insecure_registries: &[String]) -> bool {
+    let registry = registry.to_ascii_lowercase();
+    let host = host_of(&registry);
+    let loopback = host == "localhost"
+        || host == "[::1]"
+        || host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback());
+    loopback
+        || insecure_registries.iter().any(|entry| {
+            let entry = entry.trim().to_ascii_lowercase();
+            let entry = entry
+                .strip_prefix("http://")
+                .or_else(|| entry.strip_prefix("https://"))
+                .unwrap_or(&entry)
+                .trim_end_matches('/');
+            entry == registry || entry == host
+        })
+}
+
+/// `host:port` → `host`; `[::1]:5000` → `[::1]`.
+fn host_of(registry: &str) -> &str {
+    if registry.starts_with('[') {
+        return registry.find(']').map_or(registry, |end| &registry[..=end]);
+    }
+    match registry.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => registry,
+    }
+}
+
+/// A client for OCI registries: credentials, plain-HTTP rules, timeouts and
+/// retries. Cheap to clone; clones share connections and tokens.
+#[derive(Clone)]
+pub struct RegistryClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    auth: Auth,
+    options: ClientOptions,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("auth", &self.inner.auth)
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `oci_client` client and credentials for one registry.
+#[derive(Clone)]
+pub(crate) struct Session {
+    pub(crate) client: Client,
+    pub(crate) auth: RegistryAuth,
+    pub(crate) registry: String,
+}
+
+impl Session {
+    /// [`map_error`] for this registry, adding a hint when the registry
+    /// wanted credentials and none were configured for it.
+    pub(crate) fn map_error(&self, error: OciDistributionError, what: &str) -> Failure {
+        let mut failure = map_error(error, &self.registry, what);
+        if let OciError::AuthenticationFailed { detail, .. } = &mut failure.error
+            && self.auth == RegistryAuth::Anonymous
+        {
+            detail.push_str(
+                " (no credentials were given or found in the docker config.json for this registry)",
+            );
+        }
+        failure
+    }
+}
+
+/// A failed attempt: the error, and whether trying again might help.
+pub(crate) struct Failure {
+    pub(crate) error: OciError,
+    pub(crate) transient: bool,
+}
+
+/// For errors raised outside [`map_error`]: an unreachable registry (or a
+/// request cut off by its timeout) and an interrupted transfer are worth
+/// another attempt, nothing else is.
+impl From<OciError> for Failure {
+    fn from(error: OciError) -> Self {
+        let transient = matches!(
+            error,
+            OciError::Unreachable { .. } | OciError::Registry { .. }
+        );
+        Self { error, transient }
+    }
+}
+
+impl RegistryClient {
+    /// A client using `auth` for credentials.
+    pub fn new(auth: Auth, options: ClientOptions) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                auth,
+                options,
+                sessions: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// A client without credentials and with default options.
+    pub fn anonymous() -> Self {
+        Self::new(Auth::anonymous(), ClientOptions::default())
+    }
+
+    /// The options this client was created with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// Whether `registry` is reached over plain HTTP by this client.
+    pub fn uses_plain_http(&self, registry: &str) -> bool {
+        uses_plain_http(registry, &self.inner.options.insecure_registries)
+    }
+
+    /// The session for the registry of `reference`, created on first use.
+    pub(crate) async fn session(&self, reference: &Reference) -> Result<Session, OciError> {
+        let registry = reference.resolve_registry();
+        if let Some(session) = self.lock_sessions().get(registry) {
+            return Ok(session.clone());
+        }
+        let options = &self.inner.options;
+        let protocol = if self.uses_plain_http(registry) {
+            ClientProtocol::HttpsExcept(vec![registry.to_owned()])
+        } else {
+            ClientProtocol::Https
+        };
+        let config = ClientConfig {
+            protocol,
+            connect_timeout: Some(options.connect_timeout),
+            read_timeout: Some(options.read_timeout),
+            user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
+            platform_resolver: Some(Box::new(oci_client::client::linux_amd64_resolver)),
+            ..ClientConfig::default()
+        };
+        let client = Client::try_from(config).map_err(|e| OciError::Registry {
+            registry: registry.to_owned(),
+            detail: format!("cannot create an HTTP client: {}", error_chain(&e)),
+        })?;
+        let auth = self.inner.auth.resolve(registry);
+        client.store_auth_if_needed(registry, &auth).await;
+        let session = Session {
+            client,
+            auth,
+            registry: registry.to_owned(),
+        };
+        Ok(self
+            .lock_sessions()
+            .entry(registry.to_owned())
+            .or_insert(session)
+            .clone())
+    }
+
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        // The map is only ever inserted into; a panic elsewhere cannot leave
+        // it inconsistent.
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs a request that moves no blob: each attempt is limited to
+    /// [`ClientOptions::request_timeout`]; see [`RegistryClient::retry_transfer`].
+    pub(crate) async fn retry<T, F, Fut>(
+        &self,
+        registry: &str,
+        what: &str,
+        op: F,
+    ) -> Result<T, OciError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let limit = self.inner.options.request_timeout;
+        self.retry_inner(registry, what, Some(limit), op).await
+    }
+
+    /// Runs `op` until it succeeds, fails for good, runs out of attempts, or
+    /// (for an unreachable registry) the retry window closes. Attempts are
+    /// only limited by the connect and read timeouts.
+    pub(crate) async fn retry_transfer<T, F, Fut>(
+        &self,
+        registry: &str,
+        what: &str,
+        op: F,
+    ) -> Result<T, OciError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        self.retry_inner(registry, what, None, op).await
+    }
+
+    async fn retry_inner<T, F, Fut>(
+        &self,
+        registry: &str,
+        what: &str,
+        limit: Option<Duration>,
+        mut op: F,
+    ) -> Result<T, OciError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let options = &self.inner.options;
+        let start = Instant::now();
+        let mut attempt = 1;
+        let mut delay = options.backoff;
+        loop {
+            let outcome = match limit {
+                Some(limit) => tokio::time::timeout(limit, op()).await.unwrap_or_else(|_| {
+                    Err(Failure::from(OciError::Unreachable {
+                        registry: registry.to_owned(),
+                        detail: format!("no answer within {limit:?}"),
+                    }))
+                }),
+                None => op().await,
+            };
+            let failure = match outcome {
+                Ok(value) => return Ok(value),
+                Err(failure) => failure,
+            };
+            // The window bounds how long an unreachable registry is retried;
+            // a transfer cut off after a long time deserves its retries.
+            let window_closed = matches!(failure.error, OciError::Unreachable { .. })
+                && start.elapsed() + delay > options.retry_window;
+            let give_up = !failure.transient || attempt >= options.attempts || window_closed;
+            if give_up {
+                let mut error = failure.error;
+                if let OciError::Unreachable { detail, .. } = &mut error
+                    && attempt > 1
+                {
+                    detail.push_str(&format!(" (after {attempt} attempts)"));
+                }
+                return Err(error);
+            }
+            tracing::debug!(
+                %what,
+                attempt,
+                error = %failure.error,
+                "transient registry error; retrying in {delay:?}"
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+            delay *= 2;
+        }
+    }
+}
+
+/// Maps an `oci_client` error from an operation on `what` (a reference or a
+/// digest) at `registry`.
+pub(crate) fn map_error(error: OciDistributionError, registry: &str, what: &str) -> Failure {
+    let registry = registry.to_owned();
+    let auth_failed = |detail: String| OciError::AuthenticationFailed {
+        registry: registry.clone(),
+        detail,
+    };
+    let not_found = || OciError::NotFound {
+        registry: registry.clone(),
+        what: what.to_owned(),
+    };
+    let error = match error {
+        OciDistributionError::UnauthorizedError { .. } => {
+            auth_failed(format!("HTTP 401 Unauthorized for {what}"))
+        }
+        OciDistributionError::AuthenticationFailure(reason) => auth_failed(format!(
+            "token request refused: {}",
+            truncate(reason.trim())
+        )),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let messages = envelope
+                .errors
+                .iter()
+                .map(|e| format!("{:?}: {}", e.code, e.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let has =
+                |codes: &[OciErrorCode]| envelope.errors.iter().any(|e| codes.contains(&e.code));
+            if has(&[OciErrorCode::Unauthorized, OciErrorCode::Denied]) {
+                auth_failed(messages)
+            } else if has(&[
+                OciErrorCode::ManifestUnknown,
+                OciErrorCode::BlobUnknown,
+                OciErrorCode::NameUnknown,
+                OciErrorCode::NotFound,
+            ]) {
+                not_found()
+            } else {
+                return Failure {
+                    error: OciError::Registry {
+                        registry,
+                        detail: messages,
+                    },
+                    transient: false,
+                };
+            }
+        }
+        OciDistributionError::ServerError { code, message, .. } => match code {
+            401 => auth_failed(format!("HTTP 401 Unauthorized for {what}")),
+            403 => auth_failed(format!("HTTP 403 Forbidden for {what}")),
+            404 => not_found(),
+            _ => {
+                return Failure {
+                    error: OciError::Registry {
+                        registry,
+                        detail: format!("HTTP {code}: {}", truncate(message.trim())),
+                    },
+                    transient: code >= 500,
+                };
+            }
+        },
+        OciDistributionError::RequestError(e) => {
+            if let Some(status) = e.status() {
+                match status.as_u16() {
+                    401 | 403 => auth_failed(format!("HTTP {status} for {what}")),
+                    404 => not_found(),
+                    code => {
+                        return Failure {
+                            error: OciError::Registry {
+                                registry,
+                                detail: format!("HTTP {status}"),
+                            },
+                            transient: code >= 500,
+                        };
+                    }
+                }
+            } else if e.is_connect() || e.is_timeout() {
+                // The top-level message only repeats the URL; the causes say
+                // what happened ("tcp connect error: Connection refused").
+                let detail = match e.source() {
+                    Some(cause) => error_chain(cause),
+                    None => e.to_string(),
+                };
+                OciError::Unreachable { registry, detail }
+            } else {
+                // The connection broke mid-request or mid-body.
+                return Failure {
+                    error: OciError::Registry {
+                        registry,
+                        detail: error_chain(&e),
+                    },
+                    transient: e.is_request() || e.is_body(),
+                };
+            }
+        }
+        OciDistributionError::DigestError(DigestError::VerificationError { expected, actual }) => {
+            OciError::DigestMismatch { expected, actual }
+        }
+        OciDistributionError::IoError(e) => return map_stream_error(e, &registry),
+        OciDistributionError::ImageManifestNotFoundError(_) => not_found(),
+        e @ (OciDistributionError::ManifestParsingError(_)
+        | OciDistributionError::VersionedParsingError(_)
+        | OciDistributionError::UnsupportedMediaTypeError(_)
+        | OciDistributionError::UnsupportedSchemaVersionError(_)
+        | OciDistributionError::ManifestEncodingError(_)
+        | OciDistributionError::JsonError(_)) => OciError::InvalidManifest {
+            what: what.to_owned(),
+            detail: e.to_string(),
+        },
+        e => OciError::Registry {
+            registry,
+            detail: error_chain(&e),
+        },
+    };
+    // Only connection-level problems are worth another attempt here; the
+    // registry answered everything else.
+    let transient = matches!(error, OciError::Unreachable { .. });
+    Failure { error, transient }
+}
+
+/// Maps an error from a blob body stream: `oci_client` reports a digest
+/// mismatch it detects at the end of the stream as an I/O error.
+pub(crate) fn map_stream_error(e: std::io::Error, registry: &str) -> Failure {
+    if let Some(DigestError::VerificationError { expected, actual }) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<DigestError>())
+    {
+        return Failure {
+            error: OciError::DigestMismatch {
+                expected: expected.clone(),
+                actual: actual.clone(),
+            },
+            transient: false,
+        };
+    }
+    Failure {
+        error: OciError::Registry {
+            registry: registry.to_owned(),
+            detail: format!("transfer interrupted: {}", error_chain(&e)),
+        },
+        transient: true,
+    }
+}
+
+/// `error: source: source…`, leaving out a source already quoted by its parent.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Registry error bodies can be whole HTML pages.
+fn truncate(s: &str) -> String {
+    const MAX: usize = 300;
+    match s.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tags_digests_and_ports() {
+        let r = parse_reference("127.0.0.1:5000/hello:v1").unwrap();
+        assert_eq!(
+            (r.registry(), r.repository(), r.tag(), r.digest()),
+            ("127.0.0.1:5000", "hello", Some("v1"), None)
+        );
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let r = parse_reference(&format!("host.example/repo@{d}")).unwrap();
+        assert_eq!(
+            (r.registry(), r.repository(), r.digest()),
+            ("host.example", "repo", Some(d.as_str()))
+        );
+        let r = parse_reference("localhost:5000/a/b:tag").unwrap();
+        assert_eq!(
+            (r.registry(), r.repository(), r.tag()),
+            ("localhost:5000", "a/b", Some("tag"))
+        );
+        let r = parse_reference("localhost:5000/a/b").unwrap();
+        assert_eq!(r.tag(), Some("latest"));
+    }
+
+    #[test]
+    fn rejects_bad_references_naming_them() {
+        for bad in [
+            "",
+            "UPPER/case",
+            "host/repo:bad tag",
+            "host/repo@sha256:abc",
+            &format!("host/repo@sha256:{}", "AB".repeat(32)),
+            &format!("host/repo@sha512:{}", "ab".repeat(64)),
+        ] {
+            let err = parse_reference(bad).unwrap_err();
+            assert!(
+                matches!(err, OciError::InvalidReference { .. }),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn plain_http_for_loopback_and_listed_registries() {
+        let none: &[String] = &[];
+        for yes in [
+            "localhost",
+            "localhost:5000",
+            "LOCALHOST:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+        ] {
+            assert!(uses_plain_http(yes, none), "{yes}");
+        }
+        for no in [
+            "ghcr.io",
+            "registry.example.com:5000",
+            "127.example.com",
+            "128.0.0.1:5000",
+            "localhost.example.com",
+        ] {
+            assert!(!uses_plain_http(no, none), "{no}");
+        }
+        let listed = vec!["http://reg.lan:5000/".to_owned(), "other.lan".to_owned()];
+        assert!(uses_plain_http("reg.lan:5000", &listed));
+        assert!(!uses_plain_http("reg.lan:6000", &listed));
+        assert!(uses_plain_http("other.lan:443", &listed));
+        assert!(uses_plain_http("other.lan", &listed));
+    }
+
+    #[test]
+    fn maps_client_errors() {
+        let f = map_error(
+            OciDistributionError::UnauthorizedError {
+                url: "http://r/v2/x/manifests/v1".into(),
+            },
+            "r:5000",
+            "r:5000/x:v1",
+        );
+        assert!(!f.transient);
+        assert!(
+            f.error
+                .to_string()
+                .starts_with("authentication failed for r:5000"),
+            "{}",
+            f.error
+        );
+
+        let f = map_error(
+            OciDistributionError::ServerError {
+                code: 503,
+                url: "u".into(),
+                message: "busy".into(),
+            },
+            "r",
+            "x",
+        );
+        assert!(f.transient);
+        let f = map_error(
+            OciDistributionError::ServerError {
+                code: 404,
+                url: "u".into(),
+                message: String::new(),
+            },
+            "r",
+            "r/x:v1",
+        );
+        assert!(!f.transient);
+        assert_eq!(f.error.to_string(), "r/x:v1 not found in registry r");
+
+        let envelope = serde_json::from_str(
+            r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#,
+        )
+        .unwrap();
+        let f = map_error(
+            OciDistributionError::RegistryError {
+                envelope,
+                url: "u".into(),
+            },
+            "r",
+            "x",
+        );
+        assert!(matches!(f.error, OciError::AuthenticationFailed { .. }));
+
+        let f = map_error(
+            OciDistributionError::DigestError(DigestError::VerificationError {
+                expected: "sha256:a".into(),
+                actual: "sha256:b".into(),
+            }),
+            "r",
+            "x",
+        );
+        assert!(!f.transient);
+        assert!(f.error.to_string().contains("digest mismatch"));
+
+        let io = std::io::Error::other(DigestError::VerificationError {
+            expected: "sha256:a".into(),
+            actual: "sha256:b".into(),
+        });
+        let f = map_stream_error(io, "r");
+        assert!(!f.transient);
+        assert!(matches!(f.error, OciError::DigestMismatch { .. }));
+        let f = map_stream_error(std::io::Error::other("connection reset"), "r");
+        assert!(f.transient);
+    }
+
+    #[tokio::test]
+    async fn retries_transient_failures_only_and_within_the_window() {
+        let options = ClientOptions {
+            backoff: Duration::from_millis(1),
+            ..ClientOptions::default()
+        };
+        let client = RegistryClient::new(Auth::anonymous(), options);
+        let unreachable = || OciError::Unreachable {
+            registry: "r".into(),
+            detail: "connection refused".into(),
+        };
+
+        let mut calls = 0;
+        let err = client
+            .retry("r", "x", || {
+                calls += 1;
+                async { Err::<(), _>(Failure::from(unreachable())) }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls, 3);
+        assert!(err.to_string().ends_with("(after 3 attempts)"), "{err}");
+
+        let mut calls = 0;
+        let err = client
+            .retry("r", "x", || {
+                calls += 1;
+                async {
+                    Err::<(), _>(Failure::from(OciError::NotFound {
+                        registry: "r".into(),
+                        what: "x".into(),
+                    }))
+                }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls, 1);
+        assert!(matches!(err, OciError::NotFound { .. }));
+
+        let mut calls = 0;
+        let value = client
+            .retry("r", "x", || {
+                calls += 1;
+                let result = if calls < 2 {
+                    Err(Failure::from(unreachable()))
+                } else {
+                    Ok(42)
+                };
+                async move { result }
+            })
+            .await
+            .unwrap();
+        assert_eq!((value, calls), (42, 2));
+
+        let options = ClientOptions {
+            backoff: Duration::from_secs(60),
+            ..ClientOptions::default()
+        };
+        let client = RegistryClient::new(Auth::anonymous(), options);
+        let mut calls = 0;
+        client
+            .retry("r", "x", || {
+                calls += 1;
+                async { Err::<(), _>(Failure::from(unreachable())) }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            calls, 1,
+            "a retry that would start after the window is not made"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_never_answers_is_cut_off() {
+        let options = ClientOptions::default().with_timeouts(
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            Duration::from_secs(30),
+        );
+        let client = RegistryClient::new(
+            Auth::anonymous(),
+            options.with_retries(2, Duration::from_millis(1), Duration::from_secs(8)),
+        );
+        let mut calls = 0;
+        let err = client
+            .retry("r:1", "x", || {
+                calls += 1;
+                std::future::pending::<Result<(), Failure>>()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls, 2);
+        assert_eq!(
+            err.to_string(),
+            "registry r:1 is unreachable: no answer within 50ms (after 2 attempts)"
+        );
+    }
+}

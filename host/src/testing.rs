@@ -1,0 +1,152 @@
+//! Test helpers: start a real host on loopback and stop it cleanly.
+//!
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! use berth::testing::TestHost;
+//! let host = TestHost::builder()
+//!     .wasm_app("hello", "/path/to/hello.wasm")
+//!     .start()
+//!     .await?;
+//! let url = host.url("/");
+//! host.stop().await;
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::config::{AppSpec, Config};
+use crate::server::{Server, ServerOptions};
+
+/// A host running in this process on `127.0.0.1:0`.
+#[derive(Debug)]
+pub struct TestHost {
+    /// Front door address.
+    pub addr: SocketAddr,
+    /// Admin address.
+    pub admin_addr: SocketAddr,
+    /// The server (counters, gateway).
+    pub server: Arc<Server>,
+    data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Builds a [`TestHost`].
+#[derive(Debug, Default)]
+pub struct TestHostBuilder {
+    config: Config,
+    data_dir: Option<PathBuf>,
+}
+
+impl TestHost {
+    /// A builder with no apps and a fresh temporary data dir.
+    pub fn builder() -> TestHostBuilder {
+        TestHostBuilder {
+            config: Config {
+                domain: crate::config::DEFAULT_DOMAIN.into(),
+                ..Config::default()
+            },
+            data_dir: None,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The data directory in use.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Stops accepting, drains and waits for the server to finish.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl TestHostBuilder {
+    /// Adds an app serving a component file with default settings.
+    pub fn wasm_app(self, name: &str, path: impl Into<PathBuf>) -> Self {
+        self.app(name, AppSpec::wasm(path))
+    }
+
+    /// Adds an app.
+    pub fn app(mut self, name: &str, spec: AppSpec) -> Self {
+        self.config.apps.insert(name.into(), spec);
+        self
+    }
+
+    /// Uses a whole config.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Uses this data dir instead of a temporary one (to test restarts).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Loads the apps and starts serving on loopback.
+    ///
+    /// # Errors
+    /// Whatever [`Server::start`] refuses, or a failure to bind.
+    pub async fn start(self) -> anyhow::Result<TestHost> {
+        let (data_dir, temp) = match self.data_dir {
+            Some(d) => (d, None),
+            None => {
+                let t = tempfile::tempdir()?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let mut options = ServerOptions::new(&data_dir);
+        options.engine.max_instances = 300;
+        options.drain_timeout = std::time::Duration::from_secs(10);
+        let config = self.config;
+        let server = tokio::task::spawn_blocking(move || Server::start(&config, options))
+            .await??;
+        let server = Arc::new(server);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(server.clone().run(listener, admin, async {
+            let _ = rx.await;
+        }));
+        Ok(TestHost {
+            addr,
+            admin_addr,
+            server,
+            data_dir,
+            _temp: temp,
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what berth's run and test commands need, when it is missing.
+# Idempotent; safe to run on every `make run` / `make test`.
+#   - the wasm32-wasip2 Rust target (components are built for it)
+#   - Debian: runc, docker-registry (CNCF distribution), skopeo, umoci,
+#     apache2-utils (htpasswd for registry auth tests), busybox-static, wrk
+#   - PyPI: oras (oras-py, an ORAS client used by interop tests)
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+
+if command -v rustup >/dev/null; then
+  if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    log "adding Rust target wasm32-wasip2"
+    rustup target add wasm32-wasip2
+  fi
+fi
+
+need_apt=()
+command -v runc >/dev/null || need_apt+=(runc)
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+command -v skopeo >/dev/null || need_apt+=(skopeo)
+command -v umoci >/dev/null || need_apt+=(umoci)
+command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
+[ -x /bin/busybox ] || need_apt+=(busybox-static)
+command -v wrk >/dev/null || need_apt+=(wrk)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import oras.client' 2>/dev/null; then
+  log "installing oras-py from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check oras
+fi

@@ -1,0 +1,167 @@
+//! The `berth` binary itself: config errors, `berth logs`, a real serve.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth::testing::TestHost;
+use berth_test_artifacts as art;
+
+use crate::support::{app_url, client};
+
+fn berth() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+}
+
+#[test]
+fn malformed_config_is_refused_with_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[apps.hello]\nwasm = \"x.wasm\"\n[apps.hello.limits]\nmemory = \"lots\"\n",
+            &["apps.hello.limits.memory", "lots"][..],
+        ),
+        ("[apps.hello]\nwasm = \"x.wasm\"\nroute = [\"/x\"]\n", &["apps.hello", "route"][..]),
+        ("[apps.hello\n", &["not valid TOML"][..]),
+        ("[apps.hello]\n", &["apps.hello", "needs `wasm"][..]),
+        (
+            "[apps.hello]\nwasm = \"missing.wasm\"\n",
+            &["app `hello`", "missing.wasm"][..],
+        ),
+    ];
+    for (i, (text, needles)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let out = berth()
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .arg("--config")
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "case {i} should fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for needle in *needles {
+            assert!(stderr.contains(needle), "case {i}: missing {needle:?} in {stderr}");
+        }
+        if !text.contains("missing.wasm") {
+            assert!(
+                stderr.contains(&format!("bad{i}.toml")),
+                "case {i}: no file name in {stderr}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_command_prints_guest_output_tagged_with_request_ids() {
+    let host = TestHost::builder()
+        .wasm_app("logger", art::LOGGER)
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &["logger"]);
+    let r = c
+        .get(app_url(host.addr, "logger", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-berth-request-id"].to_str().unwrap().to_string();
+    assert_eq!(r.text().await.unwrap(), "logged");
+
+    let out = berth()
+        .args(["logs", "logger", "--data-dir"])
+        .arg(host.data_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.ends_with(&format!("{id} stdout stdout line"))), "{text}");
+    assert!(text.lines().any(|l| l.ends_with(&format!("{id} stderr stderr line"))), "{text}");
+
+    let out = berth()
+        .args(["logs", "nosuchapp", "--data-dir"])
+        .arg(host.data_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no logs for app `nosuchapp`"));
+    host.stop().await;
+}
+
+/// Picks a free loopback port (racy in theory, fine for a test).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_binary_answers_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("berth.toml");
+    std::fs::write(
+        &cfg,
+        format!("[apps.hello]\nwasm = \"{}\"\nroutes = [\"/hello\"]\n", art::HELLO),
+    )
+    .unwrap();
+    let port = free_port();
+    let admin = free_port();
+    let mut child = berth()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the "serving" line.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("berth serve did not start");
+        if line.contains("berth: serving") {
+            break;
+        }
+    }
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let c = client(addr, &["hello"]);
+    let r = c.get(app_url(addr, "hello", "/")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello from hello");
+    let r = c
+        .get(format!("http://127.0.0.1:{port}/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let pid = child.id() as i32;
+    let rc = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(rc.success());
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "berth did not exit on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}

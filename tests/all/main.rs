@@ -1,0 +1,6 @@
+//! berth's integration tests: one binary (it links once), a module per area.
+//! Each test starts what it needs on free loopback ports and stops it after.
+
+mod cli;
+mod support;
+mod wasm_http;

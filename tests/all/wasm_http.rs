@@ -1,0 +1,405 @@
+//! Wasm components served over HTTP: routing, bodies, concurrency, failures
+//! and limits, outbound HTTP, the compile cache.
+
+use std::time::{Duration, Instant};
+
+use berth::config::AppSpec;
+use berth::testing::TestHost;
+use berth_test_artifacts as art;
+
+use crate::support::{app_url, client, routed, upstream};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_by_host_and_by_path_route() {
+    let host = TestHost::builder()
+        .app("hello", routed(art::HELLO, "/hello"))
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &["hello"]);
+
+    let r = c.get(app_url(host.addr, "hello", "/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-berth-request-id"));
+    assert_eq!(r.text().await.unwrap(), "hello from hello");
+
+    let r = c.get(host.url("/hello/there")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "hello from hello");
+
+    // A prefix matches on a path-segment boundary only.
+    let r = c.get(host.url("/helloworld")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn longest_route_wins_and_h2c_works() {
+    let host = TestHost::builder()
+        .app("hello", routed(art::HELLO, "/api"))
+        .app("echo", routed(art::ECHO, "/api/echo"))
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &[]);
+    let r = c.get(host.url("/api/echo/x?y=1")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-echo-path"], "/api/echo/x?y=1");
+    let r = c.get(host.url("/api/other")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello from hello");
+
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2.get(host.url("/api")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "hello from hello");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_app_is_404_naming_what_was_asked() {
+    let host = TestHost::builder()
+        .wasm_app("hello", art::HELLO)
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &["nope"]);
+    let r = c
+        .get(app_url(host.addr, "nope", "/some/path"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("nope.localhost"), "{body}");
+    assert!(body.contains("/some/path"), "{body}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_round_trips_a_mebibyte_byte_exact() {
+    let host = TestHost::builder()
+        .wasm_app("echo", art::ECHO)
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &["echo"]);
+    let body: Vec<u8> = (0..1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let r = c
+        .post(app_url(host.addr, "echo", "/upload?x=1"))
+        .header("x-custom", "value-1")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-echo-method"], "POST");
+    assert_eq!(r.headers()["x-echo-path"], "/upload?x=1");
+    assert_eq!(r.headers()["x-echo-header-x-custom"], "value-1");
+    let got = r.bytes().await.unwrap();
+    assert_eq!(got.len(), body.len());
+    assert!(got[..] == body[..], "echoed body differs");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_requests_all_succeed() {
+    let host = TestHost::builder()
+        .wasm_app("hello", art::HELLO)
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &["hello"]);
+    let url = app_url(host.addr, "hello", "/");
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let c = c.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                let r = c.get(url).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body, "hello from hello");
+    }
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_from_config_reaches_the_guest() {
+    let mut spec = AppSpec::wasm(art::ENV);
+    spec.env.insert("GREETING".into(), "hi there".into());
+    let host = TestHost::builder().app("env", spec).start().await.unwrap();
+    let c = client(host.addr, &["env"]);
+    let body = c
+        .get(app_url(host.addr, "env", "/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.lines().any(|l| l == "GREETING=hi there"), "{body}");
+    assert!(body.lines().any(|l| l == "BERTH_APP=env"), "{body}");
+    host.stop().await;
+}
+
+/// Starts a host with every misbehaving component plus hello.
+async fn failing_apps(timeout: Duration) -> TestHost {
+    let mut b = TestHost::builder().wasm_app("hello", art::HELLO);
+    for (name, path) in [
+        ("trap", art::TRAP),
+        ("panic", art::PANIC),
+        ("spin", art::SPIN_FOREVER),
+        ("bomb", art::ALLOC_BOMB),
+    ] {
+        let mut spec = AppSpec::wasm(path);
+        spec.limits.timeout = timeout;
+        spec.limits.memory = 64 * 1024 * 1024;
+        b = b.app(name, spec);
+    }
+    b.start().await.unwrap()
+}
+
+async fn assert_hello_ok(c: &reqwest::Client, host: &TestHost) {
+    let r = c
+        .get(app_url(host.addr, "hello", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "hello from hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trap_panic_and_memory_bomb_are_500_and_the_host_goes_on() {
+    let host = failing_apps(Duration::from_secs(20)).await;
+    let c = client(host.addr, &["hello", "trap", "panic", "bomb"]);
+    for (app, expect) in [
+        ("trap", "trapped"),
+        ("panic", "trapped"),
+        ("bomb", "memory limit of 64"),
+    ] {
+        let r = c.get(app_url(host.addr, app, "/")).send().await.unwrap();
+        assert_eq!(r.status(), 500, "{app}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains(expect), "{app}: {body}");
+        assert!(body.len() < 300, "{app}: body should be short: {body}");
+        assert_hello_ok(&c, &host).await;
+    }
+    // The panic message went to the app's log, tagged with the request id.
+    let log = berth::logs::read_all(&host.data_dir().join("logs"), "panic").unwrap();
+    assert!(log.contains("guest panicked on purpose"), "{log}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_forever_hits_the_deadline_with_504_while_others_are_served() {
+    let timeout = Duration::from_secs(2);
+    let host = failing_apps(timeout).await;
+    let c = client(host.addr, &["hello", "spin"]);
+    let spin = {
+        let c = c.clone();
+        let url = app_url(host.addr, "spin", "/");
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let r = c.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap(), t.elapsed())
+        })
+    };
+    // Two spinning guests on a two-core machine must not starve others.
+    let spin2 = {
+        let c = c.clone();
+        let url = app_url(host.addr, "spin", "/");
+        tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    assert_hello_ok(&c, &host).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "hello waited {:?} behind spinning guests",
+        t.elapsed()
+    );
+    let (status, body, took) = spin.await.unwrap();
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("timeout"), "{body}");
+    assert!(took < timeout + Duration::from_secs(1), "took {took:?}");
+    assert!(took >= timeout - Duration::from_millis(300), "took {took:?}");
+    assert_eq!(spin2.await.unwrap(), 504);
+    assert_hello_ok(&c, &host).await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_guest_sleeping_past_the_deadline_gets_504() {
+    let mut spec = AppSpec::wasm(art::SLOW);
+    spec.limits.timeout = Duration::from_secs(1);
+    let host = TestHost::builder().app("slow", spec).start().await.unwrap();
+    let c = client(host.addr, &["slow"]);
+    let r = c
+        .get(app_url(host.addr, "slow", "/?ms=50"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "slept 50 ms");
+    let t = Instant::now();
+    let r = c
+        .get(app_url(host.addr, "slow", "/?ms=60000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_http_only_to_allowed_hosts() {
+    let up = upstream("upstream ok").await;
+    let mut allowed = AppSpec::wasm(art::OUTBOUND);
+    allowed.allowed_outbound_hosts = vec![format!("127.0.0.1:{}", up.port())];
+    let host = TestHost::builder()
+        .app("out", allowed)
+        .wasm_app("closed", art::OUTBOUND)
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &["out", "closed"]);
+    let target = format!("/?url=http://127.0.0.1:{}/x", up.port());
+
+    let r = c.get(app_url(host.addr, "out", &target)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "upstream 200: upstream ok");
+
+    // Same URL from an app without that host in its list: denied in the guest.
+    let t = Instant::now();
+    let r = c
+        .get(app_url(host.addr, "closed", &target))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+
+    // Another port on an allowed host is not allowed either.
+    let r = c
+        .get(app_url(
+            host.addr,
+            "out",
+            &format!("/?url=http://127.0.0.1:{}/", up.port().wrapping_add(1)),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().contains("HttpRequestDenied"));
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_on_the_same_data_dir_compiles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        TestHost::builder()
+            .data_dir(dir.path())
+            .wasm_app("hello", art::HELLO)
+            .wasm_app("echo", art::ECHO)
+            .start()
+    };
+    let first = start().await.unwrap();
+    assert_eq!(first.server.runtime().stats().compiled(), 2);
+    assert_eq!(first.server.runtime().stats().cache_hits(), 0);
+    first.stop().await;
+
+    let second = start().await.unwrap();
+    assert_eq!(second.server.runtime().stats().compiled(), 0);
+    assert_eq!(second.server.runtime().stats().cache_hits(), 2);
+    let c = client(second.addr, &["hello"]);
+    assert_hello_ok(&c, &second).await;
+    second.stop().await;
+
+    // A torn or foreign artifact is not trusted: it is compiled again.
+    for entry in std::fs::read_dir(dir.path().join("compiled")).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+    }
+    let third = start().await.unwrap();
+    assert_eq!(third.server.runtime().stats().compiled(), 2);
+    let c = client(third.addr, &["hello"]);
+    assert_hello_ok(&c, &third).await;
+    third.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_components_are_refused_at_deploy() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("module.wasm");
+    std::fs::write(&module, wat::parse_str("(module)").unwrap()).unwrap();
+    let err = TestHost::builder()
+        .wasm_app("m", &module)
+        .start()
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("core Wasm module, not a component"), "{msg}");
+    assert!(msg.contains("app `m`"), "{msg}");
+
+    let not_http = dir.path().join("empty-component.wasm");
+    std::fs::write(&not_http, wat::parse_str("(component)").unwrap()).unwrap();
+    let err = TestHost::builder()
+        .wasm_app("c", &not_http)
+        .start()
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("does not export wasi:http/incoming-handler"),
+        "{msg}"
+    );
+
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm at all").unwrap();
+    let err = TestHost::builder()
+        .wasm_app("j", &junk)
+        .start()
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("not a WebAssembly binary"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_health_endpoints() {
+    let host = TestHost::builder()
+        .wasm_app("hello", art::HELLO)
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.admin_addr, &[]);
+    for path in ["/healthz", "/readyz"] {
+        let r = c
+            .get(format!("http://{}{path}", host.admin_addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let r = c
+        .get(format!("http://{}/nope", host.admin_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    host.stop().await;
+}
