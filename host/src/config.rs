@@ -223,12 +223,16 @@ impl Config {
             file: file.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(value))
-            .map_err(|e| {
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
                 let key = e.path().to_string();
                 ConfigError::Invalid {
                     file: file.to_path_buf(),
-                    key: if key == "." { "(top level)".into() } else { key },
+                    key: if key == "." {
+                        "(top level)".into()
+                    } else {
+                        key
+                    },
                     reason: e.into_inner().to_string(),
                 }
             })?;
@@ -435,7 +439,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let err = parse("[apps.a]\nwasm = \"x\"\n[apps.a.limits]\nmemory = \"lots\"\n").unwrap_err();
+        let err =
+            parse("[apps.a]\nwasm = \"x\"\n[apps.a.limits]\nmemory = \"lots\"\n").unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("apps.a.limits.memory"), "{msg}");
         assert!(msg.contains("lots"), "{msg}");
@@ -445,7 +450,9 @@ mod tests {
             .to_string();
         assert!(msg.contains("apps.a") && msg.contains("timeout"), "{msg}");
 
-        let msg = parse("[apps.Bad_Name]\nwasm = \"x\"\n").unwrap_err().to_string();
+        let msg = parse("[apps.Bad_Name]\nwasm = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("apps.Bad_Name"), "{msg}");
 
         let msg = parse("[apps.a]\n").unwrap_err().to_string();

@@ -74,17 +74,13 @@ impl RouteTable {
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<RoutedApp>> {
         if let Some(host) = host {
             let host = strip_port(host).trim_end_matches('.');
-            if let Some(label) = host
-                .len()
-                .checked_sub(self.domain.len() + 1)
-                .and_then(|n| {
-                    let (label, rest) = host.split_at(n);
-                    (rest.len() == self.domain.len() + 1
-                        && rest.as_bytes()[0] == b'.'
-                        && rest[1..].eq_ignore_ascii_case(&self.domain))
-                    .then_some(label)
-                })
-                && let Some(app) = self.by_name.get(&label.to_ascii_lowercase())
+            if let Some(label) = host.len().checked_sub(self.domain.len() + 1).and_then(|n| {
+                let (label, rest) = host.split_at(n);
+                (rest.len() == self.domain.len() + 1
+                    && rest.as_bytes()[0] == b'.'
+                    && rest[1..].eq_ignore_ascii_case(&self.domain))
+                .then_some(label)
+            }) && let Some(app) = self.by_name.get(&label.to_ascii_lowercase())
             {
                 return Some(app);
             }

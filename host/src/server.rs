@@ -173,8 +173,11 @@ impl Server {
 
     fn serve_conn<S>(&self, graceful: &GracefulShutdown, stream: tokio::net::TcpStream, svc: S)
     where
-        S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-            + Send
+        S: hyper::service::Service<
+                Request<Incoming>,
+                Response = Response<Body>,
+                Error = Infallible,
+            > + Send
             + 'static,
         S::Future: Send + 'static,
     {

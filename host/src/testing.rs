@@ -128,8 +128,7 @@ impl TestHostBuilder {
         options.engine.max_instances = 300;
         options.drain_timeout = std::time::Duration::from_secs(10);
         let config = self.config;
-        let server = tokio::task::spawn_blocking(move || Server::start(&config, options))
-            .await??;
+        let server = tokio::task::spawn_blocking(move || Server::start(&config, options)).await??;
         let server = Arc::new(server);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -21,7 +21,10 @@ fn malformed_config_is_refused_with_file_key_and_reason() {
             "[apps.hello]\nwasm = \"x.wasm\"\n[apps.hello.limits]\nmemory = \"lots\"\n",
             &["apps.hello.limits.memory", "lots"][..],
         ),
-        ("[apps.hello]\nwasm = \"x.wasm\"\nroute = [\"/x\"]\n", &["apps.hello", "route"][..]),
+        (
+            "[apps.hello]\nwasm = \"x.wasm\"\nroute = [\"/x\"]\n",
+            &["apps.hello", "route"][..],
+        ),
         ("[apps.hello\n", &["not valid TOML"][..]),
         ("[apps.hello]\n", &["apps.hello", "needs `wasm"][..]),
         (
@@ -33,7 +36,13 @@ fn malformed_config_is_refused_with_file_key_and_reason() {
         let file = dir.path().join(format!("bad{i}.toml"));
         std::fs::write(&file, text).unwrap();
         let out = berth()
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .arg("--config")
             .arg(&file)
             .arg("--data-dir")
@@ -43,7 +52,10 @@ fn malformed_config_is_refused_with_file_key_and_reason() {
         assert!(!out.status.success(), "case {i} should fail");
         let stderr = String::from_utf8_lossy(&out.stderr);
         for needle in *needles {
-            assert!(stderr.contains(needle), "case {i}: missing {needle:?} in {stderr}");
+            assert!(
+                stderr.contains(needle),
+                "case {i}: missing {needle:?} in {stderr}"
+            );
         }
         if !text.contains("missing.wasm") {
             assert!(
@@ -68,7 +80,10 @@ async fn logs_command_prints_guest_output_tagged_with_request_ids() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let id = r.headers()["x-berth-request-id"].to_str().unwrap().to_string();
+    let id = r.headers()["x-berth-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(r.text().await.unwrap(), "logged");
 
     let out = berth()
@@ -78,8 +93,16 @@ async fn logs_command_prints_guest_output_tagged_with_request_ids() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.ends_with(&format!("{id} stdout stdout line"))), "{text}");
-    assert!(text.lines().any(|l| l.ends_with(&format!("{id} stderr stderr line"))), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.ends_with(&format!("{id} stdout stdout line"))),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.ends_with(&format!("{id} stderr stderr line"))),
+        "{text}"
+    );
 
     let out = berth()
         .args(["logs", "nosuchapp", "--data-dir"])
@@ -106,7 +129,10 @@ async fn serve_binary_answers_and_exits_cleanly_on_sigterm() {
     let cfg = dir.path().join("berth.toml");
     std::fs::write(
         &cfg,
-        format!("[apps.hello]\nwasm = \"{}\"\nroutes = [\"/hello\"]\n", art::HELLO),
+        format!(
+            "[apps.hello]\nwasm = \"{}\"\nroutes = [\"/hello\"]\n",
+            art::HELLO
+        ),
     )
     .unwrap();
     let port = free_port();
@@ -160,7 +186,10 @@ async fn serve_binary_answers_and_exits_cleanly_on_sigterm() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "berth did not exit on SIGTERM");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "berth did not exit on SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");

@@ -2,5 +2,6 @@
 //! Each test starts what it needs on free loopback ports and stops it after.
 
 mod cli;
+mod oci;
 mod support;
 mod wasm_http;

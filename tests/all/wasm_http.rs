@@ -18,7 +18,11 @@ async fn hello_by_host_and_by_path_route() {
         .unwrap();
     let c = client(host.addr, &["hello"]);
 
-    let r = c.get(app_url(host.addr, "hello", "/")).send().await.unwrap();
+    let r = c
+        .get(app_url(host.addr, "hello", "/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().contains_key("x-berth-request-id"));
     assert_eq!(r.text().await.unwrap(), "hello from hello");
@@ -235,7 +239,10 @@ async fn spin_forever_hits_the_deadline_with_504_while_others_are_served() {
     assert_eq!(status, 504, "{body}");
     assert!(body.contains("timeout"), "{body}");
     assert!(took < timeout + Duration::from_secs(1), "took {took:?}");
-    assert!(took >= timeout - Duration::from_millis(300), "took {took:?}");
+    assert!(
+        took >= timeout - Duration::from_millis(300),
+        "took {took:?}"
+    );
     assert_eq!(spin2.await.unwrap(), 504);
     assert_hello_ok(&c, &host).await;
     host.stop().await;
@@ -279,7 +286,11 @@ async fn outbound_http_only_to_allowed_hosts() {
     let c = client(host.addr, &["out", "closed"]);
     let target = format!("/?url=http://127.0.0.1:{}/x", up.port());
 
-    let r = c.get(app_url(host.addr, "out", &target)).send().await.unwrap();
+    let r = c
+        .get(app_url(host.addr, "out", &target))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "upstream 200: upstream ok");
 

@@ -1,10 +1,10 @@
 //! Env component: lists the guest's environment as `KEY=VALUE\n` lines,
 //! sorted by key (non-UTF-8 is replaced lossily).
 
-use wstd::http::{Body, Error, Request, Response};
+use berth_sdk::{Request, Response, StatusCode};
 
-#[wstd::http_server]
-async fn main(_request: Request<Body>) -> Result<Response<Body>, Error> {
+#[berth_sdk::http_component]
+fn handle(_request: Request) -> Response {
     let mut vars: Vec<(String, String)> = std::env::vars_os()
         .map(|(k, v)| {
             (
@@ -15,5 +15,5 @@ async fn main(_request: Request<Body>) -> Result<Response<Body>, Error> {
         .collect();
     vars.sort();
     let body: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    Ok(Response::new(body.into()))
+    berth_sdk::text(StatusCode::OK, body)
 }

@@ -9,30 +9,23 @@
 //!
 //! Never panics on an outbound error.
 
-use wstd::http::{Body, Error, Request, Response, StatusCode, Uri};
+use berth_sdk::{Request, Response, StatusCode, Uri, text};
 
-#[wstd::http_server]
-async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
-    let url = request
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("url="))
-        .map(percent_decode);
-    let Some(url) = url else {
-        return respond(
+#[berth_sdk::http_component]
+fn handle(request: Request) -> Response {
+    let Some(url) = berth_sdk::query(&request, "url") else {
+        return text(
             StatusCode::BAD_REQUEST,
             "expected ?url=<percent-encoded URL>",
         );
     };
-    match fetch(&url).await {
-        Ok(text) => respond(StatusCode::OK, text),
-        Err(err) => respond(StatusCode::BAD_GATEWAY, format!("outbound error: {err}")),
+    match fetch(&url) {
+        Ok(upstream) => text(StatusCode::OK, upstream),
+        Err(err) => text(StatusCode::BAD_GATEWAY, format!("outbound error: {err}")),
     }
 }
 
-async fn fetch(url: &str) -> Result<String, String> {
+fn fetch(url: &str) -> Result<String, String> {
     let uri: Uri = url.parse().map_err(|e| format!("bad url {url:?}: {e}"))?;
     let (status, body) = get(&uri)?;
     Ok(format!(
@@ -81,44 +74,4 @@ fn get(uri: &Uri) -> Result<(u16, Vec<u8>), String> {
         }
     }
     Ok((status, out))
-}
-
-fn respond(status: StatusCode, body: impl Into<String>) -> Result<Response<Body>, Error> {
-    Ok(Response::builder()
-        .status(status)
-        .body(body.into().into())?)
-}
-
-/// Decodes `%XX` escapes and `+` (as space, form encoding). Malformed escapes
-/// are kept literally; invalid UTF-8 is replaced.
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hi = bytes.get(i + 1).copied().and_then(hex);
-                let lo = bytes.get(i + 2).copied().and_then(hex);
-                if let (Some(hi), Some(lo)) = (hi, lo) {
-                    out.push((hi << 4) | lo);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

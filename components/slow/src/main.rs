@@ -2,23 +2,14 @@
 //! timer (the guest yields to the host while waiting), then answers
 //! `slept N ms`. A missing or invalid `ms` gives 400.
 
-use wstd::http::{Body, Error, Request, Response, StatusCode};
-use wstd::time::Duration;
+use berth_sdk::wstd::{task::sleep, time::Duration};
+use berth_sdk::{Request, Response, StatusCode, text};
 
-#[wstd::http_server]
-async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
-    let ms = request
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("ms="))
-        .and_then(|v| v.parse::<u64>().ok());
-    let Some(ms) = ms else {
-        return Ok(Response::builder()
-            .status(StatusCode::BAD_REQUEST)
-            .body("expected ?ms=<milliseconds>".into())?);
+#[berth_sdk::http_component]
+async fn handle(request: Request) -> Response {
+    let Some(ms) = berth_sdk::query(&request, "ms").and_then(|ms| ms.parse::<u64>().ok()) else {
+        return text(StatusCode::BAD_REQUEST, "expected ?ms=<milliseconds>");
     };
-    wstd::task::sleep(Duration::from_millis(ms)).await;
-    Ok(Response::new(format!("slept {ms} ms").into()))
+    sleep(Duration::from_millis(ms)).await;
+    text(StatusCode::OK, format!("slept {ms} ms"))
 }

@@ -32,13 +32,8 @@ pub fn run(args: LogsArgs) -> anyhow::Result<()> {
         .data_dir
         .unwrap_or_else(config::default_data_dir)
         .join("logs");
-    let text = logs::read_all(&dir, &args.name).with_context(|| {
-        format!(
-            "no logs for app `{}` in `{}`",
-            args.name,
-            dir.display()
-        )
-    })?;
+    let text = logs::read_all(&dir, &args.name)
+        .with_context(|| format!("no logs for app `{}` in `{}`", args.name, dir.display()))?;
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;

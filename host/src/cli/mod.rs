@@ -1,6 +1,8 @@
 //! The `berth` command line: one module per subcommand.
 
 pub mod logs;
+pub mod pull;
+pub mod push;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +23,10 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Print an app's captured guest output.
     Logs(logs::LogsArgs),
+    /// Push a Wasm component to an OCI registry (CNCF Wasm artifact layout).
+    Push(push::PushArgs),
+    /// Pull an artifact into the local store; print its digest and kind.
+    Pull(pull::PullArgs),
 }
 
 impl Cli {
@@ -32,6 +38,8 @@ impl Cli {
         match self.command {
             Command::Serve(args) => serve::run(args),
             Command::Logs(args) => logs::run(args),
+            Command::Push(args) => push::run(args),
+            Command::Pull(args) => pull::run(args),
         }
     }
 }

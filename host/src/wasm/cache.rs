@@ -72,7 +72,8 @@ impl CompileCache {
         h.update(wasm_sha256.as_bytes());
         h.update(b"\0");
         h.update(self.engine_hash.as_bytes());
-        self.dir.join(format!("{}.cwasm", hex::encode(h.finalize())))
+        self.dir
+            .join(format!("{}.cwasm", hex::encode(h.finalize())))
     }
 
     /// Loads the component for `wasm` from the cache, or compiles and caches it.

@@ -100,7 +100,9 @@ pub enum LoadError {
     )]
     CoreModule(String),
     /// A component that is not a wasi:http proxy.
-    #[error("`{path}` does not export wasi:http/incoming-handler (not a wasi:http proxy component): {reason}")]
+    #[error(
+        "`{path}` does not export wasi:http/incoming-handler (not a wasi:http proxy component): {reason}"
+    )]
     NotHttp {
         /// The file.
         path: String,
@@ -375,13 +377,13 @@ impl WasmRuntime {
         })?;
         check_component(&bytes, &shown)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        let (component, from) =
-            self.cache
-                .load(&self.engine, &bytes, &sha256)
-                .map_err(|e| LoadError::Compile {
-                    path: shown.clone(),
-                    reason: format!("{e:#}"),
-                })?;
+        let (component, from) = self
+            .cache
+            .load(&self.engine, &bytes, &sha256)
+            .map_err(|e| LoadError::Compile {
+                path: shown.clone(),
+                reason: format!("{e:#}"),
+            })?;
         match from {
             LoadedFrom::Compiled => {
                 self.stats.compiled.fetch_add(1, Ordering::Relaxed);
@@ -664,7 +666,9 @@ fn classify(e: wasmtime::Error, limits: &Limits, pool: u32) -> GuestError {
     if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
         return GuestError::MemoryLimit(bytesize::ByteSize::b(m.0).display().iec().to_string());
     }
-    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
         return GuestError::Overloaded(pool);
     }
     let msg = match e.downcast_ref::<wasmtime::Trap>() {

@@ -1,5 +1,7 @@
 //! Shared helpers for the integration tests.
 
+pub mod registry;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds berth's examples and prints the path of each component built:
+#   - the examples/ workspace (plain cargo + berth-sdk, target wasm32-wasip2);
+#   - examples/cargo-component-hello with `cargo component build`, installing
+#     cargo-component when `cargo component --version` fails (a from-source
+#     `cargo install`: several minutes the first time).
+# Idempotent: a second run only checks that everything is up to date.
+set -euo pipefail
+
+CARGO_COMPONENT_VERSION=0.21.1
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cargo="${CARGO:-cargo}"
+log() { printf 'build-examples: %s\n' "$*" >&2; }
+
+# Outputs go where this script says, whatever the caller's environment.
+unset CARGO_TARGET_DIR CARGO_BUILD_TARGET
+
+if command -v rustup >/dev/null; then
+  # wasm32-wasip2 for the workspace; cargo-component compiles for
+  # wasm32-wasip1 and adapts the module into a component.
+  for target in wasm32-wasip2 wasm32-wasip1; do
+    if ! rustup target list --installed | grep -qx "$target"; then
+      log "adding Rust target $target"
+      rustup target add "$target"
+    fi
+  done
+fi
+
+if ! "$cargo" component --version >/dev/null 2>&1; then
+  log "installing cargo-component $CARGO_COMPONENT_VERSION (cargo install --locked)"
+  "$cargo" install --locked "cargo-component@$CARGO_COMPONENT_VERSION"
+fi
+installed="$("$cargo" component --version)"
+case "$installed" in
+  *" $CARGO_COMPONENT_VERSION"*) ;;
+  *) log "warning: found $installed; the examples are checked with $CARGO_COMPONENT_VERSION" ;;
+esac
+
+# A component starts like a core module but with layer 1, version 0x0d:
+# bytes 4..8 are 0d 00 01 00 (a core module has 01 00 00 00).
+check_component() {
+  local magic
+  magic="$(od -An -tx1 -j4 -N4 "$1" | tr -d ' \n')"
+  if [ "$magic" != 0d000100 ]; then
+    log "error: $1 is not a component (bytes 4..8: $magic)"
+    exit 1
+  fi
+  printf '%s\n' "$1"
+}
+
+log "examples/ workspace (cargo build --release)"
+(cd "$root/examples" && "$cargo" build --release)
+check_component "$root/examples/target/wasm32-wasip2/release/sdk-hello.wasm"
+
+log "examples/cargo-component-hello (cargo component build --release)"
+(cd "$root/examples/cargo-component-hello" && "$cargo" component build --release)
+check_component "$root/examples/cargo-component-hello/target/wasm32-wasip1/release/cargo_component_hello.wasm"

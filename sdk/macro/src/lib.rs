@@ -1,0 +1,111 @@
+//! The `#[http_component]` attribute of `berth-sdk`.
+//!
+//! Use it as `#[berth_sdk::http_component]`: the expansion names items only
+//! through `::berth_sdk::__private`, so a component depends on `berth-sdk`
+//! alone. See `berth_sdk::http_component` for the contract.
+
+use proc_macro::TokenStream;
+use proc_macro2::{Ident, Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote};
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemFn, parse_macro_input};
+
+/// Turns `[async] fn NAME(request: Request) -> impl IntoResponse` into the
+/// component's `wasi:http/incoming-handler` export.
+#[proc_macro_attribute]
+pub fn http_component(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(
+            TokenStream2::from(attr).span(),
+            "#[http_component] takes no arguments",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let handler = parse_macro_input!(item as ItemFn);
+    expand(handler)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+fn expand(mut handler: ItemFn) -> syn::Result<TokenStream2> {
+    check_signature(&handler)?;
+
+    // A bin crate needs a `fn main`, and `main` cannot be the (possibly async)
+    // handler itself: a handler named `main`, as `#[wstd::http_server]` wants
+    // it, is renamed, so that code moves over unchanged.
+    if handler.sig.ident == "main" {
+        handler.sig.ident = format_ident!("__berth_http_component_main");
+    }
+    let name = &handler.sig.ident;
+    // Locals of the expansion, invisible to (and unshadowed by) user code.
+    let incoming = Ident::new("incoming", Span::mixed_site());
+    let response_out = Ident::new("response_out", Span::mixed_site());
+    let request = Ident::new("request", Span::mixed_site());
+    let call = if handler.sig.asyncness.is_some() {
+        quote!(#name)
+    } else {
+        quote!(|#request| ::core::future::ready(#name(#request)))
+    };
+
+    Ok(quote! {
+        #handler
+
+        const _: () = {
+            struct __BerthHttpComponent;
+
+            impl ::berth_sdk::__private::wasip2::exports::http::incoming_handler::Guest
+                for __BerthHttpComponent
+            {
+                fn handle(
+                    #incoming: ::berth_sdk::__private::wasip2::http::types::IncomingRequest,
+                    #response_out: ::berth_sdk::__private::wasip2::http::types::ResponseOutparam,
+                ) {
+                    ::berth_sdk::__private::serve(#incoming, #response_out, #call);
+                }
+            }
+
+            ::berth_sdk::__private::wasip2::http::proxy::export!(
+                __BerthHttpComponent with_types_in ::berth_sdk::__private::wasip2
+            );
+        };
+
+        /// Satisfies rustc in a bin crate; dead code in a `cdylib`. A
+        /// wasi:http host calls `wasi:http/incoming-handler.handle`, never
+        /// the `wasi:cli/run` export that this becomes in a bin.
+        #[allow(dead_code)]
+        fn main() {
+            ::berth_sdk::__private::not_a_command()
+        }
+    })
+}
+
+fn check_signature(handler: &ItemFn) -> syn::Result<()> {
+    let sig = &handler.sig;
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "an #[http_component] handler cannot be generic",
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        return Err(syn::Error::new(variadic.span(), "unexpected variadic"));
+    }
+    let mut inputs = sig.inputs.iter();
+    match (inputs.next(), inputs.next()) {
+        (Some(FnArg::Typed(_)), None) => Ok(()),
+        (Some(FnArg::Receiver(receiver)), _) => Err(syn::Error::new(
+            receiver.span(),
+            "an #[http_component] handler is a free function, not a method",
+        )),
+        (Some(_), Some(extra)) => Err(syn::Error::new(
+            extra.span(),
+            "an #[http_component] handler takes exactly one argument, the request",
+        )),
+        (None, _) => Err(syn::Error::new(
+            sig.paren_token.span.join(),
+            "an #[http_component] handler takes the request as its argument: \
+             `fn handle(request: berth_sdk::Request)`",
+        )),
+    }
+}
