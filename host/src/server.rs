@@ -24,9 +24,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, Source};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::config::{AppSpec, Config, Source};
 use crate::gateway::{self, Backend, Body, Gateway, RouteTable, RoutedApp};
 use crate::logs::AppLog;
+use crate::oci::{BlobStore, Puller, RegistryClient};
 use crate::wasm::{EngineOptions, WasmRuntime};
 
 /// Settings of a running host that are not part of the app config.
@@ -38,6 +42,10 @@ pub struct ServerOptions {
     pub engine: EngineOptions,
     /// How long in-flight requests may run after shutdown begins.
     pub drain_timeout: Duration,
+    /// How `image = "REF"` apps are pulled.
+    pub registry: RegistryClient,
+    /// Show pull progress bars (only ever drawn on a terminal).
+    pub progress: bool,
 }
 
 impl ServerOptions {
@@ -47,25 +55,45 @@ impl ServerOptions {
             data_dir: data_dir.into(),
             engine: EngineOptions::default(),
             drain_timeout: Duration::from_secs(30),
+            registry: RegistryClient::anonymous(),
+            progress: false,
         }
     }
+}
+
+/// What a deploy resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    /// The app.
+    pub name: String,
+    /// For an image, `registry/repo@sha256:…`: the digest the tag resolved to.
+    pub pinned: Option<String>,
+    /// sha256 of the component that serves.
+    pub sha256: String,
+    /// Bytes pulled from a registry for this deploy (0 when all was local).
+    pub pulled_bytes: u64,
 }
 
 /// A loaded host, ready to serve.
 #[derive(Debug)]
 pub struct Server {
     options: ServerOptions,
+    domain: String,
     runtime: Arc<WasmRuntime>,
+    puller: Puller,
     gateway: Arc<Gateway>,
+    /// Deployed apps with their routes; the route table is rebuilt from this.
+    apps: Mutex<BTreeMap<String, (Arc<RoutedApp>, Vec<String>)>>,
     ready: AtomicBool,
 }
 
 impl Server {
-    /// Creates the data directory and engine and loads every app of `config`.
+    /// Creates the data directory and engine and deploys every app of
+    /// `config`. Nothing listens yet.
     ///
     /// # Errors
-    /// The first app that cannot be loaded, named, with the reason.
-    pub fn start(config: &Config, options: ServerOptions) -> anyhow::Result<Self> {
+    /// The first app that cannot be deployed, named, with the reason.
+    pub async fn start(config: &Config, options: ServerOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&options.data_dir).with_context(|| {
             format!(
                 "cannot create data directory `{}`",
@@ -76,36 +104,120 @@ impl Server {
             WasmRuntime::new(&options.data_dir, &options.engine)
                 .context("cannot set up the Wasm engine")?,
         );
-        let logs_dir = options.data_dir.join("logs");
-        let mut apps = Vec::new();
-        for (name, spec) in &config.apps {
-            let log = Arc::new(
-                AppLog::open(&logs_dir, name)
-                    .with_context(|| format!("cannot open the log of app `{name}`"))?,
-            );
-            let backend = match &spec.source {
-                Source::Wasm(path) => Backend::Wasm(Arc::new(
-                    runtime
-                        .load_app(name, path, spec, log)
-                        .with_context(|| format!("cannot deploy app `{name}`"))?,
-                )),
-                Source::Image(reference) => anyhow::bail!(
-                    "cannot deploy app `{name}`: image `{reference}`: OCI images are not supported by this build"
-                ),
-            };
-            let app = Arc::new(RoutedApp {
-                name: name.clone(),
-                backend,
-            });
-            apps.push((app, spec.routes.clone()));
-        }
-        let gateway = Arc::new(Gateway::new(RouteTable::new(&config.domain, apps)));
-        Ok(Self {
-            options,
+        let store = BlobStore::open(&options.data_dir).context("cannot open the blob store")?;
+        let puller = Puller::new(options.registry.clone(), store).with_progress(options.progress);
+        let server = Self {
+            domain: config.domain.clone(),
             runtime,
-            gateway,
+            puller,
+            gateway: Arc::new(Gateway::new(RouteTable::new(&config.domain, Vec::new()))),
+            apps: Mutex::new(BTreeMap::new()),
             ready: AtomicBool::new(false),
+            options,
+        };
+        for (name, spec) in &config.apps {
+            server.deploy(name, spec).await?;
+        }
+        Ok(server)
+    }
+
+    /// Deploys (or replaces) app `name`: pulls its image if it has one,
+    /// compiles or maps its component, and switches routing to it. On error
+    /// nothing changes and every other app keeps serving.
+    ///
+    /// # Errors
+    /// Why the app cannot be deployed, naming it.
+    pub async fn deploy(&self, name: &str, spec: &AppSpec) -> anyhow::Result<Deployed> {
+        crate::config::validate_label(name).map_err(|r| anyhow::anyhow!("app name: {r}"))?;
+        let deployed = self
+            .load(name, spec)
+            .await
+            .with_context(|| format!("cannot deploy app `{name}`"))?;
+        let (app, info) = deployed;
+        {
+            let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(route) = spec.routes.iter().find(|r| {
+                apps.iter()
+                    .any(|(other, (_, routes))| other != name && routes.contains(r))
+            }) {
+                anyhow::bail!(
+                    "cannot deploy app `{name}`: route `{route}` is taken by another app"
+                );
+            }
+            apps.insert(name.to_string(), (app, spec.routes.clone()));
+            self.publish(&apps);
+        }
+        Ok(info)
+    }
+
+    /// Removes app `name`; its in-flight requests finish.
+    ///
+    /// Returns whether the app existed.
+    pub fn remove(&self, name: &str) -> bool {
+        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let existed = apps.remove(name).is_some();
+        self.publish(&apps);
+        existed
+    }
+
+    fn publish(&self, apps: &BTreeMap<String, (Arc<RoutedApp>, Vec<String>)>) {
+        let entries = apps
+            .values()
+            .map(|(app, routes)| (app.clone(), routes.clone()))
+            .collect();
+        self.gateway
+            .set_table(RouteTable::new(&self.domain, entries));
+    }
+
+    async fn load(&self, name: &str, spec: &AppSpec) -> anyhow::Result<(Arc<RoutedApp>, Deployed)> {
+        let (path, pinned, pulled_bytes) = match &spec.source {
+            Source::Wasm(path) => (path.clone(), None, 0),
+            Source::Image(reference) => {
+                let pulled = self
+                    .puller
+                    .pull(reference)
+                    .await
+                    .with_context(|| format!("cannot pull image `{reference}`"))?;
+                let Some(path) = pulled.wasm.clone() else {
+                    anyhow::bail!(
+                        "image `{reference}` is a {}; this host runs Wasm components only",
+                        pulled.kind
+                    );
+                };
+                tracing::info!(
+                    app = name,
+                    image = %reference,
+                    pinned = %pulled.pinned,
+                    pulled_bytes = pulled.pulled_bytes,
+                    "image resolved and pinned"
+                );
+                (path, Some(pulled.pinned), pulled.pulled_bytes)
+            }
+        };
+        let logs_dir = self.options.data_dir.join("logs");
+        let log = Arc::new(
+            AppLog::open(&logs_dir, name)
+                .with_context(|| format!("cannot open the log of app `{name}`"))?,
+        );
+        let runtime = self.runtime.clone();
+        let (name_owned, spec_owned) = (name.to_string(), spec.clone());
+        // Compiling is CPU-bound: keep it off the async workers.
+        let wasm = tokio::task::spawn_blocking(move || {
+            runtime.load_app(&name_owned, &path, &spec_owned, log)
         })
+        .await
+        .context("compile task failed")??;
+        let info = Deployed {
+            name: name.to_string(),
+            pinned,
+            sha256: wasm.sha256().to_string(),
+            pulled_bytes,
+        };
+        let app = Arc::new(RoutedApp {
+            name: name.to_string(),
+            backend: Backend::Wasm(Arc::new(wasm)),
+        });
+        Ok((app, info))
     }
 
     /// The Wasm runtime (for its counters).

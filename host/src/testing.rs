@@ -19,6 +19,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use crate::config::{AppSpec, Config};
+use crate::oci::RegistryClient;
 use crate::server::{Server, ServerOptions};
 
 /// A host running in this process on `127.0.0.1:0`.
@@ -41,6 +42,7 @@ pub struct TestHost {
 pub struct TestHostBuilder {
     config: Config,
     data_dir: Option<PathBuf>,
+    registry: Option<RegistryClient>,
 }
 
 impl TestHost {
@@ -52,6 +54,7 @@ impl TestHost {
                 ..Config::default()
             },
             data_dir: None,
+            registry: None,
         }
     }
 
@@ -106,6 +109,12 @@ impl TestHostBuilder {
         self
     }
 
+    /// Pulls images with this client (default: anonymous).
+    pub fn registry(mut self, client: RegistryClient) -> Self {
+        self.registry = Some(client);
+        self
+    }
+
     /// Uses this data dir instead of a temporary one (to test restarts).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
@@ -127,9 +136,10 @@ impl TestHostBuilder {
         let mut options = ServerOptions::new(&data_dir);
         options.engine.max_instances = 300;
         options.drain_timeout = std::time::Duration::from_secs(10);
-        let config = self.config;
-        let server = tokio::task::spawn_blocking(move || Server::start(&config, options)).await??;
-        let server = Arc::new(server);
+        if let Some(registry) = self.registry {
+            options.registry = registry;
+        }
+        let server = Arc::new(Server::start(&self.config, options).await?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

@@ -10,6 +10,11 @@ use crate::{Body, Error, HeaderValue, Response, StatusCode};
 /// whose error converts into [`Error`]. An error is written to stderr, which
 /// berth keeps in the app's log, and the client gets a plain 500 that does not
 /// reveal it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a response",
+    label = "an #[http_component] handler cannot return `{Self}`",
+    note = "return a `berth_sdk::Response`, or a `Result` of one whose error converts into `berth_sdk::Error`"
+)]
 pub trait IntoResponse {
     /// Converts `self` into the response to send.
     fn into_response(self) -> Response;

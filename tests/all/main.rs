@@ -2,6 +2,7 @@
 //! Each test starts what it needs on free loopback ports and stops it after.
 
 mod cli;
+mod deploy_image;
 mod oci;
 mod support;
 mod wasm_http;

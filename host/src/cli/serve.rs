@@ -27,6 +27,9 @@ pub struct ServeArgs {
     /// Apps answer at `<app>.<domain>`; overrides the config's `domain`.
     #[arg(long, env = "BERTH_DOMAIN")]
     pub domain: Option<String>,
+    /// How to reach registries for `image = "REF"` apps.
+    #[command(flatten)]
+    pub registry: super::push::RegistryArgs,
     /// Wasm instances that may run at once across all apps.
     #[arg(long, env = "BERTH_MAX_INSTANCES", default_value_t = 1000)]
     pub max_instances: u32,
@@ -51,6 +54,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut options = ServerOptions::new(args.data_dir.unwrap_or_else(config::default_data_dir));
     options.engine.max_instances = args.max_instances;
+    options.registry = args.registry.client()?;
+    options.progress = true;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -58,7 +63,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let server = Arc::new(Server::start(&cfg, options)?);
+        let server = Arc::new(Server::start(&cfg, options).await?);
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;

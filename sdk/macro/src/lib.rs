@@ -6,7 +6,7 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::{Ident, Span, TokenStream as TokenStream2};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, parse_macro_input};
 
@@ -42,10 +42,12 @@ fn expand(mut handler: ItemFn) -> syn::Result<TokenStream2> {
     let incoming = Ident::new("incoming", Span::mixed_site());
     let response_out = Ident::new("response_out", Span::mixed_site());
     let request = Ident::new("request", Span::mixed_site());
+    // Spanned so that a wrong argument type is reported at the argument.
+    let span = handler.sig.inputs.span();
     let call = if handler.sig.asyncness.is_some() {
-        quote!(#name)
+        quote_spanned!(span=> #name)
     } else {
-        quote!(|#request| ::core::future::ready(#name(#request)))
+        quote_spanned!(span=> |#request| ::core::future::ready(#name(#request)))
     };
 
     Ok(quote! {

@@ -1,0 +1,170 @@
+//! Apps deployed by `image = "REF"`: pulled from a real registry, pinned,
+//! served; failures leave the running host alone.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use berth::config::{AppSpec, Source};
+use berth::oci::{self, RegistryClient};
+use berth::testing::TestHost;
+use berth_test_artifacts as art;
+
+use crate::support::registry::{Registry, free_addr, python_helper};
+use crate::support::{app_url, client};
+
+fn image_app(reference: &str) -> AppSpec {
+    let mut spec = AppSpec::wasm("unused");
+    spec.source = Source::Image(reference.to_string());
+    spec
+}
+
+async fn push_hello(registry: &Registry, repo_tag: &str) -> (String, String) {
+    let reference = registry.reference(repo_tag);
+    let bytes = std::fs::read(art::HELLO).unwrap();
+    let digest = oci::push_component(&RegistryClient::anonymous(), &reference, &bytes)
+        .await
+        .unwrap();
+    (reference, digest)
+}
+
+async fn get_hello(host: &TestHost, app: &str) -> (u16, String) {
+    let c = client(host.addr, &[app]);
+    let r = c.get(app_url(host.addr, app, "/")).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berth_push_then_deploy_by_tag_and_by_digest() {
+    let registry = Registry::start();
+    let (reference, digest) = push_hello(&registry, "hello:v1").await;
+    let by_digest = format!("{}/hello@{digest}", registry.host());
+    let host = TestHost::builder()
+        .app("bytag", image_app(&reference))
+        .app("bydigest", image_app(&by_digest))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(
+        get_hello(&host, "bytag").await,
+        (200, "hello from bytag".into())
+    );
+    assert_eq!(
+        get_hello(&host, "bydigest").await,
+        (200, "hello from bydigest".into())
+    );
+
+    // A redeploy of the same tag resolves to the pinned digest and pulls,
+    // compiles nothing.
+    let gets = registry.blob_gets();
+    let compiled = host.server.runtime().stats().compiled();
+    let deployed = host
+        .server
+        .deploy("bytag", &image_app(&reference))
+        .await
+        .unwrap();
+    assert_eq!(deployed.pinned.as_deref(), Some(by_digest.as_str()));
+    assert_eq!(deployed.pulled_bytes, 0);
+    assert_eq!(registry.blob_gets(), gets, "no blob was fetched again");
+    assert_eq!(host.server.runtime().stats().compiled(), compiled);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_pulls_and_compiles_nothing() {
+    let registry = Registry::start();
+    let (reference, _) = push_hello(&registry, "hello:v1").await;
+    let data = tempfile::tempdir().unwrap();
+    let start = || {
+        TestHost::builder()
+            .data_dir(data.path())
+            .app("hello", image_app(&reference))
+            .start()
+    };
+    let first = start().await.unwrap();
+    assert_eq!(first.server.runtime().stats().compiled(), 1);
+    first.stop().await;
+    let gets = registry.blob_gets();
+    let second = start().await.unwrap();
+    assert_eq!(second.server.runtime().stats().compiled(), 0);
+    assert_eq!(registry.blob_gets(), gets);
+    assert_eq!(get_hello(&second, "hello").await.0, 200);
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oras_push_deploys_and_serves() {
+    let registry = Registry::start();
+    let reference = registry.reference("oras-hello:v1");
+    // CNCF media types: config application/vnd.wasm.config.v0+json, one
+    // application/wasm layer.
+    python_helper(
+        "oras_push.py",
+        &[&reference, &format!("{}:application/wasm", art::HELLO)],
+    );
+    let host = TestHost::builder()
+        .app("orashello", image_app(&reference))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(
+        get_hello(&host, "orashello").await,
+        (200, "hello from orashello".into())
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_blob_or_a_dead_registry_fails_the_deploy_not_the_host() {
+    let registry = Registry::start();
+    let (_, _) = push_hello(&registry, "good:v1").await;
+    // A second, distinct component so that its blob is not already local.
+    let reference = registry.reference("bad:v1");
+    let echo = std::fs::read(art::ECHO).unwrap();
+    oci::push_component(&RegistryClient::anonymous(), &reference, &echo)
+        .await
+        .unwrap();
+    let layer = oci::Digest::of(&echo).to_string();
+    let blob = registry.blob_data_path(&layer);
+    let mut corrupt = std::fs::read(&blob).unwrap();
+    corrupt[100] ^= 0xff;
+    std::fs::write(&blob, corrupt).unwrap();
+
+    let host = TestHost::builder()
+        .wasm_app("hello", art::HELLO)
+        .start()
+        .await
+        .unwrap();
+    let err = host
+        .server
+        .deploy("bad", &image_app(&reference))
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("digest mismatch"), "{msg}");
+    assert!(msg.contains("app `bad`"), "{msg}");
+    assert!(
+        !blob_store_has(host.data_dir(), &layer),
+        "a corrupt blob must not be cached"
+    );
+    assert_eq!(get_hello(&host, "hello").await.0, 200);
+    assert_eq!(get_hello(&host, "bad").await.0, 404);
+
+    // A registry that is down: a clear error within a bounded time.
+    let dead = format!("{}/hello:v1", free_addr());
+    let t = Instant::now();
+    let err = host
+        .server
+        .deploy("dead", &image_app(&dead))
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("unreachable"), "{msg}");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert_eq!(get_hello(&host, "hello").await.0, 200);
+    host.stop().await;
+}
+
+fn blob_store_has(data_dir: &Path, digest: &str) -> bool {
+    let hex = digest.trim_start_matches("sha256:");
+    data_dir.join("blobs/sha256").join(hex).exists()
+}
