@@ -74,6 +74,9 @@ pub struct Deployed {
     pub pulled_bytes: u64,
 }
 
+/// Deployed apps by name, with their path routes.
+type AppTable = BTreeMap<String, (Arc<RoutedApp>, Vec<String>)>;
+
 /// A loaded host, ready to serve.
 #[derive(Debug)]
 pub struct Server {
@@ -83,7 +86,7 @@ pub struct Server {
     puller: Puller,
     gateway: Arc<Gateway>,
     /// Deployed apps with their routes; the route table is rebuilt from this.
-    apps: Mutex<BTreeMap<String, (Arc<RoutedApp>, Vec<String>)>>,
+    apps: Mutex<AppTable>,
     ready: AtomicBool,
 }
 
@@ -160,7 +163,7 @@ impl Server {
         existed
     }
 
-    fn publish(&self, apps: &BTreeMap<String, (Arc<RoutedApp>, Vec<String>)>) {
+    fn publish(&self, apps: &AppTable) {
         let entries = apps
             .values()
             .map(|(app, routes)| (app.clone(), routes.clone()))
