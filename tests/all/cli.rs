@@ -194,3 +194,52 @@ async fn serve_binary_answers_and_exits_cleanly_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_pull_commands_round_trip_through_a_registry() {
+    let registry = crate::support::registry::Registry::start();
+    let reference = registry.reference("cli-hello:v1");
+    let out = berth()
+        .args(["push", &reference, art::HELLO])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed = String::from_utf8_lossy(&out.stdout).to_string();
+    let digest = pushed
+        .lines()
+        .find_map(|l| l.strip_prefix("digest: "))
+        .expect("push prints the digest")
+        .to_string();
+
+    let data = tempfile::tempdir().unwrap();
+    let out = berth()
+        .args(["pull", &reference, "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("digest: {digest}")), "{text}");
+    assert!(text.contains("kind: wasm-component"), "{text}");
+    let path = text
+        .lines()
+        .find_map(|l| l.strip_prefix("path: "))
+        .expect("pull prints the blob path");
+    assert_eq!(
+        std::fs::read(path).unwrap(),
+        std::fs::read(art::HELLO).unwrap(),
+        "pulled bytes equal pushed bytes"
+    );
+
+    // An unknown tag is an error, not an empty success.
+    let missing = berth()
+        .args(["pull", &format!("{}/nothing:here", registry.host()), "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+}
