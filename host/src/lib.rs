@@ -14,6 +14,7 @@
 //! - [`oci`]: registries, a verified blob store, artifact classification, push.
 //! - [`cli`]: one module per subcommand.
 
+pub mod autoscale;
 pub mod cli;
 pub mod config;
 pub mod gateway;

@@ -194,7 +194,10 @@ impl KpaConfig {
                 self.panic_window()
             ));
         }
-        finite("panic_threshold_percentage", self.panic_threshold_percentage)?;
+        finite(
+            "panic_threshold_percentage",
+            self.panic_threshold_percentage,
+        )?;
         if !(110.0..=1000.0).contains(&self.panic_threshold_percentage) {
             return Err(format!(
                 "panic_threshold_percentage must be in [110, 1000] (got {})",
