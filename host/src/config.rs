@@ -517,16 +517,25 @@ impl AppSpec {
             (None, Some(image)) if !image.trim().is_empty() => Source::Image(image.trim().into()),
             (None, Some(_)) => return Err(err("image", "must not be empty".into())),
             (Some(_), Some(_)) => {
-                return Err(err("", "has both `wasm` and `image`; give exactly one".into()));
+                return Err(err(
+                    "",
+                    "has both `wasm` and `image`; give exactly one".into(),
+                ));
             }
             (None, None) => {
-                return Err(err("", "needs `wasm = \"PATH\"` or `image = \"REF\"`".into()));
+                return Err(err(
+                    "",
+                    "needs `wasm = \"PATH\"` or `image = \"REF\"`".into(),
+                ));
             }
         };
         let mut routes = Vec::new();
         for route in &app.routes {
             if !route.starts_with('/') {
-                return Err(err("routes", format!("route `{route}` must start with `/`")));
+                return Err(err(
+                    "routes",
+                    format!("route `{route}` must start with `/`"),
+                ));
             }
             let r = normalize_route(route);
             if routes.contains(&r) {
@@ -543,7 +552,10 @@ impl AppSpec {
             crate::wasm::outbound::HostPattern::parse(host)
                 .map_err(|r| err("allowed_outbound_hosts", r))?;
         }
-        let dur = |k: &str, v: &Option<String>, zero_ok: bool| -> Result<Option<Duration>, (String, String)> {
+        let dur = |k: &str,
+                   v: &Option<String>,
+                   zero_ok: bool|
+         -> Result<Option<Duration>, (String, String)> {
             match v {
                 None => Ok(None),
                 Some(text) => {
@@ -580,7 +592,10 @@ impl AppSpec {
         let mut container = ContainerSettings::default();
         if let Some(cpu) = app.limits.cpu {
             if !(cpu > 0.0 && cpu <= 1024.0) {
-                return Err(err("limits.cpu", format!("{cpu} is not a CPU count above 0")));
+                return Err(err(
+                    "limits.cpu",
+                    format!("{cpu} is not a CPU count above 0"),
+                ));
             }
             container.cpu = Some(cpu);
         }
@@ -602,7 +617,10 @@ impl AppSpec {
         };
         if let Some(path) = &app.readiness_path {
             if !path.starts_with('/') {
-                return Err(err("readiness_path", format!("`{path}` must start with `/`")));
+                return Err(err(
+                    "readiness_path",
+                    format!("`{path}` must start with `/`"),
+                ));
             }
             container.readiness_path = Some(path.clone());
         }
@@ -622,7 +640,10 @@ impl AppSpec {
         if scaling.max_scale > 0 && scaling.min_scale > scaling.max_scale {
             return Err(err(
                 "min_scale",
-                format!("{} is above max_scale {}", scaling.min_scale, scaling.max_scale),
+                format!(
+                    "{} is above max_scale {}",
+                    scaling.min_scale, scaling.max_scale
+                ),
             ));
         }
         if app.concurrency.is_some_and(|c| c > 1000) {
@@ -630,22 +651,31 @@ impl AppSpec {
         }
         let a = &app.autoscale;
         let s = &mut scaling.autoscale;
-        let positive = |k: &str, v: Option<f64>, max: f64| -> Result<Option<f64>, (String, String)> {
-            match v {
-                Some(x) if !(x > 0.0 && x <= max) => {
-                    Err(err(k, format!("{x} is outside (0, {max}]")))
+        let positive =
+            |k: &str, v: Option<f64>, max: f64| -> Result<Option<f64>, (String, String)> {
+                match v {
+                    Some(x) if !(x > 0.0 && x <= max) => {
+                        Err(err(k, format!("{x} is outside (0, {max}]")))
+                    }
+                    other => Ok(other),
                 }
-                other => Ok(other),
-            }
-        };
+            };
         s.target = positive("autoscale.target", a.target, 1e6)?;
         if let Some(u) = positive("autoscale.utilization", a.utilization, 1.0)? {
             s.utilization = u;
         }
-        if let Some(p) = positive("autoscale.panic_window_percentage", a.panic_window_percentage, 100.0)? {
+        if let Some(p) = positive(
+            "autoscale.panic_window_percentage",
+            a.panic_window_percentage,
+            100.0,
+        )? {
             s.panic_window_percentage = p;
         }
-        if let Some(p) = positive("autoscale.panic_threshold_percentage", a.panic_threshold_percentage, 1e6)? {
+        if let Some(p) = positive(
+            "autoscale.panic_threshold_percentage",
+            a.panic_threshold_percentage,
+            1e6,
+        )? {
             s.panic_threshold_percentage = p;
         }
         if let Some(r) = positive("autoscale.max_scale_up_rate", a.max_scale_up_rate, 1e6)? {
@@ -657,7 +687,11 @@ impl AppSpec {
         if let Some(d) = dur("autoscale.stable_window", &a.stable_window, false)? {
             s.stable_window = d;
         }
-        if let Some(d) = dur("autoscale.scale_to_zero_grace", &a.scale_to_zero_grace, true)? {
+        if let Some(d) = dur(
+            "autoscale.scale_to_zero_grace",
+            &a.scale_to_zero_grace,
+            true,
+        )? {
             s.scale_to_zero_grace = d;
         }
         if let Some(d) = dur("autoscale.scale_down_delay", &a.scale_down_delay, true)? {
@@ -675,7 +709,10 @@ impl AppSpec {
         if scaling.max_scale > 0 && s.initial_scale > scaling.max_scale {
             return Err(err(
                 "autoscale.initial_scale",
-                format!("{} is above max_scale {}", s.initial_scale, scaling.max_scale),
+                format!(
+                    "{} is above max_scale {}",
+                    s.initial_scale, scaling.max_scale
+                ),
             ));
         }
         s.queue_depth = a.queue_depth;

@@ -16,7 +16,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
-use crate::wasm::{GuestError, RequestInfo, WasmApp};
+use crate::revision::Revision;
+use crate::wasm::RequestInfo;
 
 /// The error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -26,20 +27,50 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 /// Header carrying the request id on every response.
 pub const REQUEST_ID_HEADER: &str = "x-berth-request-id";
 
-/// What serves an app's requests.
-#[derive(Debug, Clone)]
-pub enum Backend {
-    /// A Wasm component, run in-process.
-    Wasm(Arc<WasmApp>),
-}
-
-/// A deployed app as the router sees it.
+/// A deployed app as the router sees it: where its traffic goes.
 #[derive(Debug)]
 pub struct RoutedApp {
     /// The app's name.
     pub name: String,
-    /// What runs it.
-    pub backend: Backend,
+    /// Revisions with their share of traffic in percent (summing to 100).
+    pub traffic: Vec<(Arc<Revision>, u32)>,
+    counter: AtomicU64,
+}
+
+impl RoutedApp {
+    /// An app whose traffic all goes to `revision`.
+    pub fn single(name: &str, revision: Arc<Revision>) -> Self {
+        Self::split(name, vec![(revision, 100)])
+    }
+
+    /// An app whose traffic is split between revisions by percentage.
+    pub fn split(name: &str, traffic: Vec<(Arc<Revision>, u32)>) -> Self {
+        Self {
+            name: name.into(),
+            traffic,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The revision for the next request: a weighted round robin, so a
+    /// 90/10 split is exact over every 100 requests.
+    pub fn pick(&self) -> &Arc<Revision> {
+        if self.traffic.len() == 1 {
+            return &self.traffic[0].0;
+        }
+        // Spread each 100-request cycle: position i goes to the revision whose
+        // cumulative share covers (i * 37) mod 100 (37 is coprime to 100).
+        let i = self.counter.fetch_add(1, Ordering::Relaxed);
+        let slot = ((i % 100) * 37 % 100) as u32;
+        let mut acc = 0;
+        for (rev, pct) in &self.traffic {
+            acc += pct;
+            if slot < acc {
+                return rev;
+            }
+        }
+        &self.traffic[self.traffic.len() - 1].0
+    }
 }
 
 /// An immutable routing table; replaced whole when apps change.
@@ -154,8 +185,7 @@ impl Gateway {
     /// Serves one request. Never fails: every error is a response.
     pub async fn handle<B>(&self, mut req: Request<B>) -> Result<Response<Body>, Infallible>
     where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
+        B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
         let info = RequestInfo {
             id: self.request_id(),
@@ -185,12 +215,10 @@ impl Gateway {
             req.headers_mut()
                 .insert(header::HOST, HeaderValue::from_static("localhost"));
         }
-        let resp = match &app.backend {
-            Backend::Wasm(wasm) => match wasm.handle(req, &info).await {
-                Ok(resp) => resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
-                Err(e) => guest_error(&app.name, &e),
-            },
-        };
+        let revision = app.pick().clone();
+        let resp = revision
+            .dispatch(req.map(|b| b.boxed_unsync()), &info)
+            .await;
         Ok(with_id(resp, &info))
     }
 }
@@ -214,24 +242,6 @@ pub fn error(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    resp
-}
-
-fn guest_error(app: &str, e: &GuestError) -> Response<Body> {
-    let status = match e {
-        GuestError::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
-        GuestError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
-        GuestError::ErrorCode(_) => StatusCode::BAD_GATEWAY,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    let mut resp = error(
-        status,
-        format!("app `{app}` failed: {e} (see `berth logs {app}`)\n"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
     resp
 }
 

@@ -15,11 +15,13 @@
 //! - [`cli`]: one module per subcommand.
 
 pub mod autoscale;
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod logs;
 pub mod oci;
+pub mod revision;
 pub mod server;
 pub mod wasm;
 

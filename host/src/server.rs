@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -27,10 +27,12 @@ use tokio::net::TcpListener;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use crate::backend::{Kind, WasmBackend};
 use crate::config::{AppSpec, Config, Source};
-use crate::gateway::{self, Backend, Body, Gateway, RouteTable, RoutedApp};
+use crate::gateway::{self, Body, Gateway, RouteTable, RoutedApp};
 use crate::logs::AppLog;
 use crate::oci::{BlobStore, Puller, RegistryClient};
+use crate::revision::{Revision, RevisionStatus};
 use crate::wasm::{EngineOptions, WasmRuntime};
 
 /// Settings of a running host that are not part of the app config.
@@ -68,6 +70,10 @@ pub struct Deployed {
     pub name: String,
     /// For an image, `registry/repo@sha256:…`: the digest the tag resolved to.
     pub pinned: Option<String>,
+    /// The revision this deploy created.
+    pub revision: String,
+    /// Wasm or container.
+    pub kind: Kind,
     /// sha256 of the component that serves.
     pub sha256: String,
     /// Bytes pulled from a registry for this deploy (0 when all was local).
@@ -75,7 +81,34 @@ pub struct Deployed {
 }
 
 /// Deployed apps by name, with their path routes.
-type AppTable = BTreeMap<String, (Arc<RoutedApp>, Vec<String>)>;
+type AppTable = BTreeMap<String, AppEntry>;
+
+#[derive(Debug)]
+struct AppEntry {
+    routed: Arc<RoutedApp>,
+    routes: Vec<String>,
+    deployed: Deployed,
+}
+
+/// An app as the API shows it.
+#[derive(Debug, Clone)]
+pub struct AppStatus {
+    /// What its latest deploy resolved.
+    pub deployed: Deployed,
+    /// Its path routes.
+    pub routes: Vec<String>,
+    /// Its revisions with their traffic percentages.
+    pub revisions: Vec<(RevisionStatus, u32)>,
+}
+
+/// Lets an old app version finish its requests, then stops its instances.
+fn retire(app: Arc<RoutedApp>) {
+    tokio::spawn(async move {
+        for (revision, _) in &app.traffic {
+            revision.shutdown().await;
+        }
+    });
+}
 
 /// A loaded host, ready to serve.
 #[derive(Debug)]
@@ -87,6 +120,7 @@ pub struct Server {
     gateway: Arc<Gateway>,
     /// Deployed apps with their routes; the route table is rebuilt from this.
     apps: Mutex<AppTable>,
+    revisions: AtomicU64,
     ready: AtomicBool,
 }
 
@@ -115,6 +149,7 @@ impl Server {
             puller,
             gateway: Arc::new(Gateway::new(RouteTable::new(&config.domain, Vec::new()))),
             apps: Mutex::new(BTreeMap::new()),
+            revisions: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             options,
         };
@@ -124,55 +159,123 @@ impl Server {
         Ok(server)
     }
 
-    /// Deploys (or replaces) app `name`: pulls its image if it has one,
-    /// compiles or maps its component, and switches routing to it. On error
-    /// nothing changes and every other app keeps serving.
+    /// Deploys (or replaces) app `name` as a new revision: pulls its image
+    /// if it has one, compiles or maps its component, starts its initial
+    /// instances, then switches routing to it; the previous revision drains
+    /// its in-flight requests and stops. On error nothing changes and every
+    /// other app keeps serving.
     ///
     /// # Errors
     /// Why the app cannot be deployed, naming it.
     pub async fn deploy(&self, name: &str, spec: &AppSpec) -> anyhow::Result<Deployed> {
         crate::config::validate_label(name).map_err(|r| anyhow::anyhow!("app name: {r}"))?;
-        let deployed = self
-            .load(name, spec)
-            .await
-            .with_context(|| format!("cannot deploy app `{name}`"))?;
-        let (app, info) = deployed;
         {
-            let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+            let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(route) = spec.routes.iter().find(|r| {
                 apps.iter()
-                    .any(|(other, (_, routes))| other != name && routes.contains(r))
+                    .any(|(other, entry)| other != name && entry.routes.contains(r))
             }) {
                 anyhow::bail!(
                     "cannot deploy app `{name}`: route `{route}` is taken by another app"
                 );
             }
-            apps.insert(name.to_string(), (app, spec.routes.clone()));
-            self.publish(&apps);
         }
+        let number = self.revisions.fetch_add(1, Ordering::Relaxed) + 1;
+        let revision_id = format!("{name}-{number:05}");
+        let (revision, info) = self
+            .build_revision(name, &revision_id, spec)
+            .await
+            .with_context(|| format!("cannot deploy app `{name}`"))?;
+        let old = {
+            let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+            let old = apps.insert(
+                name.to_string(),
+                AppEntry {
+                    routed: Arc::new(RoutedApp::single(name, revision)),
+                    routes: spec.routes.clone(),
+                    deployed: info.clone(),
+                },
+            );
+            self.publish(&apps);
+            old
+        };
+        if let Some(old) = old {
+            retire(old.routed);
+        }
+        tracing::info!(app = name, revision = %revision_id, "deployed");
         Ok(info)
     }
 
-    /// Removes app `name`; its in-flight requests finish.
+    /// Removes app `name`; its in-flight requests finish, then its instances
+    /// stop.
     ///
     /// Returns whether the app existed.
     pub fn remove(&self, name: &str) -> bool {
-        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
-        let existed = apps.remove(name).is_some();
-        self.publish(&apps);
-        existed
+        let old = {
+            let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+            let old = apps.remove(name);
+            self.publish(&apps);
+            old
+        };
+        match old {
+            Some(entry) => {
+                retire(entry.routed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The deployed apps with their revision status.
+    pub fn apps(&self) -> Vec<AppStatus> {
+        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        apps.values()
+            .map(|e| AppStatus {
+                deployed: e.deployed.clone(),
+                routes: e.routes.clone(),
+                revisions: e
+                    .routed
+                    .traffic
+                    .iter()
+                    .map(|(r, pct)| (r.status(), *pct))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Stops every app's instances (used at shutdown).
+    pub async fn stop_all(&self) {
+        let entries: Vec<_> = {
+            let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+            let all = std::mem::take(&mut *apps);
+            self.publish(&apps);
+            all.into_values().collect()
+        };
+        let stops = entries.into_iter().flat_map(|e| {
+            e.routed
+                .traffic
+                .iter()
+                .map(|(r, _)| r.clone())
+                .collect::<Vec<_>>()
+        });
+        futures::future::join_all(stops.map(|r| async move { r.shutdown().await })).await;
     }
 
     fn publish(&self, apps: &AppTable) {
         let entries = apps
             .values()
-            .map(|(app, routes)| (app.clone(), routes.clone()))
+            .map(|e| (e.routed.clone(), e.routes.clone()))
             .collect();
         self.gateway
             .set_table(RouteTable::new(&self.domain, entries));
     }
 
-    async fn load(&self, name: &str, spec: &AppSpec) -> anyhow::Result<(Arc<RoutedApp>, Deployed)> {
+    async fn build_revision(
+        &self,
+        name: &str,
+        revision_id: &str,
+        spec: &AppSpec,
+    ) -> anyhow::Result<(Arc<Revision>, Deployed)> {
         let (path, pinned, pulled_bytes) = match &spec.source {
             Source::Wasm(path) => (path.clone(), None, 0),
             Source::Image(reference) => {
@@ -203,24 +306,35 @@ impl Server {
                 .with_context(|| format!("cannot open the log of app `{name}`"))?,
         );
         let runtime = self.runtime.clone();
-        let (name_owned, spec_owned) = (name.to_string(), spec.clone());
+        let (name_owned, spec_owned, path_owned, log_owned) =
+            (name.to_string(), spec.clone(), path.clone(), log.clone());
         // Compiling is CPU-bound: keep it off the async workers.
-        let wasm = tokio::task::spawn_blocking(move || {
-            runtime.load_app(&name_owned, &path, &spec_owned, log)
+        let loaded = tokio::task::spawn_blocking(move || {
+            runtime.load_app(&name_owned, &path_owned, &spec_owned, log_owned)
         })
         .await
         .context("compile task failed")??;
+        let loaded = Arc::new(loaded);
         let info = Deployed {
             name: name.to_string(),
+            revision: revision_id.to_string(),
+            kind: Kind::Wasm,
             pinned,
-            sha256: wasm.sha256().to_string(),
+            sha256: loaded.sha256().to_string(),
             pulled_bytes,
         };
-        let app = Arc::new(RoutedApp {
-            name: name.to_string(),
-            backend: Backend::Wasm(Arc::new(wasm)),
-        });
-        Ok((app, info))
+        let backend = Arc::new(WasmBackend::new(
+            self.runtime.clone(),
+            name,
+            path,
+            spec.clone(),
+            log,
+            &loaded,
+        ));
+        let revision = Revision::new(revision_id.to_string(), name, spec.clone(), backend);
+        revision.activate().await?;
+        drop(loaded);
+        Ok((revision, info))
     }
 
     /// The Wasm runtime (for its counters).
@@ -283,6 +397,7 @@ impl Server {
                 tracing::warn!(timeout = ?self.options.drain_timeout, "drain timeout passed; closing remaining connections");
             }
         }
+        self.stop_all().await;
         Ok(())
     }
 

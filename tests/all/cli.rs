@@ -221,7 +221,11 @@ async fn push_and_pull_commands_round_trip_through_a_registry() {
         .arg(data.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("digest: {digest}")), "{text}");
     assert!(text.contains("kind: wasm-component"), "{text}");
@@ -237,7 +241,11 @@ async fn push_and_pull_commands_round_trip_through_a_registry() {
 
     // An unknown tag is an error, not an empty success.
     let missing = berth()
-        .args(["pull", &format!("{}/nothing:here", registry.host()), "--data-dir"])
+        .args([
+            "pull",
+            &format!("{}/nothing:here", registry.host()),
+            "--data-dir",
+        ])
         .arg(data.path())
         .output()
         .unwrap();

@@ -1,0 +1,207 @@
+//! The per-instance overlay: the image's unpacked rootfs as the shared,
+//! read-only lower layer, and a private upper and work directory, so every
+//! instance starts from the image and nothing it writes outlives it.
+//!
+//! Blocking syscalls; call from `spawn_blocking`.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+
+/// `true` when `path` can be spelled in an overlayfs option string: no `,`,
+/// `:` or `\` (the kernel's option parser would split or unescape them), no
+/// NUL, and absolute.
+pub fn overlay_safe(path: &Path) -> bool {
+    path.is_absolute()
+        && !path
+            .as_os_str()
+            .as_bytes()
+            .iter()
+            .any(|b| matches!(b, b',' | b':' | b'\\' | 0))
+}
+
+fn cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+/// Mounts an overlay of `lower` (read-only) with `upper` and `work` at
+/// `target`. All four must exist; `upper` and `work` must be empty
+/// directories on the same filesystem.
+///
+/// # Errors
+/// `InvalidInput` for a path overlayfs cannot take in its options; otherwise
+/// the error of `mount(2)`.
+pub fn mount(lower: &Path, upper: &Path, work: &Path, target: &Path) -> io::Result<()> {
+    for p in [lower, upper, work, target] {
+        if !overlay_safe(p) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} cannot be used in an overlay mount (relative, or contains ',', ':' or '\\')",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    // index/xino off: the lower layer is shared by many overlays and never
+    // exported over NFS; `index=on` would tie it to the first upper.
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},index=off,xino=off",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    sys_mount(target, &data)
+}
+
+#[allow(unsafe_code)]
+fn sys_mount(target: &Path, data: &str) -> io::Result<()> {
+    let source = c"overlay";
+    let fstype = c"overlay";
+    let target = cstring(target)?;
+    let data = CString::new(data)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "options contain NUL"))?;
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives
+    // the call; `mount` does not retain them.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            libc::MS_NODEV,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Unmounts `target`. A busy mount is detached instead (`MNT_DETACH`), so it
+/// disappears once its last user (e.g. a dying container) lets go. Not
+/// mounted (`EINVAL`) or missing (`ENOENT`) counts as done.
+///
+/// # Errors
+/// Any other error of `umount2(2)`.
+#[allow(unsafe_code)]
+pub fn unmount(target: &Path) -> io::Result<()> {
+    let c = cstring(target)?;
+    for flags in [libc::UMOUNT_NOFOLLOW, libc::UMOUNT_NOFOLLOW | libc::MNT_DETACH] {
+        // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+        let rc = unsafe { libc::umount2(c.as_ptr(), flags) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINVAL | libc::ENOENT) => return Ok(()),
+            Some(libc::EBUSY) => {}
+            _ => return Err(err),
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::EBUSY))
+}
+
+/// Mount points at or below `dir`, deepest first, from `/proc/self/mountinfo`.
+///
+/// # Errors
+/// When mountinfo cannot be read.
+pub fn mounts_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(parse_mounts_under(&info, dir))
+}
+
+fn parse_mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, etc.).
+fn unescape(field: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt as _;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..=i + 3].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_paths() {
+        assert!(overlay_safe(Path::new("/var/lib/berth/images/sha256-abc/rootfs")));
+        assert!(!overlay_safe(Path::new("relative")));
+        assert!(!overlay_safe(Path::new("/a,b")));
+        assert!(!overlay_safe(Path::new("/a:b")));
+        assert!(!overlay_safe(Path::new("/a\\b")));
+    }
+
+    #[test]
+    fn mountinfo_parsing() {
+        let info = "\
+22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+90 22 0:50 / /data/c/instances/a/rootfs rw,nodev shared:2 - overlay overlay rw,lowerdir=/x
+91 90 0:51 / /data/c/instances/a/rootfs/proc rw - proc proc rw
+92 22 0:52 / /data/c/instances/with\\040space/rootfs rw - overlay overlay rw
+93 22 0:53 / /data/c/instances-other rw - tmpfs tmpfs rw
+";
+        let got = parse_mounts_under(info, Path::new("/data/c/instances"));
+        assert_eq!(
+            got,
+            [
+                PathBuf::from("/data/c/instances/a/rootfs/proc"),
+                PathBuf::from("/data/c/instances/a/rootfs"),
+                PathBuf::from("/data/c/instances/with space/rootfs"),
+            ]
+        );
+    }
+
+    #[test]
+    fn overlay_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = |n: &str| {
+            let p = dir.path().join(n);
+            std::fs::create_dir_all(&p).unwrap();
+            p
+        };
+        let (lower, upper, work, target) = (d("lower"), d("upper"), d("work"), d("merged"));
+        std::fs::write(lower.join("f"), "image").unwrap();
+        mount(&lower, &upper, &work, &target).expect("overlay mount (needs root)");
+        assert_eq!(std::fs::read_to_string(target.join("f")).unwrap(), "image");
+        std::fs::write(target.join("f"), "changed").unwrap();
+        std::fs::write(target.join("new"), "x").unwrap();
+        assert_eq!(std::fs::read_to_string(lower.join("f")).unwrap(), "image", "lower untouched");
+        assert!(!lower.join("new").exists());
+        assert_eq!(mounts_under(dir.path()).unwrap(), [target.clone()]);
+        unmount(&target).unwrap();
+        unmount(&target).unwrap();
+        assert!(mounts_under(dir.path()).unwrap().is_empty());
+        assert!(!target.join("f").exists());
+        assert!(mount(Path::new("/a,b"), &upper, &work, &target).is_err());
+    }
+}

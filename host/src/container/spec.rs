@@ -1,0 +1,921 @@
+//! What an instance is asked to run, and the OCI runtime spec (`config.json`)
+//! generated from it.
+//!
+//! The inputs are the image's own configuration ([`ImageConfig`], the `config`
+//! object of an `application/vnd.oci.image.config.v1+json` blob) and berth's
+//! per-instance choices ([`InstanceSpec`]). [`runtime_spec`] turns them into an
+//! [`oci_spec::runtime::Spec`] the way containerd and Docker do for a plain
+//! `docker run`, with Cloud Run's container contract on top:
+//!
+//! - `process.args` = `Entrypoint ++ Cmd`; `process.cwd` = `WorkingDir` or `/`;
+//!   `process.terminal` = false (a server; `runc spec` defaults to true).
+//! - `process.env` = the image's `Env` (with a default `PATH` when the image
+//!   sets none), overridden in place by the app's `env`, then `PORT`,
+//!   `K_SERVICE`, `K_REVISION` and `K_CONFIGURATION`. The platform variables
+//!   are reserved, as on Cloud Run: an app `env` that sets one is refused.
+//! - `process.user` from the image's `User` (`uid`, `uid:gid`, `name`,
+//!   `name:group`, …) resolved against the image's own `/etc/passwd` and
+//!   `/etc/group`, read with `openat2(RESOLVE_IN_ROOT)` so that a hostile
+//!   symlink in the image cannot make berth read a host file ([`resolve_user`]).
+//! - Mounts, masked and read-only paths as `runc spec`; the capability set of
+//!   containerd's and Docker's default (a superset of `runc spec`'s three
+//!   capabilities that ordinary images expect, e.g. to drop privileges);
+//!   namespaces pid, ipc, uts and mount, plus network for
+//!   [`Network::Isolated`] (without a path, so runc creates it).
+//! - `linux.resources` memory, CPU (quota over a 100 ms period) and pids.
+//!
+//! Nothing here touches runc; the lifecycle is in `instance.rs`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read as _};
+use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder, get_default_maskedpaths,
+    get_default_mounts, get_default_readonly_paths,
+};
+use serde::Deserialize;
+
+/// `PATH` given to a process whose image sets none (as containerd and Docker).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The environment variables berth sets itself (Cloud Run's contract); an app
+/// may not set them.
+pub const RESERVED_ENV: [&str; 4] = ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"];
+
+/// CFS period used for [`ContainerLimits::cpus`] (100 ms, the kernel default).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Open-files limit of the container process (soft = hard). `runc spec`'s
+/// 1024 is too low for a server handling 80 concurrent requests.
+pub const NOFILE_LIMIT: u64 = 65_536;
+
+/// Longest accepted instance id (it is also the container's hostname).
+pub const MAX_ID_LEN: usize = 63;
+
+/// Largest `/etc/passwd` or `/etc/group` read from an image.
+const MAX_ACCOUNT_FILE: u64 = 4 * 1024 * 1024;
+
+/// Why a runtime spec could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// The image config blob is not valid JSON of the expected shape.
+    #[error("image config is not valid: {0}")]
+    ImageConfig(#[source] serde_json::Error),
+    /// Entrypoint and Cmd are both empty: there is nothing to run.
+    #[error("the image has neither Entrypoint nor Cmd: nothing to run")]
+    NoCommand,
+    /// The instance id is not usable as a runc id and hostname.
+    #[error("instance id {0:?} must be 1-{MAX_ID_LEN} characters of [a-z0-9-], not starting with '-'")]
+    InvalidId(String),
+    /// The app's env sets a variable berth sets itself.
+    #[error("env {0} is reserved: berth sets it (Cloud Run's container contract)")]
+    ReservedEnv(String),
+    /// An env name is empty or contains `=` or NUL.
+    #[error("env name {0:?} is not valid")]
+    InvalidEnv(String),
+    /// A CPU limit that is not a positive number of CPUs of at least 0.01.
+    #[error("cpu limit {0} is not valid (must be a finite number >= 0.01)")]
+    InvalidCpus(f64),
+    /// A memory or pids limit that does not fit.
+    #[error("{what} limit {value} is not valid")]
+    InvalidLimit {
+        /// `memory` or `pids`.
+        what: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// The image's `User` names a user or group the image does not have.
+    #[error("user {user:?}: {reason}")]
+    User {
+        /// The image's `User` value.
+        user: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading the image's `/etc/passwd` or `/etc/group` failed.
+    #[error("reading {path} in the image: {source}")]
+    AccountFile {
+        /// The path inside the image.
+        path: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// oci-spec refused a value.
+    #[error("building the runtime spec: {0}")]
+    Oci(#[from] oci_spec::OciSpecError),
+}
+
+/// How an instance is networked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// The host's network namespace: the instance listens on its own `PORT` on
+    /// the host; egress works; no isolation between instances.
+    #[default]
+    Host,
+    /// A private network namespace (created by runc) with loopback only. berth
+    /// reaches the instance from inside that namespace; the instance cannot
+    /// reach any host port, nor anything else.
+    Isolated,
+}
+
+/// How readiness is decided. Cloud Run's startup probe defaults to TCP.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Probe {
+    /// A TCP connect to `127.0.0.1:PORT` succeeds.
+    #[default]
+    Tcp,
+    /// An HTTP/1.1 `GET path` to `127.0.0.1:PORT` answers 200..=399.
+    Http {
+        /// Request path, e.g. `/healthz`.
+        path: String,
+    },
+}
+
+/// The parts of an OCI image config that decide how its process runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageConfig {
+    /// `Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// `Cmd`.
+    pub cmd: Vec<String>,
+    /// `Env`, `NAME=value` strings in image order.
+    pub env: Vec<String>,
+    /// `WorkingDir` (`None` when absent or empty).
+    pub working_dir: Option<String>,
+    /// `User` (`None` when absent or empty).
+    pub user: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawImage {
+    #[serde(default)]
+    config: Option<RawConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawConfig {
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    env: Option<Vec<String>>,
+    #[serde(default)]
+    working_dir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+impl ImageConfig {
+    /// Parses an image config blob (`application/vnd.oci.image.config.v1+json`
+    /// or Docker's `application/vnd.docker.container.image.v1+json`). Only the
+    /// `config` object is read; a blob without one gives an empty config.
+    ///
+    /// # Errors
+    /// [`SpecError::ImageConfig`] when the blob is not JSON of that shape.
+    pub fn from_json(blob: &[u8]) -> Result<Self, SpecError> {
+        let raw: RawImage = serde_json::from_slice(blob).map_err(SpecError::ImageConfig)?;
+        let Some(c) = raw.config else {
+            return Ok(Self::default());
+        };
+        Ok(Self {
+            entrypoint: c.entrypoint.unwrap_or_default(),
+            cmd: c.cmd.unwrap_or_default(),
+            env: c.env.unwrap_or_default(),
+            working_dir: c.working_dir.filter(|w| !w.is_empty()),
+            user: c.user.filter(|u| !u.is_empty()),
+        })
+    }
+}
+
+/// Resource limits of one instance (`[limits]` of the app).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ContainerLimits {
+    /// Memory limit in bytes (`linux.resources.memory.limit`).
+    pub memory: Option<u64>,
+    /// CPUs, e.g. 1.5 → quota 150000 µs per 100000 µs period.
+    pub cpus: Option<f64>,
+    /// Most processes and threads (`linux.resources.pids.limit`).
+    pub pids: Option<i64>,
+}
+
+/// Everything [`Shim::start`](super::instance::Shim::start) needs to run one
+/// instance of an app revision.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    /// Unique among live instances: `[a-z0-9-]`, 1-63 characters. Used as the
+    /// runc container id and the hostname.
+    pub id: String,
+    /// The app's name (`K_SERVICE`, `K_CONFIGURATION`).
+    pub app: String,
+    /// The revision (`K_REVISION`).
+    pub revision: String,
+    /// The image's config.
+    pub image: ImageConfig,
+    /// The app's env; overrides the image's env.
+    pub env: BTreeMap<String, String>,
+    /// The port the instance must listen on (`PORT`).
+    pub port: u16,
+    /// Resource limits.
+    pub limits: ContainerLimits,
+    /// Networking mode.
+    pub network: Network,
+    /// Readiness probe.
+    pub readiness: Probe,
+    /// How long the instance may take to pass the probe.
+    pub startup_timeout: Duration,
+    /// SIGTERM → SIGKILL grace used when the instance is stopped.
+    pub stop_grace: Duration,
+}
+
+/// Checks an instance id: 1-63 characters of `[a-z0-9-]`, not starting with `-`.
+///
+/// # Errors
+/// [`SpecError::InvalidId`].
+pub fn validate_id(id: &str) -> Result<(), SpecError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && !id.starts_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::InvalidId(id.to_owned()))
+    }
+}
+
+/// A user resolved to numeric ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolvedUser {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups (from `/etc/group` membership of the user's name).
+    pub additional_gids: Vec<u32>,
+}
+
+impl fmt::Display for ResolvedUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
+
+/// The account databases of an image (`/etc/passwd` and `/etc/group` text).
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    /// `/etc/passwd`, empty when the image has none.
+    pub passwd: String,
+    /// `/etc/group`, empty when the image has none.
+    pub group: String,
+}
+
+impl Accounts {
+    /// Reads `/etc/passwd` and `/etc/group` of the rootfs at `root`, resolving
+    /// every path component (symlinks included) inside `root`. Missing files
+    /// read as empty.
+    ///
+    /// # Errors
+    /// [`SpecError::AccountFile`] when a file exists but cannot be read, is not
+    /// a regular file or is larger than 4 MiB.
+    pub fn read(root: &Path) -> Result<Self, SpecError> {
+        let read = |path: &'static str| {
+            read_in_root(root, path)
+                .map(|b| String::from_utf8_lossy(&b.unwrap_or_default()).into_owned())
+                .map_err(|source| SpecError::AccountFile { path, source })
+        };
+        Ok(Self {
+            passwd: read("etc/passwd")?,
+            group: read("etc/group")?,
+        })
+    }
+
+    /// `(uid, gid)` of the passwd entry named `name`.
+    fn user_by_name(&self, name: &str) -> Option<(u32, u32)> {
+        records(&self.passwd).find_map(|f| {
+            (f.first() == Some(&name)).then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+        })
+    }
+
+    /// `(name, gid)` of the first passwd entry with `uid`.
+    fn user_by_uid(&self, uid: u32) -> Option<(String, u32)> {
+        records(&self.passwd).find_map(|f| {
+            (f.get(2)?.parse::<u32>().ok()? == uid)
+                .then(|| Some(((*f.first()?).to_owned(), f.get(3)?.parse().ok()?)))?
+        })
+    }
+
+    fn group_by_name(&self, name: &str) -> Option<u32> {
+        records(&self.group)
+            .find_map(|f| (f.first() == Some(&name)).then(|| f.get(2)?.parse().ok())?)
+    }
+
+    /// Gids of the groups that list `user` as a member, in file order.
+    fn groups_of(&self, user: &str, primary: u32) -> Vec<u32> {
+        let mut gids = Vec::new();
+        for f in records(&self.group) {
+            let members = f.get(3).copied().unwrap_or("");
+            if members.split(',').any(|m| m.trim() == user)
+                && let Some(gid) = f.get(2).and_then(|g| g.parse::<u32>().ok())
+                && gid != primary
+                && !gids.contains(&gid)
+            {
+                gids.push(gid);
+            }
+        }
+        gids
+    }
+}
+
+/// Colon-separated records of an account file, skipping blanks and comments.
+fn records(text: &str) -> impl Iterator<Item = Vec<&str>> {
+    text.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(':').collect())
+}
+
+/// Resolves an image's `User` the way Docker and containerd do:
+/// - none or empty → `0:0`;
+/// - `uid` → that uid, with the gid of its passwd entry when it has one
+///   (else 0);
+/// - `name` → uid and gid of its passwd entry (an error when there is none);
+/// - `user:group` with either part a number or a name (`group` looked up in
+///   `/etc/group`).
+///
+/// Supplementary groups are those of `/etc/group` that list the user's name.
+///
+/// # Errors
+/// [`SpecError::User`] when a name is not found or a part is malformed.
+pub fn resolve_user(user: Option<&str>, accounts: &Accounts) -> Result<ResolvedUser, SpecError> {
+    let Some(spec) = user.map(str::trim).filter(|u| !u.is_empty()) else {
+        return Ok(ResolvedUser::default());
+    };
+    let err = |reason: String| SpecError::User {
+        user: spec.to_owned(),
+        reason,
+    };
+    let (user_part, group_part) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if user_part.is_empty() {
+        return Err(err("the user part is empty".into()));
+    }
+    let (uid, passwd_gid, name) = if let Ok(uid) = user_part.parse::<u32>() {
+        match accounts.user_by_uid(uid) {
+            Some((name, gid)) => (uid, Some(gid), Some(name)),
+            None => (uid, None, None),
+        }
+    } else {
+        let (uid, gid) = accounts
+            .user_by_name(user_part)
+            .ok_or_else(|| err(format!("no user {user_part:?} in the image's /etc/passwd")))?;
+        (uid, Some(gid), Some(user_part.to_owned()))
+    };
+    let gid = match group_part {
+        None => passwd_gid.unwrap_or(0),
+        Some("") => return Err(err("the group part is empty".into())),
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => accounts
+                .group_by_name(g)
+                .ok_or_else(|| err(format!("no group {g:?} in the image's /etc/group")))?,
+        },
+    };
+    let additional_gids = name
+        .map(|n| accounts.groups_of(&n, gid))
+        .unwrap_or_default();
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids,
+    })
+}
+
+/// The process environment: image env (overridden in place by the app's env),
+/// a default `PATH` if none, the app's other variables, then the platform
+/// variables.
+///
+/// # Errors
+/// [`SpecError::ReservedEnv`] or [`SpecError::InvalidEnv`] for a bad app env.
+pub fn process_env(spec: &InstanceSpec) -> Result<Vec<String>, SpecError> {
+    for name in spec.env.keys() {
+        if RESERVED_ENV.contains(&name.as_str()) {
+            return Err(SpecError::ReservedEnv(name.clone()));
+        }
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(SpecError::InvalidEnv(name.clone()));
+        }
+    }
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |env: &mut Vec<(String, String)>, k: &str, v: &str| {
+        match env.iter_mut().find(|(name, _)| name == k) {
+            Some(slot) => slot.1 = v.to_owned(),
+            None => env.push((k.to_owned(), v.to_owned())),
+        }
+    };
+    for entry in &spec.image.env {
+        // An image entry without `=` is dropped, as containerd does.
+        if let Some((k, v)) = entry.split_once('=')
+            && !k.is_empty()
+        {
+            set(&mut env, k, v);
+        }
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        set(&mut env, "PATH", DEFAULT_PATH);
+    }
+    for (k, v) in &spec.env {
+        set(&mut env, k, v);
+    }
+    set(&mut env, "PORT", &spec.port.to_string());
+    set(&mut env, "K_SERVICE", &spec.app);
+    set(&mut env, "K_REVISION", &spec.revision);
+    set(&mut env, "K_CONFIGURATION", &spec.app);
+    Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+}
+
+/// The capabilities of containerd's and Docker's default spec.
+const DEFAULT_CAPS: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// `linux.resources` for `limits`.
+fn resources(limits: &ContainerLimits) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
+    // Deny every device; runc adds its default allow-list (null, zero, full,
+    // tty, random, urandom, ptmx/pts) on top, as with `runc spec`.
+    let deny_all = LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()?;
+    let mut b = LinuxResourcesBuilder::default().devices(vec![deny_all]);
+    if let Some(mem) = limits.memory {
+        let limit = i64::try_from(mem)
+            .ok()
+            .filter(|m| *m > 0)
+            .ok_or_else(|| SpecError::InvalidLimit {
+                what: "memory",
+                value: mem.to_string(),
+            })?;
+        b = b.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
+    }
+    if let Some(cpus) = limits.cpus {
+        b = b.cpu(
+            LinuxCpuBuilder::default()
+                .quota(cpu_quota(cpus)?)
+                .period(CPU_PERIOD_US)
+                .build()?,
+        );
+    }
+    if let Some(pids) = limits.pids {
+        if pids <= 0 {
+            return Err(SpecError::InvalidLimit {
+                what: "pids",
+                value: pids.to_string(),
+            });
+        }
+        b = b.pids(LinuxPidsBuilder::default().limit(pids).build()?);
+    }
+    Ok(b.build()?)
+}
+
+/// CFS quota in µs per [`CPU_PERIOD_US`] for `cpus` CPUs.
+///
+/// # Errors
+/// [`SpecError::InvalidCpus`] unless `cpus` is finite and at least 0.01 (the
+/// kernel's 1 ms minimum quota).
+pub fn cpu_quota(cpus: f64) -> Result<i64, SpecError> {
+    if !cpus.is_finite() || !(0.01..=1_000_000.0).contains(&cpus) {
+        return Err(SpecError::InvalidCpus(cpus));
+    }
+    // In range by the check above, so the cast neither saturates nor wraps.
+    #[allow(clippy::cast_possible_truncation)]
+    Ok((cpus * CPU_PERIOD_US as f64).round() as i64)
+}
+
+/// The runtime spec of one instance, for a bundle whose rootfs directory is
+/// `rootfs` (relative to the bundle, or absolute).
+///
+/// `cgroups_path` is where runc puts the instance's cgroups (relative to each
+/// cgroup v1 hierarchy's mount point, e.g. `/berth/<id>`).
+///
+/// # Errors
+/// [`SpecError`] for an empty command, a reserved or invalid env, invalid
+/// limits or an invalid id.
+pub fn runtime_spec(
+    spec: &InstanceSpec,
+    user: &ResolvedUser,
+    rootfs: &Path,
+    cgroups_path: &Path,
+) -> Result<Spec, SpecError> {
+    validate_id(&spec.id)?;
+    let args: Vec<String> = spec
+        .image
+        .entrypoint
+        .iter()
+        .chain(&spec.image.cmd)
+        .cloned()
+        .collect();
+    if args.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPS.into_iter().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .build()?;
+    let cwd = spec
+        .image
+        .working_dir
+        .as_deref()
+        .filter(|w| !w.is_empty())
+        .map_or_else(|| PathBuf::from("/"), |w| Path::new("/").join(w));
+    let mut user_b = UserBuilder::default().uid(user.uid).gid(user.gid);
+    if !user.additional_gids.is_empty() {
+        user_b = user_b.additional_gids(user.additional_gids.clone());
+    }
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(user_b.build()?)
+        .args(args)
+        .env(process_env(spec)?)
+        .cwd(cwd)
+        .capabilities(capabilities)
+        .rlimits(vec![
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .hard(NOFILE_LIMIT)
+                .soft(NOFILE_LIMIT)
+                .build()?,
+        ])
+        .no_new_privileges(false)
+        .build()?;
+
+    let mut namespaces = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ];
+    if spec.network == Network::Isolated {
+        namespaces.push(LinuxNamespaceType::Network);
+    }
+    let namespaces = namespaces
+        .into_iter()
+        .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources(&spec.limits)?)
+        .cgroups_path(cgroups_path.to_path_buf())
+        .masked_paths(get_default_maskedpaths())
+        .readonly_paths(get_default_readonly_paths())
+        .build()?;
+
+    let annotations = [
+        ("io.berth.app", spec.app.as_str()),
+        ("io.berth.revision", spec.revision.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+
+    Ok(SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path(rootfs.to_path_buf())
+                .readonly(false)
+                .build()?,
+        )
+        .hostname(spec.id.clone())
+        .mounts(get_default_mounts())
+        .process(process)
+        .linux(linux)
+        .annotations(annotations)
+        .build()?)
+}
+
+/// Reads the file at `rel` inside `root`, resolving every component (`..` and
+/// symlinks included) as if `root` were `/` (`openat2` with
+/// `RESOLVE_IN_ROOT`, Linux 5.6+). `Ok(None)` when it does not exist.
+fn read_in_root(root: &Path, rel: &str) -> io::Result<Option<Vec<u8>>> {
+    let root_dir = File::open(root)?;
+    let rel = std::ffi::CString::new(rel).map_err(io::Error::other)?;
+    let fd = match openat2_in_root(&root_dir, &rel) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let file = File::from(fd);
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    if meta.len() > MAX_ACCOUNT_FILE {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "file too large"));
+    }
+    let mut buf = Vec::new();
+    file.take(MAX_ACCOUNT_FILE).read_to_end(&mut buf)?;
+    Ok(Some(buf))
+}
+
+/// `openat2(root_dir, rel, O_RDONLY|O_NONBLOCK|O_CLOEXEC, RESOLVE_IN_ROOT)`.
+/// `O_NONBLOCK` so a FIFO planted in the image cannot block the open.
+#[allow(unsafe_code)]
+fn openat2_in_root(root_dir: &File, rel: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: `open_how` is a plain C struct for which all-zero is valid.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    loop {
+        // SAFETY: `root_dir` is an open directory fd, `rel` a NUL-terminated
+        // string and `how` a valid `open_how` whose size is passed; all outlive
+        // the call, which does not retain them.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root_dir.as_raw_fd(),
+                rel.as_ptr(),
+                &raw const how,
+                size_of::<libc::open_how>(),
+            )
+        };
+        if ret >= 0 {
+            let fd = i32::try_from(ret).map_err(io::Error::other)?;
+            // SAFETY: the kernel just returned this fd to us and nothing else
+            // owns it.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EAGAIN) && err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> InstanceSpec {
+        InstanceSpec {
+            id: "hello-1".into(),
+            app: "hello".into(),
+            revision: "hello-00001".into(),
+            image: ImageConfig {
+                entrypoint: vec!["/bin/server".into()],
+                cmd: vec!["--flag".into(), "x".into()],
+                env: vec!["PATH=/opt/bin:/bin".into(), "A=image".into(), "PORT=1".into(), "B=image".into()],
+                working_dir: Some("/srv".into()),
+                user: None,
+            },
+            env: BTreeMap::from([("B".into(), "app".into()), ("C".into(), "app".into())]),
+            port: 8123,
+            limits: ContainerLimits {
+                memory: Some(64 << 20),
+                cpus: Some(1.5),
+                pids: Some(100),
+            },
+            network: Network::Host,
+            readiness: Probe::Tcp,
+            startup_timeout: Duration::from_secs(5),
+            stop_grace: Duration::from_secs(1),
+        }
+    }
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n# comment\nwww:x:33:33::/:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n";
+    const GROUP: &str = "root:x:0:\nwww:x:33:\nstaff:x:50:www,other\naudio:x:29:www\nnogroup:x:65534:\n";
+
+    fn accounts() -> Accounts {
+        Accounts {
+            passwd: PASSWD.into(),
+            group: GROUP.into(),
+        }
+    }
+
+    #[test]
+    fn image_config_from_json() {
+        let blob = br#"{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/e"],"Cmd":["a","b"],"Env":["X=1"],"WorkingDir":"","User":"www"},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let c = ImageConfig::from_json(blob).unwrap();
+        assert_eq!(c.entrypoint, ["/e"]);
+        assert_eq!(c.cmd, ["a", "b"]);
+        assert_eq!(c.env, ["X=1"]);
+        assert_eq!(c.working_dir, None);
+        assert_eq!(c.user.as_deref(), Some("www"));
+        // Nulls (Docker writes `"Entrypoint": null`) and a missing config.
+        let c = ImageConfig::from_json(br#"{"config":{"Entrypoint":null,"Cmd":["sh"]}}"#).unwrap();
+        assert_eq!((c.entrypoint.len(), c.cmd.len()), (0, 1));
+        assert_eq!(ImageConfig::from_json(b"{}").unwrap(), ImageConfig::default());
+        assert!(matches!(ImageConfig::from_json(b"nope"), Err(SpecError::ImageConfig(_))));
+    }
+
+    #[test]
+    fn users_resolve_like_docker() {
+        let a = accounts();
+        let r = |u: &str| resolve_user(Some(u), &a);
+        assert_eq!(resolve_user(None, &a).unwrap(), ResolvedUser::default());
+        let www = r("www").unwrap();
+        assert_eq!((www.uid, www.gid), (33, 33));
+        assert_eq!(www.additional_gids, [50, 29]);
+        assert_eq!(r("33").unwrap(), www, "a numeric uid takes the gid and groups of its entry");
+        let u = r("1234").unwrap();
+        assert_eq!((u.uid, u.gid, u.additional_gids.len()), (1234, 0, 0));
+        let u = r("1234:77").unwrap();
+        assert_eq!((u.uid, u.gid), (1234, 77));
+        let u = r("www:staff").unwrap();
+        assert_eq!((u.uid, u.gid), (33, 50));
+        assert_eq!(u.additional_gids, [29], "the primary group is not repeated");
+        let u = r("nobody:0").unwrap();
+        assert_eq!((u.uid, u.gid), (65534, 0));
+        for bad in ["ghost", "www:ghosts", ":1", "1:"] {
+            let e = r(bad).unwrap_err();
+            assert!(matches!(e, SpecError::User { .. }), "{bad}: {e}");
+        }
+        assert!(r("ghost").unwrap_err().to_string().contains("no user \"ghost\""));
+    }
+
+    #[test]
+    fn account_files_resolve_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        // A hostile image: /etc/passwd is an absolute symlink, which must be
+        // followed inside the rootfs, never on the host.
+        let outside = dir.path().join("host-passwd");
+        std::fs::write(&outside, "evil:x:0:0::/:/bin/sh\n").unwrap();
+        std::fs::write(root.join("real-passwd"), "www:x:33:33::/:/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink("/real-passwd", root.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("etc/group")).unwrap();
+        let a = Accounts::read(&root).unwrap();
+        assert_eq!(a.passwd, "www:x:33:33::/:/bin/sh\n");
+        assert_eq!(a.group, "", "a symlink to a host path resolves inside the root (missing)");
+        std::fs::remove_file(root.join("etc/group")).unwrap();
+        std::os::unix::fs::symlink("../../../../host-passwd", root.join("etc/group")).unwrap();
+        assert_eq!(Accounts::read(&root).unwrap().group, "", "`..` cannot climb out");
+        // A FIFO must not block.
+        std::fs::remove_file(root.join("etc/group")).unwrap();
+        let fifo = std::ffi::CString::new(root.join("etc/group").as_os_str().as_bytes()).unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY: a valid NUL-terminated path.
+        let rc = unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) };
+        assert_eq!(rc, 0);
+        assert!(matches!(Accounts::read(&root), Err(SpecError::AccountFile { path: "etc/group", .. })));
+    }
+
+    #[test]
+    fn env_order_and_overrides() {
+        let env = process_env(&base()).unwrap();
+        assert_eq!(
+            env,
+            [
+                "PATH=/opt/bin:/bin",
+                "A=image",
+                "PORT=8123",
+                "B=app",
+                "C=app",
+                "K_SERVICE=hello",
+                "K_REVISION=hello-00001",
+                "K_CONFIGURATION=hello",
+            ]
+        );
+        let mut s = base();
+        s.image.env = vec!["NOEQUALS".into(), "X=a=b".into()];
+        s.env.clear();
+        let env = process_env(&s).unwrap();
+        assert_eq!(env[0], "X=a=b");
+        assert_eq!(env[1], format!("PATH={DEFAULT_PATH}"));
+        s.env.insert("K_SERVICE".into(), "x".into());
+        assert!(matches!(process_env(&s), Err(SpecError::ReservedEnv(n)) if n == "K_SERVICE"));
+        s.env.clear();
+        s.env.insert("A=B".into(), "x".into());
+        assert!(matches!(process_env(&s), Err(SpecError::InvalidEnv(_))));
+    }
+
+    #[test]
+    fn runtime_spec_fields() {
+        let s = base();
+        let user = resolve_user(Some("www"), &accounts()).unwrap();
+        let spec = runtime_spec(&s, &user, Path::new("rootfs"), Path::new("/berth/hello-1")).unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        let p = &json["process"];
+        assert_eq!(p["args"], serde_json::json!(["/bin/server", "--flag", "x"]));
+        assert_eq!(p["terminal"], false);
+        assert_eq!(p["cwd"], "/srv");
+        assert_eq!(p["user"]["uid"], 33);
+        assert_eq!(p["user"]["gid"], 33);
+        assert_eq!(p["user"]["additionalGids"], serde_json::json!([50, 29]));
+        assert_eq!(p["env"][2], "PORT=8123");
+        assert!(p["capabilities"]["bounding"].as_array().unwrap().contains(&"CAP_NET_BIND_SERVICE".into()));
+        assert!(p["capabilities"].get("ambient").is_none());
+        assert_eq!(p["rlimits"][0]["type"], "RLIMIT_NOFILE");
+        assert_eq!(json["root"]["path"], "rootfs");
+        assert_eq!(json["root"]["readonly"], false);
+        assert_eq!(json["hostname"], "hello-1");
+        let l = &json["linux"];
+        assert_eq!(l["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(l["resources"]["cpu"]["quota"], 150_000);
+        assert_eq!(l["resources"]["cpu"]["period"], 100_000);
+        assert_eq!(l["resources"]["pids"]["limit"], 100);
+        assert_eq!(l["resources"]["devices"][0]["allow"], false);
+        assert_eq!(l["cgroupsPath"], "/berth/hello-1");
+        let ns: Vec<&str> = l["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+        assert_eq!(ns, ["pid", "ipc", "uts", "mount"]);
+        assert!(l["namespaces"].as_array().unwrap().iter().all(|n| n.get("path").is_none()));
+        assert!(l["maskedPaths"].as_array().unwrap().contains(&"/proc/kcore".into()));
+        assert!(l["readonlyPaths"].as_array().unwrap().contains(&"/proc/sys".into()));
+        let mounts: Vec<&str> = json["mounts"].as_array().unwrap().iter().map(|m| m["destination"].as_str().unwrap()).collect();
+        for m in ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"] {
+            assert!(mounts.contains(&m), "{m} in {mounts:?}");
+        }
+        let sys = json["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/sys").unwrap();
+        assert!(sys["options"].as_array().unwrap().contains(&"ro".into()));
+
+        let mut iso = s.clone();
+        iso.network = Network::Isolated;
+        iso.image.working_dir = Some("rel/dir".into());
+        iso.limits = ContainerLimits::default();
+        let spec = runtime_spec(&iso, &ResolvedUser::default(), Path::new("/b/rootfs"), Path::new("/berth/x")).unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["process"]["cwd"], "/rel/dir");
+        assert_eq!(json["process"]["user"]["uid"], 0);
+        assert!(json["process"]["user"].get("additionalGids").is_none());
+        let l = &json["linux"];
+        assert!(l["namespaces"].as_array().unwrap().iter().any(|n| n["type"] == "network"));
+        assert!(l["resources"].get("memory").is_none());
+        assert!(l["resources"].get("cpu").is_none());
+
+        let mut empty = s.clone();
+        empty.image.entrypoint.clear();
+        empty.image.cmd.clear();
+        assert!(matches!(runtime_spec(&empty, &user, Path::new("r"), Path::new("/c")), Err(SpecError::NoCommand)));
+        let mut bad = s;
+        bad.id = "Bad_Id".into();
+        assert!(matches!(runtime_spec(&bad, &user, Path::new("r"), Path::new("/c")), Err(SpecError::InvalidId(_))));
+    }
+
+    #[test]
+    fn limits_validation() {
+        assert_eq!(cpu_quota(1.5).unwrap(), 150_000);
+        assert_eq!(cpu_quota(0.01).unwrap(), 1_000);
+        assert_eq!(cpu_quota(0.333).unwrap(), 33_300);
+        for bad in [0.0, -1.0, 0.001, f64::NAN, f64::INFINITY] {
+            assert!(cpu_quota(bad).is_err(), "{bad}");
+        }
+        let mut s = base();
+        s.limits.pids = Some(0);
+        assert!(matches!(
+            runtime_spec(&s, &ResolvedUser::default(), Path::new("r"), Path::new("/c")),
+            Err(SpecError::InvalidLimit { what: "pids", .. })
+        ));
+        s.limits.pids = None;
+        s.limits.memory = Some(u64::MAX);
+        assert!(matches!(
+            runtime_spec(&s, &ResolvedUser::default(), Path::new("r"), Path::new("/c")),
+            Err(SpecError::InvalidLimit { what: "memory", .. })
+        ));
+    }
+
+    #[test]
+    fn ids() {
+        for ok in ["a", "hello-1", "0abc", &"x".repeat(63)] {
+            validate_id(ok).unwrap();
+        }
+        for bad in ["", "-a", "A", "a_b", "a.b", "a/b", &"x".repeat(64)] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
+}
