@@ -62,7 +62,7 @@ pub struct AppSpec {
 }
 
 /// Instance counts and per-instance concurrency.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scaling {
     /// Hard per-instance limit; `None` = the kind's default (Wasm: 0 =
     /// unbounded; containers: 80, as Cloud Run).
@@ -122,17 +122,6 @@ impl Default for Autoscale {
             tick: Duration::from_secs(1),
             queue_timeout: Duration::from_secs(10),
             queue_depth: None,
-        }
-    }
-}
-
-impl Default for Scaling {
-    fn default() -> Self {
-        Self {
-            concurrency: None,
-            min_scale: 0,
-            max_scale: 0,
-            autoscale: Autoscale::default(),
         }
     }
 }
