@@ -1,6 +1,7 @@
 //! berth's integration tests: one binary (it links once), a module per area.
 //! Each test starts what it needs on free loopback ports and stops it after.
 
+mod autoscale;
 mod cli;
 mod deploy_image;
 mod oci;

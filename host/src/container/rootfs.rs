@@ -9,19 +9,22 @@
 //!
 //! # Rules
 //! The entries of a layer are applied in archive order:
-//!
-//! | entry | effect |
-//! | --- | --- |
-//! | a directory where a directory exists | owner, mode, mtime and xattrs updated; children kept |
-//! | anything else where something exists | what was there (a whole tree, for a directory) is removed first |
-//! | regular file, directory, symlink, FIFO | created, with mode (incl. setuid/setgid/sticky), mtime, owner and xattrs |
-//! | hardlink | linked to its target, which must already exist inside the rootfs and not be a directory |
-//! | `DIR/.wh.NAME` (whiteout) | `DIR/NAME` from lower layers removed, a file or a whole tree; nothing created |
-//! | `DIR/.wh..wh..opq` (opaque marker) | every child of `DIR` from lower layers removed; nothing created but `DIR` itself, like any entry's parent |
-//! | other `.wh..wh.*` names (aufs metadata such as `.wh..wh.plnk/`) | skipped |
-//! | character or block device | **skipped** with a warning; what was at its path is removed |
-//! | pax global header | skipped |
-//! | any other type (GNU volume or multi-volume headers, …) | refused ([`UnpackError::InvalidEntry`]) |
+//! - Something already at an entry's path is removed first (a whole tree, for a
+//!   directory), except that a directory entry onto an existing directory only
+//!   updates its owner, mode, mtime and xattrs, and keeps its children.
+//! - Regular files, directories, symlinks and FIFOs are created with their mode
+//!   (setuid, setgid and sticky bits included), mtime, owner and xattrs.
+//! - A hardlink is linked to its target, which must already exist inside the
+//!   rootfs and not be a directory.
+//! - `DIR/.wh.NAME` (a whiteout) removes `DIR/NAME` of the lower layers, a file
+//!   or a whole tree. `DIR/.wh..wh..opq` (an opaque marker) removes every child
+//!   of `DIR` of the lower layers; `DIR` is resolved like any entry's parent.
+//!   Neither ever appears in the rootfs. Other `.wh..wh.*` names (aufs metadata
+//!   such as `.wh..wh.plnk/`) are skipped.
+//! - Character and block devices are **skipped** with a warning (what was at the
+//!   path is still removed); pax global headers are skipped; any other entry
+//!   type (GNU volume or multi-volume headers, …) is refused
+//!   ([`UnpackError::InvalidEntry`]).
 //!
 //! A whiteout or opaque marker only ever hides what *lower* layers put there
 //! (image-spec: "files that are present in the same layer as a whiteout file can
@@ -79,7 +82,7 @@ use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
@@ -99,6 +102,8 @@ const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// Mode of directories that a layer needs but does not list (like `mkdir -p`).
 const IMPLICIT_DIR_MODE: u32 = 0o755;
+/// Write buffer for file contents (and read buffer for plain tar streams).
+const COPY_BUFFER: usize = 128 * 1024;
 /// pax record prefix of extended attributes (GNU tar, Go's archive/tar, BuildKit).
 const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 
@@ -188,7 +193,7 @@ pub struct LayerStats {
 pub enum UnpackError {
     /// The entry would write (or link, or delete) outside the rootfs, or through
     /// a symlink.
-    #[error("layer entry {} escapes the rootfs: {reason}", path.display())]
+    #[error("layer entry {path:?} escapes the rootfs: {reason}")]
     Escape {
         /// The entry's path as written in the archive.
         path: PathBuf,
@@ -197,7 +202,7 @@ pub enum UnpackError {
     },
 
     /// The entry is malformed or of a type that is never unpacked.
-    #[error("invalid layer entry {}: {reason}", path.display())]
+    #[error("invalid layer entry {path:?}: {reason}")]
     InvalidEntry {
         /// The entry's path as written in the archive.
         path: PathBuf,
@@ -206,7 +211,7 @@ pub enum UnpackError {
     },
 
     /// A file system operation for an entry failed.
-    #[error("layer entry {}: {context}", path.display())]
+    #[error("layer entry {path:?}: {context}")]
     Entry {
         /// The entry's path as written in the archive.
         path: PathBuf,
@@ -301,7 +306,7 @@ pub fn apply_layer(
     )
     .map_err(|e| UnpackError::io("open rootfs", rootfs, e))?;
     let stats = match compression {
-        Compression::None => apply_tar(root, BufReader::with_capacity(64 * 1024, layer)),
+        Compression::None => apply_tar(root, BufReader::with_capacity(COPY_BUFFER, layer)),
         Compression::Gzip => apply_tar(root, flate2::read::MultiGzDecoder::new(layer)),
         Compression::Zstd => apply_tar(
             root,
@@ -363,7 +368,7 @@ pub fn unpack_image(layers: &[(PathBuf, Compression)], dest: &Path) -> Result<()
             source: Box::new(source),
         };
         let file = File::open(blob).map_err(|e| in_layer(UnpackError::io("open", blob, e)))?;
-        let mut reader = BufReader::with_capacity(64 * 1024, file);
+        let mut reader = BufReader::with_capacity(COPY_BUFFER, file);
         let head = reader
             .fill_buf()
             .map_err(|e| in_layer(UnpackError::io("read", blob, e)))?;
@@ -461,7 +466,7 @@ impl Meta {
                                 xattrs.push((OsString::from_vec(name.to_vec()), value.to_vec()));
                             } else {
                                 tracing::debug!(
-                                    entry = %shown.display(),
+                                    entry = ?shown,
                                     xattr = %String::from_utf8_lossy(name),
                                     "dropping xattr"
                                 );
@@ -658,17 +663,13 @@ impl Applier {
             EntryType::Char | EntryType::Block => self.device(kind, &shown, &rel),
             other => Err(UnpackError::invalid(
                 &shown,
-                format!(
-                    "unsupported entry type {:?} ({:?})",
-                    other,
-                    char::from(other.as_byte())
-                ),
+                format!("unsupported entry type {:?}", char::from(other.as_byte())),
             )),
         }
     }
 
     fn skip_aufs_metadata(&mut self, shown: &Path) -> Result<(), UnpackError> {
-        tracing::debug!(entry = %shown.display(), "skipping aufs metadata");
+        tracing::debug!(entry = ?shown, "skipping aufs metadata");
         self.stats.skipped += 1;
         Ok(())
     }
@@ -700,7 +701,7 @@ impl Applier {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) if create => {
                     make_dir(current.as_fd(), component).map_err(|e| {
-                        let what = format!("create directory {}", so_far.display());
+                        let what = format!("create directory {so_far:?}");
                         UnpackError::entry(shown, what, e)
                     })?
                 }
@@ -708,7 +709,7 @@ impl Applier {
                 Err(Errno::LOOP | Errno::NOTDIR) => {
                     let stat = rustix::fs::statat(&current, component, AtFlags::SYMLINK_NOFOLLOW);
                     let stat = stat.map_err(|e| {
-                        let what = format!("inspect {}", so_far.display());
+                        let what = format!("inspect {so_far:?}");
                         UnpackError::entry(shown, what, e)
                     })?;
                     return Ok(
@@ -720,7 +721,7 @@ impl Applier {
                     );
                 }
                 Err(e) => {
-                    let what = format!("open directory {}", so_far.display());
+                    let what = format!("open directory {so_far:?}");
                     return Err(UnpackError::entry(shown, what, e));
                 }
             };
@@ -737,7 +738,7 @@ impl Applier {
             Resolved::Symlink(link) => Err(symlink_escape(shown, &link)),
             Resolved::NotDir(path) => Err(UnpackError::invalid(
                 shown,
-                format!("parent {} is not a directory", path.display()),
+                format!("parent {path:?} is not a directory"),
             )),
             Resolved::Missing => Err(UnpackError::invalid(shown, "parent directory is missing")),
         }
@@ -811,10 +812,13 @@ impl Applier {
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| UnpackError::entry(shown, "create file", e))?;
-        let mut file = File::from(fd);
+        let file = File::from(fd);
         let expected = entry.size();
-        let written = io::copy(entry, &mut file)
+        let mut out = io::BufWriter::with_capacity(COPY_BUFFER, &file);
+        let written = io::copy(entry, &mut out)
+            .and_then(|n| out.flush().map(|()| n))
             .map_err(|e| UnpackError::entry(shown, "write file contents", e))?;
+        drop(out);
         if written != expected {
             return Err(UnpackError::entry(
                 shown,
@@ -911,10 +915,7 @@ impl Applier {
         let target = normalize(&raw_target).map_err(|bad| match bad {
             BadPath::Escapes => UnpackError::escape(
                 shown,
-                format!(
-                    "hardlink target {} leaves the rootfs",
-                    shown_target.display()
-                ),
+                format!("hardlink target {shown_target:?} leaves the rootfs"),
             ),
             BadPath::Nul => UnpackError::invalid(shown, "hardlink target contains a NUL byte"),
         })?;
@@ -922,13 +923,13 @@ impl Applier {
             return Err(UnpackError::invalid(shown, "hardlink to the rootfs itself"));
         };
         if target == rel {
-            tracing::debug!(entry = %shown.display(), "ignoring a hardlink to itself");
+            tracing::debug!(entry = ?shown, "ignoring a hardlink to itself");
             return Ok(());
         }
         let missing = || {
             UnpackError::invalid(
                 shown,
-                format!("hardlink target {} does not exist", shown_target.display()),
+                format!("hardlink target {shown_target:?} does not exist"),
             )
         };
         let target_parent =
@@ -938,9 +939,7 @@ impl Applier {
                     return Err(UnpackError::escape(
                         shown,
                         format!(
-                            "hardlink target {} is reached through symlink {}",
-                            shown_target.display(),
-                            link.display()
+                            "hardlink target {shown_target:?} is reached through symlink {link:?}"
                         ),
                     ));
                 }
@@ -950,7 +949,7 @@ impl Applier {
             Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
                 return Err(UnpackError::invalid(
                     shown,
-                    format!("hardlink target {} is a directory", shown_target.display()),
+                    format!("hardlink target {shown_target:?} is a directory"),
                 ));
             }
             Ok(_) => {}
@@ -1013,7 +1012,7 @@ impl Applier {
             "block"
         };
         tracing::warn!(
-            entry = %shown.display(),
+            entry = ?shown,
             "skipping {kind} device node: device nodes are never created in a rootfs"
         );
         self.stats.skipped += 1;
@@ -1061,11 +1060,7 @@ impl Applier {
     ) -> Result<(), UnpackError> {
         if !self.this_layer.contains(rel) {
             return remove_all_at(parent, name).map_err(|e| {
-                UnpackError::entry(
-                    shown,
-                    format!("remove {} of a lower layer", rel.display()),
-                    e,
-                )
+                UnpackError::entry(shown, format!("remove {rel:?} of a lower layer"), e)
             });
         }
         let dir = match open_dir(parent, name, OFlags::RDONLY) {
@@ -1073,15 +1068,11 @@ impl Applier {
             // This layer's own file, symlink, …: kept.
             Err(Errno::NOTDIR | Errno::LOOP | Errno::NOENT) => return Ok(()),
             Err(e) => {
-                return Err(UnpackError::entry(
-                    shown,
-                    format!("open {}", rel.display()),
-                    e,
-                ));
+                return Err(UnpackError::entry(shown, format!("open {rel:?}"), e));
             }
         };
         let children = read_names(dir.as_fd())
-            .map_err(|e| UnpackError::entry(shown, format!("list {}", rel.display()), e))?;
+            .map_err(|e| UnpackError::entry(shown, format!("list {rel:?}"), e))?;
         for child in children {
             self.remove_lower(shown, dir.as_fd(), &child, &rel.join(&child))?;
         }
@@ -1099,7 +1090,7 @@ impl Applier {
         match result {
             Ok(()) => Ok(()),
             Err(Errno::PERM | Errno::INVAL) if !self.privileged => {
-                tracing::trace!(entry = %shown.display(), "not root: ownership not applied");
+                tracing::trace!(entry = ?shown, "not root: ownership not applied");
                 Ok(())
             }
             Err(e) => Err(UnpackError::entry(
@@ -1119,7 +1110,7 @@ impl Applier {
             match rustix::fs::fsetxattr(fd, name.as_os_str(), value, XattrFlags::empty()) {
                 Ok(()) => {}
                 Err(e @ (Errno::NOTSUP | Errno::PERM | Errno::ACCESS)) => tracing::warn!(
-                    entry = %shown.display(),
+                    entry = ?shown,
                     xattr = %name.to_string_lossy(),
                     error = %e,
                     "xattr not applied"
@@ -1170,10 +1161,7 @@ impl Applier {
 fn symlink_escape(shown: &Path, link: &Path) -> UnpackError {
     UnpackError::escape(
         shown,
-        format!(
-            "{} is a symlink, and nothing is ever written through one",
-            link.display()
-        ),
+        format!("{link:?} is a symlink, and nothing is ever written through one"),
     )
 }
 
@@ -1242,7 +1230,6 @@ fn remove_all_at(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     use tar::Header;
 
@@ -2112,15 +2099,15 @@ mod tests {
         let err = fx.apply(&[E::File("../escape", b"")]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "layer entry ../escape escapes the rootfs: `..` leaves the rootfs"
+            r#"layer entry "../escape" escapes the rootfs: `..` leaves the rootfs"#
         );
         let err = fx
             .apply(&[E::Symlink("evil", "/etc"), E::File("evil/passwd", b"")])
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "layer entry evil/passwd escapes the rootfs: \
-             evil is a symlink, and nothing is ever written through one"
+            r#"layer entry "evil/passwd" escapes the rootfs: "#.to_owned()
+                + r#""evil" is a symlink, and nothing is ever written through one"#
         );
     }
 
