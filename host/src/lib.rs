@@ -23,6 +23,7 @@ pub mod logs;
 pub mod oci;
 pub mod revision;
 pub mod server;
+pub mod tls;
 pub mod wasm;
 
 #[cfg(any(test, feature = "testing"))]

@@ -48,6 +48,8 @@ pub struct ServerOptions {
     pub registry: RegistryClient,
     /// Show pull progress bars (only ever drawn on a terminal).
     pub progress: bool,
+    /// Serve the front door over TLS with this config.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServerOptions {
@@ -59,6 +61,7 @@ impl ServerOptions {
             drain_timeout: Duration::from_secs(30),
             registry: RegistryClient::anonymous(),
             progress: false,
+            tls: None,
         }
     }
 }
@@ -369,12 +372,37 @@ impl Server {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => {
                     let Some(stream) = accept_ok(accepted).await else { continue };
+                    let _ = stream.set_nodelay(true);
                     let gw = self.gateway.clone();
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let gw = gw.clone();
                         async move { gw.handle(req).await }
                     });
-                    self.serve_conn(&graceful, stream, svc);
+                    match &self.options.tls {
+                        None => self.serve_conn(&graceful, stream, svc),
+                        Some(tls) => {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                            let watcher = graceful.watcher();
+                            tokio::spawn(async move {
+                                let handshake = tokio::time::timeout(
+                                    Duration::from_secs(10),
+                                    acceptor.accept(stream),
+                                );
+                                match handshake.await {
+                                    Ok(Ok(tls_stream)) => {
+                                        let conn = auto::Builder::new(TokioExecutor::new())
+                                            .serve_connection(TokioIo::new(tls_stream), svc)
+                                            .into_owned();
+                                        if let Err(e) = watcher.watch(conn).await {
+                                            tracing::debug!("TLS connection ended with error: {e}");
+                                        }
+                                    }
+                                    Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                                }
+                            });
+                        }
+                    }
                 }
                 accepted = admin.accept() => {
                     let Some(stream) = accept_ok(accepted).await else { continue };
@@ -411,7 +439,6 @@ impl Server {
             + 'static,
         S::Future: Send + 'static,
     {
-        let _ = stream.set_nodelay(true);
         let builder = auto::Builder::new(TokioExecutor::new());
         let conn = builder.serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn.into_owned());

@@ -43,11 +43,13 @@ pub struct TestHostBuilder {
     config: Config,
     data_dir: Option<PathBuf>,
     registry: Option<RegistryClient>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl TestHost {
     /// A builder with no apps and a fresh temporary data dir.
     pub fn builder() -> TestHostBuilder {
+        crate::tls::install_crypto_provider();
         TestHostBuilder {
             config: Config {
                 domain: crate::config::DEFAULT_DOMAIN.into(),
@@ -55,6 +57,7 @@ impl TestHost {
             },
             data_dir: None,
             registry: None,
+            tls: None,
         }
     }
 
@@ -115,6 +118,12 @@ impl TestHostBuilder {
         self
     }
 
+    /// Serves the front door over TLS.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Uses this data dir instead of a temporary one (to test restarts).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
@@ -139,6 +148,7 @@ impl TestHostBuilder {
         if let Some(registry) = self.registry {
             options.registry = registry;
         }
+        options.tls = self.tls;
         let server = Arc::new(Server::start(&self.config, options).await?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

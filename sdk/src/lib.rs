@@ -19,17 +19,22 @@
 //! Build it as a bin or a `cdylib` with `cargo build --target wasm32-wasip2`
 //! (the output is a component; no adapter needed) and serve it with
 //! `berth serve`. `examples/sdk-hello` in the repository is a complete crate.
+//! A cargo-component project (a `cdylib` targeting `wasi:http/proxy` or
+//! berth's `http-app`) can use the attribute too, in place of the bindings
+//! that cargo-component generates: leave out their `mod bindings`.
 //!
 //! # Layout
 //!
 //! - [`http_component`]: the entry point attribute; [`IntoResponse`] is what a
 //!   handler may return.
-//! - [`text`], [`json`], [`empty`]: responses with a status and content type.
+//! - [`text`], [`json`], [`empty`]: responses, with the content type set.
 //! - [`query`], [`header`]: read a request.
 //! - [`app_name`], [`env()`], [`config()`]: the app's configuration, which berth
 //!   passes as environment variables.
 //! - [`get`] and [`Client`]: outbound HTTP through `wasi:http/outgoing-handler`.
 //!   The host must allow the destination (`allowed_outbound_hosts`).
+//! - [`http`] and [`wstd`]: the crates underneath, re-exported for the rest
+//!   (header name constants, request builders, timers, streams).
 //!
 //! # Features
 //!

@@ -6,4 +6,5 @@ mod cli;
 mod deploy_image;
 mod oci;
 mod support;
+mod tls;
 mod wasm_http;

@@ -27,6 +27,12 @@ pub struct ServeArgs {
     /// Apps answer at `<app>.<domain>`; overrides the config's `domain`.
     #[arg(long, env = "BERTH_DOMAIN")]
     pub domain: Option<String>,
+    /// Serve the front door over HTTPS with this certificate chain (PEM).
+    #[arg(long, env = "BERTH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "BERTH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// How to reach registries for `image = "REF"` apps.
     #[command(flatten)]
     pub registry: super::push::RegistryArgs,
@@ -56,6 +62,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     options.engine.max_instances = args.max_instances;
     options.registry = args.registry.client()?;
     options.progress = true;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        options.tls = Some(crate::tls::server_config(cert, key)?);
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -70,15 +79,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let admin = tokio::net::TcpListener::bind(args.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
+        let scheme = if args.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         eprintln!(
-            "berth: serving {} app(s) on http://{} (admin http://{})",
+            "berth: serving {} app(s) on {scheme}://{} (admin http://{})",
             cfg.apps.len(),
             listener.local_addr()?,
             admin.local_addr()?
         );
         for name in cfg.apps.keys() {
             eprintln!(
-                "  {name}: http://{name}.{}:{}/",
+                "  {name}: {scheme}://{name}.{}:{}/",
                 cfg.domain,
                 listener.local_addr()?.port()
             );

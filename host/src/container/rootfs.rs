@@ -1215,6 +1215,13 @@ fn remove_all_at(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(()),
         Err(Errno::NOTDIR) => return Err(unlink_error.into()),
+        // Unprivileged, and the directory (say mode 0) shuts us out: it is going
+        // anyway, so open it up first. `chmodat` would follow a symlink, but a
+        // symlink is unlinked above and never gets here.
+        Err(Errno::ACCESS) => {
+            rustix::fs::chmodat(parent, name, Mode::RWXU, AtFlags::empty())?;
+            open_dir(parent, name, OFlags::RDONLY)?
+        }
         Err(e) => return Err(e.into()),
     };
     for child in read_names(dir.as_fd())? {
@@ -1779,13 +1786,14 @@ mod tests {
     }
 
     #[test]
-    fn a_symlink_in_the_way_is_replaced_not_followed() {
+    fn what_is_in_the_way_is_replaced_never_written_through() {
         let fx = Fx::new();
         let (outside, secret) = (fx.outside_str(), fx.secret_str());
         fx.apply(&[
             E::Symlink("f", &secret),
             E::Symlink("d", &outside),
             E::Symlink("h", &secret),
+            E::FileMode("shadow", b"root only", 0o600),
         ])
         .expect("lower");
         fx.apply(&[
@@ -1794,9 +1802,18 @@ mod tests {
             E::File("d/secret", b"new"),
             E::File("other", b"o"),
             E::Hardlink("h", "other"),
+            // A hardlink to a file, then a file at the hardlink's path.
+            E::Hardlink("alias", "shadow"),
+            E::FileMode("alias", b"pwned", 0o666),
         ])
         .expect("upper");
-        assert_eq!(fx.tree(), ["d", "d/secret", "f", "h", "other"]);
+        assert_eq!(
+            fx.tree(),
+            ["alias", "d", "d/secret", "f", "h", "other", "shadow"]
+        );
+        assert_eq!(read(&fx.root.join("shadow")), "root only");
+        assert_eq!(mode(&fx.root.join("shadow")), 0o600);
+        assert_eq!(read(&fx.root.join("alias")), "pwned");
         assert_eq!(read(&fx.root.join("f")), "new");
         assert!(
             fs::symlink_metadata(fx.root.join("d"))

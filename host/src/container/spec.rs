@@ -20,6 +20,7 @@
 //! - Mounts, masked and read-only paths as `runc spec`; the capability set of
 //!   containerd's and Docker's default (a superset of `runc spec`'s three
 //!   capabilities that ordinary images expect, e.g. to drop privileges);
+//!   rlimits inherited from berth (as containerd 2 does);
 //!   namespaces pid, ipc, uts and mount, plus network for
 //!   [`Network::Isolated`] (without a path, so runc creates it).
 //! - `linux.resources` memory, CPU (quota over a 100 ms period) and pids.
@@ -37,8 +38,7 @@ use std::time::Duration;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
     LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, PosixRlimitBuilder, PosixRlimitType,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder, get_default_maskedpaths,
+    LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder, get_default_maskedpaths,
     get_default_mounts, get_default_readonly_paths,
 };
 use serde::Deserialize;
@@ -52,10 +52,6 @@ pub const RESERVED_ENV: [&str; 4] = ["PORT", "K_SERVICE", "K_REVISION", "K_CONFI
 
 /// CFS period used for [`ContainerLimits::cpus`] (100 ms, the kernel default).
 pub const CPU_PERIOD_US: u64 = 100_000;
-
-/// Open-files limit of the container process (soft = hard). `runc spec`'s
-/// 1024 is too low for a server handling 80 concurrent requests.
-pub const NOFILE_LIMIT: u64 = 65_536;
 
 /// Longest accepted instance id (it is also the container's hostname).
 pub const MAX_ID_LEN: usize = 63;
@@ -422,7 +418,7 @@ pub fn process_env(spec: &InstanceSpec) -> Result<Vec<String>, SpecError> {
         }
     }
     let mut env: Vec<(String, String)> = Vec::new();
-    let mut set = |env: &mut Vec<(String, String)>, k: &str, v: &str| {
+    let set = |env: &mut Vec<(String, String)>, k: &str, v: &str| {
         match env.iter_mut().find(|(name, _)| name == k) {
             Some(slot) => slot.1 = v.to_owned(),
             None => env.push((k.to_owned(), v.to_owned())),
@@ -547,11 +543,15 @@ pub fn runtime_spec(
         return Err(SpecError::NoCommand);
     }
     let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPS.into_iter().collect();
-    let capabilities = LinuxCapabilitiesBuilder::default()
+    let mut capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
         .permitted(caps)
         .build()?;
+    // The builder fills unset sets with `runc spec`'s three capabilities;
+    // like containerd, give none inheritable or ambient.
+    capabilities.set_inheritable(None);
+    capabilities.set_ambient(None);
     let cwd = spec
         .image
         .working_dir
@@ -562,22 +562,18 @@ pub fn runtime_spec(
     if !user.additional_gids.is_empty() {
         user_b = user_b.additional_gids(user.additional_gids.clone());
     }
-    let process = ProcessBuilder::default()
+    let mut process = ProcessBuilder::default()
         .terminal(false)
         .user(user_b.build()?)
         .args(args)
         .env(process_env(spec)?)
         .cwd(cwd)
         .capabilities(capabilities)
-        .rlimits(vec![
-            PosixRlimitBuilder::default()
-                .typ(PosixRlimitType::RlimitNofile)
-                .hard(NOFILE_LIMIT)
-                .soft(NOFILE_LIMIT)
-                .build()?,
-        ])
         .no_new_privileges(false)
         .build()?;
+    // The builder starts from `Process::default()` (`runc spec`'s 1024 open
+    // files); inherit berth's limits instead, as containerd 2 does.
+    process.set_rlimits(None);
 
     let mut namespaces = vec![
         LinuxNamespaceType::Pid,
@@ -601,7 +597,7 @@ pub fn runtime_spec(
         .readonly_paths(get_default_readonly_paths())
         .build()?;
 
-    let annotations = [
+    let annotations: std::collections::HashMap<String, String> = [
         ("io.berth.app", spec.app.as_str()),
         ("io.berth.revision", spec.revision.as_str()),
     ]
@@ -623,6 +619,26 @@ pub fn runtime_spec(
         .linux(linux)
         .annotations(annotations)
         .build()?)
+}
+
+/// Adds a read-only bind mount of the host file `source` at `destination`
+/// (runc creates the mount point if the image lacks it).
+///
+/// # Errors
+/// When oci-spec refuses the mount.
+pub fn add_ro_bind(spec: &mut Spec, source: &Path, destination: &str) -> Result<(), SpecError> {
+    let mount = MountBuilder::default()
+        .destination(destination)
+        .typ("bind")
+        .source(source)
+        .options(
+            ["rbind", "ro", "nosuid", "nodev", "noexec"]
+                .map(String::from)
+                .to_vec(),
+        )
+        .build()?;
+    spec.mounts_mut().get_or_insert_with(Vec::new).push(mount);
+    Ok(())
 }
 
 /// Reads the file at `rel` inside `root`, resolving every component (`..` and
@@ -788,7 +804,7 @@ mod tests {
         assert_eq!(Accounts::read(&root).unwrap().group, "", "`..` cannot climb out");
         // A FIFO must not block.
         std::fs::remove_file(root.join("etc/group")).unwrap();
-        let fifo = std::ffi::CString::new(root.join("etc/group").as_os_str().as_bytes()).unwrap();
+        let fifo = std::ffi::CString::new(root.join("etc/group").into_os_string().into_encoded_bytes()).unwrap();
         #[allow(unsafe_code)]
         // SAFETY: a valid NUL-terminated path.
         let rc = unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) };
@@ -841,7 +857,9 @@ mod tests {
         assert_eq!(p["env"][2], "PORT=8123");
         assert!(p["capabilities"]["bounding"].as_array().unwrap().contains(&"CAP_NET_BIND_SERVICE".into()));
         assert!(p["capabilities"].get("ambient").is_none());
-        assert_eq!(p["rlimits"][0]["type"], "RLIMIT_NOFILE");
+        assert!(p["capabilities"].get("inheritable").is_none());
+        assert_eq!(p["capabilities"]["bounding"].as_array().unwrap().len(), 14);
+        assert!(p.get("rlimits").is_none(), "rlimits are inherited from berth");
         assert_eq!(json["root"]["path"], "rootfs");
         assert_eq!(json["root"]["readonly"], false);
         assert_eq!(json["hostname"], "hello-1");

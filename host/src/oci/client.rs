@@ -227,6 +227,8 @@ impl From<OciError> for Failure {
 impl RegistryClient {
     /// A client using `auth` for credentials.
     pub fn new(auth: Auth, options: ClientOptions) -> Self {
+        // HTTPS registries need the process's rustls provider.
+        crate::tls::install_crypto_provider();
         Self {
             inner: Arc::new(Inner {
                 auth,

@@ -9,6 +9,7 @@ use berth::config::AppSpec;
 
 /// A client that resolves `*.localhost` names to `addr` and never proxies.
 pub fn client(addr: SocketAddr, apps: &[&str]) -> reqwest::Client {
+    berth::tls::install_crypto_provider();
     let mut b = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60));

@@ -1,0 +1,603 @@
+//! Prometheus metrics, served as `GET /metrics` on the admin listener.
+//!
+//! Every name starts with `berth_`. Counters and histograms are updated as
+//! things happen; gauges are computed from a [`AppStatus`] snapshot at each
+//! scrape, so an app that is deleted stops being reported at once.
+//!
+//! | metric | type | labels | what |
+//! |---|---|---|---|
+//! | `berth_requests_total` | counter | `app`, `status` | requests routed to an app, by response status |
+//! | `berth_request_duration_seconds` | histogram | `app` | from the request's arrival to the end of its response body (or the client going away) |
+//! | `berth_cold_starts_total` | counter | `kind` | instances started (`wasm`, `container`) |
+//! | `berth_cold_start_duration_seconds` | histogram | `kind` | how long an instance took to become ready |
+//! | `berth_instances` | gauge | `app`, `revision`, `state` | `ready`, `starting` and `desired` instances |
+//! | `berth_queue_depth` | gauge | `app` | requests waiting for capacity |
+//! | `berth_in_flight` | gauge | `app` | requests being served |
+//! | `berth_traffic_percent` | gauge | `app`, `revision` | each serving revision's share of new requests |
+//! | `berth_app_requests_total` | counter | `app` | metering: requests |
+//! | `berth_instance_seconds_total` | counter | `app`, `kind` | metering: ready instances × time |
+//! | `berth_cpu_seconds_total` | counter | `app` | metering: CPU time, for apps whose backend reports it |
+//! | `berth_memory_gb_seconds_total` | counter | `app` | metering: memory (GB, 10⁹ bytes) × time, for apps whose backend reports it |
+//!
+//! # Metering
+//! *Instance-seconds* are integrated by sampling: every [`Metrics::sample`]
+//! (once a second from [`Metrics::spawn_sampler`], and at every scrape) adds
+//! `ready instances at the previous sample × seconds since it` for each app
+//! and kind. An instance that starts or stops between two samples is counted
+//! from or until the next sample, so the error is at most one sampling
+//! interval per change of the instance count. For Wasm an instance is a unit
+//! of capacity sharing one resident compiled component (see
+//! [`crate::backend`]), which is what scale-to-zero saves.
+//!
+//! *CPU-seconds* and *memory GB-seconds* are only reported for what a backend
+//! measures and hands to [`Metrics::record_usage`] (a container from its
+//! cgroup's `cpu.stat` and `memory.current`). Nothing is estimated: an app
+//! for which nothing is measured has no sample in these families.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::BodyExt as _;
+use hyper::body::Frame;
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text, text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::gateway::{Body, BoxError};
+use crate::server::AppStatus;
+
+/// The `Content-Type` of [`Metrics::render`].
+pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+/// The `Content-Type` of [`Metrics::render_openmetrics`].
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Request latency buckets (seconds): a Wasm request takes well under a
+/// millisecond, a slow one up to the default 30 s timeout.
+const REQUEST_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+/// Cold start buckets (seconds): microseconds for Wasm, seconds for a
+/// container.
+const COLD_START_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0, 60.0,
+];
+
+fn request_histogram() -> Histogram {
+    Histogram::new(REQUEST_BUCKETS)
+}
+
+fn cold_start_histogram() -> Histogram {
+    Histogram::new(COLD_START_BUCKETS)
+}
+
+type FloatCounter = Counter<f64, AtomicU64>;
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppLabels {
+    app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    app: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppKindLabels {
+    app: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    app: String,
+    revision: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RevisionLabels {
+    app: String,
+    revision: String,
+}
+
+/// Ready instances per (app, kind) at the last sample.
+#[derive(Debug, Default)]
+struct Sample {
+    at: Option<Instant>,
+    ready: HashMap<(String, &'static str), u32>,
+}
+
+/// The host's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<AppLabels>,
+    cold_starts: Family<KindLabels, Counter>,
+    cold_start_duration: HistogramFamily<KindLabels>,
+    app_requests: Family<AppLabels, Counter>,
+    instance_seconds: Family<AppKindLabels, FloatCounter>,
+    cpu_seconds: Family<AppLabels, FloatCounter>,
+    memory_gb_seconds: Family<AppLabels, FloatCounter>,
+    sample: Mutex<Sample>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Empty metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("berth");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests routed to an app, by response status",
+            requests.clone(),
+        );
+        let request_duration: HistogramFamily<AppLabels> =
+            Family::new_with_constructor(request_histogram);
+        registry.register_with_unit(
+            "request_duration",
+            "From a request's arrival to the end of its response body",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        let cold_starts = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "cold_starts",
+            "Instances started, by kind (wasm, container)",
+            cold_starts.clone(),
+        );
+        let cold_start_duration: HistogramFamily<KindLabels> =
+            Family::new_with_constructor(cold_start_histogram);
+        registry.register_with_unit(
+            "cold_start_duration",
+            "How long an instance took to become ready, by kind",
+            Unit::Seconds,
+            cold_start_duration.clone(),
+        );
+        let app_requests = Family::<AppLabels, Counter>::default();
+        registry.register(
+            "app_requests",
+            "Metering: requests routed to an app",
+            app_requests.clone(),
+        );
+        let instance_seconds = Family::<AppKindLabels, FloatCounter>::default();
+        registry.register_with_unit(
+            "instance",
+            "Metering: ready instances times seconds, sampled every second and at each scrape",
+            Unit::Seconds,
+            instance_seconds.clone(),
+        );
+        let cpu_seconds = Family::<AppLabels, FloatCounter>::default();
+        registry.register_with_unit(
+            "cpu",
+            "Metering: CPU time used by an app's instances, where the backend measures it",
+            Unit::Seconds,
+            cpu_seconds.clone(),
+        );
+        let memory_gb_seconds = Family::<AppLabels, FloatCounter>::default();
+        registry.register(
+            "memory_gb_seconds",
+            "Metering: memory in GB (1e9 bytes) times seconds, where the backend measures it",
+            memory_gb_seconds.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            cold_starts,
+            cold_start_duration,
+            app_requests,
+            instance_seconds,
+            cpu_seconds,
+            memory_gb_seconds,
+            sample: Mutex::new(Sample::default()),
+        }
+    }
+
+    /// Counts one request to `app` that ended with `status` after `elapsed`.
+    pub fn observe_request(&self, app: &str, status: u16, elapsed: Duration) {
+        let labels = AppLabels { app: app.into() };
+        self.requests
+            .get_or_create(&RequestLabels {
+                app: labels.app.clone(),
+                status,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        self.app_requests.get_or_create(&labels).inc();
+    }
+
+    /// Wraps `resp` so that the request is counted by
+    /// [`observe_request`](Self::observe_request) when its body ends, fails
+    /// or is dropped (the client went away), timed from `started`.
+    pub fn instrument(
+        self: &Arc<Self>,
+        app: &str,
+        started: Instant,
+        resp: Response<Body>,
+    ) -> Response<Body> {
+        let pending = Pending {
+            metrics: self.clone(),
+            app: app.into(),
+            status: resp.status().as_u16(),
+            started,
+        };
+        resp.map(|body| {
+            ObservedBody {
+                body,
+                pending: Some(pending),
+            }
+            .boxed_unsync()
+        })
+    }
+
+    /// Counts one instance start of `kind` (`wasm` or `container`) that took
+    /// `elapsed` to become ready.
+    pub fn observe_cold_start(&self, kind: &str, elapsed: Duration) {
+        let labels = KindLabels { kind: kind.into() };
+        self.cold_starts.get_or_create(&labels).inc();
+        self.cold_start_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Adds measured usage of `app`: CPU time, and memory × time in GB-seconds
+    /// (bytes × seconds / 10⁹). For backends that measure them.
+    pub fn record_usage(&self, app: &str, cpu: Duration, memory_gb_seconds: f64) {
+        let labels = AppLabels { app: app.into() };
+        if !cpu.is_zero() {
+            self.cpu_seconds
+                .get_or_create(&labels)
+                .inc_by(cpu.as_secs_f64());
+        }
+        if memory_gb_seconds > 0.0 && memory_gb_seconds.is_finite() {
+            self.memory_gb_seconds
+                .get_or_create(&labels)
+                .inc_by(memory_gb_seconds);
+        }
+    }
+
+    /// Integrates instance-seconds up to now (see the [module docs](self)).
+    pub fn sample(&self, apps: &[AppStatus]) {
+        let now = Instant::now();
+        let mut ready: HashMap<(String, &'static str), u32> = HashMap::new();
+        for app in apps {
+            for (revision, _) in &app.revisions {
+                *ready
+                    .entry((app.deployed.name.clone(), revision.kind.as_str()))
+                    .or_default() += revision.ready;
+            }
+        }
+        let mut sample = self.sample.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = sample.at {
+            let dt = now.saturating_duration_since(at).as_secs_f64();
+            for ((app, kind), n) in &sample.ready {
+                if *n > 0 {
+                    self.instance_seconds
+                        .get_or_create(&AppKindLabels {
+                            app: app.clone(),
+                            kind: (*kind).to_string(),
+                        })
+                        .inc_by(f64::from(*n) * dt);
+                }
+            }
+        }
+        sample.at = Some(now);
+        sample.ready = ready;
+    }
+
+    /// Samples every `every` until `snapshot` returns `None` (the server is
+    /// gone) or the task is aborted.
+    pub fn spawn_sampler<F>(self: &Arc<Self>, every: Duration, snapshot: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn() -> Option<Vec<AppStatus>> + Send + 'static,
+    {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let (Some(metrics), Some(apps)) = (me.upgrade(), snapshot()) else {
+                    return;
+                };
+                metrics.sample(&apps);
+            }
+        })
+    }
+
+    /// Everything in the Prometheus text format (version 0.0.4,
+    /// [`PROMETHEUS_CONTENT_TYPE`]), gauges from `apps`.
+    pub fn render(&self, apps: &[AppStatus]) -> String {
+        self.sample(apps);
+        let gauges = gauges(apps);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
+        let _ = prometheus_text::encode(&mut out, &gauges);
+        out
+    }
+
+    /// Everything in the OpenMetrics text format
+    /// ([`OPENMETRICS_CONTENT_TYPE`]), gauges from `apps`.
+    pub fn render_openmetrics(&self, apps: &[AppStatus]) -> String {
+        self.sample(apps);
+        let gauges = gauges(apps);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = text::encode_registry(&mut out, &self.registry);
+        let _ = text::encode_registry(&mut out, &gauges);
+        let _ = text::encode_eof(&mut out);
+        out
+    }
+}
+
+/// The point-in-time gauges of `apps`.
+fn gauges(apps: &[AppStatus]) -> Registry {
+    let mut registry = Registry::with_prefix("berth");
+    let instances = Family::<InstanceLabels, Gauge>::default();
+    let queue = Family::<AppLabels, Gauge>::default();
+    let in_flight = Family::<AppLabels, Gauge>::default();
+    let traffic = Family::<RevisionLabels, Gauge>::default();
+    for app in apps {
+        let name = &app.deployed.name;
+        let (mut queued, mut serving) = (0_i64, 0_i64);
+        for (revision, percent) in &app.revisions {
+            for (state, n) in [
+                ("ready", revision.ready),
+                ("starting", revision.starting),
+                ("desired", revision.desired),
+            ] {
+                instances
+                    .get_or_create(&InstanceLabels {
+                        app: name.clone(),
+                        revision: revision.id.clone(),
+                        state,
+                    })
+                    .set(i64::from(n));
+            }
+            traffic
+                .get_or_create(&RevisionLabels {
+                    app: name.clone(),
+                    revision: revision.id.clone(),
+                })
+                .set(i64::from(*percent));
+            queued += i64::try_from(revision.queued).unwrap_or(i64::MAX);
+            serving += i64::try_from(revision.in_flight).unwrap_or(i64::MAX);
+        }
+        let labels = AppLabels { app: name.clone() };
+        queue.get_or_create(&labels).set(queued);
+        in_flight.get_or_create(&labels).set(serving);
+    }
+    registry.register(
+        "instances",
+        "Instances of each revision: ready, starting, and desired by the autoscaler",
+        instances,
+    );
+    registry.register(
+        "queue_depth",
+        "Requests waiting for capacity",
+        queue,
+    );
+    registry.register("in_flight", "Requests being served", in_flight);
+    registry.register(
+        "traffic_percent",
+        "Share of an app's new requests each revision receives",
+        traffic,
+    );
+    registry
+}
+
+/// A request waiting for its response body to end.
+struct Pending {
+    metrics: Arc<Metrics>,
+    app: String,
+    status: u16,
+    started: Instant,
+}
+
+impl Pending {
+    fn finish(self) {
+        self.metrics
+            .observe_request(&self.app, self.status, self.started.elapsed());
+    }
+}
+
+/// A response body that reports its request once it is done.
+struct ObservedBody {
+    body: Body,
+    pending: Option<Pending>,
+}
+
+impl ObservedBody {
+    fn finish(&mut self) {
+        if let Some(p) = self.pending.take() {
+            p.finish();
+        }
+    }
+}
+
+impl hyper::body::Body for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            self.finish();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Formats `apps`' metrics for a scrape whose `Accept` header is `accept`:
+/// OpenMetrics when asked for, else the Prometheus text format. Returns the
+/// body and its content type.
+pub fn negotiate(metrics: &Metrics, apps: &[AppStatus], accept: Option<&str>) -> (String, &'static str) {
+    if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+        (metrics.render_openmetrics(apps), OPENMETRICS_CONTENT_TYPE)
+    } else {
+        (metrics.render(apps), PROMETHEUS_CONTENT_TYPE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Kind;
+    use crate::revision::RevisionStatus;
+    use crate::server::Deployed;
+
+    fn status(app: &str, ready: u32, queued: usize) -> AppStatus {
+        AppStatus {
+            deployed: Deployed {
+                name: app.into(),
+                pinned: None,
+                revision: format!("{app}-00001"),
+                kind: Kind::Wasm,
+                sha256: String::new(),
+                pulled_bytes: 0,
+            },
+            routes: Vec::new(),
+            revisions: vec![(
+                RevisionStatus {
+                    id: format!("{app}-00001"),
+                    kind: Kind::Wasm,
+                    desired: ready,
+                    ready,
+                    starting: 0,
+                    panicking: false,
+                    queued,
+                    in_flight: 2,
+                    cold_starts: 1,
+                    recent_cold_starts: Vec::new(),
+                    last_error: None,
+                },
+                100,
+            )],
+        }
+    }
+
+    #[test]
+    fn renders_counters_histograms_and_snapshot_gauges() {
+        let m = Metrics::new();
+        m.observe_request("hello", 200, Duration::from_millis(3));
+        m.observe_request("hello", 200, Duration::from_millis(3));
+        m.observe_request("hello", 503, Duration::from_millis(1));
+        m.observe_cold_start("wasm", Duration::from_micros(300));
+        let text = m.render(&[status("hello", 2, 5)]);
+        for line in [
+            "# TYPE berth_requests_total counter",
+            "berth_requests_total{app=\"hello\",status=\"200\"} 2",
+            "berth_requests_total{app=\"hello\",status=\"503\"} 1",
+            "berth_app_requests_total{app=\"hello\"} 3",
+            "# TYPE berth_request_duration_seconds histogram",
+            "berth_request_duration_seconds_count{app=\"hello\"} 3",
+            "berth_request_duration_seconds_bucket{le=\"0.0025\",app=\"hello\"} 1",
+            "berth_cold_starts_total{kind=\"wasm\"} 1",
+            "berth_cold_start_duration_seconds_count{kind=\"wasm\"} 1",
+            "berth_instances{app=\"hello\",revision=\"hello-00001\",state=\"ready\"} 2",
+            "berth_instances{app=\"hello\",revision=\"hello-00001\",state=\"desired\"} 2",
+            "berth_queue_depth{app=\"hello\"} 5",
+            "berth_in_flight{app=\"hello\"} 2",
+            "berth_traffic_percent{app=\"hello\",revision=\"hello-00001\"} 100",
+            "# TYPE berth_cpu_seconds_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("berth_cpu_seconds_total{"),
+            "nothing measured, nothing reported:\n{text}"
+        );
+        let om = m.render_openmetrics(&[]);
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        assert!(!om.contains("berth_queue_depth{"), "gone apps are not reported");
+    }
+
+    #[test]
+    fn instance_seconds_integrate_ready_instances_over_time() {
+        let m = Metrics::new();
+        m.sample(&[status("a", 3, 0)]);
+        std::thread::sleep(Duration::from_millis(200));
+        m.sample(&[status("a", 0, 0)]);
+        std::thread::sleep(Duration::from_millis(200));
+        m.sample(&[status("a", 0, 0)]);
+        let v = m
+            .instance_seconds
+            .get_or_create(&AppKindLabels {
+                app: "a".into(),
+                kind: "wasm".into(),
+            })
+            .get();
+        assert!((0.55..1.5).contains(&v), "3 instances × ~0.2 s, got {v}");
+    }
+
+    #[tokio::test]
+    async fn an_instrumented_body_counts_once_when_done_or_dropped() {
+        let m = Arc::new(Metrics::new());
+        let resp = crate::gateway::error(http::StatusCode::OK, "hi");
+        let resp = m.instrument("x", Instant::now(), resp);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"hi");
+        let dropped = m.instrument(
+            "x",
+            Instant::now(),
+            crate::gateway::error(http::StatusCode::BAD_GATEWAY, "no"),
+        );
+        drop(dropped);
+        let get = |status| {
+            m.requests
+                .get_or_create(&RequestLabels {
+                    app: "x".into(),
+                    status,
+                })
+                .get()
+        };
+        assert_eq!((get(200), get(502)), (1, 1));
+    }
+}
