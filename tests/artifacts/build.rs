@@ -213,6 +213,10 @@ fn emit_rerun_if_changed(components: &Path) {
         .map(|entry| entry.path())
         .filter(|path| path.join("Cargo.toml").is_file())
         .collect();
+    // Components depend on the guest SDK (and its macro crate) by path.
+    let sdk = components.join("../sdk");
+    crates.push(sdk.clone());
+    crates.push(sdk.join("macro"));
     crates.sort();
     for krate in crates {
         rerun_if_changed(&krate.join("Cargo.toml"));

@@ -79,6 +79,34 @@ impl RuncError {
     }
 }
 
+/// Rewrites runc's logrus lines (`time="…" level=error msg="…"`) as their
+/// message alone; other lines are kept as they are.
+pub fn humanize_log(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let Some(start) = line.find("msg=\"") else {
+                return line.to_owned();
+            };
+            let mut msg = String::new();
+            let mut chars = line[start + 5..].chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some('n') => msg.push('\n'),
+                        Some('t') => msg.push('\t'),
+                        Some(other) => msg.push(other),
+                        None => {}
+                    },
+                    '"' => break,
+                    c => msg.push(c),
+                }
+            }
+            msg
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A container's state as `runc state` / `runc list --format json` print it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct State {
@@ -184,8 +212,8 @@ impl Runc {
     /// too). Returns once the container is in the `created` state.
     ///
     /// # Errors
-    /// When runc fails; `stderr` is then a copy of nothing (runc wrote its
-    /// message to the `stderr` file, which the caller reads).
+    /// When runc fails. [`RuncError::Failed::stderr`] is then empty: runc
+    /// wrote its message to the `stderr` file, which the caller reads.
     pub async fn create(
         &self,
         id: &str,
@@ -289,5 +317,46 @@ impl Runc {
         let list: Option<Vec<State>> = serde_json::from_slice(&out)
             .map_err(|source| RuncError::Output { op: "list", source })?;
         Ok(list.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logrus_lines_become_messages() {
+        let text = "time=\"2026-11-30T12:34:23Z\" level=error msg=\"runc create failed: exec: \\\"/srv\\\": stat /srv: no such file\"\nplain line";
+        assert_eq!(
+            humanize_log(text),
+            "runc create failed: exec: \"/srv\": stat /srv: no such file\nplain line"
+        );
+    }
+
+    #[test]
+    fn error_kinds() {
+        use std::os::unix::process::ExitStatusExt as _;
+        let failed = |stderr: &str| RuncError::Failed {
+            op: "kill",
+            id: "x".into(),
+            status: ExitStatus::from_raw(256),
+            stderr: stderr.into(),
+        };
+        assert!(failed("container does not exist").is_not_found());
+        assert!(failed("container not running").is_not_running());
+        assert!(!failed("permission denied").is_not_found());
+    }
+
+    #[tokio::test]
+    async fn list_of_an_empty_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let runc = Runc::new(PathBuf::from("runc"), dir.path().join("root"));
+        match runc.list().await {
+            Ok(list) => assert!(list.is_empty()),
+            // No runc on PATH: the instance tests report that clearly.
+            Err(RuncError::Spawn { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert_eq!(runc.state("nope").await.ok().flatten(), None);
     }
 }
