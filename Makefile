@@ -18,10 +18,13 @@ build: components
 	$(CARGO) build --release -p berth
 
 run: build
+	bash scripts/build-examples.sh
 	./target/release/berth serve --config examples/berth.toml
 
 test: setup
+	bash scripts/build-examples.sh
 	$(CARGO) test --workspace --all-targets
+	bash scripts/walkthrough.sh
 	$(MAKE) lint
 
 test-only: setup
@@ -32,6 +35,9 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd components && $(CARGO) fmt --all --check
 	cd components && $(CARGO) clippy --release --all-targets -- -D warnings
+	cd examples && $(CARGO) fmt --all --check
+	cd examples && $(CARGO) clippy --release --all-targets -- -D warnings
+	cd examples/cargo-component-hello && $(CARGO) fmt --check
 
 bench: components
 	$(CARGO) bench -p berth --bench cold_start

@@ -4,6 +4,7 @@
 mod autoscale;
 mod cli;
 mod deploy_image;
+mod examples;
 mod oci;
 mod support;
 mod tls;

@@ -18,7 +18,7 @@
 //! ([`super::spec::runtime_spec`]), runs `runc create` (stdio to the log
 //! files), brings `lo` up for [`Network::Isolated`], runs `runc start`, then
 //! probes `127.0.0.1:PORT` (from inside the instance's namespace when
-//! isolated) every 5-20 ms until it answers, the process exits
+//! isolated) every 2-20 ms until it answers, the process exits
 //! ([`ContainerError::Exited`], with the exit status and the end of its
 //! stderr) or `startup_timeout` passes ([`ContainerError::NotReady`]). On any
 //! failure everything is undone before the error is returned.
@@ -63,7 +63,7 @@ use super::spec::{self, InstanceSpec, Network, Probe, SpecError};
 /// How long to wait for the process to go after SIGKILL before deleting anyway.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// First and longest pause between readiness probes.
-const PROBE_INTERVAL: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(20));
+const PROBE_INTERVAL: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(20));
 /// Longest single probe attempt.
 const PROBE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How much of the stderr log an [`ContainerError::Exited`] quotes.
@@ -133,7 +133,9 @@ pub enum ContainerError {
         stderr: String,
     },
     /// The container did not pass its readiness probe in time.
-    #[error("container {id} was not ready on port {port} within {timeout:?} (last probe: {last_probe})")]
+    #[error(
+        "container {id} was not ready on port {port} within {timeout:?} (last probe: {last_probe})"
+    )]
     NotReady {
         /// Instance id.
         id: String,
@@ -391,7 +393,7 @@ impl Shim {
     /// a bad spec or a failing runc. Nothing of the instance is left behind
     /// on error.
     pub async fn start(&self, lower_rootfs: &Path, spec: InstanceSpec) -> Result<Instance> {
-        spec::validate_id(&spec.id)?;
+        spec::validate(&spec)?;
         let id = spec.id.clone();
         // On its own task: should the caller stop waiting, the start still
         // runs to its end and the instance it yields is dropped, which tears
@@ -441,9 +443,10 @@ async fn start_instance(
 
     // Overlay.
     let t = Instant::now();
-    let lower = lower_rootfs
-        .canonicalize()
-        .map_err(io_err(&id, format!("resolving the rootfs {}", lower_rootfs.display())))?;
+    let lower = lower_rootfs.canonicalize().map_err(io_err(
+        &id,
+        format!("resolving the rootfs {}", lower_rootfs.display()),
+    ))?;
     let p = paths.clone();
     let id2 = id.clone();
     let network = spec.network;
@@ -503,6 +506,7 @@ async fn start_instance(
         exit: launched.exit,
         netns: launched.netns,
         split: launched.split,
+        stop_grace: spec.stop_grace,
         armed: true,
     })
 }
@@ -528,7 +532,12 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         // `start` was cancelled midway.
         if self.armed {
-            spawn_teardown(Arc::clone(&self.inner), self.id.clone(), self.paths.clone(), None);
+            spawn_teardown(
+                Arc::clone(&self.inner),
+                self.id.clone(),
+                self.paths.clone(),
+                None,
+            );
         }
     }
 }
@@ -573,11 +582,16 @@ fn prepare(
             std::fs::create_dir_all(d).map_err(io_err(id, format!("creating {}", d.display())))?;
         }
         write_etc(&p.etc, id, network).map_err(io_err(id, "writing /etc files"))?;
-        overlay::mount(lower, &p.upper, &p.work, &p.rootfs)
-            .map_err(io_err(id, format!("overlay mount of {} at {}", lower.display(), p.rootfs.display())))?;
-        oci.save(p.bundle.join("config.json")).map_err(|e| {
-            io_err(id, "writing config.json")(io::Error::other(e))
-        })
+        overlay::mount(lower, &p.upper, &p.work, &p.rootfs).map_err(io_err(
+            id,
+            format!(
+                "overlay mount of {} at {}",
+                lower.display(),
+                p.rootfs.display()
+            ),
+        ))?;
+        oci.save(p.bundle.join("config.json"))
+            .map_err(|e| io_err(id, "writing config.json")(io::Error::other(e)))
     })();
     if made.is_err() {
         let _ = remove_instance_dir(id, &p.dir);
@@ -594,7 +608,9 @@ fn prepare(
 fn write_etc(etc: &Path, id: &str, network: Network) -> io::Result<()> {
     std::fs::write(
         etc.join("hosts"),
-        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{id}\n"),
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{id}\n"
+        ),
     )?;
     std::fs::write(etc.join("hostname"), format!("{id}\n"))?;
     if network == Network::Host {
@@ -693,13 +709,10 @@ async fn wait_ready(
                 Err(_) => last = format!("no answer within {attempt:?}"),
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 5 / 4).min(PROBE_INTERVAL.1);
+            pause = (pause * 3 / 2).min(PROBE_INTERVAL.1);
         }
     };
-    let exited = async {
-        let status = exit.wait_for(Option::is_some).await.ok().and_then(|s| *s);
-        status.unwrap_or(None)
-    };
+    let exited = wait_exit(exit);
     tokio::select! {
         biased;
         status = exited => Err(ReadyError::Exited(status)),
@@ -785,6 +798,7 @@ pub struct Instance {
     exit: ExitWatch,
     netns: Option<Netns>,
     split: ColdStartSplit,
+    stop_grace: Duration,
     armed: bool,
 }
 
@@ -826,9 +840,12 @@ impl Instance {
     /// Waits until the container's init process exits; its status if berth
     /// could collect it.
     pub async fn exited(&self) -> Option<ExitStatus> {
-        let mut rx = self.exit.clone();
-        let status = rx.wait_for(Option::is_some).await.ok().and_then(|s| *s);
-        status.unwrap_or(None)
+        wait_exit(&mut self.exit.clone()).await
+    }
+
+    /// The `stop_grace` the instance was started with.
+    pub fn stop_grace(&self) -> Duration {
+        self.stop_grace
     }
 
     /// Where the cold start spent its time.
@@ -851,13 +868,13 @@ impl Instance {
         let mut exit = self.exit.clone();
         if !self.has_exited() {
             signal(runc, &id, "TERM", false).await;
-            if tokio::time::timeout(grace, exit.wait_for(Option::is_some))
+            if tokio::time::timeout(grace, wait_exit(&mut exit))
                 .await
                 .is_err()
             {
                 tracing::info!(%id, ?grace, "container did not exit after SIGTERM; sending SIGKILL");
                 signal(runc, &id, "KILL", true).await;
-                if tokio::time::timeout(KILL_WAIT, exit.wait_for(Option::is_some))
+                if tokio::time::timeout(KILL_WAIT, wait_exit(&mut exit))
                     .await
                     .is_err()
                 {
@@ -895,6 +912,16 @@ async fn signal(runc: &Runc, id: &str, sig: &str, all: bool) {
         Ok(()) => {}
         Err(e) if e.is_not_running() || e.is_not_found() => {}
         Err(e) => tracing::warn!(%id, signal = sig, error = %e, "runc kill failed"),
+    }
+}
+
+/// Waits for the exit published on `exit`. Never resolves if the watcher is
+/// gone without publishing (only when the runtime shuts down).
+async fn wait_exit(exit: &mut ExitWatch) -> Option<ExitStatus> {
+    let published = exit.wait_for(Option::is_some).await.map(|s| s.flatten());
+    match published {
+        Ok(status) => status,
+        Err(_) => std::future::pending().await,
     }
 }
 
@@ -1121,7 +1148,10 @@ mod tests {
         // SAFETY: geteuid has no preconditions.
         #[allow(unsafe_code)]
         let euid = unsafe { libc::geteuid() };
-        assert_eq!(euid, 0, "container tests must run as root (runc, overlay mounts)");
+        assert_eq!(
+            euid, 0,
+            "container tests must run as root (runc, overlay mounts)"
+        );
         assert!(
             Path::new("/bin/busybox").is_file(),
             "/bin/busybox is missing: install busybox-static"
@@ -1139,7 +1169,9 @@ mod tests {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
         std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for tool in ["sh", "httpd", "wget", "id", "sleep", "echo", "cat", "cp", "pwd", "hostname", "ls"] {
+        for tool in [
+            "sh", "httpd", "wget", "id", "sleep", "echo", "cat", "cp", "pwd", "hostname", "ls",
+        ] {
             symlink("busybox", root.join("bin").join(tool)).unwrap();
         }
         std::fs::write(
@@ -1147,16 +1179,25 @@ mod tests {
             "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33::/:/bin/sh\n",
         )
         .unwrap();
-        std::fs::write(root.join("etc/group"), "root:x:0:\nwww:x:33:\nstaff:x:50:www\n").unwrap();
+        std::fs::write(
+            root.join("etc/group"),
+            "root:x:0:\nwww:x:33:\nstaff:x:50:www\n",
+        )
+        .unwrap();
         std::fs::write(root.join("www/index.html"), "hello from berth\n").unwrap();
         std::fs::set_permissions(root.join("www"), std::fs::Permissions::from_mode(0o777)).unwrap();
-        std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+            .unwrap();
         root.to_path_buf()
     }
 
     fn unique_id(prefix: &str) -> String {
         static N: AtomicU32 = AtomicU32::new(0);
-        format!("t{}-{prefix}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "t{}-{prefix}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     fn free_port() -> u16 {
@@ -1211,28 +1252,50 @@ mod tests {
             .unwrap();
         let text = String::from_utf8_lossy(&buf).into_owned();
         let status = http_status(&buf).unwrap_or_else(|| panic!("not HTTP: {text:?}"));
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         (status, body)
     }
 
     async fn host_get(port: u16, path: &str) -> (u16, String) {
-        get(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.unwrap(), path).await
+        get(
+            TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+                .await
+                .unwrap(),
+            path,
+        )
+        .await
     }
 
     /// Nothing of `id` remains: no runc container, no mount, no directory, no process.
     async fn assert_gone(env: &Env, id: &str, pid: Option<u32>) {
-        assert_eq!(env.shim.runc().state(id).await.unwrap(), None, "runc still knows {id}");
+        assert_eq!(
+            env.shim.runc().state(id).await.unwrap(),
+            None,
+            "runc still knows {id}"
+        );
         let dir = env.state_dir().join("instances").join(id);
-        assert_eq!(overlay::mounts_under(&dir).unwrap(), Vec::<PathBuf>::new(), "mounts left");
+        assert_eq!(
+            overlay::mounts_under(&dir).unwrap(),
+            Vec::<PathBuf>::new(),
+            "mounts left"
+        );
         assert!(!dir.exists(), "{} left", dir.display());
         if let Some(pid) = pid {
-            assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process {pid} (or its zombie) left");
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "process {pid} (or its zombie) left"
+            );
         }
     }
 
     /// A host loopback listener answering every connection with `ok`; counts them.
     async fn host_listener() -> (u16, Arc<AtomicU32>) {
-        let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
         let port = l.local_addr().unwrap().port();
         let hits = Arc::new(AtomicU32::new(0));
         let h = Arc::clone(&hits);
@@ -1241,7 +1304,9 @@ mod tests {
                 h.fetch_add(1, Ordering::SeqCst);
                 let mut req = [0u8; 1024];
                 let _ = s.read(&mut req).await;
-                let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                let _ = s
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
             }
         });
         (port, hits)
@@ -1270,15 +1335,34 @@ mod tests {
         assert_eq!((inst.id(), inst.port()), (id.as_str(), port));
         assert!(!inst.has_exited());
 
-        assert_eq!(host_get(port, "/").await, (200, "hello from berth\n".into()));
-        assert_eq!(get(inst.connect().await.unwrap(), "/k").await, (200, "hello\n".into()));
+        assert_eq!(
+            host_get(port, "/").await,
+            (200, "hello from berth\n".into())
+        );
+        assert_eq!(
+            get(inst.connect().await.unwrap(), "/k").await,
+            (200, "hello\n".into())
+        );
         let env_line = format!("{port},hello-00001,hello,app,x\n");
         assert_eq!(host_get(port, "/env").await, (200, env_line));
         assert_eq!(host_get(port, "/hostname").await.1, format!("{id}\n"));
-        assert!(host_get(port, "/hosts").await.1.contains(&format!("127.0.1.1\t{id}\n")));
+        assert!(
+            host_get(port, "/hosts")
+                .await
+                .1
+                .contains(&format!("127.0.1.1\t{id}\n"))
+        );
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        assert_eq!(host_get(port, "/resolv").await.1, host_resolv, "the host's resolv.conf");
-        assert_eq!(host_get(port, "/egress").await.1, "0\n", "host network reaches host ports");
+        assert_eq!(
+            host_get(port, "/resolv").await.1,
+            host_resolv,
+            "the host's resolv.conf"
+        );
+        assert_eq!(
+            host_get(port, "/egress").await.1,
+            "0\n",
+            "host network reaches host ports"
+        );
         assert!(hits.load(Ordering::SeqCst) >= 1);
         let (out, err) = inst.log_paths();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "to-stdout\n");
@@ -1291,7 +1375,10 @@ mod tests {
         inst.stop(Duration::from_secs(5)).await.unwrap();
         let took = t.elapsed();
         eprintln!("stop of a container that handles SIGTERM: {took:?}");
-        assert!(took < Duration::from_secs(2), "SIGTERM should have stopped it: {took:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "SIGTERM should have stopped it: {took:?}"
+        );
         assert_gone(&env, &id, Some(pid)).await;
         assert!(out.exists(), "logs are kept after stop");
     }
@@ -1320,11 +1407,27 @@ mod tests {
         let v1 = Path::new("/sys/fs/cgroup/memory/berth").join(&id);
         if v1.exists() {
             let read = |p: String| std::fs::read_to_string(p).unwrap().trim().to_owned();
-            assert_eq!(read(format!("/sys/fs/cgroup/memory/berth/{id}/memory.limit_in_bytes")), (48u64 << 20).to_string());
-            assert_eq!(read(format!("/sys/fs/cgroup/cpu/berth/{id}/cpu.cfs_quota_us")), "50000");
-            assert_eq!(read(format!("/sys/fs/cgroup/pids/berth/{id}/pids.max")), "64");
+            assert_eq!(
+                read(format!(
+                    "/sys/fs/cgroup/memory/berth/{id}/memory.limit_in_bytes"
+                )),
+                (48u64 << 20).to_string()
+            );
+            assert_eq!(
+                read(format!("/sys/fs/cgroup/cpu/berth/{id}/cpu.cfs_quota_us")),
+                "50000"
+            );
+            assert_eq!(
+                read(format!("/sys/fs/cgroup/pids/berth/{id}/pids.max")),
+                "64"
+            );
         } else {
-            let read = |f: &str| std::fs::read_to_string(Path::new("/sys/fs/cgroup/berth").join(&id).join(f)).unwrap().trim().to_owned();
+            let read = |f: &str| {
+                std::fs::read_to_string(Path::new("/sys/fs/cgroup/berth").join(&id).join(f))
+                    .unwrap()
+                    .trim()
+                    .to_owned()
+            };
             assert_eq!(read("memory.max"), (48u64 << 20).to_string());
             assert_eq!(read("cpu.max"), "50000 100000");
             assert_eq!(read("pids.max"), "64");
@@ -1347,7 +1450,10 @@ mod tests {
         inst.stop(Duration::from_secs(1)).await.unwrap();
         let took = t.elapsed();
         eprintln!("stop of a container ignoring SIGTERM, grace 1 s: {took:?}");
-        assert!(took >= Duration::from_secs(1), "killed before the grace: {took:?}");
+        assert!(
+            took >= Duration::from_secs(1),
+            "killed before the grace: {took:?}"
+        );
         assert!(took < Duration::from_secs(3), "stop took {took:?}");
         assert_gone(&env, &id, Some(pid)).await;
     }
@@ -1398,7 +1504,10 @@ mod tests {
         let err = env.shim.start(&env.rootfs, spec).await.unwrap_err();
         let took = t.elapsed();
         eprintln!("not ready after {took:?}: {err}");
-        assert!(matches!(&err, ContainerError::NotReady { last_probe, .. } if last_probe.contains("refused")), "{err}");
+        assert!(
+            matches!(&err, ContainerError::NotReady { last_probe, .. } if last_probe.contains("refused")),
+            "{err}"
+        );
         assert!(took < Duration::from_secs(3), "{took:?}");
         assert_gone(&env, &id, None).await;
         assert!(env.shim.runc().list().await.unwrap().is_empty());
@@ -1408,17 +1517,24 @@ mod tests {
     async fn http_probe_needs_a_2xx_or_3xx() {
         let env = setup();
         let mut ok = httpd("http-ok", "");
-        ok.readiness = Probe::Http { path: "/index.html".into() };
+        ok.readiness = Probe::Http {
+            path: "/index.html".into(),
+        };
         let inst = env.shim.start(&env.rootfs, ok).await.unwrap();
         eprintln!("HTTP probe cold start: {}", inst.cold_start_split());
         inst.stop(Duration::from_secs(5)).await.unwrap();
 
         let mut missing = httpd("http-404", "");
-        missing.readiness = Probe::Http { path: "/healthz".into() };
+        missing.readiness = Probe::Http {
+            path: "/healthz".into(),
+        };
         missing.startup_timeout = Duration::from_millis(400);
         let id = missing.id.clone();
         let err = env.shim.start(&env.rootfs, missing).await.unwrap_err();
-        assert!(matches!(&err, ContainerError::NotReady { last_probe, .. } if last_probe.contains("status 404")), "{err}");
+        assert!(
+            matches!(&err, ContainerError::NotReady { last_probe, .. } if last_probe.contains("status 404")),
+            "{err}"
+        );
         assert_gone(&env, &id, None).await;
     }
 
@@ -1430,7 +1546,9 @@ mod tests {
         let spec = sh("later", "httpd -p $PORT -h /www; sleep 0.5; exit 7");
         let id = spec.id.clone();
         let inst = env.shim.start(&env.rootfs, spec).await.unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(5), inst.exited()).await.unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(5), inst.exited())
+            .await
+            .unwrap();
         assert_eq!(status.and_then(|s| s.code()), Some(7));
         assert!(inst.has_exited());
         let t = Instant::now();
@@ -1445,7 +1563,10 @@ mod tests {
         let a = httpd("a", "hostname > /www/who");
         let b = httpd("b", "hostname > /www/who");
         let (a_id, b_id, a_port, b_port) = (a.id.clone(), b.id.clone(), a.port, b.port);
-        let (ia, ib) = tokio::join!(env.shim.start(&env.rootfs, a), env.shim.start(&env.rootfs, b));
+        let (ia, ib) = tokio::join!(
+            env.shim.start(&env.rootfs, a),
+            env.shim.start(&env.rootfs, b)
+        );
         let (ia, ib) = (ia.unwrap(), ib.unwrap());
         assert_eq!(host_get(a_port, "/who").await.1, format!("{a_id}\n"));
         assert_eq!(host_get(b_port, "/who").await.1, format!("{b_id}\n"));
@@ -1454,24 +1575,47 @@ mod tests {
         // Same id twice; same port twice.
         let mut dup = httpd("dup", "");
         dup.id = a_id.clone();
-        assert!(matches!(env.shim.start(&env.rootfs, dup).await, Err(ContainerError::AlreadyExists(_))));
+        assert!(matches!(
+            env.shim.start(&env.rootfs, dup).await,
+            Err(ContainerError::AlreadyExists(_))
+        ));
         let mut clash = httpd("clash", "");
         clash.port = a_port;
-        assert!(matches!(env.shim.start(&env.rootfs, clash).await, Err(ContainerError::PortInUse { .. })));
-        assert_eq!(host_get(a_port, "/").await.0, 200, "the first instance is unharmed");
+        assert!(matches!(
+            env.shim.start(&env.rootfs, clash).await,
+            Err(ContainerError::PortInUse { .. })
+        ));
+        assert_eq!(
+            host_get(a_port, "/").await.0,
+            200,
+            "the first instance is unharmed"
+        );
         let mut bad = httpd("bad", "");
         bad.id = "Not Valid".into();
-        assert!(matches!(env.shim.start(&env.rootfs, bad).await, Err(ContainerError::Spec(SpecError::InvalidId(_)))));
+        assert!(matches!(
+            env.shim.start(&env.rootfs, bad).await,
+            Err(ContainerError::Spec(SpecError::InvalidId(_)))
+        ));
 
-        let (ra, rb) = tokio::join!(ia.stop(Duration::from_secs(5)), ib.stop(Duration::from_secs(5)));
+        let (ra, rb) = tokio::join!(
+            ia.stop(Duration::from_secs(5)),
+            ib.stop(Duration::from_secs(5))
+        );
         ra.unwrap();
         rb.unwrap();
         // A new instance starts from the image again.
-        let mut again = httpd("again", "cat /www/who > /www/seen 2>/dev/null || echo none > /www/seen");
+        let mut again = httpd(
+            "again",
+            "cat /www/who > /www/seen 2>/dev/null || echo none > /www/seen",
+        );
         again.id = a_id.clone();
         let port = again.port;
         let inst = env.shim.start(&env.rootfs, again).await.unwrap();
-        assert_eq!(host_get(port, "/seen").await.1, "none\n", "nothing persists across instances");
+        assert_eq!(
+            host_get(port, "/seen").await.1,
+            "none\n",
+            "nothing persists across instances"
+        );
         inst.stop(Duration::ZERO).await.unwrap();
         assert_gone(&env, &a_id, None).await;
         assert_gone(&env, &b_id, None).await;
@@ -1491,7 +1635,13 @@ mod tests {
         for d in ["upper", "work", "bundle/rootfs"] {
             std::fs::create_dir_all(half.join(d)).unwrap();
         }
-        overlay::mount(&env.rootfs, &half.join("upper"), &half.join("work"), &half.join("bundle/rootfs")).unwrap();
+        overlay::mount(
+            &env.rootfs,
+            &half.join("upper"),
+            &half.join("work"),
+            &half.join("bundle/rootfs"),
+        )
+        .unwrap();
 
         let shim = Shim::new(&env.state_dir(), runc_bin()).unwrap();
         assert_eq!(shim.runc().list().await.unwrap().len(), 1);
@@ -1546,15 +1696,28 @@ mod tests {
         let inst = env.shim.start(&env.rootfs, spec).await.unwrap();
         eprintln!("isolated cold start: {}", inst.cold_start_split());
 
-        assert_eq!(get(inst.connect().await.unwrap(), "/").await, (200, "hello from berth\n".into()));
-        assert_eq!(get(inst.connect().await.unwrap(), "/ifaces").await.1, "lo\n");
+        assert_eq!(
+            get(inst.connect().await.unwrap(), "/").await,
+            (200, "hello from berth\n".into())
+        );
+        assert_eq!(
+            get(inst.connect().await.unwrap(), "/ifaces").await.1,
+            "lo\n"
+        );
         let egress = get(inst.connect().await.unwrap(), "/egress").await.1;
         let why = get(inst.connect().await.unwrap(), "/egress-err").await.1;
         assert_eq!(egress, "1\n", "wget from inside: {why}");
         assert!(why.contains("Connection refused"), "{why}");
-        assert_eq!(hits.load(Ordering::SeqCst), 0, "the host listener saw a connection");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "the host listener saw a connection"
+        );
         let direct = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await;
-        assert!(direct.is_err(), "the instance port is reachable from the host namespace");
+        assert!(
+            direct.is_err(),
+            "the instance port is reachable from the host namespace"
+        );
         // Many connections: the netns thread serves them all.
         let mut joins = Vec::new();
         for _ in 0..20 {
@@ -1588,11 +1751,18 @@ mod tests {
                 let t = Instant::now();
                 inst.stop(Duration::ZERO).await.unwrap();
                 runs.last_mut().unwrap().2 = first_byte;
-                eprintln!("{network:?}: {} | start() {wall:?}, first response {first_byte:?}, stop {:?}", runs.last().unwrap().0, t.elapsed());
+                eprintln!(
+                    "{network:?}: {} | start() {wall:?}, first response {first_byte:?}, stop {:?}",
+                    runs.last().unwrap().0,
+                    t.elapsed()
+                );
             }
             runs.sort_by_key(|r| r.2);
             let median = runs[runs.len() / 2];
-            eprintln!("{network:?} median: {} | first response {:?}", median.0, median.2);
+            eprintln!(
+                "{network:?} median: {} | first response {:?}",
+                median.0, median.2
+            );
             splits.push(median);
         }
         assert!(splits.iter().all(|s| s.2 < Duration::from_secs(5)));
@@ -1601,7 +1771,10 @@ mod tests {
     #[test]
     fn status_lines() {
         assert_eq!(http_status(b"HTTP/1.1 204 No Content\r\n"), Some(204));
-        assert_eq!(http_status(b"HTTP/1.0 302 Found\r\nLocation: /\r\n"), Some(302));
+        assert_eq!(
+            http_status(b"HTTP/1.0 302 Found\r\nLocation: /\r\n"),
+            Some(302)
+        );
         assert_eq!(http_status(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(http_status(b"HTTP/1.1 20"), None);
         assert_eq!(http_status(b""), None);
@@ -1623,7 +1796,10 @@ mod tests {
         let new: String = (0..30).map(|i| format!("line {i}\n")).collect();
         std::fs::write(&p, format!("{old}{new}")).unwrap();
         let tail = log_tail(&p, old.len() as u64);
-        assert!(tail.starts_with("line 10\n") && tail.ends_with("line 29"), "{tail}");
+        assert!(
+            tail.starts_with("line 10\n") && tail.ends_with("line 29"),
+            "{tail}"
+        );
         std::fs::write(&p, &old).unwrap();
         assert_eq!(log_tail(&p, old.len() as u64), "(nothing)");
     }

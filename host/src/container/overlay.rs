@@ -100,7 +100,10 @@ fn sys_mount(target: &Path, data: &str) -> io::Result<()> {
 #[allow(unsafe_code)]
 pub fn unmount(target: &Path) -> io::Result<()> {
     let c = cstring(target)?;
-    for flags in [libc::UMOUNT_NOFOLLOW, libc::UMOUNT_NOFOLLOW | libc::MNT_DETACH] {
+    for flags in [
+        libc::UMOUNT_NOFOLLOW,
+        libc::UMOUNT_NOFOLLOW | libc::MNT_DETACH,
+    ] {
         // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
         let rc = unsafe { libc::umount2(c.as_ptr(), flags) };
         if rc == 0 {
@@ -164,7 +167,9 @@ mod tests {
 
     #[test]
     fn safe_paths() {
-        assert!(overlay_safe(Path::new("/var/lib/berth/images/sha256-abc/rootfs")));
+        assert!(overlay_safe(Path::new(
+            "/var/lib/berth/images/sha256-abc/rootfs"
+        )));
         assert!(!overlay_safe(Path::new("relative")));
         assert!(!overlay_safe(Path::new("/a,b")));
         assert!(!overlay_safe(Path::new("/a:b")));
@@ -205,9 +210,16 @@ mod tests {
         assert_eq!(std::fs::read_to_string(target.join("f")).unwrap(), "image");
         std::fs::write(target.join("f"), "changed").unwrap();
         std::fs::write(target.join("new"), "x").unwrap();
-        assert_eq!(std::fs::read_to_string(lower.join("f")).unwrap(), "image", "lower untouched");
+        assert_eq!(
+            std::fs::read_to_string(lower.join("f")).unwrap(),
+            "image",
+            "lower untouched"
+        );
         assert!(!lower.join("new").exists());
-        assert_eq!(mounts_under(dir.path()).unwrap(), [target.clone()]);
+        assert_eq!(
+            mounts_under(dir.path()).unwrap(),
+            std::slice::from_ref(&target)
+        );
         unmount(&target).unwrap();
         unmount(&target).unwrap();
         assert!(mounts_under(dir.path()).unwrap().is_empty());

@@ -299,7 +299,10 @@ impl Runc {
         match self.run("state", id, ["state", id]).await {
             Ok(out) => serde_json::from_slice(&out)
                 .map(Some)
-                .map_err(|source| RuncError::Output { op: "state", source }),
+                .map_err(|source| RuncError::Output {
+                    op: "state",
+                    source,
+                }),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -310,9 +313,7 @@ impl Runc {
     /// # Errors
     /// When runc fails or prints something else than a list.
     pub async fn list(&self) -> Result<Vec<State>, RuncError> {
-        let out = self
-            .run("list", "", ["list", "--format", "json"])
-            .await?;
+        let out = self.run("list", "", ["list", "--format", "json"]).await?;
         // runc prints `null` for an empty list.
         let list: Option<Vec<State>> = serde_json::from_slice(&out)
             .map_err(|source| RuncError::Output { op: "list", source })?;

@@ -36,10 +36,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
-    LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder, get_default_maskedpaths,
-    get_default_mounts, get_default_readonly_paths,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder, get_default_maskedpaths, get_default_mounts, get_default_readonly_paths,
 };
 use serde::Deserialize;
 
@@ -70,8 +70,13 @@ pub enum SpecError {
     #[error("the image has neither Entrypoint nor Cmd: nothing to run")]
     NoCommand,
     /// The instance id is not usable as a runc id and hostname.
-    #[error("instance id {0:?} must be 1-{MAX_ID_LEN} characters of [a-z0-9-], not starting with '-'")]
+    #[error(
+        "instance id {0:?} must be 1-{MAX_ID_LEN} characters of [a-z0-9-], not starting with '-'"
+    )]
     InvalidId(String),
+    /// An HTTP readiness path that is not a plain absolute path.
+    #[error("readiness path {0:?} must start with '/' and hold no spaces or control characters")]
+    InvalidProbePath(String),
     /// The app's env sets a variable berth sets itself.
     #[error("env {0} is reserved: berth sets it (Cloud Run's container contract)")]
     ReservedEnv(String),
@@ -253,6 +258,21 @@ pub fn validate_id(id: &str) -> Result<(), SpecError> {
     }
 }
 
+/// Checks what [`runtime_spec`] does not see: the id and the probe path
+/// (which must start with `/` and hold no whitespace or control characters).
+///
+/// # Errors
+/// [`SpecError::InvalidId`] or [`SpecError::InvalidProbePath`].
+pub fn validate(spec: &InstanceSpec) -> Result<(), SpecError> {
+    validate_id(&spec.id)?;
+    if let Probe::Http { path } = &spec.readiness
+        && (!path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(SpecError::InvalidProbePath(path.clone()));
+    }
+    Ok(())
+}
+
 /// A user resolved to numeric ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResolvedUser {
@@ -302,7 +322,8 @@ impl Accounts {
     /// `(uid, gid)` of the passwd entry named `name`.
     fn user_by_name(&self, name: &str) -> Option<(u32, u32)> {
         records(&self.passwd).find_map(|f| {
-            (f.first() == Some(&name)).then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+            (f.first() == Some(&name))
+                .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
         })
     }
 
@@ -418,11 +439,12 @@ pub fn process_env(spec: &InstanceSpec) -> Result<Vec<String>, SpecError> {
         }
     }
     let mut env: Vec<(String, String)> = Vec::new();
-    let set = |env: &mut Vec<(String, String)>, k: &str, v: &str| {
-        match env.iter_mut().find(|(name, _)| name == k) {
-            Some(slot) => slot.1 = v.to_owned(),
-            None => env.push((k.to_owned(), v.to_owned())),
-        }
+    let set = |env: &mut Vec<(String, String)>, k: &str, v: &str| match env
+        .iter_mut()
+        .find(|(name, _)| name == k)
+    {
+        Some(slot) => slot.1 = v.to_owned(),
+        None => env.push((k.to_owned(), v.to_owned())),
     };
     for entry in &spec.image.env {
         // An image entry without `=` is dropped, as containerd does.
@@ -473,13 +495,14 @@ fn resources(limits: &ContainerLimits) -> Result<oci_spec::runtime::LinuxResourc
         .build()?;
     let mut b = LinuxResourcesBuilder::default().devices(vec![deny_all]);
     if let Some(mem) = limits.memory {
-        let limit = i64::try_from(mem)
-            .ok()
-            .filter(|m| *m > 0)
-            .ok_or_else(|| SpecError::InvalidLimit {
-                what: "memory",
-                value: mem.to_string(),
-            })?;
+        let limit =
+            i64::try_from(mem)
+                .ok()
+                .filter(|m| *m > 0)
+                .ok_or_else(|| SpecError::InvalidLimit {
+                    what: "memory",
+                    value: mem.to_string(),
+                })?;
         b = b.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
     }
     if let Some(cpus) = limits.cpus {
@@ -715,7 +738,12 @@ mod tests {
             image: ImageConfig {
                 entrypoint: vec!["/bin/server".into()],
                 cmd: vec!["--flag".into(), "x".into()],
-                env: vec!["PATH=/opt/bin:/bin".into(), "A=image".into(), "PORT=1".into(), "B=image".into()],
+                env: vec![
+                    "PATH=/opt/bin:/bin".into(),
+                    "A=image".into(),
+                    "PORT=1".into(),
+                    "B=image".into(),
+                ],
                 working_dir: Some("/srv".into()),
                 user: None,
             },
@@ -734,7 +762,8 @@ mod tests {
     }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n# comment\nwww:x:33:33::/:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n";
-    const GROUP: &str = "root:x:0:\nwww:x:33:\nstaff:x:50:www,other\naudio:x:29:www\nnogroup:x:65534:\n";
+    const GROUP: &str =
+        "root:x:0:\nwww:x:33:\nstaff:x:50:www,other\naudio:x:29:www\nnogroup:x:65534:\n";
 
     fn accounts() -> Accounts {
         Accounts {
@@ -755,8 +784,14 @@ mod tests {
         // Nulls (Docker writes `"Entrypoint": null`) and a missing config.
         let c = ImageConfig::from_json(br#"{"config":{"Entrypoint":null,"Cmd":["sh"]}}"#).unwrap();
         assert_eq!((c.entrypoint.len(), c.cmd.len()), (0, 1));
-        assert_eq!(ImageConfig::from_json(b"{}").unwrap(), ImageConfig::default());
-        assert!(matches!(ImageConfig::from_json(b"nope"), Err(SpecError::ImageConfig(_))));
+        assert_eq!(
+            ImageConfig::from_json(b"{}").unwrap(),
+            ImageConfig::default()
+        );
+        assert!(matches!(
+            ImageConfig::from_json(b"nope"),
+            Err(SpecError::ImageConfig(_))
+        ));
     }
 
     #[test]
@@ -767,7 +802,11 @@ mod tests {
         let www = r("www").unwrap();
         assert_eq!((www.uid, www.gid), (33, 33));
         assert_eq!(www.additional_gids, [50, 29]);
-        assert_eq!(r("33").unwrap(), www, "a numeric uid takes the gid and groups of its entry");
+        assert_eq!(
+            r("33").unwrap(),
+            www,
+            "a numeric uid takes the gid and groups of its entry"
+        );
         let u = r("1234").unwrap();
         assert_eq!((u.uid, u.gid, u.additional_gids.len()), (1234, 0, 0));
         let u = r("1234:77").unwrap();
@@ -781,7 +820,12 @@ mod tests {
             let e = r(bad).unwrap_err();
             assert!(matches!(e, SpecError::User { .. }), "{bad}: {e}");
         }
-        assert!(r("ghost").unwrap_err().to_string().contains("no user \"ghost\""));
+        assert!(
+            r("ghost")
+                .unwrap_err()
+                .to_string()
+                .contains("no user \"ghost\"")
+        );
     }
 
     #[test]
@@ -798,18 +842,33 @@ mod tests {
         std::os::unix::fs::symlink(&outside, root.join("etc/group")).unwrap();
         let a = Accounts::read(&root).unwrap();
         assert_eq!(a.passwd, "www:x:33:33::/:/bin/sh\n");
-        assert_eq!(a.group, "", "a symlink to a host path resolves inside the root (missing)");
+        assert_eq!(
+            a.group, "",
+            "a symlink to a host path resolves inside the root (missing)"
+        );
         std::fs::remove_file(root.join("etc/group")).unwrap();
         std::os::unix::fs::symlink("../../../../host-passwd", root.join("etc/group")).unwrap();
-        assert_eq!(Accounts::read(&root).unwrap().group, "", "`..` cannot climb out");
+        assert_eq!(
+            Accounts::read(&root).unwrap().group,
+            "",
+            "`..` cannot climb out"
+        );
         // A FIFO must not block.
         std::fs::remove_file(root.join("etc/group")).unwrap();
-        let fifo = std::ffi::CString::new(root.join("etc/group").into_os_string().into_encoded_bytes()).unwrap();
+        let fifo =
+            std::ffi::CString::new(root.join("etc/group").into_os_string().into_encoded_bytes())
+                .unwrap();
         #[allow(unsafe_code)]
         // SAFETY: a valid NUL-terminated path.
         let rc = unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) };
         assert_eq!(rc, 0);
-        assert!(matches!(Accounts::read(&root), Err(SpecError::AccountFile { path: "etc/group", .. })));
+        assert!(matches!(
+            Accounts::read(&root),
+            Err(SpecError::AccountFile {
+                path: "etc/group",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -845,7 +904,8 @@ mod tests {
     fn runtime_spec_fields() {
         let s = base();
         let user = resolve_user(Some("www"), &accounts()).unwrap();
-        let spec = runtime_spec(&s, &user, Path::new("rootfs"), Path::new("/berth/hello-1")).unwrap();
+        let spec =
+            runtime_spec(&s, &user, Path::new("rootfs"), Path::new("/berth/hello-1")).unwrap();
         let json = serde_json::to_value(&spec).unwrap();
         let p = &json["process"];
         assert_eq!(p["args"], serde_json::json!(["/bin/server", "--flag", "x"]));
@@ -855,11 +915,19 @@ mod tests {
         assert_eq!(p["user"]["gid"], 33);
         assert_eq!(p["user"]["additionalGids"], serde_json::json!([50, 29]));
         assert_eq!(p["env"][2], "PORT=8123");
-        assert!(p["capabilities"]["bounding"].as_array().unwrap().contains(&"CAP_NET_BIND_SERVICE".into()));
+        assert!(
+            p["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .contains(&"CAP_NET_BIND_SERVICE".into())
+        );
         assert!(p["capabilities"].get("ambient").is_none());
         assert!(p["capabilities"].get("inheritable").is_none());
         assert_eq!(p["capabilities"]["bounding"].as_array().unwrap().len(), 14);
-        assert!(p.get("rlimits").is_none(), "rlimits are inherited from berth");
+        assert!(
+            p.get("rlimits").is_none(),
+            "rlimits are inherited from berth"
+        );
         assert_eq!(json["root"]["path"], "rootfs");
         assert_eq!(json["root"]["readonly"], false);
         assert_eq!(json["hostname"], "hello-1");
@@ -870,39 +938,95 @@ mod tests {
         assert_eq!(l["resources"]["pids"]["limit"], 100);
         assert_eq!(l["resources"]["devices"][0]["allow"], false);
         assert_eq!(l["cgroupsPath"], "/berth/hello-1");
-        let ns: Vec<&str> = l["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+        let ns: Vec<&str> = l["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
         assert_eq!(ns, ["pid", "ipc", "uts", "mount"]);
-        assert!(l["namespaces"].as_array().unwrap().iter().all(|n| n.get("path").is_none()));
-        assert!(l["maskedPaths"].as_array().unwrap().contains(&"/proc/kcore".into()));
-        assert!(l["readonlyPaths"].as_array().unwrap().contains(&"/proc/sys".into()));
-        let mounts: Vec<&str> = json["mounts"].as_array().unwrap().iter().map(|m| m["destination"].as_str().unwrap()).collect();
-        for m in ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"] {
+        assert!(
+            l["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n.get("path").is_none())
+        );
+        assert!(
+            l["maskedPaths"]
+                .as_array()
+                .unwrap()
+                .contains(&"/proc/kcore".into())
+        );
+        assert!(
+            l["readonlyPaths"]
+                .as_array()
+                .unwrap()
+                .contains(&"/proc/sys".into())
+        );
+        let mounts: Vec<&str> = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        for m in [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+        ] {
             assert!(mounts.contains(&m), "{m} in {mounts:?}");
         }
-        let sys = json["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/sys").unwrap();
+        let sys = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap();
         assert!(sys["options"].as_array().unwrap().contains(&"ro".into()));
 
         let mut iso = s.clone();
         iso.network = Network::Isolated;
         iso.image.working_dir = Some("rel/dir".into());
         iso.limits = ContainerLimits::default();
-        let spec = runtime_spec(&iso, &ResolvedUser::default(), Path::new("/b/rootfs"), Path::new("/berth/x")).unwrap();
+        let spec = runtime_spec(
+            &iso,
+            &ResolvedUser::default(),
+            Path::new("/b/rootfs"),
+            Path::new("/berth/x"),
+        )
+        .unwrap();
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["process"]["cwd"], "/rel/dir");
         assert_eq!(json["process"]["user"]["uid"], 0);
         assert!(json["process"]["user"].get("additionalGids").is_none());
         let l = &json["linux"];
-        assert!(l["namespaces"].as_array().unwrap().iter().any(|n| n["type"] == "network"));
+        assert!(
+            l["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["type"] == "network")
+        );
         assert!(l["resources"].get("memory").is_none());
         assert!(l["resources"].get("cpu").is_none());
 
         let mut empty = s.clone();
         empty.image.entrypoint.clear();
         empty.image.cmd.clear();
-        assert!(matches!(runtime_spec(&empty, &user, Path::new("r"), Path::new("/c")), Err(SpecError::NoCommand)));
+        assert!(matches!(
+            runtime_spec(&empty, &user, Path::new("r"), Path::new("/c")),
+            Err(SpecError::NoCommand)
+        ));
         let mut bad = s;
         bad.id = "Bad_Id".into();
-        assert!(matches!(runtime_spec(&bad, &user, Path::new("r"), Path::new("/c")), Err(SpecError::InvalidId(_))));
+        assert!(matches!(
+            runtime_spec(&bad, &user, Path::new("r"), Path::new("/c")),
+            Err(SpecError::InvalidId(_))
+        ));
     }
 
     #[test]
@@ -916,15 +1040,41 @@ mod tests {
         let mut s = base();
         s.limits.pids = Some(0);
         assert!(matches!(
-            runtime_spec(&s, &ResolvedUser::default(), Path::new("r"), Path::new("/c")),
+            runtime_spec(
+                &s,
+                &ResolvedUser::default(),
+                Path::new("r"),
+                Path::new("/c")
+            ),
             Err(SpecError::InvalidLimit { what: "pids", .. })
         ));
         s.limits.pids = None;
         s.limits.memory = Some(u64::MAX);
         assert!(matches!(
-            runtime_spec(&s, &ResolvedUser::default(), Path::new("r"), Path::new("/c")),
+            runtime_spec(
+                &s,
+                &ResolvedUser::default(),
+                Path::new("r"),
+                Path::new("/c")
+            ),
             Err(SpecError::InvalidLimit { what: "memory", .. })
         ));
+    }
+
+    #[test]
+    fn probe_paths() {
+        let mut s = base();
+        for ok in ["/", "/healthz", "/ready?full=1"] {
+            s.readiness = Probe::Http { path: ok.into() };
+            validate(&s).unwrap();
+        }
+        for bad in ["", "healthz", "/a b", "/x\r\nHost: evil"] {
+            s.readiness = Probe::Http { path: bad.into() };
+            assert!(
+                matches!(validate(&s), Err(SpecError::InvalidProbePath(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

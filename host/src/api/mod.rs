@@ -1,0 +1,515 @@
+//! The admin REST API, served on the admin listener (`--admin-listen`) next
+//! to `/healthz` and `/readyz`.
+//!
+//! | method and path | what | success |
+//! |---|---|---|
+//! | `PUT /v1/apps/{name}` | deploy or replace an app; the body is the JSON form of an `[apps.NAME]` table ([`AppConfig`]), `wasm` an absolute path on the server | `201` new, `200` replaced: the app |
+//! | `GET /v1/apps` | every app | `200` `{"apps": [...]}` |
+//! | `GET /v1/apps/{name}` | one app: settings, pinned digest, kind, revision, instances, queue, cold starts, last error ([`AppView`]) | `200` |
+//! | `DELETE /v1/apps/{name}` | remove an app; in-flight requests finish | `204` |
+//! | `POST /v1/apps/{name}/scale` | change `min_scale`/`max_scale` (`{"min_scale":1,"max_scale":5}`); redeploys the same code as a new revision | `200` the app |
+//! | `GET /v1/apps/{name}/logs[?follow=true]` | the app's guest output; `follow` streams new lines | `200` `text/plain` |
+//! | `GET /metrics` | Prometheus text format (OpenMetrics when the `Accept` header asks for it) | `200` |
+//!
+//! Errors are JSON, `{"error": "…"}`, with `"key"` naming the refused
+//! setting where there is one: `400` bad JSON or settings, `401` missing or
+//! wrong token ([`AdminAuth`]), `404` unknown app or endpoint, `405` wrong
+//! method, `409` a route another app serves, `413` a body over 1 MiB, `422`
+//! a valid app that cannot be deployed (not a component, fails to start),
+//! `500` state that cannot be saved, `502` an image that cannot be pulled.
+//!
+//! Changes to one app are serialised ([`StateStore::lock_app`]), so a scale
+//! and a deploy of the same app cannot lose one another's settings.
+//!
+//! [`StateStore::lock_app`]: crate::state::StateStore::lock_app
+
+mod auth;
+pub mod logs;
+mod model;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+use serde::Serialize;
+
+pub use auth::{AdminAuth, TOKEN_ENV};
+pub use model::{AppList, AppState, AppView, ErrorBody, Instances, RevisionView, ScaleRequest};
+
+use crate::config::{AppConfig, AppSpec, Source, validate_label};
+use crate::gateway::{Body, BoxError};
+use crate::oci::OciError;
+use crate::server::{RouteConflict, Server};
+use crate::state::{Record, StateError, StoredApp};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Serves one admin API request (everything on the admin listener but
+/// `/healthz` and `/readyz`). Never fails: every error is a response.
+pub async fn handle<B>(server: &Arc<Server>, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if let Err(resp) = server.options().admin_auth.check(&req) {
+        return resp;
+    }
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match (segments.as_slice(), &method) {
+        (["metrics"], &Method::GET) => metrics(server, &req),
+        (["v1", "apps"], &Method::GET) => json(StatusCode::OK, &list(server)),
+        (["v1", "apps", name], &Method::GET) => match view(server, name) {
+            Some(app) => json(StatusCode::OK, &app),
+            None => unknown_app(name),
+        },
+        (["v1", "apps", name], &Method::PUT) => put_app(server, name, req).await,
+        (["v1", "apps", name], &Method::DELETE) => delete_app(server, name).await,
+        (["v1", "apps", name, "scale"], &Method::POST) => scale_app(server, name, req).await,
+        (["v1", "apps", name, "logs"], &Method::GET) => app_logs(server, name, &req).await,
+        (["metrics"] | ["v1", "apps"], _) => method_not_allowed("GET"),
+        (["v1", "apps", _], _) => method_not_allowed("GET, PUT, DELETE"),
+        (["v1", "apps", _, "scale"], _) => method_not_allowed("POST"),
+        (["v1", "apps", _, "logs"], _) => method_not_allowed("GET"),
+        _ => error_response(
+            StatusCode::NOT_FOUND,
+            &format!("no admin endpoint `{method} {path}`"),
+            None,
+        ),
+    }
+}
+
+fn metrics<B>(server: &Server, req: &Request<B>) -> Response<Body> {
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let (text, content_type) = crate::metrics::negotiate(server.metrics(), &server.apps(), accept);
+    let mut resp = Response::new(full(text));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// Every app: the running ones and those the state remembers but could not
+/// restore.
+fn list(server: &Server) -> AppList {
+    let stored = server.state().apps();
+    let running = server.apps();
+    let mut apps: Vec<AppView> = running
+        .iter()
+        .map(|s| AppView::running(s, stored.get(&s.deployed.name)))
+        .collect();
+    for (name, app) in &stored {
+        if !running.iter().any(|s| &s.deployed.name == name) {
+            apps.push(AppView::not_running(
+                name,
+                app,
+                server.state().restore_error(name),
+            ));
+        }
+    }
+    apps.sort_by(|a, b| a.name.cmp(&b.name));
+    AppList { apps }
+}
+
+fn view(server: &Server, name: &str) -> Option<AppView> {
+    let stored = server.state().get(name);
+    if let Some(status) = server
+        .apps()
+        .into_iter()
+        .find(|s| s.deployed.name == name)
+    {
+        return Some(AppView::running(&status, stored.as_ref()));
+    }
+    stored.map(|app| AppView::not_running(name, &app, server.state().restore_error(name)))
+}
+
+async fn put_app<B>(server: &Arc<Server>, name: &str, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if let Err(resp) = check_name(name) {
+        return resp;
+    }
+    let config: AppConfig = match read_json(req).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    if let Some(wasm) = &config.wasm
+        && !wasm.is_absolute()
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "`{}` is a relative path; the server has no directory to resolve it against: give an absolute path",
+                wasm.display()
+            ),
+            Some("wasm"),
+        );
+    }
+    let spec = match AppSpec::from_config(name, &config, Path::new("/")) {
+        Ok(spec) => spec,
+        Err((key, reason)) => return invalid(&key, &reason),
+    };
+    if let Source::Wasm(path) = &spec.source
+        && !path.is_file()
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("no file `{}` on the server", path.display()),
+            Some("wasm"),
+        );
+    }
+    let _guard = server.state().lock_app(name).await;
+    let existed = view(server, name).is_some();
+    match server
+        .deploy_recorded(name, &spec, Record::api(config))
+        .await
+    {
+        Ok(deployed) => {
+            tracing::info!(app = name, revision = %deployed.revision, "deployed through the admin API");
+            let status = if existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            let mut resp = match view(server, name) {
+                Some(app) => json(status, &app),
+                None => error_response(
+                    StatusCode::CONFLICT,
+                    &format!("app `{name}` was removed while it was being deployed"),
+                    None,
+                ),
+            };
+            if status == StatusCode::CREATED
+                && let Ok(v) = HeaderValue::from_str(&format!("/v1/apps/{name}"))
+            {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp
+        }
+        Err(e) => deploy_error(&e),
+    }
+}
+
+async fn delete_app(server: &Arc<Server>, name: &str) -> Response<Body> {
+    if let Err(resp) = check_name(name) {
+        return resp;
+    }
+    let _guard = server.state().lock_app(name).await;
+    let running = server.remove(name);
+    // `remove` forgets the app too; this covers an app that is only
+    // remembered (its restore failed) and a failed write in `remove`.
+    let stored = match server.state().forget(name) {
+        Ok(stored) => stored,
+        Err(e) => return state_error(&e),
+    };
+    if !running && !stored {
+        return unknown_app(name);
+    }
+    tracing::info!(app = name, "deleted through the admin API");
+    let mut resp = Response::new(full(""));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp
+}
+
+async fn scale_app<B>(server: &Arc<Server>, name: &str, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if let Err(resp) = check_name(name) {
+        return resp;
+    }
+    let scale: ScaleRequest = match read_json(req).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    if scale.min_scale.is_none() && scale.max_scale.is_none() {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "give `min_scale`, `max_scale` or both",
+            None,
+        );
+    }
+    let _guard = server.state().lock_app(name).await;
+    let Some(stored) = server.state().get(name) else {
+        return unknown_app(name);
+    };
+    let mut config = stored.config.clone();
+    if let Some(min) = scale.min_scale {
+        config.min_scale = (min != 0).then_some(min);
+    }
+    if let Some(max) = scale.max_scale {
+        config.max_scale = (max != 0).then_some(max);
+    }
+    // The same code: an image stays on its pinned digest.
+    let changed = StoredApp {
+        config: config.clone(),
+        ..stored.clone()
+    };
+    let spec = match changed.pinned_spec(name) {
+        Ok(spec) => spec,
+        Err((key, reason)) => return invalid(&key, &reason),
+    };
+    let record = Record {
+        config,
+        origin: stored.origin,
+        revision: None,
+    };
+    match server.deploy_recorded(name, &spec, record).await {
+        Ok(deployed) => {
+            tracing::info!(
+                app = name,
+                revision = %deployed.revision,
+                min_scale = ?scale.min_scale,
+                max_scale = ?scale.max_scale,
+                "scaled through the admin API"
+            );
+            match view(server, name) {
+                Some(app) => json(StatusCode::OK, &app),
+                None => unknown_app(name),
+            }
+        }
+        Err(e) => deploy_error(&e),
+    }
+}
+
+async fn app_logs<B>(server: &Arc<Server>, name: &str, req: &Request<B>) -> Response<Body> {
+    if let Err(resp) = check_name(name) {
+        return resp;
+    }
+    let follow = match query_flag(req.uri().query(), "follow") {
+        Ok(f) => f,
+        Err(msg) => return error_response(StatusCode::BAD_REQUEST, &msg, Some("follow")),
+    };
+    let logs_dir = server.options().data_dir.join("logs");
+    let known = view(server, name).is_some()
+        || crate::logs::log_path(&logs_dir, name).exists();
+    if !known {
+        return unknown_app(name);
+    }
+    match logs::response(&logs_dir, name, follow, Arc::downgrade(server)).await {
+        Ok(resp) => resp,
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot read the log of app `{name}`: {e}"),
+            None,
+        ),
+    }
+}
+
+/// `?follow=true`: absent or `false`/`0` = false, `true`/`1`/empty = true.
+fn query_flag(query: Option<&str>, key: &str) -> Result<bool, String> {
+    let Some(query) = query else {
+        return Ok(false);
+    };
+    let mut flag = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == key {
+            flag = match v {
+                "" | "true" | "1" => true,
+                "false" | "0" => false,
+                other => return Err(format!("`{key}={other}`: use true or false")),
+            };
+        }
+    }
+    Ok(flag)
+}
+
+#[allow(clippy::result_large_err)] // The error is the response to send.
+fn check_name(name: &str) -> Result<(), Response<Body>> {
+    validate_label(name)
+        .map_err(|reason| error_response(StatusCode::BAD_REQUEST, &reason, Some("name")))
+}
+
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`], naming the key of a bad
+/// value.
+#[allow(clippy::result_large_err)] // The error is the response to send.
+async fn read_json<T, B>(req: Request<B>) -> Result<T, Response<Body>>
+where
+    T: serde::de::DeserializeOwned,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+                None,
+            ));
+        }
+        Err(e) => {
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {e}"),
+                None,
+            ));
+        }
+    };
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = (key != ".").then_some(key);
+        error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("the body is not a valid document: {}", e.inner()),
+            key.as_deref(),
+        )
+    })?;
+    de.end().map_err(|e| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("the body is not a valid document: {e}"),
+            None,
+        )
+    })?;
+    Ok(value)
+}
+
+/// The status a failed deploy is reported with.
+fn deploy_status(e: &anyhow::Error) -> (StatusCode, Option<&'static str>) {
+    if e.chain().any(|c| c.is::<RouteConflict>()) {
+        return (StatusCode::CONFLICT, Some("routes"));
+    }
+    if e.chain().any(|c| c.is::<StateError>()) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, None);
+    }
+    match e.chain().find_map(|c| c.downcast_ref::<OciError>()) {
+        Some(OciError::InvalidReference { .. } | OciError::InvalidDigest { .. }) => {
+            (StatusCode::BAD_REQUEST, Some("image"))
+        }
+        Some(
+            OciError::UnsupportedArtifact { .. }
+            | OciError::MultipleWasmLayers { .. }
+            | OciError::CoreModule { .. }
+            | OciError::NotAComponent { .. }
+            | OciError::NoMatchingPlatform { .. },
+        ) => (StatusCode::UNPROCESSABLE_ENTITY, Some("image")),
+        Some(_) => (StatusCode::BAD_GATEWAY, Some("image")),
+        // A valid app that cannot run: not a component, not a wasi:http
+        // proxy, or an instance that fails to start.
+        None => (StatusCode::UNPROCESSABLE_ENTITY, None),
+    }
+}
+
+fn deploy_error(e: &anyhow::Error) -> Response<Body> {
+    let (status, key) = deploy_status(e);
+    tracing::warn!(status = status.as_u16(), "admin API deploy failed: {e:#}");
+    error_response(status, &format!("{e:#}"), key)
+}
+
+fn state_error(e: &StateError) -> Response<Body> {
+    tracing::error!("{e}");
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), None)
+}
+
+fn invalid(key: &str, reason: &str) -> Response<Body> {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        &if key.is_empty() {
+            reason.to_string()
+        } else {
+            format!("key `{key}`: {reason}")
+        },
+        (!key.is_empty()).then_some(key),
+    )
+}
+
+fn unknown_app(name: &str) -> Response<Body> {
+    error_response(
+        StatusCode::NOT_FOUND,
+        &format!("no app `{name}`"),
+        None,
+    )
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut resp = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("use {allow}"),
+        None,
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+/// A JSON error response: `{"error": msg, "key": key}`.
+pub fn error_response(status: StatusCode, msg: &str, key: Option<&str>) -> Response<Body> {
+    json(
+        status,
+        &ErrorBody {
+            error: msg.to_string(),
+            key: key.map(str::to_string),
+        },
+    )
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let (status, body) = match serde_json::to_vec_pretty(value) {
+        Ok(mut b) => {
+            b.push(b'\n');
+            (status, b)
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{{\"error\": \"cannot encode the response: {e}\"}}\n").into_bytes(),
+        ),
+    };
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follow_flags_parse() {
+        assert_eq!(query_flag(None, "follow"), Ok(false));
+        assert_eq!(query_flag(Some("follow=true"), "follow"), Ok(true));
+        assert_eq!(query_flag(Some("x=1&follow"), "follow"), Ok(true));
+        assert_eq!(query_flag(Some("follow=0"), "follow"), Ok(false));
+        assert!(query_flag(Some("follow=yes"), "follow").is_err());
+    }
+
+    #[test]
+    fn deploy_failures_map_to_statuses() {
+        let conflict = anyhow::Error::new(RouteConflict {
+            route: "/a".into(),
+            owner: "other".into(),
+        })
+        .context("cannot deploy app `x`");
+        assert_eq!(deploy_status(&conflict).0, StatusCode::CONFLICT);
+        let pull = anyhow::Error::new(OciError::Unreachable {
+            registry: "r".into(),
+            detail: "refused".into(),
+        })
+        .context("cannot pull image `r/x:1`")
+        .context("cannot deploy app `x`");
+        assert_eq!(deploy_status(&pull), (StatusCode::BAD_GATEWAY, Some("image")));
+        let bad = anyhow::anyhow!("not a component").context("cannot deploy app `x`");
+        assert_eq!(deploy_status(&bad).0, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+}

@@ -1,0 +1,250 @@
+//! The JSON documents of the admin API, shared by the server and the CLI.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::AppConfig;
+use crate::server::AppStatus;
+use crate::state::{Origin, StoredApp};
+
+/// An error: `{"error": "...", "key": "limits.memory"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for a human.
+    pub error: String,
+    /// For a refused setting, its dotted key in the app's settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// `GET /v1/apps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppList {
+    /// Every app, by name.
+    pub apps: Vec<AppView>,
+}
+
+/// The body of `POST /v1/apps/{name}/scale`: the bounds to change (at least
+/// one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    /// Instances kept even when idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_scale: Option<u32>,
+    /// Most instances (0 = unbounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_scale: Option<u32>,
+}
+
+/// How an app is doing, in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AppState {
+    /// At least one instance serves.
+    Ready,
+    /// No instance is ready yet; some are starting.
+    Starting,
+    /// Scaled to zero: the next request starts an instance.
+    Idle,
+    /// No instance is ready and the last start failed.
+    Failing,
+    /// Remembered but not deployed: restoring it at start failed
+    /// (`last_error` says why). Deploy it again or delete it.
+    NotRunning,
+}
+
+impl AppState {
+    /// The word shown in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppState::Ready => "ready",
+            AppState::Starting => "starting",
+            AppState::Idle => "idle",
+            AppState::Failing => "failing",
+            AppState::NotRunning => "not-running",
+        }
+    }
+}
+
+/// Instance counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instances {
+    /// What the autoscaler wants.
+    pub desired: u32,
+    /// Serving.
+    pub ready: u32,
+    /// Starting.
+    pub starting: u32,
+}
+
+/// One serving revision of an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevisionView {
+    /// `<app>-<n>`.
+    pub id: String,
+    /// `wasm` or `container`.
+    pub kind: String,
+    /// Share of the app's new requests.
+    pub traffic_percent: u32,
+    /// Its instances.
+    pub instances: Instances,
+    /// Requests waiting for capacity.
+    pub queued: usize,
+    /// Requests being served.
+    pub in_flight: usize,
+    /// Whether the autoscaler is in panic mode.
+    pub panicking: bool,
+    /// Instances started so far.
+    pub cold_starts: u64,
+    /// How long the latest cold start took, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_cold_start_ms: Option<f64>,
+    /// The last failure to start an instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// An app, as `GET /v1/apps/{name}` shows it. Counts are summed over the
+/// serving revisions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppView {
+    /// The app's name.
+    pub name: String,
+    /// In one word.
+    pub state: AppState,
+    /// `wasm` or `container`.
+    pub kind: String,
+    /// The latest revision.
+    pub revision: String,
+    /// For an image, `registry/repo@sha256:…`: what its reference was pinned
+    /// to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
+    /// sha256 of the code that serves.
+    pub sha256: String,
+    /// Path prefixes routed to it.
+    pub routes: Vec<String>,
+    /// Its settings, in the shape of a deploy body.
+    pub config: AppConfig,
+    /// `config` (the `--config` file) or `api`.
+    pub origin: Origin,
+    /// When the latest revision was deployed (RFC 3339).
+    pub deployed_at: String,
+    /// Instances, over all serving revisions.
+    pub instances: Instances,
+    /// Requests waiting for capacity.
+    pub queued: usize,
+    /// Requests being served.
+    pub in_flight: usize,
+    /// Whether a revision's autoscaler is in panic mode.
+    pub panicking: bool,
+    /// Instances started so far.
+    pub cold_starts: u64,
+    /// The most recent problem: a failed instance start, or why the app
+    /// could not be restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The serving revisions and their traffic.
+    pub revisions: Vec<RevisionView>,
+}
+
+impl AppView {
+    /// A running app; `stored` is what the state file says about it (every
+    /// deploy records one; without it the settings show as empty).
+    pub fn running(status: &AppStatus, stored: Option<&StoredApp>) -> Self {
+        let mut instances = Instances::default();
+        let (mut queued, mut in_flight, mut cold_starts, mut panicking) = (0, 0, 0, false);
+        let mut revisions = Vec::new();
+        for (r, percent) in &status.revisions {
+            instances.desired += r.desired;
+            instances.ready += r.ready;
+            instances.starting += r.starting;
+            queued += r.queued;
+            in_flight += r.in_flight;
+            cold_starts += r.cold_starts;
+            panicking |= r.panicking;
+            revisions.push(RevisionView {
+                id: r.id.clone(),
+                kind: r.kind.as_str().to_string(),
+                traffic_percent: *percent,
+                instances: Instances {
+                    desired: r.desired,
+                    ready: r.ready,
+                    starting: r.starting,
+                },
+                queued: r.queued,
+                in_flight: r.in_flight,
+                panicking: r.panicking,
+                cold_starts: r.cold_starts,
+                last_cold_start_ms: r
+                    .recent_cold_starts
+                    .last()
+                    .map(|c| c.duration.as_secs_f64() * 1000.0),
+                last_error: r.last_error.clone(),
+            });
+        }
+        // The latest revision's problem first, else any serving revision's.
+        let last_error = status
+            .revisions
+            .iter()
+            .find(|(r, _)| r.id == status.deployed.revision)
+            .and_then(|(r, _)| r.last_error.clone())
+            .or_else(|| {
+                status
+                    .revisions
+                    .iter()
+                    .find_map(|(r, _)| r.last_error.clone())
+            });
+        let state = if instances.ready > 0 {
+            AppState::Ready
+        } else if instances.starting > 0 {
+            AppState::Starting
+        } else if last_error.is_some() {
+            AppState::Failing
+        } else {
+            AppState::Idle
+        };
+        Self {
+            name: status.deployed.name.clone(),
+            state,
+            kind: status.deployed.kind.as_str().to_string(),
+            revision: status.deployed.revision.clone(),
+            pinned: status.deployed.pinned.clone(),
+            sha256: status.deployed.sha256.clone(),
+            routes: status.routes.clone(),
+            config: stored.map(|s| s.config.clone()).unwrap_or_default(),
+            origin: stored.map_or(Origin::Api, |s| s.origin),
+            deployed_at: stored.map(|s| s.deployed_at.clone()).unwrap_or_default(),
+            instances,
+            queued,
+            in_flight,
+            panicking,
+            cold_starts,
+            last_error,
+            revisions,
+        }
+    }
+
+    /// An app the state remembers but that is not deployed.
+    pub fn not_running(name: &str, stored: &StoredApp, why: Option<String>) -> Self {
+        Self {
+            name: name.to_string(),
+            state: AppState::NotRunning,
+            kind: stored.kind.clone(),
+            revision: stored.revision.clone(),
+            pinned: stored.pinned.clone(),
+            sha256: stored.sha256.clone(),
+            routes: stored.config.routes.clone(),
+            config: stored.config.clone(),
+            origin: stored.origin,
+            deployed_at: stored.deployed_at.clone(),
+            instances: Instances::default(),
+            queued: 0,
+            in_flight: 0,
+            panicking: false,
+            cold_starts: 0,
+            last_error: why,
+            revisions: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! A small client of the admin API for the CLI subcommands (`deploy`,
+//! `apps`, `app`, `delete`, `scale`), and the table printer they share.
+//!
+//! The server is found with `--admin URL` (`BERTH_ADMIN`, default
+//! `http://127.0.0.1:8081`) and authenticated with `--token`
+//! (`BERTH_ADMIN_TOKEN`) when it requires one.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{ErrorBody, TOKEN_ENV};
+
+/// The default admin API address.
+pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:8081";
+
+/// How long a request may take (a deploy may pull and compile).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Where the admin API is and how to authenticate to it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminArgs {
+    /// The admin API of the berth server.
+    #[arg(long = "admin", env = "BERTH_ADMIN", default_value = DEFAULT_ADMIN, value_name = "URL")]
+    pub admin: String,
+    /// Bearer token, when the server requires one.
+    #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An error the admin API answered with.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The server's message.
+    pub message: String,
+    /// The refused setting, if any.
+    pub key: Option<String>,
+}
+
+/// A connection to one admin API.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    base: String,
+    token: Option<HeaderValue>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl AdminClient {
+    /// A client for `args`.
+    ///
+    /// # Errors
+    /// A URL that is not `http://HOST[:PORT]`, or a token that cannot be sent
+    /// in a header.
+    pub fn new(args: &AdminArgs) -> anyhow::Result<Self> {
+        let base = args.admin.trim_end_matches('/').to_string();
+        let uri: Uri = base
+            .parse()
+            .with_context(|| format!("--admin `{}` is not a URL", args.admin))?;
+        anyhow::ensure!(
+            uri.scheme_str() == Some("http") && uri.authority().is_some(),
+            "--admin `{}`: the admin API is plain HTTP; give http://HOST:PORT",
+            args.admin
+        );
+        let token = match args.token.as_deref().map(str::trim) {
+            Some(t) if !t.is_empty() => Some(
+                HeaderValue::from_str(&format!("Bearer {t}"))
+                    .context("the admin token cannot be sent in a header")?,
+            ),
+            _ => None,
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Self {
+            base,
+            token,
+            client,
+        })
+    }
+
+    /// `GET path`, decoded.
+    ///
+    /// # Errors
+    /// [`ApiError`] for an error status; the server unreachable; a body that
+    /// is not the expected JSON.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let (_, body) = self.call(Method::GET, path, None).await?;
+        decode(&body)
+    }
+
+    /// `method path` with a JSON body; returns the status and the decoded
+    /// answer.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<(StatusCode, T)> {
+        let bytes = serde_json::to_vec(body).context("cannot encode the request")?;
+        let (status, body) = self.call(method, path, Some(bytes)).await?;
+        Ok((status, decode(&body)?))
+    }
+
+    /// `DELETE path`.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.call(Method::DELETE, path, None).await.map(|_| ())
+    }
+
+    /// Copies the body of `GET path` to `out` as it arrives (for a followed
+    /// log, until the server ends it or the process is stopped).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), and write errors.
+    pub async fn stream(&self, path: &str, out: &mut impl Write) -> anyhow::Result<()> {
+        let resp = self.request(Method::GET, path, None).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            return Err(api_error(status, &bytes).into());
+        }
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                out.write_all(&data)?;
+                out.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let what = format!("{method} {path}");
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            let resp = self.request(method, path, body).await?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .with_context(|| format!("{what}: the answer broke off"))?
+                .to_bytes();
+            anyhow::Ok((status, bytes))
+        })
+        .await
+        .with_context(|| format!("{what}: no answer within {REQUEST_TIMEOUT:?}"))??;
+        if resp.0.is_success() {
+            Ok(resp)
+        } else {
+            Err(api_error(resp.0, &resp.1).into())
+        }
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(header::ACCEPT, "application/json");
+        if let Some(token) = &self.token {
+            req = req.header(header::AUTHORIZATION, token.clone());
+        }
+        let req = match body {
+            Some(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(b))),
+            None => req.body(Full::new(Bytes::new())),
+        }
+        .context("cannot build the request")?;
+        self.client.request(req).await.with_context(|| {
+            format!(
+                "cannot reach the berth admin API at {} (is `berth serve` running? set --admin or BERTH_ADMIN)",
+                self.base
+            )
+        })
+    }
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> ApiError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ApiError {
+            status,
+            message: e.error,
+            key: e.key,
+        },
+        Err(_) => ApiError {
+            status,
+            message: format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(body).trim()
+            ),
+            key: None,
+        },
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> anyhow::Result<T> {
+    serde_json::from_slice(body).context("the admin API answered with unexpected JSON")
+}
+
+/// Runs `f` on a current-thread runtime of its own.
+///
+/// # Errors
+/// Whatever `f` returns, or a runtime that cannot start.
+pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
+}
+
+/// Prints `value` as pretty JSON on stdout.
+///
+/// # Errors
+/// When stdout cannot be written.
+pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Prints a table with left-aligned columns separated by two spaces.
+///
+/// # Errors
+/// When stdout cannot be written.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(table(headers, rows).as_bytes())?;
+    Ok(())
+}
+
+/// The text of [`print_table`].
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut text = String::new();
+    let line = |text: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            l.push_str(cell);
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            l.extend(std::iter::repeat_n(' ', pad));
+        }
+        text.push_str(l.trim_end());
+        text.push('\n');
+    };
+    line(&mut text, &mut headers.iter().copied());
+    for row in rows {
+        line(&mut text, &mut row.iter().map(String::as_str));
+    }
+    text
+}
+
+/// `-` for nothing.
+pub fn or_dash(value: Option<&str>) -> String {
+    match value {
+        Some(v) if !v.is_empty() => v.to_string(),
+        _ => "-".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["NAME", "STATE"],
+            &[
+                vec!["hello".into(), "ready".into()],
+                vec!["a".into(), "idle".into()],
+            ],
+        );
+        assert_eq!(t, "NAME   STATE\nhello  ready\na      idle\n");
+    }
+
+    #[test]
+    fn admin_urls_are_checked() {
+        let args = |admin: &str| AdminArgs {
+            admin: admin.into(),
+            token: None,
+            json: false,
+        };
+        assert!(AdminClient::new(&args("http://127.0.0.1:8081/")).is_ok());
+        assert!(AdminClient::new(&args("https://127.0.0.1:8081")).is_err());
+        assert!(AdminClient::new(&args("127.0.0.1:8081")).is_err());
+    }
+
+    #[test]
+    fn api_errors_show_the_key() {
+        let e = api_error(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":"key `limits.memory`: too big","key":"limits.memory"}"#,
+        );
+        assert_eq!(e.key.as_deref(), Some("limits.memory"));
+        let e = api_error(StatusCode::BAD_GATEWAY, b"upstream gone");
+        assert!(e.to_string().contains("502"), "{e}");
+    }
+}
