@@ -18,6 +18,7 @@ pub mod autoscale;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod container;
 pub mod gateway;
 pub mod logs;
 pub mod oci;

@@ -32,7 +32,8 @@
 //! *CPU-seconds* and *memory GB-seconds* are only reported for what a backend
 //! measures and hands to [`Metrics::record_usage`] (a container from its
 //! cgroup's `cpu.stat` and `memory.current`). Nothing is estimated: an app
-//! for which nothing is measured has no sample in these families.
+//! for which nothing is measured has no series in these families (and the
+//! families are absent until something is measured).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -316,7 +317,11 @@ impl Metrics {
 
     /// Samples every `every` until `snapshot` returns `None` (the server is
     /// gone) or the task is aborted.
-    pub fn spawn_sampler<F>(self: &Arc<Self>, every: Duration, snapshot: F) -> tokio::task::JoinHandle<()>
+    pub fn spawn_sampler<F>(
+        self: &Arc<Self>,
+        every: Duration,
+        snapshot: F,
+    ) -> tokio::task::JoinHandle<()>
     where
         F: Fn() -> Option<Vec<AppStatus>> + Send + 'static,
     {
@@ -402,11 +407,7 @@ fn gauges(apps: &[AppStatus]) -> Registry {
         "Instances of each revision: ready, starting, and desired by the autoscaler",
         instances,
     );
-    registry.register(
-        "queue_depth",
-        "Requests waiting for capacity",
-        queue,
-    );
+    registry.register("queue_depth", "Requests waiting for capacity", queue);
     registry.register("in_flight", "Requests being served", in_flight);
     registry.register(
         "traffic_percent",
@@ -478,7 +479,11 @@ impl Drop for ObservedBody {
 /// Formats `apps`' metrics for a scrape whose `Accept` header is `accept`:
 /// OpenMetrics when asked for, else the Prometheus text format. Returns the
 /// body and its content type.
-pub fn negotiate(metrics: &Metrics, apps: &[AppStatus], accept: Option<&str>) -> (String, &'static str) {
+pub fn negotiate(
+    metrics: &Metrics,
+    apps: &[AppStatus],
+    accept: Option<&str>,
+) -> (String, &'static str) {
     if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
         (metrics.render_openmetrics(apps), OPENMETRICS_CONTENT_TYPE)
     } else {
@@ -538,7 +543,7 @@ mod tests {
             "berth_app_requests_total{app=\"hello\"} 3",
             "# TYPE berth_request_duration_seconds histogram",
             "berth_request_duration_seconds_count{app=\"hello\"} 3",
-            "berth_request_duration_seconds_bucket{le=\"0.0025\",app=\"hello\"} 1",
+            "berth_request_duration_seconds_bucket{app=\"hello\",le=\"0.0025\"} 1",
             "berth_cold_starts_total{kind=\"wasm\"} 1",
             "berth_cold_start_duration_seconds_count{kind=\"wasm\"} 1",
             "berth_instances{app=\"hello\",revision=\"hello-00001\",state=\"ready\"} 2",
@@ -546,17 +551,32 @@ mod tests {
             "berth_queue_depth{app=\"hello\"} 5",
             "berth_in_flight{app=\"hello\"} 2",
             "berth_traffic_percent{app=\"hello\",revision=\"hello-00001\"} 100",
-            "# TYPE berth_cpu_seconds_total counter",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
         assert!(
-            !text.contains("berth_cpu_seconds_total{"),
+            !text.contains("berth_cpu_seconds_total"),
             "nothing measured, nothing reported:\n{text}"
+        );
+        m.record_usage("hello", Duration::from_millis(1500), 0.25);
+        let text = m.render(&[]);
+        assert!(
+            text.contains("berth_cpu_seconds_total{app=\"hello\"} 1.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("berth_memory_gb_seconds_total{app=\"hello\"} 0.25"),
+            "{text}"
         );
         let om = m.render_openmetrics(&[]);
         assert!(om.ends_with("# EOF\n"), "{om}");
-        assert!(!om.contains("berth_queue_depth{"), "gone apps are not reported");
+        assert!(
+            !om.contains("berth_queue_depth{"),
+            "gone apps are not reported"
+        );
     }
 
     #[test]

@@ -29,9 +29,12 @@ use std::sync::Mutex;
 
 use crate::backend::{Kind, WasmBackend};
 use crate::config::{AppSpec, Config, Source};
+use crate::container::backend::ContainerBackend;
+use crate::container::rootfs::{self, Compression};
+use crate::container::{ImageConfig, Shim};
 use crate::gateway::{self, Body, Gateway, RouteTable, RoutedApp};
 use crate::logs::AppLog;
-use crate::oci::{BlobStore, Puller, RegistryClient};
+use crate::oci::{ArtifactKind, BlobStore, ContainerImage, Pulled, Puller, RegistryClient};
 use crate::revision::{Revision, RevisionStatus};
 use crate::wasm::{EngineOptions, WasmRuntime};
 
@@ -50,6 +53,8 @@ pub struct ServerOptions {
     pub progress: bool,
     /// Serve the front door over TLS with this config.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The runc binary (default: `runc` on `PATH`, then `/usr/sbin/runc`).
+    pub runc: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -62,6 +67,7 @@ impl ServerOptions {
             registry: RegistryClient::anonymous(),
             progress: false,
             tls: None,
+            runc: None,
         }
     }
 }
@@ -124,6 +130,8 @@ pub struct Server {
     /// Deployed apps with their routes; the route table is rebuilt from this.
     apps: Mutex<AppTable>,
     revisions: AtomicU64,
+    /// The runc shim, or why containers are unavailable on this host.
+    shim: Result<Arc<Shim>, String>,
     ready: AtomicBool,
 }
 
@@ -146,7 +154,25 @@ impl Server {
         );
         let store = BlobStore::open(&options.data_dir).context("cannot open the blob store")?;
         let puller = Puller::new(options.registry.clone(), store).with_progress(options.progress);
+        let shim = match find_runc(options.runc.as_deref()) {
+            Some(runc) => match Shim::new(&options.data_dir.join("containers"), runc) {
+                Ok(shim) => {
+                    // Containers left by a crashed run are found and removed.
+                    match shim.reap_leftovers().await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::warn!(count = n, "removed containers left by an earlier run")
+                        }
+                        Err(e) => tracing::warn!("cannot reap leftover containers: {e}"),
+                    }
+                    Ok(Arc::new(shim))
+                }
+                Err(e) => Err(format!("{e}")),
+            },
+            None => Err("runc was not found (install it, or pass --runc PATH)".to_string()),
+        };
         let server = Self {
+            shim,
             domain: config.domain.clone(),
             runtime,
             puller,
@@ -273,6 +299,79 @@ impl Server {
             .set_table(RouteTable::new(&self.domain, entries));
     }
 
+    async fn build_container_revision(
+        &self,
+        name: &str,
+        revision_id: &str,
+        spec: &AppSpec,
+        pulled: &Pulled,
+        image: &ContainerImage,
+    ) -> anyhow::Result<(Arc<Revision>, Deployed)> {
+        let shim = match &self.shim {
+            Ok(shim) => shim.clone(),
+            Err(why) => anyhow::bail!(
+                "image `{}` is a container image, but containers are unavailable: {why}",
+                pulled.reference
+            ),
+        };
+        let store = self.puller.store();
+        let config = store
+            .read(&image.config.digest)
+            .context("cannot read the image config")?;
+        let image_config = ImageConfig::from_json(&config).context("bad image config")?;
+        let mut layers = Vec::new();
+        for layer in &image.layers {
+            let compression = Compression::from_media_type(&layer.media_type)
+                .or_else(|| {
+                    let mut head = [0u8; 512];
+                    let n = std::fs::File::open(store.path(&layer.digest))
+                        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+                        .unwrap_or(0);
+                    Compression::detect(&head[..n])
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "layer {} has unsupported media type `{}`",
+                        layer.digest,
+                        layer.media_type
+                    )
+                })?;
+            layers.push((store.path(&layer.digest), compression));
+        }
+        // Unpacked once per image digest, atomically; shared by all instances.
+        let digest_hex = pulled.digest.trim_start_matches("sha256:").to_string();
+        let rootfs = self.options.data_dir.join("rootfs").join(&digest_hex);
+        let dest = rootfs.clone();
+        tokio::task::spawn_blocking(move || rootfs::unpack_image(&layers, &dest))
+            .await
+            .context("unpack task failed")?
+            .context("cannot unpack the image")?;
+        let log = Arc::new(
+            AppLog::open(&self.options.data_dir.join("logs"), name)
+                .with_context(|| format!("cannot open the log of app `{name}`"))?,
+        );
+        let backend = Arc::new(ContainerBackend::new(
+            shim,
+            rootfs,
+            image_config,
+            name,
+            revision_id,
+            spec.clone(),
+            log,
+        ));
+        let info = Deployed {
+            name: name.to_string(),
+            revision: revision_id.to_string(),
+            kind: Kind::Container,
+            pinned: Some(pulled.pinned.clone()),
+            sha256: pulled.digest.clone(),
+            pulled_bytes: pulled.pulled_bytes,
+        };
+        let revision = Revision::new(revision_id.to_string(), name, spec.clone(), backend);
+        revision.activate().await?;
+        Ok((revision, info))
+    }
+
     async fn build_revision(
         &self,
         name: &str,
@@ -287,20 +386,25 @@ impl Server {
                     .pull(reference)
                     .await
                     .with_context(|| format!("cannot pull image `{reference}`"))?;
-                let Some(path) = pulled.wasm.clone() else {
-                    anyhow::bail!(
-                        "image `{reference}` is a {}; this host runs Wasm components only",
-                        pulled.kind
-                    );
-                };
                 tracing::info!(
                     app = name,
                     image = %reference,
                     pinned = %pulled.pinned,
+                    kind = %pulled.kind,
                     pulled_bytes = pulled.pulled_bytes,
                     "image resolved and pinned"
                 );
-                (path, Some(pulled.pinned), pulled.pulled_bytes)
+                match (&pulled.wasm, &pulled.kind) {
+                    (Some(path), _) => (path.clone(), Some(pulled.pinned), pulled.pulled_bytes),
+                    (None, ArtifactKind::Container(image)) => {
+                        return self
+                            .build_container_revision(name, revision_id, spec, &pulled, image)
+                            .await;
+                    }
+                    (None, other) => {
+                        anyhow::bail!("image `{reference}` is a {other}, which berth cannot run")
+                    }
+                }
             }
         };
         let logs_dir = self.options.data_dir.join("logs");
@@ -476,4 +580,21 @@ async fn accept_ok(
             None
         }
     }
+}
+
+/// The runc binary to use: the one given, else `runc` on `PATH`, else
+/// `/usr/sbin/runc`.
+fn find_runc(given: Option<&std::path::Path>) -> Option<PathBuf> {
+    if let Some(p) = given {
+        return Some(p.to_path_buf());
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("runc"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let p = PathBuf::from("/usr/sbin/runc");
+        p.is_file().then_some(p)
+    })
 }

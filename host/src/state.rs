@@ -257,11 +257,12 @@ impl StateStore {
         let file = match std::fs::File::open(&path) {
             Ok(mut f) => {
                 let mut text = String::new();
-                f.read_to_string(&mut text).map_err(|source| StateError::Io {
-                    action: "read",
-                    path: path.clone(),
-                    source,
-                })?;
+                f.read_to_string(&mut text)
+                    .map_err(|source| StateError::Io {
+                        action: "read",
+                        path: path.clone(),
+                        source,
+                    })?;
                 parse(&text).map_err(|reason| StateError::Invalid {
                     path: path.clone(),
                     reason,
@@ -314,8 +315,14 @@ impl StateStore {
     ///
     /// # Errors
     /// When the file cannot be written; the state is then unchanged.
-    pub fn record(&self, name: &str, app: StoredApp) -> Result<(), StateError> {
+    pub fn record(&self, name: &str, mut app: StoredApp) -> Result<(), StateError> {
         let mut file = self.lock();
+        if let Some(old) = file.apps.get(name)
+            && old.revision == app.revision
+        {
+            // The same revision brought back (a restart): it was deployed then.
+            app.deployed_at.clone_from(&old.deployed_at);
+        }
         let mut next = file.clone();
         if let Some(n) = revision_number(&app.revision) {
             next.last_revision = next.last_revision.max(n);
@@ -474,7 +481,8 @@ fn parse(text: &str) -> Result<StateFile, String> {
             "it has version {version}, this berth reads version {STATE_VERSION}"
         ));
     }
-    serde_path_to_error::deserialize(value).map_err(|e| format!("key `{}`: {}", e.path(), e.inner()))
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| format!("key `{}`: {}", e.path(), e.inner()))
 }
 
 /// Whether the code `spec` would deploy is the code `old` recorded: an
@@ -510,9 +518,8 @@ pub fn app_config(spec: &AppSpec) -> AppConfig {
         Source::Image(reference) => (None, Some(reference.clone())),
     };
     let dur = |d: std::time::Duration| humantime::format_duration(d).to_string();
-    let changed = |d: std::time::Duration, default: std::time::Duration| {
-        (d != default).then(|| dur(d))
-    };
+    let changed =
+        |d: std::time::Duration, default: std::time::Duration| (d != default).then(|| dur(d));
     let limits_default = Limits::default();
     let container_default = ContainerSettings::default();
     let c = &spec.container;
@@ -641,7 +648,11 @@ mod tests {
         assert!(!store.forget("a").unwrap());
 
         let again = StateStore::open(dir.path()).unwrap();
-        assert_eq!(again.last_revision(), 7, "a deleted app's number stays used");
+        assert_eq!(
+            again.last_revision(),
+            7,
+            "a deleted app's number stays used"
+        );
         let apps = again.apps();
         assert_eq!(apps.keys().collect::<Vec<_>>(), ["b"]);
         assert_eq!(apps["b"].revision, "b-00003");
@@ -660,7 +671,10 @@ mod tests {
         let path = dir.path().join(STATE_FILE);
         for (text, needle) in [
             ("{", "not valid JSON"),
-            ("{\"version\": 99, \"last_revision\": 0, \"apps\": {}}", "version 99"),
+            (
+                "{\"version\": 99, \"last_revision\": 0, \"apps\": {}}",
+                "version 99",
+            ),
             (
                 "{\"version\": 1, \"last_revision\": 0, \"apps\": {\"a\": {\"config\": {}}}}",
                 "apps.a",
@@ -687,25 +701,45 @@ mod tests {
         store
             .record(
                 "same",
-                stored(&Record::from_spec(&file_app, Origin::Config), "same-00001", None, &sha),
+                stored(
+                    &Record::from_spec(&file_app, Origin::Config),
+                    "same-00001",
+                    None,
+                    &sha,
+                ),
             )
             .unwrap();
         store
             .record(
                 "img",
-                stored(&Record::from_spec(&tagged, Origin::Config), "img-00002", Some(pinned), "ff"),
+                stored(
+                    &Record::from_spec(&tagged, Origin::Config),
+                    "img-00002",
+                    Some(pinned),
+                    "ff",
+                ),
             )
             .unwrap();
         store
             .record(
                 "gone",
-                stored(&Record::from_spec(&file_app, Origin::Config), "gone-00003", None, &sha),
+                stored(
+                    &Record::from_spec(&file_app, Origin::Config),
+                    "gone-00003",
+                    None,
+                    &sha,
+                ),
             )
             .unwrap();
         store
             .record(
                 "made",
-                stored(&Record::api(app_config(&tagged)), "made-00004", Some(pinned), "ff"),
+                stored(
+                    &Record::api(app_config(&tagged)),
+                    "made-00004",
+                    Some(pinned),
+                    "ff",
+                ),
             )
             .unwrap();
         let mut scaled = file_app.clone();
@@ -713,7 +747,12 @@ mod tests {
         store
             .record(
                 "over",
-                stored(&Record::from_spec(&scaled, Origin::Api), "over-00005", None, &sha),
+                stored(
+                    &Record::from_spec(&scaled, Origin::Api),
+                    "over-00005",
+                    None,
+                    &sha,
+                ),
             )
             .unwrap();
         let mut changed_code = file_app.clone();
@@ -721,19 +760,27 @@ mod tests {
         store
             .record(
                 "rebuilt",
-                stored(&Record::from_spec(&changed_code, Origin::Config), "rebuilt-00006", None, "00"),
+                stored(
+                    &Record::from_spec(&changed_code, Origin::Config),
+                    "rebuilt-00006",
+                    None,
+                    "00",
+                ),
             )
             .unwrap();
 
         let mut config = Config::default();
         for name in ["same", "img", "over", "rebuilt", "new"] {
-            let spec = if name == "img" { tagged.clone() } else { file_app.clone() };
+            let spec = if name == "img" {
+                tagged.clone()
+            } else {
+                file_app.clone()
+            };
             config.apps.insert(name.into(), spec);
         }
         let plan = store.plan(&config);
-        let by_name = |list: &[PlannedApp], n: &str| {
-            list.iter().find(|p| p.name == n).cloned().unwrap()
-        };
+        let by_name =
+            |list: &[PlannedApp], n: &str| list.iter().find(|p| p.name == n).cloned().unwrap();
 
         let same = by_name(&plan.config, "same");
         assert_eq!(same.record.revision.as_deref(), Some("same-00001"));

@@ -3,6 +3,7 @@
 
 mod autoscale;
 mod cli;
+mod containers;
 mod deploy_image;
 mod examples;
 mod oci;

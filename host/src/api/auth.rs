@@ -87,7 +87,9 @@ impl AdminAuth {
             (Some(token), _) => Self::with_token(&token).with_context(|| {
                 format!(
                     "admin token file `{}`",
-                    file.map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+                    file.map(Path::display)
+                        .map(|d| d.to_string())
+                        .unwrap_or_default()
                 )
             }),
             (None, Some(token)) => Self::with_token(token).context(TOKEN_ENV),
@@ -205,7 +207,12 @@ mod tests {
         let auth = AdminAuth::with_token("s3cret\n").unwrap();
         assert!(auth.check(&req(Some("Bearer s3cret"))).is_ok());
         assert!(auth.check(&req(Some("bearer  s3cret "))).is_ok());
-        for bad in [None, Some("Bearer wrong"), Some("Basic s3cret"), Some("s3cret")] {
+        for bad in [
+            None,
+            Some("Bearer wrong"),
+            Some("Basic s3cret"),
+            Some("s3cret"),
+        ] {
             let resp = auth.check(&req(bad)).unwrap_err();
             assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{bad:?}");
             assert!(resp.headers().contains_key(header::WWW_AUTHENTICATE));
@@ -217,17 +224,36 @@ mod tests {
     #[test]
     fn a_reachable_listener_needs_a_token() {
         let none = AdminAuth::none();
-        assert!(none.ensure_listener_allowed("127.0.0.1:8081".parse().unwrap()).is_ok());
-        assert!(none.ensure_listener_allowed("[::1]:8081".parse().unwrap()).is_ok());
-        assert!(none.ensure_listener_allowed("[::ffff:127.0.0.1]:1".parse().unwrap()).is_ok());
+        assert!(
+            none.ensure_listener_allowed("127.0.0.1:8081".parse().unwrap())
+                .is_ok()
+        );
+        assert!(
+            none.ensure_listener_allowed("[::1]:8081".parse().unwrap())
+                .is_ok()
+        );
+        assert!(
+            none.ensure_listener_allowed("[::ffff:127.0.0.1]:1".parse().unwrap())
+                .is_ok()
+        );
         let msg = none
             .ensure_listener_allowed("0.0.0.0:8081".parse().unwrap())
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("--admin-token-file") && msg.contains(TOKEN_ENV), "{msg}");
-        assert!(none.ensure_listener_allowed("[::]:8081".parse().unwrap()).is_err());
+        assert!(
+            msg.contains("--admin-token-file") && msg.contains(TOKEN_ENV),
+            "{msg}"
+        );
+        assert!(
+            none.ensure_listener_allowed("[::]:8081".parse().unwrap())
+                .is_err()
+        );
         let token = AdminAuth::with_token("t").unwrap();
-        assert!(token.ensure_listener_allowed("0.0.0.0:8081".parse().unwrap()).is_ok());
+        assert!(
+            token
+                .ensure_listener_allowed("0.0.0.0:8081".parse().unwrap())
+                .is_ok()
+        );
     }
 
     #[test]
@@ -235,11 +261,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         std::fs::write(&file, "abc\n").unwrap();
-        assert!(AdminAuth::from_sources(Some(&file), None).unwrap().is_required());
+        assert!(
+            AdminAuth::from_sources(Some(&file), None)
+                .unwrap()
+                .is_required()
+        );
         assert!(AdminAuth::from_sources(Some(&file), Some("abc")).is_ok());
         assert!(AdminAuth::from_sources(Some(&file), Some("xyz")).is_err());
-        assert!(AdminAuth::from_sources(None, Some("xyz")).unwrap().is_required());
-        assert!(!AdminAuth::from_sources(None, Some("  ")).unwrap().is_required());
+        assert!(
+            AdminAuth::from_sources(None, Some("xyz"))
+                .unwrap()
+                .is_required()
+        );
+        assert!(
+            !AdminAuth::from_sources(None, Some("  "))
+                .unwrap()
+                .is_required()
+        );
         assert!(!AdminAuth::from_sources(None, None).unwrap().is_required());
         std::fs::write(&file, "\n").unwrap();
         assert!(AdminAuth::from_sources(Some(&file), None).is_err());

@@ -119,11 +119,7 @@ fn list(server: &Server) -> AppList {
 
 fn view(server: &Server, name: &str) -> Option<AppView> {
     let stored = server.state().get(name);
-    if let Some(status) = server
-        .apps()
-        .into_iter()
-        .find(|s| s.deployed.name == name)
-    {
+    if let Some(status) = server.apps().into_iter().find(|s| s.deployed.name == name) {
         return Some(AppView::running(&status, stored.as_ref()));
     }
     stored.map(|app| AppView::not_running(name, &app, server.state().restore_error(name)))
@@ -290,8 +286,7 @@ async fn app_logs<B>(server: &Arc<Server>, name: &str, req: &Request<B>) -> Resp
         Err(msg) => return error_response(StatusCode::BAD_REQUEST, &msg, Some("follow")),
     };
     let logs_dir = server.options().data_dir.join("logs");
-    let known = view(server, name).is_some()
-        || crate::logs::log_path(&logs_dir, name).exists();
+    let known = view(server, name).is_some() || crate::logs::log_path(&logs_dir, name).exists();
     if !known {
         return unknown_app(name);
     }
@@ -339,7 +334,10 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+    let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(error_response(
@@ -426,11 +424,7 @@ fn invalid(key: &str, reason: &str) -> Response<Body> {
 }
 
 fn unknown_app(name: &str) -> Response<Body> {
-    error_response(
-        StatusCode::NOT_FOUND,
-        &format!("no app `{name}`"),
-        None,
-    )
+    error_response(StatusCode::NOT_FOUND, &format!("no app `{name}`"), None)
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
@@ -508,7 +502,10 @@ mod tests {
         })
         .context("cannot pull image `r/x:1`")
         .context("cannot deploy app `x`");
-        assert_eq!(deploy_status(&pull), (StatusCode::BAD_GATEWAY, Some("image")));
+        assert_eq!(
+            deploy_status(&pull),
+            (StatusCode::BAD_GATEWAY, Some("image"))
+        );
         let bad = anyhow::anyhow!("not a component").context("cannot deploy app `x`");
         assert_eq!(deploy_status(&bad).0, StatusCode::UNPROCESSABLE_ENTITY);
     }

@@ -29,8 +29,16 @@ pub fn run(args: AppsArgs) -> anyhow::Result<()> {
         let rows: Vec<Vec<String>> = list.apps.iter().map(row).collect();
         print_table(
             &[
-                "NAME", "STATE", "KIND", "REVISION", "READY", "DESIRED", "IN-FLIGHT", "QUEUED",
-                "ROUTES", "SOURCE",
+                "NAME",
+                "STATE",
+                "KIND",
+                "REVISION",
+                "READY",
+                "DESIRED",
+                "IN-FLIGHT",
+                "QUEUED",
+                "ROUTES",
+                "SOURCE",
             ],
             &rows,
         )

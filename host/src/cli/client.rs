@@ -215,10 +215,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> ApiError {
         },
         Err(_) => ApiError {
             status,
-            message: format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(body).trim()
-            ),
+            message: format!("HTTP {status}: {}", String::from_utf8_lossy(body).trim()),
             key: None,
         },
     }
@@ -232,7 +229,7 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> anyhow::Result<T> {
 ///
 /// # Errors
 /// Whatever `f` returns, or a runtime that cannot start.
-pub fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+pub fn block_on<F: Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

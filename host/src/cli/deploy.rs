@@ -190,7 +190,15 @@ mod tests {
     #[test]
     fn flags_build_the_body_with_an_absolute_path() {
         let c = parse(&[
-            "hello", "--wasm", "x.wasm", "--route", "/a", "--env", "K=V=W", "--min-scale", "1",
+            "hello",
+            "--wasm",
+            "x.wasm",
+            "--route",
+            "/a",
+            "--env",
+            "K=V=W",
+            "--min-scale",
+            "1",
         ])
         .unwrap();
         let wasm = c.wasm.unwrap();

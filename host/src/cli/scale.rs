@@ -39,7 +39,11 @@ pub fn run(args: ScaleArgs) -> anyhow::Result<()> {
             max_scale: args.max,
         };
         let (_, app): (_, AppView) = client
-            .send(Method::POST, &format!("/v1/apps/{}/scale", args.name), &body)
+            .send(
+                Method::POST,
+                &format!("/v1/apps/{}/scale", args.name),
+                &body,
+            )
             .await?;
         if args.admin.json {
             return print_json(&app);

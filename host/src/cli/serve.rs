@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// How to reach registries for `image = "REF"` apps.
     #[command(flatten)]
     pub registry: super::push::RegistryArgs,
+    /// The runc binary for container apps [default: `runc` on PATH].
+    #[arg(long, env = "BERTH_RUNC")]
+    pub runc: Option<PathBuf>,
     /// Wasm instances that may run at once across all apps.
     #[arg(long, env = "BERTH_MAX_INSTANCES", default_value_t = 1000)]
     pub max_instances: u32,
@@ -62,6 +65,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     options.engine.max_instances = args.max_instances;
     options.registry = args.registry.client()?;
     options.progress = true;
+    options.runc = args.runc.clone();
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         options.tls = Some(crate::tls::server_config(cert, key)?);
     }

@@ -7,4 +7,14 @@
 //!   the rootfs; [`rootfs::unpack_image`] unpacks a whole image once, atomically,
 //!   per image digest.
 
+pub mod backend;
 pub mod rootfs;
+
+pub mod instance;
+pub mod netns;
+pub mod overlay;
+pub mod runc;
+pub mod spec;
+
+pub use instance::{ColdStartSplit, ContainerError, Instance, Shim};
+pub use spec::{ContainerLimits, ImageConfig, InstanceSpec, Network, Probe};

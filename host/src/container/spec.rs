@@ -23,7 +23,10 @@
 //!   rlimits inherited from berth (as containerd 2 does);
 //!   namespaces pid, ipc, uts and mount, plus network for
 //!   [`Network::Isolated`] (without a path, so runc creates it).
-//! - `linux.resources` memory, CPU (quota over a 100 ms period) and pids.
+//! - `linux.resources` memory, CPU (quota over a 100 ms period) and pids,
+//!   applied by runc to the cgroup `cgroups_path` (berth uses `/berth/<id>`).
+//! - No seccomp profile and no AppArmor/SELinux label, like `runc spec`
+//!   (Docker and CRI add a default seccomp profile; berth does not yet).
 //!
 //! Nothing here touches runc; the lifecycle is in `instance.rs`.
 

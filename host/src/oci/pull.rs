@@ -46,7 +46,8 @@ pub struct Pulled {
     pub pinned: String,
     /// What the artifact is.
     pub kind: ArtifactKind,
-    /// For a Wasm component, the path of its verified blob in the store.
+    /// For a Wasm component, the path of its verified blob in the store. (For a
+    /// container image, its config and every layer are in the store too.)
     pub wasm: Option<PathBuf>,
     /// Bytes transferred from the registry (manifests and blobs); 0 when
     /// everything was already in the store.
@@ -167,8 +168,10 @@ impl Puller {
                 Some(path)
             }
             ArtifactKind::Container(image) => {
-                if !self.store.contains(&image.config.digest) {
-                    pulled_bytes += self.blob(&session, &pinned, &image.config).await?;
+                for blob in std::iter::once(&image.config).chain(&image.layers) {
+                    if !self.store.contains(&blob.digest) {
+                        pulled_bytes += self.blob(&session, &pinned, blob).await?;
+                    }
                 }
                 None
             }

@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests.
 
+pub mod image;
 pub mod registry;
 
 use std::net::SocketAddr;

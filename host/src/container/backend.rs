@@ -1,0 +1,323 @@
+//! Containers as a [`Backend`]: each instance is one runc container (through
+//! the [`Shim`]), reached by a keep-alive HTTP connection pool.
+
+use std::fmt;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::sync::RwLock;
+
+use super::{
+    ContainerLimits, ImageConfig, Instance as Container, InstanceSpec, Network, Probe, Shim,
+};
+use crate::backend::{Backend, Instance, Kind, ReqBody, ServeError};
+use crate::config::{AppSpec, NetworkMode};
+use crate::gateway::{Body, BoxError};
+use crate::logs::AppLog;
+use crate::wasm::RequestInfo;
+
+/// Starts runc containers of one revision.
+pub struct ContainerBackend {
+    shim: Arc<Shim>,
+    rootfs: PathBuf,
+    image: ImageConfig,
+    app: String,
+    revision: String,
+    spec: AppSpec,
+    log: Arc<AppLog>,
+    nonce: u32,
+}
+
+impl fmt::Debug for ContainerBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContainerBackend")
+            .field("revision", &self.revision)
+            .field("rootfs", &self.rootfs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ContainerBackend {
+    /// A backend running `image` over the unpacked `rootfs`.
+    pub fn new(
+        shim: Arc<Shim>,
+        rootfs: PathBuf,
+        image: ImageConfig,
+        app: &str,
+        revision: &str,
+        spec: AppSpec,
+        log: Arc<AppLog>,
+    ) -> Self {
+        Self {
+            shim,
+            rootfs,
+            image,
+            app: app.into(),
+            revision: revision.into(),
+            spec,
+            log,
+            nonce: {
+                use std::hash::BuildHasher;
+                std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32
+            },
+        }
+    }
+}
+
+/// A free loopback port for a host-network instance.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+#[async_trait::async_trait]
+impl Backend for ContainerBackend {
+    fn kind(&self) -> Kind {
+        Kind::Container
+    }
+
+    async fn start_instance(&self, id: u64) -> anyhow::Result<Arc<dyn Instance>> {
+        let network = match self.spec.container.network {
+            NetworkMode::Host => Network::Host,
+            NetworkMode::Isolated => Network::Isolated,
+        };
+        // Isolated instances have a namespace each: Cloud Run's default port.
+        let port = match network {
+            Network::Host => free_port()?,
+            Network::Isolated => 8080,
+        };
+        let c = &self.spec.container;
+        let spec = InstanceSpec {
+            // Unique across berth processes too: cgroup paths are machine-wide.
+            id: {
+                let suffix = format!("-{id}-{:08x}", self.nonce);
+                let keep = self
+                    .revision
+                    .len()
+                    .min(super::spec::MAX_ID_LEN - suffix.len());
+                format!("{}{suffix}", &self.revision[..keep])
+            },
+            app: self.app.clone(),
+            revision: self.revision.clone(),
+            image: self.image.clone(),
+            env: self.spec.env.clone(),
+            port,
+            limits: ContainerLimits {
+                memory: Some(self.spec.limits.memory),
+                cpus: c.cpu,
+                pids: c.pids,
+            },
+            network,
+            readiness: match &c.readiness_path {
+                Some(path) => Probe::Http { path: path.clone() },
+                None => Probe::Tcp,
+            },
+            startup_timeout: c.startup_timeout,
+            stop_grace: c.shutdown_grace,
+        };
+        let container = self.shim.start(&self.rootfs, spec).await?;
+        let split = container.cold_start_split();
+        tracing::info!(
+            app = %self.app,
+            instance = container.id(),
+            port,
+            overlay = ?split.overlay,
+            create = ?split.create,
+            start = ?split.start,
+            ready = ?split.ready,
+            "container ready"
+        );
+        let done = Arc::new(AtomicBool::new(false));
+        let (stdout, stderr) = container.log_paths();
+        let instance_id = container.id().to_string();
+        tokio::spawn(forward_logs(
+            self.log.clone(),
+            instance_id,
+            stdout,
+            stderr,
+            done.clone(),
+        ));
+        let container = Arc::new(RwLock::new(Some(container)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(Dial {
+                container: container.clone(),
+            });
+        Ok(Arc::new(ContainerInstance {
+            container,
+            client,
+            logs_done: done,
+        }))
+    }
+}
+
+/// Makes connections to one container (inside its namespace if isolated).
+#[derive(Clone)]
+struct Dial {
+    container: Arc<RwLock<Option<Container>>>,
+}
+
+impl tower_service::Service<Uri> for Dial {
+    type Response = TokioIo<TcpStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let container = self.container.clone();
+        Box::pin(async move {
+            let guard = container.read().await;
+            let c = guard.as_ref().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotConnected, "the instance is stopped")
+            })?;
+            Ok(TokioIo::new(c.connect().await?))
+        })
+    }
+}
+
+/// One runc container serving requests through a connection pool.
+pub struct ContainerInstance {
+    container: Arc<RwLock<Option<Container>>>,
+    client: Client<Dial, ReqBody>,
+    logs_done: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for ContainerInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContainerInstance").finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl Instance for ContainerInstance {
+    async fn serve(
+        &self,
+        req: Request<ReqBody>,
+        _info: &RequestInfo,
+    ) -> Result<Response<Body>, ServeError> {
+        let (mut parts, body) = req.into_parts();
+        // The pool keys connections by authority; the dialer ignores it.
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        parts.uri = format!("http://instance{path}")
+            .parse()
+            .map_err(|e| ServeError::Upstream(format!("bad request URI: {e}")))?;
+        parts.version = http::Version::HTTP_11;
+        let req = Request::from_parts(parts, body);
+        match self.client.request(req).await {
+            Ok(resp) => Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync())),
+            Err(e) => Err(ServeError::Upstream(format!("{e}"))),
+        }
+    }
+
+    fn is_alive(&self) -> bool {
+        match self.container.try_read() {
+            Ok(guard) => guard.as_ref().is_some_and(|c| !c.has_exited()),
+            // Being stopped.
+            Err(_) => false,
+        }
+    }
+
+    async fn stop(&self, grace: Duration) {
+        let container = self.container.write().await.take();
+        if let Some(c) = container {
+            let id = c.id().to_string();
+            if let Err(e) = c.stop(grace).await {
+                tracing::warn!(instance = %id, "stopping the container: {e}");
+            }
+        }
+        self.logs_done.store(true, Ordering::Release);
+    }
+}
+
+/// Copies a container's stdout and stderr files into the app log, line by
+/// line, tagged with the instance id, until the instance has stopped.
+async fn forward_logs(
+    log: Arc<AppLog>,
+    instance: String,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    done: Arc<AtomicBool>,
+) {
+    let mut out = Tail::new(stdout);
+    let mut err = Tail::new(stderr);
+    loop {
+        let finished = done.load(Ordering::Acquire);
+        out.pump(&log, &instance, "stdout");
+        err.pump(&log, &instance, "stderr");
+        if finished {
+            out.flush(&log, &instance, "stdout");
+            err.flush(&log, &instance, "stderr");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+struct Tail {
+    path: PathBuf,
+    pos: u64,
+    partial: Vec<u8>,
+}
+
+impl Tail {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            pos: 0,
+            partial: Vec::new(),
+        }
+    }
+
+    fn pump(&mut self, log: &AppLog, instance: &str, stream: &str) {
+        let Ok(bytes) = read_from(&self.path, self.pos) else {
+            return;
+        };
+        self.pos += bytes.len() as u64;
+        self.partial.extend_from_slice(&bytes);
+        while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=nl).collect();
+            log.line(instance, stream, &line);
+        }
+        if self.partial.len() > crate::logs::MAX_LINE_BYTES {
+            let line = std::mem::take(&mut self.partial);
+            log.line(instance, stream, &line);
+        }
+    }
+
+    fn flush(&mut self, log: &AppLog, instance: &str, stream: &str) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            log.line(instance, stream, &line);
+        }
+    }
+}
+
+fn read_from(path: &Path, pos: u64) -> std::io::Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    if len <= pos {
+        return Ok(Vec::new());
+    }
+    f.seek(SeekFrom::Start(pos))?;
+    let mut buf = Vec::with_capacity((len - pos).min(1 << 20) as usize);
+    f.take(1 << 20).read_to_end(&mut buf)?;
+    Ok(buf)
+}

@@ -1,0 +1,363 @@
+//! Container images through the runc shim, behind the same front door: real
+//! runc, a real registry, images built here and pushed with skopeo.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth::config::{AppSpec, NetworkMode};
+use berth::revision::RevisionStatus;
+use berth::testing::TestHost;
+use berth_test_artifacts as art;
+
+use crate::support::image::{Image, Layer, busybox_base};
+use crate::support::registry::Registry;
+use crate::support::{app_url, client};
+
+fn container_app(reference: &str) -> AppSpec {
+    let mut spec = AppSpec::image(reference);
+    spec.container.shutdown_grace = Duration::from_secs(2);
+    spec.container.startup_timeout = Duration::from_secs(20);
+    spec
+}
+
+/// Container ids runc knows under the host's private root.
+fn runc_list(data_dir: &Path) -> Vec<String> {
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(data_dir.join("containers/runc"))
+        .args(["list", "-q"])
+        .output()
+        .expect("runc is installed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn status(host: &TestHost, app: &str) -> RevisionStatus {
+    host.server
+        .apps()
+        .into_iter()
+        .find(|a| a.deployed.name == app)
+        .expect("app deployed")
+        .revisions[0]
+        .0
+        .clone()
+}
+
+async fn get(host: &TestHost, app: &str, path: &str) -> (u16, String) {
+    let c = client(host.addr, &[app]);
+    let r = c.get(app_url(host.addr, app, path)).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pushed_with_skopeo_deploys_and_sees_the_cloud_run_contract() {
+    let registry = Registry::start();
+    let reference = registry.reference("web:v1");
+    Image::httpd().push(&reference);
+    let mut spec = container_app(&reference);
+    spec.env.insert("GREETING".into(), "hi".into());
+    let host = TestHost::builder().app("web", spec).start().await.unwrap();
+
+    assert_eq!(
+        get(&host, "web", "/").await,
+        (200, "hello from a container\n".into())
+    );
+    let (status, env) = get(&host, "web", "/cgi-bin/env").await;
+    assert_eq!(status, 200, "{env}");
+    let port = env
+        .lines()
+        .find_map(|l| l.strip_prefix("PORT="))
+        .expect("PORT is set");
+    assert!(port.parse::<u16>().is_ok_and(|p| p > 0), "{env}");
+    for line in [
+        "K_SERVICE=web",
+        "K_CONFIGURATION=web",
+        "GREETING=hi",
+        "UID=0",
+    ] {
+        assert!(env.lines().any(|l| l == line), "missing {line}: {env}");
+    }
+    assert!(env.contains("K_REVISION=web-"), "{env}");
+    assert_eq!(runc_list(host.data_dir()).len(), 1);
+
+    // Host stop leaves no container behind.
+    let data = host.data_dir().to_path_buf();
+    host.server.stop_all().await;
+    assert!(runc_list(&data).is_empty(), "{:?}", runc_list(&data));
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whiteouts_and_opaque_directories_in_an_upper_layer() {
+    let registry = Registry::start();
+    let reference = registry.reference("layers:v1");
+    let upper = Layer::default()
+        .file("www/.wh.index.html", 0o644, "")
+        .file("www/cgi-bin/.wh..wh..opq", 0o644, "")
+        .file(
+            "www/cgi-bin/new",
+            0o755,
+            "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho new\n",
+        )
+        .file("www/kept.txt", 0o644, "kept\n");
+    let mut image = Image::httpd();
+    image.layers = vec![busybox_base(), upper];
+    image.push(&reference);
+    let host = TestHost::builder()
+        .app("layers", container_app(&reference))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(get(&host, "layers", "/index.html").await.0, 404, "whiteout");
+    assert_eq!(
+        get(&host, "layers", "/cgi-bin/env").await.0,
+        404,
+        "opaque dir"
+    );
+    assert_eq!(
+        get(&host, "layers", "/cgi-bin/new").await,
+        (200, "new\n".into())
+    );
+    assert_eq!(
+        get(&host, "layers", "/kept.txt").await,
+        (200, "kept\n".into())
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_ignores_sigterm_is_killed_after_the_grace() {
+    let registry = Registry::start();
+    let reference = registry.reference("stubborn:v1");
+    let mut image = Image::httpd();
+    // PID 1 is a shell that ignores TERM and keeps running after httpd.
+    image.cmd = vec!["trap '' TERM; httpd -p $PORT -h /www; while true; do sleep 1; done".into()];
+    image.push(&reference);
+    let mut spec = container_app(&reference);
+    spec.container.shutdown_grace = Duration::from_secs(1);
+    let host = TestHost::builder()
+        .app("stubborn", spec)
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(get(&host, "stubborn", "/").await.0, 200);
+    let data = host.data_dir().to_path_buf();
+    assert_eq!(runc_list(&data).len(), 1);
+    let t = Instant::now();
+    assert!(host.server.remove("stubborn"));
+    // Removal drains and stops in the background: wait for runc to forget it.
+    while !runc_list(&data).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "container still there"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "killed before the grace: {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_exits_at_start_gives_a_clear_error_and_the_host_goes_on() {
+    let registry = Registry::start();
+    let reference = registry.reference("crash:v1");
+    let mut image = Image::httpd();
+    image.cmd = vec!["echo 'boom: no database' >&2; exit 3".into()];
+    image.push(&reference);
+    let host = TestHost::builder()
+        .wasm_app("hello", art::HELLO)
+        .start()
+        .await
+        .unwrap();
+
+    // At deploy (an initial instance is started): refused with the reason.
+    let err = host
+        .server
+        .deploy("crash", &container_app(&reference))
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("boom: no database"), "{msg}");
+    assert!(msg.contains("exit"), "{msg}");
+
+    // Deployed at zero: the first request gets a prompt 503 naming the cause.
+    let mut lazy = container_app(&reference);
+    lazy.scaling.autoscale.initial_scale = 0;
+    host.server.deploy("crash", &lazy).await.unwrap();
+    let t = Instant::now();
+    let (status, body) = get(&host, "crash", "/").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("could not start"), "{body}");
+    assert!(body.contains("boom: no database"), "{body}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(
+        get(&host, "hello", "/").await,
+        (200, "hello from hello".into())
+    );
+    assert!(runc_list(host.data_dir()).is_empty());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_instance_cannot_reach_the_admin_port() {
+    let registry = Registry::start();
+    let reference = registry.reference("probe:v1");
+    let mut image = Image::httpd();
+    image.layers.push(Layer::default().file(
+        "www/cgi-bin/probe",
+        0o755,
+        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nif wget -q -O /dev/null \"http://127.0.0.1:$ADMIN_PORT/healthz\" 2>/dev/null; then echo reached; else echo blocked; fi\n",
+    ));
+    image.push(&reference);
+    let host = TestHost::builder().start().await.unwrap();
+    let admin_port = host.admin_addr.port().to_string();
+    for (name, mode, expect) in [
+        ("open", NetworkMode::Host, "reached\n"),
+        ("closed", NetworkMode::Isolated, "blocked\n"),
+    ] {
+        let mut spec = container_app(&reference);
+        spec.container.network = mode;
+        spec.env.insert("ADMIN_PORT".into(), admin_port.clone());
+        host.server.deploy(name, &spec).await.unwrap();
+        assert_eq!(
+            get(&host, name, "/cgi-bin/probe").await,
+            (200, expect.into()),
+            "{name}"
+        );
+    }
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_one_scales_a_container_app_to_max_and_back_to_zero() {
+    let registry = Registry::start();
+    let reference = registry.reference("slow:v1");
+    Image::httpd().push(&reference);
+    let mut spec = container_app(&reference);
+    spec.scaling.concurrency = Some(1);
+    spec.scaling.max_scale = 4;
+    let a = &mut spec.scaling.autoscale;
+    a.initial_scale = 0;
+    a.stable_window = Duration::from_secs(2);
+    a.scale_to_zero_grace = Duration::ZERO;
+    a.tick = Duration::from_millis(200);
+    a.queue_timeout = Duration::from_secs(30);
+    let host = TestHost::builder().app("slow", spec).start().await.unwrap();
+    assert_eq!(status(&host, "slow").ready, 0);
+
+    let c = client(host.addr, &["slow"]);
+    let reqs: Vec<_> = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            let url = app_url(host.addr, "slow", "/cgi-bin/slow");
+            tokio::spawn(async move {
+                let r = c.get(url).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    let mut peak = 0;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        let s = status(&host, "slow");
+        assert!(s.ready + s.starting <= 4, "over max_scale: {s:?}");
+        assert!(runc_list(host.data_dir()).len() <= 4);
+        peak = peak.max(s.ready);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for r in reqs {
+        assert_eq!(r.await.unwrap(), (200, "slept\n".to_string()));
+    }
+    assert_eq!(peak, 4, "reaches max_scale");
+    let t = Instant::now();
+    while status(&host, "slow").ready > 0 || !runc_list(host.data_dir()).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            status(&host, "slow")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kill_9_the_next_start_removes_the_old_containers() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let registry = Registry::start();
+    let reference = registry.reference("web:v1");
+    Image::httpd().push(&reference);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let with_app = dir.path().join("with-app.toml");
+    std::fs::write(
+        &with_app,
+        format!("[apps.web]\nimage = \"{reference}\"\nmin_scale = 2\n"),
+    )
+    .unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+
+    let serve = |config: &Path| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(&data)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("berth serve exited before serving")
+                .unwrap();
+            if line.contains("berth: serving") {
+                break;
+            }
+        }
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        child
+    };
+
+    let mut first = serve(&with_app);
+    let before = runc_list(&data);
+    assert_eq!(before.len(), 2, "{before:?}");
+    first.kill().unwrap(); // SIGKILL: no cleanup at all
+    first.wait().unwrap();
+    assert_eq!(
+        runc_list(&data),
+        before,
+        "the containers outlive a SIGKILLed host"
+    );
+
+    let mut second = serve(&empty);
+    assert!(runc_list(&data).is_empty(), "{:?}", runc_list(&data));
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(
+        !mounts.contains(&data.display().to_string()),
+        "overlays left mounted"
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
