@@ -250,6 +250,28 @@ impl Revision {
         slot.instance.stop(self.grace).await;
     }
 
+    /// Stops every idle instance now, as a scale-to-zero would (the
+    /// autoscaler may start new ones at its next decision). Busy instances
+    /// keep running. Used by `berth bench` to measure cold starts.
+    pub async fn drop_idle_instances(&self) {
+        let victims: Vec<_> = {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let mut victims = Vec::new();
+            pool.ready.retain(|s| {
+                if s.in_flight.load(Ordering::Acquire) == 0 {
+                    victims.push(s.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            victims
+        };
+        for s in victims {
+            s.instance.stop(self.grace).await;
+        }
+    }
+
     /// A snapshot for the API and metrics.
     pub fn status(&self) -> RevisionStatus {
         let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());

@@ -255,6 +255,14 @@ impl Server {
         }
     }
 
+    /// The revisions serving app `name`.
+    pub fn revisions(&self, name: &str) -> Vec<Arc<Revision>> {
+        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        apps.get(name)
+            .map(|e| e.routed.traffic.iter().map(|(r, _)| r.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// The deployed apps with their revision status.
     pub fn apps(&self) -> Vec<AppStatus> {
         let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
