@@ -38,6 +38,8 @@ lint:
 	cd examples && $(CARGO) fmt --all --check
 	cd examples && $(CARGO) clippy --release --all-targets -- -D warnings
 	cd examples/cargo-component-hello && $(CARGO) fmt --check
+	cd examples/container-hello && $(CARGO) fmt --check
+	cd examples/container-hello && $(CARGO) clippy --release --target x86_64-unknown-linux-musl -- -D warnings
 
 bench: components
 	$(CARGO) bench -p berth --bench cold_start

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what berth's run and test commands need, when it is missing.
 # Idempotent; safe to run on every `make run` / `make test`.
-#   - the wasm32-wasip2 Rust target (components are built for it)
+#   - Rust targets wasm32-wasip2, wasm32-wasip1, x86_64-unknown-linux-musl
 #   - Debian: runc, docker-registry (CNCF distribution), skopeo, umoci,
 #     apache2-utils (htpasswd for registry auth tests), busybox-static, wrk
 #   - PyPI: oras (oras-py, an ORAS client used by interop tests)
@@ -12,10 +12,14 @@ SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
 if command -v rustup >/dev/null; then
-  if ! rustup target list --installed | grep -qx wasm32-wasip2; then
-    log "adding Rust target wasm32-wasip2"
-    rustup target add wasm32-wasip2
-  fi
+  # wasm32-wasip2: components; wasm32-wasip1: cargo-component's output;
+  # x86_64-unknown-linux-musl: the static binary of the container example.
+  for target in wasm32-wasip2 wasm32-wasip1 x86_64-unknown-linux-musl; do
+    if ! rustup target list --installed | grep -qx "$target"; then
+      log "adding Rust target $target"
+      rustup target add "$target"
+    fi
+  done
 fi
 
 need_apt=()

@@ -71,7 +71,10 @@ PY
 grep -q '^digest: sha256:' "$work/push.out" && expect "berth push prints a digest" yes yes \
   || expect "berth push prints a digest" yes no
 
-log "4. deploy both by reference, plus the examples, and serve"
+log "4. build the container example and push it with umoci + skopeo"
+bash examples/container-hello/build-and-push.sh "$registry/container-hello:v1" >/dev/null
+
+log "5. deploy everything by reference, plus the Wasm examples, and serve"
 port="$(free_port)"; admin="$(free_port)"
 cat > "$work/berth.toml" <<TOML
 [apps.hello]
@@ -85,18 +88,23 @@ wasm = "$root/examples/target/wasm32-wasip2/release/sdk-hello.wasm"
 
 [apps.cc-hello]
 wasm = "$root/examples/cargo-component-hello/target/wasm32-wasip1/release/cargo_component_hello.wasm"
+
+[apps.container-hello]
+image = "$registry/container-hello:v1"
 TOML
 "$BERTH" serve --config "$work/berth.toml" --listen "127.0.0.1:$port" \
   --admin-listen "127.0.0.1:$admin" --data-dir "$work/data" 2>"$work/berth.log" &
 pids+=($!)
 wait_http "http://127.0.0.1:$admin/readyz"
 
-log "5. curl"
+log "6. curl"
 expect "hello (berth push)" "hello from hello" "$(curl -fsS "http://hello.localhost:$port/")"
 expect "hello-oras (oras-py push)" "hello from hello-oras" "$(curl -fsS "http://hello-oras.localhost:$port/")"
 expect "sdk-hello" "hello, Ferris!" "$(curl -fsS "http://sdk-hello.localhost:$port/?name=Ferris")"
 expect "cargo-component hello" "hello from cc-hello (cargo-component): GET /x" \
   "$(curl -fsS "http://cc-hello.localhost:$port/x")"
+expect "container example" "hello from container-hello (a container)" \
+  "$(curl -fsS "http://container-hello.localhost:$port/")"
 expect "unknown app is 404" 404 "$(curl -s -o /dev/null -w '%{http_code}' "http://nope.localhost:$port/")"
 grep -q "pinned=$registry/hello@sha256:" "$work/berth.log" && expect "the tag is pinned to a digest" yes yes \
   || expect "the tag is pinned to a digest" yes no

@@ -29,13 +29,24 @@
 //! of capacity sharing one resident compiled component (see
 //! [`crate::backend`]), which is what scale-to-zero saves.
 //!
-//! *CPU-seconds* and *memory GB-seconds* are only reported for what a backend
-//! measures and hands to [`Metrics::record_usage`] (a container from its
-//! cgroup's `cpu.stat` and `memory.current`). Nothing is estimated: an app
-//! for which nothing is measured has no series in these families (and the
-//! families are absent until something is measured).
+//! *CPU-seconds* and *memory GB-seconds* are measured, never estimated:
+//!
+//! - A container's come from its cgroup ([`Metrics::track_cgroup`] when it
+//!   starts, [`Metrics::untrack_cgroup`] before it is deleted): CPU from
+//!   `cpu.stat` `usage_usec` (cgroup v2) or `cpuacct.usage` (v1), memory from
+//!   `memory.current` (v2) or `memory.usage_in_bytes` (v1). They are read at
+//!   every sample; CPU is the growth of the cumulative counter, memory is
+//!   integrated with the trapezoid rule between two readings (GB = 10⁹
+//!   bytes).
+//! - Anything else a backend measures can be added with
+//!   [`Metrics::record_usage`].
+//!
+//! Wasm apps are not measured yet (neither per-request CPU time nor
+//! linear-memory size is collected by the runtime), so they have no series in
+//! these two families; the families are absent until something is measured.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -141,6 +152,51 @@ pub struct Metrics {
     cpu_seconds: Family<AppLabels, FloatCounter>,
     memory_gb_seconds: Family<AppLabels, FloatCounter>,
     sample: Mutex<Sample>,
+    cgroup_root: PathBuf,
+    /// Tracked container cgroups, by cgroup path.
+    cgroups: Mutex<HashMap<PathBuf, CgroupMeter>>,
+}
+
+/// The usage of one cgroup at its last reading.
+#[derive(Debug)]
+struct CgroupMeter {
+    app: String,
+    cpu: Duration,
+    memory: Option<u64>,
+    at: Instant,
+}
+
+/// One reading of a cgroup: cumulative CPU time and current memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct CgroupReading {
+    cpu: Option<Duration>,
+    memory: Option<u64>,
+}
+
+/// Reads `cgroup` (as in the OCI spec's `cgroupsPath`, e.g. `/berth/ID`)
+/// under `root`: v2 (unified) files first, then the v1 controllers.
+fn read_cgroup(root: &Path, cgroup: &Path) -> CgroupReading {
+    let rel = cgroup.strip_prefix("/").unwrap_or(cgroup);
+    let read = |p: PathBuf| std::fs::read_to_string(p).ok();
+    let v2 = root.join(rel);
+    let cpu = read(v2.join("cpu.stat"))
+        .and_then(|stat| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse().ok())
+                .map(Duration::from_micros)
+        })
+        .or_else(|| {
+            ["cpuacct", "cpu,cpuacct"].iter().find_map(|c| {
+                read(root.join(c).join(rel).join("cpuacct.usage"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .map(Duration::from_nanos)
+            })
+        });
+    let memory = read(v2.join("memory.current"))
+        .or_else(|| read(root.join("memory").join(rel).join("memory.usage_in_bytes")))
+        .and_then(|v| v.trim().parse().ok());
+    CgroupReading { cpu, memory }
 }
 
 impl Default for Metrics {
@@ -218,7 +274,16 @@ impl Metrics {
             cpu_seconds,
             memory_gb_seconds,
             sample: Mutex::new(Sample::default()),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroups: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Reads cgroups under `root` instead of `/sys/fs/cgroup` (for tests).
+    #[must_use]
+    pub fn with_cgroup_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.cgroup_root = root.into();
+        self
     }
 
     /// Counts one request to `app` that ended with `status` after `elapsed`.
@@ -286,6 +351,65 @@ impl Metrics {
         }
     }
 
+    /// Meters a container of `app` through its cgroup (the OCI spec's
+    /// `cgroupsPath`, e.g. `/berth/ID`) from now on: the CPU time it used so
+    /// far counts too.
+    pub fn track_cgroup(&self, app: &str, cgroup: &Path) {
+        let reading = read_cgroup(&self.cgroup_root, cgroup);
+        let meter = CgroupMeter {
+            app: app.into(),
+            cpu: Duration::ZERO,
+            memory: None,
+            at: Instant::now(),
+        };
+        let mut cgroups = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        let meter = cgroups.entry(cgroup.to_path_buf()).or_insert(meter);
+        self.meter(meter, reading, Instant::now());
+    }
+
+    /// Takes a last reading of `cgroup` and stops metering it: call it
+    /// before the cgroup is removed.
+    pub fn untrack_cgroup(&self, cgroup: &Path) {
+        let meter = self
+            .cgroups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(cgroup);
+        if let Some(mut meter) = meter {
+            let reading = read_cgroup(&self.cgroup_root, cgroup);
+            self.meter(&mut meter, reading, Instant::now());
+        }
+    }
+
+    /// Adds what `meter`'s cgroup used since its last reading.
+    fn meter(&self, meter: &mut CgroupMeter, reading: CgroupReading, now: Instant) {
+        let labels = AppLabels {
+            app: meter.app.clone(),
+        };
+        if let Some(cpu) = reading.cpu {
+            let used = cpu.saturating_sub(meter.cpu);
+            if !used.is_zero() {
+                self.cpu_seconds
+                    .get_or_create(&labels)
+                    .inc_by(used.as_secs_f64());
+            }
+            meter.cpu = cpu.max(meter.cpu);
+        }
+        if let (Some(before), Some(after)) = (meter.memory, reading.memory) {
+            let seconds = now.saturating_duration_since(meter.at).as_secs_f64();
+            let byte_seconds = (before as f64 + after as f64) / 2.0 * seconds;
+            if byte_seconds > 0.0 {
+                self.memory_gb_seconds
+                    .get_or_create(&labels)
+                    .inc_by(byte_seconds / 1e9);
+            }
+        }
+        if reading.memory.is_some() {
+            meter.memory = reading.memory;
+        }
+        meter.at = now;
+    }
+
     /// Integrates instance-seconds up to now (see the [module docs](self)).
     pub fn sample(&self, apps: &[AppStatus]) {
         let now = Instant::now();
@@ -313,6 +437,12 @@ impl Metrics {
         }
         sample.at = Some(now);
         sample.ready = ready;
+        drop(sample);
+        let mut cgroups = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
+        for (path, meter) in cgroups.iter_mut() {
+            let reading = read_cgroup(&self.cgroup_root, path);
+            self.meter(meter, reading, now);
+        }
     }
 
     /// Samples every `every` until `snapshot` returns `None` (the server is
@@ -595,6 +725,49 @@ mod tests {
             })
             .get();
         assert!((0.55..1.5).contains(&v), "3 instances × ~0.2 s, got {v}");
+    }
+
+    #[test]
+    fn container_usage_comes_from_the_cgroup_v2_or_v1() {
+        let root = tempfile::tempdir().unwrap();
+        let v2 = root.path().join("berth/c2");
+        std::fs::create_dir_all(&v2).unwrap();
+        std::fs::write(v2.join("cpu.stat"), "usage_usec 250000\nuser_usec 1\n").unwrap();
+        std::fs::write(v2.join("memory.current"), "2000000000\n").unwrap();
+        let cpuacct = root.path().join("cpuacct/berth/c1");
+        let memory = root.path().join("memory/berth/c1");
+        std::fs::create_dir_all(&cpuacct).unwrap();
+        std::fs::create_dir_all(&memory).unwrap();
+        std::fs::write(cpuacct.join("cpuacct.usage"), "500000000\n").unwrap();
+        std::fs::write(memory.join("memory.usage_in_bytes"), "1000000000\n").unwrap();
+
+        let m = Metrics::new().with_cgroup_root(root.path());
+        m.track_cgroup("v2app", Path::new("/berth/c2"));
+        m.track_cgroup("v1app", Path::new("/berth/c1"));
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::write(v2.join("cpu.stat"), "usage_usec 750000\n").unwrap();
+        m.sample(&[]);
+        m.untrack_cgroup(Path::new("/berth/c1"));
+        m.untrack_cgroup(Path::new("/berth/c1"));
+        let cpu = |app: &str| {
+            m.cpu_seconds
+                .get_or_create(&AppLabels { app: app.into() })
+                .get()
+        };
+        let mem = |app: &str| {
+            m.memory_gb_seconds
+                .get_or_create(&AppLabels { app: app.into() })
+                .get()
+        };
+        assert!((cpu("v2app") - 0.75).abs() < 1e-9, "{}", cpu("v2app"));
+        assert!((cpu("v1app") - 0.5).abs() < 1e-9, "{}", cpu("v1app"));
+        // 2 GB for ~0.2 s, 1 GB for ~0.2 s.
+        assert!((0.35..0.8).contains(&mem("v2app")), "{}", mem("v2app"));
+        assert!((0.18..0.4).contains(&mem("v1app")), "{}", mem("v1app"));
+        // A cgroup that is gone reads as nothing and adds nothing.
+        m.track_cgroup("gone", Path::new("/berth/none"));
+        m.sample(&[]);
+        assert_eq!((cpu("gone"), mem("gone")), (0.0, 0.0));
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use berth::testing::TestHost;
 use berth_test_artifacts as art;
 use serde_json::{Value, json};
 
+use crate::support::image::Image;
 use crate::support::registry::{Registry, free_addr};
 use crate::support::{app_url, client, routed};
 
@@ -771,6 +772,59 @@ async fn metrics_parse_and_move_with_traffic() {
             .starts_with("application/openmetrics-text")
     );
     assert!(r.text().await.unwrap().ends_with("# EOF\n"));
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_app_is_metered_from_its_cgroup() {
+    let registry = Registry::start();
+    let reference = registry.reference("metered:v1");
+    Image::httpd().push(&reference);
+    let host = TestHost::builder().start().await.unwrap();
+    let c = client(host.addr, &["web"]);
+    let (status, app) = put(
+        &c,
+        &host,
+        "web",
+        json!({"image": reference, "startup_timeout": "20s", "shutdown_grace": "2s"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{app}");
+    assert_eq!(app["kind"], "container");
+    assert!(
+        app["pinned"].as_str().unwrap().contains("@sha256:"),
+        "{app}"
+    );
+    for _ in 0..5 {
+        let r = c
+            .get(app_url(host.addr, "web", "/cgi-bin/env"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // At least one sample after the traffic (every second, and at scrape).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let text = c
+        .get(admin(&host, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+    assert!(get(r#"berth_cpu_seconds_total{app="web"}"#) > 0.0, "{text}");
+    assert!(
+        get(r#"berth_memory_gb_seconds_total{app="web"}"#) > 0.0,
+        "{text}"
+    );
+    assert!(get(r#"berth_instance_seconds_total{app="web",kind="container"}"#) > 0.0);
+    assert!(get(r#"berth_cold_starts_total{kind="container"}"#) >= 1.0);
+    assert_eq!(get(r#"berth_requests_total{app="web",status="200"}"#), 5.0);
+    let r = c.delete(admin(&host, "/v1/apps/web")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
     host.stop().await;
 }
 

@@ -134,7 +134,8 @@ async fn a_container_that_ignores_sigterm_is_killed_after_the_grace() {
     let reference = registry.reference("stubborn:v1");
     let mut image = Image::httpd();
     // PID 1 is a shell that ignores TERM and keeps running after httpd.
-    image.cmd = vec!["trap '' TERM; httpd -p $PORT -h /www; while true; do sleep 1; done".into()];
+    image.cmd =
+        vec!["trap '' TERM; httpd -p 127.0.0.1:$PORT -h /www; while true; do sleep 1; done".into()];
     image.push(&reference);
     let mut spec = container_app(&reference);
     spec.container.shutdown_grace = Duration::from_secs(1);

@@ -140,14 +140,12 @@ impl Backend for ContainerBackend {
         );
         let done = Arc::new(AtomicBool::new(false));
         let (stdout, stderr) = container.log_paths();
-        let instance_id = container.id().to_string();
-        tokio::spawn(forward_logs(
-            self.log.clone(),
-            instance_id,
-            stdout,
-            stderr,
-            done.clone(),
-        ));
+        let logs = Arc::new(LogForwarder {
+            log: self.log.clone(),
+            instance: container.id().to_string(),
+            tails: std::sync::Mutex::new((Tail::new(stdout), Tail::new(stderr))),
+        });
+        tokio::spawn(forward_logs(logs.clone(), done.clone()));
         let container = Arc::new(RwLock::new(Some(container)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -158,6 +156,7 @@ impl Backend for ContainerBackend {
             container,
             client,
             logs_done: done,
+            logs,
         }))
     }
 }
@@ -194,6 +193,7 @@ pub struct ContainerInstance {
     container: Arc<RwLock<Option<Container>>>,
     client: Client<Dial, ReqBody>,
     logs_done: Arc<AtomicBool>,
+    logs: Arc<LogForwarder>,
 }
 
 impl fmt::Debug for ContainerInstance {
@@ -244,29 +244,36 @@ impl Instance for ContainerInstance {
             }
         }
         self.logs_done.store(true, Ordering::Release);
+        // What the container wrote while stopping.
+        self.logs.pump(true);
     }
 }
 
 /// Copies a container's stdout and stderr files into the app log, line by
-/// line, tagged with the instance id, until the instance has stopped.
-async fn forward_logs(
+/// line, tagged with the instance id.
+struct LogForwarder {
     log: Arc<AppLog>,
     instance: String,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    done: Arc<AtomicBool>,
-) {
-    let mut out = Tail::new(stdout);
-    let mut err = Tail::new(stderr);
-    loop {
-        let finished = done.load(Ordering::Acquire);
-        out.pump(&log, &instance, "stdout");
-        err.pump(&log, &instance, "stderr");
-        if finished {
-            out.flush(&log, &instance, "stdout");
-            err.flush(&log, &instance, "stderr");
-            return;
+    tails: std::sync::Mutex<(Tail, Tail)>,
+}
+
+impl LogForwarder {
+    fn pump(&self, finish: bool) {
+        let mut tails = self.tails.lock().unwrap_or_else(|e| e.into_inner());
+        let (out, err) = &mut *tails;
+        out.pump(&self.log, &self.instance, "stdout");
+        err.pump(&self.log, &self.instance, "stderr");
+        if finish {
+            out.flush(&self.log, &self.instance, "stdout");
+            err.flush(&self.log, &self.instance, "stderr");
         }
+    }
+}
+
+/// Forwards every 200 ms until the instance has stopped.
+async fn forward_logs(logs: Arc<LogForwarder>, done: Arc<AtomicBool>) {
+    while !done.load(Ordering::Acquire) {
+        logs.pump(false);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

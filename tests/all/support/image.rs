@@ -121,7 +121,7 @@ impl Image {
         Self {
             layers: vec![busybox_base()],
             entrypoint: vec!["/bin/sh".into(), "-c".into()],
-            cmd: vec!["exec httpd -f -p $PORT -h /www".into()],
+            cmd: vec!["exec httpd -f -p 127.0.0.1:$PORT -h /www".into()],
             env: vec!["PATH=/bin".into()],
             user: None,
         }
