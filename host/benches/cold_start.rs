@@ -107,6 +107,7 @@ fn main() {
                 .header("host", "hello.localhost")
                 .body(empty())
                 .unwrap();
+            sender.ready().await.unwrap();
             let t = Instant::now();
             let resp = sender.send_request(req).await.unwrap();
             let body = resp.into_body().collect().await.unwrap().to_bytes();

@@ -28,9 +28,19 @@ pub fn run(args: AppArgs) -> anyhow::Result<()> {
         if args.admin.json {
             return print_json(&app);
         }
-        print!("{}", describe(&app));
-        Ok(())
+        super::client::write_stdout(describe(&app).as_bytes())
     })
+}
+
+/// `850µs`, `12.3ms`, `1.20s`.
+fn format_ms(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0}µs", ms * 1000.0)
+    } else if ms < 1000.0 {
+        format!("{ms:.1}ms")
+    } else {
+        format!("{:.2}s", ms / 1000.0)
+    }
 }
 
 /// The human description of an app.
@@ -93,7 +103,7 @@ pub fn describe(app: &AppView) -> String {
                     r.queued.to_string(),
                     r.cold_starts.to_string(),
                     r.last_cold_start_ms
-                        .map_or_else(|| "-".to_string(), |ms| format!("{ms:.2}ms")),
+                        .map_or_else(|| "-".to_string(), format_ms),
                 ]
             })
             .collect();

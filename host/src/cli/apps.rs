@@ -1,6 +1,8 @@
 //! `berth apps`: list the apps of a running server.
 
-use super::client::{AdminArgs, AdminClient, block_on, or_dash, print_json, print_table};
+use super::client::{
+    AdminArgs, AdminClient, block_on, or_dash, print_json, print_table, write_stdout,
+};
 use crate::api::{AppList, AppView};
 
 /// Arguments of `berth apps`.
@@ -23,8 +25,7 @@ pub fn run(args: AppsArgs) -> anyhow::Result<()> {
             return print_json(&list);
         }
         if list.apps.is_empty() {
-            println!("no apps");
-            return Ok(());
+            return write_stdout(b"no apps\n");
         }
         let rows: Vec<Vec<String>> = list.apps.iter().map(row).collect();
         print_table(

@@ -143,8 +143,11 @@ impl AdminClient {
         }
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame?.into_data() {
-                out.write_all(&data)?;
-                out.flush()?;
+                match out.write_all(&data).and_then(|()| out.flush()) {
+                    // The reader went away (`berth logs -f | head`).
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    other => other?,
+                }
             }
         }
         Ok(())
@@ -242,10 +245,9 @@ pub fn block_on<F: Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<
 /// # Errors
 /// When stdout cannot be written.
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    write_stdout(text.as_bytes())
 }
 
 /// Prints a table with left-aligned columns separated by two spaces.
@@ -253,9 +255,20 @@ pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 /// # Errors
 /// When stdout cannot be written.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    write_stdout(table(headers, rows).as_bytes())
+}
+
+/// Writes to stdout; a reader that went away (`berth apps | head`) is not
+/// an error.
+///
+/// # Errors
+/// Any other write error.
+pub fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(table(headers, rows).as_bytes())?;
-    Ok(())
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// The text of [`print_table`].

@@ -1,6 +1,6 @@
 //! `berth delete NAME`: remove an app from a running server.
 
-use super::client::{AdminArgs, AdminClient, block_on, print_json};
+use super::client::{AdminArgs, AdminClient, block_on, print_json, write_stdout};
 
 /// Arguments of `berth delete`.
 #[derive(Debug, clap::Args)]
@@ -24,8 +24,7 @@ pub fn run(args: DeleteArgs) -> anyhow::Result<()> {
         if args.admin.json {
             print_json(&serde_json::json!({ "deleted": args.name }))
         } else {
-            println!("deleted {}", args.name);
-            Ok(())
+            write_stdout(format!("deleted {}\n", args.name).as_bytes())
         }
     })
 }

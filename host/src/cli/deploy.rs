@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use http::{Method, StatusCode};
 
-use super::client::{AdminArgs, AdminClient, block_on, print_json};
+use super::client::{AdminArgs, AdminClient, block_on, print_json, write_stdout};
 use crate::api::AppView;
 use crate::config::AppConfig;
 
@@ -87,14 +87,14 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
             Some(pinned) => format!("pinned {pinned}"),
             None => format!("sha256 {}", app.sha256.get(..12).unwrap_or(&app.sha256)),
         };
-        println!(
-            "{verb} {}: revision {} ({}, {code}), {}",
+        let text = format!(
+            "{verb} {}: revision {} ({}, {code}), {}\n",
             app.name,
             app.revision,
             app.kind,
             app.state.as_str()
         );
-        Ok(())
+        write_stdout(text.as_bytes())
     })
 }
 

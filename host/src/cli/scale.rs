@@ -5,7 +5,7 @@
 
 use http::Method;
 
-use super::client::{AdminArgs, AdminClient, block_on, print_json};
+use super::client::{AdminArgs, AdminClient, block_on, print_json, write_stdout};
 use crate::api::{AppView, ScaleRequest};
 
 /// Arguments of `berth scale`.
@@ -48,8 +48,8 @@ pub fn run(args: ScaleArgs) -> anyhow::Result<()> {
         if args.admin.json {
             return print_json(&app);
         }
-        println!(
-            "scaled {}: min {}, max {} (revision {})",
+        let text = format!(
+            "scaled {}: min {}, max {} (revision {})\n",
             app.name,
             app.config.min_scale.unwrap_or(0),
             app.config
@@ -57,6 +57,6 @@ pub fn run(args: ScaleArgs) -> anyhow::Result<()> {
                 .map_or_else(|| "unbounded".to_string(), |m| m.to_string()),
             app.revision
         );
-        Ok(())
+        write_stdout(text.as_bytes())
     })
 }
