@@ -9,7 +9,7 @@ use berth::revision::RevisionStatus;
 use berth::testing::TestHost;
 use berth_test_artifacts as art;
 
-use crate::support::{app_url, client};
+use crate::support::{app_url, client, status};
 
 fn fast(path: &str) -> AppSpec {
     let mut spec = AppSpec::wasm(path);
@@ -18,17 +18,6 @@ fn fast(path: &str) -> AppSpec {
     a.scale_to_zero_grace = Duration::ZERO;
     a.tick = Duration::from_millis(100);
     spec
-}
-
-fn status(host: &TestHost, app: &str) -> RevisionStatus {
-    host.server
-        .apps()
-        .into_iter()
-        .find(|a| a.deployed.name == app)
-        .expect("app deployed")
-        .revisions[0]
-        .0
-        .clone()
 }
 
 async fn wait_for(host: &TestHost, app: &str, what: &str, f: impl Fn(&RevisionStatus) -> bool) {

@@ -6,13 +6,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth::config::{AppSpec, NetworkMode};
-use berth::revision::RevisionStatus;
 use berth::testing::TestHost;
 use berth_test_artifacts as art;
 
 use crate::support::image::{Image, Layer, busybox_base};
 use crate::support::registry::Registry;
-use crate::support::{app_url, client};
+use crate::support::{app_url, client, get, status};
 
 fn container_app(reference: &str) -> AppSpec {
     let mut spec = AppSpec::image(reference);
@@ -33,23 +32,6 @@ fn runc_list(data_dir: &Path) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-fn status(host: &TestHost, app: &str) -> RevisionStatus {
-    host.server
-        .apps()
-        .into_iter()
-        .find(|a| a.deployed.name == app)
-        .expect("app deployed")
-        .revisions[0]
-        .0
-        .clone()
-}
-
-async fn get(host: &TestHost, app: &str, path: &str) -> (u16, String) {
-    let c = client(host.addr, &[app]);
-    let r = c.get(app_url(host.addr, app, path)).send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

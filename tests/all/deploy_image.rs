@@ -9,8 +9,8 @@ use berth::oci::{self, RegistryClient};
 use berth::testing::TestHost;
 use berth_test_artifacts as art;
 
+use crate::support::get;
 use crate::support::registry::{Registry, free_addr, python_helper};
-use crate::support::{app_url, client};
 
 fn image_app(reference: &str) -> AppSpec {
     let mut spec = AppSpec::wasm("unused");
@@ -27,12 +27,6 @@ async fn push_hello(registry: &Registry, repo_tag: &str) -> (String, String) {
     (reference, digest)
 }
 
-async fn get_hello(host: &TestHost, app: &str) -> (u16, String) {
-    let c = client(host.addr, &[app]);
-    let r = c.get(app_url(host.addr, app, "/")).send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn berth_push_then_deploy_by_tag_and_by_digest() {
     let registry = Registry::start();
@@ -45,11 +39,11 @@ async fn berth_push_then_deploy_by_tag_and_by_digest() {
         .await
         .unwrap();
     assert_eq!(
-        get_hello(&host, "bytag").await,
+        get(&host, "bytag", "/").await,
         (200, "hello from bytag".into())
     );
     assert_eq!(
-        get_hello(&host, "bydigest").await,
+        get(&host, "bydigest", "/").await,
         (200, "hello from bydigest".into())
     );
 
@@ -87,7 +81,7 @@ async fn restart_pulls_and_compiles_nothing() {
     let second = start().await.unwrap();
     assert_eq!(second.server.runtime().stats().compiled(), 0);
     assert_eq!(registry.blob_gets(), gets);
-    assert_eq!(get_hello(&second, "hello").await.0, 200);
+    assert_eq!(get(&second, "hello", "/").await.0, 200);
     second.stop().await;
 }
 
@@ -107,7 +101,7 @@ async fn an_oras_push_deploys_and_serves() {
         .await
         .unwrap();
     assert_eq!(
-        get_hello(&host, "orashello").await,
+        get(&host, "orashello", "/").await,
         (200, "hello from orashello".into())
     );
     host.stop().await;
@@ -146,8 +140,8 @@ async fn a_corrupt_blob_or_a_dead_registry_fails_the_deploy_not_the_host() {
         !blob_store_has(host.data_dir(), &layer),
         "a corrupt blob must not be cached"
     );
-    assert_eq!(get_hello(&host, "hello").await.0, 200);
-    assert_eq!(get_hello(&host, "bad").await.0, 404);
+    assert_eq!(get(&host, "hello", "/").await.0, 200);
+    assert_eq!(get(&host, "bad", "/").await.0, 404);
 
     // A registry that is down: a clear error within a bounded time.
     let dead = format!("{}/hello:v1", free_addr());
@@ -160,7 +154,7 @@ async fn a_corrupt_blob_or_a_dead_registry_fails_the_deploy_not_the_host() {
     let msg = format!("{err:#}");
     assert!(msg.contains("unreachable"), "{msg}");
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
-    assert_eq!(get_hello(&host, "hello").await.0, 200);
+    assert_eq!(get(&host, "hello", "/").await.0, 200);
     host.stop().await;
 }
 

@@ -20,6 +20,25 @@ pub fn client(addr: SocketAddr, apps: &[&str]) -> reqwest::Client {
     b.build().expect("client")
 }
 
+/// The status of the (first) revision of `app`.
+pub fn status(host: &berth::testing::TestHost, app: &str) -> berth::revision::RevisionStatus {
+    host.server
+        .apps()
+        .into_iter()
+        .find(|a| a.deployed.name == app)
+        .expect("app deployed")
+        .revisions[0]
+        .0
+        .clone()
+}
+
+/// GET `path` of `app` by its host name: (status, body).
+pub async fn get(host: &berth::testing::TestHost, app: &str, path: &str) -> (u16, String) {
+    let c = client(host.addr, &[app]);
+    let r = c.get(app_url(host.addr, app, path)).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 /// `http://<app>.localhost:PORT{path}`.
 pub fn app_url(addr: SocketAddr, app: &str, path: &str) -> String {
     format!("http://{app}.localhost:{}{path}", addr.port())
