@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
+use crate::metrics::Metrics;
 use crate::revision::Revision;
 use crate::wasm::RequestInfo;
 
@@ -151,17 +152,19 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 #[derive(Debug)]
 pub struct Gateway {
     table: RwLock<Arc<RouteTable>>,
+    metrics: Arc<Metrics>,
     id_prefix: u32,
     next_id: AtomicU64,
 }
 
 impl Gateway {
-    /// A gateway routing through `table`.
-    pub fn new(table: RouteTable) -> Self {
+    /// A gateway routing through `table`, counting requests in `metrics`.
+    pub fn new(table: RouteTable, metrics: Arc<Metrics>) -> Self {
         use std::hash::BuildHasher;
         let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
         Self {
             table: RwLock::new(Arc::new(table)),
+            metrics,
             id_prefix: seed as u32,
             next_id: AtomicU64::new(0),
         }
@@ -219,6 +222,8 @@ impl Gateway {
         let resp = revision
             .dispatch(req.map(|b| b.boxed_unsync()), &info)
             .await;
+        // Counted (status, latency) when the response body is done.
+        let resp = self.metrics.instrument(&app.name, info.accepted, resp);
         Ok(with_id(resp, &info))
     }
 }

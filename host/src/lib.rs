@@ -13,7 +13,11 @@
 //! - [`server`]: ties the pieces together; [`server::serve`] is what `berth serve` runs.
 //! - [`oci`]: registries, a verified blob store, artifact classification, push.
 //! - [`cli`]: one module per subcommand.
+//! - [`api`]: the admin REST API (apps, scale, logs, `/metrics`) and its token.
+//! - [`state`]: the deployed apps, persisted in the data dir across restarts.
+//! - [`metrics`]: Prometheus metrics and per-app metering.
 
+pub mod api;
 pub mod autoscale;
 pub mod backend;
 pub mod cli;
@@ -21,9 +25,11 @@ pub mod config;
 pub mod container;
 pub mod gateway;
 pub mod logs;
+pub mod metrics;
 pub mod oci;
 pub mod revision;
 pub mod server;
+pub mod state;
 pub mod tls;
 pub mod wasm;
 

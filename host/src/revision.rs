@@ -36,6 +36,7 @@ use crate::autoscale::{Kpa, KpaConfig};
 use crate::backend::{Backend, Instance, Kind, ReqBody, ServeError};
 use crate::config::AppSpec;
 use crate::gateway::{self, Body, BoxError};
+use crate::metrics::Metrics;
 use crate::wasm::{GuestError, RequestInfo};
 
 /// How many cold starts each revision remembers.
@@ -111,6 +112,7 @@ pub struct Revision {
     app: String,
     spec: AppSpec,
     backend: Arc<dyn Backend>,
+    metrics: Arc<Metrics>,
     concurrency: u32,
     queue_depth: usize,
     queue_timeout: Duration,
@@ -141,7 +143,13 @@ impl fmt::Debug for Revision {
 impl Revision {
     /// A revision of `app` served by `backend`; call [`Revision::activate`]
     /// to start its initial instances and its reconcile loop.
-    pub fn new(id: String, app: &str, spec: AppSpec, backend: Arc<dyn Backend>) -> Arc<Self> {
+    pub fn new(
+        id: String,
+        app: &str,
+        spec: AppSpec,
+        backend: Arc<dyn Backend>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let kind = backend.kind();
         let scaling = &spec.scaling;
         let concurrency = scaling.concurrency.unwrap_or(match kind {
@@ -185,6 +193,7 @@ impl Revision {
             stopped: AtomicBool::new(false),
             spec,
             backend,
+            metrics,
         })
     }
 
@@ -464,6 +473,8 @@ impl Revision {
         };
         match outcome {
             Ok(None) => {
+                self.metrics
+                    .observe_cold_start(self.kind().as_str(), duration);
                 tracing::info!(app = %self.app, revision = %self.id, kind = %self.kind(), instance = id, ?duration, "instance ready (cold start)");
                 self.changed.notify_waiters();
                 Ok(())

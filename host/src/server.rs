@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use crate::api::AdminAuth;
 use crate::backend::{Kind, WasmBackend};
 use crate::config::{AppSpec, Config, Source};
 use crate::container::backend::ContainerBackend;
@@ -34,8 +35,10 @@ use crate::container::rootfs::{self, Compression};
 use crate::container::{ImageConfig, Shim};
 use crate::gateway::{self, Body, Gateway, RouteTable, RoutedApp};
 use crate::logs::AppLog;
+use crate::metrics::Metrics;
 use crate::oci::{ArtifactKind, BlobStore, ContainerImage, Pulled, Puller, RegistryClient};
 use crate::revision::{Revision, RevisionStatus};
+use crate::state::{Origin, Record, StateStore, StoredApp};
 use crate::wasm::{EngineOptions, WasmRuntime};
 
 /// Settings of a running host that are not part of the app config.
@@ -51,6 +54,8 @@ pub struct ServerOptions {
     pub registry: RegistryClient,
     /// Show pull progress bars (only ever drawn on a terminal).
     pub progress: bool,
+    /// Who may use the admin API (a token is required off loopback).
+    pub admin_auth: AdminAuth,
     /// Serve the front door over TLS with this config.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The runc binary (default: `runc` on `PATH`, then `/usr/sbin/runc`).
@@ -66,6 +71,7 @@ impl ServerOptions {
             drain_timeout: Duration::from_secs(30),
             registry: RegistryClient::anonymous(),
             progress: false,
+            admin_auth: AdminAuth::none(),
             tls: None,
             runc: None,
         }
@@ -110,6 +116,16 @@ pub struct AppStatus {
     pub revisions: Vec<(RevisionStatus, u32)>,
 }
 
+/// A deploy asked for a path route that another app serves.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("route `{route}` is taken by app `{owner}`")]
+pub struct RouteConflict {
+    /// The route.
+    pub route: String,
+    /// The app serving it.
+    pub owner: String,
+}
+
 /// Lets an old app version finish its requests, then stops its instances.
 fn retire(app: Arc<RoutedApp>) {
     tokio::spawn(async move {
@@ -133,14 +149,20 @@ pub struct Server {
     /// The runc shim, or why containers are unavailable on this host.
     shim: Result<Arc<Shim>, String>,
     ready: AtomicBool,
+    /// The deployed apps as persisted in the data dir.
+    state: StateStore,
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
-    /// Creates the data directory and engine and deploys every app of
-    /// `config`. Nothing listens yet.
+    /// Creates the data directory and engine, and deploys every app of
+    /// `config` and every app the data dir's state remembers (see
+    /// [`crate::state`] for how they merge). Nothing listens yet.
     ///
     /// # Errors
-    /// The first app that cannot be deployed, named, with the reason.
+    /// An unusable state file, or the first app of `config` that cannot be
+    /// deployed, named, with the reason. An app of the state that cannot be
+    /// deployed again is logged and shown by the admin API instead.
     pub async fn start(config: &Config, options: ServerOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&options.data_dir).with_context(|| {
             format!(
@@ -154,6 +176,8 @@ impl Server {
         );
         let store = BlobStore::open(&options.data_dir).context("cannot open the blob store")?;
         let puller = Puller::new(options.registry.clone(), store).with_progress(options.progress);
+        let state = StateStore::open(&options.data_dir)?;
+        let metrics = Arc::new(Metrics::new());
         let shim = match find_runc(options.runc.as_deref()) {
             Some(runc) => match Shim::new(&options.data_dir.join("containers"), runc) {
                 Ok(shim) => {
@@ -176,16 +200,45 @@ impl Server {
             domain: config.domain.clone(),
             runtime,
             puller,
-            gateway: Arc::new(Gateway::new(RouteTable::new(&config.domain, Vec::new()))),
+            gateway: Arc::new(Gateway::new(
+                RouteTable::new(&config.domain, Vec::new()),
+                metrics.clone(),
+            )),
             apps: Mutex::new(BTreeMap::new()),
-            revisions: AtomicU64::new(0),
+            revisions: AtomicU64::new(state.last_revision()),
             ready: AtomicBool::new(false),
+            state,
+            metrics,
             options,
         };
-        for (name, spec) in &config.apps {
-            server.deploy(name, spec).await?;
-        }
+        server.restore(config).await?;
         Ok(server)
+    }
+
+    /// Deploys the config file's apps, then the apps of the state made
+    /// through the API; forgets the config file's former apps.
+    async fn restore(&self, config: &Config) -> anyhow::Result<()> {
+        let plan = self.state.plan(config);
+        for name in &plan.forget {
+            self.state.forget(name)?;
+            tracing::info!(app = %name, "forgotten: no longer in the config file");
+        }
+        for app in plan.config {
+            self.deploy_recorded(&app.name, &app.spec, app.record)
+                .await?;
+        }
+        let file = self.state.path().display();
+        for app in plan.restore {
+            if let Err(e) = self.deploy_recorded(&app.name, &app.spec, app.record).await {
+                tracing::error!(app = %app.name, "cannot restore the app from {file}: {e:#}");
+                self.state.set_restore_error(&app.name, format!("{e:#}"));
+            }
+        }
+        for app in plan.unrestorable {
+            tracing::error!(app = %app.name, "cannot restore the app from {file}: {}", app.reason);
+            self.state.set_restore_error(&app.name, app.reason);
+        }
+        Ok(())
     }
 
     /// Deploys (or replaces) app `name` as a new revision: pulls its image
@@ -197,36 +250,75 @@ impl Server {
     /// # Errors
     /// Why the app cannot be deployed, naming it.
     pub async fn deploy(&self, name: &str, spec: &AppSpec) -> anyhow::Result<Deployed> {
+        self.deploy_recorded(name, spec, Record::from_spec(spec, Origin::Api))
+            .await
+    }
+
+    /// [`deploy`](Self::deploy), persisting `record` in the state (the
+    /// admin API passes the settings as the user wrote them; a restart
+    /// passes the revision id to keep).
+    ///
+    /// # Errors
+    /// Why the app cannot be deployed, naming it: a [`RouteConflict`], a
+    /// pull or load failure, or a state file that cannot be written.
+    pub async fn deploy_recorded(
+        &self,
+        name: &str,
+        spec: &AppSpec,
+        record: Record,
+    ) -> anyhow::Result<Deployed> {
         crate::config::validate_label(name).map_err(|r| anyhow::anyhow!("app name: {r}"))?;
         {
             let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(route) = spec.routes.iter().find(|r| {
+            let taken = spec.routes.iter().find_map(|r| {
                 apps.iter()
-                    .any(|(other, entry)| other != name && entry.routes.contains(r))
-            }) {
-                anyhow::bail!(
-                    "cannot deploy app `{name}`: route `{route}` is taken by another app"
-                );
+                    .find(|(other, entry)| *other != name && entry.routes.contains(r))
+                    .map(|(other, _)| (r, other))
+            });
+            if let Some((route, owner)) = taken {
+                return Err(anyhow::Error::new(RouteConflict {
+                    route: route.clone(),
+                    owner: owner.clone(),
+                })
+                .context(format!("cannot deploy app `{name}`")));
             }
         }
-        let number = self.revisions.fetch_add(1, Ordering::Relaxed) + 1;
-        let revision_id = format!("{name}-{number:05}");
+        let revision_id = match &record.revision {
+            Some(id) => id.clone(),
+            None => {
+                let number = self.revisions.fetch_add(1, Ordering::Relaxed) + 1;
+                format!("{name}-{number:05}")
+            }
+        };
         let (revision, info) = self
             .build_revision(name, &revision_id, spec)
             .await
             .with_context(|| format!("cannot deploy app `{name}`"))?;
-        let old = {
+        // Persist, then route, under the app table's lock: the state file
+        // and the running apps agree on the last deploy of each app.
+        let swapped = {
             let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
-            let old = apps.insert(
-                name.to_string(),
-                AppEntry {
-                    routed: Arc::new(RoutedApp::single(name, revision)),
-                    routes: spec.routes.clone(),
-                    deployed: info.clone(),
-                },
-            );
-            self.publish(&apps);
-            old
+            self.state
+                .record(name, StoredApp::new(&record, &info))
+                .map(|()| {
+                    let old = apps.insert(
+                        name.to_string(),
+                        AppEntry {
+                            routed: Arc::new(RoutedApp::single(name, revision.clone())),
+                            routes: spec.routes.clone(),
+                            deployed: info.clone(),
+                        },
+                    );
+                    self.publish(&apps);
+                    old
+                })
+        };
+        let old = match swapped {
+            Ok(old) => old,
+            Err(e) => {
+                revision.shutdown().await;
+                return Err(anyhow::Error::new(e).context(format!("cannot deploy app `{name}`")));
+            }
         };
         if let Some(old) = old {
             retire(old.routed);
@@ -243,6 +335,14 @@ impl Server {
         let old = {
             let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
             let old = apps.remove(name);
+            if old.is_some()
+                && let Err(e) = self.state.forget(name)
+            {
+                tracing::error!(
+                    app = name,
+                    "removed, but it will come back at the next start: {e}"
+                );
+            }
             self.publish(&apps);
             old
         };
@@ -358,15 +458,18 @@ impl Server {
             AppLog::open(&self.options.data_dir.join("logs"), name)
                 .with_context(|| format!("cannot open the log of app `{name}`"))?,
         );
-        let backend = Arc::new(ContainerBackend::new(
-            shim,
-            rootfs,
-            image_config,
-            name,
-            revision_id,
-            spec.clone(),
-            log,
-        ));
+        let backend = Arc::new(
+            ContainerBackend::new(
+                shim,
+                rootfs,
+                image_config,
+                name,
+                revision_id,
+                spec.clone(),
+                log,
+            )
+            .with_metrics(self.metrics.clone()),
+        );
         let info = Deployed {
             name: name.to_string(),
             revision: revision_id.to_string(),
@@ -375,7 +478,13 @@ impl Server {
             sha256: pulled.digest.clone(),
             pulled_bytes: pulled.pulled_bytes,
         };
-        let revision = Revision::new(revision_id.to_string(), name, spec.clone(), backend);
+        let revision = Revision::new(
+            revision_id.to_string(),
+            name,
+            spec.clone(),
+            backend,
+            self.metrics.clone(),
+        );
         revision.activate().await?;
         Ok((revision, info))
     }
@@ -446,7 +555,13 @@ impl Server {
             log,
             &loaded,
         ));
-        let revision = Revision::new(revision_id.to_string(), name, spec.clone(), backend);
+        let revision = Revision::new(
+            revision_id.to_string(),
+            name,
+            spec.clone(),
+            backend,
+            self.metrics.clone(),
+        );
         revision.activate().await?;
         drop(loaded);
         Ok((revision, info))
@@ -460,6 +575,27 @@ impl Server {
     /// The front door.
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
+    }
+
+    /// The settings it runs with.
+    pub fn options(&self) -> &ServerOptions {
+        &self.options
+    }
+
+    /// The persisted apps.
+    pub fn state(&self) -> &StateStore {
+        &self.state
+    }
+
+    /// Its metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Whether it serves (false before [`run`](Self::run) and once shutdown
+    /// begins).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
 
     /// Serves the front door on `listener` and the admin endpoints on `admin`
@@ -476,6 +612,15 @@ impl Server {
         let graceful = GracefulShutdown::new();
         let front = listener.local_addr()?;
         let admin_addr = admin.local_addr()?;
+        self.options
+            .admin_auth
+            .ensure_listener_allowed(admin_addr)?;
+        let sampler = {
+            let server = Arc::downgrade(&self);
+            self.metrics.spawn_sampler(Duration::from_secs(1), move || {
+                server.upgrade().map(|s| s.apps())
+            })
+        };
         tracing::info!(%front, admin = %admin_addr, apps = self.gateway.table().len(), "berth is serving");
         self.ready.store(true, Ordering::Release);
         tokio::pin!(shutdown);
@@ -521,13 +666,14 @@ impl Server {
                     let me = self.clone();
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let me = me.clone();
-                        async move { me.admin(req) }
+                        async move { Ok::<_, Infallible>(me.admin(req).await) }
                     });
                     self.serve_conn(&graceful, stream, svc);
                 }
             }
         }
         self.ready.store(false, Ordering::Release);
+        sampler.abort();
         drop(listener);
         drop(admin);
         tracing::info!("shutting down: draining in-flight requests");
@@ -561,18 +707,17 @@ impl Server {
         });
     }
 
-    fn admin(&self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-        Ok(match req.uri().path() {
+    /// `/healthz` and `/readyz` (open to probes); everything else is the
+    /// admin API ([`crate::api`]).
+    async fn admin(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        match req.uri().path() {
             "/healthz" => gateway::error(StatusCode::OK, "ok\n"),
             "/readyz" if self.ready.load(Ordering::Acquire) => {
                 gateway::error(StatusCode::OK, "ready\n")
             }
             "/readyz" => gateway::error(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-            other => gateway::error(
-                StatusCode::NOT_FOUND,
-                format!("no admin endpoint `{other}`\n"),
-            ),
-        })
+            _ => crate::api::handle(self, req).await,
+        }
     }
 }
 

@@ -44,6 +44,8 @@ pub struct TestHostBuilder {
     data_dir: Option<PathBuf>,
     registry: Option<RegistryClient>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    admin_auth: crate::api::AdminAuth,
+    admin_bind: Option<SocketAddr>,
 }
 
 impl TestHost {
@@ -58,6 +60,8 @@ impl TestHost {
             data_dir: None,
             registry: None,
             tls: None,
+            admin_auth: crate::api::AdminAuth::none(),
+            admin_bind: None,
         }
     }
 
@@ -124,6 +128,22 @@ impl TestHostBuilder {
         self
     }
 
+    /// Requires this bearer token on the admin API.
+    ///
+    /// # Panics
+    /// When the token is empty or has spaces.
+    pub fn admin_token(mut self, token: &str) -> Self {
+        self.admin_auth = crate::api::AdminAuth::with_token(token).expect("a usable token");
+        self
+    }
+
+    /// Binds the admin listener here instead of `127.0.0.1:0` (for instance
+    /// `0.0.0.0:0`; connect through 127.0.0.1 and the port).
+    pub fn admin_bind(mut self, addr: SocketAddr) -> Self {
+        self.admin_bind = Some(addr);
+        self
+    }
+
     /// Uses this data dir instead of a temporary one (to test restarts).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
@@ -149,9 +169,14 @@ impl TestHostBuilder {
             options.registry = registry;
         }
         options.tls = self.tls;
+        if let Some(addr) = self.admin_bind {
+            self.admin_auth.ensure_listener_allowed(addr)?;
+        }
+        options.admin_auth = self.admin_auth;
         let server = Arc::new(Server::start(&self.config, options).await?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let admin_bind = self.admin_bind.unwrap_or(([127, 0, 0, 1], 0).into());
+        let admin = tokio::net::TcpListener::bind(admin_bind).await?;
         let addr = listener.local_addr()?;
         let admin_addr = admin.local_addr()?;
         let (tx, rx) = oneshot::channel();

@@ -1,6 +1,7 @@
 //! berth's integration tests: one binary (it links once), a module per area.
 //! Each test starts what it needs on free loopback ports and stops it after.
 
+mod api;
 mod autoscale;
 mod cli;
 mod containers;

@@ -20,6 +20,11 @@ pub struct LogsArgs {
     /// Keep printing new lines as they arrive.
     #[arg(long, short)]
     pub follow: bool,
+    /// Read the log through a server's admin API (e.g.
+    /// http://127.0.0.1:8081) instead of the data dir; the token comes from
+    /// BERTH_ADMIN_TOKEN.
+    #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
+    pub admin: Option<String>,
 }
 
 /// Prints the log.
@@ -28,6 +33,18 @@ pub struct LogsArgs {
 /// When the app has no log.
 pub fn run(args: LogsArgs) -> anyhow::Result<()> {
     config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
+    if let Some(admin) = &args.admin {
+        let client = super::client::AdminClient::new(&super::client::AdminArgs {
+            admin: admin.clone(),
+            token: std::env::var(crate::api::TOKEN_ENV).ok(),
+            json: false,
+        })?;
+        let follow = if args.follow { "?follow=true" } else { "" };
+        let path = format!("/v1/apps/{}/logs{follow}", args.name);
+        return super::client::block_on(async move {
+            client.stream(&path, &mut std::io::stdout().lock()).await
+        });
+    }
     let dir = args
         .data_dir
         .unwrap_or_else(config::default_data_dir)

@@ -1,8 +1,14 @@
 //! The `berth` command line: one module per subcommand.
 
+pub mod app;
+pub mod apps;
+pub mod client;
+pub mod delete;
+pub mod deploy;
 pub mod logs;
 pub mod pull;
 pub mod push;
+pub mod scale;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +33,16 @@ pub enum Command {
     Push(push::PushArgs),
     /// Pull an artifact into the local store; print its digest and kind.
     Pull(pull::PullArgs),
+    /// Deploy or replace an app on a running server (admin API).
+    Deploy(deploy::DeployArgs),
+    /// List the apps of a running server.
+    Apps(apps::AppsArgs),
+    /// Show one app of a running server.
+    App(app::AppArgs),
+    /// Remove an app from a running server.
+    Delete(delete::DeleteArgs),
+    /// Change an app's minimum and maximum instances.
+    Scale(scale::ScaleArgs),
 }
 
 impl Cli {
@@ -40,6 +56,11 @@ impl Cli {
             Command::Logs(args) => logs::run(args),
             Command::Push(args) => push::run(args),
             Command::Pull(args) => pull::run(args),
+            Command::Deploy(args) => deploy::run(args),
+            Command::Apps(args) => apps::run(args),
+            Command::App(args) => app::run(args),
+            Command::Delete(args) => delete::run(args),
+            Command::Scale(args) => scale::run(args),
         }
     }
 }

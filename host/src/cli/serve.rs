@@ -15,9 +15,13 @@ pub struct ServeArgs {
     /// Address of the HTTP front door (HTTP/1.1 and h2c).
     #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Address of the admin endpoints (`/healthz`, `/readyz`).
+    /// Address of the admin API and `/healthz`, `/readyz`, `/metrics`.
     #[arg(long, env = "BERTH_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
+    /// File holding the admin API's bearer token (or set BERTH_ADMIN_TOKEN);
+    /// required when --admin-listen is not a loopback address.
+    #[arg(long, env = "BERTH_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Where compiled components and logs live [default: $XDG_DATA_HOME/berth].
     #[arg(long, env = "BERTH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -49,6 +53,13 @@ pub struct ServeArgs {
 /// # Errors
 /// A bad config, an app that cannot be deployed, or an address in use.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let env_token = std::env::var(crate::api::TOKEN_ENV).ok();
+    let admin_auth = crate::api::AdminAuth::from_sources(
+        args.admin_token_file.as_deref(),
+        env_token.as_deref(),
+    )?;
+    // Refuse before loading anything.
+    admin_auth.ensure_listener_allowed(args.admin_listen)?;
     let mut cfg = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config {
@@ -65,6 +76,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     options.engine.max_instances = args.max_instances;
     options.registry = args.registry.client()?;
     options.progress = true;
+    options.admin_auth = admin_auth;
     options.runc = args.runc.clone();
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         options.tls = Some(crate::tls::server_config(cert, key)?);
@@ -90,11 +102,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         eprintln!(
             "berth: serving {} app(s) on {scheme}://{} (admin http://{})",
-            cfg.apps.len(),
+            server.apps().len(),
             listener.local_addr()?,
             admin.local_addr()?
         );
-        for name in cfg.apps.keys() {
+        for name in server.apps().into_iter().map(|a| a.deployed.name) {
             eprintln!(
                 "  {name}: {scheme}://{name}.{}:{}/",
                 cfg.domain,

@@ -24,6 +24,7 @@ use crate::backend::{Backend, Instance, Kind, ReqBody, ServeError};
 use crate::config::{AppSpec, NetworkMode};
 use crate::gateway::{Body, BoxError};
 use crate::logs::AppLog;
+use crate::metrics::Metrics;
 use crate::wasm::RequestInfo;
 
 /// Starts runc containers of one revision.
@@ -35,6 +36,7 @@ pub struct ContainerBackend {
     revision: String,
     spec: AppSpec,
     log: Arc<AppLog>,
+    metrics: Option<Arc<Metrics>>,
     nonce: u32,
 }
 
@@ -66,11 +68,21 @@ impl ContainerBackend {
             revision: revision.into(),
             spec,
             log,
+            metrics: None,
             nonce: {
                 use std::hash::BuildHasher;
                 std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32
             },
         }
+    }
+}
+
+impl ContainerBackend {
+    /// Meters each instance's CPU and memory from its cgroup into `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -127,6 +139,12 @@ impl Backend for ContainerBackend {
             stop_grace: c.shutdown_grace,
         };
         let container = self.shim.start(&self.rootfs, spec).await?;
+        // The cgroupsPath the shim gives every container (see instance.rs).
+        let metering = self.metrics.clone().map(|metrics| {
+            let cgroup = Path::new("/berth").join(container.id());
+            metrics.track_cgroup(&self.app, &cgroup);
+            (metrics, cgroup)
+        });
         let split = container.cold_start_split();
         tracing::info!(
             app = %self.app,
@@ -156,6 +174,7 @@ impl Backend for ContainerBackend {
             container,
             client,
             logs_done: done,
+            metering,
             logs,
         }))
     }
@@ -193,6 +212,8 @@ pub struct ContainerInstance {
     container: Arc<RwLock<Option<Container>>>,
     client: Client<Dial, ReqBody>,
     logs_done: Arc<AtomicBool>,
+    /// Where its usage is metered, and its cgroup.
+    metering: Option<(Arc<Metrics>, PathBuf)>,
     logs: Arc<LogForwarder>,
 }
 
@@ -238,6 +259,10 @@ impl Instance for ContainerInstance {
     async fn stop(&self, grace: Duration) {
         let container = self.container.write().await.take();
         if let Some(c) = container {
+            // The last reading, before the cgroup goes with the container.
+            if let Some((metrics, cgroup)) = &self.metering {
+                metrics.untrack_cgroup(cgroup);
+            }
             let id = c.id().to_string();
             if let Err(e) = c.stop(grace).await {
                 tracing::warn!(instance = %id, "stopping the container: {e}");
