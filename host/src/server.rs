@@ -267,6 +267,91 @@ impl Server {
         spec: &AppSpec,
         record: Record,
     ) -> anyhow::Result<Deployed> {
+        self.deploy_with_traffic(name, spec, record, 100).await
+    }
+
+    /// Deploys a new revision of app `name` that receives `percent` of new
+    /// requests (a canary); the revision that served most traffic so far keeps
+    /// the rest, and any other revision is retired. `percent = 100` is a
+    /// plain deploy. The split lasts until [`Server::set_traffic`] or the next
+    /// deploy; a restart comes back on the latest revision alone.
+    ///
+    /// # Errors
+    /// As [`Server::deploy`]; also a percentage above 100.
+    pub async fn deploy_canary(
+        &self,
+        name: &str,
+        spec: &AppSpec,
+        percent: u32,
+    ) -> anyhow::Result<Deployed> {
+        anyhow::ensure!(
+            percent <= 100,
+            "a traffic share is at most 100 percent, not {percent}"
+        );
+        self.deploy_with_traffic(name, spec, Record::from_spec(spec, Origin::Api), percent)
+            .await
+    }
+
+    /// Moves the traffic split of app `name`: the latest revision gets
+    /// `latest_percent`, the one before it the rest; at 100 the older one is
+    /// retired.
+    ///
+    /// # Errors
+    /// Unknown app, or an app with one revision and a share below 100.
+    pub fn set_traffic(&self, name: &str, latest_percent: u32) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            latest_percent <= 100,
+            "a traffic share is at most 100 percent, not {latest_percent}"
+        );
+        let retired = {
+            let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = apps
+                .get_mut(name)
+                .ok_or_else(|| anyhow::anyhow!("no app `{name}`"))?;
+            let traffic = &entry.routed.traffic;
+            let latest = traffic
+                .last()
+                .map(|(r, _)| r.clone())
+                .ok_or_else(|| anyhow::anyhow!("app `{name}` has no revision"))?;
+            let (split, retired) = if latest_percent == 100 {
+                let retired: Vec<_> = traffic[..traffic.len() - 1]
+                    .iter()
+                    .map(|(r, _)| r.clone())
+                    .collect();
+                (vec![(latest, 100)], retired)
+            } else {
+                anyhow::ensure!(
+                    traffic.len() >= 2,
+                    "app `{name}` has a single revision; deploy a canary first"
+                );
+                let previous = traffic[traffic.len() - 2].0.clone();
+                (
+                    vec![(previous, 100 - latest_percent), (latest, latest_percent)],
+                    Vec::new(),
+                )
+            };
+            entry.routed = Arc::new(RoutedApp::split(name, split));
+            self.publish(&apps);
+            retired
+        };
+        for r in retired {
+            tokio::spawn(async move { r.shutdown().await });
+        }
+        Ok(())
+    }
+
+    /// [`deploy_recorded`](Self::deploy_recorded) with the new revision
+    /// getting `percent` of new requests (see [`Server::deploy_canary`]).
+    ///
+    /// # Errors
+    /// As [`Server::deploy_recorded`].
+    pub async fn deploy_with_traffic(
+        &self,
+        name: &str,
+        spec: &AppSpec,
+        record: Record,
+        percent: u32,
+    ) -> anyhow::Result<Deployed> {
         crate::config::validate_label(name).map_err(|r| anyhow::anyhow!("app name: {r}"))?;
         {
             let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
@@ -301,19 +386,35 @@ impl Server {
             self.state
                 .record(name, StoredApp::new(&record, &info))
                 .map(|()| {
+                    // With a canary share, the busiest old revision stays.
+                    let keep = (percent < 100)
+                        .then(|| apps.get(name))
+                        .flatten()
+                        .and_then(|e| e.routed.traffic.iter().max_by_key(|(_, p)| *p))
+                        .map(|(r, _)| r.clone());
+                    let routed = match &keep {
+                        Some(primary) => RoutedApp::split(
+                            name,
+                            vec![
+                                (primary.clone(), 100 - percent),
+                                (revision.clone(), percent),
+                            ],
+                        ),
+                        None => RoutedApp::single(name, revision.clone()),
+                    };
                     let old = apps.insert(
                         name.to_string(),
                         AppEntry {
-                            routed: Arc::new(RoutedApp::single(name, revision.clone())),
+                            routed: Arc::new(routed),
                             routes: spec.routes.clone(),
                             deployed: info.clone(),
                         },
                     );
                     self.publish(&apps);
-                    old
+                    (old, keep)
                 })
         };
-        let old = match swapped {
+        let (old, keep) = match swapped {
             Ok(old) => old,
             Err(e) => {
                 revision.shutdown().await;
@@ -321,7 +422,13 @@ impl Server {
             }
         };
         if let Some(old) = old {
-            retire(old.routed);
+            for (r, _) in &old.routed.traffic {
+                if keep.as_ref().is_some_and(|k| Arc::ptr_eq(k, r)) {
+                    continue;
+                }
+                let r = r.clone();
+                tokio::spawn(async move { r.shutdown().await });
+            }
         }
         tracing::info!(app = name, revision = %revision_id, "deployed");
         Ok(info)

@@ -8,6 +8,7 @@ mod containers;
 mod deploy_image;
 mod examples;
 mod oci;
+mod revisions;
 mod support;
 mod tls;
 mod wasm_http;

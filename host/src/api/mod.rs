@@ -71,10 +71,12 @@ where
         (["v1", "apps", name], &Method::DELETE) => delete_app(server, name).await,
         (["v1", "apps", name, "scale"], &Method::POST) => scale_app(server, name, req).await,
         (["v1", "apps", name, "logs"], &Method::GET) => app_logs(server, name, &req).await,
+        (["v1", "apps", name, "traffic"], &Method::POST) => traffic(server, name, req).await,
         (["metrics"] | ["v1", "apps"], _) => method_not_allowed("GET"),
         (["v1", "apps", _], _) => method_not_allowed("GET, PUT, DELETE"),
         (["v1", "apps", _, "scale"], _) => method_not_allowed("POST"),
         (["v1", "apps", _, "logs"], _) => method_not_allowed("GET"),
+        (["v1", "apps", _, "traffic"], _) => method_not_allowed("POST"),
         _ => error_response(
             StatusCode::NOT_FOUND,
             &format!("no admin endpoint `{method} {path}`"),
@@ -133,6 +135,18 @@ where
     if let Err(resp) = check_name(name) {
         return resp;
     }
+    // `?traffic=N`: a canary that gets N percent of new requests.
+    let percent = match query_value(req.uri().query(), "traffic").map(|v| v.parse::<u32>()) {
+        None => 100,
+        Some(Ok(p)) if p <= 100 => p,
+        Some(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "`traffic` is a percentage from 0 to 100",
+                Some("traffic"),
+            );
+        }
+    };
     let config: AppConfig = match read_json(req).await {
         Ok(c) => c,
         Err(resp) => return resp,
@@ -165,7 +179,7 @@ where
     let _guard = server.state().lock_app(name).await;
     let existed = view(server, name).is_some();
     match server
-        .deploy_recorded(name, &spec, Record::api(config))
+        .deploy_with_traffic(name, &spec, Record::api(config), percent)
         .await
     {
         Ok(deployed) => {
@@ -213,6 +227,39 @@ async fn delete_app(server: &Arc<Server>, name: &str) -> Response<Body> {
     let mut resp = Response::new(full(""));
     *resp.status_mut() = StatusCode::NO_CONTENT;
     resp
+}
+
+/// `POST /v1/apps/{name}/traffic` with `{"latest_percent": N}`: the latest
+/// revision gets N percent of new requests, the one before it the rest (at
+/// 100 the older one is retired). A canary is deployed with
+/// `PUT /v1/apps/{name}?traffic=N`.
+async fn traffic<B>(server: &Arc<Server>, name: &str, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TrafficRequest {
+        latest_percent: u32,
+    }
+    if let Err(resp) = check_name(name) {
+        return resp;
+    }
+    let t: TrafficRequest = match read_json(req).await {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    if view(server, name).is_none() {
+        return unknown_app(name);
+    }
+    match server.set_traffic(name, t.latest_percent) {
+        Ok(()) => match view(server, name) {
+            Some(app) => json(StatusCode::OK, &app),
+            None => unknown_app(name),
+        },
+        Err(e) => error_response(StatusCode::BAD_REQUEST, &format!("{e:#}"), None),
+    }
 }
 
 async fn scale_app<B>(server: &Arc<Server>, name: &str, req: Request<B>) -> Response<Body>
@@ -301,6 +348,13 @@ async fn app_logs<B>(server: &Arc<Server>, name: &str, req: &Request<B>) -> Resp
 }
 
 /// `?follow=true`: absent or `false`/`0` = false, `true`/`1`/empty = true.
+/// The value of `key` in a query string, if present.
+fn query_value<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+}
+
 fn query_flag(query: Option<&str>, key: &str) -> Result<bool, String> {
     let Some(query) = query else {
         return Ok(false);
