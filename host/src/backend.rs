@@ -113,6 +113,7 @@ pub struct WasmBackend {
     spec: AppSpec,
     log: Arc<AppLog>,
     resident: Mutex<Weak<WasmApp>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl fmt::Debug for WasmBackend {
@@ -142,7 +143,14 @@ impl WasmBackend {
             spec,
             log,
             resident: Mutex::new(Arc::downgrade(loaded)),
+            metrics: None,
         }
+    }
+
+    /// Meters the components this backend loads (after a scale from zero).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Whether the compiled component is in memory.
@@ -177,8 +185,12 @@ impl Backend for WasmBackend {
             self.spec.clone(),
             self.log.clone(),
         );
-        let app = tokio::task::spawn_blocking(move || runtime.load_app(&name, &path, &spec, log))
-            .await??;
+        let mut app =
+            tokio::task::spawn_blocking(move || runtime.load_app(&name, &path, &spec, log))
+                .await??;
+        if let Some(metrics) = &self.metrics {
+            app = app.with_metrics(metrics.clone());
+        }
         let app = Arc::new(app);
         let mut resident = self.resident.lock().unwrap_or_else(|e| e.into_inner());
         // Another start may have won the race; share its component.

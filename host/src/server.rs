@@ -645,7 +645,7 @@ impl Server {
         })
         .await
         .context("compile task failed")??;
-        let loaded = Arc::new(loaded);
+        let loaded = Arc::new(loaded.with_metrics(self.metrics.clone()));
         let info = Deployed {
             name: name.to_string(),
             revision: revision_id.to_string(),
@@ -654,14 +654,10 @@ impl Server {
             sha256: loaded.sha256().to_string(),
             pulled_bytes,
         };
-        let backend = Arc::new(WasmBackend::new(
-            self.runtime.clone(),
-            name,
-            path,
-            spec.clone(),
-            log,
-            &loaded,
-        ));
+        let backend = Arc::new(
+            WasmBackend::new(self.runtime.clone(), name, path, spec.clone(), log, &loaded)
+                .with_metrics(self.metrics.clone()),
+        );
         let revision = Revision::new(
             revision_id.to_string(),
             name,

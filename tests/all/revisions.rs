@@ -186,3 +186,37 @@ async fn sigterm_lets_slow_requests_finish_then_exits() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasm_requests_are_metered_for_cpu_and_memory() {
+    let host = TestHost::builder()
+        .wasm_app("hello", art::HELLO)
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &["hello"]);
+    for _ in 0..20 {
+        let r = c
+            .get(app_url(host.addr, "hello", "/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap();
+    }
+    let text = host.server.metrics().render(&host.server.apps());
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{app=\"hello\"}} ")))
+            .unwrap_or_else(|| panic!("no {name} for hello in:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let cpu = value("berth_cpu_seconds_total");
+    let mem = value("berth_memory_gb_seconds_total");
+    // 20 requests: some microseconds each, far less than a second.
+    assert!(cpu > 0.0 && cpu < 5.0, "{cpu}");
+    // At least one 64 KiB page for some microseconds.
+    assert!(mem > 0.0 && mem < 1.0, "{mem}");
+    host.stop().await;
+}

@@ -180,21 +180,24 @@ impl fmt::Display for MemoryLimitExceeded {
 }
 impl std::error::Error for MemoryLimitExceeded {}
 
-/// Per-request resource limits.
+/// Per-request resource limits; also tracks the linear memory in use.
 struct Limiter {
     memory: u64,
+    /// Bytes of linear memory across the instance's memories.
+    in_use: u64,
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired as u64 > self.memory {
             return Err(MemoryLimitExceeded(self.memory).into());
         }
+        self.in_use += (desired - current) as u64;
         Ok(true)
     }
 
@@ -417,6 +420,7 @@ impl WasmRuntime {
             sha256,
             loaded_from: from,
             max_instances: self.max_instances,
+            metrics: None,
         })
     }
 
@@ -476,6 +480,7 @@ pub struct WasmApp {
     sha256: String,
     loaded_from: LoadedFrom,
     max_instances: u32,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl fmt::Debug for WasmApp {
@@ -491,6 +496,12 @@ impl fmt::Debug for WasmApp {
 pub type GuestBody = HyperOutgoingBody;
 
 impl WasmApp {
+    /// Meters each request's guest CPU time and memory × time into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// The app's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -540,6 +551,7 @@ impl WasmApp {
                 hooks: self.outbound.clone(),
                 limiter: Limiter {
                     memory: self.limits.memory,
+                    in_use: 0,
                 },
                 deadline,
             },
@@ -588,7 +600,23 @@ impl WasmApp {
                     .call_handle(&mut store, incoming, outparam)
                     .await
             };
-            match tokio::time::timeout_at(deadline.into(), run).await {
+            let started = Instant::now();
+            let mut busy = Busy::new(run);
+            let outcome = tokio::time::timeout_at(deadline.into(), &mut busy).await;
+            let busy_time = busy.busy;
+            drop(busy);
+            if let Some(metrics) = &app.metrics {
+                // CPU: the time this request's future spent being polled (the
+                // guest and the host calls it made); memory: the instance's
+                // linear memory for the request's wall time.
+                let memory = store.data().limiter.in_use as f64;
+                metrics.record_usage(
+                    &app.name,
+                    busy_time,
+                    memory * started.elapsed().as_secs_f64() / 1e9,
+                );
+            }
+            match outcome {
                 Ok(result) => result.map_err(|e| classify(e, &app.limits, app.max_instances)),
                 Err(_) => Err(GuestError::Deadline(app.limits.timeout)),
             }
@@ -644,6 +672,35 @@ impl WasmApp {
         tracing::warn!(app = %self.name, request_id = id, "request failed: {err}");
         self.log
             .line(id, "berth", format!("request failed: {err}").as_bytes());
+    }
+}
+
+/// A future that adds up the time spent polling the one it wraps.
+struct Busy<F> {
+    inner: std::pin::Pin<Box<F>>,
+    busy: Duration,
+}
+
+impl<F> Busy<F> {
+    fn new(inner: F) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            busy: Duration::ZERO,
+        }
+    }
+}
+
+impl<F: Future> Future for Busy<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let t = Instant::now();
+        let out = self.inner.as_mut().poll(cx);
+        self.busy += t.elapsed();
+        out
     }
 }
 
