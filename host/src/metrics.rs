@@ -41,9 +41,9 @@
 //! - Anything else a backend measures can be added with
 //!   [`Metrics::record_usage`].
 //!
-//! Wasm apps are not measured yet (neither per-request CPU time nor
-//! linear-memory size is collected by the runtime), so they have no series in
-//! these two families; the families are absent until something is measured.
+//! Wasm apps are metered per request by the runtime through
+//! [`Metrics::record_usage`]: CPU is the time the request's guest task spent
+//! being polled, memory is its linear memory × its wall time.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
