@@ -110,6 +110,8 @@ struct Pool {
 pub struct Revision {
     id: String,
     app: String,
+    /// For an image, the `registry/repo@sha256:…` this revision runs.
+    pinned: Option<String>,
     spec: AppSpec,
     backend: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
@@ -177,6 +179,7 @@ impl Revision {
         Arc::new(Self {
             id,
             app: app.into(),
+            pinned: None,
             concurrency,
             queue_depth,
             queue_timeout: a.queue_timeout,
@@ -195,6 +198,18 @@ impl Revision {
             backend,
             metrics,
         })
+    }
+
+    /// Records the image digest this revision runs (for garbage collection).
+    pub fn set_pinned(self: &mut Arc<Self>, pinned: Option<String>) {
+        if let Some(me) = Arc::get_mut(self) {
+            me.pinned = pinned;
+        }
+    }
+
+    /// For an image, the `registry/repo@sha256:…` this revision runs.
+    pub fn pinned(&self) -> Option<&str> {
+        self.pinned.as_deref()
     }
 
     /// The revision id (`<app>-<n>`).

@@ -462,6 +462,41 @@ impl Server {
         }
     }
 
+    /// Removes blobs of the store that no app references: roots are the
+    /// pinned digests of the running apps' revisions and of every app in the
+    /// state file. Returns how many blobs were removed.
+    ///
+    /// # Errors
+    /// When the store cannot be read or a blob cannot be removed.
+    pub fn collect_garbage(&self) -> anyhow::Result<usize> {
+        let mut roots = Vec::new();
+        let pinned = |p: &str| {
+            p.rsplit_once('@')
+                .and_then(|(_, d)| crate::oci::Digest::parse(d).ok())
+        };
+        {
+            let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+            for entry in apps.values() {
+                roots.extend(entry.deployed.pinned.as_deref().and_then(pinned));
+                for (r, _) in &entry.routed.traffic {
+                    roots.extend(r.pinned().and_then(pinned));
+                }
+            }
+        }
+        for stored in self.state.apps().values() {
+            roots.extend(stored.pinned.as_deref().and_then(pinned));
+        }
+        let store = self.puller.store();
+        let referenced = store.closure(&roots)?;
+        let removed = store.gc(&referenced)?;
+        tracing::info!(
+            removed,
+            kept = referenced.len(),
+            "collected unreferenced blobs"
+        );
+        Ok(removed)
+    }
+
     /// The revisions serving app `name`.
     pub fn revisions(&self, name: &str) -> Vec<Arc<Revision>> {
         let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
@@ -585,13 +620,14 @@ impl Server {
             sha256: pulled.digest.clone(),
             pulled_bytes: pulled.pulled_bytes,
         };
-        let revision = Revision::new(
+        let mut revision = Revision::new(
             revision_id.to_string(),
             name,
             spec.clone(),
             backend,
             self.metrics.clone(),
         );
+        revision.set_pinned(info.pinned.clone());
         revision.activate().await?;
         Ok((revision, info))
     }
@@ -658,13 +694,14 @@ impl Server {
             WasmBackend::new(self.runtime.clone(), name, path, spec.clone(), log, &loaded)
                 .with_metrics(self.metrics.clone()),
         );
-        let revision = Revision::new(
+        let mut revision = Revision::new(
             revision_id.to_string(),
             name,
             spec.clone(),
             backend,
             self.metrics.clone(),
         );
+        revision.set_pinned(info.pinned.clone());
         revision.activate().await?;
         drop(loaded);
         Ok((revision, info))

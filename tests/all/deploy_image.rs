@@ -162,3 +162,50 @@ fn blob_store_has(data_dir: &Path, digest: &str) -> bool {
     let hex = digest.trim_start_matches("sha256:");
     data_dir.join("blobs/sha256").join(hex).exists()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreferenced_blobs_are_collected() {
+    let registry = Registry::start();
+    let (hello_ref, _) = push_hello(&registry, "hello:v1").await;
+    let echo_ref = registry.reference("echo:v1");
+    let echo = std::fs::read(art::ECHO).unwrap();
+    oci::push_component(&RegistryClient::anonymous(), &echo_ref, &echo)
+        .await
+        .unwrap();
+    let hello_layer = oci::Digest::of(&std::fs::read(art::HELLO).unwrap()).to_string();
+    let echo_layer = oci::Digest::of(&echo).to_string();
+
+    let host = TestHost::builder()
+        .app("x", image_app(&hello_ref))
+        .start()
+        .await
+        .unwrap();
+    assert!(blob_store_has(host.data_dir(), &hello_layer));
+    host.server
+        .deploy("x", &image_app(&echo_ref))
+        .await
+        .unwrap();
+    // Let the retired revision finish stopping.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let removed = host.server.collect_garbage().unwrap();
+    assert!(
+        removed >= 2,
+        "manifest, config and layer of hello: {removed}"
+    );
+    assert!(!blob_store_has(host.data_dir(), &hello_layer));
+    assert!(blob_store_has(host.data_dir(), &echo_layer));
+    assert_eq!(
+        host.server.collect_garbage().unwrap(),
+        0,
+        "nothing left to collect"
+    );
+    let c = crate::support::client(host.addr, &["x"]);
+    let r = c
+        .post(crate::support::app_url(host.addr, "x", "/"))
+        .body("still here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "still here");
+    host.stop().await;
+}

@@ -72,11 +72,19 @@ where
         (["v1", "apps", name, "scale"], &Method::POST) => scale_app(server, name, req).await,
         (["v1", "apps", name, "logs"], &Method::GET) => app_logs(server, name, &req).await,
         (["v1", "apps", name, "traffic"], &Method::POST) => traffic(server, name, req).await,
+        (["v1", "gc"], &Method::POST) => match server.collect_garbage() {
+            Ok(removed) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "removed_blobs": removed }),
+            ),
+            Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}"), None),
+        },
         (["metrics"] | ["v1", "apps"], _) => method_not_allowed("GET"),
         (["v1", "apps", _], _) => method_not_allowed("GET, PUT, DELETE"),
         (["v1", "apps", _, "scale"], _) => method_not_allowed("POST"),
         (["v1", "apps", _, "logs"], _) => method_not_allowed("GET"),
         (["v1", "apps", _, "traffic"], _) => method_not_allowed("POST"),
+        (["v1", "gc"], _) => method_not_allowed("POST"),
         _ => error_response(
             StatusCode::NOT_FOUND,
             &format!("no admin endpoint `{method} {path}`"),
