@@ -6,7 +6,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup components build run test test-only lint bench clean
+.PHONY: setup components build run test test-only lint bench bench-compare clean
 
 setup:
 	@bash scripts/setup.sh
@@ -43,6 +43,10 @@ lint:
 
 bench: components
 	$(CARGO) bench -p berth --bench cold_start
+
+# Wasm vs container cold starts, bare runc, wasmtime serve, density (as root).
+bench-compare: components
+	bash scripts/bench.sh
 
 clean:
 	$(CARGO) clean

@@ -103,6 +103,11 @@ pub trait Instance: Send + Sync + fmt::Debug {
     }
     /// Stops the instance, giving in-flight work up to `grace`.
     async fn stop(&self, grace: Duration);
+    /// Where this instance's cold start spent its time, for kinds that
+    /// time its phases (containers).
+    fn cold_start_split(&self) -> Option<crate::container::ColdStartSplit> {
+        None
+    }
 }
 
 /// Starts Wasm "instances": shares of one resident compiled component.

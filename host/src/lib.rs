@@ -20,6 +20,7 @@
 pub mod api;
 pub mod autoscale;
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod container;

@@ -49,6 +49,8 @@ pub struct ColdStartRecord {
     pub at: SystemTime,
     /// How long the instance took to become ready.
     pub duration: Duration,
+    /// Its phases, when the backend times them (containers).
+    pub split: Option<crate::container::ColdStartSplit>,
 }
 
 /// A point-in-time view of a revision, for the API and metrics.
@@ -291,8 +293,15 @@ impl Revision {
             });
             victims
         };
-        for s in victims {
-            s.instance.stop(self.grace).await;
+        // Each stop runs in its own task, so a caller that gives up midway
+        // cannot leave an instance half stopped.
+        let grace = self.grace;
+        let stops: Vec<_> = victims
+            .into_iter()
+            .map(|s| tokio::spawn(async move { s.instance.stop(grace).await }))
+            .collect();
+        for stop in stops {
+            let _ = stop.await;
         }
     }
 
@@ -463,6 +472,7 @@ impl Revision {
             pool.starting -= 1;
             match result {
                 Ok(instance) if !stopped => {
+                    let split = instance.cold_start_split();
                     pool.ready.push(Arc::new(Slot {
                         id,
                         instance,
@@ -475,6 +485,7 @@ impl Revision {
                     pool.history.push_back(ColdStartRecord {
                         at: SystemTime::now(),
                         duration,
+                        split,
                     });
                     Ok(None)
                 }

@@ -3,6 +3,7 @@
 
 mod api;
 mod autoscale;
+mod bench;
 mod cli;
 mod containers;
 mod deploy_image;

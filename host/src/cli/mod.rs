@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod apps;
+pub mod bench;
 pub mod client;
 pub mod delete;
 pub mod deploy;
@@ -43,6 +44,9 @@ pub enum Command {
     Delete(delete::DeleteArgs),
     /// Change an app's minimum and maximum instances.
     Scale(scale::ScaleArgs),
+    /// Measure berth: Wasm and container cold starts side by side.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 impl Cli {
@@ -61,6 +65,7 @@ impl Cli {
             Command::App(args) => app::run(args),
             Command::Delete(args) => delete::run(args),
             Command::Scale(args) => scale::run(args),
+            Command::Bench(cmd) => bench::run(cmd),
         }
     }
 }

@@ -176,6 +176,7 @@ impl Backend for ContainerBackend {
             logs_done: done,
             metering,
             logs,
+            split,
         }))
     }
 }
@@ -215,6 +216,36 @@ pub struct ContainerInstance {
     /// Where its usage is metered, and its cgroup.
     metering: Option<(Arc<Metrics>, PathBuf)>,
     logs: Arc<LogForwarder>,
+    /// Where its cold start spent its time.
+    split: super::ColdStartSplit,
+}
+
+/// Removes the hop-by-hop fields of a message berth forwards (RFC 9110
+/// §7.6.1): `Connection`, the fields it names, and the classic ones. Passed
+/// through, an instance's `Connection: close` would close the client's
+/// keep-alive connection to the front door after every response.
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<http::HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
 }
 
 impl fmt::Debug for ContainerInstance {
@@ -241,11 +272,19 @@ impl Instance for ContainerInstance {
             .parse()
             .map_err(|e| ServeError::Upstream(format!("bad request URI: {e}")))?;
         parts.version = http::Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
         let req = Request::from_parts(parts, body);
         match self.client.request(req).await {
-            Ok(resp) => Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync())),
+            Ok(mut resp) => {
+                strip_hop_by_hop(resp.headers_mut());
+                Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+            }
             Err(e) => Err(ServeError::Upstream(format!("{e}"))),
         }
+    }
+
+    fn cold_start_split(&self) -> Option<super::ColdStartSplit> {
+        Some(self.split)
     }
 
     fn is_alive(&self) -> bool {

@@ -1,0 +1,128 @@
+//! `berth bench`: measure berth against itself and its anchors.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+
+use crate::bench::cold_start::{ColdStartOptions, chart_series, run_cold_start};
+use crate::bench::{SplitCapture, capture, svg};
+
+/// `berth bench` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Wasm and container cold starts of the same hello service, side by
+    /// side: scale from zero, then one request, N times each; warm latency;
+    /// the host-side split; the container proxy overhead. Needs root, runc,
+    /// docker-registry, busybox-static and the hello component (`make
+    /// components`); talks to loopback only.
+    ColdStart(ColdStartArgs),
+}
+
+/// Arguments of `berth bench cold-start`.
+#[derive(Debug, clap::Args)]
+pub struct ColdStartArgs {
+    /// Cold starts per kind.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub iterations: u32,
+    /// Warm requests per kind (and pairs for the proxy overhead).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub warm: u32,
+    /// Write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw the cold-start distributions as an SVG chart to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// The hello component [default: components/target/wasm32-wasip2/release/hello.wasm].
+    #[arg(long, value_name = "PATH")]
+    pub wasm: Option<PathBuf>,
+    /// berth's data directory for the run [default: a temporary directory].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Also time bare `runc run -d` on the same rootfs and runtime spec, in
+    /// the same run, interleaved with berth's cold starts.
+    #[arg(long)]
+    pub baseline_runc: bool,
+}
+
+/// Runs a `berth bench` subcommand.
+///
+/// # Errors
+/// What the bench reports: a missing tool, a failed request, an
+/// interruption, or a file that cannot be written.
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::ColdStart(args) => cold_start(args),
+    }
+}
+
+thread_local! {
+    static THREAD_DISPATCH: std::cell::RefCell<Option<tracing::dispatcher::DefaultGuard>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The bench's logging: warnings (or `BERTH_LOG`) to stderr, and the
+/// `container ready` events to `capture`. Installed as the default of every
+/// thread of the bench's runtime.
+fn dispatch(capture: SplitCapture) -> tracing::Dispatch {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(filter);
+    let capture = capture.with_filter(tracing_subscriber::filter::filter_fn(|m| {
+        m.target() == capture::TARGET && *m.level() <= tracing::Level::INFO
+    }));
+    tracing::Dispatch::new(tracing_subscriber::registry().with(fmt).with(capture))
+}
+
+fn cold_start(args: ColdStartArgs) -> anyhow::Result<()> {
+    let opts = ColdStartOptions {
+        iterations: args.iterations as usize,
+        warm: args.warm as usize,
+        wasm: args.wasm,
+        data_dir: args.data_dir,
+        baseline_runc: args.baseline_runc,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let capture = SplitCapture::new();
+    let dispatch = dispatch(capture.clone());
+    let _main = tracing::dispatcher::set_default(&dispatch);
+    let for_threads = dispatch.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("berth-bench")
+        .on_thread_start(move || {
+            let guard = tracing::dispatcher::set_default(&for_threads);
+            THREAD_DISPATCH.with(|g| *g.borrow_mut() = Some(guard));
+        })
+        .on_thread_stop(|| {
+            THREAD_DISPATCH.with(|g| g.borrow_mut().take());
+        })
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = rt.block_on(run_cold_start(&opts, &capture));
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    let report = report?;
+
+    let mut out = std::io::stdout().lock();
+    report.print(&mut out)?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.to_json()? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("berth bench: wrote {}", path.display());
+    }
+    if let Some(path) = &args.svg {
+        let title = format!(
+            "berth cold start from zero: request sent → first response byte ({} per kind)",
+            report.iterations
+        );
+        svg::write(path, &title, &chart_series(&report))?;
+        eprintln!("berth bench: wrote {}", path.display());
+    }
+    Ok(())
+}
