@@ -109,6 +109,16 @@ expect "unknown app is 404" 404 "$(curl -s -o /dev/null -w '%{http_code}' "http:
 grep -q "pinned=$registry/hello@sha256:" "$work/berth.log" && expect "the tag is pinned to a digest" yes yes \
   || expect "the tag is pinned to a digest" yes no
 
+log "7. compare cold starts (a short run; see README for the full one)"
+if "$BERTH" bench cold-start --iterations 3 --warm 5 --json "$work/bench.json" --svg "$work/bench.svg" \
+    >"$work/bench.out" 2>&1 && grep -q '"ratio_cold_p50"' "$work/bench.json"; then
+  expect "berth bench cold-start writes its table, JSON and SVG" yes yes
+  cat "$work/bench.out" >&2
+else
+  cat "$work/bench.out" >&2
+  expect "berth bench cold-start writes its table, JSON and SVG" yes no
+fi
+
 log "$passed passed, $failed failed"
 echo "walkthrough: $passed passed, $failed failed"
 [ "$failed" = 0 ]
