@@ -126,15 +126,6 @@ pub struct RouteConflict {
     pub owner: String,
 }
 
-/// Lets an old app version finish its requests, then stops its instances.
-fn retire(app: Arc<RoutedApp>) {
-    tokio::spawn(async move {
-        for (revision, _) in &app.traffic {
-            revision.shutdown().await;
-        }
-    });
-}
-
 /// A loaded host, ready to serve.
 #[derive(Debug)]
 pub struct Server {
@@ -146,6 +137,8 @@ pub struct Server {
     /// Deployed apps with their routes; the route table is rebuilt from this.
     apps: Mutex<AppTable>,
     revisions: AtomicU64,
+    /// Background stops of retired revisions.
+    retiring: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The runc shim, or why containers are unavailable on this host.
     shim: Result<Arc<Shim>, String>,
     ready: AtomicBool,
@@ -206,6 +199,7 @@ impl Server {
             )),
             apps: Mutex::new(BTreeMap::new()),
             revisions: AtomicU64::new(state.last_revision()),
+            retiring: Mutex::new(Vec::new()),
             ready: AtomicBool::new(false),
             state,
             metrics,
@@ -334,9 +328,7 @@ impl Server {
             self.publish(&apps);
             retired
         };
-        for r in retired {
-            tokio::spawn(async move { r.shutdown().await });
-        }
+        self.retire(retired);
         Ok(())
     }
 
@@ -422,13 +414,14 @@ impl Server {
             }
         };
         if let Some(old) = old {
-            for (r, _) in &old.routed.traffic {
-                if keep.as_ref().is_some_and(|k| Arc::ptr_eq(k, r)) {
-                    continue;
-                }
-                let r = r.clone();
-                tokio::spawn(async move { r.shutdown().await });
-            }
+            self.retire(
+                old.routed
+                    .traffic
+                    .iter()
+                    .filter(|(r, _)| !keep.as_ref().is_some_and(|k| Arc::ptr_eq(k, r)))
+                    .map(|(r, _)| r.clone())
+                    .collect(),
+            );
         }
         tracing::info!(app = name, revision = %revision_id, "deployed");
         Ok(info)
@@ -455,7 +448,14 @@ impl Server {
         };
         match old {
             Some(entry) => {
-                retire(entry.routed);
+                self.retire(
+                    entry
+                        .routed
+                        .traffic
+                        .iter()
+                        .map(|(r, _)| r.clone())
+                        .collect(),
+                );
                 true
             }
             None => false,
@@ -538,6 +538,29 @@ impl Server {
                 .collect::<Vec<_>>()
         });
         futures::future::join_all(stops.map(|r| async move { r.shutdown().await })).await;
+        // And the revisions retired by a redeploy or removal still stopping.
+        let retiring =
+            std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in retiring {
+            let _ = task.await;
+        }
+    }
+
+    /// Lets old revisions finish their requests, then stops their instances,
+    /// in the background; [`Server::stop_all`] waits for these too, so a host
+    /// that exits right after a redeploy leaves no instance behind.
+    fn retire(&self, revisions: Vec<Arc<Revision>>) {
+        if revisions.is_empty() {
+            return;
+        }
+        let task = tokio::spawn(async move {
+            for revision in revisions {
+                revision.shutdown().await;
+            }
+        });
+        let mut retiring = self.retiring.lock().unwrap_or_else(|e| e.into_inner());
+        retiring.retain(|t| !t.is_finished());
+        retiring.push(task);
     }
 
     fn publish(&self, apps: &AppTable) {

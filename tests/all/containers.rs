@@ -344,3 +344,43 @@ async fn after_a_kill_9_the_next_start_removes_the_old_containers() {
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_stopped_right_after_a_removal_leaves_no_container() {
+    let registry = Registry::start();
+    let reference = registry.reference("gone:v1");
+    Image::httpd().push(&reference);
+    // The test owns the data dir, so runc's state outlives the host.
+    let dir = tempfile::tempdir().unwrap();
+    let host = TestHost::builder()
+        .data_dir(dir.path())
+        .app("gone", container_app(&reference))
+        .start()
+        .await
+        .unwrap();
+    let data = host.data_dir().to_path_buf();
+    let ids = runc_list(&data);
+    assert_eq!(ids.len(), 1);
+    let pid = container_pid(&data, &ids[0]);
+    // Removal stops the instance in the background (httpd as PID 1 ignores
+    // SIGTERM, so this takes the whole grace); stopping the host waits for it.
+    assert!(host.server.remove("gone"));
+    host.stop().await;
+    assert!(runc_list(&data).is_empty(), "{:?}", runc_list(&data));
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the container's process {pid} is still running"
+    );
+}
+
+/// The host pid of a running container's init process.
+fn container_pid(data_dir: &Path, id: &str) -> u32 {
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(data_dir.join("containers/runc"))
+        .args(["state", id])
+        .output()
+        .expect("runc is installed");
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    state["pid"].as_u64().expect("a pid") as u32
+}
