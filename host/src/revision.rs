@@ -462,6 +462,11 @@ impl Revision {
     /// Starts one instance, records the cold start, and publishes it.
     async fn start_one(self: Arc<Self>) -> anyhow::Result<()> {
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).starting += 1;
+        self.start_reserved().await
+    }
+
+    /// Starts one instance whose place in `starting` is already counted.
+    async fn start_reserved(self: Arc<Self>) -> anyhow::Result<()> {
         let id = self.next_instance.fetch_add(1, Ordering::Relaxed);
         let t = Instant::now();
         let result = self.backend.start_instance(id).await;
@@ -520,7 +525,7 @@ impl Revision {
     /// One reconcile step: sample, decide, converge.
     fn reconcile(self: &Arc<Self>, now: Instant) {
         let demand = self.in_flight.load(Ordering::Acquire) + self.queued.load(Ordering::Acquire);
-        let (ready, starting) = {
+        let (ready, _starting) = {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
             // Drop instances that died on their own (e.g. a container exited).
             let dead: Vec<_> = pool
@@ -547,17 +552,22 @@ impl Revision {
             }
         };
         let desired = decision.desired;
-        {
+        // Starts are reserved (counted as `starting`) under the lock, before
+        // their tasks run, so the next step never starts them twice.
+        let to_start = {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
             pool.desired = desired;
             pool.panicking = decision.panicking;
-        }
-        let actual = ready + starting;
-        if desired > actual {
-            for _ in 0..(desired - actual) {
+            let actual = pool.ready.len() as u32 + pool.starting;
+            let n = desired.saturating_sub(actual);
+            pool.starting += n;
+            n
+        };
+        if to_start > 0 {
+            for _ in 0..to_start {
                 let me = self.clone();
                 tokio::spawn(async move {
-                    let _ = me.start_one().await;
+                    let _ = me.start_reserved().await;
                 });
             }
         } else if desired < ready {
