@@ -10,66 +10,9 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
-/// One layer's files: (path, mode, contents) and symlinks (path, target).
-#[derive(Default)]
-pub struct Layer {
-    entries: Vec<Entry>,
-}
-
-enum Entry {
-    File(String, u32, Vec<u8>),
-    Dir(String),
-    Symlink(String, String),
-}
-
-impl Layer {
-    pub fn file(mut self, path: &str, mode: u32, contents: impl Into<Vec<u8>>) -> Self {
-        self.entries
-            .push(Entry::File(path.into(), mode, contents.into()));
-        self
-    }
-    pub fn dir(mut self, path: &str) -> Self {
-        self.entries.push(Entry::Dir(path.into()));
-        self
-    }
-    pub fn symlink(mut self, path: &str, target: &str) -> Self {
-        self.entries
-            .push(Entry::Symlink(path.into(), target.into()));
-        self
-    }
-
-    /// The layer as an uncompressed tar.
-    pub fn tar(&self) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for e in &self.entries {
-            let mut h = tar::Header::new_ustar();
-            h.set_mtime(1_700_000_000);
-            h.set_uid(0);
-            h.set_gid(0);
-            match e {
-                Entry::File(path, mode, data) => {
-                    h.set_entry_type(tar::EntryType::Regular);
-                    h.set_mode(*mode);
-                    h.set_size(data.len() as u64);
-                    b.append_data(&mut h, path, &data[..]).unwrap();
-                }
-                Entry::Dir(path) => {
-                    h.set_entry_type(tar::EntryType::Directory);
-                    h.set_mode(0o755);
-                    h.set_size(0);
-                    b.append_data(&mut h, path, std::io::empty()).unwrap();
-                }
-                Entry::Symlink(path, target) => {
-                    h.set_entry_type(tar::EntryType::Symlink);
-                    h.set_mode(0o777);
-                    h.set_size(0);
-                    b.append_link(&mut h, path, target).unwrap();
-                }
-            }
-        }
-        b.into_inner().unwrap()
-    }
-}
+/// Layers are built with the bench's builder; this module adds the busybox
+/// httpd image with CGI scripts, the OCI layout and the skopeo push.
+pub use berth::bench::image::Layer;
 
 /// The busybox base: `/bin/busybox` with applet links, passwd/group, `/www`.
 pub fn busybox_base() -> Layer {
@@ -139,7 +82,7 @@ impl Image {
         let mut layer_descs = Vec::new();
         let mut diff_ids = Vec::new();
         for layer in &self.layers {
-            let tar = layer.tar();
+            let tar = layer.tar().unwrap();
             diff_ids.push(format!("sha256:{}", hex::encode(Sha256::digest(&tar))));
             let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
             gz.write_all(&tar).unwrap();
