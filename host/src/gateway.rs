@@ -1,5 +1,6 @@
-//! The HTTP front door: routing a request to an app, running it, and turning
-//! every failure into an HTTP response (this is the one place that does so).
+//! The HTTP front door: routing a request to an app and one of its revisions,
+//! request ids, and the plain-text error response that every refusal uses
+//! (instance failures are mapped to statuses in `revision::serve_error`).
 //!
 //! Routing: a Host of `<app>.<domain>` (port ignored) selects that app;
 //! otherwise the longest configured path prefix that matches the path on a

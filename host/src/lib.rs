@@ -10,7 +10,7 @@
 //!   and their limits, the outbound HTTP allow-list.
 //! - [`gateway`]: the HTTP front door: routing and errors-as-responses.
 //! - [`logs`]: per-app capture of guest stdout/stderr, tagged by request id.
-//! - [`server`]: ties the pieces together; [`server::serve`] is what `berth serve` runs.
+//! - [`server`]: ties the pieces together; [`server::Server::run`] is what `berth serve` runs.
 //! - [`oci`]: registries, a verified blob store, artifact classification, push.
 //! - [`cli`]: one module per subcommand.
 //! - [`api`]: the admin REST API (apps, scale, logs, `/metrics`) and its token.
