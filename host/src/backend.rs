@@ -1,33 +1,23 @@
-//! The contract every instance kind honours, and the Wasm implementation.
+//! The contract every instance kind honours.
 //!
 //! A [`Backend`] starts instances of one revision (each start is a cold
 //! start); an [`Instance`] serves requests and stops gracefully. The revision
 //! (see [`crate::revision`]) admits at most `concurrency` requests to each
-//! instance and asks the autoscaler how many instances to keep.
+//! instance and asks the autoscaler how many instances to keep. Wasm
+//! ([`crate::wasm::backend`]) and containers ([`crate::container::backend`])
+//! implement it; nothing here knows either.
 //!
-//! For Wasm, an instance is a unit of capacity backed by the revision's
-//! resident compiled component ([`WasmApp`]): the first instance maps the
-//! compiled artifact from the on-disk cache and pre-links it (the Wasm cold
-//! start); further instances share it; when the last one stops, the
-//! component is dropped and only the on-disk artifact remains. Every request
-//! still gets its own fresh wasmtime instance.
+//! An instance that cannot produce a response says why with a
+//! backend-neutral [`ServeError`]; the front door turns it into a status,
+//! body and `Retry-After` in one place (`gateway::respond`).
 
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
 
-use crate::config::AppSpec;
-use crate::gateway::{Body, BoxError};
-use crate::logs::AppLog;
-use crate::wasm::{GuestError, RequestInfo, WasmApp, WasmRuntime};
-
-/// The body of a request handed to an instance.
-pub type ReqBody = UnsyncBoxBody<Bytes, hyper::Error>;
+use crate::http::{Body, ReqBody, RequestInfo};
 
 /// What runs an app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,21 +45,78 @@ impl fmt::Display for Kind {
 }
 
 /// Why an instance did not produce a response.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
-    /// The Wasm guest failed.
-    #[error(transparent)]
-    Guest(#[from] GuestError),
-    /// The container could not be reached or broke the connection.
-    #[error("the instance did not answer: {0}")]
-    Upstream(String),
+    /// The request ran past the app's `limits.timeout`.
+    #[error("it did not answer within its timeout of {0:?}")]
+    Timeout(Duration),
+    /// The instance has no room for the request right now (for Wasm: every
+    /// slot of the engine's instance pool is in use).
+    #[error("{0}")]
+    Overloaded(String),
+    /// The instance is gone or cannot be reached; it serves nothing more.
+    #[error("the instance crashed: {0}")]
+    Crashed(String),
+    /// The instance answered with something that is not a response: a
+    /// component's error code, a container's broken HTTP.
+    #[error("it answered with an error: {0}")]
+    BadUpstream(String),
+    /// The guest returned without sending a response.
+    #[error("it returned without sending a response")]
+    NoResponse,
+    /// The Wasm guest trapped (`unreachable`, a panic, out of bounds, …).
+    #[error("the component trapped: {reason}")]
+    GuestTrap {
+        /// The trap, on one line.
+        reason: String,
+    },
+    /// The Wasm guest tried to grow a memory past `limits.memory`.
+    #[error("the component exceeded its memory limit of {limit}")]
+    MemoryLimit {
+        /// The limit, e.g. `64 MiB`.
+        limit: String,
+    },
+    /// Something failed in berth itself.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ServeError {
     /// Whether the instance is unusable afterwards.
     pub fn instance_broken(&self) -> bool {
-        matches!(self, ServeError::Upstream(_))
+        matches!(self, ServeError::Crashed(_))
+    }
+}
+
+/// Where one cold start spent its time, phase by phase, for kinds that time
+/// their phases (containers: `overlay`, `create`, `start`, `ready`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColdStartSplit {
+    /// `(phase, duration)`, in the order the phases ran.
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+impl ColdStartSplit {
+    /// The whole cold start.
+    pub fn total(&self) -> Duration {
+        self.phases.iter().map(|(_, d)| *d).sum()
+    }
+
+    /// One phase's duration.
+    pub fn phase(&self, name: &str) -> Option<Duration> {
+        self.phases
+            .iter()
+            .find_map(|(n, d)| (*n == name).then_some(*d))
+    }
+}
+
+impl fmt::Display for ColdStartSplit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, d) in &self.phases {
+            write!(f, "{name} {d:?}, ")?;
+        }
+        write!(f, "total {:?}", self.total())
     }
 }
 
@@ -104,123 +151,8 @@ pub trait Instance: Send + Sync + fmt::Debug {
     /// Stops the instance, giving in-flight work up to `grace`.
     async fn stop(&self, grace: Duration);
     /// Where this instance's cold start spent its time, for kinds that
-    /// time its phases (containers).
-    fn cold_start_split(&self) -> Option<crate::container::ColdStartSplit> {
+    /// time its phases.
+    fn cold_start_split(&self) -> Option<ColdStartSplit> {
         None
     }
-}
-
-/// Starts Wasm "instances": shares of one resident compiled component.
-pub struct WasmBackend {
-    runtime: Arc<WasmRuntime>,
-    name: String,
-    path: PathBuf,
-    spec: AppSpec,
-    log: Arc<AppLog>,
-    resident: Mutex<Weak<WasmApp>>,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
-}
-
-impl fmt::Debug for WasmBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WasmBackend")
-            .field("name", &self.name)
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl WasmBackend {
-    /// A backend for the component at `path`; `loaded` is the component as
-    /// checked and compiled at deploy (kept resident while instances use it).
-    pub fn new(
-        runtime: Arc<WasmRuntime>,
-        name: &str,
-        path: PathBuf,
-        spec: AppSpec,
-        log: Arc<AppLog>,
-        loaded: &Arc<WasmApp>,
-    ) -> Self {
-        Self {
-            runtime,
-            name: name.into(),
-            path,
-            spec,
-            log,
-            resident: Mutex::new(Arc::downgrade(loaded)),
-            metrics: None,
-        }
-    }
-
-    /// Meters the components this backend loads (after a scale from zero).
-    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        self.metrics = Some(metrics);
-        self
-    }
-
-    /// Whether the compiled component is in memory.
-    pub fn is_resident(&self) -> bool {
-        self.resident
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .strong_count()
-            > 0
-    }
-}
-
-#[async_trait::async_trait]
-impl Backend for WasmBackend {
-    fn kind(&self) -> Kind {
-        Kind::Wasm
-    }
-
-    async fn start_instance(&self, _id: u64) -> anyhow::Result<Arc<dyn Instance>> {
-        if let Some(app) = self
-            .resident
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .upgrade()
-        {
-            return Ok(Arc::new(WasmInstance { app }));
-        }
-        let runtime = self.runtime.clone();
-        let (name, path, spec, log) = (
-            self.name.clone(),
-            self.path.clone(),
-            self.spec.clone(),
-            self.log.clone(),
-        );
-        let mut app =
-            tokio::task::spawn_blocking(move || runtime.load_app(&name, &path, &spec, log))
-                .await??;
-        if let Some(metrics) = &self.metrics {
-            app = app.with_metrics(metrics.clone());
-        }
-        let app = Arc::new(app);
-        let mut resident = self.resident.lock().unwrap_or_else(|e| e.into_inner());
-        // Another start may have won the race; share its component.
-        let app = resident.upgrade().unwrap_or(app);
-        *resident = Arc::downgrade(&app);
-        Ok(Arc::new(WasmInstance { app }))
-    }
-}
-
-/// A share of a resident component.
-#[derive(Debug)]
-pub struct WasmInstance {
-    app: Arc<WasmApp>,
-}
-
-#[async_trait::async_trait]
-impl Instance for WasmInstance {
-    async fn serve(
-        &self,
-        req: Request<ReqBody>,
-        info: &RequestInfo,
-    ) -> Result<Response<Body>, ServeError> {
-        let resp = self.app.handle(req, info).await?;
-        Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
-    }
-
-    async fn stop(&self, _grace: Duration) {}
 }

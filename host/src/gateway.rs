@@ -1,189 +1,52 @@
-//! The HTTP front door: routing a request to an app and one of its revisions,
-//! request ids, and the plain-text error response that every refusal uses
-//! (instance failures are mapped to statuses in `revision::serve_error`).
-//!
-//! Routing: a Host of `<app>.<domain>` (port ignored) selects that app;
-//! otherwise the longest configured path prefix that matches the path on a
-//! segment boundary does (`/hello` matches `/hello` and `/hello/x`, not
-//! `/helloworld`). The guest sees the full original path.
+//! The HTTP front door's request handling: a request id, routing to an app
+//! and one of its revisions (see [`crate::apps::routes`]), dispatch, and the
+//! one place where a failed request becomes a response ([`refusal`]).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use http_body_util::BodyExt as _;
 
+use crate::apps::Apps;
+use crate::backend::ServeError;
+use crate::http::{Body, REQUEST_ID_HEADER, RequestInfo, plain_text};
 use crate::metrics::Metrics;
-use crate::revision::Revision;
-use crate::wasm::RequestInfo;
-
-/// The error type of response bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Every response body the front door sends.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
-
-/// Header carrying the request id on every response.
-pub const REQUEST_ID_HEADER: &str = "x-berth-request-id";
-
-/// A deployed app as the router sees it: where its traffic goes.
-#[derive(Debug)]
-pub struct RoutedApp {
-    /// The app's name.
-    pub name: String,
-    /// Revisions with their share of traffic in percent (summing to 100).
-    pub traffic: Vec<(Arc<Revision>, u32)>,
-    counter: AtomicU64,
-}
-
-impl RoutedApp {
-    /// An app whose traffic all goes to `revision`.
-    pub fn single(name: &str, revision: Arc<Revision>) -> Self {
-        Self::split(name, vec![(revision, 100)])
-    }
-
-    /// An app whose traffic is split between revisions by percentage.
-    pub fn split(name: &str, traffic: Vec<(Arc<Revision>, u32)>) -> Self {
-        Self {
-            name: name.into(),
-            traffic,
-            counter: AtomicU64::new(0),
-        }
-    }
-
-    /// The revision for the next request: a weighted round robin, so a
-    /// 90/10 split is exact over every 100 requests.
-    pub fn pick(&self) -> &Arc<Revision> {
-        if self.traffic.len() == 1 {
-            return &self.traffic[0].0;
-        }
-        // Spread each 100-request cycle: position i goes to the revision whose
-        // cumulative share covers (i * 37) mod 100 (37 is coprime to 100).
-        let i = self.counter.fetch_add(1, Ordering::Relaxed);
-        let slot = ((i % 100) * 37 % 100) as u32;
-        let mut acc = 0;
-        for (rev, pct) in &self.traffic {
-            acc += pct;
-            if slot < acc {
-                return rev;
-            }
-        }
-        &self.traffic[self.traffic.len() - 1].0
-    }
-}
-
-/// An immutable routing table; replaced whole when apps change.
-#[derive(Debug, Default)]
-pub struct RouteTable {
-    domain: String,
-    by_name: HashMap<String, Arc<RoutedApp>>,
-    /// (prefix, app), longest prefix first.
-    prefixes: Vec<(String, Arc<RoutedApp>)>,
-}
-
-impl RouteTable {
-    /// Builds a table; `routes` gives each app's path prefixes.
-    pub fn new(domain: &str, apps: Vec<(Arc<RoutedApp>, Vec<String>)>) -> Self {
-        let mut by_name = HashMap::new();
-        let mut prefixes = Vec::new();
-        for (app, routes) in apps {
-            for r in routes {
-                prefixes.push((r, app.clone()));
-            }
-            by_name.insert(app.name.clone(), app);
-        }
-        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        Self {
-            domain: domain.to_ascii_lowercase(),
-            by_name,
-            prefixes,
-        }
-    }
-
-    /// Finds the app for a host (may carry a port) and path.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<RoutedApp>> {
-        if let Some(host) = host {
-            let host = strip_port(host).trim_end_matches('.');
-            if let Some(label) = host.len().checked_sub(self.domain.len() + 1).and_then(|n| {
-                let (label, rest) = host.split_at(n);
-                (rest.len() == self.domain.len() + 1
-                    && rest.as_bytes()[0] == b'.'
-                    && rest[1..].eq_ignore_ascii_case(&self.domain))
-                .then_some(label)
-            }) && let Some(app) = self.by_name.get(&label.to_ascii_lowercase())
-            {
-                return Some(app);
-            }
-        }
-        self.prefixes
-            .iter()
-            .find(|(prefix, _)| prefix_matches(prefix, path))
-            .map(|(_, app)| app)
-    }
-
-    /// Number of apps.
-    pub fn len(&self) -> usize {
-        self.by_name.len()
-    }
-
-    /// Whether there are no apps.
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
-
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    prefix == "/"
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
-}
+use crate::revision::{AdmitError, DispatchError};
 
 /// The front door's shared state.
 #[derive(Debug)]
 pub struct Gateway {
-    table: RwLock<Arc<RouteTable>>,
+    apps: Arc<Apps>,
     metrics: Arc<Metrics>,
+    /// Whether connections arrive over TLS (guests then see `https`).
+    tls: bool,
     id_prefix: u32,
     next_id: AtomicU64,
 }
 
 impl Gateway {
-    /// A gateway routing through `table`, counting requests in `metrics`.
-    pub fn new(table: RouteTable, metrics: Arc<Metrics>) -> Self {
+    /// A gateway routing to `apps`, counting requests in `metrics`; `tls`
+    /// says whether its listener speaks TLS.
+    pub fn new(apps: Arc<Apps>, metrics: Arc<Metrics>, tls: bool) -> Self {
         use std::hash::BuildHasher;
         let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
         Self {
-            table: RwLock::new(Arc::new(table)),
+            apps,
             metrics,
+            tls,
             id_prefix: seed as u32,
             next_id: AtomicU64::new(0),
         }
     }
 
-    /// Replaces the routing table (in-flight requests keep the old one).
-    pub fn set_table(&self, table: RouteTable) {
-        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
-    }
-
-    /// The current routing table.
-    pub fn table(&self) -> Arc<RouteTable> {
-        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn request_id(&self) -> Arc<str> {
+    fn request_info(&self) -> RequestInfo {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}-{n:08x}", self.id_prefix).into()
+        let mut info = RequestInfo::new(&format!("{:08x}-{n:08x}", self.id_prefix));
+        info.tls = self.tls;
+        info
     }
 
     /// Serves one request. Never fails: every error is a response.
@@ -191,10 +54,7 @@ impl Gateway {
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
-        let info = RequestInfo {
-            id: self.request_id(),
-            accepted: Instant::now(),
-        };
+        let info = self.request_info();
         let host = req
             .uri()
             .authority()
@@ -205,14 +65,14 @@ impl Gateway {
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_string)
             });
-        let table = self.table();
+        let table = self.apps.routes();
         let Some(app) = table.route(host.as_deref(), req.uri().path()).cloned() else {
             let msg = format!(
                 "no app answers host `{}` and path `{}`\n",
                 host.as_deref().unwrap_or("(none)"),
                 req.uri().path()
             );
-            return Ok(with_id(error(StatusCode::NOT_FOUND, msg), &info));
+            return Ok(with_id(plain_text(StatusCode::NOT_FOUND, msg), &info));
         };
         if host.is_none() {
             // HTTP/1.0 without Host: wasi:http needs an authority.
@@ -220,9 +80,13 @@ impl Gateway {
                 .insert(header::HOST, HeaderValue::from_static("localhost"));
         }
         let revision = app.pick().clone();
-        let resp = revision
+        let resp = match revision
             .dispatch(req.map(|b| b.boxed_unsync()), &info)
-            .await;
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) => refusal(&app.name, &e),
+        };
         // Counted (status, latency) when the response body is done.
         let resp = self.metrics.instrument(&app.name, info.accepted, resp);
         Ok(with_id(resp, &info))
@@ -230,43 +94,122 @@ impl Gateway {
 }
 
 fn with_id(mut resp: Response<Body>, info: &RequestInfo) -> Response<Body> {
-    if let Ok(v) = HeaderValue::from_str(&info.id) {
-        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
-    }
+    resp.headers_mut()
+        .insert(REQUEST_ID_HEADER, info.id_header.clone());
     resp
 }
 
-/// A plain-text error response.
-pub fn error(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from(msg.into()))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+/// When to try again after a refusal that capacity will cure.
+const RETRY_AFTER_SECONDS: HeaderValue = HeaderValue::from_static("1");
+
+/// The one mapping from a request that `app` did not answer to the response
+/// the client gets: status, a one-line plain-text body, and `Retry-After`
+/// where waiting helps. README's "When things go wrong" table lists the same.
+pub fn refusal(app: &str, err: &DispatchError) -> Response<Body> {
+    let (status, text) = match err {
+        DispatchError::Admit(e) => {
+            let status = match e {
+                AdmitError::AtMaxScale { .. } => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let text = match e {
+                AdmitError::ShuttingDown => format!("app `{app}` is shutting down"),
+                AdmitError::QueueFull { depth } => {
+                    format!("app `{app}` is overloaded: {depth} requests already wait for capacity")
+                }
+                AdmitError::QueueTimeout { waited } => {
+                    format!("app `{app}` had no capacity within {waited:?}")
+                }
+                AdmitError::AtMaxScale { max, waited } => format!(
+                    "app `{app}` is at its maximum of {max} instances and none had room within {waited:?}"
+                ),
+                AdmitError::StartFailed { reason } => {
+                    format!("app `{app}` could not start an instance: {reason}")
+                }
+            };
+            (status, text)
+        }
+        DispatchError::Serve(e) => {
+            let status = match e {
+                ServeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                ServeError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+                ServeError::Crashed(_) | ServeError::BadUpstream(_) => StatusCode::BAD_GATEWAY,
+                ServeError::NoResponse
+                | ServeError::GuestTrap { .. }
+                | ServeError::MemoryLimit { .. }
+                | ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (
+                status,
+                format!("app `{app}` failed: {e} (see `berth logs {app}`)"),
+            )
+        }
+    };
+    let mut resp = plain_text(status, text + "\n");
+    if matches!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+    ) {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, RETRY_AFTER_SECONDS);
+    }
     resp
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    #[test]
-    fn prefixes_match_on_segments() {
-        assert!(prefix_matches("/hello", "/hello"));
-        assert!(prefix_matches("/hello", "/hello/x"));
-        assert!(!prefix_matches("/hello", "/helloworld"));
-        assert!(prefix_matches("/", "/anything"));
+    fn code(e: impl Into<DispatchError>) -> (u16, bool) {
+        let (status, retry, _) = outcome(e);
+        (status, retry)
     }
 
+    fn outcome(e: impl Into<DispatchError>) -> (u16, bool, String) {
+        let resp = refusal("a", &e.into());
+        let retry = resp.headers().contains_key(header::RETRY_AFTER);
+        let status = resp.status().as_u16();
+        let body = futures::executor::block_on(resp.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        (status, retry, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The rows of README's "When things go wrong" table.
     #[test]
-    fn ports_are_stripped() {
-        assert_eq!(strip_port("a.localhost:8080"), "a.localhost");
-        assert_eq!(strip_port("a.localhost"), "a.localhost");
-        assert_eq!(strip_port("[::1]:80"), "::1");
+    fn every_failure_has_its_status() {
+        let trap = outcome(ServeError::GuestTrap {
+            reason: "unreachable".into(),
+        });
+        assert_eq!((trap.0, trap.1), (500, false));
+        assert!(trap.2.contains("trapped: unreachable"), "{}", trap.2);
+        let mem = outcome(ServeError::MemoryLimit {
+            limit: "64 MiB".into(),
+        });
+        assert!(
+            mem.0 == 500 && mem.2.contains("exceeded its memory limit of 64 MiB"),
+            "{mem:?}"
+        );
+        assert_eq!(outcome(ServeError::Timeout(Duration::from_secs(1))).0, 504);
+        assert_eq!(outcome(ServeError::NoResponse).0, 500);
+        assert_eq!(outcome(ServeError::BadUpstream("x".into())).0, 502);
+        assert_eq!(outcome(ServeError::Crashed("x".into())).0, 502);
+        assert_eq!(code(ServeError::Overloaded("busy".into())), (503, true));
+        let start = outcome(AdmitError::StartFailed {
+            reason: "exit status 1: boom".into(),
+        });
+        assert_eq!((start.0, start.1), (503, true));
+        assert!(
+            start
+                .2
+                .contains("could not start an instance: exit status 1: boom")
+        );
+        let waited = Duration::from_secs(10);
+        assert_eq!(code(AdmitError::QueueTimeout { waited }), (503, true));
+        assert_eq!(code(AdmitError::QueueFull { depth: 5 }), (503, true));
+        assert_eq!(code(AdmitError::AtMaxScale { max: 2, waited }), (429, true));
+        assert_eq!(code(AdmitError::ShuttingDown), (503, true));
     }
 }

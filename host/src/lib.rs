@@ -18,13 +18,16 @@
 //! - [`metrics`]: Prometheus metrics and per-app metering.
 
 pub mod api;
+pub mod apps;
 pub mod autoscale;
 pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod container;
+pub mod files;
 pub mod gateway;
+pub mod http;
 pub mod logs;
 pub mod metrics;
 pub mod oci;

@@ -1,8 +1,9 @@
 //! Prometheus metrics, served as `GET /metrics` on the admin listener.
 //!
 //! Every name starts with `berth_`. Counters and histograms are updated as
-//! things happen; gauges are computed from a [`AppStatus`] snapshot at each
-//! scrape, so an app that is deleted stops being reported at once.
+//! things happen; gauges are computed from the [`AppSnapshot`]s the caller
+//! passes at each scrape, so an app that is deleted stops being reported at
+//! once. This module is a sink: callers feed it, it imports none of them.
 //!
 //! | metric | type | labels | what |
 //! |---|---|---|---|
@@ -64,8 +65,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::gateway::{Body, BoxError};
-use crate::server::AppStatus;
+use crate::http::{Body, BoxError};
 
 /// The `Content-Type` of [`Metrics::render`].
 pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -130,6 +130,36 @@ struct InstanceLabels {
 struct RevisionLabels {
     app: String,
     revision: String,
+}
+
+/// One app's gauges at a moment, as the caller sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppSnapshot {
+    /// The app.
+    pub name: String,
+    /// Its serving revisions.
+    pub revisions: Vec<RevisionSnapshot>,
+}
+
+/// One revision's gauges at a moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevisionSnapshot {
+    /// `<app>-<n>`.
+    pub id: String,
+    /// `wasm` or `container`.
+    pub kind: &'static str,
+    /// Its share of the app's new requests.
+    pub traffic_percent: u32,
+    /// Instances serving.
+    pub ready: u32,
+    /// Instances starting.
+    pub starting: u32,
+    /// What the autoscaler wants.
+    pub desired: u32,
+    /// Requests waiting for capacity.
+    pub queued: usize,
+    /// Requests being served.
+    pub in_flight: usize,
 }
 
 /// Ready instances per (app, kind) at the last sample.
@@ -355,21 +385,29 @@ impl Metrics {
     /// `cgroupsPath`, e.g. `/berth/ID`) from now on: the CPU time it used so
     /// far counts too.
     pub fn track_cgroup(&self, app: &str, cgroup: &Path) {
+        self.track_cgroup_at(Instant::now(), app, cgroup);
+    }
+
+    fn track_cgroup_at(&self, now: Instant, app: &str, cgroup: &Path) {
         let reading = read_cgroup(&self.cgroup_root, cgroup);
         let meter = CgroupMeter {
             app: app.into(),
             cpu: Duration::ZERO,
             memory: None,
-            at: Instant::now(),
+            at: now,
         };
         let mut cgroups = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
         let meter = cgroups.entry(cgroup.to_path_buf()).or_insert(meter);
-        self.meter(meter, reading, Instant::now());
+        self.meter(meter, reading, now);
     }
 
     /// Takes a last reading of `cgroup` and stops metering it: call it
     /// before the cgroup is removed.
     pub fn untrack_cgroup(&self, cgroup: &Path) {
+        self.untrack_cgroup_at(Instant::now(), cgroup);
+    }
+
+    fn untrack_cgroup_at(&self, now: Instant, cgroup: &Path) {
         let meter = self
             .cgroups
             .lock()
@@ -377,7 +415,7 @@ impl Metrics {
             .remove(cgroup);
         if let Some(mut meter) = meter {
             let reading = read_cgroup(&self.cgroup_root, cgroup);
-            self.meter(&mut meter, reading, Instant::now());
+            self.meter(&mut meter, reading, now);
         }
     }
 
@@ -411,14 +449,15 @@ impl Metrics {
     }
 
     /// Integrates instance-seconds up to now (see the [module docs](self)).
-    pub fn sample(&self, apps: &[AppStatus]) {
-        let now = Instant::now();
+    pub fn sample(&self, apps: &[AppSnapshot]) {
+        self.sample_at(Instant::now(), apps);
+    }
+
+    fn sample_at(&self, now: Instant, apps: &[AppSnapshot]) {
         let mut ready: HashMap<(String, &'static str), u32> = HashMap::new();
         for app in apps {
-            for (revision, _) in &app.revisions {
-                *ready
-                    .entry((app.deployed.name.clone(), revision.kind.as_str()))
-                    .or_default() += revision.ready;
+            for revision in &app.revisions {
+                *ready.entry((app.name.clone(), revision.kind)).or_default() += revision.ready;
             }
         }
         let mut sample = self.sample.lock().unwrap_or_else(|e| e.into_inner());
@@ -453,7 +492,7 @@ impl Metrics {
         snapshot: F,
     ) -> tokio::task::JoinHandle<()>
     where
-        F: Fn() -> Option<Vec<AppStatus>> + Send + 'static,
+        F: Fn() -> Option<Vec<AppSnapshot>> + Send + 'static,
     {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -471,7 +510,7 @@ impl Metrics {
 
     /// Everything in the Prometheus text format (version 0.0.4,
     /// [`PROMETHEUS_CONTENT_TYPE`]), gauges from `apps`.
-    pub fn render(&self, apps: &[AppStatus]) -> String {
+    pub fn render(&self, apps: &[AppSnapshot]) -> String {
         self.sample(apps);
         let gauges = gauges(apps);
         let mut out = String::new();
@@ -483,7 +522,7 @@ impl Metrics {
 
     /// Everything in the OpenMetrics text format
     /// ([`OPENMETRICS_CONTENT_TYPE`]), gauges from `apps`.
-    pub fn render_openmetrics(&self, apps: &[AppStatus]) -> String {
+    pub fn render_openmetrics(&self, apps: &[AppSnapshot]) -> String {
         self.sample(apps);
         let gauges = gauges(apps);
         let mut out = String::new();
@@ -496,16 +535,16 @@ impl Metrics {
 }
 
 /// The point-in-time gauges of `apps`.
-fn gauges(apps: &[AppStatus]) -> Registry {
+fn gauges(apps: &[AppSnapshot]) -> Registry {
     let mut registry = Registry::with_prefix("berth");
     let instances = Family::<InstanceLabels, Gauge>::default();
     let queue = Family::<AppLabels, Gauge>::default();
     let in_flight = Family::<AppLabels, Gauge>::default();
     let traffic = Family::<RevisionLabels, Gauge>::default();
     for app in apps {
-        let name = &app.deployed.name;
+        let name = &app.name;
         let (mut queued, mut serving) = (0_i64, 0_i64);
-        for (revision, percent) in &app.revisions {
+        for revision in &app.revisions {
             for (state, n) in [
                 ("ready", revision.ready),
                 ("starting", revision.starting),
@@ -524,7 +563,7 @@ fn gauges(apps: &[AppStatus]) -> Registry {
                     app: name.clone(),
                     revision: revision.id.clone(),
                 })
-                .set(i64::from(*percent));
+                .set(i64::from(revision.traffic_percent));
             queued += i64::try_from(revision.queued).unwrap_or(i64::MAX);
             serving += i64::try_from(revision.in_flight).unwrap_or(i64::MAX);
         }
@@ -611,7 +650,7 @@ impl Drop for ObservedBody {
 /// body and its content type.
 pub fn negotiate(
     metrics: &Metrics,
-    apps: &[AppStatus],
+    apps: &[AppSnapshot],
     accept: Option<&str>,
 ) -> (String, &'static str) {
     if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
@@ -624,37 +663,20 @@ pub fn negotiate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Kind;
-    use crate::revision::RevisionStatus;
-    use crate::server::Deployed;
 
-    fn status(app: &str, ready: u32, queued: usize) -> AppStatus {
-        AppStatus {
-            deployed: Deployed {
-                name: app.into(),
-                pinned: None,
-                revision: format!("{app}-00001"),
-                kind: Kind::Wasm,
-                sha256: String::new(),
-                pulled_bytes: 0,
-            },
-            routes: Vec::new(),
-            revisions: vec![(
-                RevisionStatus {
-                    id: format!("{app}-00001"),
-                    kind: Kind::Wasm,
-                    desired: ready,
-                    ready,
-                    starting: 0,
-                    panicking: false,
-                    queued,
-                    in_flight: 2,
-                    cold_starts: 1,
-                    recent_cold_starts: Vec::new(),
-                    last_error: None,
-                },
-                100,
-            )],
+    fn status(app: &str, ready: u32, queued: usize) -> AppSnapshot {
+        AppSnapshot {
+            name: app.into(),
+            revisions: vec![RevisionSnapshot {
+                id: format!("{app}-00001"),
+                kind: "wasm",
+                traffic_percent: 100,
+                desired: ready,
+                ready,
+                starting: 0,
+                queued,
+                in_flight: 2,
+            }],
         }
     }
 
@@ -712,11 +734,10 @@ mod tests {
     #[test]
     fn instance_seconds_integrate_ready_instances_over_time() {
         let m = Metrics::new();
-        m.sample(&[status("a", 3, 0)]);
-        std::thread::sleep(Duration::from_millis(200));
-        m.sample(&[status("a", 0, 0)]);
-        std::thread::sleep(Duration::from_millis(200));
-        m.sample(&[status("a", 0, 0)]);
+        let t = Instant::now();
+        m.sample_at(t, &[status("a", 3, 0)]);
+        m.sample_at(t + Duration::from_millis(200), &[status("a", 0, 0)]);
+        m.sample_at(t + Duration::from_millis(400), &[status("a", 0, 0)]);
         let v = m
             .instance_seconds
             .get_or_create(&AppKindLabels {
@@ -724,7 +745,7 @@ mod tests {
                 kind: "wasm".into(),
             })
             .get();
-        assert!((0.55..1.5).contains(&v), "3 instances × ~0.2 s, got {v}");
+        assert!((v - 0.6).abs() < 1e-9, "3 instances × 0.2 s, got {v}");
     }
 
     #[test]
@@ -742,13 +763,14 @@ mod tests {
         std::fs::write(memory.join("memory.usage_in_bytes"), "1000000000\n").unwrap();
 
         let m = Metrics::new().with_cgroup_root(root.path());
-        m.track_cgroup("v2app", Path::new("/berth/c2"));
-        m.track_cgroup("v1app", Path::new("/berth/c1"));
-        std::thread::sleep(Duration::from_millis(200));
+        let t = Instant::now();
+        let later = t + Duration::from_millis(200);
+        m.track_cgroup_at(t, "v2app", Path::new("/berth/c2"));
+        m.track_cgroup_at(t, "v1app", Path::new("/berth/c1"));
         std::fs::write(v2.join("cpu.stat"), "usage_usec 750000\n").unwrap();
-        m.sample(&[]);
-        m.untrack_cgroup(Path::new("/berth/c1"));
-        m.untrack_cgroup(Path::new("/berth/c1"));
+        m.sample_at(later, &[]);
+        m.untrack_cgroup_at(later, Path::new("/berth/c1"));
+        m.untrack_cgroup_at(later, Path::new("/berth/c1"));
         let cpu = |app: &str| {
             m.cpu_seconds
                 .get_or_create(&AppLabels { app: app.into() })
@@ -761,9 +783,9 @@ mod tests {
         };
         assert!((cpu("v2app") - 0.75).abs() < 1e-9, "{}", cpu("v2app"));
         assert!((cpu("v1app") - 0.5).abs() < 1e-9, "{}", cpu("v1app"));
-        // 2 GB for ~0.2 s, 1 GB for ~0.2 s.
-        assert!((0.35..0.8).contains(&mem("v2app")), "{}", mem("v2app"));
-        assert!((0.18..0.4).contains(&mem("v1app")), "{}", mem("v1app"));
+        // 2 GB for 0.2 s, 1 GB for 0.2 s.
+        assert!((mem("v2app") - 0.4).abs() < 1e-9, "{}", mem("v2app"));
+        assert!((mem("v1app") - 0.2).abs() < 1e-9, "{}", mem("v1app"));
         // A cgroup that is gone reads as nothing and adds nothing.
         m.track_cgroup("gone", Path::new("/berth/none"));
         m.sample(&[]);
@@ -773,14 +795,14 @@ mod tests {
     #[tokio::test]
     async fn an_instrumented_body_counts_once_when_done_or_dropped() {
         let m = Arc::new(Metrics::new());
-        let resp = crate::gateway::error(http::StatusCode::OK, "hi");
+        let resp = crate::http::plain_text(http::StatusCode::OK, "hi");
         let resp = m.instrument("x", Instant::now(), resp);
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"hi");
         let dropped = m.instrument(
             "x",
             Instant::now(),
-            crate::gateway::error(http::StatusCode::BAD_GATEWAY, "no"),
+            crate::http::plain_text(http::StatusCode::BAD_GATEWAY, "no"),
         );
         drop(dropped);
         let get = |status| {

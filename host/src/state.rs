@@ -40,12 +40,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::config::{
-    AppConfig, AppSpec, Autoscale, Config, ContainerSettings, Limits, NetworkMode, RawAutoscale,
-    RawLimits, SizeValue, Source,
-};
-use crate::server::Deployed;
-use crate::wasm::cache::write_atomic;
+use crate::config::{AppConfig, AppSpec, Config, Source};
+use crate::files::write_atomic;
 
 /// The state file's name inside the data directory.
 pub const STATE_FILE: &str = "state.json";
@@ -75,8 +71,8 @@ impl Origin {
     }
 }
 
-/// What a deploy asks the server to remember, besides what the deploy
-/// resolves ([`Deployed`]).
+/// What a deploy asks the host to remember, besides what the deploy
+/// resolves (pinned digest, revision, code hash).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     /// The app's settings as given (an image keeps its tag here).
@@ -99,10 +95,10 @@ impl Record {
     }
 
     /// A deploy of `spec` without an [`AppConfig`] at hand (a programmatic
-    /// deploy): the config is derived with [`app_config`].
+    /// deploy): the config is derived with [`AppSpec::to_config`].
     pub fn from_spec(spec: &AppSpec, origin: Origin) -> Self {
         Self {
-            config: app_config(spec),
+            config: spec.to_config(),
             origin,
             revision: None,
         }
@@ -133,15 +129,23 @@ pub struct StoredApp {
 }
 
 impl StoredApp {
-    /// What to store after `deployed` succeeded for `record`.
-    pub fn new(record: &Record, deployed: &Deployed) -> Self {
+    /// What to store after a deploy of `record` succeeded as `revision`,
+    /// serving code `sha256` of `kind` (`wasm` or `container`), pinned to
+    /// `pinned` for an image.
+    pub fn new(
+        record: &Record,
+        pinned: Option<String>,
+        revision: String,
+        sha256: String,
+        kind: &str,
+    ) -> Self {
         Self {
             config: record.config.clone(),
             origin: record.origin,
-            pinned: deployed.pinned.clone(),
-            revision: deployed.revision.clone(),
-            sha256: deployed.sha256.clone(),
-            kind: deployed.kind.as_str().to_string(),
+            pinned,
+            revision,
+            sha256,
+            kind: kind.to_string(),
             deployed_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         }
     }
@@ -395,7 +399,7 @@ impl StateStore {
         let stored = self.apps();
         let mut plan = StartPlan::default();
         for (name, spec) in &config.apps {
-            let as_config = app_config(spec);
+            let as_config = spec.to_config();
             let mut spec = spec.clone();
             let mut revision = None;
             if let Some(old) = stored.get(name)
@@ -509,86 +513,21 @@ pub fn revision_number(revision: &str) -> Option<u64> {
     revision.rsplit_once('-')?.1.parse().ok()
 }
 
-/// The [`AppConfig`] that validates back to `spec` (with `base` `/`): what
-/// the state and the admin API show for an app deployed from an
-/// [`AppSpec`]. Settings at their defaults are left out.
-pub fn app_config(spec: &AppSpec) -> AppConfig {
-    let (wasm, image) = match &spec.source {
-        Source::Wasm(path) => (Some(path.clone()), None),
-        Source::Image(reference) => (None, Some(reference.clone())),
-    };
-    let dur = |d: std::time::Duration| humantime::format_duration(d).to_string();
-    let changed =
-        |d: std::time::Duration, default: std::time::Duration| (d != default).then(|| dur(d));
-    let limits_default = Limits::default();
-    let container_default = ContainerSettings::default();
-    let c = &spec.container;
-    let limits = RawLimits {
-        memory: (spec.limits.memory != limits_default.memory)
-            .then_some(SizeValue::Bytes(spec.limits.memory)),
-        timeout: changed(spec.limits.timeout, limits_default.timeout),
-        cpu: c.cpu,
-        pids: c.pids,
-    };
-    let a = &spec.scaling.autoscale;
-    let d = Autoscale::default();
-    let f = |v: f64, default: f64| (v != default).then_some(v);
-    let autoscale = RawAutoscale {
-        target: a.target,
-        utilization: f(a.utilization, d.utilization),
-        stable_window: changed(a.stable_window, d.stable_window),
-        panic_window_percentage: f(a.panic_window_percentage, d.panic_window_percentage),
-        panic_threshold_percentage: f(a.panic_threshold_percentage, d.panic_threshold_percentage),
-        max_scale_up_rate: f(a.max_scale_up_rate, d.max_scale_up_rate),
-        max_scale_down_rate: f(a.max_scale_down_rate, d.max_scale_down_rate),
-        scale_to_zero_grace: changed(a.scale_to_zero_grace, d.scale_to_zero_grace),
-        scale_down_delay: changed(a.scale_down_delay, d.scale_down_delay),
-        initial_scale: (a.initial_scale != d.initial_scale).then_some(a.initial_scale),
-        tick: changed(a.tick, d.tick),
-        queue_timeout: changed(a.queue_timeout, d.queue_timeout),
-        queue_depth: a.queue_depth,
-    };
-    AppConfig {
-        wasm,
-        image,
-        routes: spec.routes.clone(),
-        env: spec.env.clone(),
-        allowed_outbound_hosts: spec.allowed_outbound_hosts.clone(),
-        concurrency: spec.scaling.concurrency,
-        min_scale: (spec.scaling.min_scale != 0).then_some(spec.scaling.min_scale),
-        max_scale: (spec.scaling.max_scale != 0).then_some(spec.scaling.max_scale),
-        network: (c.network != container_default.network).then(|| match c.network {
-            NetworkMode::Host => "host".to_string(),
-            NetworkMode::Isolated => "isolated".to_string(),
-        }),
-        readiness_path: c.readiness_path.clone(),
-        startup_timeout: changed(c.startup_timeout, container_default.startup_timeout),
-        shutdown_grace: changed(c.shutdown_grace, container_default.shutdown_grace),
-        limits,
-        autoscale,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::backend::Kind;
-
-    fn deployed(name: &str, revision: &str, pinned: Option<&str>, sha256: &str) -> Deployed {
-        Deployed {
-            name: name.into(),
-            pinned: pinned.map(str::to_string),
-            revision: revision.into(),
-            kind: Kind::Wasm,
-            sha256: sha256.into(),
-            pulled_bytes: 0,
-        }
-    }
+    use crate::config::NetworkMode;
 
     fn stored(record: &Record, revision: &str, pinned: Option<&str>, sha: &str) -> StoredApp {
-        StoredApp::new(record, &deployed("x", revision, pinned, sha))
+        StoredApp::new(
+            record,
+            pinned.map(str::to_string),
+            revision.into(),
+            sha.into(),
+            "wasm",
+        )
     }
 
     #[test]
@@ -599,23 +538,23 @@ mod tests {
         spec.allowed_outbound_hosts = vec!["*.example.com".into()];
         spec.limits.memory = 64 << 20;
         spec.limits.timeout = Duration::from_millis(1500);
-        spec.scaling.concurrency = Some(4);
-        spec.scaling.min_scale = 1;
-        spec.scaling.max_scale = 7;
         let a = &mut spec.scaling.autoscale;
+        a.concurrency = Some(4);
+        a.min_scale = 1;
+        a.max_scale = 7;
         a.target = Some(3.5);
         a.utilization = 0.5;
         a.stable_window = Duration::from_secs(6);
         a.scale_to_zero_grace = Duration::ZERO;
         a.tick = Duration::from_millis(100);
         a.initial_scale = 2;
-        a.queue_depth = Some(9);
+        spec.scaling.queue_depth = Some(9);
         spec.container.network = NetworkMode::Isolated;
         spec.container.readiness_path = Some("/ready".into());
         spec.container.shutdown_grace = Duration::from_secs(3);
         spec.container.cpu = Some(0.5);
         spec.container.pids = Some(64);
-        let config = app_config(&spec);
+        let config = spec.to_config();
         let back = AppSpec::from_config("x", &config, Path::new("/elsewhere")).unwrap();
         assert_eq!(back, spec);
         // And through JSON, as the state file and the API carry it.
@@ -624,7 +563,7 @@ mod tests {
         assert_eq!(again, config);
 
         let image = AppSpec::image("127.0.0.1:5000/hello:v1");
-        let config = app_config(&image);
+        let config = image.to_config();
         assert_eq!(
             serde_json::to_value(&config).unwrap(),
             serde_json::json!({"image": "127.0.0.1:5000/hello:v1"}),
@@ -735,7 +674,7 @@ mod tests {
             .record(
                 "made",
                 stored(
-                    &Record::api(app_config(&tagged)),
+                    &Record::api(tagged.to_config()),
                     "made-00004",
                     Some(pinned),
                     "ff",
@@ -743,7 +682,7 @@ mod tests {
             )
             .unwrap();
         let mut scaled = file_app.clone();
-        scaled.scaling.min_scale = 2;
+        scaled.scaling.autoscale.min_scale = 2;
         store
             .record(
                 "over",

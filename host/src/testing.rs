@@ -65,6 +65,11 @@ impl TestHost {
         }
     }
 
+    /// The host's apps (deploy, remove, status, the Wasm runtime's counters).
+    pub fn apps(&self) -> &Arc<crate::apps::Apps> {
+        self.server.apps()
+    }
+
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)

@@ -435,7 +435,7 @@ async fn restart_brings_api_apps_back_serving_at_once_without_compiling() {
     let r = c.get(second.url("/hello")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "hello from hello");
-    assert_eq!(second.server.runtime().stats().compiled(), 0);
+    assert_eq!(second.apps().runtime().stats().compiled(), 0);
     let app: AppView = c
         .get(admin(&second, "/v1/apps/hello"))
         .send()
@@ -510,8 +510,8 @@ async fn an_app_that_cannot_be_restored_is_shown_and_can_be_deleted() {
     assert_eq!(r.status(), 204);
     second.stop().await;
     let third = start().await.unwrap();
-    assert!(third.server.apps().is_empty());
-    assert!(third.server.state().apps().is_empty());
+    assert!(third.apps().status().is_empty());
+    assert!(third.apps().state().apps().is_empty());
     third.stop().await;
 }
 
@@ -554,7 +554,7 @@ async fn restart_of_an_image_app_needs_no_registry() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "hello from imghello");
-    assert_eq!(second.server.runtime().stats().compiled(), 0);
+    assert_eq!(second.apps().runtime().stats().compiled(), 0);
     // Scaling keeps the pinned digest: still no registry needed.
     let r = c
         .post(admin(&second, "/v1/apps/imghello/scale"))
@@ -624,8 +624,8 @@ async fn the_config_file_wins_and_owns_its_apps() {
     // Apps dropped from the file are forgotten; API apps stay.
     let host = with(&[]).start().await.unwrap();
     let names: Vec<String> = host
-        .server
         .apps()
+        .status()
         .into_iter()
         .map(|a| a.deployed.name)
         .collect();

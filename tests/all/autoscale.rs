@@ -77,7 +77,7 @@ async fn a_request_at_zero_is_buffered_and_answered_then_the_app_returns_to_zero
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_scale_keeps_a_warm_instance_through_idle_periods() {
     let mut spec = fast(art::HELLO);
-    spec.scaling.min_scale = 1;
+    spec.scaling.autoscale.min_scale = 1;
     let host = TestHost::builder()
         .app("hello", spec)
         .start()
@@ -92,10 +92,10 @@ async fn min_scale_keeps_a_warm_instance_through_idle_periods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_one_scales_to_max_and_never_beyond_then_to_zero() {
     let mut spec = fast(art::SLOW);
-    spec.scaling.concurrency = Some(1);
-    spec.scaling.max_scale = 4;
+    spec.scaling.autoscale.concurrency = Some(1);
+    spec.scaling.autoscale.max_scale = 4;
     spec.scaling.autoscale.initial_scale = 0;
-    spec.scaling.autoscale.queue_timeout = Duration::from_secs(30);
+    spec.scaling.queue_timeout = Duration::from_secs(30);
     let host = TestHost::builder().app("slow", spec).start().await.unwrap();
     let c = client(host.addr, &["slow"]);
     let reqs: Vec<_> = (0..8)
@@ -131,10 +131,10 @@ async fn concurrency_one_scales_to_max_and_never_beyond_then_to_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_queue_bound_requests_get_prompt_503s() {
     let mut spec = fast(art::SLOW);
-    spec.scaling.concurrency = Some(1);
-    spec.scaling.max_scale = 1;
-    spec.scaling.autoscale.queue_depth = Some(2);
-    spec.scaling.autoscale.queue_timeout = Duration::from_secs(10);
+    spec.scaling.autoscale.concurrency = Some(1);
+    spec.scaling.autoscale.max_scale = 1;
+    spec.scaling.queue_depth = Some(2);
+    spec.scaling.queue_timeout = Duration::from_secs(10);
     let host = TestHost::builder().app("slow", spec).start().await.unwrap();
     let c = client(host.addr, &["slow"]);
     let mut tasks = Vec::new();
@@ -173,9 +173,9 @@ async fn beyond_the_queue_bound_requests_get_prompt_503s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_max_scale_a_request_that_waits_too_long_gets_429() {
     let mut spec = fast(art::SLOW);
-    spec.scaling.concurrency = Some(1);
-    spec.scaling.max_scale = 1;
-    spec.scaling.autoscale.queue_timeout = Duration::from_millis(300);
+    spec.scaling.autoscale.concurrency = Some(1);
+    spec.scaling.autoscale.max_scale = 1;
+    spec.scaling.queue_timeout = Duration::from_millis(300);
     let host = TestHost::builder().app("slow", spec).start().await.unwrap();
     let c = client(host.addr, &["slow"]);
     let first = {

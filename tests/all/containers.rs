@@ -67,7 +67,7 @@ async fn an_image_pushed_with_skopeo_deploys_and_sees_the_cloud_run_contract() {
 
     // Host stop leaves no container behind.
     let data = host.data_dir().to_path_buf();
-    host.server.stop_all().await;
+    host.apps().stop_all().await;
     assert!(runc_list(&data).is_empty(), "{:?}", runc_list(&data));
     host.stop().await;
 }
@@ -130,7 +130,7 @@ async fn a_container_that_ignores_sigterm_is_killed_after_the_grace() {
     let data = host.data_dir().to_path_buf();
     assert_eq!(runc_list(&data).len(), 1);
     let t = Instant::now();
-    assert!(host.server.remove("stubborn"));
+    assert!(host.apps().remove("stubborn"));
     // Removal drains and stops in the background: wait for runc to forget it.
     while !runc_list(&data).is_empty() {
         assert!(
@@ -163,7 +163,7 @@ async fn a_container_that_exits_at_start_gives_a_clear_error_and_the_host_goes_o
 
     // At deploy (an initial instance is started): refused with the reason.
     let err = host
-        .server
+        .apps()
         .deploy("crash", &container_app(&reference))
         .await
         .unwrap_err();
@@ -174,7 +174,7 @@ async fn a_container_that_exits_at_start_gives_a_clear_error_and_the_host_goes_o
     // Deployed at zero: the first request gets a prompt 503 naming the cause.
     let mut lazy = container_app(&reference);
     lazy.scaling.autoscale.initial_scale = 0;
-    host.server.deploy("crash", &lazy).await.unwrap();
+    host.apps().deploy("crash", &lazy).await.unwrap();
     let t = Instant::now();
     let (status, body) = get(&host, "crash", "/").await;
     assert_eq!(status, 503, "{body}");
@@ -209,7 +209,7 @@ async fn an_isolated_instance_cannot_reach_the_admin_port() {
         let mut spec = container_app(&reference);
         spec.container.network = mode;
         spec.env.insert("ADMIN_PORT".into(), admin_port.clone());
-        host.server.deploy(name, &spec).await.unwrap();
+        host.apps().deploy(name, &spec).await.unwrap();
         assert_eq!(
             get(&host, name, "/cgi-bin/probe").await,
             (200, expect.into()),
@@ -225,14 +225,14 @@ async fn concurrency_one_scales_a_container_app_to_max_and_back_to_zero() {
     let reference = registry.reference("slow:v1");
     Image::httpd().push(&reference);
     let mut spec = container_app(&reference);
-    spec.scaling.concurrency = Some(1);
-    spec.scaling.max_scale = 4;
+    spec.scaling.autoscale.concurrency = Some(1);
+    spec.scaling.autoscale.max_scale = 4;
     let a = &mut spec.scaling.autoscale;
     a.initial_scale = 0;
     a.stable_window = Duration::from_secs(2);
     a.scale_to_zero_grace = Duration::ZERO;
     a.tick = Duration::from_millis(200);
-    a.queue_timeout = Duration::from_secs(30);
+    spec.scaling.queue_timeout = Duration::from_secs(30);
     let host = TestHost::builder().app("slow", spec).start().await.unwrap();
     assert_eq!(status(&host, "slow").ready, 0);
 
@@ -364,7 +364,7 @@ async fn a_host_stopped_right_after_a_removal_leaves_no_container() {
     let pid = container_pid(&data, &ids[0]);
     // Removal stops the instance in the background (httpd as PID 1 ignores
     // SIGTERM, so this takes the whole grace); stopping the host waits for it.
-    assert!(host.server.remove("gone"));
+    assert!(host.apps().remove("gone"));
     host.stop().await;
     assert!(runc_list(&data).is_empty(), "{:?}", runc_list(&data));
     assert!(

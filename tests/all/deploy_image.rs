@@ -50,16 +50,16 @@ async fn berth_push_then_deploy_by_tag_and_by_digest() {
     // A redeploy of the same tag resolves to the pinned digest and pulls,
     // compiles nothing.
     let gets = registry.blob_gets();
-    let compiled = host.server.runtime().stats().compiled();
+    let compiled = host.apps().runtime().stats().compiled();
     let deployed = host
-        .server
+        .apps()
         .deploy("bytag", &image_app(&reference))
         .await
         .unwrap();
     assert_eq!(deployed.pinned.as_deref(), Some(by_digest.as_str()));
     assert_eq!(deployed.pulled_bytes, 0);
     assert_eq!(registry.blob_gets(), gets, "no blob was fetched again");
-    assert_eq!(host.server.runtime().stats().compiled(), compiled);
+    assert_eq!(host.apps().runtime().stats().compiled(), compiled);
     host.stop().await;
 }
 
@@ -75,11 +75,11 @@ async fn restart_pulls_and_compiles_nothing() {
             .start()
     };
     let first = start().await.unwrap();
-    assert_eq!(first.server.runtime().stats().compiled(), 1);
+    assert_eq!(first.apps().runtime().stats().compiled(), 1);
     first.stop().await;
     let gets = registry.blob_gets();
     let second = start().await.unwrap();
-    assert_eq!(second.server.runtime().stats().compiled(), 0);
+    assert_eq!(second.apps().runtime().stats().compiled(), 0);
     assert_eq!(registry.blob_gets(), gets);
     assert_eq!(get(&second, "hello", "/").await.0, 200);
     second.stop().await;
@@ -129,7 +129,7 @@ async fn a_corrupt_blob_or_a_dead_registry_fails_the_deploy_not_the_host() {
         .await
         .unwrap();
     let err = host
-        .server
+        .apps()
         .deploy("bad", &image_app(&reference))
         .await
         .unwrap_err();
@@ -147,7 +147,7 @@ async fn a_corrupt_blob_or_a_dead_registry_fails_the_deploy_not_the_host() {
     let dead = format!("{}/hello:v1", free_addr());
     let t = Instant::now();
     let err = host
-        .server
+        .apps()
         .deploy("dead", &image_app(&dead))
         .await
         .unwrap_err();
@@ -181,13 +181,13 @@ async fn unreferenced_blobs_are_collected() {
         .await
         .unwrap();
     assert!(blob_store_has(host.data_dir(), &hello_layer));
-    host.server
+    host.apps()
         .deploy("x", &image_app(&echo_ref))
         .await
         .unwrap();
     // Let the retired revision finish stopping.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let removed = host.server.collect_garbage().unwrap();
+    let removed = host.apps().collect_garbage().unwrap();
     assert!(
         removed >= 2,
         "manifest, config and layer of hello: {removed}"
@@ -195,7 +195,7 @@ async fn unreferenced_blobs_are_collected() {
     assert!(!blob_store_has(host.data_dir(), &hello_layer));
     assert!(blob_store_has(host.data_dir(), &echo_layer));
     assert_eq!(
-        host.server.collect_garbage().unwrap(),
+        host.apps().collect_garbage().unwrap(),
         0,
         "nothing left to collect"
     );

@@ -47,7 +47,7 @@ async fn redeploys_under_a_steady_request_stream_drop_nothing() {
     }
     for v in 2..=5 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        host.server
+        host.apps()
             .deploy("env", &env_app(&v.to_string()))
             .await
             .unwrap();
@@ -204,7 +204,7 @@ async fn wasm_requests_are_metered_for_cpu_and_memory() {
         assert_eq!(r.status(), 200);
         r.text().await.unwrap();
     }
-    let text = host.server.metrics().render(&host.server.apps());
+    let text = host.apps().metrics().render(&host.apps().snapshots());
     let value = |name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}{{app=\"hello\"}} ")))

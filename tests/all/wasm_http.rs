@@ -331,13 +331,13 @@ async fn restart_on_the_same_data_dir_compiles_nothing() {
             .start()
     };
     let first = start().await.unwrap();
-    assert_eq!(first.server.runtime().stats().compiled(), 2);
-    assert_eq!(first.server.runtime().stats().cache_hits(), 0);
+    assert_eq!(first.apps().runtime().stats().compiled(), 2);
+    assert_eq!(first.apps().runtime().stats().cache_hits(), 0);
     first.stop().await;
 
     let second = start().await.unwrap();
-    assert_eq!(second.server.runtime().stats().compiled(), 0);
-    assert_eq!(second.server.runtime().stats().cache_hits(), 2);
+    assert_eq!(second.apps().runtime().stats().compiled(), 0);
+    assert_eq!(second.apps().runtime().stats().cache_hits(), 2);
     let c = client(second.addr, &["hello"]);
     assert_hello_ok(&c, &second).await;
     second.stop().await;
@@ -347,7 +347,7 @@ async fn restart_on_the_same_data_dir_compiles_nothing() {
         std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
     }
     let third = start().await.unwrap();
-    assert_eq!(third.server.runtime().stats().compiled(), 2);
+    assert_eq!(third.apps().runtime().stats().compiled(), 2);
     let c = client(third.addr, &["hello"]);
     assert_hello_ok(&c, &third).await;
     third.stop().await;

@@ -20,7 +20,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use sha2::{Digest as _, Sha256};
 
 use super::error_response;
-use crate::gateway::Body;
+use crate::http::Body;
 
 /// The environment variable holding the admin token (server and CLI).
 pub const TOKEN_ENV: &str = "BERTH_ADMIN_TOKEN";

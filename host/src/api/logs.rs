@@ -18,9 +18,9 @@ use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Frame;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
-use crate::gateway::{Body, BoxError};
+use crate::apps::Apps;
+use crate::http::{Body, BoxError};
 use crate::logs::log_path;
-use crate::server::Server;
 
 /// How often a followed log is polled.
 pub const POLL: Duration = Duration::from_millis(250);
@@ -36,8 +36,8 @@ struct Position {
     offset: u64,
 }
 
-/// The log response for `app` under `logs_dir`. `server` ends a follow when
-/// it shuts down or is dropped.
+/// The log response for `app` under `logs_dir`. A follow ends when `apps`
+/// begins to shut down or is dropped.
 ///
 /// # Errors
 /// An I/O error reading the log, as the error to send.
@@ -45,7 +45,7 @@ pub async fn response(
     logs_dir: &Path,
     app: &str,
     follow: bool,
-    server: Weak<Server>,
+    apps: Weak<Apps>,
 ) -> std::io::Result<Response<Body>> {
     let path = log_path(logs_dir, app);
     let mut rotated = path.clone().into_os_string();
@@ -60,7 +60,7 @@ pub async fn response(
             path,
             rotated,
             pos,
-            server,
+            apps,
             first: (!first.is_empty()).then_some(first),
         };
         let stream = futures::stream::unfold(tail, |mut tail| async move {
@@ -95,7 +95,7 @@ struct Tail {
     path: PathBuf,
     rotated: PathBuf,
     pos: Position,
-    server: Weak<Server>,
+    apps: Weak<Apps>,
     first: Option<Bytes>,
 }
 
@@ -106,8 +106,8 @@ impl Tail {
             return Some(Ok(first));
         }
         loop {
-            match self.server.upgrade() {
-                Some(server) if server.is_ready() => {}
+            match self.apps.upgrade() {
+                Some(apps) if !apps.is_shutting_down() => {}
                 _ => return None,
             }
             match self.poll_file().await {

@@ -3,7 +3,7 @@
 //!
 //! | method and path | what | success |
 //! |---|---|---|
-//! | `PUT /v1/apps/{name}` | deploy or replace an app; the body is the JSON form of an `[apps.NAME]` table ([`AppConfig`]), `wasm` an absolute path on the server | `201` new, `200` replaced: the app |
+//! | `PUT /v1/apps/{name}` | deploy or replace an app; the body is the JSON form of an `[apps.NAME]` table ([`AppConfig`]), `wasm` an absolute path on the apps | `201` new, `200` replaced: the app |
 //! | `GET /v1/apps` | every app | `200` `{"apps": [...]}` |
 //! | `GET /v1/apps/{name}` | one app: settings, pinned digest, kind, revision, instances, queue, cold starts, last error ([`AppView`]) | `200` |
 //! | `DELETE /v1/apps/{name}` | remove an app; in-flight requests finish | `204` |
@@ -32,16 +32,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Limited};
 use serde::Serialize;
 
 pub use auth::{AdminAuth, TOKEN_ENV};
 pub use model::{AppList, AppState, AppView, ErrorBody, Instances, RevisionView, ScaleRequest};
 
+use crate::apps::{Apps, RouteConflict};
 use crate::config::{AppConfig, AppSpec, Source, validate_label};
-use crate::gateway::{Body, BoxError};
+use crate::http::{Body, BoxError, full};
 use crate::oci::OciError;
-use crate::server::{RouteConflict, Server};
 use crate::state::{Record, StateError, StoredApp};
 
 /// Largest request body accepted.
@@ -49,30 +49,30 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Serves one admin API request (everything on the admin listener but
 /// `/healthz` and `/readyz`). Never fails: every error is a response.
-pub async fn handle<B>(server: &Arc<Server>, req: Request<B>) -> Response<Body>
+pub async fn handle<B>(apps: &Arc<Apps>, auth: &AdminAuth, req: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    if let Err(resp) = server.options().admin_auth.check(&req) {
+    if let Err(resp) = auth.check(&req) {
         return resp;
     }
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
     match (segments.as_slice(), &method) {
-        (["metrics"], &Method::GET) => metrics(server, &req),
-        (["v1", "apps"], &Method::GET) => json(StatusCode::OK, &list(server)),
-        (["v1", "apps", name], &Method::GET) => match view(server, name) {
+        (["metrics"], &Method::GET) => metrics(apps, &req),
+        (["v1", "apps"], &Method::GET) => json(StatusCode::OK, &list(apps)),
+        (["v1", "apps", name], &Method::GET) => match view(apps, name) {
             Some(app) => json(StatusCode::OK, &app),
             None => unknown_app(name),
         },
-        (["v1", "apps", name], &Method::PUT) => put_app(server, name, req).await,
-        (["v1", "apps", name], &Method::DELETE) => delete_app(server, name).await,
-        (["v1", "apps", name, "scale"], &Method::POST) => scale_app(server, name, req).await,
-        (["v1", "apps", name, "logs"], &Method::GET) => app_logs(server, name, &req).await,
-        (["v1", "apps", name, "traffic"], &Method::POST) => traffic(server, name, req).await,
-        (["v1", "gc"], &Method::POST) => match server.collect_garbage() {
+        (["v1", "apps", name], &Method::PUT) => put_app(apps, name, req).await,
+        (["v1", "apps", name], &Method::DELETE) => delete_app(apps, name).await,
+        (["v1", "apps", name, "scale"], &Method::POST) => scale_app(apps, name, req).await,
+        (["v1", "apps", name, "logs"], &Method::GET) => app_logs(apps, name, &req).await,
+        (["v1", "apps", name, "traffic"], &Method::POST) => traffic(apps, name, req).await,
+        (["v1", "gc"], &Method::POST) => match apps.collect_garbage() {
             Ok(removed) => json(
                 StatusCode::OK,
                 &serde_json::json!({ "removed_blobs": removed }),
@@ -93,12 +93,12 @@ where
     }
 }
 
-fn metrics<B>(server: &Server, req: &Request<B>) -> Response<Body> {
+fn metrics<B>(apps: &Apps, req: &Request<B>) -> Response<Body> {
     let accept = req
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    let (text, content_type) = crate::metrics::negotiate(server.metrics(), &server.apps(), accept);
+    let (text, content_type) = crate::metrics::negotiate(apps.metrics(), &apps.snapshots(), accept);
     let mut resp = Response::new(full(text));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -107,35 +107,35 @@ fn metrics<B>(server: &Server, req: &Request<B>) -> Response<Body> {
 
 /// Every app: the running ones and those the state remembers but could not
 /// restore.
-fn list(server: &Server) -> AppList {
-    let stored = server.state().apps();
-    let running = server.apps();
-    let mut apps: Vec<AppView> = running
+fn list(apps: &Apps) -> AppList {
+    let stored = apps.state().apps();
+    let running = apps.status();
+    let mut views: Vec<AppView> = running
         .iter()
         .map(|s| AppView::running(s, stored.get(&s.deployed.name)))
         .collect();
     for (name, app) in &stored {
         if !running.iter().any(|s| &s.deployed.name == name) {
-            apps.push(AppView::not_running(
+            views.push(AppView::not_running(
                 name,
                 app,
-                server.state().restore_error(name),
+                apps.state().restore_error(name),
             ));
         }
     }
-    apps.sort_by(|a, b| a.name.cmp(&b.name));
-    AppList { apps }
+    views.sort_by(|a, b| a.name.cmp(&b.name));
+    AppList { apps: views }
 }
 
-fn view(server: &Server, name: &str) -> Option<AppView> {
-    let stored = server.state().get(name);
-    if let Some(status) = server.apps().into_iter().find(|s| s.deployed.name == name) {
+fn view(apps: &Apps, name: &str) -> Option<AppView> {
+    let stored = apps.state().get(name);
+    if let Some(status) = apps.status().into_iter().find(|s| s.deployed.name == name) {
         return Some(AppView::running(&status, stored.as_ref()));
     }
-    stored.map(|app| AppView::not_running(name, &app, server.state().restore_error(name)))
+    stored.map(|app| AppView::not_running(name, &app, apps.state().restore_error(name)))
 }
 
-async fn put_app<B>(server: &Arc<Server>, name: &str, req: Request<B>) -> Response<Body>
+async fn put_app<B>(apps: &Arc<Apps>, name: &str, req: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -165,7 +165,7 @@ where
         return error_response(
             StatusCode::BAD_REQUEST,
             &format!(
-                "`{}` is a relative path; the server has no directory to resolve it against: give an absolute path",
+                "`{}` is a relative path; the apps has no directory to resolve it against: give an absolute path",
                 wasm.display()
             ),
             Some("wasm"),
@@ -180,13 +180,13 @@ where
     {
         return error_response(
             StatusCode::BAD_REQUEST,
-            &format!("no file `{}` on the server", path.display()),
+            &format!("no file `{}` on the apps", path.display()),
             Some("wasm"),
         );
     }
-    let _guard = server.state().lock_app(name).await;
-    let existed = view(server, name).is_some();
-    match server
+    let _guard = apps.state().lock_app(name).await;
+    let existed = view(apps, name).is_some();
+    match apps
         .deploy_with_traffic(name, &spec, Record::api(config), percent)
         .await
     {
@@ -197,7 +197,7 @@ where
             } else {
                 StatusCode::CREATED
             };
-            let mut resp = match view(server, name) {
+            let mut resp = match view(apps, name) {
                 Some(app) => json(status, &app),
                 None => error_response(
                     StatusCode::CONFLICT,
@@ -216,15 +216,15 @@ where
     }
 }
 
-async fn delete_app(server: &Arc<Server>, name: &str) -> Response<Body> {
+async fn delete_app(apps: &Arc<Apps>, name: &str) -> Response<Body> {
     if let Err(resp) = check_name(name) {
         return resp;
     }
-    let _guard = server.state().lock_app(name).await;
-    let running = server.remove(name);
+    let _guard = apps.state().lock_app(name).await;
+    let running = apps.remove(name);
     // `remove` forgets the app too; this covers an app that is only
     // remembered (its restore failed) and a failed write in `remove`.
-    let stored = match server.state().forget(name) {
+    let stored = match apps.state().forget(name) {
         Ok(stored) => stored,
         Err(e) => return state_error(&e),
     };
@@ -241,7 +241,7 @@ async fn delete_app(server: &Arc<Server>, name: &str) -> Response<Body> {
 /// revision gets N percent of new requests, the one before it the rest (at
 /// 100 the older one is retired). A canary is deployed with
 /// `PUT /v1/apps/{name}?traffic=N`.
-async fn traffic<B>(server: &Arc<Server>, name: &str, req: Request<B>) -> Response<Body>
+async fn traffic<B>(apps: &Arc<Apps>, name: &str, req: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -258,11 +258,11 @@ where
         Ok(t) => t,
         Err(resp) => return resp,
     };
-    if view(server, name).is_none() {
+    if view(apps, name).is_none() {
         return unknown_app(name);
     }
-    match server.set_traffic(name, t.latest_percent) {
-        Ok(()) => match view(server, name) {
+    match apps.set_traffic(name, t.latest_percent) {
+        Ok(()) => match view(apps, name) {
             Some(app) => json(StatusCode::OK, &app),
             None => unknown_app(name),
         },
@@ -270,7 +270,7 @@ where
     }
 }
 
-async fn scale_app<B>(server: &Arc<Server>, name: &str, req: Request<B>) -> Response<Body>
+async fn scale_app<B>(apps: &Arc<Apps>, name: &str, req: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -289,8 +289,8 @@ where
             None,
         );
     }
-    let _guard = server.state().lock_app(name).await;
-    let Some(stored) = server.state().get(name) else {
+    let _guard = apps.state().lock_app(name).await;
+    let Some(stored) = apps.state().get(name) else {
         return unknown_app(name);
     };
     let mut config = stored.config.clone();
@@ -314,7 +314,7 @@ where
         origin: stored.origin,
         revision: None,
     };
-    match server.deploy_recorded(name, &spec, record).await {
+    match apps.deploy_recorded(name, &spec, record).await {
         Ok(deployed) => {
             tracing::info!(
                 app = name,
@@ -323,7 +323,7 @@ where
                 max_scale = ?scale.max_scale,
                 "scaled through the admin API"
             );
-            match view(server, name) {
+            match view(apps, name) {
                 Some(app) => json(StatusCode::OK, &app),
                 None => unknown_app(name),
             }
@@ -332,7 +332,7 @@ where
     }
 }
 
-async fn app_logs<B>(server: &Arc<Server>, name: &str, req: &Request<B>) -> Response<Body> {
+async fn app_logs<B>(apps: &Arc<Apps>, name: &str, req: &Request<B>) -> Response<Body> {
     if let Err(resp) = check_name(name) {
         return resp;
     }
@@ -340,12 +340,12 @@ async fn app_logs<B>(server: &Arc<Server>, name: &str, req: &Request<B>) -> Resp
         Ok(f) => f,
         Err(msg) => return error_response(StatusCode::BAD_REQUEST, &msg, Some("follow")),
     };
-    let logs_dir = server.options().data_dir.join("logs");
-    let known = view(server, name).is_some() || crate::logs::log_path(&logs_dir, name).exists();
+    let logs_dir = apps.data_dir().join("logs");
+    let known = view(apps, name).is_some() || crate::logs::log_path(&logs_dir, name).exists();
     if !known {
         return unknown_app(name);
     }
-    match logs::response(&logs_dir, name, follow, Arc::downgrade(server)).await {
+    match logs::response(&logs_dir, name, follow, Arc::downgrade(apps)).await {
         Ok(resp) => resp,
         Err(e) => error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -529,12 +529,6 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     resp
-}
-
-fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 #[cfg(test)]

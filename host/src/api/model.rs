@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::apps::AppStatus;
 use crate::config::AppConfig;
-use crate::server::AppStatus;
 use crate::state::{Origin, StoredApp};
 
 /// An error: `{"error": "...", "key": "limits.memory"}`.

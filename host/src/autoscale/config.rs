@@ -1,6 +1,10 @@
-//! [`KpaConfig`]: the autoscaler's knobs, their Knative defaults, how the
-//! per-instance target is resolved, and validation.
+//! [`KpaConfig`]: the autoscaler's knobs, their defaults, how the
+//! per-instance target is resolved, and validation. It is the one autoscaling
+//! configuration of berth: an app's spec carries it, the config file, the
+//! admin API and the restored state all validate it here, and the revision
+//! hands it to [`Kpa`](super::Kpa) as it is.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// Soft concurrency target per instance when neither `target` nor a hard
@@ -22,25 +26,63 @@ pub const DEFAULT_MAX_SCALE_UP_RATE: f64 = 1000.0;
 pub const DEFAULT_MAX_SCALE_DOWN_RATE: f64 = 2.0;
 /// Knative's `initial-scale`.
 pub const DEFAULT_INITIAL_SCALE: u32 = 1;
+/// Most instances of one app unless it says otherwise: Cloud Run's default
+/// maximum (Knative's is unbounded; berth never is).
+pub const DEFAULT_MAX_SCALE: u32 = 100;
 /// Knative's `scale-to-zero-grace-period`.
 pub const DEFAULT_SCALE_TO_ZERO_GRACE: Duration = Duration::from_secs(30);
-/// Knative's autoscaler tick (`tickInterval`).
-pub const DEFAULT_TICK: Duration = Duration::from_secs(2);
+/// How often berth samples and decides. Knative decides every 2 s
+/// (`tickInterval`); berth samples once a second, which its one-second
+/// buckets want, and decides at every sample.
+pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
 /// Knative's `target-burst-capacity`.
 pub const DEFAULT_TARGET_BURST_CAPACITY: f64 = 200.0;
 /// The per-instance target never goes below this (Knative's `TargetMin`).
 pub const MIN_PER_INSTANCE_TARGET: f64 = 0.01;
 
-/// How one app is autoscaled. [`Default`] gives Knative's defaults; use
-/// [`KpaConfig::for_concurrency`] to derive the target from the app's hard
-/// concurrency limit, then override what the app's `[autoscale]` table sets,
-/// then [`validate`](KpaConfig::validate).
+/// Allowed `concurrency` (0 = unbounded; Cloud Run's maximum is 1000).
+pub const CONCURRENCY_RANGE: RangeInclusive<u32> = 0..=1000;
+/// Allowed `target` (Knative's minimum is 0.01).
+pub const TARGET_RANGE: RangeInclusive<f64> = 0.01..=10_000.0;
+/// Allowed `utilization` (Knative: 1 % to 100 %).
+pub const UTILIZATION_RANGE: RangeInclusive<f64> = 0.01..=1.0;
+/// Allowed `stable_window` (Knative: 6 s to 1 h; berth allows 1 s so tests
+/// can shorten it).
+pub const STABLE_WINDOW_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+/// Allowed `panic_window_percentage` (Knative: 1 to 100).
+pub const PANIC_WINDOW_PERCENTAGE_RANGE: RangeInclusive<f64> = 1.0..=100.0;
+/// Allowed `panic_threshold_percentage` (Knative: 110 to 1000).
+pub const PANIC_THRESHOLD_PERCENTAGE_RANGE: RangeInclusive<f64> = 110.0..=1000.0;
+/// Allowed `max_scale_up_rate` (above 1, or the count could never grow).
+pub const MAX_SCALE_UP_RATE_RANGE: RangeInclusive<f64> = 1.000_001..=10_000.0;
+/// Allowed `max_scale_down_rate` (above 1: a rate below 1 would make the
+/// "lower bound" `ready / rate` exceed `ready` and grow the count every
+/// decision).
+pub const MAX_SCALE_DOWN_RATE_RANGE: RangeInclusive<f64> = 1.000_001..=10_000.0;
+/// Allowed `max_scale`.
+pub const MAX_SCALE_RANGE: RangeInclusive<u32> = 1..=10_000;
+/// Allowed `scale_to_zero_grace` and `scale_down_delay`.
+pub const DELAY_RANGE: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
+/// Allowed `tick` (an hour makes only the activator's pokes decide, which
+/// `berth bench` uses).
+pub const TICK_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(3600);
+
+/// How one app is autoscaled. [`Default`] gives Knative's defaults (with
+/// berth's finite [`DEFAULT_MAX_SCALE`] and one-second [`DEFAULT_TICK`]);
+/// override what the app sets, then [`validate`](KpaConfig::validate).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KpaConfig {
-    /// Soft concurrency target per instance, already resolved from `target`
-    /// or `concurrency` (see [`KpaConfig::resolve_target`]). The autoscaler
-    /// aims at `target × utilization` per instance.
-    pub target: f64,
+    /// The hard limit of requests one instance serves at once (Knative's
+    /// `containerConcurrency`), 0 = unbounded. `None` leaves it to whoever
+    /// runs the instances (berth: unbounded for Wasm, 80 for containers);
+    /// the autoscaler reads `None` as 0.
+    pub concurrency: Option<u32>,
+    /// Soft concurrency target per instance; `None` = from `concurrency`
+    /// (see [`KpaConfig::resolve_target`]). The autoscaler aims at
+    /// `target × utilization` per instance.
+    pub target: Option<f64>,
     /// Share of `target` aimed for, in (0, 1].
     pub utilization: f64,
     /// Window the steady-state average is taken over.
@@ -56,7 +98,7 @@ pub struct KpaConfig {
     pub max_scale_down_rate: f64,
     /// Never fewer instances than this; 0 allows scaling to zero.
     pub min_scale: u32,
-    /// Never more instances than this; 0 means unbounded.
+    /// Never more instances than this.
     pub max_scale: u32,
     /// Instances asked for at creation, until that many have been ready once.
     pub initial_scale: u32,
@@ -66,8 +108,9 @@ pub struct KpaConfig {
     /// A decrease takes effect only once it has been the largest count asked
     /// for during this long (0 = at once).
     pub scale_down_delay: Duration,
-    /// How often the caller asks for a decision. The algorithm does not depend
-    /// on it; it is here so the host's loop reads it from one place.
+    /// How often the caller samples and asks for a decision. The algorithm
+    /// does not depend on it; it is here so the host's loop reads it from one
+    /// place.
     pub tick: Duration,
     /// Spare capacity (in requests) the app should keep for bursts; only used
     /// for [`Decision::excess_burst_capacity`](super::Decision). 0 disables
@@ -78,7 +121,8 @@ pub struct KpaConfig {
 impl Default for KpaConfig {
     fn default() -> Self {
         Self {
-            target: DEFAULT_TARGET,
+            concurrency: None,
+            target: None,
             utilization: DEFAULT_UTILIZATION,
             stable_window: DEFAULT_STABLE_WINDOW,
             panic_window_percentage: DEFAULT_PANIC_WINDOW_PERCENTAGE,
@@ -86,7 +130,7 @@ impl Default for KpaConfig {
             max_scale_up_rate: DEFAULT_MAX_SCALE_UP_RATE,
             max_scale_down_rate: DEFAULT_MAX_SCALE_DOWN_RATE,
             min_scale: 0,
-            max_scale: 0,
+            max_scale: DEFAULT_MAX_SCALE,
             initial_scale: DEFAULT_INITIAL_SCALE,
             scale_to_zero_grace: DEFAULT_SCALE_TO_ZERO_GRACE,
             scale_down_delay: Duration::ZERO,
@@ -96,12 +140,23 @@ impl Default for KpaConfig {
     }
 }
 
+/// A setting the autoscaler refuses: which one, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason}")]
+pub struct KpaConfigError {
+    /// The field, as named in an app's settings (`max_scale_down_rate`).
+    pub key: &'static str,
+    /// What is wrong and what is allowed.
+    pub reason: String,
+}
+
 impl KpaConfig {
-    /// Knative's defaults with the target resolved from an app's hard
-    /// `concurrency` limit (0 = unbounded) and optional soft `target`.
+    /// The defaults with a hard `concurrency` limit (0 = unbounded) and an
+    /// optional soft `target`.
     pub fn for_concurrency(concurrency: u32, target: Option<f64>) -> Self {
         Self {
-            target: Self::resolve_target(concurrency, target),
+            concurrency: Some(concurrency),
+            target,
             ..Self::default()
         }
     }
@@ -120,9 +175,14 @@ impl KpaConfig {
         }
     }
 
+    /// This configuration's soft target (see [`KpaConfig::resolve_target`]).
+    pub fn resolved_target(&self) -> f64 {
+        Self::resolve_target(self.concurrency.unwrap_or(0), self.target)
+    }
+
     /// What one instance is aimed to hold: `max(0.01, target × utilization)`.
     pub fn per_instance_target(&self) -> f64 {
-        let t = self.target * self.utilization;
+        let t = self.resolved_target() * self.utilization;
         if t.is_nan() {
             MIN_PER_INSTANCE_TARGET
         } else {
@@ -147,98 +207,147 @@ impl KpaConfig {
         self.panic_threshold_percentage / 100.0
     }
 
-    /// Checks every field; the error names the key and says what is allowed.
-    /// Ranges follow Knative's, except that windows may be as short as 1 s so
-    /// tests can shorten them.
-    pub fn validate(&self) -> Result<(), String> {
-        fn finite(name: &str, v: f64) -> Result<(), String> {
-            if v.is_finite() {
+    /// Checks every field against its documented range (the `*_RANGE`
+    /// constants); the error names the key and says what is allowed. Ranges
+    /// follow Knative's, except that windows may be as short as 1 s so tests
+    /// can shorten them (a panic window under a second averages the current
+    /// second: windows are whole one-second buckets) and that `max_scale` is
+    /// always finite.
+    ///
+    /// # Errors
+    /// The first setting out of range.
+    pub fn validate(&self) -> Result<(), KpaConfigError> {
+        fn refuse(key: &'static str, reason: String) -> Result<(), KpaConfigError> {
+            Err(KpaConfigError { key, reason })
+        }
+        fn within(
+            key: &'static str,
+            v: f64,
+            range: &RangeInclusive<f64>,
+        ) -> Result<(), KpaConfigError> {
+            if range.contains(&v) {
                 Ok(())
             } else {
-                Err(format!("{name} must be a finite number (got {v})"))
+                refuse(
+                    key,
+                    format!(
+                        "{key} must be in [{}, {}] (got {v})",
+                        range.start(),
+                        range.end()
+                    ),
+                )
             }
         }
-        finite("target", self.target)?;
-        if self.target <= 0.0 {
-            return Err(format!(
-                "target must be greater than 0 (got {})",
-                self.target
-            ));
+        fn span(
+            key: &'static str,
+            v: Duration,
+            range: &RangeInclusive<Duration>,
+        ) -> Result<(), KpaConfigError> {
+            if range.contains(&v) {
+                Ok(())
+            } else {
+                refuse(
+                    key,
+                    format!(
+                        "{key} must be from {:?} to {:?} (got {v:?})",
+                        range.start(),
+                        range.end()
+                    ),
+                )
+            }
         }
-        finite("utilization", self.utilization)?;
-        if !(self.utilization > 0.0 && self.utilization <= 1.0) {
-            return Err(format!(
-                "utilization must be in (0, 1] (got {})",
-                self.utilization
-            ));
+        if let Some(c) = self.concurrency
+            && !CONCURRENCY_RANGE.contains(&c)
+        {
+            return refuse(
+                "concurrency",
+                format!(
+                    "concurrency must be at most {} (got {c}; 0 = unbounded)",
+                    CONCURRENCY_RANGE.end()
+                ),
+            );
         }
-        if self.stable_window < Duration::from_secs(1) {
-            return Err(format!(
-                "stable_window must be at least 1s (got {:?})",
-                self.stable_window
-            ));
+        if let Some(t) = self.target {
+            within("target", t, &TARGET_RANGE)?;
         }
-        finite("panic_window_percentage", self.panic_window_percentage)?;
-        if !(self.panic_window_percentage > 0.0 && self.panic_window_percentage <= 100.0) {
-            return Err(format!(
-                "panic_window_percentage must be in (0, 100] (got {})",
-                self.panic_window_percentage
-            ));
-        }
-        if self.panic_window() < Duration::from_secs(1) {
-            return Err(format!(
-                "the panic window (stable_window {:?} × panic_window_percentage {} %) \
-                 must be at least 1s (got {:?})",
-                self.stable_window,
-                self.panic_window_percentage,
-                self.panic_window()
-            ));
-        }
-        finite(
+        within("utilization", self.utilization, &UTILIZATION_RANGE)?;
+        span("stable_window", self.stable_window, &STABLE_WINDOW_RANGE)?;
+        within(
+            "panic_window_percentage",
+            self.panic_window_percentage,
+            &PANIC_WINDOW_PERCENTAGE_RANGE,
+        )?;
+        within(
             "panic_threshold_percentage",
             self.panic_threshold_percentage,
+            &PANIC_THRESHOLD_PERCENTAGE_RANGE,
         )?;
-        if !(110.0..=1000.0).contains(&self.panic_threshold_percentage) {
-            return Err(format!(
-                "panic_threshold_percentage must be in [110, 1000] (got {})",
-                self.panic_threshold_percentage
-            ));
+        if !MAX_SCALE_UP_RATE_RANGE.contains(&self.max_scale_up_rate) {
+            return refuse(
+                "max_scale_up_rate",
+                format!(
+                    "max_scale_up_rate must be greater than 1 and at most {} (got {})",
+                    MAX_SCALE_UP_RATE_RANGE.end(),
+                    self.max_scale_up_rate
+                ),
+            );
         }
-        finite("max_scale_up_rate", self.max_scale_up_rate)?;
-        if self.max_scale_up_rate <= 1.0 {
-            return Err(format!(
-                "max_scale_up_rate must be greater than 1 (got {})",
-                self.max_scale_up_rate
-            ));
+        if !MAX_SCALE_DOWN_RATE_RANGE.contains(&self.max_scale_down_rate) {
+            return refuse(
+                "max_scale_down_rate",
+                format!(
+                    "max_scale_down_rate must be greater than 1 and at most {} (got {})",
+                    MAX_SCALE_DOWN_RATE_RANGE.end(),
+                    self.max_scale_down_rate
+                ),
+            );
         }
-        finite("max_scale_down_rate", self.max_scale_down_rate)?;
-        if self.max_scale_down_rate <= 1.0 {
-            return Err(format!(
-                "max_scale_down_rate must be greater than 1 (got {})",
-                self.max_scale_down_rate
-            ));
+        if !MAX_SCALE_RANGE.contains(&self.max_scale) {
+            return refuse(
+                "max_scale",
+                format!(
+                    "max_scale must be from {} to {} (got {})",
+                    MAX_SCALE_RANGE.start(),
+                    MAX_SCALE_RANGE.end(),
+                    self.max_scale
+                ),
+            );
         }
-        if self.max_scale > 0 && self.min_scale > self.max_scale {
-            return Err(format!(
-                "min_scale ({}) must not exceed max_scale ({})",
-                self.min_scale, self.max_scale
-            ));
+        if self.min_scale > self.max_scale {
+            return refuse(
+                "min_scale",
+                format!(
+                    "min_scale ({}) must not exceed max_scale ({})",
+                    self.min_scale, self.max_scale
+                ),
+            );
         }
-        if self.max_scale > 0 && self.initial_scale > self.max_scale {
-            return Err(format!(
-                "initial_scale ({}) must not exceed max_scale ({})",
-                self.initial_scale, self.max_scale
-            ));
+        if self.initial_scale > self.max_scale {
+            return refuse(
+                "initial_scale",
+                format!(
+                    "initial_scale ({}) must not exceed max_scale ({})",
+                    self.initial_scale, self.max_scale
+                ),
+            );
         }
-        if self.tick.is_zero() {
-            return Err("tick must be greater than 0".to_owned());
-        }
-        finite("target_burst_capacity", self.target_burst_capacity)?;
-        if self.target_burst_capacity < 0.0 && self.target_burst_capacity != -1.0 {
-            return Err(format!(
-                "target_burst_capacity must be at least 0, or -1 for unlimited (got {})",
-                self.target_burst_capacity
-            ));
+        span(
+            "scale_to_zero_grace",
+            self.scale_to_zero_grace,
+            &DELAY_RANGE,
+        )?;
+        span("scale_down_delay", self.scale_down_delay, &DELAY_RANGE)?;
+        span("tick", self.tick, &TICK_RANGE)?;
+        if !self.target_burst_capacity.is_finite()
+            || (self.target_burst_capacity < 0.0 && self.target_burst_capacity != -1.0)
+        {
+            return refuse(
+                "target_burst_capacity",
+                format!(
+                    "target_burst_capacity must be at least 0, or -1 for unlimited (got {})",
+                    self.target_burst_capacity
+                ),
+            );
         }
         Ok(())
     }
@@ -251,7 +360,7 @@ mod tests {
     #[test]
     fn defaults_are_knatives() {
         let c = KpaConfig::default();
-        assert_eq!(c.target, 100.0);
+        assert_eq!(c.resolved_target(), 100.0);
         assert_eq!(c.utilization, 0.7);
         assert_eq!(c.per_instance_target(), 70.0);
         assert_eq!(c.stable_window, Duration::from_secs(60));
@@ -259,10 +368,10 @@ mod tests {
         assert_eq!(c.panic_threshold(), 2.0);
         assert_eq!(c.max_scale_up_rate, 1000.0);
         assert_eq!(c.max_scale_down_rate, 2.0);
-        assert_eq!((c.min_scale, c.max_scale, c.initial_scale), (0, 0, 1));
+        assert_eq!((c.min_scale, c.max_scale, c.initial_scale), (0, 100, 1));
         assert_eq!(c.scale_to_zero_grace, Duration::from_secs(30));
         assert_eq!(c.scale_down_delay, Duration::ZERO);
-        assert_eq!(c.tick, Duration::from_secs(2));
+        assert_eq!(c.tick, Duration::from_secs(1));
         assert_eq!(c.target_burst_capacity, 200.0);
         assert_eq!(c.validate(), Ok(()));
     }
@@ -281,7 +390,7 @@ mod tests {
         assert_eq!(KpaConfig::resolve_target(1, Some(5.0)), 1.0);
 
         let c = KpaConfig::for_concurrency(1, None);
-        assert_eq!(c.target, 1.0);
+        assert_eq!(c.resolved_target(), 1.0);
         assert_eq!(c.per_instance_target(), 0.7);
         assert_eq!(c.validate(), Ok(()));
     }
@@ -307,30 +416,33 @@ mod tests {
         let mut c = KpaConfig::default();
         change(&mut c);
         let err = c.validate().expect_err(needle);
-        assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        assert!(
+            err.reason.contains(needle),
+            "{err:?} should mention {needle:?}"
+        );
     }
 
     #[test]
     fn validation_names_the_bad_key() {
-        refused(|c| c.target = 0.0, "target must be greater than 0");
-        refused(|c| c.target = f64::NAN, "target must be a finite number");
-        refused(|c| c.utilization = 0.0, "utilization must be in (0, 1]");
-        refused(|c| c.utilization = 1.5, "utilization must be in (0, 1]");
+        refused(|c| c.target = Some(0.0), "target must be in [0.01, 10000]");
+        refused(|c| c.target = Some(f64::NAN), "target must be in");
+        refused(
+            |c| c.concurrency = Some(1001),
+            "concurrency must be at most 1000",
+        );
+        refused(|c| c.utilization = 0.0, "utilization must be in [0.01, 1]");
+        refused(|c| c.utilization = 1.5, "utilization must be in [0.01, 1]");
         refused(
             |c| c.stable_window = Duration::from_millis(500),
-            "stable_window must be at least 1s",
+            "stable_window must be from 1s to 3600s",
         );
         refused(
             |c| c.panic_window_percentage = 0.0,
-            "panic_window_percentage must be in (0, 100]",
+            "panic_window_percentage must be in [1, 100]",
         );
         refused(
             |c| c.panic_window_percentage = 101.0,
-            "panic_window_percentage must be in (0, 100]",
-        );
-        refused(
-            |c| c.stable_window = Duration::from_secs(5),
-            "the panic window",
+            "panic_window_percentage must be in [1, 100]",
         );
         refused(
             |c| c.panic_threshold_percentage = 100.0,
@@ -345,6 +457,11 @@ mod tests {
             "max_scale_down_rate must be greater than 1",
         );
         refused(
+            |c| c.max_scale_down_rate = f64::INFINITY,
+            "max_scale_down_rate must be greater than 1 and at most 10000",
+        );
+        refused(|c| c.max_scale = 0, "max_scale must be from 1 to 10000");
+        refused(
             |c| {
                 c.min_scale = 5;
                 c.max_scale = 4;
@@ -358,7 +475,14 @@ mod tests {
             },
             "initial_scale (5) must not exceed max_scale (4)",
         );
-        refused(|c| c.tick = Duration::ZERO, "tick must be greater than 0");
+        refused(
+            |c| c.tick = Duration::ZERO,
+            "tick must be from 10ms to 3600s",
+        );
+        refused(
+            |c| c.scale_to_zero_grace = Duration::from_secs(7200),
+            "scale_to_zero_grace must be from 0ns to 3600s",
+        );
         refused(
             |c| c.target_burst_capacity = -2.0,
             "target_burst_capacity must be at least 0, or -1",
@@ -366,11 +490,17 @@ mod tests {
     }
 
     #[test]
-    fn unbounded_max_scale_accepts_any_min() {
+    fn errors_carry_the_key() {
         let c = KpaConfig {
-            min_scale: 7,
-            max_scale: 0,
-            initial_scale: 9,
+            max_scale_down_rate: 0.5,
+            ..KpaConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "max_scale_down_rate");
+    }
+
+    #[test]
+    fn burst_capacity_may_be_unlimited() {
+        let c = KpaConfig {
             target_burst_capacity: -1.0,
             ..KpaConfig::default()
         };

@@ -204,7 +204,7 @@ impl Kpa {
         } else if tbc < 0.0 {
             -1.0
         } else {
-            (f64::from(ready_instances) * cfg.target - tbc - panic_concurrency).floor()
+            (f64::from(ready_instances) * cfg.resolved_target() - tbc - panic_concurrency).floor()
         };
 
         self.desired = desired;

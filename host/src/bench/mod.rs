@@ -34,10 +34,11 @@
 //! had the request → guest handler entered (activator wait, instance start,
 //! store and instantiation included), and the instantiation alone.
 //!
-//! The container split is the shim's `ColdStartSplit` (overlay; runtime spec
-//! and `runc create`; `runc start`; first successful readiness probe),
-//! captured from the `container ready` event the container backend emits
-//! ([`capture`]), plus `instance_start` as for Wasm.
+//! The container split is the phases the container backend timed for that
+//! cold start (overlay; runtime spec and `runc create`; `runc start`; first
+//! successful readiness probe), read from the same record
+//! ([`ColdStartRecord::split`](crate::revision::ColdStartRecord::split)),
+//! plus `instance_start` as for Wasm.
 //!
 //! Then `--warm` sequential requests per kind on one keep-alive connection to
 //! a running instance (every Wasm request is still a fresh wasmtime instance;
@@ -49,7 +50,6 @@
 //!
 //! [`report`] prints the table and writes the JSON; [`svg`] draws the chart.
 
-pub mod capture;
 pub mod client;
 pub mod cold_start;
 pub mod image;
@@ -58,7 +58,6 @@ pub mod report;
 pub mod runc;
 pub mod svg;
 
-pub use capture::SplitCapture;
 pub use cold_start::{ColdStartOptions, run_cold_start};
 pub use report::{Report, Stats};
 

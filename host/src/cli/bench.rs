@@ -4,11 +4,9 @@ use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use tracing_subscriber::Layer as _;
-use tracing_subscriber::layer::SubscriberExt as _;
 
 use crate::bench::cold_start::{ColdStartOptions, chart_series, run_cold_start};
-use crate::bench::{SplitCapture, capture, svg};
+use crate::bench::svg;
 
 /// `berth bench` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -59,27 +57,6 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-thread_local! {
-    static THREAD_DISPATCH: std::cell::RefCell<Option<tracing::dispatcher::DefaultGuard>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// The bench's logging: warnings (or `BERTH_LOG`) to stderr, and the
-/// `container ready` events to `capture`. Installed as the default of every
-/// thread of the bench's runtime.
-fn dispatch(capture: SplitCapture) -> tracing::Dispatch {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(filter);
-    let capture = capture.with_filter(tracing_subscriber::filter::filter_fn(|m| {
-        m.target() == capture::TARGET && *m.level() <= tracing::Level::INFO
-    }));
-    tracing::Dispatch::new(tracing_subscriber::registry().with(fmt).with(capture))
-}
-
 fn cold_start(args: ColdStartArgs) -> anyhow::Result<()> {
     let opts = ColdStartOptions {
         iterations: args.iterations as usize,
@@ -89,23 +66,12 @@ fn cold_start(args: ColdStartArgs) -> anyhow::Result<()> {
         baseline_runc: args.baseline_runc,
         progress: std::io::stderr().is_terminal(),
     };
-    let capture = SplitCapture::new();
-    let dispatch = dispatch(capture.clone());
-    let _main = tracing::dispatcher::set_default(&dispatch);
-    let for_threads = dispatch.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("berth-bench")
-        .on_thread_start(move || {
-            let guard = tracing::dispatcher::set_default(&for_threads);
-            THREAD_DISPATCH.with(|g| *g.borrow_mut() = Some(guard));
-        })
-        .on_thread_stop(|| {
-            THREAD_DISPATCH.with(|g| g.borrow_mut().take());
-        })
         .build()
         .context("cannot start the async runtime")?;
-    let report = rt.block_on(run_cold_start(&opts, &capture));
+    let report = rt.block_on(run_cold_start(&opts));
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
     let report = report?;
 

@@ -50,6 +50,16 @@ pub enum Command {
 }
 
 impl Cli {
+    /// The log filter when `BERTH_LOG` is not set: berth's own info lines
+    /// for the server and the client commands; only warnings during a
+    /// benchmark, whose output is its table.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Bench(_) => "warn",
+            _ => "berth=info,warn",
+        }
+    }
+
     /// Runs the chosen subcommand.
     ///
     /// # Errors

@@ -102,11 +102,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         eprintln!(
             "berth: serving {} app(s) on {scheme}://{} (admin http://{})",
-            server.apps().len(),
+            server.apps().status().len(),
             listener.local_addr()?,
             admin.local_addr()?
         );
-        for name in server.apps().into_iter().map(|a| a.deployed.name) {
+        for name in server.apps().status().into_iter().map(|a| a.deployed.name) {
             eprintln!(
                 "  {name}: {scheme}://{name}.{}:{}/",
                 cfg.domain,

@@ -20,12 +20,11 @@ use tokio::sync::RwLock;
 use super::{
     ContainerLimits, ImageConfig, Instance as Container, InstanceSpec, Network, Probe, Shim,
 };
-use crate::backend::{Backend, Instance, Kind, ReqBody, ServeError};
+use crate::backend::{Backend, ColdStartSplit, Instance, Kind, ServeError};
 use crate::config::{AppSpec, NetworkMode};
-use crate::gateway::{Body, BoxError};
+use crate::http::{Body, BoxError, ReqBody, RequestInfo};
 use crate::logs::AppLog;
 use crate::metrics::Metrics;
-use crate::wasm::RequestInfo;
 
 /// Starts runc containers of one revision.
 pub struct ContainerBackend {
@@ -145,15 +144,20 @@ impl Backend for ContainerBackend {
             metrics.track_cgroup(&self.app, &cgroup);
             (metrics, cgroup)
         });
-        let split = container.cold_start_split();
+        let timings = container.cold_start_split();
+        let split = ColdStartSplit {
+            phases: vec![
+                ("overlay", timings.overlay),
+                ("create", timings.create),
+                ("start", timings.start),
+                ("ready", timings.ready),
+            ],
+        };
         tracing::info!(
             app = %self.app,
             instance = container.id(),
             port,
-            overlay = ?split.overlay,
-            create = ?split.create,
-            start = ?split.start,
-            ready = ?split.ready,
+            cold_start = %split,
             "container ready"
         );
         let done = Arc::new(AtomicBool::new(false));
@@ -217,7 +221,7 @@ pub struct ContainerInstance {
     metering: Option<(Arc<Metrics>, PathBuf)>,
     logs: Arc<LogForwarder>,
     /// Where its cold start spent its time.
-    split: super::ColdStartSplit,
+    split: ColdStartSplit,
 }
 
 /// Removes the hop-by-hop fields of a message berth forwards (RFC 9110
@@ -270,7 +274,7 @@ impl Instance for ContainerInstance {
             .to_string();
         parts.uri = format!("http://instance{path}")
             .parse()
-            .map_err(|e| ServeError::Upstream(format!("bad request URI: {e}")))?;
+            .map_err(|e| ServeError::Internal(format!("bad request URI: {e}")))?;
         parts.version = http::Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         let req = Request::from_parts(parts, body);
@@ -279,12 +283,15 @@ impl Instance for ContainerInstance {
                 strip_hop_by_hop(resp.headers_mut());
                 Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
             }
-            Err(e) => Err(ServeError::Upstream(format!("{e}"))),
+            Err(e) if e.is_connect() || !self.is_alive() => {
+                Err(ServeError::Crashed(format!("{e}")))
+            }
+            Err(e) => Err(ServeError::BadUpstream(format!("{e}"))),
         }
     }
 
-    fn cold_start_split(&self) -> Option<super::ColdStartSplit> {
-        Some(self.split)
+    fn cold_start_split(&self) -> Option<ColdStartSplit> {
+        Some(self.split.clone())
     }
 
     fn is_alive(&self) -> bool {

@@ -321,6 +321,23 @@ impl Runc {
     }
 }
 
+/// The runc binary to use: the one given, else `runc` on `PATH`, else
+/// `/usr/sbin/runc`.
+pub fn find_runc(given: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = given {
+        return Some(p.to_path_buf());
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("runc"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let p = PathBuf::from("/usr/sbin/runc");
+        p.is_file().then_some(p)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

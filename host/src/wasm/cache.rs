@@ -9,12 +9,13 @@
 //! under a real key.
 
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+use crate::files::write_atomic;
 
 /// Where compiled artifacts go, and what key the running engine uses.
 #[derive(Debug, Clone)]
@@ -115,21 +116,4 @@ fn deserialize(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
     #[allow(unsafe_code)]
     let component = unsafe { Component::deserialize_file(engine, path) };
     component.map_err(anyhow::Error::from)
-}
-
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
-///
-/// # Errors
-/// Any I/O error; the destination is then untouched.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        // Make the rename durable; not all filesystems support syncing dirs.
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

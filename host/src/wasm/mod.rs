@@ -5,8 +5,13 @@
 //! - [`WasmRuntime`]: the single [`Engine`] (pooling allocator, copy-on-write
 //!   memory images, epoch interruption), its [`Linker`] with WASI and
 //!   wasi:http, the [`cache::CompileCache`], and the one epoch ticker thread.
-//! - [`WasmApp`]: one app's resident component as a [`ProxyPre`]; every request
-//!   gets a new [`Store`] and instance, limits and captured stdio.
+//! - [`app`]: [`WasmApp`], one app's resident component as a [`ProxyPre`];
+//!   every request gets a new `Store` and instance, limits and captured
+//!   stdio.
+//! - [`guest`]: what a request's store holds (WASI, wasi:http, limiter,
+//!   deadline) and [`GuestError`], what ended a request without a response.
+//! - [`backend`]: Wasm as a [`Backend`](crate::backend::Backend): instances
+//!   as shares of a resident component.
 //! - [`outbound`]: the outbound HTTP allow-list.
 //! - [`cache`]: the on-disk compile cache.
 //!
@@ -18,27 +23,27 @@
 //! once its deadline has passed. A guest parked in a host call (a sleep, an
 //! outbound request) is stopped by the same deadline on the tokio side.
 
+pub mod app;
+pub mod backend;
 pub mod cache;
+pub mod guest;
 pub mod outbound;
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, PoolingAllocationConfig, ResourceLimiter, Store, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::config::{AppSpec, Limits};
+pub use app::{ColdStart, GuestBody, WasmApp};
+pub use guest::{GuestError, GuestState};
+
+use crate::config::AppSpec;
 use crate::logs::AppLog;
 use cache::{CompileCache, LoadedFrom};
 use outbound::OutboundPolicy;
@@ -125,125 +130,6 @@ pub enum LoadError {
         /// What went wrong.
         reason: String,
     },
-}
-
-/// What ended a request that produced no response.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum GuestError {
-    /// The guest trapped (unreachable, panic, out of bounds, …).
-    #[error("the component trapped: {0}")]
-    Trap(String),
-    /// A linear memory tried to grow past `limits.memory`.
-    #[error("the component exceeded its memory limit of {0}")]
-    MemoryLimit(String),
-    /// The deadline passed.
-    #[error("the component did not answer within its timeout of {0:?}")]
-    Deadline(Duration),
-    /// The guest returned without setting a response.
-    #[error("the component returned without sending a response")]
-    NoResponse,
-    /// The guest set an error code instead of a response.
-    #[error("the component answered with an error: {0:?}")]
-    ErrorCode(ErrorCode),
-    /// All instance slots are in use.
-    #[error("all {0} Wasm instance slots are busy")]
-    Overloaded(u32),
-    /// Something failed in berth itself.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-/// Marker error: the epoch callback found the deadline passed.
-#[derive(Debug)]
-struct DeadlineExceeded;
-
-impl fmt::Display for DeadlineExceeded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("deadline exceeded")
-    }
-}
-impl std::error::Error for DeadlineExceeded {}
-
-/// Marker error: memory growth past the limit.
-#[derive(Debug)]
-struct MemoryLimitExceeded(u64);
-
-impl fmt::Display for MemoryLimitExceeded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "memory limit of {} exceeded",
-            bytesize::ByteSize::b(self.0).display().iec()
-        )
-    }
-}
-impl std::error::Error for MemoryLimitExceeded {}
-
-/// Per-request resource limits; also tracks the linear memory in use.
-struct Limiter {
-    memory: u64,
-    /// Bytes of linear memory across the instance's memories.
-    in_use: u64,
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.memory {
-            return Err(MemoryLimitExceeded(self.memory).into());
-        }
-        self.in_use += (desired - current) as u64;
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
-    }
-}
-
-/// What a request's [`Store`] holds.
-pub struct GuestState {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
-    hooks: OutboundPolicy,
-    limiter: Limiter,
-    deadline: Instant,
-}
-
-impl fmt::Debug for GuestState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GuestState").finish_non_exhaustive()
-    }
-}
-
-impl WasiView for GuestState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for GuestState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
-    }
 }
 
 /// Bumps the engine epoch from one thread until dropped.
@@ -449,292 +335,4 @@ fn check_component(bytes: &[u8], shown: &str) -> Result<(), LoadError> {
         [_, _, 1, 0] => Ok(()),
         _ => Err(LoadError::NotWasm(shown.into())),
     }
-}
-
-/// One request's identity and arrival time.
-#[derive(Debug, Clone)]
-pub struct RequestInfo {
-    /// Unique id, echoed in `x-berth-request-id` and in the app log.
-    pub id: Arc<str>,
-    /// When the front door had the request's head.
-    pub accepted: Instant,
-}
-
-/// How long the host spent before the guest's handler was entered.
-#[derive(Debug, Clone, Copy)]
-pub struct ColdStart {
-    /// From acceptance to a ready instance (store, WASI context, instantiation).
-    pub host: Duration,
-    /// Instantiation alone.
-    pub instantiate: Duration,
-}
-
-/// One app's resident compiled component.
-pub struct WasmApp {
-    name: String,
-    pre: ProxyPre<GuestState>,
-    env: Arc<[(String, String)]>,
-    limits: Limits,
-    outbound: OutboundPolicy,
-    log: Arc<AppLog>,
-    sha256: String,
-    loaded_from: LoadedFrom,
-    max_instances: u32,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
-}
-
-impl fmt::Debug for WasmApp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WasmApp")
-            .field("name", &self.name)
-            .field("sha256", &self.sha256)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The body of a guest's response.
-pub type GuestBody = HyperOutgoingBody;
-
-impl WasmApp {
-    /// Meters each request's guest CPU time and memory × time into `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        self.metrics = Some(metrics);
-        self
-    }
-
-    /// The app's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// sha256 (hex) of the component's bytes.
-    pub fn sha256(&self) -> &str {
-        &self.sha256
-    }
-
-    /// Whether this load compiled the component or used the cache.
-    pub fn loaded_from(&self) -> LoadedFrom {
-        self.loaded_from
-    }
-
-    /// The app's limits.
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
-    /// Runs one request in a fresh instance. The response head is returned as
-    /// soon as the guest sets it; the body streams while the guest runs, until
-    /// the deadline.
-    ///
-    /// # Errors
-    /// [`GuestError`] when the guest produced no response.
-    pub async fn handle<B>(
-        self: &Arc<Self>,
-        req: Request<B>,
-        info: &RequestInfo,
-    ) -> Result<Response<GuestBody>, GuestError>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
-    {
-        let deadline = info.accepted + self.limits.timeout;
-        let mut wasi = WasiCtx::builder();
-        wasi.envs(&self.env)
-            .stdout(self.log.sink(info.id.clone(), "stdout"))
-            .stderr(self.log.sink(info.id.clone(), "stderr"));
-        let mut store = Store::new(
-            self.pre.engine(),
-            GuestState {
-                wasi: wasi.build(),
-                http: WasiHttpCtx::new(),
-                table: ResourceTable::new(),
-                hooks: self.outbound.clone(),
-                limiter: Limiter {
-                    memory: self.limits.memory,
-                    in_use: 0,
-                },
-                deadline,
-            },
-        );
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Err(DeadlineExceeded.into())
-            } else {
-                // `yield_now` lets the runtime poll for I/O before this guest
-                // runs again, so spinning guests cannot starve the front door.
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
-            }
-        });
-
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let (incoming, outparam) = {
-            let mut http = store.data_mut().http();
-            let incoming = http
-                .new_incoming_request(Scheme::Http, req)
-                .map_err(|e| GuestError::Internal(format!("{e:#}")))?;
-            let outparam = http
-                .new_response_outparam(sender)
-                .map_err(|e| GuestError::Internal(format!("{e:#}")))?;
-            (incoming, outparam)
-        };
-
-        let app = self.clone();
-        let accepted = info.accepted;
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<ColdStart>();
-        let task = tokio::spawn(async move {
-            let run = async {
-                let t = Instant::now();
-                let proxy = app.pre.instantiate_async(&mut store).await?;
-                let now = Instant::now();
-                let _ = started_tx.send(ColdStart {
-                    host: now - accepted,
-                    instantiate: now - t,
-                });
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, incoming, outparam)
-                    .await
-            };
-            let started = Instant::now();
-            let mut busy = Busy::new(run);
-            let outcome = tokio::time::timeout_at(deadline.into(), &mut busy).await;
-            let busy_time = busy.busy;
-            drop(busy);
-            if let Some(metrics) = &app.metrics {
-                // CPU: the time this request's future spent being polled (the
-                // guest and the host calls it made); memory: the instance's
-                // linear memory for the request's wall time.
-                let memory = store.data().limiter.in_use as f64;
-                metrics.record_usage(
-                    &app.name,
-                    busy_time,
-                    memory * started.elapsed().as_secs_f64() / 1e9,
-                );
-            }
-            match outcome {
-                Ok(result) => result.map_err(|e| classify(e, &app.limits, app.max_instances)),
-                Err(_) => Err(GuestError::Deadline(app.limits.timeout)),
-            }
-        });
-        // If the client goes away before the response head, stop the guest.
-        let mut guard = AbortOnDrop(Some(task));
-
-        let outcome = receiver.await;
-        let cold = started_rx.await.ok();
-        match outcome {
-            Ok(Ok(mut resp)) => {
-                // The guest keeps running to stream the body; detach it.
-                if let Some(task) = guard.0.take() {
-                    let app = self.clone();
-                    let id = info.id.clone();
-                    tokio::spawn(async move {
-                        if let Ok(Err(e)) = task.await {
-                            app.log_failure(&id, &e);
-                        }
-                    });
-                }
-                if let Some(cold) = cold {
-                    resp.extensions_mut().insert(cold);
-                    if let Ok(v) = HeaderValue::from_str(&format!(
-                        "berth-host;dur={:.3}, berth-instantiate;dur={:.3}",
-                        cold.host.as_secs_f64() * 1e3,
-                        cold.instantiate.as_secs_f64() * 1e3
-                    )) {
-                        resp.headers_mut().append("server-timing", v);
-                    }
-                }
-                Ok(resp)
-            }
-            Ok(Err(code)) => {
-                let err = GuestError::ErrorCode(code);
-                self.log_failure(&info.id, &err);
-                Err(err)
-            }
-            Err(_) => {
-                let task = guard.0.take().expect("task present until taken");
-                let err = match task.await {
-                    Ok(Ok(())) => GuestError::NoResponse,
-                    Ok(Err(e)) => e,
-                    Err(join) => GuestError::Internal(format!("guest task failed: {join}")),
-                };
-                self.log_failure(&info.id, &err);
-                Err(err)
-            }
-        }
-    }
-
-    fn log_failure(&self, id: &str, err: &GuestError) {
-        tracing::warn!(app = %self.name, request_id = id, "request failed: {err}");
-        self.log
-            .line(id, "berth", format!("request failed: {err}").as_bytes());
-    }
-}
-
-/// A future that adds up the time spent polling the one it wraps.
-struct Busy<F> {
-    inner: std::pin::Pin<Box<F>>,
-    busy: Duration,
-}
-
-impl<F> Busy<F> {
-    fn new(inner: F) -> Self {
-        Self {
-            inner: Box::pin(inner),
-            busy: Duration::ZERO,
-        }
-    }
-}
-
-impl<F: Future> Future for Busy<F> {
-    type Output = F::Output;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        let t = Instant::now();
-        let out = self.inner.as_mut().poll(cx);
-        self.busy += t.elapsed();
-        out
-    }
-}
-
-/// Aborts a spawned task when dropped while still armed.
-struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        if let Some(t) = self.0.take() {
-            t.abort();
-        }
-    }
-}
-
-/// Turns a wasmtime error into what the gateway reports.
-fn classify(e: wasmtime::Error, limits: &Limits, pool: u32) -> GuestError {
-    if e.downcast_ref::<DeadlineExceeded>().is_some() {
-        return GuestError::Deadline(limits.timeout);
-    }
-    if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
-        return GuestError::MemoryLimit(bytesize::ByteSize::b(m.0).display().iec().to_string());
-    }
-    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-        .is_some()
-    {
-        return GuestError::Overloaded(pool);
-    }
-    let msg = match e.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => format!("{trap}"),
-        None => format!("{e:#}"),
-    };
-    GuestError::Trap(first_line(&msg))
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).to_string()
 }

@@ -22,8 +22,8 @@ pub fn client(addr: SocketAddr, apps: &[&str]) -> reqwest::Client {
 
 /// The status of the (first) revision of `app`.
 pub fn status(host: &berth::testing::TestHost, app: &str) -> berth::revision::RevisionStatus {
-    host.server
-        .apps()
+    host.apps()
+        .status()
         .into_iter()
         .find(|a| a.deployed.name == app)
         .expect("app deployed")

@@ -1,0 +1,195 @@
+//! Building a revision: resolve the app's code (a local component, or an
+//! image pulled and pinned), prepare it (compile or map a component; unpack
+//! a container image once per digest), choose the backend, and start the
+//! revision's initial instances.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::{Apps, AppsOptions, Deployed};
+use crate::backend::Kind;
+use crate::config::{AppSpec, Source};
+use crate::container::backend::ContainerBackend;
+use crate::container::rootfs::{self, Compression};
+use crate::container::{ImageConfig, Shim};
+use crate::logs::AppLog;
+use crate::oci::{ArtifactKind, ContainerImage, Pulled};
+use crate::revision::Revision;
+use crate::wasm::backend::WasmBackend;
+
+/// The runc shim for this data dir, with the containers a crashed run left
+/// behind removed; or why containers are unavailable.
+pub(super) async fn open_shim(options: &AppsOptions) -> Result<Arc<Shim>, String> {
+    let Some(runc) = crate::container::runc::find_runc(options.runc.as_deref()) else {
+        return Err("runc was not found (install it, or pass --runc PATH)".to_string());
+    };
+    let shim = Shim::new(&options.data_dir.join("containers"), runc).map_err(|e| e.to_string())?;
+    match shim.reap_leftovers().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(count = n, "removed containers left by an earlier run"),
+        Err(e) => tracing::warn!("cannot reap leftover containers: {e}"),
+    }
+    Ok(Arc::new(shim))
+}
+
+impl Apps {
+    /// Builds and activates revision `revision_id` of app `name`.
+    pub(super) async fn build_revision(
+        &self,
+        name: &str,
+        revision_id: &str,
+        spec: &AppSpec,
+    ) -> anyhow::Result<(Arc<Revision>, Deployed)> {
+        let (path, pinned, pulled_bytes) = match &spec.source {
+            Source::Wasm(path) => (path.clone(), None, 0),
+            Source::Image(reference) => {
+                let pulled = self
+                    .puller
+                    .pull(reference)
+                    .await
+                    .with_context(|| format!("cannot pull image `{reference}`"))?;
+                tracing::info!(
+                    app = name,
+                    image = %reference,
+                    pinned = %pulled.pinned,
+                    kind = %pulled.kind,
+                    pulled_bytes = pulled.pulled_bytes,
+                    "image resolved and pinned"
+                );
+                match (&pulled.wasm, &pulled.kind) {
+                    (Some(path), _) => (path.clone(), Some(pulled.pinned), pulled.pulled_bytes),
+                    (None, ArtifactKind::Container(image)) => {
+                        return self
+                            .build_container_revision(name, revision_id, spec, &pulled, image)
+                            .await;
+                    }
+                    (None, other) => {
+                        anyhow::bail!("image `{reference}` is a {other}, which berth cannot run")
+                    }
+                }
+            }
+        };
+        let log = self.open_log(name)?;
+        let runtime = self.runtime.clone();
+        let (name_owned, spec_owned, path_owned, log_owned) =
+            (name.to_string(), spec.clone(), path.clone(), log.clone());
+        // Compiling is CPU-bound: keep it off the async workers.
+        let loaded = tokio::task::spawn_blocking(move || {
+            runtime.load_app(&name_owned, &path_owned, &spec_owned, log_owned)
+        })
+        .await
+        .context("compile task failed")??;
+        let loaded = Arc::new(loaded.with_metrics(self.metrics.clone()));
+        let info = Deployed {
+            name: name.to_string(),
+            revision: revision_id.to_string(),
+            kind: Kind::Wasm,
+            pinned,
+            sha256: loaded.sha256().to_string(),
+            pulled_bytes,
+        };
+        let backend = Arc::new(
+            WasmBackend::new(self.runtime.clone(), name, path, spec.clone(), log, &loaded)
+                .with_metrics(self.metrics.clone()),
+        );
+        let revision = Revision::new(
+            revision_id.to_string(),
+            name,
+            info.pinned.clone(),
+            spec.clone(),
+            backend,
+            self.metrics.clone(),
+        );
+        revision.activate().await?;
+        drop(loaded);
+        Ok((revision, info))
+    }
+
+    async fn build_container_revision(
+        &self,
+        name: &str,
+        revision_id: &str,
+        spec: &AppSpec,
+        pulled: &Pulled,
+        image: &ContainerImage,
+    ) -> anyhow::Result<(Arc<Revision>, Deployed)> {
+        let shim = match &self.shim {
+            Ok(shim) => shim.clone(),
+            Err(why) => anyhow::bail!(
+                "image `{}` is a container image, but containers are unavailable: {why}",
+                pulled.reference
+            ),
+        };
+        let store = self.puller.store();
+        let config = store
+            .read(&image.config.digest)
+            .context("cannot read the image config")?;
+        let image_config = ImageConfig::from_json(&config).context("bad image config")?;
+        let mut layers = Vec::new();
+        for layer in &image.layers {
+            let compression = Compression::from_media_type(&layer.media_type)
+                .or_else(|| {
+                    let mut head = [0u8; 512];
+                    let n = std::fs::File::open(store.path(&layer.digest))
+                        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+                        .unwrap_or(0);
+                    Compression::detect(&head[..n])
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "layer {} has unsupported media type `{}`",
+                        layer.digest,
+                        layer.media_type
+                    )
+                })?;
+            layers.push((store.path(&layer.digest), compression));
+        }
+        // Unpacked once per image digest, atomically; shared by all instances.
+        let digest_hex = pulled.digest.trim_start_matches("sha256:").to_string();
+        let rootfs = self.options.data_dir.join("rootfs").join(&digest_hex);
+        let dest = rootfs.clone();
+        tokio::task::spawn_blocking(move || rootfs::unpack_image(&layers, &dest))
+            .await
+            .context("unpack task failed")?
+            .context("cannot unpack the image")?;
+        let log = self.open_log(name)?;
+        let backend = Arc::new(
+            ContainerBackend::new(
+                shim,
+                rootfs,
+                image_config,
+                name,
+                revision_id,
+                spec.clone(),
+                log,
+            )
+            .with_metrics(self.metrics.clone()),
+        );
+        let info = Deployed {
+            name: name.to_string(),
+            revision: revision_id.to_string(),
+            kind: Kind::Container,
+            pinned: Some(pulled.pinned.clone()),
+            sha256: pulled.digest.clone(),
+            pulled_bytes: pulled.pulled_bytes,
+        };
+        let revision = Revision::new(
+            revision_id.to_string(),
+            name,
+            info.pinned.clone(),
+            spec.clone(),
+            backend,
+            self.metrics.clone(),
+        );
+        revision.activate().await?;
+        Ok((revision, info))
+    }
+
+    fn open_log(&self, name: &str) -> anyhow::Result<Arc<AppLog>> {
+        Ok(Arc::new(
+            AppLog::open(&self.options.data_dir.join("logs"), name)
+                .with_context(|| format!("cannot open the log of app `{name}`"))?,
+        ))
+    }
+}

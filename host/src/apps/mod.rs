@@ -1,0 +1,589 @@
+//! The app table: every deployed app, its revisions and their traffic
+//! shares, and the operations that change them (deploy, canary, traffic,
+//! remove, garbage collection). The front door reads an immutable
+//! [`RouteTable`] that this module publishes whole after each change.
+//!
+//! # Layout
+//! - this file: [`Apps`], [`Deployed`], [`AppStatus`];
+//! - [`routes`]: [`RouteTable`] and [`RoutedApp`] (weighted pick of a
+//!   revision);
+//! - [`build`]: building a revision: pull, unpack or compile, start its
+//!   initial instances.
+//!
+//! The table itself is a `BTreeMap` under a mutex, not a `DashMap`: every
+//! change (a deploy checks route conflicts across all apps, then persists,
+//! then publishes routes) needs the whole table at once, and changes are
+//! rare; the request path never touches it, only the published
+//! [`RouteTable`] behind an atomic swap.
+
+pub mod build;
+pub mod routes;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+
+pub use routes::{RouteTable, RoutedApp};
+
+use crate::backend::Kind;
+use crate::config::{AppSpec, Config};
+use crate::container::Shim;
+use crate::metrics::{self, Metrics};
+use crate::oci::{Puller, RegistryClient};
+use crate::revision::{Revision, RevisionStatus};
+use crate::state::{Origin, Record, StateStore, StoredApp};
+use crate::wasm::{EngineOptions, WasmRuntime};
+
+/// What the app table needs from the host.
+#[derive(Debug, Clone)]
+pub struct AppsOptions {
+    /// Where compiled artifacts, logs, blobs, rootfs and state live.
+    pub data_dir: PathBuf,
+    /// Engine-wide Wasm settings.
+    pub engine: EngineOptions,
+    /// How `image = "REF"` apps are pulled.
+    pub registry: RegistryClient,
+    /// Show pull progress bars (only ever drawn on a terminal).
+    pub progress: bool,
+    /// The runc binary (default: `runc` on `PATH`, then `/usr/sbin/runc`).
+    pub runc: Option<PathBuf>,
+}
+
+/// What a deploy resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    /// The app.
+    pub name: String,
+    /// For an image, `registry/repo@sha256:…`: the digest the tag resolved to.
+    pub pinned: Option<String>,
+    /// The revision this deploy created.
+    pub revision: String,
+    /// Wasm or container.
+    pub kind: Kind,
+    /// sha256 of the component (or image manifest) that serves.
+    pub sha256: String,
+    /// Bytes pulled from a registry for this deploy (0 when all was local).
+    pub pulled_bytes: u64,
+}
+
+/// An app as the API shows it.
+#[derive(Debug, Clone)]
+pub struct AppStatus {
+    /// What its latest deploy resolved.
+    pub deployed: Deployed,
+    /// Its path routes.
+    pub routes: Vec<String>,
+    /// Its revisions with their traffic percentages.
+    pub revisions: Vec<(RevisionStatus, u32)>,
+}
+
+impl AppStatus {
+    /// The gauges `metrics` reports for this app.
+    pub fn snapshot(&self) -> metrics::AppSnapshot {
+        metrics::AppSnapshot {
+            name: self.deployed.name.clone(),
+            revisions: self
+                .revisions
+                .iter()
+                .map(|(r, percent)| metrics::RevisionSnapshot {
+                    id: r.id.clone(),
+                    kind: r.kind.as_str(),
+                    traffic_percent: *percent,
+                    ready: r.ready,
+                    starting: r.starting,
+                    desired: r.desired,
+                    queued: r.queued,
+                    in_flight: r.in_flight,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A deploy asked for a path route that another app serves.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("route `{route}` is taken by app `{owner}`")]
+pub struct RouteConflict {
+    /// The route.
+    pub route: String,
+    /// The app serving it.
+    pub owner: String,
+}
+
+#[derive(Debug)]
+struct AppEntry {
+    routed: Arc<RoutedApp>,
+    routes: Vec<String>,
+    deployed: Deployed,
+}
+
+/// Deployed apps by name.
+type AppTable = BTreeMap<String, AppEntry>;
+
+/// Every deployed app of this host.
+#[derive(Debug)]
+pub struct Apps {
+    options: AppsOptions,
+    domain: String,
+    runtime: Arc<WasmRuntime>,
+    puller: Puller,
+    /// The runc shim, or why containers are unavailable on this host.
+    shim: Result<Arc<Shim>, String>,
+    /// The deployed apps as persisted in the data dir.
+    state: StateStore,
+    metrics: Arc<Metrics>,
+    table: Mutex<AppTable>,
+    /// What the front door routes by; replaced whole after each change.
+    routes: ArcSwap<RouteTable>,
+    revisions: AtomicU64,
+    /// Background stops of retired revisions.
+    retiring: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set when the host begins to shut down: long-lived streams end.
+    shutting_down: AtomicBool,
+}
+
+impl Apps {
+    /// Opens the data directory (engine, blob store, state, runc shim) with
+    /// no app deployed yet; [`Apps::restore`] deploys them.
+    ///
+    /// # Errors
+    /// A data directory, engine or state file that cannot be used.
+    pub async fn open(
+        domain: &str,
+        options: AppsOptions,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&options.data_dir).with_context(|| {
+            format!(
+                "cannot create data directory `{}`",
+                options.data_dir.display()
+            )
+        })?;
+        let runtime = Arc::new(
+            WasmRuntime::new(&options.data_dir, &options.engine)
+                .context("cannot set up the Wasm engine")?,
+        );
+        let store =
+            crate::oci::BlobStore::open(&options.data_dir).context("cannot open the blob store")?;
+        let puller = Puller::new(options.registry.clone(), store).with_progress(options.progress);
+        let state = StateStore::open(&options.data_dir)?;
+        let shim = build::open_shim(&options).await;
+        Ok(Self {
+            domain: domain.to_string(),
+            runtime,
+            puller,
+            shim,
+            revisions: AtomicU64::new(state.last_revision()),
+            state,
+            metrics,
+            table: Mutex::new(BTreeMap::new()),
+            routes: ArcSwap::from_pointee(RouteTable::new(domain, Vec::new())),
+            retiring: Mutex::new(Vec::new()),
+            shutting_down: AtomicBool::new(false),
+            options,
+        })
+    }
+
+    /// Deploys the config file's apps, then the apps of the state made
+    /// through the API; forgets the config file's former apps (see
+    /// [`crate::state`] for how they merge).
+    ///
+    /// # Errors
+    /// The first app of the config file that cannot be deployed, named,
+    /// with the reason. An app of the state that cannot be deployed again is
+    /// logged and shown by the admin API instead.
+    pub async fn restore(&self, config: &Config) -> anyhow::Result<()> {
+        let plan = self.state.plan(config);
+        for name in &plan.forget {
+            self.state.forget(name)?;
+            tracing::info!(app = %name, "forgotten: no longer in the config file");
+        }
+        for app in plan.config {
+            self.deploy_recorded(&app.name, &app.spec, app.record)
+                .await?;
+        }
+        let file = self.state.path().display();
+        for app in plan.restore {
+            if let Err(e) = self.deploy_recorded(&app.name, &app.spec, app.record).await {
+                tracing::error!(app = %app.name, "cannot restore the app from {file}: {e:#}");
+                self.state.set_restore_error(&app.name, format!("{e:#}"));
+            }
+        }
+        for app in plan.unrestorable {
+            tracing::error!(app = %app.name, "cannot restore the app from {file}: {}", app.reason);
+            self.state.set_restore_error(&app.name, app.reason);
+        }
+        Ok(())
+    }
+
+    /// The routing table the front door uses now.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.routes.load_full()
+    }
+
+    /// The Wasm runtime (for its counters).
+    pub fn runtime(&self) -> &Arc<WasmRuntime> {
+        &self.runtime
+    }
+
+    /// The persisted apps.
+    pub fn state(&self) -> &StateStore {
+        &self.state
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.options.data_dir
+    }
+
+    /// Deploys (or replaces) app `name` as a new revision: pulls its image
+    /// if it has one, compiles or maps its component, starts its initial
+    /// instances, then switches routing to it; the previous revision drains
+    /// its in-flight requests and stops. On error nothing changes and every
+    /// other app keeps serving.
+    ///
+    /// # Errors
+    /// Why the app cannot be deployed, naming it.
+    pub async fn deploy(&self, name: &str, spec: &AppSpec) -> anyhow::Result<Deployed> {
+        self.deploy_recorded(name, spec, Record::from_spec(spec, Origin::Api))
+            .await
+    }
+
+    /// [`deploy`](Self::deploy), persisting `record` in the state (the
+    /// admin API passes the settings as the user wrote them; a restart
+    /// passes the revision id to keep).
+    ///
+    /// # Errors
+    /// Why the app cannot be deployed, naming it: a [`RouteConflict`], a
+    /// pull or load failure, or a state file that cannot be written.
+    pub async fn deploy_recorded(
+        &self,
+        name: &str,
+        spec: &AppSpec,
+        record: Record,
+    ) -> anyhow::Result<Deployed> {
+        self.deploy_with_traffic(name, spec, record, 100).await
+    }
+
+    /// Deploys a new revision of app `name` that receives `percent` of new
+    /// requests (a canary); the revision that served most traffic so far keeps
+    /// the rest, and any other revision is retired. `percent = 100` is a
+    /// plain deploy. The split lasts until [`Apps::set_traffic`] or the next
+    /// deploy; a restart comes back on the latest revision alone.
+    ///
+    /// # Errors
+    /// As [`Apps::deploy_recorded`]; also a percentage above 100.
+    pub async fn deploy_with_traffic(
+        &self,
+        name: &str,
+        spec: &AppSpec,
+        record: Record,
+        percent: u32,
+    ) -> anyhow::Result<Deployed> {
+        anyhow::ensure!(
+            percent <= 100,
+            "a traffic share is at most 100 percent, not {percent}"
+        );
+        crate::config::validate_label(name).map_err(|r| anyhow::anyhow!("app name: {r}"))?;
+        spec.validate()
+            .map_err(|(key, reason)| anyhow::anyhow!("key `{key}`: {reason}"))
+            .with_context(|| format!("cannot deploy app `{name}`"))?;
+        self.check_routes(name, spec)?;
+        let revision_id = match &record.revision {
+            Some(id) => id.clone(),
+            None => {
+                let number = self.revisions.fetch_add(1, Ordering::Relaxed) + 1;
+                format!("{name}-{number:05}")
+            }
+        };
+        let (revision, info) = self
+            .build_revision(name, &revision_id, spec)
+            .await
+            .with_context(|| format!("cannot deploy app `{name}`"))?;
+        // Persist, then route, under the app table's lock: the state file
+        // and the running apps agree on the last deploy of each app.
+        let swapped = {
+            let mut table = self.lock_table();
+            let stored = StoredApp::new(
+                &record,
+                info.pinned.clone(),
+                info.revision.clone(),
+                info.sha256.clone(),
+                info.kind.as_str(),
+            );
+            self.state.record(name, stored).map(|()| {
+                // With a canary share, the busiest old revision stays.
+                let keep = (percent < 100)
+                    .then(|| table.get(name))
+                    .flatten()
+                    .and_then(|e| e.routed.traffic.iter().max_by_key(|(_, p)| *p))
+                    .map(|(r, _)| r.clone());
+                let routed = match &keep {
+                    Some(primary) => RoutedApp::split(
+                        name,
+                        vec![
+                            (primary.clone(), 100 - percent),
+                            (revision.clone(), percent),
+                        ],
+                    ),
+                    None => RoutedApp::single(name, revision.clone()),
+                };
+                let old = table.insert(
+                    name.to_string(),
+                    AppEntry {
+                        routed: Arc::new(routed),
+                        routes: spec.routes.clone(),
+                        deployed: info.clone(),
+                    },
+                );
+                self.publish(&table);
+                (old, keep)
+            })
+        };
+        let (old, keep) = match swapped {
+            Ok(old) => old,
+            Err(e) => {
+                revision.shutdown().await;
+                return Err(anyhow::Error::new(e).context(format!("cannot deploy app `{name}`")));
+            }
+        };
+        if let Some(old) = old {
+            self.retire(
+                old.routed
+                    .traffic
+                    .iter()
+                    .filter(|(r, _)| !keep.as_ref().is_some_and(|k| Arc::ptr_eq(k, r)))
+                    .map(|(r, _)| r.clone())
+                    .collect(),
+            );
+        }
+        tracing::info!(app = name, revision = %revision_id, "deployed");
+        Ok(info)
+    }
+
+    /// Refuses a deploy of `name` whose routes another app serves.
+    fn check_routes(&self, name: &str, spec: &AppSpec) -> anyhow::Result<()> {
+        let table = self.lock_table();
+        let taken = spec.routes.iter().find_map(|r| {
+            table
+                .iter()
+                .find(|(other, entry)| *other != name && entry.routes.contains(r))
+                .map(|(other, _)| (r, other))
+        });
+        match taken {
+            Some((route, owner)) => Err(anyhow::Error::new(RouteConflict {
+                route: route.clone(),
+                owner: owner.clone(),
+            })
+            .context(format!("cannot deploy app `{name}`"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Moves the traffic split of app `name`: the latest revision gets
+    /// `latest_percent`, the one before it the rest; at 100 the older one is
+    /// retired.
+    ///
+    /// # Errors
+    /// Unknown app, or an app with one revision and a share below 100.
+    pub fn set_traffic(&self, name: &str, latest_percent: u32) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            latest_percent <= 100,
+            "a traffic share is at most 100 percent, not {latest_percent}"
+        );
+        let retired = {
+            let mut table = self.lock_table();
+            let entry = table
+                .get_mut(name)
+                .ok_or_else(|| anyhow::anyhow!("no app `{name}`"))?;
+            let traffic = &entry.routed.traffic;
+            let latest = traffic
+                .last()
+                .map(|(r, _)| r.clone())
+                .ok_or_else(|| anyhow::anyhow!("app `{name}` has no revision"))?;
+            let (split, retired) = if latest_percent == 100 {
+                let retired: Vec<_> = traffic[..traffic.len() - 1]
+                    .iter()
+                    .map(|(r, _)| r.clone())
+                    .collect();
+                (vec![(latest, 100)], retired)
+            } else {
+                anyhow::ensure!(
+                    traffic.len() >= 2,
+                    "app `{name}` has a single revision; deploy a canary first"
+                );
+                let previous = traffic[traffic.len() - 2].0.clone();
+                (
+                    vec![(previous, 100 - latest_percent), (latest, latest_percent)],
+                    Vec::new(),
+                )
+            };
+            entry.routed = Arc::new(RoutedApp::split(name, split));
+            self.publish(&table);
+            retired
+        };
+        self.retire(retired);
+        Ok(())
+    }
+
+    /// Removes app `name`; its in-flight requests finish, then its instances
+    /// stop. Returns whether the app existed.
+    pub fn remove(&self, name: &str) -> bool {
+        let old = {
+            let mut table = self.lock_table();
+            let old = table.remove(name);
+            if old.is_some()
+                && let Err(e) = self.state.forget(name)
+            {
+                tracing::error!(
+                    app = name,
+                    "removed, but it will come back at the next start: {e}"
+                );
+            }
+            self.publish(&table);
+            old
+        };
+        match old {
+            Some(entry) => {
+                self.retire(entry.routed.revisions().cloned().collect());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes blobs of the store that no app references: roots are the
+    /// pinned digests of the running apps' revisions and of every app in the
+    /// state file. Returns how many blobs were removed.
+    ///
+    /// # Errors
+    /// When the store cannot be read or a blob cannot be removed.
+    pub fn collect_garbage(&self) -> anyhow::Result<usize> {
+        let mut roots = Vec::new();
+        let pinned = |p: &str| {
+            p.rsplit_once('@')
+                .and_then(|(_, d)| crate::oci::Digest::parse(d).ok())
+        };
+        {
+            let table = self.lock_table();
+            for entry in table.values() {
+                roots.extend(entry.deployed.pinned.as_deref().and_then(pinned));
+                for r in entry.routed.revisions() {
+                    roots.extend(r.pinned().and_then(pinned));
+                }
+            }
+        }
+        for stored in self.state.apps().values() {
+            roots.extend(stored.pinned.as_deref().and_then(pinned));
+        }
+        let store = self.puller.store();
+        let referenced = store.closure(&roots)?;
+        let removed = store.gc(&referenced)?;
+        tracing::info!(
+            removed,
+            kept = referenced.len(),
+            "collected unreferenced blobs"
+        );
+        Ok(removed)
+    }
+
+    /// The revisions serving app `name`.
+    pub fn revisions(&self, name: &str) -> Vec<Arc<Revision>> {
+        self.lock_table()
+            .get(name)
+            .map(|e| e.routed.revisions().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The deployed apps with their revision status.
+    pub fn status(&self) -> Vec<AppStatus> {
+        self.lock_table()
+            .values()
+            .map(|e| AppStatus {
+                deployed: e.deployed.clone(),
+                routes: e.routes.clone(),
+                revisions: e
+                    .routed
+                    .traffic
+                    .iter()
+                    .map(|(r, pct)| (r.status(), *pct))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The gauges of every app, for `metrics`.
+    pub fn snapshots(&self) -> Vec<metrics::AppSnapshot> {
+        self.status().iter().map(AppStatus::snapshot).collect()
+    }
+
+    /// Marks the host as shutting down: followers of logs stop following
+    /// so that connections can drain.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Apps::begin_shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Stops every app's instances (used at shutdown), and waits for the
+    /// revisions retired by a redeploy or removal to finish stopping, so a
+    /// host that exits right after a redeploy leaves no instance behind.
+    pub async fn stop_all(&self) {
+        let entries: Vec<_> = {
+            let mut table = self.lock_table();
+            let all = std::mem::take(&mut *table);
+            self.publish(&table);
+            all.into_values().collect()
+        };
+        let stops = entries
+            .iter()
+            .flat_map(|e| e.routed.revisions().cloned().collect::<Vec<_>>());
+        futures::future::join_all(stops.map(|r| async move { r.shutdown().await })).await;
+        let retiring =
+            std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in retiring {
+            let _ = task.await;
+        }
+    }
+
+    /// Lets old revisions finish their requests, then stops their instances,
+    /// in the background; [`Apps::stop_all`] waits for these too.
+    fn retire(&self, revisions: Vec<Arc<Revision>>) {
+        if revisions.is_empty() {
+            return;
+        }
+        let task = tokio::spawn(async move {
+            for revision in revisions {
+                revision.shutdown().await;
+            }
+        });
+        let mut retiring = self.retiring.lock().unwrap_or_else(|e| e.into_inner());
+        retiring.retain(|t| !t.is_finished());
+        retiring.push(task);
+    }
+
+    fn publish(&self, table: &AppTable) {
+        let entries = table
+            .values()
+            .map(|e| (e.routed.clone(), e.routes.clone()))
+            .collect();
+        self.routes
+            .store(Arc::new(RouteTable::new(&self.domain, entries)));
+    }
+
+    fn lock_table(&self) -> std::sync::MutexGuard<'_, AppTable> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,150 @@
+//! The file's shapes: what an `[apps.NAME]` table (and the admin API's
+//! deploy body, and the state file's record of an app) looks like as
+//! written, before validation turns it into an [`AppSpec`](super::AppSpec).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) domain: Option<String>,
+    #[serde(default)]
+    pub(super) apps: BTreeMap<String, AppConfig>,
+}
+
+/// One `[apps.NAME]` table as written (also the JSON body of a deploy through
+/// the admin API). [`AppSpec::from_config`] validates it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// Path of a Wasm component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm: Option<PathBuf>,
+    /// OCI reference of a Wasm component or container image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Path prefixes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    /// Environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Outbound HTTP allow-list (Wasm).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Hard limit of requests one instance serves at once (0 = unbounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Instances kept even when idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_scale: Option<u32>,
+    /// Most instances (0 = unbounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_scale: Option<u32>,
+    /// Container networking: `host` or `isolated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Container readiness: HTTP GET of this path (default: TCP connect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_path: Option<String>,
+    /// How long a container may take to become ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_timeout: Option<String>,
+    /// Between SIGTERM and SIGKILL when a container stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace: Option<String>,
+    /// Per-request / per-instance limits.
+    #[serde(default, skip_serializing_if = "RawLimits::is_empty")]
+    pub limits: RawLimits,
+    /// Autoscaler settings.
+    #[serde(default, skip_serializing_if = "RawAutoscale::is_empty")]
+    pub autoscale: RawAutoscale,
+}
+
+/// `[apps.NAME.limits]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// `"64MiB"` or a number of bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<SizeValue>,
+    /// `"30s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// CPUs for a container (e.g. 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+    /// Process limit for a container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
+}
+
+impl RawLimits {
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// `[apps.NAME.autoscale]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoscale {
+    /// Soft per-instance target (defaults from `concurrency`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<f64>,
+    /// Fraction of the target to aim for (0.7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization: Option<f64>,
+    /// `"60s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_window: Option<String>,
+    /// 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_window_percentage: Option<f64>,
+    /// 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_threshold_percentage: Option<f64>,
+    /// 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_scale_up_rate: Option<f64>,
+    /// 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_scale_down_rate: Option<f64>,
+    /// `"30s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_to_zero_grace: Option<String>,
+    /// `"0s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_delay: Option<String>,
+    /// 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_scale: Option<u32>,
+    /// How often concurrency is sampled and a decision made (`"1s"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick: Option<String>,
+    /// How long a request may wait for capacity (`"10s"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_timeout: Option<String>,
+    /// How many requests may wait for capacity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<usize>,
+}
+
+impl RawAutoscale {
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A size as written: a number of bytes or a string like `"64MiB"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    /// Bytes.
+    Bytes(u64),
+    /// `"64MiB"`.
+    Text(String),
+}

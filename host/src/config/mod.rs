@@ -1,0 +1,301 @@
+//! The `berth.toml` file: apps, their routes, environment and limits.
+//!
+//! ```toml
+//! domain = "localhost"              # apps answer at http://<app>.<domain>/
+//!
+//! [apps.hello]
+//! wasm = "components/target/wasm32-wasip2/release/hello.wasm"
+//! routes = ["/hello"]               # optional path prefixes; longest match wins
+//! env = { GREETING = "hi" }
+//! allowed_outbound_hosts = []       # outbound HTTP allow-list, default none
+//! [apps.hello.limits]
+//! memory = "64MiB"
+//! timeout = "30s"
+//! ```
+//!
+//! Loading is strict: an unknown key, a bad value or an inconsistent app is
+//! refused with the file, the key and the reason ([`ConfigError`]).
+//!
+//! # Layout
+//! - [`file`]: the shapes as written ([`AppConfig`] is also the admin API's
+//!   deploy body and the state file's record of an app).
+//! - [`spec`]: [`AppSpec`], the validated settings of one app; its
+//!   autoscaling is the autoscaler's own [`KpaConfig`](crate::autoscale::KpaConfig).
+//! - [`outbound`]: [`HostPattern`], one entry of `allowed_outbound_hosts`.
+
+pub mod file;
+pub mod outbound;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use file::RawConfig;
+pub use file::{AppConfig, RawAutoscale, RawLimits, SizeValue};
+pub use outbound::HostPattern;
+pub use spec::{AppSpec, ContainerSettings, Limits, NetworkMode, Scaling, Source, SpecError};
+
+/// Default domain under which apps are reachable as `<app>.<domain>`.
+pub const DEFAULT_DOMAIN: &str = "localhost";
+/// Default linear-memory cap per request (per memory of the component).
+pub const DEFAULT_MEMORY_LIMIT: u64 = 128 * 1024 * 1024;
+/// Default wall-clock deadline per request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest memory cap an app may ask for; the engine reserves slots this big.
+pub const MAX_MEMORY_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    /// Apps answer at `<app>.<domain>`.
+    pub domain: String,
+    /// Apps by name, in name order.
+    pub apps: BTreeMap<String, AppSpec>,
+}
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file `{file}`: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file `{file}` is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        file: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key has a bad value, is unknown, or is missing.
+    #[error("config file `{file}`: key `{key}`: {reason}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// Dotted path of the key, e.g. `apps.hello.limits.memory`.
+        key: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// Parses a byte size such as `64MiB`, `1GB`, `4096`.
+///
+/// # Errors
+/// When the text is not a size.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("`{s}` is not a size like \"64MiB\": {e}"))
+}
+
+/// Parses a duration such as `30s`, `500ms`, `2m`.
+///
+/// # Errors
+/// When the text is not a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration like \"30s\": {e}"))
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative `wasm` paths are resolved
+    /// against the directory holding the file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, the key and the reason.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, file, base)
+    }
+
+    /// Parses config text; `file` names it in errors and `base` anchors
+    /// relative paths.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, the key and the reason.
+    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let value: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::Invalid {
+                    file: file.to_path_buf(),
+                    key: if key == "." {
+                        "(top level)".into()
+                    } else {
+                        key
+                    },
+                    reason: e.into_inner().to_string(),
+                }
+            })?;
+        let invalid = |key: String, reason: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key,
+            reason,
+        };
+
+        let domain = raw.domain.unwrap_or_else(|| DEFAULT_DOMAIN.to_string());
+        if domain.is_empty() || domain.split('.').any(|l| validate_label(l).is_err()) {
+            return Err(invalid(
+                "domain".into(),
+                format!("`{domain}` is not a DNS domain"),
+            ));
+        }
+
+        let mut apps = BTreeMap::new();
+        let mut seen_routes: BTreeMap<String, String> = BTreeMap::new();
+        for (name, app) in raw.apps {
+            let spec = AppSpec::from_config(&name, &app, base).map_err(|(k, r)| {
+                let key = if k.is_empty() {
+                    format!("apps.{name}")
+                } else {
+                    format!("apps.{name}.{k}")
+                };
+                invalid(key, r)
+            })?;
+            for route in &spec.routes {
+                if let Some(other) = seen_routes.insert(route.clone(), name.clone()) {
+                    return Err(invalid(
+                        format!("apps.{name}.routes"),
+                        format!("route `{route}` is already taken by app `{other}`"),
+                    ));
+                }
+            }
+            apps.insert(name, spec);
+        }
+        Ok(Self { domain, apps })
+    }
+}
+
+/// App names and domain labels: 1–63 of `a-z`, `0-9`, `-`, not starting or
+/// ending with `-` (so that `<app>.<domain>` is a valid host name).
+///
+/// # Errors
+/// The reason the label is refused.
+pub fn validate_label(label: &str) -> Result<(), String> {
+    let ok = !label.is_empty()
+        && label.len() <= 63
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{label}` is not a valid name: use 1-63 of a-z, 0-9 and '-', not starting or ending with '-'"
+        ))
+    }
+}
+
+/// The default data directory: `$XDG_DATA_HOME/berth`, else
+/// `$HOME/.local/share/berth`, else `./.berth`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("berth");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".local/share/berth");
+    }
+    PathBuf::from(".berth")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("berth.toml"), Path::new("/base"))
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let cfg = parse(
+            r#"
+            [apps.hello]
+            wasm = "hello.wasm"
+            routes = ["/hello/"]
+            env = { GREETING = "hi" }
+            allowed_outbound_hosts = ["127.0.0.1:8080", "*.example.com"]
+            [apps.hello.limits]
+            memory = "64MiB"
+            timeout = "1500ms"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.domain, "localhost");
+        let app = &cfg.apps["hello"];
+        assert_eq!(app.source, Source::Wasm("/base/hello.wasm".into()));
+        assert_eq!(app.routes, vec!["/hello"]);
+        assert_eq!(app.env["GREETING"], "hi");
+        assert_eq!(app.limits.memory, 64 * 1024 * 1024);
+        assert_eq!(app.limits.timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err =
+            parse("[apps.a]\nwasm = \"x\"\n[apps.a.limits]\nmemory = \"lots\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("apps.a.limits.memory"), "{msg}");
+        assert!(msg.contains("lots"), "{msg}");
+
+        let msg = parse("[apps.a]\nwasm = \"x\"\ntimeout = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("apps.a") && msg.contains("timeout"), "{msg}");
+
+        let msg = parse("[apps.Bad_Name]\nwasm = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("apps.Bad_Name"), "{msg}");
+
+        let msg = parse("[apps.a]\n").unwrap_err().to_string();
+        assert!(msg.contains("needs `wasm"), "{msg}");
+
+        let msg = parse("[apps.a]\nwasm = \"x\"\nimage = \"r/x:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("exactly one"), "{msg}");
+
+        let msg = parse("[apps.a]\nwasm = \"x\"\nroutes = [\"/x\"]\n[apps.b]\nwasm = \"y\"\nroutes = [\"/x/\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("already taken by app `a`"), "{msg}");
+
+        let msg = parse("[apps.a\nwasm=").unwrap_err().to_string();
+        assert!(msg.contains("not valid TOML"), "{msg}");
+
+        let msg = parse("[apps.a]\nwasm = \"x\"\n[apps.a.limits]\ntimeout = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("apps.a.limits.timeout"), "{msg}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1 GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("much").is_err());
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("soon").is_err());
+    }
+}

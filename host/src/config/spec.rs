@@ -1,0 +1,552 @@
+//! [`AppSpec`]: one app's settings, validated. [`AppSpec::from_config`] turns
+//! the written shape ([`AppConfig`]) into it, naming the key of anything it
+//! refuses; [`AppSpec::to_config`] goes back (what the state file and the
+//! admin API show). The config file, the admin API and the state restored at
+//! start all go through `from_config`, so they accept exactly the same
+//! settings.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::file::{AppConfig, RawAutoscale, RawLimits, SizeValue};
+use super::{
+    DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, HostPattern, MAX_MEMORY_LIMIT, parse_duration,
+    parse_size, validate_label,
+};
+use crate::autoscale::KpaConfig;
+
+/// Smallest `limits.memory` (one Wasm page).
+pub const MIN_MEMORY_LIMIT: u64 = 64 * 1024;
+/// Longest `limits.timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest `startup_timeout` and `shutdown_grace`.
+pub const MAX_CONTAINER_WAIT: Duration = Duration::from_secs(3600);
+/// Longest `autoscale.queue_timeout`.
+pub const MAX_QUEUE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Most `autoscale.queue_depth`.
+pub const MAX_QUEUE_DEPTH: usize = 100_000;
+/// Most `limits.pids`.
+pub const MAX_PIDS: i64 = 1 << 22;
+/// Most `limits.cpu`.
+pub const MAX_CPUS: f64 = 1024.0;
+
+/// What one `[apps.NAME]` table says, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppSpec {
+    /// Where the app's code comes from.
+    pub source: Source,
+    /// Path prefixes routed to this app (each starts with `/`).
+    pub routes: Vec<String>,
+    /// Environment variables the guest sees.
+    pub env: BTreeMap<String, String>,
+    /// Hosts (`host` or `host:port`, `*` wildcard allowed as the whole host or
+    /// a leading `*.`) the guest may send HTTP requests to.
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Per-request limits.
+    pub limits: Limits,
+    /// How many instances, and how busy each may get.
+    pub scaling: Scaling,
+    /// Settings that only containers use.
+    pub container: ContainerSettings,
+}
+
+/// The autoscaler's configuration and the activator's queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scaling {
+    /// The KPA's knobs, instance bounds and the hard per-instance
+    /// `concurrency` (`None`: Wasm unbounded, containers 80, as Cloud Run).
+    pub autoscale: KpaConfig,
+    /// How long a request waits for capacity before 503/429.
+    pub queue_timeout: Duration,
+    /// Requests that may wait (`None` = 10 × concurrency × max_scale,
+    /// clamped to 100..=10,000).
+    pub queue_depth: Option<usize>,
+}
+
+impl Default for Scaling {
+    fn default() -> Self {
+        Self {
+            autoscale: KpaConfig::default(),
+            queue_timeout: Duration::from_secs(10),
+            queue_depth: None,
+        }
+    }
+}
+
+/// How a container instance is networked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// The host's network namespace; each instance gets its own `PORT`.
+    #[default]
+    Host,
+    /// A private namespace with loopback only.
+    Isolated,
+}
+
+impl NetworkMode {
+    /// `host` or `isolated`, as written in the settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Host => "host",
+            NetworkMode::Isolated => "isolated",
+        }
+    }
+}
+
+/// Container-only settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSettings {
+    /// Networking.
+    pub network: NetworkMode,
+    /// HTTP readiness path; `None` = TCP connect.
+    pub readiness_path: Option<String>,
+    /// How long to wait for readiness.
+    pub startup_timeout: Duration,
+    /// SIGTERM → SIGKILL grace.
+    pub shutdown_grace: Duration,
+    /// CPUs (quota).
+    pub cpu: Option<f64>,
+    /// Process limit.
+    pub pids: Option<i64>,
+}
+
+impl Default for ContainerSettings {
+    fn default() -> Self {
+        Self {
+            network: NetworkMode::Host,
+            readiness_path: None,
+            startup_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
+            cpu: None,
+            pids: None,
+        }
+    }
+}
+
+/// Where an app's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A Wasm component file on disk.
+    Wasm(PathBuf),
+    /// An OCI reference (`registry/repo:tag` or `registry/repo@sha256:…`).
+    Image(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Wasm(p) => write!(f, "wasm file `{}`", p.display()),
+            Source::Image(r) => write!(f, "image `{r}`"),
+        }
+    }
+}
+
+/// Per-request limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum size in bytes of each linear memory.
+    pub memory: u64,
+    /// Wall-clock deadline for a request, from arrival to the end of the response.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory: DEFAULT_MEMORY_LIMIT,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// A refused setting: its key relative to the app's table (empty for the
+/// table itself) and the reason.
+pub type SpecError = (String, String);
+
+fn refuse(key: &str, reason: impl Into<String>) -> SpecError {
+    (key.to_string(), reason.into())
+}
+
+/// A duration setting: parsed, at most `max`, and above zero unless
+/// `zero_ok`.
+fn duration(
+    key: &str,
+    value: Option<&String>,
+    zero_ok: bool,
+    max: Duration,
+) -> Result<Option<Duration>, SpecError> {
+    let Some(text) = value else {
+        return Ok(None);
+    };
+    let d = parse_duration(text).map_err(|r| refuse(key, r))?;
+    if d.is_zero() && !zero_ok {
+        return Err(refuse(key, "must be above zero"));
+    }
+    if d > max {
+        return Err(refuse(
+            key,
+            format!("{text} is longer than the maximum of {max:?}"),
+        ));
+    }
+    Ok(Some(d))
+}
+
+impl AppSpec {
+    /// An app serving the component at `path` with default settings.
+    pub fn wasm(path: impl Into<PathBuf>) -> Self {
+        Self {
+            source: Source::Wasm(path.into()),
+            routes: Vec::new(),
+            env: BTreeMap::new(),
+            allowed_outbound_hosts: Vec::new(),
+            limits: Limits::default(),
+            scaling: Scaling::default(),
+            container: ContainerSettings::default(),
+        }
+    }
+
+    /// An app running the image at `reference` with default settings.
+    pub fn image(reference: impl Into<String>) -> Self {
+        Self {
+            source: Source::Image(reference.into()),
+            ..Self::wasm("")
+        }
+    }
+
+    /// Checks a spec built in code (tests, benchmarks) as `from_config`
+    /// would: every numeric setting in range.
+    ///
+    /// # Errors
+    /// The key and the reason.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        self.scaling.autoscale.validate().map_err(|e| {
+            let key = match e.key {
+                "concurrency" | "min_scale" | "max_scale" => e.key.to_string(),
+                other => format!("autoscale.{other}"),
+            };
+            (key, e.reason)
+        })?;
+        if let Some(depth) = self.scaling.queue_depth
+            && !(1..=MAX_QUEUE_DEPTH).contains(&depth)
+        {
+            return Err(refuse(
+                "autoscale.queue_depth",
+                format!("{depth} is outside 1..={MAX_QUEUE_DEPTH}"),
+            ));
+        }
+        if self.scaling.queue_timeout.is_zero() || self.scaling.queue_timeout > MAX_QUEUE_TIMEOUT {
+            return Err(refuse(
+                "autoscale.queue_timeout",
+                format!(
+                    "{:?} is outside (0s, {MAX_QUEUE_TIMEOUT:?}]",
+                    self.scaling.queue_timeout
+                ),
+            ));
+        }
+        if !(MIN_MEMORY_LIMIT..=MAX_MEMORY_LIMIT).contains(&self.limits.memory) {
+            return Err(refuse(
+                "limits.memory",
+                format!(
+                    "{} is outside the allowed range 64KiB..=4GiB",
+                    bytesize::ByteSize::b(self.limits.memory).display().iec()
+                ),
+            ));
+        }
+        if self.limits.timeout.is_zero() || self.limits.timeout > MAX_TIMEOUT {
+            return Err(refuse(
+                "limits.timeout",
+                format!("{:?} is outside (0s, {MAX_TIMEOUT:?}]", self.limits.timeout),
+            ));
+        }
+        let c = &self.container;
+        if let Some(cpu) = c.cpu
+            && !(cpu > 0.0 && cpu <= MAX_CPUS)
+        {
+            return Err(refuse(
+                "limits.cpu",
+                format!("{cpu} is not a CPU count in (0, {MAX_CPUS}]"),
+            ));
+        }
+        if let Some(pids) = c.pids
+            && !(1..=MAX_PIDS).contains(&pids)
+        {
+            return Err(refuse(
+                "limits.pids",
+                format!("{pids} is outside 1..={MAX_PIDS}"),
+            ));
+        }
+        for (key, d) in [
+            ("startup_timeout", c.startup_timeout),
+            ("shutdown_grace", c.shutdown_grace),
+        ] {
+            if d > MAX_CONTAINER_WAIT || (key == "startup_timeout" && d.is_zero()) {
+                return Err(refuse(
+                    key,
+                    format!("{d:?} is outside (0s, {MAX_CONTAINER_WAIT:?}]"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates one app table; relative `wasm` paths are resolved against
+    /// `base`.
+    ///
+    /// # Errors
+    /// The key (relative to the app's table; empty for the table itself) and
+    /// the reason.
+    pub fn from_config(name: &str, app: &AppConfig, base: &Path) -> Result<Self, SpecError> {
+        validate_label(name).map_err(|r| refuse("", r))?;
+        let source = match (&app.wasm, &app.image) {
+            (Some(path), None) => Source::Wasm(if path.is_absolute() {
+                path.clone()
+            } else {
+                base.join(path)
+            }),
+            (None, Some(image)) if !image.trim().is_empty() => Source::Image(image.trim().into()),
+            (None, Some(_)) => return Err(refuse("image", "must not be empty")),
+            (Some(_), Some(_)) => {
+                return Err(refuse("", "has both `wasm` and `image`; give exactly one"));
+            }
+            (None, None) => {
+                return Err(refuse("", "needs `wasm = \"PATH\"` or `image = \"REF\"`"));
+            }
+        };
+        let mut routes = Vec::new();
+        for route in &app.routes {
+            if !route.starts_with('/') {
+                return Err(refuse(
+                    "routes",
+                    format!("route `{route}` must start with `/`"),
+                ));
+            }
+            let r = normalize_route(route);
+            if routes.contains(&r) {
+                return Err(refuse("routes", format!("route `{route}` is listed twice")));
+            }
+            routes.push(r);
+        }
+        for var in app.env.keys() {
+            if var.is_empty() || var.contains('=') || var.contains('\0') {
+                return Err(refuse(
+                    "env",
+                    format!("`{var}` is not a valid variable name"),
+                ));
+            }
+        }
+        for host in &app.allowed_outbound_hosts {
+            HostPattern::parse(host).map_err(|r| refuse("allowed_outbound_hosts", r))?;
+        }
+
+        let mut limits = Limits::default();
+        if let Some(memory) = &app.limits.memory {
+            limits.memory = match memory {
+                SizeValue::Bytes(n) => *n,
+                SizeValue::Text(t) => parse_size(t).map_err(|r| refuse("limits.memory", r))?,
+            };
+        }
+        if let Some(t) = duration(
+            "limits.timeout",
+            app.limits.timeout.as_ref(),
+            false,
+            MAX_TIMEOUT,
+        )? {
+            limits.timeout = t;
+        }
+
+        let mut container = ContainerSettings {
+            cpu: app.limits.cpu,
+            pids: app.limits.pids,
+            ..ContainerSettings::default()
+        };
+        container.network = match app.network.as_deref() {
+            None | Some("host") => NetworkMode::Host,
+            Some("isolated") => NetworkMode::Isolated,
+            Some(other) => {
+                return Err(refuse(
+                    "network",
+                    format!("`{other}` is not a network mode; use \"host\" or \"isolated\""),
+                ));
+            }
+        };
+        if let Some(path) = &app.readiness_path {
+            if !path.starts_with('/') {
+                return Err(refuse(
+                    "readiness_path",
+                    format!("`{path}` must start with `/`"),
+                ));
+            }
+            container.readiness_path = Some(path.clone());
+        }
+        if let Some(t) = duration(
+            "startup_timeout",
+            app.startup_timeout.as_ref(),
+            false,
+            MAX_CONTAINER_WAIT,
+        )? {
+            container.startup_timeout = t;
+        }
+        if let Some(t) = duration(
+            "shutdown_grace",
+            app.shutdown_grace.as_ref(),
+            true,
+            MAX_CONTAINER_WAIT,
+        )? {
+            container.shutdown_grace = t;
+        }
+
+        let scaling = scaling(app)?;
+        let spec = Self {
+            source,
+            routes,
+            env: app.env.clone(),
+            allowed_outbound_hosts: app.allowed_outbound_hosts.clone(),
+            limits,
+            scaling,
+            container,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The [`AppConfig`] that validates back to this spec (with `base` `/`):
+    /// what the state and the admin API show for an app deployed from an
+    /// [`AppSpec`]. Settings at their defaults are left out.
+    pub fn to_config(&self) -> AppConfig {
+        let (wasm, image) = match &self.source {
+            Source::Wasm(path) => (Some(path.clone()), None),
+            Source::Image(reference) => (None, Some(reference.clone())),
+        };
+        let dur = |d: Duration| humantime::format_duration(d).to_string();
+        let changed = |d: Duration, default: Duration| (d != default).then(|| dur(d));
+        let limits_default = Limits::default();
+        let container_default = ContainerSettings::default();
+        let c = &self.container;
+        let limits = RawLimits {
+            memory: (self.limits.memory != limits_default.memory)
+                .then_some(SizeValue::Bytes(self.limits.memory)),
+            timeout: changed(self.limits.timeout, limits_default.timeout),
+            cpu: c.cpu,
+            pids: c.pids,
+        };
+        let a = &self.scaling.autoscale;
+        let d = KpaConfig::default();
+        let scaling_default = Scaling::default();
+        let f = |v: f64, default: f64| (v != default).then_some(v);
+        let autoscale = RawAutoscale {
+            target: a.target,
+            utilization: f(a.utilization, d.utilization),
+            stable_window: changed(a.stable_window, d.stable_window),
+            panic_window_percentage: f(a.panic_window_percentage, d.panic_window_percentage),
+            panic_threshold_percentage: f(
+                a.panic_threshold_percentage,
+                d.panic_threshold_percentage,
+            ),
+            max_scale_up_rate: f(a.max_scale_up_rate, d.max_scale_up_rate),
+            max_scale_down_rate: f(a.max_scale_down_rate, d.max_scale_down_rate),
+            scale_to_zero_grace: changed(a.scale_to_zero_grace, d.scale_to_zero_grace),
+            scale_down_delay: changed(a.scale_down_delay, d.scale_down_delay),
+            initial_scale: (a.initial_scale != d.initial_scale).then_some(a.initial_scale),
+            tick: changed(a.tick, d.tick),
+            queue_timeout: changed(self.scaling.queue_timeout, scaling_default.queue_timeout),
+            queue_depth: self.scaling.queue_depth,
+        };
+        AppConfig {
+            wasm,
+            image,
+            routes: self.routes.clone(),
+            env: self.env.clone(),
+            allowed_outbound_hosts: self.allowed_outbound_hosts.clone(),
+            concurrency: a.concurrency,
+            min_scale: (a.min_scale != d.min_scale).then_some(a.min_scale),
+            max_scale: (a.max_scale != d.max_scale).then_some(a.max_scale),
+            network: (c.network != container_default.network).then(|| c.network.as_str().into()),
+            readiness_path: c.readiness_path.clone(),
+            startup_timeout: changed(c.startup_timeout, container_default.startup_timeout),
+            shutdown_grace: changed(c.shutdown_grace, container_default.shutdown_grace),
+            limits,
+            autoscale,
+        }
+    }
+}
+
+/// The `[autoscale]` table, `concurrency`, `min_scale` and `max_scale` over
+/// the defaults (range checks follow in [`AppSpec::validate`]).
+fn scaling(app: &AppConfig) -> Result<Scaling, SpecError> {
+    let a = &app.autoscale;
+    let mut scaling = Scaling::default();
+    let k = &mut scaling.autoscale;
+    k.concurrency = app.concurrency;
+    if let Some(min) = app.min_scale {
+        k.min_scale = min;
+    }
+    if let Some(max) = app.max_scale {
+        k.max_scale = max;
+    }
+    k.target = a.target;
+    for (value, field) in [
+        (a.utilization, &mut k.utilization),
+        (a.panic_window_percentage, &mut k.panic_window_percentage),
+        (
+            a.panic_threshold_percentage,
+            &mut k.panic_threshold_percentage,
+        ),
+        (a.max_scale_up_rate, &mut k.max_scale_up_rate),
+        (a.max_scale_down_rate, &mut k.max_scale_down_rate),
+    ] {
+        if let Some(v) = value {
+            *field = v;
+        }
+    }
+    let max = Duration::MAX;
+    for (key, text, zero_ok, field) in [
+        (
+            "autoscale.stable_window",
+            &a.stable_window,
+            false,
+            &mut k.stable_window,
+        ),
+        (
+            "autoscale.scale_to_zero_grace",
+            &a.scale_to_zero_grace,
+            true,
+            &mut k.scale_to_zero_grace,
+        ),
+        (
+            "autoscale.scale_down_delay",
+            &a.scale_down_delay,
+            true,
+            &mut k.scale_down_delay,
+        ),
+        ("autoscale.tick", &a.tick, false, &mut k.tick),
+    ] {
+        if let Some(d) = duration(key, text.as_ref(), zero_ok, max)? {
+            *field = d;
+        }
+    }
+    if let Some(i) = a.initial_scale {
+        k.initial_scale = i;
+    }
+    if let Some(d) = duration(
+        "autoscale.queue_timeout",
+        a.queue_timeout.as_ref(),
+        false,
+        max,
+    )? {
+        scaling.queue_timeout = d;
+    }
+    scaling.queue_depth = a.queue_depth;
+    Ok(scaling)
+}
+
+/// `/api/` and `/api` route the same; `/` stays `/`.
+fn normalize_route(route: &str) -> String {
+    let trimmed = route.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}

@@ -1,0 +1,287 @@
+//! [`WasmApp`]: one app's resident compiled component, and the path of a
+//! request through it: a fresh [`Store`] and instance, the guest's handler,
+//! the response head as soon as the guest sets it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+
+use super::cache::LoadedFrom;
+use super::guest::{DeadlineExceeded, GuestError, GuestState, Limiter, classify};
+use super::outbound::OutboundPolicy;
+use crate::config::Limits;
+use crate::http::RequestInfo;
+use crate::logs::AppLog;
+use crate::metrics::Metrics;
+
+/// How long the host spent before the guest's handler was entered.
+#[derive(Debug, Clone, Copy)]
+pub struct ColdStart {
+    /// From acceptance to a ready instance (store, WASI context, instantiation).
+    pub host: Duration,
+    /// Instantiation alone.
+    pub instantiate: Duration,
+}
+
+/// One app's resident compiled component.
+pub struct WasmApp {
+    pub(super) name: String,
+    pub(super) pre: ProxyPre<GuestState>,
+    pub(super) env: Arc<[(String, String)]>,
+    pub(super) limits: Limits,
+    pub(super) outbound: OutboundPolicy,
+    pub(super) log: Arc<AppLog>,
+    pub(super) sha256: String,
+    pub(super) loaded_from: LoadedFrom,
+    pub(super) max_instances: u32,
+    pub(super) metrics: Option<Arc<Metrics>>,
+}
+
+impl fmt::Debug for WasmApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WasmApp")
+            .field("name", &self.name)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The body of a guest's response.
+pub type GuestBody = HyperOutgoingBody;
+
+impl WasmApp {
+    /// Meters each request's guest CPU time and memory × time into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The app's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// sha256 (hex) of the component's bytes.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Whether this load compiled the component or used the cache.
+    pub fn loaded_from(&self) -> LoadedFrom {
+        self.loaded_from
+    }
+
+    /// The app's limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Runs one request in a fresh instance. The response head is returned as
+    /// soon as the guest sets it; the body streams while the guest runs, until
+    /// the deadline.
+    ///
+    /// # Errors
+    /// [`GuestError`] when the guest produced no response.
+    pub async fn handle<B>(
+        self: &Arc<Self>,
+        req: Request<B>,
+        info: &RequestInfo,
+    ) -> Result<Response<GuestBody>, GuestError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let deadline = info.accepted + self.limits.timeout;
+        let mut wasi = WasiCtx::builder();
+        wasi.envs(&self.env)
+            .stdout(self.log.sink(info.id.clone(), "stdout"))
+            .stderr(self.log.sink(info.id.clone(), "stderr"));
+        let mut store = Store::new(
+            self.pre.engine(),
+            GuestState {
+                wasi: wasi.build(),
+                http: WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+                hooks: self.outbound.clone(),
+                limiter: Limiter {
+                    memory: self.limits.memory,
+                    in_use: 0,
+                },
+                deadline,
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(DeadlineExceeded.into())
+            } else {
+                // `yield_now` lets the runtime poll for I/O before this guest
+                // runs again, so spinning guests cannot starve the front door.
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
+
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (incoming, outparam) = {
+            let mut http = store.data_mut().http();
+            let incoming = http
+                .new_incoming_request(
+                    if info.tls {
+                        Scheme::Https
+                    } else {
+                        Scheme::Http
+                    },
+                    req,
+                )
+                .map_err(|e| GuestError::Internal(format!("{e:#}")))?;
+            let outparam = http
+                .new_response_outparam(sender)
+                .map_err(|e| GuestError::Internal(format!("{e:#}")))?;
+            (incoming, outparam)
+        };
+
+        let app = self.clone();
+        let accepted = info.accepted;
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<ColdStart>();
+        let task = tokio::spawn(async move {
+            let run = async {
+                let t = Instant::now();
+                let proxy = app.pre.instantiate_async(&mut store).await?;
+                let now = Instant::now();
+                let _ = started_tx.send(ColdStart {
+                    host: now - accepted,
+                    instantiate: now - t,
+                });
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, outparam)
+                    .await
+            };
+            let started = Instant::now();
+            let mut busy = Busy::new(run);
+            let outcome = tokio::time::timeout_at(deadline.into(), &mut busy).await;
+            let busy_time = busy.busy;
+            drop(busy);
+            if let Some(metrics) = &app.metrics {
+                // CPU: the time this request's future spent being polled (the
+                // guest and the host calls it made); memory: the instance's
+                // linear memory for the request's wall time.
+                let memory = store.data().limiter.in_use as f64;
+                metrics.record_usage(
+                    &app.name,
+                    busy_time,
+                    memory * started.elapsed().as_secs_f64() / 1e9,
+                );
+            }
+            match outcome {
+                Ok(result) => result.map_err(|e| classify(e, &app.limits, app.max_instances)),
+                Err(_) => Err(GuestError::Deadline(app.limits.timeout)),
+            }
+        });
+        // If the client goes away before the response head, stop the guest.
+        let mut guard = AbortOnDrop(Some(task));
+
+        let outcome = receiver.await;
+        let cold = started_rx.await.ok();
+        match outcome {
+            Ok(Ok(mut resp)) => {
+                // The guest keeps running to stream the body; detach it.
+                if let Some(task) = guard.0.take() {
+                    let app = self.clone();
+                    let id = info.id.clone();
+                    tokio::spawn(async move {
+                        if let Ok(Err(e)) = task.await {
+                            app.log_failure(&id, &e);
+                        }
+                    });
+                }
+                if let Some(cold) = cold {
+                    resp.extensions_mut().insert(cold);
+                    if let Ok(v) = HeaderValue::from_str(&format!(
+                        "berth-host;dur={:.3}, berth-instantiate;dur={:.3}",
+                        cold.host.as_secs_f64() * 1e3,
+                        cold.instantiate.as_secs_f64() * 1e3
+                    )) {
+                        resp.headers_mut().append("server-timing", v);
+                    }
+                }
+                Ok(resp)
+            }
+            Ok(Err(code)) => {
+                let err = GuestError::ErrorCode(code);
+                self.log_failure(&info.id, &err);
+                Err(err)
+            }
+            Err(_) => {
+                let task = guard.0.take().expect("task present until taken");
+                let err = match task.await {
+                    Ok(Ok(())) => GuestError::NoResponse,
+                    Ok(Err(e)) => e,
+                    Err(join) => GuestError::Internal(format!("guest task failed: {join}")),
+                };
+                self.log_failure(&info.id, &err);
+                Err(err)
+            }
+        }
+    }
+
+    fn log_failure(&self, id: &str, err: &GuestError) {
+        tracing::warn!(app = %self.name, request_id = id, "request failed: {err}");
+        self.log
+            .line(id, "berth", format!("request failed: {err}").as_bytes());
+    }
+}
+
+/// A future that adds up the time spent polling the one it wraps.
+struct Busy<F> {
+    inner: std::pin::Pin<Box<F>>,
+    busy: Duration,
+}
+
+impl<F> Busy<F> {
+    fn new(inner: F) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            busy: Duration::ZERO,
+        }
+    }
+}
+
+impl<F: Future> Future for Busy<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let t = Instant::now();
+        let out = self.inner.as_mut().poll(cx);
+        self.busy += t.elapsed();
+        out
+    }
+}
+
+/// Aborts a spawned task when dropped while still armed.
+struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Wasm as a [`Backend`]: an instance is a unit of capacity backed by the
+//! revision's resident compiled component ([`WasmApp`]). The first instance
+//! maps the compiled artifact from the on-disk cache and pre-links it (the
+//! Wasm cold start); further instances share it; when the last one stops,
+//! the component is dropped and only the on-disk artifact remains. Every
+//! request still gets its own fresh wasmtime instance.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body_util::BodyExt as _;
+
+use super::{GuestError, WasmApp, WasmRuntime};
+use crate::backend::{Backend, Instance, Kind, ServeError};
+use crate::config::AppSpec;
+use crate::http::{Body, BoxError, ReqBody, RequestInfo};
+use crate::logs::AppLog;
+use crate::metrics::Metrics;
+
+/// Starts Wasm "instances": shares of one resident compiled component.
+pub struct WasmBackend {
+    runtime: Arc<WasmRuntime>,
+    name: String,
+    path: PathBuf,
+    spec: AppSpec,
+    log: Arc<AppLog>,
+    resident: Mutex<Weak<WasmApp>>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl fmt::Debug for WasmBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WasmBackend")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasmBackend {
+    /// A backend for the component at `path`; `loaded` is the component as
+    /// checked and compiled at deploy (kept resident while instances use it).
+    pub fn new(
+        runtime: Arc<WasmRuntime>,
+        name: &str,
+        path: PathBuf,
+        spec: AppSpec,
+        log: Arc<AppLog>,
+        loaded: &Arc<WasmApp>,
+    ) -> Self {
+        Self {
+            runtime,
+            name: name.into(),
+            path,
+            spec,
+            log,
+            resident: Mutex::new(Arc::downgrade(loaded)),
+            metrics: None,
+        }
+    }
+
+    /// Meters the components this backend loads (after a scale from zero).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Whether the compiled component is in memory.
+    pub fn is_resident(&self) -> bool {
+        self.resident
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .strong_count()
+            > 0
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for WasmBackend {
+    fn kind(&self) -> Kind {
+        Kind::Wasm
+    }
+
+    async fn start_instance(&self, _id: u64) -> anyhow::Result<Arc<dyn Instance>> {
+        if let Some(app) = self
+            .resident
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade()
+        {
+            return Ok(Arc::new(WasmInstance { app }));
+        }
+        let runtime = self.runtime.clone();
+        let (name, path, spec, log) = (
+            self.name.clone(),
+            self.path.clone(),
+            self.spec.clone(),
+            self.log.clone(),
+        );
+        let mut app =
+            tokio::task::spawn_blocking(move || runtime.load_app(&name, &path, &spec, log))
+                .await??;
+        if let Some(metrics) = &self.metrics {
+            app = app.with_metrics(metrics.clone());
+        }
+        let app = Arc::new(app);
+        let mut resident = self.resident.lock().unwrap_or_else(|e| e.into_inner());
+        // Another start may have won the race; share its component.
+        let app = resident.upgrade().unwrap_or(app);
+        *resident = Arc::downgrade(&app);
+        Ok(Arc::new(WasmInstance { app }))
+    }
+}
+
+/// A share of a resident component.
+#[derive(Debug)]
+pub struct WasmInstance {
+    app: Arc<WasmApp>,
+}
+
+#[async_trait::async_trait]
+impl Instance for WasmInstance {
+    async fn serve(
+        &self,
+        req: Request<ReqBody>,
+        info: &RequestInfo,
+    ) -> Result<Response<Body>, ServeError> {
+        let resp = self.app.handle(req, info).await.map_err(serve_error)?;
+        Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+    }
+
+    async fn stop(&self, _grace: Duration) {}
+}
+
+/// What a guest failure means to the caller.
+fn serve_error(e: GuestError) -> ServeError {
+    match e {
+        GuestError::Trap(reason) => ServeError::GuestTrap { reason },
+        GuestError::MemoryLimit(limit) => ServeError::MemoryLimit { limit },
+        GuestError::Deadline(timeout) => ServeError::Timeout(timeout),
+        GuestError::NoResponse => ServeError::NoResponse,
+        GuestError::ErrorCode(code) => ServeError::BadUpstream(format!("{code:?}")),
+        e @ GuestError::Overloaded(_) => ServeError::Overloaded(e.to_string()),
+        GuestError::Internal(why) => ServeError::Internal(why),
+    }
+}

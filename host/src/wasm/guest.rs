@@ -1,0 +1,158 @@
+//! What one request's [`Store`](wasmtime::Store) holds: the WASI and
+//! wasi:http contexts, the outbound policy, the memory limiter and the
+//! deadline; and how a wasmtime error becomes a [`GuestError`].
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::outbound::OutboundPolicy;
+use crate::config::Limits;
+
+/// What ended a request that produced no response.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuestError {
+    /// The guest trapped (unreachable, panic, out of bounds, …).
+    #[error("the component trapped: {0}")]
+    Trap(String),
+    /// A linear memory tried to grow past `limits.memory`.
+    #[error("the component exceeded its memory limit of {0}")]
+    MemoryLimit(String),
+    /// The deadline passed.
+    #[error("the component did not answer within its timeout of {0:?}")]
+    Deadline(Duration),
+    /// The guest returned without setting a response.
+    #[error("the component returned without sending a response")]
+    NoResponse,
+    /// The guest set an error code instead of a response.
+    #[error("the component answered with an error: {0:?}")]
+    ErrorCode(ErrorCode),
+    /// All instance slots are in use.
+    #[error("all {0} Wasm instance slots are busy")]
+    Overloaded(u32),
+    /// Something failed in berth itself.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Marker error: the epoch callback found the deadline passed.
+#[derive(Debug)]
+pub(super) struct DeadlineExceeded;
+
+impl fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline exceeded")
+    }
+}
+impl std::error::Error for DeadlineExceeded {}
+
+/// Marker error: memory growth past the limit.
+#[derive(Debug)]
+pub(super) struct MemoryLimitExceeded(u64);
+
+impl fmt::Display for MemoryLimitExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "memory limit of {} exceeded",
+            bytesize::ByteSize::b(self.0).display().iec()
+        )
+    }
+}
+impl std::error::Error for MemoryLimitExceeded {}
+
+/// Per-request resource limits; also tracks the linear memory in use.
+pub(super) struct Limiter {
+    pub(super) memory: u64,
+    /// Bytes of linear memory across the instance's memories.
+    pub(super) in_use: u64,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory {
+            return Err(MemoryLimitExceeded(self.memory).into());
+        }
+        self.in_use += (desired - current) as u64;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// What a request's [`Store`] holds.
+pub struct GuestState {
+    pub(super) wasi: WasiCtx,
+    pub(super) http: WasiHttpCtx,
+    pub(super) table: ResourceTable,
+    pub(super) hooks: OutboundPolicy,
+    pub(super) limiter: Limiter,
+    pub(super) deadline: Instant,
+}
+
+impl fmt::Debug for GuestState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuestState").finish_non_exhaustive()
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for GuestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Turns a wasmtime error into what the gateway reports.
+pub(super) fn classify(e: wasmtime::Error, limits: &Limits, pool: u32) -> GuestError {
+    if e.downcast_ref::<DeadlineExceeded>().is_some() {
+        return GuestError::Deadline(limits.timeout);
+    }
+    if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
+        return GuestError::MemoryLimit(bytesize::ByteSize::b(m.0).display().iec().to_string());
+    }
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return GuestError::Overloaded(pool);
+    }
+    let msg = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("{trap}"),
+        None => format!("{e:#}"),
+    };
+    GuestError::Trap(first_line(&msg))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
+}
