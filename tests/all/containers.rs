@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth::config::{AppSpec, NetworkMode};
 use berth::testing::TestHost;
@@ -11,7 +11,7 @@ use berth_test_artifacts as art;
 
 use crate::support::image::{Image, Layer, busybox_base};
 use crate::support::registry::Registry;
-use crate::support::{app_url, client, get, status};
+use crate::support::{app_url, client, get, status, wait_until};
 
 fn container_app(reference: &str) -> AppSpec {
     let mut spec = AppSpec::image(reference);
@@ -115,12 +115,16 @@ async fn a_container_that_ignores_sigterm_is_killed_after_the_grace() {
     let registry = Registry::start();
     let reference = registry.reference("stubborn:v1");
     let mut image = Image::httpd();
-    // PID 1 is a shell that ignores TERM and keeps running after httpd.
-    image.cmd =
-        vec!["trap '' TERM; httpd -p 127.0.0.1:$PORT -h /www; while true; do sleep 1; done".into()];
+    // PID 1 is a shell that says when it gets TERM, ignores it and keeps
+    // running after httpd.
+    image.cmd = vec![
+        "trap 'echo got-sigterm >&2' TERM; httpd -p 127.0.0.1:$PORT -h /www; \
+         while true; do sleep 1; done"
+            .into(),
+    ];
     image.push(&reference);
     let mut spec = container_app(&reference);
-    spec.container.shutdown_grace = Duration::from_secs(1);
+    spec.container.shutdown_grace = Duration::from_secs(2);
     let host = TestHost::builder()
         .app("stubborn", spec)
         .start()
@@ -129,22 +133,34 @@ async fn a_container_that_ignores_sigterm_is_killed_after_the_grace() {
     assert_eq!(get(&host, "stubborn", "/").await.0, 200);
     let data = host.data_dir().to_path_buf();
     assert_eq!(runc_list(&data).len(), 1);
-    let t = Instant::now();
     assert!(host.apps().remove("stubborn"));
-    // Removal drains and stops in the background: wait for runc to forget it.
-    while !runc_list(&data).is_empty() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "container still there"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let took = t.elapsed();
-    assert!(
-        took >= Duration::from_millis(900),
-        "killed before the grace: {took:?}"
-    );
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    // Removal drains and stops in the background. The container sees
+    // SIGTERM, and outlives it (it is not killed at once)...
+    let log = data.join("logs/stubborn.log");
+    wait_until(
+        "the container to see SIGTERM",
+        Duration::from_secs(10),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("got-sigterm") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
+    assert_eq!(runc_list(&data).len(), 1, "killed before the grace");
+    // ...until SIGKILL after the grace, then runc forgets it.
+    wait_until(
+        "the container to be killed",
+        Duration::from_secs(20),
+        || {
+            let left = runc_list(&data);
+            if left.is_empty() { Ok(()) } else { Err(left) }
+        },
+    )
+    .await;
     host.stop().await;
 }
 
@@ -175,12 +191,11 @@ async fn a_container_that_exits_at_start_gives_a_clear_error_and_the_host_goes_o
     let mut lazy = container_app(&reference);
     lazy.scaling.autoscale.initial_scale = 0;
     host.apps().deploy("crash", &lazy).await.unwrap();
-    let t = Instant::now();
     let (status, body) = get(&host, "crash", "/").await;
     assert_eq!(status, 503, "{body}");
+    // Told why at once (not "no capacity" after the queue timeout).
     assert!(body.contains("could not start"), "{body}");
     assert!(body.contains("boom: no database"), "{body}");
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(
         get(&host, "hello", "/").await,
         (200, "hello from hello".into())
@@ -247,9 +262,9 @@ async fn concurrency_one_scales_a_container_app_to_max_and_back_to_zero() {
             })
         })
         .collect();
+    // Watch the whole burst: until every request is answered.
     let mut peak = 0;
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(3) {
+    while !reqs.iter().all(|r| r.is_finished()) {
         let s = status(&host, "slow");
         assert!(s.ready + s.starting <= 4, "over max_scale: {s:?}");
         assert!(runc_list(host.data_dir()).len() <= 4);
@@ -260,15 +275,15 @@ async fn concurrency_one_scales_a_container_app_to_max_and_back_to_zero() {
         assert_eq!(r.await.unwrap(), (200, "slept\n".to_string()));
     }
     assert_eq!(peak, 4, "reaches max_scale");
-    let t = Instant::now();
-    while status(&host, "slow").ready > 0 || !runc_list(host.data_dir()).is_empty() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "{:?}",
-            status(&host, "slow")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until("scale to zero", Duration::from_secs(20), || {
+        let s = status(&host, "slow");
+        if s.ready == 0 && runc_list(host.data_dir()).is_empty() {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    })
+    .await;
     host.stop().await;
 }
 

@@ -2,7 +2,7 @@
 //! served; failures leave the running host alone.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth::config::{AppSpec, Source};
 use berth::oci::{self, RegistryClient};
@@ -143,17 +143,18 @@ async fn a_corrupt_blob_or_a_dead_registry_fails_the_deploy_not_the_host() {
     assert_eq!(get(&host, "hello", "/").await.0, 200);
     assert_eq!(get(&host, "bad", "/").await.0, 404);
 
-    // A registry that is down: a clear error within a bounded time.
+    // A registry that is down: a clear error, not a hang (the deadline is
+    // a safety net: connects time out after 5 s, retries are bounded).
     let dead = format!("{}/hello:v1", free_addr());
-    let t = Instant::now();
-    let err = host
-        .apps()
-        .deploy("dead", &image_app(&dead))
-        .await
-        .unwrap_err();
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        host.apps().deploy("dead", &image_app(&dead)),
+    )
+    .await
+    .expect("a deploy from a registry that is down ends")
+    .unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("unreachable"), "{msg}");
-    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     assert_eq!(get(&host, "hello", "/").await.0, 200);
     host.stop().await;
 }
@@ -185,8 +186,6 @@ async fn unreferenced_blobs_are_collected() {
         .deploy("x", &image_app(&echo_ref))
         .await
         .unwrap();
-    // Let the retired revision finish stopping.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let removed = host.apps().collect_garbage().unwrap();
     assert!(
         removed >= 2,

@@ -298,7 +298,8 @@ where
         config.min_scale = (min != 0).then_some(min);
     }
     if let Some(max) = scale.max_scale {
-        config.max_scale = (max != 0).then_some(max);
+        // Out of range (0 included) is refused by validation, naming the key.
+        config.max_scale = Some(max);
     }
     // The same code: an image stays on its pinned digest.
     let changed = StoredApp {

@@ -31,7 +31,7 @@ pub struct ScaleRequest {
     /// Instances kept even when idle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_scale: Option<u32>,
-    /// Most instances (0 = unbounded).
+    /// Most instances (1 to 10,000; default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_scale: Option<u32>,
 }

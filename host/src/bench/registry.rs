@@ -3,13 +3,14 @@
 //! killed when dropped (the bench drops it on success, on error and on
 //! Ctrl-C).
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+
+use super::client::TimedClient;
 
 /// Where Debian installs it.
 pub const DEFAULT_BINARY: &str = "/usr/bin/docker-registry";
@@ -41,7 +42,7 @@ impl Registry {
     /// # Errors
     /// When it cannot be started or does not answer within 15 s (its log is
     /// quoted).
-    pub fn start(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
+    pub async fn start(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let config = dir.join("config.yml");
         let log = dir.join("registry.log");
@@ -76,7 +77,7 @@ impl Registry {
                 child,
                 log: log.clone(),
             };
-            if registry.wait_ready() {
+            if registry.wait_ready().await {
                 return Ok(registry);
             }
             last_log = std::fs::read_to_string(&log).unwrap_or_default();
@@ -89,16 +90,16 @@ impl Registry {
     }
 
     /// Polls `GET /v2/` until it answers 200.
-    fn wait_ready(&mut self) -> bool {
+    async fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if get_status(self.addr, "/v2/") == Some(200) {
+            if get_status(self.addr, "/v2/").await == Some(200) {
                 return true;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
     }
@@ -121,12 +122,14 @@ impl Drop for Registry {
     }
 }
 
-/// The status code of a plain HTTP/1.0 GET, if anything answers.
-fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+/// The status code of `GET path`, if anything answers within 2 s.
+async fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let exchange = async {
+        let mut client = TimedClient::connect(addr, &addr.to_string()).await.ok()?;
+        client.get(path).await.ok()
+    };
+    let timed = tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .ok()??;
+    Some(timed.status.as_u16())
 }

@@ -12,18 +12,20 @@
 //!
 //! One cold start: `runc run -d` (create and start in one command; it
 //! returns once the container process runs), awaited as berth awaits runc,
-//! and then `GET /` to `127.0.0.1:PORT`, retried every 200 µs while the
-//! port refuses, timed from spawning runc to the first response byte. `runc delete -f` after each,
+//! and then `GET /` to `127.0.0.1:PORT` (the bench's hyper client),
+//! retried every 200 µs while the port refuses, timed from spawning runc to
+//! the first response byte. `runc delete -f` after each,
 //! untimed. Everything is on a private `runc --root`; whatever is left there
 //! is deleted on drop.
 
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+
+use super::client::TimedClient;
 
 /// How often a refused connection is retried.
 const POLL: Duration = Duration::from_micros(200);
@@ -177,13 +179,13 @@ impl BareRunc {
             );
         }
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let answer = tokio::task::spawn_blocking(move || first_byte(addr, t0)).await;
+        let answer = first_byte(addr, t0).await;
         self.delete(&id);
-        let (elapsed, response) = answer??;
-        let text = String::from_utf8_lossy(&response);
+        let (elapsed, status, body) = answer?;
+        let text = String::from_utf8_lossy(&body);
         anyhow::ensure!(
-            text.starts_with("HTTP/1.") && text.ends_with(&self.expect),
-            "unexpected answer from the bare-runc container: {text:?}"
+            status == http::StatusCode::OK && text.ends_with(&self.expect),
+            "unexpected answer from the bare-runc container: {status} {text:?}"
         );
         Ok(elapsed)
     }
@@ -238,43 +240,29 @@ impl Drop for BareRunc {
 }
 
 /// Connects (retrying every [`POLL`] while refused), sends `GET /`, and
-/// returns the time from `t0` to the first response byte, and the whole
-/// response.
-fn first_byte(addr: SocketAddr, t0: Instant) -> anyhow::Result<(Duration, Vec<u8>)> {
+/// returns the time from `t0` to the first response byte, the status and
+/// the body.
+async fn first_byte(
+    addr: SocketAddr,
+    t0: Instant,
+) -> anyhow::Result<(Duration, http::StatusCode, bytes::Bytes)> {
     let mut last_error = String::from("nothing tried");
     while t0.elapsed() < DEADLINE {
-        let mut stream = match TcpStream::connect(addr) {
-            Ok(s) => s,
+        let mut client = match TimedClient::connect(addr, &addr.to_string()).await {
+            Ok(c) => c,
             Err(e) => {
-                last_error = e.to_string();
-                std::thread::sleep(POLL);
+                last_error = format!("{e:#}");
+                tokio::time::sleep(POLL).await;
                 continue;
             }
         };
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        if let Err(e) = stream.write_all(
-            format!("GET / HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: berth-bench\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        ) {
-            last_error = e.to_string();
-            continue;
-        }
-        let mut response = vec![0u8; 1];
-        match stream.read(&mut response) {
-            Ok(1) => {}
-            Ok(_) => {
-                last_error = "closed without an answer".into();
-                continue;
+        match client.get("/").await {
+            Ok(t) => {
+                let elapsed = t.first_byte_at.saturating_duration_since(t0);
+                return Ok((elapsed, t.status, t.body));
             }
-            Err(e) => {
-                last_error = e.to_string();
-                continue;
-            }
+            Err(e) => last_error = format!("{e:#}"),
         }
-        let elapsed = t0.elapsed();
-        stream.read_to_end(&mut response)?;
-        return Ok((elapsed, response));
     }
     anyhow::bail!(
         "the bare-runc container did not answer on {addr} within {DEADLINE:?}: {last_error}"

@@ -69,9 +69,10 @@ pub fn describe(app: &AppView) -> String {
             app.instances.starting,
             app.instances.desired,
             app.config.min_scale.unwrap_or(0),
-            app.config
-                .max_scale
-                .map_or_else(|| "unbounded".to_string(), |m| m.to_string()),
+            app.config.max_scale.map_or_else(
+                || format!("{} (default)", crate::autoscale::config::DEFAULT_MAX_SCALE),
+                |m| m.to_string()
+            ),
         ),
     );
     field(

@@ -44,7 +44,7 @@ pub struct DeployArgs {
     /// Instances kept even when idle.
     #[arg(long, value_name = "N")]
     pub min_scale: Option<u32>,
-    /// Most instances (0 = unbounded).
+    /// Most instances (1 to 10,000; default 100).
     #[arg(long, value_name = "N")]
     pub max_scale: Option<u32>,
     /// Requests one instance serves at once (0 = unbounded).

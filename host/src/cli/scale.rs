@@ -17,7 +17,7 @@ pub struct ScaleArgs {
     /// Instances kept even when idle (0 = scale to zero).
     #[arg(long, value_name = "N")]
     pub min: Option<u32>,
-    /// Most instances (0 = unbounded).
+    /// Most instances (1 to 10,000; default 100).
     #[arg(long, value_name = "M")]
     pub max: Option<u32>,
     /// The admin API.
@@ -52,9 +52,10 @@ pub fn run(args: ScaleArgs) -> anyhow::Result<()> {
             "scaled {}: min {}, max {} (revision {})\n",
             app.name,
             app.config.min_scale.unwrap_or(0),
-            app.config
-                .max_scale
-                .map_or_else(|| "unbounded".to_string(), |m| m.to_string()),
+            app.config.max_scale.map_or_else(
+                || format!("{} (default)", crate::autoscale::config::DEFAULT_MAX_SCALE),
+                |m| m.to_string()
+            ),
             app.revision
         );
         write_stdout(text.as_bytes())

@@ -298,4 +298,77 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("soon").is_err());
     }
+
+    /// A rate below 1 once made the "lower bound" `ready / rate` exceed
+    /// `ready` and doubled an app every decision (2,048 instances in 8 s):
+    /// it is refused, naming the key, as is every out-of-range number.
+    #[test]
+    fn runaway_numbers_are_refused_naming_the_key() {
+        for (table, key) in [
+            (
+                "[apps.a.autoscale]\nmax_scale_down_rate = 0.5",
+                "apps.a.autoscale.max_scale_down_rate",
+            ),
+            (
+                "[apps.a.autoscale]\nmax_scale_up_rate = 1.0",
+                "apps.a.autoscale.max_scale_up_rate",
+            ),
+            (
+                "[apps.a.autoscale]\nutilization = 2.0",
+                "apps.a.autoscale.utilization",
+            ),
+            (
+                "[apps.a.autoscale]\npanic_window_percentage = 0.0",
+                "apps.a.autoscale.panic_window_percentage",
+            ),
+            (
+                "[apps.a.autoscale]\ntick = \"1ms\"",
+                "apps.a.autoscale.tick",
+            ),
+            (
+                "[apps.a.autoscale]\nstable_window = \"2h\"",
+                "apps.a.autoscale.stable_window",
+            ),
+            (
+                "[apps.a.autoscale]\nqueue_depth = 0",
+                "apps.a.autoscale.queue_depth",
+            ),
+            (
+                "[apps.a.autoscale]\nqueue_timeout = \"1h\"",
+                "apps.a.autoscale.queue_timeout",
+            ),
+            (
+                "[apps.a.autoscale]\ntarget = 0.0",
+                "apps.a.autoscale.target",
+            ),
+            (
+                "[apps.a.autoscale]\ninitial_scale = 200",
+                "apps.a.autoscale.initial_scale",
+            ),
+            ("[apps.a.limits]\ntimeout = \"2h\"", "apps.a.limits.timeout"),
+            ("[apps.a.limits]\npids = 0", "apps.a.limits.pids"),
+            ("[apps.a.limits]\ncpu = 0.0", "apps.a.limits.cpu"),
+            ("[apps.a.limits]\nmemory = \"8GiB\"", "apps.a.limits.memory"),
+        ] {
+            let text = format!("[apps.a]\nwasm = \"x\"\n{table}\n");
+            let msg = parse(&text).unwrap_err().to_string();
+            assert!(msg.contains(&format!("key `{key}`")), "{table}: {msg}");
+        }
+        for (line, key) in [
+            ("max_scale = 0", "apps.a.max_scale"),
+            ("max_scale = 20000", "apps.a.max_scale"),
+            ("concurrency = 5000", "apps.a.concurrency"),
+            ("min_scale = 5\nmax_scale = 2", "apps.a.min_scale"),
+        ] {
+            let text = format!("[apps.a]\nwasm = \"x\"\n{line}\n");
+            let msg = parse(&text).unwrap_err().to_string();
+            assert!(msg.contains(&format!("key `{key}`")), "{line}: {msg}");
+        }
+    }
+
+    #[test]
+    fn max_scale_defaults_to_a_finite_number() {
+        let cfg = parse("[apps.a]\nwasm = \"x\"\n").unwrap();
+        assert_eq!(cfg.apps["a"].scaling.autoscale.max_scale, 100);
+    }
 }

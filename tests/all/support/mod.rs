@@ -32,6 +32,26 @@ pub fn status(host: &berth::testing::TestHost, app: &str) -> berth::revision::Re
         .clone()
 }
 
+/// Polls `check` every 20 ms until it holds; panics naming `what` (and the
+/// last state `check` saw) if it does not within `limit`. The limit is a
+/// safety net for a broken build, not a measurement.
+pub async fn wait_until<T: std::fmt::Debug>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> Result<(), T>,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("timed out waiting for {what}; last seen: {last:?}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 /// GET `path` of `app` by its host name: (status, body).
 pub async fn get(host: &berth::testing::TestHost, app: &str, path: &str) -> (u16, String) {
     let c = client(host.addr, &[app]);

@@ -103,10 +103,7 @@ impl Tools {
                 found
             }
         };
-        let runc = super::find_on_path("runc").or_else(|| {
-            let p = PathBuf::from("/usr/sbin/runc");
-            p.is_file().then_some(p)
-        });
+        let runc = crate::container::runc::find_runc(None);
         if runc.is_none() {
             missing.push(
                 "runc is missing: install the Debian package `runc` (scripts/setup.sh does)".into(),
@@ -270,7 +267,7 @@ async fn bench(
     let host = HostInfo::detect(&tools.runc);
     step("starting docker-registry on loopback");
     let (binary, dir) = (tools.registry.clone(), work.join("registry"));
-    let registry = tokio::task::spawn_blocking(move || Registry::start(&binary, &dir)).await??;
+    let registry = Registry::start(&binary, &dir).await?;
     let reference = registry.reference(IMAGE_REPO);
     *held.registry.lock().unwrap_or_else(|e| e.into_inner()) = Some(registry);
     step(&format!(
