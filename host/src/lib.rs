@@ -2,20 +2,35 @@
 //!
 //! A user deploys an app under a name and calls it over HTTP. A Wasm component
 //! (wasi:http `proxy` world) runs in-process on wasmtime with a fresh instance
-//! per request.
+//! per request; a container image runs through runc. One request-concurrency
+//! autoscaler (Knative's KPA) scales both, down to zero.
 //!
 //! # Layout
-//! - [`config`]: the `berth.toml` file, parsed and validated.
-//! - [`wasm`]: the wasmtime engine, the on-disk compile cache, per-request stores
-//!   and their limits, the outbound HTTP allow-list.
-//! - [`gateway`]: the HTTP front door: routing and errors-as-responses.
-//! - [`logs`]: per-app capture of guest stdout/stderr, tagged by request id.
-//! - [`server`]: ties the pieces together; [`server::Server::run`] is what `berth serve` runs.
-//! - [`oci`]: registries, a verified blob store, artifact classification, push.
-//! - [`cli`]: one module per subcommand.
-//! - [`api`]: the admin REST API (apps, scale, logs, `/metrics`) and its token.
-//! - [`state`]: the deployed apps, persisted in the data dir across restarts.
-//! - [`metrics`]: Prometheus metrics and per-app metering.
+//! Modules are listed top-down: each uses only modules below it (a test in
+//! `tests/all/layering.rs` keeps it so; ARCHITECTURE.md draws the map).
+//!
+//! - [`cli`]: one module per subcommand; `main.rs` only parses the command
+//!   line.
+//! - [`server`]: the listeners (front door, admin); [`server::Server::run`]
+//!   is what `berth serve` runs. [`bench`](mod@bench): `berth bench cold-start`.
+//!   `testing` (feature `testing`): a real host on loopback for tests.
+//! - [`gateway`]: the front door's request handling and the one mapping of
+//!   failures to responses. [`api`]: the admin REST API, its token,
+//!   `/metrics`.
+//! - [`apps`]: the app table: deploy, canary, traffic, remove, garbage
+//!   collection, the published route table.
+//! - [`revision`]: one deploy of an app: breaker, activator queue, reconcile
+//!   loop.
+//! - [`wasm`]: the wasmtime engine, compile cache, per-request stores and
+//!   limits, outbound allow-list, and Wasm as a backend. [`container`]:
+//!   images on disk, the runc shim, and containers as a backend.
+//! - Leaves: [`backend`] (the instance contract), [`autoscale`] (the KPA,
+//!   pure), [`state`] (apps persisted across restarts), [`oci`] (registries,
+//!   blob store, classification, push), [`config`] (`berth.toml` and
+//!   validated app specs), [`metrics`] (a Prometheus sink fed by callers),
+//!   [`http`] (body types, request identity, plain-text responses), [`logs`]
+//!   (guest output per app), [`files`] (atomic writes), [`tls`] (the
+//!   front door's rustls config).
 
 pub mod api;
 pub mod apps;

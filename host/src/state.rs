@@ -56,7 +56,7 @@ pub enum Origin {
     /// The `--config` file: re-applied at every start, forgotten once the
     /// file no longer declares it.
     Config,
-    /// The admin API (or [`Server::deploy`](crate::server::Server::deploy)):
+    /// The admin API (or [`Apps::deploy`](crate::apps::Apps::deploy)):
     /// kept until deleted.
     Api,
 }

@@ -9,6 +9,7 @@ async fn https_request_through_the_tls_listener() {
     let cert = rcgen::generate_simple_self_signed(vec![
         "localhost".to_string(),
         "hello.localhost".to_string(),
+        "echo.localhost".to_string(),
     ])
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -20,6 +21,7 @@ async fn https_request_through_the_tls_listener() {
 
     let host = TestHost::builder()
         .wasm_app("hello", art::HELLO)
+        .wasm_app("echo", art::ECHO)
         .tls(config)
         .start()
         .await
@@ -28,6 +30,7 @@ async fn https_request_through_the_tls_listener() {
         .no_proxy()
         .tls_certs_only([reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap()])
         .resolve("hello.localhost", host.addr)
+        .resolve("echo.localhost", host.addr)
         .build()
         .unwrap();
     let url = format!("https://hello.localhost:{}/", host.addr.port());
@@ -35,6 +38,13 @@ async fn https_request_through_the_tls_listener() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_2, "ALPN offers h2");
     assert_eq!(r.text().await.unwrap(), "hello from hello");
+    // The guest sees the scheme the client used.
+    let r = client
+        .get(format!("https://echo.localhost:{}/x", host.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-echo-scheme"], "https");
 
     // Plain HTTP to the TLS port is not served.
     let plain = reqwest::Client::builder().no_proxy().build().unwrap();

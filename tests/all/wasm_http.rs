@@ -49,6 +49,7 @@ async fn longest_route_wins_and_h2c_works() {
     let r = c.get(host.url("/api/echo/x?y=1")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-echo-path"], "/api/echo/x?y=1");
+    assert_eq!(r.headers()["x-echo-scheme"], "http");
     let r = c.get(host.url("/api/other")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "hello from hello");
 

@@ -2,6 +2,8 @@
 //!
 //! * `x-echo-method`: the request method.
 //! * `x-echo-path`: the request path and query, as received.
+//! * `x-echo-scheme`: the scheme the host says the request came with
+//!   (`http`, or `https` behind TLS).
 //! * `x-echo-header-<name>`: one per request header value (repeated headers
 //!   are repeated).
 //! * `content-length`: copied from the request, if it had one.
@@ -19,7 +21,8 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
         .header(
             "x-echo-path",
             parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-        );
+        )
+        .header("x-echo-scheme", parts.uri.scheme_str().unwrap_or("none"));
     for (name, value) in &parts.headers {
         let echoed = HeaderName::from_bytes(format!("x-echo-header-{name}").as_bytes())?;
         response = response.header(echoed, value);

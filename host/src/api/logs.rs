@@ -56,7 +56,7 @@ pub async fn response(
     text.extend_from_slice(&current);
     let body: Body = if follow {
         let first = Bytes::from(text);
-        let tail = Tail {
+        let tail = LogFollower {
             path,
             rotated,
             pos,
@@ -91,7 +91,7 @@ pub async fn response(
     Ok(resp)
 }
 
-struct Tail {
+struct LogFollower {
     path: PathBuf,
     rotated: PathBuf,
     pos: Position,
@@ -99,7 +99,7 @@ struct Tail {
     first: Option<Bytes>,
 }
 
-impl Tail {
+impl LogFollower {
     /// The next bytes to send; `None` ends the stream.
     async fn next_chunk(&mut self) -> Option<std::io::Result<Bytes>> {
         if let Some(first) = self.first.take() {

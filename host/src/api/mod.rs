@@ -3,15 +3,18 @@
 //!
 //! | method and path | what | success |
 //! |---|---|---|
-//! | `PUT /v1/apps/{name}` | deploy or replace an app; the body is the JSON form of an `[apps.NAME]` table ([`AppConfig`]), `wasm` an absolute path on the apps | `201` new, `200` replaced: the app |
+//! | `PUT /v1/apps/{name}` | deploy or replace an app; the body is the JSON form of an `[apps.NAME]` table ([`AppConfig`]), `wasm` an absolute path on the server; `?traffic=N` makes it a canary taking N % of new requests | `201` new, `200` replaced: the app |
 //! | `GET /v1/apps` | every app | `200` `{"apps": [...]}` |
 //! | `GET /v1/apps/{name}` | one app: settings, pinned digest, kind, revision, instances, queue, cold starts, last error ([`AppView`]) | `200` |
 //! | `DELETE /v1/apps/{name}` | remove an app; in-flight requests finish | `204` |
 //! | `POST /v1/apps/{name}/scale` | change `min_scale`/`max_scale` (`{"min_scale":1,"max_scale":5}`); redeploys the same code as a new revision | `200` the app |
+//! | `POST /v1/apps/{name}/traffic` | move the split: `{"latest_percent": N}` gives the latest revision N %, the one before it the rest (100 retires the older) | `200` the app |
 //! | `GET /v1/apps/{name}/logs[?follow=true]` | the app's guest output; `follow` streams new lines | `200` `text/plain` |
+//! | `POST /v1/gc` | remove blobs no app references | `200` `{"removed_blobs": N}` |
 //! | `GET /metrics` | Prometheus text format (OpenMetrics when the `Accept` header asks for it) | `200` |
 //!
-//! Errors are JSON, `{"error": "…"}`, with `"key"` naming the refused
+//! Errors are JSON, `{"error": "…"}`, built in one place
+//! ([`error_response`]), with `"key"` naming the refused
 //! setting where there is one: `400` bad JSON or settings, `401` missing or
 //! wrong token ([`AdminAuth`]), `404` unknown app or endpoint, `405` wrong
 //! method, `409` a route another app serves, `413` a body over 1 MiB, `422`

@@ -122,7 +122,8 @@ impl Kpa {
         });
     }
 
-    /// Clamps to `[min_scale, max_scale]` (`max_scale` 0 = unbounded).
+    /// Clamps to `[min_scale, max_scale]` (an unvalidated `max_scale` of 0
+    /// is read as unbounded).
     fn bounded(&self, n: u32) -> u32 {
         let n = n.max(self.config.min_scale);
         match self.config.max_scale {

@@ -17,7 +17,8 @@
 //! *panic window* (10 % of the stable window, 6 s) to react to bursts. A
 //! window's average is over its written span: seconds before the first sample
 //! or after the last one are left out, unsampled seconds in between count as
-//! 0 (see [`window`]). Every tick (2 s) [`Kpa::decide`] computes, with
+//! 0 (see [`window`]). Every `tick` (berth: 1 s; Knative: 2 s) [`Kpa::decide`]
+//! computes, with
 //! `ready` = max(1, ready instances):
 //!
 //! ```text
@@ -40,8 +41,8 @@
 //!   last `scale_down_delay` (0 = off), so decreases wait that long;
 //! - *initial scale*: until `initial_scale` instances have been ready once,
 //!   the count is at least `initial_scale` (what the app starts with);
-//! - *bounds*: the count is clamped to `[min_scale, max_scale]`, `max_scale`
-//!   0 meaning unbounded;
+//! - *bounds*: the count is clamped to `[min_scale, max_scale]` (`max_scale`
+//!   is always finite: 100 unless set, at most 10,000);
 //! - *scale to zero*: a count of 0 (possible only with `min_scale` 0) is held
 //!   at 1 until `stable_window + scale_to_zero_grace` has passed since the
 //!   last activity: a sample above 0, a [`Kpa::poke`], or the initial scale
@@ -74,8 +75,9 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: [`KpaConfig`], Knative's defaults, target resolution,
-//!   validation.
+//! - [`config`]: [`KpaConfig`], the one autoscaling configuration of an app:
+//!   Knative's defaults, target resolution, and validation of every knob
+//!   against a documented range.
 //! - [`window`]: [`ConcurrencyWindow`], per-second buckets and window averages.
 //! - [`kpa`]: [`Kpa`], the decision procedure, and [`Decision`].
 //! - `tests.rs`: the behaviours above on a simulated clock.

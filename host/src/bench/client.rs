@@ -101,7 +101,7 @@ pub struct Timed {
     /// The whole response body.
     pub body: Bytes,
     /// When the client began to connect (for [`TimedClient::connect`]ed
-    /// clients, measured by [`TimedClient::since_connect`]).
+    /// clients, used by [`TimedClient::get_fresh`]).
     pub connect_started: Instant,
     /// When the first response byte arrived.
     pub first_byte_at: Instant,

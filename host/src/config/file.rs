@@ -16,7 +16,7 @@ pub(super) struct RawConfig {
 }
 
 /// One `[apps.NAME]` table as written (also the JSON body of a deploy through
-/// the admin API). [`AppSpec::from_config`] validates it.
+/// the admin API). [`AppSpec::from_config`](super::AppSpec::from_config) validates it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {

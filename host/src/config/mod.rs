@@ -17,7 +17,7 @@
 //! refused with the file, the key and the reason ([`ConfigError`]).
 //!
 //! # Layout
-//! - [`file`]: the shapes as written ([`AppConfig`] is also the admin API's
+//! - [`file`](mod@file): the shapes as written ([`AppConfig`] is also the admin API's
 //!   deploy body and the state file's record of an app).
 //! - [`spec`]: [`AppSpec`], the validated settings of one app; its
 //!   autoscaling is the autoscaler's own [`KpaConfig`](crate::autoscale::KpaConfig).

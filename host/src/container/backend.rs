@@ -165,7 +165,7 @@ impl Backend for ContainerBackend {
         let logs = Arc::new(LogForwarder {
             log: self.log.clone(),
             instance: container.id().to_string(),
-            tails: std::sync::Mutex::new((Tail::new(stdout), Tail::new(stderr))),
+            tails: std::sync::Mutex::new((OutputTail::new(stdout), OutputTail::new(stderr))),
         });
         tokio::spawn(forward_logs(logs.clone(), done.clone()));
         let container = Arc::new(RwLock::new(Some(container)));
@@ -325,7 +325,7 @@ impl Instance for ContainerInstance {
 struct LogForwarder {
     log: Arc<AppLog>,
     instance: String,
-    tails: std::sync::Mutex<(Tail, Tail)>,
+    tails: std::sync::Mutex<(OutputTail, OutputTail)>,
 }
 
 impl LogForwarder {
@@ -349,13 +349,13 @@ async fn forward_logs(logs: Arc<LogForwarder>, done: Arc<AtomicBool>) {
     }
 }
 
-struct Tail {
+struct OutputTail {
     path: PathBuf,
     pos: u64,
     partial: Vec<u8>,
 }
 
-impl Tail {
+impl OutputTail {
     fn new(path: PathBuf) -> Self {
         Self {
             path,

@@ -13,9 +13,9 @@
 //! revision is at `max_scale`, or instances failed to start. The front door
 //! turns the refusal into a response.
 //!
-//! The *reconcile loop* ([`reconcile`]) runs every `autoscale.tick` (and when
+//! The *reconcile loop* (`reconcile`) runs every `autoscale.tick` (and when
 //! poked): it samples the revision's concurrency (in flight + queued) into
-//! the [`Kpa`](crate::autoscale::Kpa), asks it for the desired instance count
+//! the [`Kpa`], asks it for the desired instance count
 //! and starts or stops instances to match. Starts run concurrently and are
 //! cold starts, timed and recorded; stops drain an idle instance gracefully.
 //!
@@ -24,7 +24,7 @@
 //!
 //! # Layout
 //! - this file: [`Revision`], admission ([`Revision::dispatch`]), status;
-//! - [`reconcile`]: the reconcile loop, instance starts and stops;
+//! - `reconcile`: the reconcile loop, instance starts and stops;
 //! - `tests.rs`: the breaker, activator and loop with a fake backend on
 //!   paused time.
 

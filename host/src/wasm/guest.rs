@@ -98,7 +98,7 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// What a request's [`Store`] holds.
+/// What a request's [`Store`](wasmtime::Store) holds.
 pub struct GuestState {
     pub(super) wasi: WasiCtx,
     pub(super) http: WasiHttpCtx,

@@ -1,6 +1,6 @@
 //! `berth bench cold-start`: the driver (see the [module docs](super)):
 //! find the tools, start the registry and an in-process host, deploy both
-//! kinds, run the sampling ([`sample`]) and summarise it ([`summary`]); stop
+//! kinds, run the sampling (`sample`) and summarise it (`summary`); stop
 //! everything it started, however it ends.
 
 mod sample;

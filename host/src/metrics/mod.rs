@@ -45,27 +45,31 @@
 //! Wasm apps are metered per request by the runtime through
 //! [`Metrics::record_usage`]: CPU is the time the request's guest task spent
 //! being polled, memory is its linear memory × its wall time.
+//!
+//! # Layout
+//! - this file: [`Metrics`], the registry, counters, histograms, gauges from
+//!   snapshots, instance-seconds sampling;
+//! - `cgroup`: container metering from cgroup files;
+//! - `observe`: [`Metrics::instrument`], counting a request when its body
+//!   is done.
+
+mod cgroup;
+mod observe;
+
+use cgroup::{CgroupMeter, read_cgroup};
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::Response;
-use http_body_util::BodyExt as _;
-use hyper::body::Frame;
 use prometheus_client::encoding::{EncodeLabelSet, prometheus_text, text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-
-use crate::http::{Body, BoxError};
 
 /// The `Content-Type` of [`Metrics::render`].
 pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -187,48 +191,6 @@ pub struct Metrics {
     cgroups: Mutex<HashMap<PathBuf, CgroupMeter>>,
 }
 
-/// The usage of one cgroup at its last reading.
-#[derive(Debug)]
-struct CgroupMeter {
-    app: String,
-    cpu: Duration,
-    memory: Option<u64>,
-    at: Instant,
-}
-
-/// One reading of a cgroup: cumulative CPU time and current memory.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct CgroupReading {
-    cpu: Option<Duration>,
-    memory: Option<u64>,
-}
-
-/// Reads `cgroup` (as in the OCI spec's `cgroupsPath`, e.g. `/berth/ID`)
-/// under `root`: v2 (unified) files first, then the v1 controllers.
-fn read_cgroup(root: &Path, cgroup: &Path) -> CgroupReading {
-    let rel = cgroup.strip_prefix("/").unwrap_or(cgroup);
-    let read = |p: PathBuf| std::fs::read_to_string(p).ok();
-    let v2 = root.join(rel);
-    let cpu = read(v2.join("cpu.stat"))
-        .and_then(|stat| {
-            stat.lines()
-                .find_map(|l| l.strip_prefix("usage_usec "))
-                .and_then(|v| v.trim().parse().ok())
-                .map(Duration::from_micros)
-        })
-        .or_else(|| {
-            ["cpuacct", "cpu,cpuacct"].iter().find_map(|c| {
-                read(root.join(c).join(rel).join("cpuacct.usage"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .map(Duration::from_nanos)
-            })
-        });
-    let memory = read(v2.join("memory.current"))
-        .or_else(|| read(root.join("memory").join(rel).join("memory.usage_in_bytes")))
-        .and_then(|v| v.trim().parse().ok());
-    CgroupReading { cpu, memory }
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -331,30 +293,6 @@ impl Metrics {
         self.app_requests.get_or_create(&labels).inc();
     }
 
-    /// Wraps `resp` so that the request is counted by
-    /// [`observe_request`](Self::observe_request) when its body ends, fails
-    /// or is dropped (the client went away), timed from `started`.
-    pub fn instrument(
-        self: &Arc<Self>,
-        app: &str,
-        started: Instant,
-        resp: Response<Body>,
-    ) -> Response<Body> {
-        let pending = Pending {
-            metrics: self.clone(),
-            app: app.into(),
-            status: resp.status().as_u16(),
-            started,
-        };
-        resp.map(|body| {
-            ObservedBody {
-                body,
-                pending: Some(pending),
-            }
-            .boxed_unsync()
-        })
-    }
-
     /// Counts one instance start of `kind` (`wasm` or `container`) that took
     /// `elapsed` to become ready.
     pub fn observe_cold_start(&self, kind: &str, elapsed: Duration) {
@@ -379,73 +317,6 @@ impl Metrics {
                 .get_or_create(&labels)
                 .inc_by(memory_gb_seconds);
         }
-    }
-
-    /// Meters a container of `app` through its cgroup (the OCI spec's
-    /// `cgroupsPath`, e.g. `/berth/ID`) from now on: the CPU time it used so
-    /// far counts too.
-    pub fn track_cgroup(&self, app: &str, cgroup: &Path) {
-        self.track_cgroup_at(Instant::now(), app, cgroup);
-    }
-
-    fn track_cgroup_at(&self, now: Instant, app: &str, cgroup: &Path) {
-        let reading = read_cgroup(&self.cgroup_root, cgroup);
-        let meter = CgroupMeter {
-            app: app.into(),
-            cpu: Duration::ZERO,
-            memory: None,
-            at: now,
-        };
-        let mut cgroups = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
-        let meter = cgroups.entry(cgroup.to_path_buf()).or_insert(meter);
-        self.meter(meter, reading, now);
-    }
-
-    /// Takes a last reading of `cgroup` and stops metering it: call it
-    /// before the cgroup is removed.
-    pub fn untrack_cgroup(&self, cgroup: &Path) {
-        self.untrack_cgroup_at(Instant::now(), cgroup);
-    }
-
-    fn untrack_cgroup_at(&self, now: Instant, cgroup: &Path) {
-        let meter = self
-            .cgroups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(cgroup);
-        if let Some(mut meter) = meter {
-            let reading = read_cgroup(&self.cgroup_root, cgroup);
-            self.meter(&mut meter, reading, now);
-        }
-    }
-
-    /// Adds what `meter`'s cgroup used since its last reading.
-    fn meter(&self, meter: &mut CgroupMeter, reading: CgroupReading, now: Instant) {
-        let labels = AppLabels {
-            app: meter.app.clone(),
-        };
-        if let Some(cpu) = reading.cpu {
-            let used = cpu.saturating_sub(meter.cpu);
-            if !used.is_zero() {
-                self.cpu_seconds
-                    .get_or_create(&labels)
-                    .inc_by(used.as_secs_f64());
-            }
-            meter.cpu = cpu.max(meter.cpu);
-        }
-        if let (Some(before), Some(after)) = (meter.memory, reading.memory) {
-            let seconds = now.saturating_duration_since(meter.at).as_secs_f64();
-            let byte_seconds = (before as f64 + after as f64) / 2.0 * seconds;
-            if byte_seconds > 0.0 {
-                self.memory_gb_seconds
-                    .get_or_create(&labels)
-                    .inc_by(byte_seconds / 1e9);
-            }
-        }
-        if reading.memory.is_some() {
-            meter.memory = reading.memory;
-        }
-        meter.at = now;
     }
 
     /// Integrates instance-seconds up to now (see the [module docs](self)).
@@ -586,65 +457,6 @@ fn gauges(apps: &[AppSnapshot]) -> Registry {
     registry
 }
 
-/// A request waiting for its response body to end.
-struct Pending {
-    metrics: Arc<Metrics>,
-    app: String,
-    status: u16,
-    started: Instant,
-}
-
-impl Pending {
-    fn finish(self) {
-        self.metrics
-            .observe_request(&self.app, self.status, self.started.elapsed());
-    }
-}
-
-/// A response body that reports its request once it is done.
-struct ObservedBody {
-    body: Body,
-    pending: Option<Pending>,
-}
-
-impl ObservedBody {
-    fn finish(&mut self) {
-        if let Some(p) = self.pending.take() {
-            p.finish();
-        }
-    }
-}
-
-impl hyper::body::Body for ObservedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-            self.finish();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for ObservedBody {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
 /// Formats `apps`' metrics for a scrape whose `Accept` header is `accept`:
 /// OpenMetrics when asked for, else the Prometheus text format. Returns the
 /// body and its content type.
@@ -746,73 +558,5 @@ mod tests {
             })
             .get();
         assert!((v - 0.6).abs() < 1e-9, "3 instances × 0.2 s, got {v}");
-    }
-
-    #[test]
-    fn container_usage_comes_from_the_cgroup_v2_or_v1() {
-        let root = tempfile::tempdir().unwrap();
-        let v2 = root.path().join("berth/c2");
-        std::fs::create_dir_all(&v2).unwrap();
-        std::fs::write(v2.join("cpu.stat"), "usage_usec 250000\nuser_usec 1\n").unwrap();
-        std::fs::write(v2.join("memory.current"), "2000000000\n").unwrap();
-        let cpuacct = root.path().join("cpuacct/berth/c1");
-        let memory = root.path().join("memory/berth/c1");
-        std::fs::create_dir_all(&cpuacct).unwrap();
-        std::fs::create_dir_all(&memory).unwrap();
-        std::fs::write(cpuacct.join("cpuacct.usage"), "500000000\n").unwrap();
-        std::fs::write(memory.join("memory.usage_in_bytes"), "1000000000\n").unwrap();
-
-        let m = Metrics::new().with_cgroup_root(root.path());
-        let t = Instant::now();
-        let later = t + Duration::from_millis(200);
-        m.track_cgroup_at(t, "v2app", Path::new("/berth/c2"));
-        m.track_cgroup_at(t, "v1app", Path::new("/berth/c1"));
-        std::fs::write(v2.join("cpu.stat"), "usage_usec 750000\n").unwrap();
-        m.sample_at(later, &[]);
-        m.untrack_cgroup_at(later, Path::new("/berth/c1"));
-        m.untrack_cgroup_at(later, Path::new("/berth/c1"));
-        let cpu = |app: &str| {
-            m.cpu_seconds
-                .get_or_create(&AppLabels { app: app.into() })
-                .get()
-        };
-        let mem = |app: &str| {
-            m.memory_gb_seconds
-                .get_or_create(&AppLabels { app: app.into() })
-                .get()
-        };
-        assert!((cpu("v2app") - 0.75).abs() < 1e-9, "{}", cpu("v2app"));
-        assert!((cpu("v1app") - 0.5).abs() < 1e-9, "{}", cpu("v1app"));
-        // 2 GB for 0.2 s, 1 GB for 0.2 s.
-        assert!((mem("v2app") - 0.4).abs() < 1e-9, "{}", mem("v2app"));
-        assert!((mem("v1app") - 0.2).abs() < 1e-9, "{}", mem("v1app"));
-        // A cgroup that is gone reads as nothing and adds nothing.
-        m.track_cgroup("gone", Path::new("/berth/none"));
-        m.sample(&[]);
-        assert_eq!((cpu("gone"), mem("gone")), (0.0, 0.0));
-    }
-
-    #[tokio::test]
-    async fn an_instrumented_body_counts_once_when_done_or_dropped() {
-        let m = Arc::new(Metrics::new());
-        let resp = crate::http::plain_text(http::StatusCode::OK, "hi");
-        let resp = m.instrument("x", Instant::now(), resp);
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"hi");
-        let dropped = m.instrument(
-            "x",
-            Instant::now(),
-            crate::http::plain_text(http::StatusCode::BAD_GATEWAY, "no"),
-        );
-        drop(dropped);
-        let get = |status| {
-            m.requests
-                .get_or_create(&RequestLabels {
-                    app: "x".into(),
-                    status,
-                })
-                .get()
-        };
-        assert_eq!((get(200), get(502)), (1, 1));
     }
 }
