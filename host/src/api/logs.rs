@@ -160,6 +160,20 @@ impl LogFollower {
 /// Reads `path` from `offset` (at most [`CHUNK`] bytes); returns what was
 /// read and the position after it. A missing file reads as empty.
 async fn read_from(path: &Path, offset: u64) -> std::io::Result<(Vec<u8>, Position)> {
+    read_at_most(path, offset, CHUNK).await
+}
+
+/// Reads all of `path`; returns it and the position after it. A missing
+/// file reads as empty.
+async fn read_whole(path: &Path) -> std::io::Result<(Vec<u8>, Position)> {
+    read_at_most(path, 0, u64::MAX).await
+}
+
+async fn read_at_most(
+    path: &Path,
+    offset: u64,
+    limit: u64,
+) -> std::io::Result<(Vec<u8>, Position)> {
     let mut file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -170,7 +184,7 @@ async fn read_from(path: &Path, offset: u64) -> std::io::Result<(Vec<u8>, Positi
     let meta = file.metadata().await?;
     file.seek(SeekFrom::Start(offset)).await?;
     let mut buf = Vec::new();
-    let want = meta.len().saturating_sub(offset).min(CHUNK);
+    let want = meta.len().saturating_sub(offset).min(limit);
     (&mut file).take(want).read_to_end(&mut buf).await?;
     let read = buf.len() as u64;
     Ok((
@@ -178,29 +192,6 @@ async fn read_from(path: &Path, offset: u64) -> std::io::Result<(Vec<u8>, Positi
         Position {
             ino: inode(&meta),
             offset: offset + read,
-        },
-    ))
-}
-
-/// Reads all of `path`; returns it and the position after it. A missing
-/// file reads as empty.
-async fn read_whole(path: &Path) -> std::io::Result<(Vec<u8>, Position)> {
-    let mut file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok((Vec::new(), Position { ino: 0, offset: 0 }));
-        }
-        Err(e) => return Err(e),
-    };
-    let meta = file.metadata().await?;
-    let mut buf = Vec::new();
-    file.read_to_end(&mut buf).await?;
-    let offset = buf.len() as u64;
-    Ok((
-        buf,
-        Position {
-            ino: inode(&meta),
-            offset,
         },
     ))
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::{Apps, AppsOptions, Deployed};
-use crate::backend::Kind;
+use crate::backend::{Backend, Kind};
 use crate::config::{AppSpec, Source};
 use crate::container::backend::ContainerBackend;
 use crate::container::rootfs::{self, Compression};
@@ -93,15 +93,7 @@ impl Apps {
             WasmBackend::new(self.runtime.clone(), name, path, spec.clone(), log, &loaded)
                 .with_metrics(self.metrics.clone()),
         );
-        let revision = Revision::new(
-            revision_id.to_string(),
-            name,
-            info.pinned.clone(),
-            spec.clone(),
-            backend,
-            self.metrics.clone(),
-        );
-        revision.activate().await?;
+        let revision = self.activate(&info, spec, backend).await?;
         drop(loaded);
         Ok((revision, info))
     }
@@ -174,16 +166,28 @@ impl Apps {
             sha256: pulled.digest.clone(),
             pulled_bytes: pulled.pulled_bytes,
         };
+        let revision = self.activate(&info, spec, backend).await?;
+        Ok((revision, info))
+    }
+
+    /// The revision `info` describes, served by `backend`, with its initial
+    /// instances started.
+    async fn activate(
+        &self,
+        info: &Deployed,
+        spec: &AppSpec,
+        backend: Arc<dyn Backend>,
+    ) -> anyhow::Result<Arc<Revision>> {
         let revision = Revision::new(
-            revision_id.to_string(),
-            name,
+            info.revision.clone(),
+            &info.name,
             info.pinned.clone(),
             spec.clone(),
             backend,
             self.metrics.clone(),
         );
         revision.activate().await?;
-        Ok((revision, info))
+        Ok(revision)
     }
 
     fn open_log(&self, name: &str) -> anyhow::Result<Arc<AppLog>> {

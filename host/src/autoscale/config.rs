@@ -282,25 +282,27 @@ impl KpaConfig {
             self.panic_threshold_percentage,
             &PANIC_THRESHOLD_PERCENTAGE_RANGE,
         )?;
-        if !MAX_SCALE_UP_RATE_RANGE.contains(&self.max_scale_up_rate) {
-            return refuse(
+        for (key, rate, range) in [
+            (
                 "max_scale_up_rate",
-                format!(
-                    "max_scale_up_rate must be greater than 1 and at most {} (got {})",
-                    MAX_SCALE_UP_RATE_RANGE.end(),
-                    self.max_scale_up_rate
-                ),
-            );
-        }
-        if !MAX_SCALE_DOWN_RATE_RANGE.contains(&self.max_scale_down_rate) {
-            return refuse(
+                self.max_scale_up_rate,
+                &MAX_SCALE_UP_RATE_RANGE,
+            ),
+            (
                 "max_scale_down_rate",
-                format!(
-                    "max_scale_down_rate must be greater than 1 and at most {} (got {})",
-                    MAX_SCALE_DOWN_RATE_RANGE.end(),
-                    self.max_scale_down_rate
-                ),
-            );
+                self.max_scale_down_rate,
+                &MAX_SCALE_DOWN_RATE_RANGE,
+            ),
+        ] {
+            if !range.contains(&rate) {
+                return refuse(
+                    key,
+                    format!(
+                        "{key} must be greater than 1 and at most {} (got {rate})",
+                        range.end()
+                    ),
+                );
+            }
         }
         if !MAX_SCALE_RANGE.contains(&self.max_scale) {
             return refuse(
