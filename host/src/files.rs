@@ -1,7 +1,9 @@
 //! Files berth writes for itself, written so that a crash never leaves a torn
-//! one: the state file and compiled artifacts.
+//! one (the state file, compiled artifacts), and private ones (the admin
+//! token, secrets, the data directory itself).
 
 use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
 /// Writes `bytes` to `path` through a synced temporary file in the same
@@ -20,4 +22,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Writes `bytes` to a new file at `path` that only its owner can read
+/// (mode 0600, set at creation).
+///
+/// # Errors
+/// `AlreadyExists` if the file exists; any other I/O error.
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Creates `dir` (and its parents) with mode 0700, and sets 0700 on `dir`
+/// if it already existed: nobody but its owner lists or enters it.
+///
+/// # Errors
+/// Any I/O error.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }

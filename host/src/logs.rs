@@ -38,15 +38,29 @@ pub struct AppLog {
     file: Mutex<(File, u64)>,
 }
 
+/// Opens `path` for appending, creating it readable by its owner only
+/// (tenants' output is theirs; other local users do not read it).
+fn open_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    // A log created by an older berth may be wider.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
 impl AppLog {
     /// Opens (creating) the log of `app` under `logs_dir`.
     ///
     /// # Errors
     /// When the directory or file cannot be created.
     pub fn open(logs_dir: &Path, app: &str) -> std::io::Result<Self> {
-        std::fs::create_dir_all(logs_dir)?;
+        crate::files::create_private_dir(logs_dir)?;
         let path = log_path(logs_dir, app);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = open_private(&path)?;
         let len = file.metadata()?.len();
         Ok(Self {
             path,
@@ -82,10 +96,7 @@ impl AppLog {
         let mut old = self.path.clone().into_os_string();
         old.push(".1");
         std::fs::rename(&self.path, old)?;
-        guard.0 = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        guard.0 = open_private(&self.path)?;
         guard.1 = 0;
         Ok(())
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -44,8 +45,9 @@ pub struct ServerOptions {
     pub registry: RegistryClient,
     /// Show pull progress bars (only ever drawn on a terminal).
     pub progress: bool,
-    /// Who may use the admin API (a token is required off loopback).
-    pub admin_auth: AdminAuth,
+    /// The admin API's token; `None`: the data directory's `admin-token`
+    /// file, created at first start.
+    pub admin_auth: Option<AdminAuth>,
     /// Serve the front door over TLS with this config.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The runc binary (default: `runc` on `PATH`, then `/usr/sbin/runc`).
@@ -61,7 +63,7 @@ impl ServerOptions {
             drain_timeout: Duration::from_secs(30),
             registry: RegistryClient::anonymous(),
             progress: false,
-            admin_auth: AdminAuth::none(),
+            admin_auth: None,
             tls: None,
             runc: None,
         }
@@ -72,6 +74,7 @@ impl ServerOptions {
 #[derive(Debug)]
 pub struct Server {
     options: ServerOptions,
+    admin_auth: AdminAuth,
     apps: Arc<Apps>,
     gateway: Arc<Gateway>,
     ready: AtomicBool,
@@ -86,6 +89,25 @@ impl Server {
     /// An unusable data directory or state file, or the first app of
     /// `config` that cannot be deployed, named, with the reason.
     pub async fn start(config: &Config, options: ServerOptions) -> anyhow::Result<Self> {
+        crate::files::create_private_dir(&options.data_dir).with_context(|| {
+            format!(
+                "cannot create data directory `{}`",
+                options.data_dir.display()
+            )
+        })?;
+        let admin_auth = match &options.admin_auth {
+            Some(auth) => auth.clone(),
+            None => {
+                let (auth, created) = AdminAuth::for_data_dir(&options.data_dir)?;
+                if created {
+                    tracing::info!(
+                        file = %options.data_dir.join(crate::api::TOKEN_FILE).display(),
+                        "created the admin API token"
+                    );
+                }
+                auth
+            }
+        };
         let metrics = Arc::new(Metrics::new());
         let apps = Arc::new(
             Apps::open(
@@ -105,6 +127,7 @@ impl Server {
         let gateway = Arc::new(Gateway::new(apps.clone(), metrics, options.tls.is_some()));
         Ok(Self {
             options,
+            admin_auth,
             apps,
             gateway,
             ready: AtomicBool::new(false),
@@ -146,9 +169,6 @@ impl Server {
         let graceful = GracefulShutdown::new();
         let front = listener.local_addr()?;
         let admin_addr = admin.local_addr()?;
-        self.options
-            .admin_auth
-            .ensure_listener_allowed(admin_addr)?;
         let sampler = {
             let apps = Arc::downgrade(&self.apps);
             self.apps
@@ -253,7 +273,7 @@ impl Server {
                 plain_text(StatusCode::OK, "ready\n")
             }
             "/readyz" => plain_text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-            _ => crate::api::handle(&self.apps, &self.options.admin_auth, req).await,
+            _ => crate::api::handle(&self.apps, &self.admin_auth, req).await,
         }
     }
 }

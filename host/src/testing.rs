@@ -31,6 +31,7 @@ pub struct TestHost {
     pub admin_addr: SocketAddr,
     /// The server (counters, gateway).
     pub server: Arc<Server>,
+    admin_token: String,
     data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
@@ -44,7 +45,7 @@ pub struct TestHostBuilder {
     data_dir: Option<PathBuf>,
     registry: Option<RegistryClient>,
     tls: Option<Arc<rustls::ServerConfig>>,
-    admin_auth: crate::api::AdminAuth,
+    admin_token: Option<String>,
     admin_bind: Option<SocketAddr>,
 }
 
@@ -60,7 +61,7 @@ impl TestHost {
             data_dir: None,
             registry: None,
             tls: None,
-            admin_auth: crate::api::AdminAuth::none(),
+            admin_token: None,
             admin_bind: None,
         }
     }
@@ -68,6 +69,11 @@ impl TestHost {
     /// The host's apps (deploy, remove, status, the Wasm runtime's counters).
     pub fn apps(&self) -> &Arc<crate::apps::Apps> {
         self.server.apps()
+    }
+
+    /// The admin API's bearer token.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
     }
 
     /// `http://127.0.0.1:PORT{path}`.
@@ -133,12 +139,10 @@ impl TestHostBuilder {
         self
     }
 
-    /// Requires this bearer token on the admin API.
-    ///
-    /// # Panics
-    /// When the token is empty or has spaces.
+    /// Uses this bearer token for the admin API (default: the one the host
+    /// writes into its data dir).
     pub fn admin_token(mut self, token: &str) -> Self {
-        self.admin_auth = crate::api::AdminAuth::with_token(token).expect("a usable token");
+        self.admin_token = Some(token.to_string());
         self
     }
 
@@ -174,11 +178,15 @@ impl TestHostBuilder {
             options.registry = registry;
         }
         options.tls = self.tls;
-        if let Some(addr) = self.admin_bind {
-            self.admin_auth.ensure_listener_allowed(addr)?;
+        if let Some(token) = &self.admin_token {
+            options.admin_auth = Some(crate::api::AdminAuth::with_token(token)?);
         }
-        options.admin_auth = self.admin_auth;
         let server = Arc::new(Server::start(&self.config, options).await?);
+        let admin_token = match self.admin_token {
+            Some(token) => token,
+            None => crate::api::read_token_file(&data_dir)?
+                .ok_or_else(|| anyhow::anyhow!("the host wrote no admin token"))?,
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let admin_bind = self.admin_bind.unwrap_or(([127, 0, 0, 1], 0).into());
         let admin = tokio::net::TcpListener::bind(admin_bind).await?;
@@ -192,6 +200,7 @@ impl TestHostBuilder {
             addr,
             admin_addr,
             server,
+            admin_token,
             data_dir,
             _temp: temp,
             stop: Some(tx),

@@ -1,5 +1,5 @@
 //! The admin API and the CLI that talks to it: round trips through the
-//! `berth` binary, errors, the token on a non-loopback bind, state kept
+//! `berth` binary, errors, the token every call needs, state kept
 //! across restarts (and merged with the config file), logs, and `/metrics`
 //! checked with a strict Prometheus text parser.
 
@@ -27,9 +27,11 @@ fn admin(host: &TestHost, path: &str) -> String {
 /// workers: it blocks).
 async fn berth(host: &TestHost, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    // The token is found where the server wrote it, as on a single machine.
     cmd.args(args)
         .arg("--admin")
         .arg(admin(host, ""))
+        .env("BERTH_DATA_DIR", host.data_dir())
         .env_remove("BERTH_ADMIN_TOKEN")
         .env_remove("BERTH_ADMIN");
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
@@ -49,6 +51,7 @@ fn stdout(out: &Output) -> String {
 async fn put(c: &reqwest::Client, host: &TestHost, name: &str, body: Value) -> (u16, Value) {
     let r = c
         .put(admin(host, &format!("/v1/apps/{name}")))
+        .bearer_auth(host.admin_token())
         .json(&body)
         .send()
         .await
@@ -56,8 +59,13 @@ async fn put(c: &reqwest::Client, host: &TestHost, name: &str, body: Value) -> (
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn get_json(c: &reqwest::Client, url: &str) -> (u16, Value) {
-    let r = c.get(url).send().await.unwrap();
+async fn get_json(c: &reqwest::Client, host: &TestHost, path: &str) -> (u16, Value) {
+    let r = c
+        .get(admin(host, path))
+        .bearer_auth(host.admin_token())
+        .send()
+        .await
+        .unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
@@ -72,6 +80,7 @@ async fn wait_for_app(
     loop {
         let app: AppView = c
             .get(admin(host, &format!("/v1/apps/{name}")))
+            .bearer_auth(host.admin_token())
             .send()
             .await
             .unwrap()
@@ -241,6 +250,7 @@ async fn api_errors_are_json_with_the_status_and_the_key() {
     // Not JSON at all; a bad name; an unknown app; wrong methods.
     let r = c
         .put(admin(&host, "/v1/apps/app"))
+        .bearer_auth(host.admin_token())
         .body("{not json")
         .send()
         .await
@@ -249,15 +259,17 @@ async fn api_errors_are_json_with_the_status_and_the_key() {
     assert!(r.json::<Value>().await.unwrap()["error"].is_string());
     let (status, err) = put(&c, &host, "Bad_Name", json!({"wasm": art::HELLO})).await;
     assert_eq!((status, err["key"].as_str()), (400, Some("name")));
-    assert_eq!(get_json(&c, &admin(&host, "/v1/apps/nope")).await.0, 404);
+    assert_eq!(get_json(&c, &host, "/v1/apps/nope").await.0, 404);
     let r = c
         .delete(admin(&host, "/v1/apps/nope"))
+        .bearer_auth(host.admin_token())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
     let r = c
         .post(admin(&host, "/v1/apps/nope/scale"))
+        .bearer_auth(host.admin_token())
         .json(&json!({"min_scale": 1}))
         .send()
         .await
@@ -265,18 +277,30 @@ async fn api_errors_are_json_with_the_status_and_the_key() {
     assert_eq!(r.status(), 404);
     let r = c
         .post(admin(&host, "/v1/apps/owner/scale"))
+        .bearer_auth(host.admin_token())
         .json(&json!({}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let r = c.post(admin(&host, "/v1/apps")).send().await.unwrap();
+    let r = c
+        .post(admin(&host, "/v1/apps"))
+        .bearer_auth(host.admin_token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "GET");
-    let r = c.get(admin(&host, "/v2/nothing")).send().await.unwrap();
+    let r = c
+        .get(admin(&host, "/v2/nothing"))
+        .bearer_auth(host.admin_token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let r = c
         .put(admin(&host, "/v1/apps/big"))
+        .bearer_auth(host.admin_token())
         .body(vec![b' '; berth::api::MAX_BODY_BYTES + 1024])
         .send()
         .await
@@ -284,7 +308,7 @@ async fn api_errors_are_json_with_the_status_and_the_key() {
     assert_eq!(r.status(), 413);
 
     // Nothing failed changed anything: the app list is what it was.
-    let (_, list) = get_json(&c, &admin(&host, "/v1/apps")).await;
+    let (_, list) = get_json(&c, &host, "/v1/apps").await;
     let names: Vec<&str> = list["apps"]
         .as_array()
         .unwrap()
@@ -295,6 +319,7 @@ async fn api_errors_are_json_with_the_status_and_the_key() {
     // A new app is 201 with its location, a replacement 200.
     let r = c
         .put(admin(&host, "/v1/apps/second"))
+        .bearer_auth(host.admin_token())
         .json(&json!({"wasm": art::HELLO}))
         .send()
         .await
@@ -307,51 +332,23 @@ async fn api_errors_are_json_with_the_status_and_the_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_non_loopback_admin_bind_requires_the_token() {
-    // Without a token, such a host does not start.
-    let err = TestHost::builder()
-        .admin_bind("0.0.0.0:0".parse().unwrap())
-        .start()
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("BERTH_ADMIN_TOKEN"), "{err}");
-    // Nor does the binary, before loading anything.
-    let dir = tempfile::tempdir().unwrap();
-    let out = tokio::task::spawn_blocking({
-        let data = dir.path().to_path_buf();
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_berth"))
-                .args([
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--admin-listen",
-                    "0.0.0.0:0",
-                ])
-                .arg("--data-dir")
-                .arg(data)
-                .env_remove("BERTH_ADMIN_TOKEN")
-                .env_remove("BERTH_ADMIN_TOKEN_FILE")
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--admin-token-file"), "{stderr}");
-
-    let host = TestHost::builder()
-        .admin_bind("0.0.0.0:0".parse().unwrap())
-        .admin_token("s3cret-token")
-        .start()
-        .await
-        .unwrap();
-    assert!(host.admin_addr.ip().is_unspecified(), "{}", host.admin_addr);
+async fn the_admin_api_always_needs_the_token() {
+    // On any bind, loopback included: the token is written to the data dir
+    // at first start (mode 0600) and every API call needs it.
+    use std::os::unix::fs::PermissionsExt as _;
+    let host = TestHost::builder().start().await.unwrap();
+    let token_file = host.data_dir().join("admin-token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the token file is private");
+    let dir_mode = std::fs::metadata(host.data_dir())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o700, "the data dir is private");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(token.trim(), host.admin_token());
     let c = client(host.addr, &[]);
-    for path in ["/v1/apps", "/metrics", "/v1/apps/x/logs"] {
+    for path in ["/v1/apps", "/metrics", "/v1/apps/x/logs", "/v1/secrets"] {
         let r = c.get(admin(&host, path)).send().await.unwrap();
         assert_eq!(r.status(), 401, "{path}");
         assert!(
@@ -376,6 +373,48 @@ async fn a_non_loopback_admin_bind_requires_the_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "nothing is deployed without the token");
+    assert!(host.apps().status().is_empty());
+    // Health checks stay open to probes.
+    for path in ["/healthz", "/readyz"] {
+        let r = c.get(admin(&host, path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    // The CLI finds the token in the data dir (same machine)...
+    let text = stdout(&berth(&host, &["deploy", "hello", "--wasm", art::HELLO]).await);
+    assert!(text.starts_with("created hello"), "{text}");
+    // Tenants' output is private too.
+    let log = host.data_dir().join("logs/hello.log");
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "app logs are private");
+    // ...and says what to do when it has none.
+    let out = tokio::task::spawn_blocking({
+        let admin = admin(&host, "");
+        let empty = tempfile::tempdir().unwrap();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_berth"))
+                .args(["apps", "--admin", &admin, "--data-dir"])
+                .arg(empty.path())
+                .env_remove("BERTH_ADMIN_TOKEN")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Bearer") && err.contains("--token"), "{err}");
+    host.stop().await;
+
+    // A given token (file or BERTH_ADMIN_TOKEN) replaces the generated one,
+    // also on a non-loopback bind.
+    let host = TestHost::builder()
+        .admin_bind("0.0.0.0:0".parse().unwrap())
+        .admin_token("s3cret-token")
+        .start()
+        .await
+        .unwrap();
+    assert!(host.admin_addr.ip().is_unspecified(), "{}", host.admin_addr);
     let r = c
         .get(admin(&host, "/v1/apps"))
         .bearer_auth("s3cret-token")
@@ -383,35 +422,12 @@ async fn a_non_loopback_admin_bind_requires_the_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    // Health checks stay open to probes.
-    assert_eq!(
-        c.get(admin(&host, "/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
+    let out = berth(&host, &["apps", "--token", "s3cret-token"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-
-    // The CLI sends the token from --token (or BERTH_ADMIN_TOKEN).
-    let out = berth(&host, &["deploy", "hello", "--wasm", art::HELLO]).await;
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Bearer"));
-    let text = stdout(
-        &berth(
-            &host,
-            &[
-                "deploy",
-                "hello",
-                "--wasm",
-                art::HELLO,
-                "--token",
-                "s3cret-token",
-            ],
-        )
-        .await,
-    );
-    assert!(text.starts_with("created hello"), "{text}");
     host.stop().await;
 }
 
@@ -449,6 +465,7 @@ async fn restart_brings_api_apps_back_serving_at_once_without_compiling() {
     assert_eq!(second.apps().runtime().stats().compiled(), 0);
     let app: AppView = c
         .get(admin(&second, "/v1/apps/hello"))
+        .bearer_auth(second.admin_token())
         .send()
         .await
         .unwrap()
@@ -491,7 +508,7 @@ async fn an_app_that_cannot_be_restored_is_shown_and_can_be_deleted() {
     std::fs::remove_file(&wasm).unwrap();
     let second = start().await.unwrap();
     let c = client(second.addr, &["gone"]);
-    let (status, app) = get_json(&c, &admin(&second, "/v1/apps/gone")).await;
+    let (status, app) = get_json(&c, &second, "/v1/apps/gone").await;
     assert_eq!(status, 200);
     assert_eq!(app["state"], "not-running", "{app}");
     assert!(
@@ -515,6 +532,7 @@ async fn an_app_that_cannot_be_restored_is_shown_and_can_be_deleted() {
     );
     let r = c
         .delete(admin(&second, "/v1/apps/gone"))
+        .bearer_auth(second.admin_token())
         .send()
         .await
         .unwrap();
@@ -569,6 +587,7 @@ async fn restart_of_an_image_app_needs_no_registry() {
     // Scaling keeps the pinned digest: still no registry needed.
     let r = c
         .post(admin(&second, "/v1/apps/imghello/scale"))
+        .bearer_auth(second.admin_token())
         .json(&json!({"min_scale": 1}))
         .send()
         .await
@@ -597,6 +616,7 @@ async fn the_config_file_wins_and_owns_its_apps() {
     // Scaled through the API: the file's settings come back at restart.
     let r = c
         .post(admin(&host, "/v1/apps/kept/scale"))
+        .bearer_auth(host.admin_token())
         .json(&json!({"min_scale": 2}))
         .send()
         .await
@@ -605,6 +625,7 @@ async fn the_config_file_wins_and_owns_its_apps() {
     // Deleted through the API while the file still declares it.
     let r = c
         .delete(admin(&host, "/v1/apps/filed"))
+        .bearer_auth(host.admin_token())
         .send()
         .await
         .unwrap();
@@ -616,6 +637,7 @@ async fn the_config_file_wins_and_owns_its_apps() {
     let c = client(host.addr, &[]);
     let list: AppList = c
         .get(admin(&host, "/v1/apps"))
+        .bearer_auth(host.admin_token())
         .send()
         .await
         .unwrap()
@@ -667,6 +689,7 @@ async fn logs_are_served_and_followed() {
     let id = call().await;
     let r = c
         .get(admin(&host, "/v1/apps/logger/logs"))
+        .bearer_auth(host.admin_token())
         .send()
         .await
         .unwrap();
@@ -681,6 +704,7 @@ async fn logs_are_served_and_followed() {
     // Follow: what is there, then what comes.
     let mut follow = c
         .get(admin(&host, "/v1/apps/logger/logs?follow=true"))
+        .bearer_auth(host.admin_token())
         .send()
         .await
         .unwrap();
@@ -698,10 +722,7 @@ async fn logs_are_served_and_followed() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
         assert!(t.elapsed() < Duration::from_secs(10), "{seen}");
     }
-    assert_eq!(
-        get_json(&c, &admin(&host, "/v1/apps/nope/logs")).await.0,
-        404
-    );
+    assert_eq!(get_json(&c, &host, "/v1/apps/nope/logs").await.0, 404);
     // Shutdown ends a follow instead of waiting for it: the stream ends
     // while the host drains (its drain timeout is 10 s).
     let stopping = tokio::spawn(host.stop());
@@ -726,7 +747,12 @@ async fn metrics_parse_and_move_with_traffic() {
         .unwrap();
     let c = client(host.addr, &["hello", "nothing"]);
     let scrape = || async {
-        let r = c.get(admin(&host, "/metrics")).send().await.unwrap();
+        let r = c
+            .get(admin(&host, "/metrics"))
+            .bearer_auth(host.admin_token())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert!(
             r.headers()["content-type"]
@@ -786,6 +812,7 @@ async fn metrics_parse_and_move_with_traffic() {
     // OpenMetrics on request.
     let r = c
         .get(admin(&host, "/metrics"))
+        .bearer_auth(host.admin_token())
         .header("accept", "application/openmetrics-text; version=1.0.0")
         .send()
         .await
@@ -834,6 +861,7 @@ async fn a_container_app_is_metered_from_its_cgroup() {
     let m = loop {
         let text = c
             .get(admin(&host, "/metrics"))
+            .bearer_auth(host.admin_token())
             .send()
             .await
             .unwrap()
@@ -854,7 +882,12 @@ async fn a_container_app_is_metered_from_its_cgroup() {
     let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
     assert!(get(r#"berth_cold_starts_total{kind="container"}"#) >= 1.0);
     assert_eq!(get(r#"berth_requests_total{app="web",status="200"}"#), 5.0);
-    let r = c.delete(admin(&host, "/v1/apps/web")).send().await.unwrap();
+    let r = c
+        .delete(admin(&host, "/v1/apps/web"))
+        .bearer_auth(host.admin_token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     host.stop().await;
 }

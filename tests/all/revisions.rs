@@ -80,6 +80,7 @@ async fn a_90_10_split_through_the_api_lands_within_five_percent() {
     let api = reqwest::Client::builder().no_proxy().build().unwrap();
     let put = |version: &str, query: &str| {
         api.put(format!("{admin}/v1/apps/env{query}"))
+            .bearer_auth(host.admin_token())
             .json(&serde_json::json!({
                 "wasm": art::ENV,
                 "env": { "VERSION": version },

@@ -409,6 +409,7 @@ async fn admin_health_endpoints() {
     }
     let r = c
         .get(format!("http://{}/nope", host.admin_addr))
+        .bearer_auth(host.admin_token())
         .send()
         .await
         .unwrap();

@@ -1,9 +1,12 @@
-//! Bearer-token authentication of the admin API.
+//! Bearer-token authentication of the admin API. Every call needs the
+//! token, whatever address the admin listener binds (only `/healthz` and
+//! `/readyz` stay open, for probes).
 //!
-//! A token is **required** whenever the admin listener is not loopback-only
-//! ([`AdminAuth::ensure_listener_allowed`] refuses to start otherwise). With a
-//! loopback listener and no token configured, requests are allowed: only
-//! local users reach it. Once a token is configured it is always required.
+//! The token comes from `--admin-token-file` or `BERTH_ADMIN_TOKEN`; when
+//! neither is given, from `<data-dir>/admin-token`, which the first start
+//! creates with 32 random bytes (hex) and mode 0600, as dockerd keeps its
+//! control socket to root. The CLI reads the same file when it runs on the
+//! same machine ([`read_token_file`]).
 //!
 //! Only the token's sha256 is kept in memory, and a presented token is
 //! compared by hashing it and comparing the digests in constant time, so
@@ -11,7 +14,6 @@
 //! guess was right.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -25,27 +27,25 @@ use crate::http::Body;
 /// The environment variable holding the admin token (server and CLI).
 pub const TOKEN_ENV: &str = "BERTH_ADMIN_TOKEN";
 
-/// Who may use the admin API.
-#[derive(Clone, Default)]
+/// The token file inside the data directory.
+pub const TOKEN_FILE: &str = "admin-token";
+
+/// Who may use the admin API: whoever presents the token.
+#[derive(Clone)]
 pub struct AdminAuth {
-    /// sha256 of the token; `None` = no token configured.
-    token: Option<Arc<[u8; 32]>>,
+    /// sha256 of the token.
+    token: Arc<[u8; 32]>,
 }
 
 impl fmt::Debug for AdminAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminAuth")
-            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("token", &"<set>")
             .finish()
     }
 }
 
 impl AdminAuth {
-    /// No token: only a loopback admin listener is allowed.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
     /// Requires `token` (surrounding whitespace is ignored).
     ///
     /// # Errors
@@ -59,16 +59,18 @@ impl AdminAuth {
             "the admin token must be printable ASCII without spaces"
         );
         Ok(Self {
-            token: Some(Arc::new(Sha256::digest(token.as_bytes()).into())),
+            token: Arc::new(Sha256::digest(token.as_bytes()).into()),
         })
     }
 
     /// The token from a file (`--admin-token-file`) or from the value of
-    /// [`TOKEN_ENV`]; neither = no token. When both are given they must agree.
+    /// [`TOKEN_ENV`]; `None` when neither is given (the data dir's token file
+    /// then serves, see [`AdminAuth::for_data_dir`]). When both are given
+    /// they must agree.
     ///
     /// # Errors
     /// An unreadable file, an unusable token, or two different tokens.
-    pub fn from_sources(file: Option<&Path>, env: Option<&str>) -> anyhow::Result<Self> {
+    pub fn from_sources(file: Option<&Path>, env: Option<&str>) -> anyhow::Result<Option<Self>> {
         let from_file = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| {
@@ -84,38 +86,50 @@ impl AdminAuth {
             (Some(a), Some(b)) if a.trim() != b.trim() => anyhow::bail!(
                 "--admin-token-file and {TOKEN_ENV} give different tokens; give one of them"
             ),
-            (Some(token), _) => Self::with_token(&token).with_context(|| {
-                format!(
-                    "admin token file `{}`",
-                    file.map(Path::display)
-                        .map(|d| d.to_string())
-                        .unwrap_or_default()
-                )
-            }),
-            (None, Some(token)) => Self::with_token(token).context(TOKEN_ENV),
-            (None, None) => Ok(Self::none()),
+            (Some(token), _) => Self::with_token(&token)
+                .with_context(|| {
+                    format!(
+                        "admin token file `{}`",
+                        file.map(Path::display)
+                            .map(|d| d.to_string())
+                            .unwrap_or_default()
+                    )
+                })
+                .map(Some),
+            (None, Some(token)) => Self::with_token(token).context(TOKEN_ENV).map(Some),
+            (None, None) => Ok(None),
         }
     }
 
-    /// Whether a token is configured (and so required).
-    pub fn is_required(&self) -> bool {
-        self.token.is_some()
-    }
-
-    /// Refuses an admin listener that others than local users can reach
-    /// when no token is configured.
+    /// The token of `data_dir`'s [`TOKEN_FILE`], created (32 random bytes,
+    /// hex, mode 0600) if there is none yet. Returns the auth and whether
+    /// the file was created now.
     ///
     /// # Errors
-    /// A message saying why and how to fix it.
-    pub fn ensure_listener_allowed(&self, addr: SocketAddr) -> anyhow::Result<()> {
-        if self.token.is_none() && !addr.ip().to_canonical().is_loopback() {
-            anyhow::bail!(
-                "the admin listener {addr} is reachable from other hosts, so the admin API needs \
-                 a token: pass --admin-token-file FILE or set {TOKEN_ENV} (or listen on \
-                 127.0.0.1 / [::1])"
-            );
+    /// A token file that cannot be read, written, or holds no usable token.
+    pub fn for_data_dir(data_dir: &Path) -> anyhow::Result<(Self, bool)> {
+        let path = data_dir.join(TOKEN_FILE);
+        if let Some(token) = read_token_file(data_dir)? {
+            warn_if_shared(&path);
+            let auth = Self::with_token(&token)
+                .with_context(|| format!("admin token file `{}`", path.display()))?;
+            return Ok((auth, false));
         }
-        Ok(())
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
+        let token = hex::encode(bytes);
+        match crate::files::write_new_private(&path, format!("{token}\n").as_bytes()) {
+            Ok(()) => Ok((Self::with_token(&token)?, true)),
+            // Another start created it first: use that one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Ok((Self::for_data_dir(data_dir)?.0, false))
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!(
+                "cannot write the admin token to `{}`",
+                path.display()
+            ))),
+        }
     }
 
     /// Checks a request's `Authorization: Bearer TOKEN` header.
@@ -125,9 +139,7 @@ impl AdminAuth {
     /// is required and missing or wrong.
     #[allow(clippy::result_large_err)] // The error is the response to send.
     pub fn check<B>(&self, req: &Request<B>) -> Result<(), Response<Body>> {
-        let Some(expected) = &self.token else {
-            return Ok(());
-        };
+        let expected = &self.token;
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -161,6 +173,22 @@ fn unauthorized(msg: &str, challenge: &'static str) -> Response<Body> {
         HeaderValue::from_static(challenge),
     );
     resp
+}
+
+/// The token in `data_dir`'s [`TOKEN_FILE`], if the file exists.
+///
+/// # Errors
+/// A token file that exists but cannot be read.
+pub fn read_token_file(data_dir: &Path) -> anyhow::Result<Option<String>> {
+    let path = data_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "cannot read the admin token file `{}`",
+            path.display()
+        ))),
+    }
 }
 
 /// Compares two digests without an early exit.
@@ -217,43 +245,26 @@ mod tests {
             assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{bad:?}");
             assert!(resp.headers().contains_key(header::WWW_AUTHENTICATE));
         }
-        assert!(AdminAuth::none().check(&req(None)).is_ok());
         assert!(!format!("{auth:?}").contains("s3cret"));
     }
 
     #[test]
-    fn a_reachable_listener_needs_a_token() {
-        let none = AdminAuth::none();
-        assert!(
-            none.ensure_listener_allowed("127.0.0.1:8081".parse().unwrap())
-                .is_ok()
-        );
-        assert!(
-            none.ensure_listener_allowed("[::1]:8081".parse().unwrap())
-                .is_ok()
-        );
-        assert!(
-            none.ensure_listener_allowed("[::ffff:127.0.0.1]:1".parse().unwrap())
-                .is_ok()
-        );
-        let msg = none
-            .ensure_listener_allowed("0.0.0.0:8081".parse().unwrap())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.contains("--admin-token-file") && msg.contains(TOKEN_ENV),
-            "{msg}"
-        );
-        assert!(
-            none.ensure_listener_allowed("[::]:8081".parse().unwrap())
-                .is_err()
-        );
-        let token = AdminAuth::with_token("t").unwrap();
-        assert!(
-            token
-                .ensure_listener_allowed("0.0.0.0:8081".parse().unwrap())
-                .is_ok()
-        );
+    fn the_data_dir_token_is_created_once_and_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (first, created) = AdminAuth::for_data_dir(dir.path()).unwrap();
+        assert!(created);
+        let path = dir.path().join(TOKEN_FILE);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let token = read_token_file(dir.path()).unwrap().unwrap();
+        assert_eq!(token.len(), 64);
+        let (second, created) = AdminAuth::for_data_dir(dir.path()).unwrap();
+        assert!(!created);
+        let bearer = format!("Bearer {token}");
+        assert!(first.check(&req(Some(&bearer))).is_ok());
+        assert!(second.check(&req(Some(&bearer))).is_ok());
+        assert!(second.check(&req(None)).is_err());
     }
 
     #[test]
@@ -264,21 +275,17 @@ mod tests {
         assert!(
             AdminAuth::from_sources(Some(&file), None)
                 .unwrap()
-                .is_required()
+                .is_some()
         );
         assert!(AdminAuth::from_sources(Some(&file), Some("abc")).is_ok());
         assert!(AdminAuth::from_sources(Some(&file), Some("xyz")).is_err());
         assert!(
             AdminAuth::from_sources(None, Some("xyz"))
                 .unwrap()
-                .is_required()
+                .is_some()
         );
-        assert!(
-            !AdminAuth::from_sources(None, Some("  "))
-                .unwrap()
-                .is_required()
-        );
-        assert!(!AdminAuth::from_sources(None, None).unwrap().is_required());
+        assert!(AdminAuth::from_sources(None, Some("  ")).unwrap().is_none());
+        assert!(AdminAuth::from_sources(None, None).unwrap().is_none());
         std::fs::write(&file, "\n").unwrap();
         assert!(AdminAuth::from_sources(Some(&file), None).is_err());
         assert!(AdminAuth::with_token("has space").is_err());

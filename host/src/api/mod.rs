@@ -38,7 +38,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
 use serde::Serialize;
 
-pub use auth::{AdminAuth, TOKEN_ENV};
+pub use auth::{AdminAuth, TOKEN_ENV, TOKEN_FILE, read_token_file};
 pub use model::{AppList, AppState, AppView, ErrorBody, Instances, RevisionView, ScaleRequest};
 
 use crate::apps::{Apps, RouteConflict};

@@ -157,7 +157,7 @@ impl Apps {
         options: AppsOptions,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&options.data_dir).with_context(|| {
+        crate::files::create_private_dir(&options.data_dir).with_context(|| {
             format!(
                 "cannot create data directory `{}`",
                 options.data_dir.display()

@@ -3,7 +3,9 @@
 //!
 //! The server is found with `--admin URL` (`BERTH_ADMIN`, default
 //! `http://127.0.0.1:8081`) and authenticated with `--token`
-//! (`BERTH_ADMIN_TOKEN`) when it requires one.
+//! (`BERTH_ADMIN_TOKEN`), else with the token the server wrote into its data
+//! directory (`--data-dir`, `BERTH_DATA_DIR`, default as `berth serve`'s):
+//! on the same machine, as the same user, nothing needs to be passed.
 
 use std::io::Write;
 use std::time::Duration;
@@ -32,9 +34,13 @@ pub struct AdminArgs {
     /// The admin API of the berth server.
     #[arg(long = "admin", env = "BERTH_ADMIN", default_value = DEFAULT_ADMIN, value_name = "URL")]
     pub admin: String,
-    /// Bearer token, when the server requires one.
+    /// Bearer token [default: the server's DATA_DIR/admin-token].
     #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
     pub token: Option<String>,
+    /// The server's data directory, where its admin token is [default:
+    /// $XDG_DATA_HOME/berth].
+    #[arg(long, env = "BERTH_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
     /// Print the server's JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -77,12 +83,21 @@ impl AdminClient {
             args.admin
         );
         let token = match args.token.as_deref().map(str::trim) {
-            Some(t) if !t.is_empty() => Some(
-                HeaderValue::from_str(&format!("Bearer {t}"))
-                    .context("the admin token cannot be sent in a header")?,
-            ),
-            _ => None,
+            Some(t) if !t.is_empty() => Some(t.to_string()),
+            _ => {
+                let dir = args
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(crate::config::default_data_dir);
+                crate::api::read_token_file(&dir)?
+            }
         };
+        let token = token
+            .map(|t| {
+                HeaderValue::from_str(&format!("Bearer {t}"))
+                    .context("the admin token cannot be sent in a header")
+            })
+            .transpose()?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
@@ -176,7 +191,14 @@ impl AdminClient {
         if resp.0.is_success() {
             Ok(resp)
         } else {
-            Err(api_error(resp.0, &resp.1).into())
+            let mut err = api_error(resp.0, &resp.1);
+            if err.status == StatusCode::UNAUTHORIZED && self.token.is_none() {
+                err.message.push_str(
+                    " (no token found: pass --token or BERTH_ADMIN_TOKEN, or --data-dir with \
+                     the server's data directory, where it keeps `admin-token`)",
+                );
+            }
+            Err(err.into())
         }
     }
 
@@ -330,7 +352,8 @@ mod tests {
     fn admin_urls_are_checked() {
         let args = |admin: &str| AdminArgs {
             admin: admin.into(),
-            token: None,
+            token: Some("t".into()),
+            data_dir: None,
             json: false,
         };
         assert!(AdminClient::new(&args("http://127.0.0.1:8081/")).is_ok());

@@ -37,6 +37,7 @@ pub fn run(args: LogsArgs) -> anyhow::Result<()> {
         let client = super::client::AdminClient::new(&super::client::AdminArgs {
             admin: admin.clone(),
             token: std::env::var(crate::api::TOKEN_ENV).ok(),
+            data_dir: None,
             json: false,
         })?;
         let follow = if args.follow { "?follow=true" } else { "" };

@@ -18,8 +18,8 @@ pub struct ServeArgs {
     /// Address of the admin API and `/healthz`, `/readyz`, `/metrics`.
     #[arg(long, env = "BERTH_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
-    /// File holding the admin API's bearer token (or set BERTH_ADMIN_TOKEN);
-    /// required when --admin-listen is not a loopback address.
+    /// File holding the admin API's bearer token (or set BERTH_ADMIN_TOKEN)
+    /// [default: DATA_DIR/admin-token, created at first start].
     #[arg(long, env = "BERTH_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// Where compiled components and logs live [default: $XDG_DATA_HOME/berth].
@@ -58,8 +58,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.admin_token_file.as_deref(),
         env_token.as_deref(),
     )?;
-    // Refuse before loading anything.
-    admin_auth.ensure_listener_allowed(args.admin_listen)?;
     let mut cfg = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config {
