@@ -7,7 +7,8 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt 
 use std::path::Path;
 
 /// Writes `bytes` to `path` through a synced temporary file in the same
-/// directory, a rename, and a sync of the directory.
+/// directory, a rename, and a sync of the directory. The file is readable
+/// by its owner only (mode 0600, as the temporary file is created).
 ///
 /// # Errors
 /// Any I/O error; the destination is then untouched.
@@ -50,4 +51,24 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_files_and_dirs_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a/b");
+        create_private_dir(&sub).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&sub), 0o700);
+        write_atomic(&sub.join("f"), b"x").unwrap();
+        assert_eq!(mode(&sub.join("f")), 0o600);
+        write_new_private(&sub.join("g"), b"y").unwrap();
+        assert_eq!(mode(&sub.join("g")), 0o600);
+        let again = write_new_private(&sub.join("g"), b"z").unwrap_err();
+        assert_eq!(again.kind(), std::io::ErrorKind::AlreadyExists);
+    }
 }

@@ -47,6 +47,7 @@ pub mod logs;
 pub mod metrics;
 pub mod oci;
 pub mod revision;
+pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod tls;
