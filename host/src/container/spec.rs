@@ -28,7 +28,7 @@
 //! - No seccomp profile and no AppArmor/SELinux label, like `runc spec`
 //!   (Docker and CRI add a default seccomp profile; berth does not yet).
 //!
-//! Nothing here touches runc; the lifecycle is in `instance.rs`.
+//! Nothing here touches runc; the lifecycle is in [`super::shim`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -214,7 +214,7 @@ pub struct ContainerLimits {
     pub pids: Option<i64>,
 }
 
-/// Everything [`Shim::start`](super::instance::Shim::start) needs to run one
+/// Everything [`Shim::start`](super::Shim::start) needs to run one
 /// instance of an app revision.
 #[derive(Debug, Clone)]
 pub struct InstanceSpec {
