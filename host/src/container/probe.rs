@@ -4,14 +4,21 @@
 //!
 //! The first probe goes out at once; after a failed one the pause starts at
 //! 2 ms and grows by half up to 20 ms. [`Probe::Tcp`] is ready when a
-//! connection is accepted; [`Probe::Http`] when a `GET` answers 2xx or 3xx.
+//! connection is accepted; [`Probe::Http`] when a `GET` (hyper's HTTP/1
+//! client, over the connection just made) answers 2xx or 3xx.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use bytes::Bytes;
+use futures::future::{self, Either};
+use http::Request;
+use http::header::{CONNECTION, HOST, USER_AGENT};
+use http_body_util::Empty;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::netns::Netns;
@@ -66,53 +73,58 @@ pub(super) async fn wait_ready(
 
 /// One readiness probe.
 async fn probe(spec: &InstanceSpec, netns: Option<&Netns>) -> Result<(), String> {
-    let mut stream = connect(spec.port, netns)
+    let stream = connect(spec.port, netns)
         .await
         .map_err(|e| format!("connect to port {}: {e}", spec.port))?;
-    let Probe::Http { path } = &spec.readiness else {
-        return Ok(());
-    };
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUser-Agent: berth-probe\r\nConnection: close\r\n\r\n",
-        spec.port
-    );
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("HTTP GET {path}: {e}"))?;
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 256];
-    while !buf.contains(&b'\n') && buf.len() < 1024 {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("HTTP GET {path}: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    match http_status(&buf) {
-        Some(code) if (200..=399).contains(&code) => Ok(()),
-        Some(code) => Err(format!("HTTP GET {path}: status {code}")),
-        None => Err(format!(
-            "HTTP GET {path}: not an HTTP response: {:?}",
-            String::from_utf8_lossy(&buf[..buf.len().min(64)])
-        )),
+    match &spec.readiness {
+        Probe::Tcp => Ok(()),
+        Probe::Http { path } => http_ready(stream, path, spec.port).await,
     }
 }
 
-/// The status code of an HTTP/1.x status line.
-fn http_status(head: &[u8]) -> Option<u16> {
-    let line = head.split(|b| *b == b'\n').next()?;
-    let line = std::str::from_utf8(line).ok()?.trim_end();
-    let mut parts = line.split(' ');
-    let version = parts.next()?;
-    if !version.starts_with("HTTP/1.") {
-        return None;
+/// `GET path` over `stream`, already connected to `127.0.0.1:port` (inside
+/// the instance's namespace when isolated), with hyper's HTTP/1 client: ready
+/// on a 2xx or 3xx status. The body is not read; the connection is closed.
+async fn http_ready(stream: TcpStream, path: &str, port: u16) -> Result<(), String> {
+    let failed = |e: &dyn std::error::Error| format!("HTTP GET {path}: {}", error_chain(e));
+    let request = Request::get(path)
+        .header(HOST, format!("127.0.0.1:{port}"))
+        .header(USER_AGENT, "berth-probe")
+        .header(CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| failed(&e))?;
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| failed(&e))?;
+    let response = std::pin::pin!(sender.send_request(request));
+    // Drive the connection until the response head is in. Should the
+    // connection end first, it has handed the response (or the error that
+    // ended it) over already; dropping it cancels a request never sent.
+    let response = match future::select(response, Box::pin(conn)).await {
+        Either::Left((response, _conn)) => response,
+        Either::Right((Ok(()), response)) => response.await,
+        Either::Right((Err(e), _)) => Err(e),
     }
-    let code = parts.next()?;
-    (code.len() == 3).then(|| code.parse().ok())?
+    .map_err(|e| failed(&e))?;
+    let status = response.status();
+    if status.is_success() || status.is_redirection() {
+        Ok(())
+    } else {
+        Err(format!("HTTP GET {path}: status {}", status.as_u16()))
+    }
+}
+
+/// An error and its sources, `: `-separated (hyper's own message names only
+/// the kind of failure).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// A connection to `127.0.0.1:port`, from inside `netns` when given.
@@ -130,17 +142,76 @@ pub(super) async fn connect(port: u16, netns: Option<&Netns>) -> io::Result<TcpS
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
     use super::*;
 
-    #[test]
-    fn status_lines() {
-        assert_eq!(http_status(b"HTTP/1.1 204 No Content\r\n"), Some(204));
-        assert_eq!(
-            http_status(b"HTTP/1.0 302 Found\r\nLocation: /\r\n"),
-            Some(302)
+    /// Serves one connection: reads the request head, answers `response`
+    /// (raw bytes), closes. Returns the port and the request it saw.
+    async fn serve_once(response: &'static [u8]) -> (u16, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut chunk = [0u8; 512];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&chunk[..n]);
+            }
+            s.write_all(response).await.unwrap();
+            s.shutdown().await.unwrap();
+            String::from_utf8_lossy(&req).into_owned()
+        });
+        (port, seen)
+    }
+
+    async fn probe_answer(response: &'static [u8]) -> Result<(), String> {
+        let (port, seen) = serve_once(response).await;
+        let stream = connect(port, None).await.unwrap();
+        let result = http_ready(stream, "/healthz", port).await;
+        let request = seen.await.unwrap();
+        assert!(
+            request.starts_with("GET /healthz HTTP/1.1\r\n"),
+            "{request:?}"
         );
-        assert_eq!(http_status(b"SSH-2.0-OpenSSH\r\n"), None);
-        assert_eq!(http_status(b"HTTP/1.1 20"), None);
-        assert_eq!(http_status(b""), None);
+        let request = request.to_ascii_lowercase();
+        assert!(
+            request.contains(&format!("host: 127.0.0.1:{port}\r\n")),
+            "{request:?}"
+        );
+        assert!(
+            request.contains("user-agent: berth-probe\r\n"),
+            "{request:?}"
+        );
+        result
+    }
+
+    #[tokio::test]
+    async fn status_lines() {
+        probe_answer(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .await
+            .unwrap();
+        probe_answer(b"HTTP/1.0 302 Found\r\nLocation: /\r\n\r\n")
+            .await
+            .unwrap();
+        let e = probe_answer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap_err();
+        assert_eq!(e, "HTTP GET /healthz: status 404");
+        let e = probe_answer(b"HTTP/1.1 503 Service Unavailable\r\n\r\nwait")
+            .await
+            .unwrap_err();
+        assert!(e.contains("status 503"), "{e}");
+        for not_http in [&b"SSH-2.0-OpenSSH\r\n"[..], b"HTTP/1.1 20", b""] {
+            let e = probe_answer(not_http).await.unwrap_err();
+            eprintln!("{:?}: {e}", String::from_utf8_lossy(not_http));
+            assert!(e.starts_with("HTTP GET /healthz: "), "{e}");
+            assert!(!e.contains("status"), "{e}");
+        }
     }
 }
