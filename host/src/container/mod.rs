@@ -20,7 +20,9 @@
 //!   directory, and their teardown.
 //! - [`error`]: why a start or a stop failed ([`ContainerError`]).
 //! - [`spec`]: [`InstanceSpec`] and [`ImageConfig`] into the OCI runtime spec
-//!   (`config.json`); the image's users and groups.
+//!   (`config.json`).
+//! - [`accounts`]: the image's users and groups (`/etc/passwd`, `/etc/group`
+//!   read inside its rootfs) and its `User` resolved against them.
 //! - [`runc`]: the `runc` command line, typed; [`runc::find_runc`].
 //! - [`netns`]: reaching into an isolated instance's network namespace.
 //! - [`overlay`]: the per-instance overlay mount over the shared image rootfs.
@@ -30,8 +32,9 @@
 //!   atomically, per image digest.
 //!
 //! Dependencies point one way: `shim` → `start` → `running` → `probe`,
-//! `process`, `state_dir` → `runc`, `overlay`, `netns`, `spec`.
+//! `process`, `state_dir` → `runc`, `overlay`, `netns`, `accounts` → `spec`.
 
+pub mod accounts;
 pub mod backend;
 pub mod error;
 pub mod netns;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::accounts::{Accounts, resolve_user};
 use super::error::{ContainerError, Result, io_err};
 use super::netns::Netns;
 use super::overlay;
@@ -48,8 +49,8 @@ pub(super) async fn start_instance(
     let spec_for_oci = spec.clone();
     let p = paths.clone();
     let oci = tokio::task::spawn_blocking(move || -> Result<_> {
-        let accounts = spec::Accounts::read(&lower)?;
-        let user = spec::resolve_user(spec_for_oci.image.user.as_deref(), &accounts)?;
+        let accounts = Accounts::read(&lower)?;
+        let user = resolve_user(spec_for_oci.image.user.as_deref(), &accounts)?;
         let mut oci = spec::runtime_spec(&spec_for_oci, &user, Path::new("rootfs"), &cgroups)?;
         spec::add_ro_bind(&mut oci, &p.etc.join("hosts"), "/etc/hosts")?;
         spec::add_ro_bind(&mut oci, &p.etc.join("hostname"), "/etc/hostname")?;
