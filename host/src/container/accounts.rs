@@ -9,8 +9,11 @@
 
 use std::fs::File;
 use std::io::{self, Read as _};
-use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 use super::spec::{ResolvedUser, SpecError};
 
@@ -155,8 +158,7 @@ pub fn resolve_user(user: Option<&str>, accounts: &Accounts) -> Result<ResolvedU
 /// `RESOLVE_IN_ROOT`, Linux 5.6+). `Ok(None)` when it does not exist.
 fn read_in_root(root: &Path, rel: &str) -> io::Result<Option<Vec<u8>>> {
     let root_dir = File::open(root)?;
-    let rel = std::ffi::CString::new(rel).map_err(io::Error::other)?;
-    let fd = match openat2_in_root(&root_dir, &rel) {
+    let fd = match openat2_in_root(&root_dir, rel) {
         Ok(fd) => fd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -177,37 +179,22 @@ fn read_in_root(root: &Path, rel: &str) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(buf))
 }
 
-/// `openat2(root_dir, rel, O_RDONLY|O_NONBLOCK|O_CLOEXEC, RESOLVE_IN_ROOT)`.
-/// `O_NONBLOCK` so a FIFO planted in the image cannot block the open.
-#[allow(unsafe_code)]
-fn openat2_in_root(root_dir: &File, rel: &std::ffi::CStr) -> io::Result<OwnedFd> {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: `open_how` is a plain C struct for which all-zero is valid.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+/// `openat2(root_dir, rel, O_RDONLY|O_NONBLOCK|O_CLOEXEC, RESOLVE_IN_ROOT |
+/// RESOLVE_NO_MAGICLINKS)`. `O_NONBLOCK` so a FIFO planted in the image
+/// cannot block the open. Retried on `EAGAIN` (a concurrent rename somewhere
+/// on the host made the kernel give up resolving) and `EINTR`.
+fn openat2_in_root(root_dir: &File, rel: &str) -> io::Result<OwnedFd> {
     loop {
-        // SAFETY: `root_dir` is an open directory fd, `rel` a NUL-terminated
-        // string and `how` a valid `open_how` whose size is passed; all outlive
-        // the call, which does not retain them.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root_dir.as_raw_fd(),
-                rel.as_ptr(),
-                &raw const how,
-                size_of::<libc::open_how>(),
-            )
-        };
-        if ret >= 0 {
-            let fd = i32::try_from(ret).map_err(io::Error::other)?;
-            // SAFETY: the kernel just returned this fd to us and nothing else
-            // owns it.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EAGAIN) && err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match rustix::fs::openat2(
+            root_dir,
+            rel,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::AGAIN | Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -290,13 +277,12 @@ pub(super) mod tests {
         );
         // A FIFO must not block.
         std::fs::remove_file(root.join("etc/group")).unwrap();
-        let fifo =
-            std::ffi::CString::new(root.join("etc/group").into_os_string().into_encoded_bytes())
-                .unwrap();
-        #[allow(unsafe_code)]
-        // SAFETY: a valid NUL-terminated path.
-        let rc = unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) };
-        assert_eq!(rc, 0);
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            root.join("etc/group"),
+            Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
         assert!(matches!(
             Accounts::read(&root),
             Err(SpecError::AccountFile {

@@ -26,6 +26,9 @@
 //! - [`runc`]: the `runc` command line, typed; [`runc::find_runc`].
 //! - [`netns`]: reaching into an isolated instance's network namespace.
 //! - [`overlay`]: the per-instance overlay mount over the shared image rootfs.
+//! - `sys`: the module's only `unsafe` (tokio's `AsyncFd` registration, the
+//!   interface-flags ioctls), each behind a safe function; all other system
+//!   calls go through rustix.
 //! - [`rootfs`]: applies OCI and Docker image layers (plain, gzip or zstd tar
 //!   changesets) with whiteouts and opaque directories, never writing outside
 //!   the rootfs; [`rootfs::unpack_image`] unpacks a whole image once,
@@ -48,6 +51,7 @@ pub mod shim;
 pub mod spec;
 mod start;
 mod state_dir;
+mod sys;
 
 #[cfg(test)]
 mod tests;

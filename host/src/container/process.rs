@@ -10,14 +10,18 @@
 //! daemonising children.
 
 use std::io;
-use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::io::unix::AsyncFd;
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, WaitOptions};
+use tokio::io::Interest;
 use tokio::sync::watch;
+
+use super::sys::async_fd;
 
 /// Waits for the exit published on `exit`. Never resolves if the watcher is
 /// gone without publishing (only when the runtime shuts down).
@@ -36,12 +40,7 @@ pub(super) type ExitWatch = watch::Receiver<Option<Option<ExitStatus>>>;
 /// Watches process `pid` through a pidfd; reaps it (it is our child, being
 /// re-parented to this subreaper) and publishes its status.
 pub(super) fn watch_exit(pid: u32) -> io::Result<ExitWatch> {
-    let fd = pidfd_open(pid)?;
-    #[allow(unsafe_code)]
-    // SAFETY: `fd` is an owned, open pidfd; `AsyncFd` owns it from here on
-    // and nothing closes or replaces it while registered.
-    let pidfd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)?;
+    let pidfd = async_fd(pidfd_open(pid)?, Interest::READABLE)?;
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
         loop {
@@ -81,49 +80,33 @@ enum Reaped {
 }
 
 /// `waitpid(pid, WNOHANG)`.
-#[allow(unsafe_code)]
 fn reap(pid: u32) -> Reaped {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         return Reaped::NotOurs;
     };
-    let mut status = 0;
     loop {
-        // SAFETY: `status` is a valid out-pointer for the call's duration.
-        let rc = unsafe { libc::waitpid(pid, &raw mut status, libc::WNOHANG) };
-        if rc == pid {
-            return Reaped::Status(ExitStatus::from_raw(status));
-        }
-        if rc == 0 {
-            return Reaped::NotYet;
-        }
-        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return Reaped::NotOurs;
+        match rustix::process::waitpid(Some(pid), WaitOptions::NOHANG) {
+            Ok(Some((_, status))) => return Reaped::Status(ExitStatus::from_raw(status.as_raw())),
+            Ok(None) => return Reaped::NotYet,
+            Err(Errno::INTR) => {}
+            Err(_) => return Reaped::NotOurs,
         }
     }
 }
 
 /// `pidfd_open(pid, 0)` (Linux 5.3+).
-#[allow(unsafe_code)]
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
-    // SAFETY: plain syscall with integer arguments.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = i32::try_from(fd).map_err(io::Error::other)?;
-    // SAFETY: the kernel just returned this fd; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("bad pid {pid}")))?;
+    Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?)
 }
 
 /// `prctl(PR_SET_CHILD_SUBREAPER, 1)`.
-#[allow(unsafe_code)]
 pub(super) fn become_subreaper() -> io::Result<()> {
-    // SAFETY: plain prctl with integer arguments; it only sets a process flag.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // rustix passes the pid given as the flag's value: any nonzero one sets it.
+    Ok(rustix::process::set_child_subreaper(Some(
+        rustix::process::getpid(),
+    ))?)
 }
