@@ -34,8 +34,10 @@
 //!   the rootfs; [`rootfs::unpack_image`] unpacks a whole image once,
 //!   atomically, per image digest.
 //!
-//! Dependencies point one way: `shim` → `start` → `running` → `probe`,
-//! `process`, `state_dir` → `runc`, `overlay`, `netns`, `accounts` → `spec`.
+//! Dependencies point one way, down this list: `shim` → `start` →
+//! `running` → `probe`, `state_dir` → `process`, `netns` → `sys`; all of
+//! them may use `error`, `runc`, `overlay`, `accounts` and `spec` (`error`
+//! and `accounts` use `spec`; `spec` uses none).
 
 pub mod accounts;
 pub mod backend;

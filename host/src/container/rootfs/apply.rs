@@ -11,14 +11,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps};
 use rustix::io::Errno;
 use tar::EntryType;
 
 use super::meta::Meta;
 use super::path::{BadPath, Resolved, file_name, make_dir, normalize, open_dir};
 use super::whiteout::{OPAQUE_MARKER, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX, remove_all_at};
-use super::{COPY_BUFFER, LayerStats, UnpackError};
+use super::{Applier, COPY_BUFFER, LayerStats, UnpackError};
 
 /// Applies the entries of an uncompressed tar stream.
 pub(super) fn apply_tar<R: Read>(root: OwnedFd, reader: R) -> Result<LayerStats, UnpackError> {
@@ -38,21 +38,6 @@ pub(super) fn apply_tar<R: Read>(root: OwnedFd, reader: R) -> Result<LayerStats,
     // Read to the end: compressed streams check their checksums there.
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(UnpackError::Read)?;
     Ok(applier.stats)
-}
-
-/// The state of one layer being applied.
-#[derive(Debug)]
-pub(super) struct Applier {
-    /// The rootfs, opened `O_PATH`: every path is resolved from here.
-    pub(super) root: OwnedFd,
-    /// Running as root: ownership must be applied.
-    pub(super) privileged: bool,
-    pub(super) stats: LayerStats,
-    /// Every path this layer has put in place, and all their ancestors: what
-    /// whiteouts and opaque markers of this layer must not remove.
-    pub(super) this_layer: HashSet<PathBuf>,
-    /// Mode and mtime of this layer's directories, applied by [`Self::finish`].
-    pub(super) deferred_dirs: HashMap<PathBuf, (Mode, Timespec)>,
 }
 
 impl Applier {

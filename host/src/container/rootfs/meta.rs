@@ -10,8 +10,7 @@ use std::path::Path;
 use rustix::fs::{Gid, Mode, Timespec, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
 
-use super::UnpackError;
-use super::apply::Applier;
+use super::{Applier, UnpackError};
 
 /// pax record prefix of extended attributes (GNU tar, Go's archive/tar, BuildKit).
 const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";

@@ -77,11 +77,11 @@
 //! # Not covered
 //! Size and inode quotas (a layer can be a decompression bomb: bound the blob size
 //! before calling), uid/gid remapping (user namespaces), `security.selinux` labels.
-
 //!
 //! # Layout
 //! - this module: [`Compression`], [`LayerStats`], [`UnpackError`],
-//!   [`apply_layer`] and [`unpack_image`];
+//!   [`apply_layer`] and [`unpack_image`], and the state of one layer being
+//!   applied (`Applier`), whose methods the files below provide;
 //! - `apply`: the `Applier`: one layer's entries put in place, one method per
 //!   entry type;
 //! - `meta`: what an entry carries besides its contents (owner, mode, times,
@@ -92,12 +92,14 @@
 //!   put there, and tree removal (iterative, so depth cannot exhaust the
 //!   stack).
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{Mode, OFlags, Timespec};
 
 mod apply;
 mod meta;
@@ -109,6 +111,23 @@ mod tests;
 
 /// Write buffer for file contents (and read buffer for plain tar streams).
 const COPY_BUFFER: usize = 128 * 1024;
+
+/// The state of one layer being applied. Declared here, and given its
+/// methods by `apply`, `meta`, `path` and `whiteout`, so that those files
+/// use each other one way only.
+#[derive(Debug)]
+struct Applier {
+    /// The rootfs, opened `O_PATH`: every path is resolved from here.
+    root: OwnedFd,
+    /// Running as root: ownership must be applied.
+    privileged: bool,
+    stats: LayerStats,
+    /// Every path this layer has put in place, and all their ancestors: what
+    /// whiteouts and opaque markers of this layer must not remove.
+    this_layer: HashSet<PathBuf>,
+    /// Mode and mtime of this layer's directories, applied by [`Self::finish`].
+    deferred_dirs: HashMap<PathBuf, (Mode, Timespec)>,
+}
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::UnpackError;
-use super::apply::Applier;
+use super::{Applier, UnpackError};
 
 /// Mode of directories that a layer needs but does not list (like `mkdir -p`).
 const IMPLICIT_DIR_MODE: u32 = 0o755;

@@ -930,7 +930,7 @@ fn scratch_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
-fn open_dir_at(parent: impl AsFd, name: &str) -> std::os::fd::OwnedFd {
+fn open_dir_at(parent: impl AsFd, name: &str) -> OwnedFd {
     rustix::fs::openat(
         parent,
         name,

@@ -14,9 +14,8 @@ use std::path::Path;
 use rustix::fs::{AtFlags, Dir, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::UnpackError;
-use super::apply::Applier;
 use super::path::{file_name, open_dir};
+use super::{Applier, UnpackError};
 
 /// The name prefix that marks a whiteout.
 pub(super) const WHITEOUT_PREFIX: &[u8] = b".wh.";
