@@ -265,14 +265,18 @@ pub fn validate_id(id: &str) -> Result<(), SpecError> {
 }
 
 /// Checks what [`runtime_spec`] does not see: the id and the probe path
-/// (which must start with `/` and hold no whitespace or control characters).
+/// (which must start with `/`, hold no whitespace or control characters, and
+/// be a path and query the HTTP client can send, e.g. no `<`, `>` or `` ` ``
+/// unescaped).
 ///
 /// # Errors
 /// [`SpecError::InvalidId`] or [`SpecError::InvalidProbePath`].
 pub fn validate(spec: &InstanceSpec) -> Result<(), SpecError> {
     validate_id(&spec.id)?;
     if let Probe::Http { path } = &spec.readiness
-        && (!path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()))
+        && (!path.starts_with('/')
+            || path.chars().any(|c| c.is_whitespace() || c.is_control())
+            || path.parse::<http::uri::PathAndQuery>().is_err())
     {
         return Err(SpecError::InvalidProbePath(path.clone()));
     }
@@ -814,11 +818,11 @@ mod tests {
     #[test]
     fn probe_paths() {
         let mut s = base();
-        for ok in ["/", "/healthz", "/ready?full=1"] {
+        for ok in ["/", "/healthz", "/ready?full=1", "/%3Cok%3E", "/caf\u{e9}"] {
             s.readiness = Probe::Http { path: ok.into() };
             validate(&s).unwrap();
         }
-        for bad in ["", "healthz", "/a b", "/x\r\nHost: evil"] {
+        for bad in ["", "healthz", "/a b", "/x\r\nHost: evil", "/<x>", "/`x`"] {
             s.readiness = Probe::Http { path: bad.into() };
             assert!(
                 matches!(validate(&s), Err(SpecError::InvalidProbePath(_))),
