@@ -25,6 +25,7 @@ const LAYERS: &[&[&str]] = &[
         "logs",
         "files",
         "tls",
+        "secrets",
     ],
 ];
 

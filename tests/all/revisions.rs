@@ -107,6 +107,7 @@ async fn a_90_10_split_through_the_api_lands_within_five_percent() {
     // Promote the canary.
     let r = api
         .post(format!("{admin}/v1/apps/env/traffic"))
+        .bearer_auth(host.admin_token())
         .json(&serde_json::json!({ "latest_percent": 100 }))
         .send()
         .await
@@ -118,6 +119,7 @@ async fn a_90_10_split_through_the_api_lands_within_five_percent() {
     }
     let r = api
         .post(format!("{admin}/v1/apps/env/traffic"))
+        .bearer_auth(host.admin_token())
         .json(&serde_json::json!({ "latest_percent": 50 }))
         .send()
         .await

@@ -17,9 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::sync::RwLock;
 
-use super::{
-    ContainerLimits, ImageConfig, Instance as Container, InstanceSpec, Network, Probe, Shim,
-};
+use super::{Container, ContainerLimits, ImageConfig, InstanceSpec, Network, Probe, Shim};
 use crate::backend::{Backend, ColdStartSplit, Instance, Kind, ServeError};
 use crate::config::{AppSpec, NetworkMode};
 use crate::http::{Body, BoxError, ReqBody, RequestInfo};

@@ -1,20 +1,64 @@
-//! Container images on disk: from pulled layer blobs to a root filesystem that
-//! runc can use (as the shared lower layer of each instance's overlay).
+//! Containers: OCI images unpacked into a root filesystem, and instances of
+//! them run with runc behind the same [`Backend`](crate::backend::Backend)
+//! contract as Wasm components.
 //!
 //! # Layout
+//! - [`backend`]: [`backend::ContainerBackend`], the `Backend` of a container
+//!   revision (one [`Shim`] instance per backend instance, reached over a
+//!   keep-alive HTTP connection pool).
+//! - [`shim`]: [`Shim`], one per host: starts instances and reaps what a
+//!   crashed run left.
+//! - `start`: one cold start, from an [`InstanceSpec`] to a ready
+//!   [`Container`], undone on any failure.
+//! - [`running`]: [`Container`], a running instance (connect, stop, exit
+//!   status) and its [`ColdStartSplit`].
+//! - `probe`: readiness (TCP connect or HTTP GET) until ready, exited or
+//!   timed out.
+//! - `process`: the container's init process: exit through a pidfd, reaping
+//!   as a child subreaper.
+//! - `state_dir`: where an instance's files live under the shim's state
+//!   directory, and their teardown.
+//! - [`error`]: why a start or a stop failed ([`ContainerError`]).
+//! - [`spec`]: [`InstanceSpec`] and [`ImageConfig`] into the OCI runtime spec
+//!   (`config.json`).
+//! - [`accounts`]: the image's users and groups (`/etc/passwd`, `/etc/group`
+//!   read inside its rootfs) and its `User` resolved against them.
+//! - [`runc`]: the `runc` command line, typed; [`runc::find_runc`].
+//! - [`netns`]: reaching into an isolated instance's network namespace.
+//! - [`overlay`]: the per-instance overlay mount over the shared image rootfs.
+//! - `sys`: the module's only `unsafe` (tokio's `AsyncFd` registration, the
+//!   interface-flags ioctls), each behind a safe function; all other system
+//!   calls go through rustix.
 //! - [`rootfs`]: applies OCI and Docker image layers (plain, gzip or zstd tar
 //!   changesets) with whiteouts and opaque directories, never writing outside
-//!   the rootfs; [`rootfs::unpack_image`] unpacks a whole image once, atomically,
-//!   per image digest.
+//!   the rootfs; [`rootfs::unpack_image`] unpacks a whole image once,
+//!   atomically, per image digest.
+//!
+//! Dependencies point one way, down this list: `shim` → `start` →
+//! `running` → `probe`, `state_dir` → `process`, `netns` → `sys`; all of
+//! them may use `error`, `runc`, `overlay`, `accounts` and `spec` (`error`
+//! and `accounts` use `spec`; `spec` uses none).
 
+pub mod accounts;
 pub mod backend;
-pub mod rootfs;
-
-pub mod instance;
+pub mod error;
 pub mod netns;
 pub mod overlay;
+mod probe;
+mod process;
+pub mod rootfs;
 pub mod runc;
+pub mod running;
+pub mod shim;
 pub mod spec;
+mod start;
+mod state_dir;
+mod sys;
 
-pub use instance::{ColdStartSplit, ContainerError, Instance, Shim};
+#[cfg(test)]
+mod tests;
+
+pub use error::ContainerError;
+pub use running::{ColdStartSplit, Container};
+pub use shim::Shim;
 pub use spec::{ContainerLimits, ImageConfig, InstanceSpec, Network, Probe};

@@ -15,11 +15,15 @@
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::AsFd as _;
 use std::sync::mpsc;
 
+use rustix::net::{AddressFamily, SocketFlags, SocketType, socket_with};
+use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
+
+use super::sys::{IFF_UP, interface_flags, set_interface_flags};
 
 type Request = oneshot::Sender<io::Result<TcpSocket>>;
 
@@ -77,48 +81,23 @@ impl Netns {
     }
 }
 
-/// `setns(fd, CLONE_NEWNET)` for the calling thread.
-#[allow(unsafe_code)]
+/// `setns(fd, CLONE_NEWNET)` for the calling thread (this dedicated thread's
+/// alone).
 fn setns_net(ns: &File) -> io::Result<()> {
-    // SAFETY: `ns` is an open namespace file; setns only reads the fd and
-    // changes the calling thread's network namespace, which is this dedicated
-    // thread's alone.
-    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    Ok(move_into_link_name_space(
+        ns.as_fd(),
+        Some(LinkNameSpaceType::Network),
+    )?)
 }
 
 /// Sets `IFF_UP` on `lo` in the calling thread's network namespace.
-#[allow(unsafe_code)]
 fn loopback_up() -> io::Result<()> {
-    // SAFETY: plain socket(2) call; the returned fd is owned below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: `ifreq` is a plain C struct (with a union of plain fields) for
-    // which all-zero bytes are a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: `req` is a valid `ifreq` naming an interface; SIOCGIFFLAGS
-    // writes `ifru_flags` within it.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: SIOCGIFFLAGS just initialised `ifru_flags`.
-    unsafe {
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-    }
-    // SAFETY: as above; SIOCSIFFLAGS reads `req`.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &raw const req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let socket = socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let flags = interface_flags(&socket, "lo")?;
+    set_interface_flags(&socket, "lo", flags | IFF_UP)
 }

@@ -12,6 +12,9 @@ use std::io;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
+use rustix::io::Errno;
+use rustix::mount::{MountFlags, UnmountFlags};
+
 /// `true` when `path` can be spelled in an overlayfs option string: no `,`,
 /// `:` or `\` (the kernel's option parser would split or unescape them), no
 /// NUL, and absolute.
@@ -22,11 +25,6 @@ pub fn overlay_safe(path: &Path) -> bool {
             .as_bytes()
             .iter()
             .any(|b| matches!(b, b',' | b':' | b'\\' | 0))
-}
-
-fn cstring(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
 /// Mounts an overlay of `lower` (read-only) with `upper` and `work` at
@@ -60,35 +58,22 @@ pub fn mount(lower: &Path, upper: &Path, work: &Path, target: &Path) -> io::Resu
     // with the instance, so durability buys nothing, and without it every
     // unmount syncs the whole upper filesystem (tens to hundreds of ms on a
     // busy disk). Older kernels reject the option: mount without it.
-    match sys_mount(target, &format!("{data},volatile")) {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => sys_mount(target, &data),
-        r => r,
+    match overlay_mount(target, &format!("{data},volatile")) {
+        Err(Errno::INVAL) => Ok(overlay_mount(target, &data)?),
+        r => Ok(r?),
     }
 }
 
-#[allow(unsafe_code)]
-fn sys_mount(target: &Path, data: &str) -> io::Result<()> {
-    let source = c"overlay";
-    let fstype = c"overlay";
-    let target = cstring(target)?;
-    let data = CString::new(data)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "options contain NUL"))?;
-    // SAFETY: every pointer is a valid NUL-terminated string that outlives
-    // the call; `mount` does not retain them.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            libc::MS_NODEV,
-            data.as_ptr().cast(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+/// `mount("overlay", target, "overlay", MS_NODEV, data)`.
+fn overlay_mount(target: &Path, data: &str) -> rustix::io::Result<()> {
+    let data = CString::new(data).map_err(|_| Errno::INVAL)?;
+    rustix::mount::mount(
+        "overlay",
+        target,
+        "overlay",
+        MountFlags::NODEV,
+        data.as_c_str(),
+    )
 }
 
 /// Unmounts `target`. A busy mount is detached instead (`MNT_DETACH`), so it
@@ -96,27 +81,27 @@ fn sys_mount(target: &Path, data: &str) -> io::Result<()> {
 /// mounted (`EINVAL`) or missing (`ENOENT`) counts as done.
 ///
 /// # Errors
-/// Any other error of `umount2(2)`.
-#[allow(unsafe_code)]
+/// `InvalidInput` for a path with a NUL byte; otherwise any other error of
+/// `umount2(2)`.
 pub fn unmount(target: &Path) -> io::Result<()> {
-    let c = cstring(target)?;
+    // rustix reports a NUL as EINVAL, which means "not mounted" below.
+    if target.as_os_str().as_bytes().contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path contains NUL",
+        ));
+    }
     for flags in [
-        libc::UMOUNT_NOFOLLOW,
-        libc::UMOUNT_NOFOLLOW | libc::MNT_DETACH,
+        UnmountFlags::NOFOLLOW,
+        UnmountFlags::NOFOLLOW | UnmountFlags::DETACH,
     ] {
-        // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-        let rc = unsafe { libc::umount2(c.as_ptr(), flags) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINVAL | libc::ENOENT) => return Ok(()),
-            Some(libc::EBUSY) => {}
-            _ => return Err(err),
+        match rustix::mount::unmount(target, flags) {
+            Ok(()) | Err(Errno::INVAL | Errno::NOENT) => return Ok(()),
+            Err(Errno::BUSY) => {}
+            Err(e) => return Err(e.into()),
         }
     }
-    Err(io::Error::from_raw_os_error(libc::EBUSY))
+    Err(Errno::BUSY.into())
 }
 
 /// Mount points at or below `dir`, deepest first, from `/proc/self/mountinfo`.

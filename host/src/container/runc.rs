@@ -107,6 +107,41 @@ pub fn humanize_log(text: &str) -> String {
         .join("\n")
 }
 
+/// The runc binary to use: `given` as it is, else the first executable `runc`
+/// on `PATH`, else `/usr/sbin/runc` if it is executable; `None` when there is
+/// none.
+pub fn find_runc(given: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = given {
+        return Some(p.to_path_buf());
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("runc"))
+            .find(|p| check_executable(p).is_ok())
+    });
+    on_path.or_else(|| {
+        let p = PathBuf::from("/usr/sbin/runc");
+        check_executable(&p).is_ok().then_some(p)
+    })
+}
+
+/// `Ok` when `path` is a regular file (symlinks followed) with an execute bit.
+///
+/// # Errors
+/// Why it is not: the error of `stat`, or `PermissionDenied`.
+pub(super) fn check_executable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "not an executable file",
+        ))
+    }
+}
+
 /// A container's state as `runc state` / `runc list --format json` print it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct State {
@@ -321,23 +356,6 @@ impl Runc {
     }
 }
 
-/// The runc binary to use: the one given, else `runc` on `PATH`, else
-/// `/usr/sbin/runc`.
-pub fn find_runc(given: Option<&Path>) -> Option<PathBuf> {
-    if let Some(p) = given {
-        return Some(p.to_path_buf());
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("runc"))
-            .find(|p| p.is_file())
-    });
-    on_path.or_else(|| {
-        let p = PathBuf::from("/usr/sbin/runc");
-        p.is_file().then_some(p)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,6 +381,25 @@ mod tests {
         assert!(failed("container does not exist").is_not_found());
         assert!(failed("container not running").is_not_running());
         assert!(!failed("permission denied").is_not_found());
+    }
+
+    #[test]
+    fn runc_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let given = dir.path().join("not-even-there");
+        assert_eq!(
+            find_runc(Some(&given)),
+            Some(given),
+            "a given path is taken as it is"
+        );
+        if let Some(found) = find_runc(None) {
+            check_executable(&found).unwrap();
+            assert!(found.ends_with("runc"), "{}", found.display());
+        }
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "").unwrap();
+        assert!(check_executable(&plain).is_err(), "no execute bit");
+        assert!(check_executable(dir.path()).is_err(), "a directory");
     }
 
     #[tokio::test]

@@ -1,0 +1,428 @@
+//! Image layers into a root filesystem: the OCI image-spec changeset rules
+//! (`layer.md`), applied without ever writing outside the rootfs.
+//!
+//! [`apply_layer`] applies one layer (a plain, gzip or zstd tar archive, see
+//! [`Compression`]) onto a directory; [`unpack_image`] applies all of an image's
+//! layers, in manifest order, into `DEST.tmp-XXXXXX` and renames that to `DEST`
+//! only once every layer has been applied and synced, so an interrupted or failed
+//! unpack never looks complete and an existing `DEST` is taken as done.
+//!
+//! # Rules
+//! The entries of a layer are applied in archive order:
+//! - Something already at an entry's path is removed first (a whole tree, for a
+//!   directory), except that a directory entry onto an existing directory only
+//!   updates its owner, mode, mtime and xattrs, and keeps its children.
+//! - Regular files, directories, symlinks and FIFOs are created with their mode
+//!   (setuid, setgid and sticky bits included), mtime, owner and xattrs.
+//! - A hardlink is linked to its target, which must already exist inside the
+//!   rootfs and not be a directory.
+//! - `DIR/.wh.NAME` (a whiteout) removes `DIR/NAME` of the lower layers, a file
+//!   or a whole tree. `DIR/.wh..wh..opq` (an opaque marker) removes every child
+//!   of `DIR` of the lower layers; `DIR` is resolved like any entry's parent.
+//!   Neither ever appears in the rootfs. Other `.wh..wh.*` names (aufs metadata
+//!   such as `.wh..wh.plnk/`) are skipped.
+//! - Character and block devices are **skipped** with a warning (what was at the
+//!   path is still removed); pax global headers are skipped; any other entry
+//!   type (GNU volume or multi-volume headers, …) is refused
+//!   ([`UnpackError::InvalidEntry`]).
+//!
+//! A whiteout or opaque marker only ever hides what *lower* layers put there
+//! (image-spec: "files that are present in the same layer as a whiteout file can
+//! only be hidden by whiteout files in subsequent layers"). The layer remembers
+//! every path it has put in place, with their ancestors; removal skips those and
+//! descends into them instead, so the outcome does not depend on whether a marker
+//! comes before or after the layer's own entries in the archive.
+//!
+//! Owner: applied with `fchown` when running as root (an error is an error);
+//! otherwise attempted and `EPERM`/`EINVAL` ignored (rootless: everything ends up
+//! owned by the caller). Missing parent directories are created with mode 0755.
+//! Directory modes and mtimes are applied at the end of the layer, deepest first,
+//! so that writing a directory's children neither changes its mtime afterwards nor
+//! is refused by a read-only mode. xattrs come from `SCHILY.xattr.*` pax records:
+//! only `user.*` and `security.capability` (file capabilities, e.g. `ping`) are
+//! applied; `trusted.*` (which overlayfs interprets, and a rootfs is an overlay
+//! lower layer), `system.*` and other `security.*` names are dropped; a file system
+//! that refuses them gets a warning.
+//!
+//! # Containment
+//! - **Paths** are normalized lexically: a leading `/` is stripped (the entry
+//!   `/etc/x` lands at `ROOTFS/etc/x`), empty and `.` components are dropped, and
+//!   `..` removes the previous component; an entry whose path would leave the
+//!   rootfs (`../x`, `a/../../x`) is refused with [`UnpackError::Escape`].
+//! - **No write goes through a symlink.** Every path is resolved from a descriptor
+//!   of the rootfs, one component at a time, with `O_NOFOLLOW|O_DIRECTORY`, and
+//!   every change is made with a `*at` call relative to the parent found that way
+//!   (`openat`, `mkdirat`, `symlinkat`, `linkat`, `unlinkat`, …). An entry (or a
+//!   whiteout, or a hardlink target) with a symlink among its parent components is
+//!   refused with [`UnpackError::Escape`], wherever that symlink points. The last
+//!   component is never followed either: what exists there is removed (`unlinkat`,
+//!   or a recursive removal that never follows symlinks) and files are created with
+//!   `O_CREAT|O_EXCL|O_NOFOLLOW`, so an existing file, symlink or hardlink is never
+//!   written through.
+//! - **Symlinks** are created exactly as given (absolute, or climbing with `..`):
+//!   this module never follows them, and in the container the kernel resolves them
+//!   inside the container's root. Host code that later reads a file from a rootfs
+//!   must resolve it the same way (e.g. `openat2` with `RESOLVE_IN_ROOT`).
+//! - **Hardlinks**: the target is normalized like an entry path (so `/etc/passwd`
+//!   means `ROOTFS/etc/passwd` and `../x` is an escape), reached without following
+//!   a symlink, and linked with `linkat` without `AT_SYMLINK_FOLLOW` (a hardlink to
+//!   a symlink links the symlink itself). A hardlink's header metadata is not
+//!   applied: the inode is its target's.
+//! - **Device nodes** are never created: runc gives a container its own `/dev`,
+//!   and a device node in an image is at best useless and at worst a door to the
+//!   host's devices. They are skipped with a warning, as rootless unpackers do, so
+//!   that old images with a populated `/dev` still unpack. FIFOs are created: a
+//!   named pipe reaches nothing outside the rootfs.
+//!
+//! # Not covered
+//! Size and inode quotas (a layer can be a decompression bomb: bound the blob size
+//! before calling), uid/gid remapping (user namespaces), `security.selinux` labels.
+//!
+//! # Layout
+//! - this module: [`Compression`], [`LayerStats`], [`UnpackError`],
+//!   [`apply_layer`] and [`unpack_image`], and the state of one layer being
+//!   applied (`Applier`), whose methods the files below provide;
+//! - `apply`: the `Applier`: one layer's entries put in place, one method per
+//!   entry type;
+//! - `meta`: what an entry carries besides its contents (owner, mode, times,
+//!   xattrs), read from the header and pax records, and applied;
+//! - `path`: entry paths normalized, and resolved one component at a time
+//!   from the rootfs descriptor without following a symlink;
+//! - `whiteout`: whiteouts and opaque directories, removing what lower layers
+//!   put there, and tree removal (iterative, so depth cannot exhaust the
+//!   stack).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, Timespec};
+
+mod apply;
+mod meta;
+mod path;
+mod whiteout;
+
+#[cfg(test)]
+mod tests;
+
+/// Write buffer for file contents (and read buffer for plain tar streams).
+const COPY_BUFFER: usize = 128 * 1024;
+
+/// The state of one layer being applied. Declared here, and given its
+/// methods by `apply`, `meta`, `path` and `whiteout`, so that those files
+/// use each other one way only.
+#[derive(Debug)]
+struct Applier {
+    /// The rootfs, opened `O_PATH`: every path is resolved from here.
+    root: OwnedFd,
+    /// Running as root: ownership must be applied.
+    privileged: bool,
+    stats: LayerStats,
+    /// Every path this layer has put in place, and all their ancestors: what
+    /// whiteouts and opaque markers of this layer must not remove.
+    this_layer: HashSet<PathBuf>,
+    /// Mode and mtime of this layer's directories, applied by [`Self::finish`].
+    deferred_dirs: HashMap<PathBuf, (Mode, Timespec)>,
+}
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// A plain tar archive.
+    None,
+    /// gzip; several concatenated members are read as one stream.
+    Gzip,
+    /// Zstandard; several concatenated frames are read as one stream.
+    Zstd,
+}
+
+impl Compression {
+    /// The compression of a layer with this media type, or `None` if it is not
+    /// an OCI or Docker image layer type. Parameters (`; …`) and ASCII case are
+    /// ignored.
+    pub fn from_media_type(media_type: &str) -> Option<Self> {
+        let essence = media_type.split(';').next().unwrap_or_default().trim();
+        match essence.to_ascii_lowercase().as_str() {
+            "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Self::None),
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Self::Gzip),
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Some(Self::Zstd),
+            _ => None,
+        }
+    }
+
+    /// The compression that the first bytes of a blob show: gzip or zstd by
+    /// their magic numbers, [`Compression::None`] for a tar whose first header
+    /// carries the `ustar` magic (POSIX and GNU tars), and `None` when the bytes
+    /// say nothing (too short, an empty or pre-POSIX tar, or not a layer at all).
+    ///
+    /// 512 bytes are enough; [`unpack_image`] passes what one buffered read gives.
+    pub fn detect(prefix: &[u8]) -> Option<Self> {
+        const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+        const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+        if prefix.starts_with(GZIP_MAGIC) {
+            Some(Self::Gzip)
+        } else if prefix.starts_with(ZSTD_MAGIC) {
+            Some(Self::Zstd)
+        } else if prefix.get(257..262) == Some(b"ustar") {
+            Some(Self::None)
+        } else {
+            None
+        }
+    }
+}
+
+/// What applying one layer did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LayerStats {
+    /// Archive entries read (pax and GNU long-name headers not counted).
+    pub entries: u64,
+    /// Regular files written.
+    pub files: u64,
+    /// Directories created or updated (including the rootfs itself for `./`).
+    pub dirs: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// Hardlinks created.
+    pub hardlinks: u64,
+    /// FIFOs created.
+    pub fifos: u64,
+    /// Whiteout entries applied (`.wh.NAME`).
+    pub whiteouts: u64,
+    /// Opaque markers applied (`.wh..wh..opq`).
+    pub opaque_dirs: u64,
+    /// Entries skipped: device nodes, aufs metadata, pax global headers.
+    pub skipped: u64,
+    /// Bytes of regular-file content written.
+    pub bytes: u64,
+}
+
+/// Why a layer could not be applied.
+///
+/// Entry errors name the entry's path as it is written in the archive.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnpackError {
+    /// The entry would write (or link, or delete) outside the rootfs, or through
+    /// a symlink.
+    #[error("layer entry {path:?} escapes the rootfs: {reason}")]
+    Escape {
+        /// The entry's path as written in the archive.
+        path: PathBuf,
+        /// What escapes, and how.
+        reason: String,
+    },
+
+    /// The entry is malformed or of a type that is never unpacked.
+    #[error("invalid layer entry {path:?}: {reason}")]
+    InvalidEntry {
+        /// The entry's path as written in the archive.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A file system operation for an entry failed.
+    #[error("layer entry {path:?}: {context}")]
+    Entry {
+        /// The entry's path as written in the archive.
+        path: PathBuf,
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The layer could not be read: an I/O error, corrupt compression, or a
+    /// malformed or truncated tar stream.
+    #[error("cannot read layer")]
+    Read(#[source] io::Error),
+
+    /// A file system operation outside any entry (the rootfs, a blob, the
+    /// temporary directory, the final rename) failed.
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// One of an image's layers failed ([`unpack_image`]).
+    #[error("layer {index} ({}) of the image", blob.display())]
+    Layer {
+        /// The layer's position in the manifest, from 0.
+        index: usize,
+        /// The blob it was read from.
+        blob: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Box<UnpackError>,
+    },
+}
+
+impl UnpackError {
+    fn escape(path: &Path, reason: impl Into<String>) -> Self {
+        Self::Escape {
+            path: path.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn invalid(path: &Path, reason: impl Into<String>) -> Self {
+        Self::InvalidEntry {
+            path: path.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn entry(path: &Path, context: impl Into<String>, source: impl Into<io::Error>) -> Self {
+        Self::Entry {
+            path: path.to_owned(),
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    fn io(op: &'static str, path: &Path, source: impl Into<io::Error>) -> Self {
+        Self::Io {
+            op,
+            path: path.to_owned(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Applies one layer onto `rootfs`, an existing directory holding the layers
+/// below it (or nothing, for the first).
+///
+/// `compression` is taken as given; see [`Compression::detect`] to sniff it. The
+/// stream is read to its end, so that a corrupt compressed stream is noticed even
+/// after the tar's end-of-archive marker.
+///
+/// On error the rootfs is left partly applied: unpack into a scratch directory
+/// and discard it on failure, as [`unpack_image`] does.
+pub fn apply_layer(
+    rootfs: &Path,
+    layer: impl Read,
+    compression: Compression,
+) -> Result<LayerStats, UnpackError> {
+    let root = rustix::fs::open(
+        rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| UnpackError::io("open rootfs", rootfs, e))?;
+    let stats = match compression {
+        Compression::None => apply::apply_tar(root, BufReader::with_capacity(COPY_BUFFER, layer)),
+        Compression::Gzip => apply::apply_tar(root, flate2::read::MultiGzDecoder::new(layer)),
+        Compression::Zstd => apply::apply_tar(
+            root,
+            zstd::stream::read::Decoder::new(layer).map_err(UnpackError::Read)?,
+        ),
+    }?;
+    tracing::debug!(rootfs = %rootfs.display(), ?compression, ?stats, "applied layer");
+    Ok(stats)
+}
+
+/// Unpacks an image's layers (blob path and compression, in manifest order) into
+/// `dest`, once.
+///
+/// If `dest` exists, it is taken as a finished unpack and nothing is done.
+/// Otherwise the layers are applied into a fresh `DEST.tmp-XXXXXX` beside it
+/// (mode 0755), the file system is synced, and the directory is renamed to `dest`;
+/// on any error it is removed, so `dest` never exists half-made. Another unpack of
+/// the same image finishing first is not an error. A crash can leave a
+/// `DEST.tmp-*` directory behind: it is garbage, safe to remove when no unpack
+/// runs.
+///
+/// The compression of each blob is sniffed ([`Compression::detect`]) and wins
+/// over the declared one when they differ (old Docker images label plain tars
+/// `tar.gzip`); the declared one is used when the bytes say nothing.
+pub fn unpack_image(layers: &[(PathBuf, Compression)], dest: &Path) -> Result<(), UnpackError> {
+    match fs::symlink_metadata(dest) {
+        Ok(_) => {
+            tracing::debug!(dest = %dest.display(), "image already unpacked");
+            return Ok(());
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(UnpackError::io("inspect", dest, e)),
+    }
+    let Some(name) = dest.file_name() else {
+        return Err(UnpackError::io(
+            "unpack into",
+            dest,
+            io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"),
+        ));
+    };
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent).map_err(|e| UnpackError::io("create directory", parent, e))?;
+    let mut prefix = name.to_owned();
+    prefix.push(".tmp-");
+    let tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempdir_in(parent)
+        .map_err(|e| UnpackError::io("create a temporary directory in", parent, e))?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
+        .map_err(|e| UnpackError::io("set the mode of", tmp.path(), e))?;
+
+    for (index, (blob, declared)) in layers.iter().enumerate() {
+        let in_layer = |source| UnpackError::Layer {
+            index,
+            blob: blob.clone(),
+            source: Box::new(source),
+        };
+        let file = File::open(blob).map_err(|e| in_layer(UnpackError::io("open", blob, e)))?;
+        let mut reader = BufReader::with_capacity(COPY_BUFFER, file);
+        let head = reader
+            .fill_buf()
+            .map_err(|e| in_layer(UnpackError::io("read", blob, e)))?;
+        let compression = match Compression::detect(head) {
+            Some(sniffed) if sniffed != *declared => {
+                tracing::warn!(
+                    blob = %blob.display(), ?declared, ?sniffed,
+                    "layer compression differs from its media type; using what its bytes show"
+                );
+                sniffed
+            }
+            _ => *declared,
+        };
+        apply_layer(tmp.path(), reader, compression).map_err(in_layer)?;
+    }
+
+    let dir = File::open(tmp.path()).map_err(|e| UnpackError::io("open", tmp.path(), e))?;
+    rustix::fs::syncfs(&dir).map_err(|e| UnpackError::io("sync", tmp.path(), e))?;
+    drop(dir);
+    match fs::rename(tmp.path(), dest) {
+        // Renamed away: nothing is left for the guard to clean up.
+        Ok(()) => drop(tmp.keep()),
+        Err(e) if dest.is_dir() => {
+            // Another unpack of this image got there first; ours is dropped.
+            tracing::debug!(dest = %dest.display(), error = %e, "image unpacked concurrently");
+            return Ok(());
+        }
+        Err(e) => return Err(UnpackError::io("rename the unpacked image to", dest, e)),
+    }
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| UnpackError::io("sync", parent, e))?;
+    tracing::debug!(dest = %dest.display(), layers = layers.len(), "image unpacked");
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! The runc shim: starts, probes, stops and reaps container instances.
+//!
+//! One [`Shim`] per host owns a state directory, with a private runc `--root`
+//! in it (the layout is in `state_dir.rs`).
+//!
+//! # Lifecycle
+//! [`Shim::start`] mounts the overlay, writes the runtime spec
+//! ([`super::spec::runtime_spec`]), runs `runc create` (stdio to the log
+//! files), brings `lo` up for [`Network::Isolated`](super::Network::Isolated),
+//! runs `runc start`, then probes `127.0.0.1:PORT` (from inside the instance's
+//! namespace when isolated) until it answers, the process exits
+//! ([`ContainerError::Exited`], with the exit status and the end of its
+//! stderr) or `startup_timeout` passes ([`ContainerError::NotReady`]). On any
+//! failure everything is undone before the error is returned (`start.rs`,
+//! `probe.rs`).
+//!
+//! [`Container::stop`] follows Cloud Run: SIGTERM, up to `grace` for the
+//! process to exit, SIGKILL, then `runc delete --force`, unmount, remove the
+//! instance directory. A [`Container`] dropped without `stop` is torn down the
+//! same way in the background (without grace), if a tokio runtime is there.
+//! [`Shim::reap_leftovers`], at host start, removes whatever a crashed run
+//! left under the state directory.
+//!
+//! # Exit statuses
+//! [`Shim::new`] makes the berth process a child subreaper
+//! (`PR_SET_CHILD_SUBREAPER`), as containerd's shims are, so that berth
+//! collects the exit status of each container's init (`process.rs`).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::{ContainerError, Result, io_err};
+use super::overlay;
+use super::process::become_subreaper;
+use super::runc::{Runc, check_executable};
+use super::running::Container;
+use super::spec::{self, InstanceSpec};
+use super::start::start_instance;
+use super::state_dir::{ShimInner, remove_instance_dir, set_mode};
+
+/// Runs container instances with runc. One per host; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Shim {
+    inner: Arc<ShimInner>,
+}
+
+impl Shim {
+    /// A shim keeping its state under `state_dir` (created if needed) and
+    /// running the runc binary at `runc` with `--root <state_dir>/runc`.
+    ///
+    /// Makes this process a child subreaper (see the module docs).
+    ///
+    /// # Errors
+    /// When `runc` is not an executable file or the directories cannot be
+    /// created.
+    pub fn new(state_dir: &Path, runc: PathBuf) -> Result<Self> {
+        check_executable(&runc).map_err(|source| ContainerError::RuncMissing {
+            path: runc.clone(),
+            source,
+        })?;
+        std::fs::create_dir_all(state_dir).map_err(io_err("", "creating the state directory"))?;
+        let state_dir = state_dir
+            .canonicalize()
+            .map_err(io_err("", "resolving the state directory"))?;
+        let root = state_dir.join("runc");
+        let instances = state_dir.join("instances");
+        let logs = state_dir.join("logs");
+        for d in [&root, &instances, &logs] {
+            std::fs::create_dir_all(d).map_err(io_err("", format!("creating {}", d.display())))?;
+        }
+        // runc keeps its state private; so do we (0700).
+        set_mode(&root, 0o700).map_err(io_err("", "chmod of the runc root"))?;
+        if let Err(e) = become_subreaper() {
+            tracing::warn!(error = %e, "cannot become a child subreaper: container exit statuses will be unknown");
+        }
+        Ok(Self {
+            inner: Arc::new(ShimInner {
+                runc: Runc::new(runc, root),
+                instances,
+                logs,
+            }),
+        })
+    }
+
+    /// The runc wrapper (its `--root` is private to this shim).
+    pub fn runc(&self) -> &Runc {
+        &self.inner.runc
+    }
+
+    /// Removes everything a previous (crashed) run left: every container under
+    /// this shim's runc root is killed and deleted, every overlay under the
+    /// instances directory unmounted and every instance directory removed.
+    /// Network namespaces need no reaping: runc creates them with the
+    /// container and they go with it. Call it once at host start, before any
+    /// [`Shim::start`]. Returns how many leftover instances were removed.
+    ///
+    /// # Errors
+    /// When runc cannot list its containers or a leftover cannot be removed
+    /// (the others are still attempted).
+    pub async fn reap_leftovers(&self) -> Result<usize> {
+        let inner = &self.inner;
+        let mut reaped = std::collections::BTreeSet::new();
+        let mut first_err = None;
+        for st in inner.runc.list().await? {
+            tracing::info!(id = %st.id, status = %st.status, pid = st.pid, "reaping leftover container");
+            if let Err(e) = inner.runc.kill(&st.id, "KILL", true).await
+                && !e.is_not_running()
+                && !e.is_not_found()
+            {
+                tracing::debug!(id = %st.id, error = %e, "kill of a leftover failed; deleting anyway");
+            }
+            match inner.runc.delete(&st.id, true).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::warn!(id = %st.id, error = %e, "cannot delete leftover container");
+                    first_err.get_or_insert(ContainerError::from(e));
+                    continue;
+                }
+            }
+            reaped.insert(st.id);
+        }
+        let dirs = inner.instances.clone();
+        let removed = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Result<()>)>> {
+            let mut out = Vec::new();
+            let entries = std::fs::read_dir(&dirs).map_err(io_err("", "listing instances"))?;
+            for entry in entries {
+                let entry = entry.map_err(io_err("", "listing instances"))?;
+                let id = entry.file_name().to_string_lossy().into_owned();
+                out.push((id.clone(), remove_instance_dir(&id, &entry.path())));
+            }
+            // Mounts whose directory vanished (should not happen) go too.
+            for m in overlay::mounts_under(&dirs).map_err(io_err("", "reading mountinfo"))? {
+                let _ = overlay::unmount(&m);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| io_err("", "reaping task")(io::Error::other(e)))??;
+        for (id, result) in removed {
+            match result {
+                Ok(()) => {
+                    tracing::info!(%id, "removed leftover instance directory");
+                    reaped.insert(id);
+                }
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "cannot remove leftover instance");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(reaped.len()),
+        }
+    }
+
+    /// Starts one instance on `lower_rootfs` (the image's unpacked rootfs,
+    /// used read-only) and waits until it is ready.
+    ///
+    /// `spec.startup_timeout` bounds the readiness phase (after `runc start`).
+    ///
+    /// # Errors
+    /// [`ContainerError::Exited`] if the process exits before it is ready,
+    /// [`ContainerError::NotReady`] if it is not ready in time, and others for
+    /// a bad spec or a failing runc. Nothing of the instance is left behind
+    /// on error.
+    pub async fn start(&self, lower_rootfs: &Path, spec: InstanceSpec) -> Result<Container> {
+        spec::validate(&spec)?;
+        let id = spec.id.clone();
+        // On its own task: should the caller stop waiting, the start still
+        // runs to its end and the instance it yields is dropped, which tears
+        // it down, so nothing is left half made.
+        tokio::spawn(start_instance(
+            Arc::clone(&self.inner),
+            lower_rootfs.to_path_buf(),
+            spec,
+        ))
+        .await
+        .map_err(|e| io_err(&id, "start task")(io::Error::other(e)))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_runc_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Shim::new(dir.path(), PathBuf::from("/no/runc")).unwrap_err();
+        assert!(matches!(err, ContainerError::RuncMissing { .. }));
+        assert!(err.to_string().contains("install runc"), "{err}");
+    }
+}

@@ -1,0 +1,354 @@
+//! One cold start, from an [`InstanceSpec`] to a ready [`Container`]: the
+//! body of [`Shim::start`](super::Shim::start).
+//!
+//! The runtime spec is made first (a bad spec leaves nothing to undo), then
+//! the instance directories and the overlay mount, `runc create` (stdio to
+//! the log files), bringing `lo` up for [`Network::Isolated`], `runc start`,
+//! and the readiness probe ([`super::probe`]). On any failure everything is
+//! undone before the error is returned: a [`ContainerError::Exited`] quotes
+//! the exit status and the end of the process's stderr.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read as _, Seek as _, SeekFrom};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::accounts::{Accounts, resolve_user};
+use super::error::{ContainerError, Result, io_err};
+use super::netns::Netns;
+use super::overlay;
+use super::probe::{ReadyError, wait_ready};
+use super::process::{ExitWatch, watch_exit};
+use super::runc::RuncError;
+use super::running::{ColdStartSplit, Container};
+use super::spec::{self, InstanceSpec, Network};
+use super::state_dir::{Paths, ShimInner, remove_instance_dir, set_mode, spawn_teardown};
+
+/// How much of the stderr log an [`ContainerError::Exited`] quotes.
+const STDERR_TAIL_LINES: usize = 20;
+const STDERR_TAIL_BYTES: u64 = 8 * 1024;
+
+/// The body of [`Shim::start`](super::Shim::start).
+pub(super) async fn start_instance(
+    inner: Arc<ShimInner>,
+    lower_rootfs: PathBuf,
+    spec: InstanceSpec,
+) -> Result<Container> {
+    let id = spec.id.clone();
+    let paths = inner.paths(&id);
+    if spec.network == Network::Host {
+        check_port_free(&id, spec.port)?;
+    }
+
+    // Spec first: a bad spec leaves nothing to undo.
+    let t = Instant::now();
+    let lower = lower_rootfs.clone();
+    let cgroups = PathBuf::from("/berth").join(&id);
+    let spec_for_oci = spec.clone();
+    let p = paths.clone();
+    let oci = tokio::task::spawn_blocking(move || -> Result<_> {
+        let accounts = Accounts::read(&lower)?;
+        let user = resolve_user(spec_for_oci.image.user.as_deref(), &accounts)?;
+        let mut oci = spec::runtime_spec(&spec_for_oci, &user, Path::new("rootfs"), &cgroups)?;
+        spec::add_ro_bind(&mut oci, &p.etc.join("hosts"), "/etc/hosts")?;
+        spec::add_ro_bind(&mut oci, &p.etc.join("hostname"), "/etc/hostname")?;
+        if spec_for_oci.network == Network::Host {
+            spec::add_ro_bind(&mut oci, &p.etc.join("resolv.conf"), "/etc/resolv.conf")?;
+        }
+        Ok(oci)
+    })
+    .await
+    .map_err(|e| io_err(&id, "spec task")(io::Error::other(e)))??;
+    let spec_time = t.elapsed();
+
+    // Overlay.
+    let t = Instant::now();
+    let lower = lower_rootfs.canonicalize().map_err(io_err(
+        &id,
+        format!("resolving the rootfs {}", lower_rootfs.display()),
+    ))?;
+    let p = paths.clone();
+    let id2 = id.clone();
+    let network = spec.network;
+    tokio::task::spawn_blocking(move || prepare(&id2, &lower, &p, &oci, network))
+        .await
+        .map_err(|e| io_err(&id, "overlay task")(io::Error::other(e)))??;
+    let overlay_time = t.elapsed();
+
+    // From here on, failure must undo.
+    let mut guard = Cleanup {
+        inner: Arc::clone(&inner),
+        id: id.clone(),
+        paths: paths.clone(),
+        armed: true,
+    };
+    let result = launch(&inner, &spec, &paths).await;
+    let mut launched = match result {
+        Ok(l) => l,
+        Err(e) => {
+            guard.run().await;
+            return Err(e);
+        }
+    };
+    launched.split.overlay = overlay_time;
+    launched.split.create += spec_time;
+
+    let t = Instant::now();
+    let ready = wait_ready(&spec, launched.netns.as_ref(), &mut launched.exit).await;
+    launched.split.ready = t.elapsed();
+    if let Err(e) = ready {
+        let e = match e {
+            ReadyError::Exited(status) => ContainerError::Exited {
+                id: id.clone(),
+                status,
+                stderr: log_tail(&paths.stderr, launched.stderr_offset),
+            },
+            ReadyError::Timeout(last_probe) => ContainerError::NotReady {
+                id: id.clone(),
+                port: spec.port,
+                timeout: spec.startup_timeout,
+                last_probe,
+            },
+        };
+        tracing::warn!(%id, app = %spec.app, error = %e, "container instance failed to start");
+        drop(launched.netns.take());
+        guard.run().await;
+        return Err(e);
+    }
+    guard.armed = false;
+    tracing::info!(%id, app = %spec.app, pid = launched.pid, split = %launched.split, "container instance ready");
+    Ok(Container {
+        id,
+        port: spec.port,
+        pid: launched.pid,
+        inner,
+        paths,
+        exit: launched.exit,
+        netns: launched.netns,
+        split: launched.split,
+        stop_grace: spec.stop_grace,
+        armed: true,
+    })
+}
+
+/// Undoes a half-made instance.
+struct Cleanup {
+    inner: Arc<ShimInner>,
+    id: String,
+    paths: Paths,
+    armed: bool,
+}
+
+impl Cleanup {
+    async fn run(&mut self) {
+        if let Err(e) = self.inner.teardown(&self.id, &self.paths).await {
+            tracing::error!(id = %self.id, error = %e, "cleanup of a failed start failed; reap_leftovers will retry at next host start");
+        }
+        self.armed = false;
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // `start_instance` panicked midway.
+        if self.armed {
+            spawn_teardown(
+                Arc::clone(&self.inner),
+                self.id.clone(),
+                self.paths.clone(),
+                None,
+            );
+        }
+    }
+}
+
+/// Creates the instance directories, mounts the overlay and writes
+/// `config.json`.
+fn prepare(
+    id: &str,
+    lower: &Path,
+    p: &Paths,
+    oci: &oci_spec::runtime::Spec,
+    network: Network,
+) -> Result<()> {
+    match std::fs::create_dir(&p.dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(ContainerError::AlreadyExists(id.to_owned()));
+        }
+        Err(e) => return Err(io_err(id, "creating the instance directory")(e)),
+    }
+    let made = (|| {
+        set_mode(&p.dir, 0o700).map_err(io_err(id, "chmod of the instance directory"))?;
+        for d in [&p.upper, &p.work, &p.rootfs, &p.etc] {
+            std::fs::create_dir_all(d).map_err(io_err(id, format!("creating {}", d.display())))?;
+        }
+        write_etc(&p.etc, id, network).map_err(io_err(id, "writing /etc files"))?;
+        overlay::mount(lower, &p.upper, &p.work, &p.rootfs).map_err(io_err(
+            id,
+            format!(
+                "overlay mount of {} at {}",
+                lower.display(),
+                p.rootfs.display()
+            ),
+        ))?;
+        oci.save(p.bundle.join("config.json"))
+            .map_err(|e| io_err(id, "writing config.json")(io::Error::other(e)))
+    })();
+    if made.is_err() {
+        let _ = remove_instance_dir(id, &p.dir);
+    }
+    made
+}
+
+/// The files berth bind-mounts over the image's (read-only), as Docker and
+/// containerd do: `/etc/hosts` (loopback names and the hostname),
+/// `/etc/hostname`, and on the host network a snapshot of the host's
+/// `/etc/resolv.conf` so that name resolution works as on the host. An
+/// isolated instance has no network to resolve names on and keeps the
+/// image's `resolv.conf`.
+fn write_etc(etc: &Path, id: &str, network: Network) -> io::Result<()> {
+    std::fs::write(
+        etc.join("hosts"),
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{id}\n"
+        ),
+    )?;
+    std::fs::write(etc.join("hostname"), format!("{id}\n"))?;
+    if network == Network::Host {
+        let resolv = match std::fs::read("/etc/resolv.conf") {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        std::fs::write(etc.join("resolv.conf"), resolv)?;
+    }
+    Ok(())
+}
+
+/// What `launch` produced.
+struct Launched {
+    pid: u32,
+    exit: ExitWatch,
+    netns: Option<Netns>,
+    split: ColdStartSplit,
+    stderr_offset: u64,
+}
+
+/// `runc create`, netns setup, `runc start`.
+async fn launch(inner: &ShimInner, spec: &InstanceSpec, p: &Paths) -> Result<Launched> {
+    let id = spec.id.as_str();
+    let mut split = ColdStartSplit::default();
+    let t = Instant::now();
+    let open_log = |path: &Path| {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io_err(id, format!("opening {}", path.display())))
+    };
+    let stdout = open_log(&p.stdout)?;
+    let stderr = open_log(&p.stderr)?;
+    let stderr_offset = stderr.metadata().map(|m| m.len()).unwrap_or(0);
+    if let Err(e) = inner
+        .runc
+        .create(id, &p.bundle, &p.pid_file, stdout, stderr)
+        .await
+    {
+        return Err(match e {
+            RuncError::Failed { status, .. } => ContainerError::Create {
+                id: id.to_owned(),
+                status,
+                stderr: super::runc::humanize_log(&log_tail(&p.stderr, stderr_offset)),
+            },
+            e => e.into(),
+        });
+    }
+    let pid = read_pid(&p.pid_file).map_err(io_err(id, "reading runc's pid file"))?;
+    let exit = watch_exit(pid).map_err(io_err(id, "watching the container process"))?;
+    let netns = match spec.network {
+        Network::Host => None,
+        Network::Isolated => Some(
+            Netns::enter(pid)
+                .await
+                .map_err(io_err(id, "entering the container's network namespace"))?,
+        ),
+    };
+    split.create = t.elapsed();
+
+    let t = Instant::now();
+    inner.runc.start(id).await?;
+    split.start = t.elapsed();
+    Ok(Launched {
+        pid,
+        exit,
+        netns,
+        split,
+        stderr_offset,
+    })
+}
+
+/// Fails when something already listens on `port` on the host.
+fn check_port_free(id: &str, port: u16) -> Result<()> {
+    match std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(ContainerError::PortInUse {
+            id: id.to_owned(),
+            port,
+        }),
+        Err(e) => Err(io_err(id, format!("checking port {port}"))(e)),
+    }
+}
+
+fn read_pid(path: &Path) -> io::Result<u32> {
+    let text = std::fs::read_to_string(path)?;
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|p| *p > 1)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad pid {text:?}")))
+}
+
+/// The last lines written to `path` after `from`.
+fn log_tail(path: &Path, from: u64) -> String {
+    let read = || -> io::Result<String> {
+        let mut f = File::open(path)?;
+        let len = f.metadata()?.len();
+        let start = from.max(len.saturating_sub(STDERR_TAIL_BYTES));
+        f.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::new();
+        f.take(STDERR_TAIL_BYTES).read_to_end(&mut buf)?;
+        let text = String::from_utf8_lossy(&buf);
+        let lines: Vec<&str> = text.lines().collect();
+        let skip = lines.len().saturating_sub(STDERR_TAIL_LINES);
+        Ok(lines[skip..].join("\n"))
+    };
+    match read() {
+        Ok(t) if t.trim().is_empty() => "(nothing)".to_owned(),
+        Ok(t) => t,
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_tails() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("err.log");
+        let old = "old run\n".repeat(3);
+        let new: String = (0..30).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&p, format!("{old}{new}")).unwrap();
+        let tail = log_tail(&p, old.len() as u64);
+        assert!(
+            tail.starts_with("line 10\n") && tail.ends_with("line 29"),
+            "{tail}"
+        );
+        std::fs::write(&p, &old).unwrap();
+        assert_eq!(log_tail(&p, old.len() as u64), "(nothing)");
+    }
+}

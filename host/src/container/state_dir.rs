@@ -1,0 +1,122 @@
+//! The shim's state directory: where each instance's files live ([`Paths`])
+//! and how an instance is removed again ([`ShimInner::teardown`], or
+//! [`spawn_teardown`] when the caller cannot wait).
+//!
+//! ```text
+//! <state_dir>/runc/                       runc --root (container state)
+//! <state_dir>/instances/<id>/upper/       overlay upper (the instance's writes)
+//! <state_dir>/instances/<id>/work/        overlay work dir
+//! <state_dir>/instances/<id>/bundle/      config.json, rootfs/ (the overlay mount)
+//! <state_dir>/instances/<id>/etc/         hosts, hostname, resolv.conf (bind-mounted)
+//! <state_dir>/instances/<id>/init.pid     runc --pid-file
+//! <state_dir>/logs/<id>.stdout.log        the container's stdout (kept after stop)
+//! <state_dir>/logs/<id>.stderr.log        the container's stderr, and runc's
+//! ```
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::{Result, io_err};
+use super::overlay;
+use super::process::ExitWatch;
+use super::runc::Runc;
+
+/// Files and directories of one instance.
+#[derive(Debug, Clone)]
+pub(super) struct Paths {
+    pub(super) dir: PathBuf,
+    pub(super) upper: PathBuf,
+    pub(super) work: PathBuf,
+    pub(super) bundle: PathBuf,
+    pub(super) rootfs: PathBuf,
+    pub(super) etc: PathBuf,
+    pub(super) pid_file: PathBuf,
+    pub(super) stdout: PathBuf,
+    pub(super) stderr: PathBuf,
+}
+
+/// What a [`Shim`](super::Shim) and each of its containers share: the runc
+/// wrapper and the state directory.
+#[derive(Debug)]
+pub(super) struct ShimInner {
+    pub(super) runc: Runc,
+    pub(super) instances: PathBuf,
+    pub(super) logs: PathBuf,
+}
+
+impl ShimInner {
+    pub(super) fn paths(&self, id: &str) -> Paths {
+        let dir = self.instances.join(id);
+        let bundle = dir.join("bundle");
+        Paths {
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            rootfs: bundle.join("rootfs"),
+            pid_file: dir.join("init.pid"),
+            etc: dir.join("etc"),
+            bundle,
+            dir,
+            stdout: self.logs.join(format!("{id}.stdout.log")),
+            stderr: self.logs.join(format!("{id}.stderr.log")),
+        }
+    }
+
+    /// Removes everything of instance `id`: the runc container (killed if it
+    /// runs), mounts under its directory, the directory. Idempotent.
+    pub(super) async fn teardown(&self, id: &str, paths: &Paths) -> Result<()> {
+        match self.runc.delete(id, true).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let dir = paths.dir.clone();
+        let id_owned = id.to_owned();
+        tokio::task::spawn_blocking(move || remove_instance_dir(&id_owned, &dir))
+            .await
+            .map_err(|e| io_err(id, "teardown task")(io::Error::other(e)))?
+    }
+}
+
+/// Unmounts whatever is mounted at or below `dir`, then removes it.
+pub(super) fn remove_instance_dir(id: &str, dir: &Path) -> Result<()> {
+    let mounts = overlay::mounts_under(dir).map_err(io_err(id, "reading mountinfo"))?;
+    for m in mounts {
+        overlay::unmount(&m).map_err(io_err(id, format!("unmounting {}", m.display())))?;
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(id, format!("removing {}", dir.display()))(e)),
+    }
+}
+
+/// Tears an instance down in the background (the caller cannot wait): kills
+/// it first unless `exit` shows it has exited.
+pub(super) fn spawn_teardown(
+    inner: Arc<ShimInner>,
+    id: String,
+    paths: Paths,
+    exit: Option<ExitWatch>,
+) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        tracing::error!(%id, "instance dropped outside a tokio runtime: left for reap_leftovers");
+        return;
+    };
+    rt.spawn(async move {
+        if let Some(exit) = exit
+            && exit.borrow().is_none()
+        {
+            let _ = inner.runc.kill(&id, "KILL", true).await;
+        }
+        if let Err(e) = inner.teardown(&id, &paths).await {
+            tracing::error!(%id, error = %e, "background teardown failed; reap_leftovers will retry at next host start");
+        }
+    });
+}
+
+/// `chmod`.
+pub(super) fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
