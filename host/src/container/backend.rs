@@ -142,7 +142,7 @@ impl Backend for ContainerBackend {
             metrics.track_cgroup(&self.app, &cgroup);
             (metrics, cgroup)
         });
-        let timings = container.cold_start_split();
+        let timings = container.start_timings();
         let split = ColdStartSplit {
             phases: vec![
                 ("overlay", timings.overlay),

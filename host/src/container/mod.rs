@@ -11,7 +11,7 @@
 //! - `start`: one cold start, from an [`InstanceSpec`] to a ready
 //!   [`Container`], undone on any failure.
 //! - [`running`]: [`Container`], a running instance (connect, stop, exit
-//!   status) and its [`ColdStartSplit`].
+//!   status) and its [`StartTimings`].
 //! - `probe`: readiness (TCP connect or HTTP GET) until ready, exited or
 //!   timed out.
 //! - `process`: the container's init process: exit through a pidfd, reaping
@@ -59,6 +59,6 @@ mod sys;
 mod tests;
 
 pub use error::ContainerError;
-pub use running::{ColdStartSplit, Container};
+pub use running::{Container, StartTimings};
 pub use shim::Shim;
 pub use spec::{ContainerLimits, ImageConfig, InstanceSpec, Network, Probe};

@@ -27,7 +27,7 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// Where one cold start spent its time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ColdStartSplit {
+pub struct StartTimings {
     /// Instance directories and the overlay mount.
     pub overlay: Duration,
     /// Runtime spec, `runc create` and (isolated) bringing `lo` up.
@@ -38,14 +38,14 @@ pub struct ColdStartSplit {
     pub ready: Duration,
 }
 
-impl ColdStartSplit {
+impl StartTimings {
     /// The whole cold start.
     pub fn total(&self) -> Duration {
         self.overlay + self.create + self.start + self.ready
     }
 }
 
-impl fmt::Display for ColdStartSplit {
+impl fmt::Display for StartTimings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -69,7 +69,7 @@ pub struct Container {
     pub(super) paths: Paths,
     pub(super) exit: ExitWatch,
     pub(super) netns: Option<Netns>,
-    pub(super) split: ColdStartSplit,
+    pub(super) split: StartTimings,
     pub(super) stop_grace: Duration,
     /// Torn down in the background on drop unless `stop` succeeded.
     pub(super) armed: bool,
@@ -122,7 +122,7 @@ impl Container {
     }
 
     /// Where the cold start spent its time.
-    pub fn cold_start_split(&self) -> ColdStartSplit {
+    pub fn start_timings(&self) -> StartTimings {
         self.split
     }
 

@@ -22,7 +22,7 @@ use super::overlay;
 use super::probe::{ReadyError, wait_ready};
 use super::process::{ExitWatch, watch_exit};
 use super::runc::RuncError;
-use super::running::{ColdStartSplit, Container};
+use super::running::{Container, StartTimings};
 use super::spec::{self, InstanceSpec, Network};
 use super::state_dir::{Paths, ShimInner, remove_instance_dir, set_mode, spawn_teardown};
 
@@ -233,14 +233,14 @@ struct Launched {
     pid: u32,
     exit: ExitWatch,
     netns: Option<Netns>,
-    split: ColdStartSplit,
+    split: StartTimings,
     stderr_offset: u64,
 }
 
 /// `runc create`, netns setup, `runc start`.
 async fn launch(inner: &ShimInner, spec: &InstanceSpec, p: &Paths) -> Result<Launched> {
     let id = spec.id.as_str();
-    let mut split = ColdStartSplit::default();
+    let mut split = StartTimings::default();
     let t = Instant::now();
     let open_log = |path: &Path| {
         OpenOptions::new()

@@ -29,7 +29,7 @@ async fn host_network_serves_and_sees_the_contract() {
     spec.env.insert("HOST_PORT".into(), host_port.to_string());
     let (id, port) = (spec.id.clone(), spec.port);
     let inst = env.shim.start(&env.rootfs, spec).await.unwrap();
-    let split = inst.cold_start_split();
+    let split = inst.start_timings();
     eprintln!("host network cold start: {split}");
     assert_eq!((inst.id(), inst.port()), (id.as_str(), port));
     assert!(!inst.has_exited());
@@ -223,7 +223,7 @@ async fn http_probe_needs_a_2xx_or_3xx() {
         path: "/index.html".into(),
     };
     let inst = env.shim.start(&env.rootfs, ok).await.unwrap();
-    eprintln!("HTTP probe cold start: {}", inst.cold_start_split());
+    eprintln!("HTTP probe cold start: {}", inst.start_timings());
     inst.stop(Duration::from_secs(5)).await.unwrap();
 
     let mut missing = httpd("http-404", "");
@@ -399,7 +399,7 @@ async fn isolated_network_reachable_only_through_berth() {
     spec.env.insert("HOST_PORT".into(), host_port.to_string());
     let (id, port) = (spec.id.clone(), spec.port);
     let inst = env.shim.start(&env.rootfs, spec).await.unwrap();
-    eprintln!("isolated cold start: {}", inst.cold_start_split());
+    eprintln!("isolated cold start: {}", inst.start_timings());
 
     assert_eq!(
         get(inst.connect().await.unwrap(), "/").await,
@@ -452,7 +452,7 @@ async fn cold_start_timings() {
             let first = get(inst.connect().await.unwrap(), "/").await;
             let first_byte = t.elapsed();
             assert_eq!(first.0, 200);
-            runs.push((inst.cold_start_split(), wall, first_byte));
+            runs.push((inst.start_timings(), wall, first_byte));
             let t = Instant::now();
             inst.stop(Duration::ZERO).await.unwrap();
             runs.last_mut().unwrap().2 = first_byte;
