@@ -52,6 +52,9 @@ pub struct ServerOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The runc binary (default: `runc` on `PATH`, then `/usr/sbin/runc`).
     pub runc: Option<PathBuf>,
+    /// The secrets' key file (default: `<data-dir>/secrets.key`, created at
+    /// first use); keep it apart from the data directory.
+    pub secrets_key: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -66,6 +69,7 @@ impl ServerOptions {
             admin_auth: None,
             tls: None,
             runc: None,
+            secrets_key: None,
         }
     }
 }
@@ -118,6 +122,7 @@ impl Server {
                     registry: options.registry.clone(),
                     progress: options.progress,
                     runc: options.runc.clone(),
+                    secrets_key: options.secrets_key.clone(),
                 },
                 metrics.clone(),
             )

@@ -535,6 +535,8 @@ mod tests {
         let mut spec = AppSpec::wasm("/srv/app.wasm");
         spec.routes = vec!["/api".into()];
         spec.env.insert("K".into(), "V".into());
+        spec.secrets
+            .insert("DB_PASSWORD".into(), "db-password".into());
         spec.allowed_outbound_hosts = vec!["*.example.com".into()];
         spec.limits.memory = 64 << 20;
         spec.limits.timeout = Duration::from_millis(1500);

@@ -11,6 +11,7 @@ mod examples;
 mod layering;
 mod oci;
 mod revisions;
+mod secrets;
 mod support;
 mod tls;
 mod wasm_http;

@@ -11,6 +11,9 @@
 //! | `POST /v1/apps/{name}/traffic` | move the split: `{"latest_percent": N}` gives the latest revision N %, the one before it the rest (100 retires the older) | `200` the app |
 //! | `GET /v1/apps/{name}/logs[?follow=true]` | the app's guest output; `follow` streams new lines | `200` `text/plain` |
 //! | `POST /v1/gc` | remove blobs no app references | `200` `{"removed_blobs": N}` |
+//! | `GET /v1/secrets` | every secret's name, update time and users (never a value) | `200` `{"secrets": [...]}` |
+//! | `PUT /v1/secrets/{name}` | set a secret; the body is the value (UTF-8, at most 64 KiB) | `201` new, `200` replaced |
+//! | `DELETE /v1/secrets/{name}` | remove a secret no app names (`409` naming the apps otherwise) | `204` |
 //! | `GET /metrics` | Prometheus text format (OpenMetrics when the `Accept` header asks for it) | `200` |
 //!
 //! Errors are JSON, `{"error": "…"}`, built in one place
@@ -39,7 +42,10 @@ use http_body_util::{BodyExt as _, Limited};
 use serde::Serialize;
 
 pub use auth::{AdminAuth, TOKEN_ENV, TOKEN_FILE, read_token_file};
-pub use model::{AppList, AppState, AppView, ErrorBody, Instances, RevisionView, ScaleRequest};
+pub use model::{
+    AppList, AppState, AppView, ErrorBody, Instances, RevisionView, ScaleRequest, SecretList,
+    SecretView,
+};
 
 use crate::apps::{Apps, RouteConflict};
 use crate::config::{AppConfig, AppSpec, Source, validate_label};
@@ -75,6 +81,9 @@ where
         (["v1", "apps", name, "scale"], &Method::POST) => scale_app(apps, name, req).await,
         (["v1", "apps", name, "logs"], &Method::GET) => app_logs(apps, name, &req).await,
         (["v1", "apps", name, "traffic"], &Method::POST) => traffic(apps, name, req).await,
+        (["v1", "secrets"], &Method::GET) => json(StatusCode::OK, &secret_list(apps)),
+        (["v1", "secrets", name], &Method::PUT) => put_secret(apps, name, req).await,
+        (["v1", "secrets", name], &Method::DELETE) => delete_secret(apps, name),
         (["v1", "gc"], &Method::POST) => match apps.collect_garbage() {
             Ok(removed) => json(
                 StatusCode::OK,
@@ -88,6 +97,8 @@ where
         (["v1", "apps", _, "logs"], _) => method_not_allowed("GET"),
         (["v1", "apps", _, "traffic"], _) => method_not_allowed("POST"),
         (["v1", "gc"], _) => method_not_allowed("POST"),
+        (["v1", "secrets"], _) => method_not_allowed("GET"),
+        (["v1", "secrets", _], _) => method_not_allowed("PUT, DELETE"),
         _ => error_response(
             StatusCode::NOT_FOUND,
             &format!("no admin endpoint `{method} {path}`"),
@@ -359,6 +370,91 @@ async fn app_logs<B>(apps: &Arc<Apps>, name: &str, req: &Request<B>) -> Response
     }
 }
 
+fn secret_list(apps: &Apps) -> SecretList {
+    SecretList {
+        secrets: apps
+            .secrets()
+            .list()
+            .into_iter()
+            .map(|info| SecretView {
+                used_by: apps.secret_users(&info.name),
+                name: info.name,
+                updated_at: info.updated_at,
+            })
+            .collect(),
+    }
+}
+
+/// `PUT /v1/secrets/{name}`: the body is the value. The value never
+/// appears in an answer, a log line or an error.
+async fn put_secret<B>(apps: &Arc<Apps>, name: &str, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if let Err(e) = crate::secrets::validate_name(name) {
+        return error_response(StatusCode::BAD_REQUEST, &e.to_string(), Some("name"));
+    }
+    let bytes = match read_body(req, crate::secrets::MAX_VALUE_BYTES).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let Ok(value) = std::str::from_utf8(&bytes) else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "a secret's value must be UTF-8 (it is given as an environment variable)",
+            Some("value"),
+        );
+    };
+    match apps.secrets().set(name, value) {
+        Ok(new) => {
+            tracing::info!(secret = name, "secret set through the admin API");
+            let info = secret_list(apps)
+                .secrets
+                .into_iter()
+                .find(|i| i.name == name);
+            let status = if new {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            json(status, &info)
+        }
+        Err(e @ crate::secrets::SecretError::Io(_)) => {
+            tracing::error!("{e}");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), None)
+        }
+        Err(e) => error_response(StatusCode::BAD_REQUEST, &e.to_string(), Some("value")),
+    }
+}
+
+fn delete_secret(apps: &Apps, name: &str) -> Response<Body> {
+    if let Err(e) = crate::secrets::validate_name(name) {
+        return error_response(StatusCode::BAD_REQUEST, &e.to_string(), Some("name"));
+    }
+    let users = apps.secret_users(name);
+    if !users.is_empty() {
+        return error_response(
+            StatusCode::CONFLICT,
+            &format!(
+                "secret `{name}` is used by app(s) {}: remove it from their `secrets` first",
+                users.join(", ")
+            ),
+            None,
+        );
+    }
+    match apps.secrets().delete(name) {
+        Ok(true) => {
+            tracing::info!(secret = name, "secret deleted through the admin API");
+            let mut resp = Response::new(full(""));
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            resp
+        }
+        Ok(false) => error_response(StatusCode::NOT_FOUND, &format!("no secret `{name}`"), None),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), None),
+    }
+}
+
 /// `?follow=true`: absent or `false`/`0` = false, `true`/`1`/empty = true.
 /// The value of `key` in a query string, if present.
 fn query_value<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
@@ -400,26 +496,7 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-                None,
-            ));
-        }
-        Err(e) => {
-            return Err(error_response(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read the body: {e}"),
-                None,
-            ));
-        }
-    };
+    let bytes = read_body(req, MAX_BODY_BYTES).await?;
     let mut de = serde_json::Deserializer::from_slice(&bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let key = e.path().to_string();
@@ -440,6 +517,28 @@ where
     Ok(value)
 }
 
+/// Reads a body of at most `limit` bytes.
+#[allow(clippy::result_large_err)] // The error is the response to send.
+async fn read_body<B>(req: Request<B>, limit: usize) -> Result<Bytes, Response<Body>>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the body is larger than {limit} bytes"),
+            None,
+        )),
+        Err(e) => Err(error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("cannot read the body: {e}"),
+            None,
+        )),
+    }
+}
+
 /// The status a failed deploy is reported with.
 fn deploy_status(e: &anyhow::Error) -> (StatusCode, Option<&'static str>) {
     if e.chain().any(|c| c.is::<RouteConflict>()) {
@@ -447,6 +546,15 @@ fn deploy_status(e: &anyhow::Error) -> (StatusCode, Option<&'static str>) {
     }
     if e.chain().any(|c| c.is::<StateError>()) {
         return (StatusCode::INTERNAL_SERVER_ERROR, None);
+    }
+    if let Some(err) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<crate::secrets::SecretError>())
+    {
+        return match err {
+            crate::secrets::SecretError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+            _ => (StatusCode::BAD_REQUEST, Some("secrets")),
+        };
     }
     match e.chain().find_map(|c| c.downcast_ref::<OciError>()) {
         Some(OciError::InvalidReference { .. } | OciError::InvalidDigest { .. }) => {

@@ -248,3 +248,21 @@ impl AppView {
         }
     }
 }
+
+/// `GET /v1/secrets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretList {
+    /// Every secret, by name.
+    pub secrets: Vec<SecretView>,
+}
+
+/// A secret as the API shows it: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretView {
+    /// Its name.
+    pub name: String,
+    /// When it was last set (RFC 3339).
+    pub updated_at: String,
+    /// The apps whose settings name it.
+    pub used_by: Vec<String>,
+}

@@ -72,11 +72,18 @@ impl Apps {
         };
         let log = self.open_log(name)?;
         let runtime = self.runtime.clone();
+        let secret_env = crate::wasm::backend::secret_env(&self.secrets, spec)?;
         let (name_owned, spec_owned, path_owned, log_owned) =
             (name.to_string(), spec.clone(), path.clone(), log.clone());
         // Compiling is CPU-bound: keep it off the async workers.
         let loaded = tokio::task::spawn_blocking(move || {
-            runtime.load_app(&name_owned, &path_owned, &spec_owned, log_owned)
+            runtime.load_app(
+                &name_owned,
+                &path_owned,
+                &spec_owned,
+                &secret_env,
+                log_owned,
+            )
         })
         .await
         .context("compile task failed")??;
@@ -90,8 +97,16 @@ impl Apps {
             pulled_bytes,
         };
         let backend = Arc::new(
-            WasmBackend::new(self.runtime.clone(), name, path, spec.clone(), log, &loaded)
-                .with_metrics(self.metrics.clone()),
+            WasmBackend::new(
+                self.runtime.clone(),
+                name,
+                path,
+                spec.clone(),
+                log,
+                self.secrets.clone(),
+                &loaded,
+            )
+            .with_metrics(self.metrics.clone()),
         );
         let revision = self.activate(&info, spec, backend).await?;
         drop(loaded);
@@ -155,6 +170,7 @@ impl Apps {
                 revision_id,
                 spec.clone(),
                 log,
+                self.secrets.clone(),
             )
             .with_metrics(self.metrics.clone()),
         );

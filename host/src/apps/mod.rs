@@ -35,6 +35,7 @@ use crate::container::Shim;
 use crate::metrics::{self, Metrics};
 use crate::oci::{Puller, RegistryClient};
 use crate::revision::{Revision, RevisionStatus};
+use crate::secrets::{SecretError, SecretStore};
 use crate::state::{Origin, Record, StateStore, StoredApp};
 use crate::wasm::{EngineOptions, WasmRuntime};
 
@@ -51,6 +52,8 @@ pub struct AppsOptions {
     pub progress: bool,
     /// The runc binary (default: `runc` on `PATH`, then `/usr/sbin/runc`).
     pub runc: Option<PathBuf>,
+    /// The secrets' key file (default: `<data-dir>/secrets.key`).
+    pub secrets_key: Option<PathBuf>,
 }
 
 /// What a deploy resolved.
@@ -135,6 +138,8 @@ pub struct Apps {
     shim: Result<Arc<Shim>, String>,
     /// The deployed apps as persisted in the data dir.
     state: StateStore,
+    /// The values apps get from their `secrets`.
+    secrets: Arc<SecretStore>,
     metrics: Arc<Metrics>,
     table: Mutex<AppTable>,
     /// What the front door routes by; replaced whole after each change.
@@ -171,6 +176,10 @@ impl Apps {
             crate::oci::BlobStore::open(&options.data_dir).context("cannot open the blob store")?;
         let puller = Puller::new(options.registry.clone(), store).with_progress(options.progress);
         let state = StateStore::open(&options.data_dir)?;
+        let secrets = Arc::new(SecretStore::open(
+            &options.data_dir,
+            options.secrets_key.as_deref(),
+        )?);
         let shim = build::open_shim(&options).await;
         Ok(Self {
             domain: domain.to_string(),
@@ -179,6 +188,7 @@ impl Apps {
             shim,
             revisions: AtomicU64::new(state.last_revision()),
             state,
+            secrets,
             metrics,
             table: Mutex::new(BTreeMap::new()),
             routes: ArcSwap::from_pointee(RouteTable::new(domain, Vec::new())),
@@ -233,6 +243,21 @@ impl Apps {
     /// The persisted apps.
     pub fn state(&self) -> &StateStore {
         &self.state
+    }
+
+    /// The secrets apps may name.
+    pub fn secrets(&self) -> &Arc<SecretStore> {
+        &self.secrets
+    }
+
+    /// The apps (running or remembered) whose settings name secret `name`.
+    pub fn secret_users(&self, name: &str) -> Vec<String> {
+        self.state
+            .apps()
+            .into_iter()
+            .filter(|(_, app)| app.config.secrets.values().any(|s| s == name))
+            .map(|(app, _)| app)
+            .collect()
     }
 
     /// The host's metrics.
@@ -297,6 +322,13 @@ impl Apps {
         spec.validate()
             .map_err(|(key, reason)| anyhow::anyhow!("key `{key}`: {reason}"))
             .with_context(|| format!("cannot deploy app `{name}`"))?;
+        for (var, secret) in &spec.secrets {
+            if !self.secrets.contains(secret) {
+                return Err(anyhow::Error::new(SecretError::Missing(secret.clone()))
+                    .context(format!("key `secrets.{var}`"))
+                    .context(format!("cannot deploy app `{name}`")));
+            }
+        }
         self.check_routes(name, spec)?;
         let revision_id = match &record.revision {
             Some(id) => id.clone(),

@@ -131,7 +131,25 @@ impl AdminClient {
         body: &B,
     ) -> anyhow::Result<(StatusCode, T)> {
         let bytes = serde_json::to_vec(body).context("cannot encode the request")?;
-        let (status, body) = self.call(method, path, Some(bytes)).await?;
+        let (status, body) = self
+            .call(method, path, Some((bytes, "application/json")))
+            .await?;
+        Ok((status, decode(&body)?))
+    }
+
+    /// `PUT path` with `bytes` as a plain body (a secret's value); returns
+    /// the status and the decoded answer.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn put_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<(StatusCode, T)> {
+        let (status, body) = self
+            .call(Method::PUT, path, Some((bytes, "application/octet-stream")))
+            .await?;
         Ok((status, decode(&body)?))
     }
 
@@ -172,7 +190,7 @@ impl AdminClient {
         &self,
         method: Method,
         path: &str,
-        body: Option<Vec<u8>>,
+        body: Option<(Vec<u8>, &'static str)>,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
         let what = format!("{method} {path}");
         let resp = tokio::time::timeout(REQUEST_TIMEOUT, async {
@@ -206,7 +224,7 @@ impl AdminClient {
         &self,
         method: Method,
         path: &str,
-        body: Option<Vec<u8>>,
+        body: Option<(Vec<u8>, &'static str)>,
     ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
         let mut req = Request::builder()
             .method(method)
@@ -216,8 +234,8 @@ impl AdminClient {
             req = req.header(header::AUTHORIZATION, token.clone());
         }
         let req = match body {
-            Some(b) => req
-                .header(header::CONTENT_TYPE, "application/json")
+            Some((b, content_type)) => req
+                .header(header::CONTENT_TYPE, content_type)
                 .body(Full::new(Bytes::from(b))),
             None => req.body(Full::new(Bytes::new())),
         }

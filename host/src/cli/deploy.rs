@@ -37,6 +37,10 @@ pub struct DeployArgs {
     /// An environment variable for the app (repeat for more).
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    /// An environment variable set from a secret at instance start (repeat
+    /// for more): `DB_PASSWORD=db-password` (see `berth secret set`).
+    #[arg(long = "secret", value_name = "KEY=SECRET", value_parser = parse_env)]
+    pub secrets: Vec<(String, String)>,
     /// A host the app may send HTTP requests to (repeat for more; replaces
     /// the file's).
     #[arg(long = "allow-outbound", value_name = "HOST")]
@@ -124,6 +128,7 @@ pub fn app_config(args: &DeployArgs) -> anyhow::Result<AppConfig> {
         config.routes.clone_from(&args.routes);
     }
     config.env.extend(args.env.iter().cloned());
+    config.secrets.extend(args.secrets.iter().cloned());
     if !args.allowed_outbound_hosts.is_empty() {
         config
             .allowed_outbound_hosts

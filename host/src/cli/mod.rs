@@ -10,6 +10,7 @@ pub mod logs;
 pub mod pull;
 pub mod push;
 pub mod scale;
+pub mod secret;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,9 @@ pub enum Command {
     Delete(delete::DeleteArgs),
     /// Change an app's minimum and maximum instances.
     Scale(scale::ScaleArgs),
+    /// Set, list or delete the secrets apps name in their `secrets` table.
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
     /// Measure berth: Wasm and container cold starts side by side.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -75,6 +79,7 @@ impl Cli {
             Command::App(args) => app::run(args),
             Command::Delete(args) => delete::run(args),
             Command::Scale(args) => scale::run(args),
+            Command::Secret(cmd) => secret::run(cmd),
             Command::Bench(cmd) => bench::run(cmd),
         }
     }

@@ -43,6 +43,11 @@ pub struct ServeArgs {
     /// The runc binary for container apps [default: `runc` on PATH].
     #[arg(long, env = "BERTH_RUNC")]
     pub runc: Option<PathBuf>,
+    /// The key that encrypts secrets at rest (32 bytes); keep it apart from
+    /// the data directory [default: DATA_DIR/secrets.key, created at first
+    /// use].
+    #[arg(long, env = "BERTH_SECRETS_KEY", value_name = "FILE")]
+    pub secrets_key: Option<PathBuf>,
     /// Wasm instances that may run at once across all apps.
     #[arg(long, env = "BERTH_MAX_INSTANCES", default_value_t = 1000)]
     pub max_instances: u32,
@@ -76,6 +81,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     options.progress = true;
     options.admin_auth = admin_auth;
     options.runc = args.runc.clone();
+    options.secrets_key = args.secrets_key.clone();
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         options.tls = Some(crate::tls::server_config(cert, key)?);
     }

@@ -32,6 +32,11 @@ pub struct AppConfig {
     /// Environment variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are secrets: variable → secret
+    /// name (`berth secret set NAME`). Only the names are ever stored or
+    /// shown.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// Outbound HTTP allow-list (Wasm).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_outbound_hosts: Vec<String>,

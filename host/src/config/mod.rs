@@ -371,4 +371,22 @@ mod tests {
         let cfg = parse("[apps.a]\nwasm = \"x\"\n").unwrap();
         assert_eq!(cfg.apps["a"].scaling.autoscale.max_scale, 100);
     }
+
+    #[test]
+    fn secrets_name_a_variable_and_a_secret() {
+        let cfg = parse("[apps.a]\nwasm = \"x\"\nsecrets = { DB = \"db-password\" }\n").unwrap();
+        assert_eq!(cfg.apps["a"].secrets["DB"], "db-password");
+        for (secrets, key) in [
+            ("{ DB = \"no spaces\" }", "apps.a.secrets.DB"),
+            ("{ \"A=B\" = \"x\" }", "apps.a.secrets"),
+        ] {
+            let text = format!("[apps.a]\nwasm = \"x\"\nsecrets = {secrets}\n");
+            let msg = parse(&text).unwrap_err().to_string();
+            assert!(msg.contains(&format!("key `{key}`")), "{secrets}: {msg}");
+        }
+        let msg = parse("[apps.a]\nwasm = \"x\"\nenv = { DB = \"1\" }\nsecrets = { DB = \"s\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("also set in `env`"), "{msg}");
+    }
 }

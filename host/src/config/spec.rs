@@ -41,6 +41,9 @@ pub struct AppSpec {
     pub routes: Vec<String>,
     /// Environment variables the guest sees.
     pub env: BTreeMap<String, String>,
+    /// Environment variables set from secrets at instance start: variable →
+    /// secret name.
+    pub secrets: BTreeMap<String, String>,
     /// Hosts (`host` or `host:port`, `*` wildcard allowed as the whole host or
     /// a leading `*.`) the guest may send HTTP requests to.
     pub allowed_outbound_hosts: Vec<String>,
@@ -200,6 +203,7 @@ impl AppSpec {
             source: Source::Wasm(path.into()),
             routes: Vec::new(),
             env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             allowed_outbound_hosts: Vec::new(),
             limits: Limits::default(),
             scaling: Scaling::default(),
@@ -328,13 +332,33 @@ impl AppSpec {
             }
             routes.push(r);
         }
-        for var in app.env.keys() {
-            if var.is_empty() || var.contains('=') || var.contains('\0') {
+        let bad_var = |var: &str| var.is_empty() || var.contains('=') || var.contains('\0');
+        for (var, value) in &app.env {
+            if bad_var(var) {
                 return Err(refuse(
                     "env",
                     format!("`{var}` is not a valid variable name"),
                 ));
             }
+            if value.contains('\0') {
+                return Err(refuse(&format!("env.{var}"), "contains a NUL byte"));
+            }
+        }
+        for (var, secret) in &app.secrets {
+            if bad_var(var) {
+                return Err(refuse(
+                    "secrets",
+                    format!("`{var}` is not a valid variable name"),
+                ));
+            }
+            if app.env.contains_key(var) {
+                return Err(refuse(
+                    &format!("secrets.{var}"),
+                    format!("`{var}` is also set in `env`; give it one source"),
+                ));
+            }
+            crate::secrets::validate_name(secret)
+                .map_err(|e| refuse(&format!("secrets.{var}"), e.to_string()))?;
         }
         for host in &app.allowed_outbound_hosts {
             HostPattern::parse(host).map_err(|r| refuse("allowed_outbound_hosts", r))?;
@@ -402,6 +426,7 @@ impl AppSpec {
             source,
             routes,
             env: app.env.clone(),
+            secrets: app.secrets.clone(),
             allowed_outbound_hosts: app.allowed_outbound_hosts.clone(),
             limits,
             scaling,
@@ -458,6 +483,7 @@ impl AppSpec {
             image,
             routes: self.routes.clone(),
             env: self.env.clone(),
+            secrets: self.secrets.clone(),
             allowed_outbound_hosts: self.allowed_outbound_hosts.clone(),
             concurrency: a.concurrency,
             min_scale: (a.min_scale != d.min_scale).then_some(a.min_scale),

@@ -23,6 +23,7 @@ use crate::config::{AppSpec, NetworkMode};
 use crate::http::{Body, BoxError, ReqBody, RequestInfo};
 use crate::logs::AppLog;
 use crate::metrics::Metrics;
+use crate::secrets::SecretStore;
 
 /// Starts runc containers of one revision.
 pub struct ContainerBackend {
@@ -33,6 +34,7 @@ pub struct ContainerBackend {
     revision: String,
     spec: AppSpec,
     log: Arc<AppLog>,
+    secrets: Arc<SecretStore>,
     metrics: Option<Arc<Metrics>>,
     nonce: u32,
 }
@@ -47,7 +49,9 @@ impl fmt::Debug for ContainerBackend {
 }
 
 impl ContainerBackend {
-    /// A backend running `image` over the unpacked `rootfs`.
+    /// A backend running `image` over the unpacked `rootfs`; `secrets`
+    /// gives the values of the app's secrets at each instance start.
+    #[allow(clippy::too_many_arguments)] // One per piece of a revision.
     pub fn new(
         shim: Arc<Shim>,
         rootfs: PathBuf,
@@ -56,6 +60,7 @@ impl ContainerBackend {
         revision: &str,
         spec: AppSpec,
         log: Arc<AppLog>,
+        secrets: Arc<SecretStore>,
     ) -> Self {
         Self {
             shim,
@@ -65,6 +70,7 @@ impl ContainerBackend {
             revision: revision.into(),
             spec,
             log,
+            secrets,
             metrics: None,
             nonce: {
                 use std::hash::BuildHasher;
@@ -120,7 +126,13 @@ impl Backend for ContainerBackend {
             app: self.app.clone(),
             revision: self.revision.clone(),
             image: self.image.clone(),
-            env: self.spec.env.clone(),
+            env: {
+                let mut env = self.spec.env.clone();
+                for (var, value) in self.secrets.resolve(&self.spec.secrets)? {
+                    env.insert(var, value.expose().to_string());
+                }
+                env
+            },
             port,
             limits: ContainerLimits {
                 memory: Some(self.spec.limits.memory),

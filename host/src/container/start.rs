@@ -194,8 +194,11 @@ fn prepare(
                 p.rootfs.display()
             ),
         ))?;
-        oci.save(p.bundle.join("config.json"))
-            .map_err(|e| io_err(id, "writing config.json")(io::Error::other(e)))
+        let config = p.bundle.join("config.json");
+        oci.save(&config)
+            .map_err(|e| io_err(id, "writing config.json")(io::Error::other(e)))?;
+        // It carries the app's environment, secrets included.
+        set_mode(&config, 0o600).map_err(io_err(id, "chmod of config.json"))
     })();
     if made.is_err() {
         let _ = remove_instance_dir(id, &p.dir);

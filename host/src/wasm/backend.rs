@@ -19,6 +19,7 @@ use crate::config::AppSpec;
 use crate::http::{Body, BoxError, ReqBody, RequestInfo};
 use crate::logs::AppLog;
 use crate::metrics::Metrics;
+use crate::secrets::SecretStore;
 
 /// Starts Wasm "instances": shares of one resident compiled component.
 pub struct WasmBackend {
@@ -27,6 +28,7 @@ pub struct WasmBackend {
     path: PathBuf,
     spec: AppSpec,
     log: Arc<AppLog>,
+    secrets: Arc<SecretStore>,
     resident: Mutex<Weak<WasmApp>>,
     metrics: Option<Arc<Metrics>>,
 }
@@ -42,13 +44,16 @@ impl fmt::Debug for WasmBackend {
 
 impl WasmBackend {
     /// A backend for the component at `path`; `loaded` is the component as
-    /// checked and compiled at deploy (kept resident while instances use it).
+    /// checked and compiled at deploy (kept resident while instances use it);
+    /// `secrets` gives the values of the app's secrets when it is loaded
+    /// again after a scale to zero.
     pub fn new(
         runtime: Arc<WasmRuntime>,
         name: &str,
         path: PathBuf,
         spec: AppSpec,
         log: Arc<AppLog>,
+        secrets: Arc<SecretStore>,
         loaded: &Arc<WasmApp>,
     ) -> Self {
         Self {
@@ -57,6 +62,7 @@ impl WasmBackend {
             path,
             spec,
             log,
+            secrets,
             resident: Mutex::new(Arc::downgrade(loaded)),
             metrics: None,
         }
@@ -95,15 +101,17 @@ impl Backend for WasmBackend {
             return Ok(Arc::new(WasmInstance { app }));
         }
         let runtime = self.runtime.clone();
+        let secret_env = secret_env(&self.secrets, &self.spec)?;
         let (name, path, spec, log) = (
             self.name.clone(),
             self.path.clone(),
             self.spec.clone(),
             self.log.clone(),
         );
-        let mut app =
-            tokio::task::spawn_blocking(move || runtime.load_app(&name, &path, &spec, log))
-                .await??;
+        let mut app = tokio::task::spawn_blocking(move || {
+            runtime.load_app(&name, &path, &spec, &secret_env, log)
+        })
+        .await??;
         if let Some(metrics) = &self.metrics {
             app = app.with_metrics(metrics.clone());
         }
@@ -114,6 +122,21 @@ impl Backend for WasmBackend {
         *resident = Arc::downgrade(&app);
         Ok(Arc::new(WasmInstance { app }))
     }
+}
+
+/// The values of `spec`'s secrets as environment variables.
+///
+/// # Errors
+/// A secret that no longer exists or cannot be decrypted, named.
+pub fn secret_env(
+    secrets: &SecretStore,
+    spec: &AppSpec,
+) -> Result<Vec<(String, String)>, crate::secrets::SecretError> {
+    Ok(secrets
+        .resolve(&spec.secrets)?
+        .into_iter()
+        .map(|(var, value)| (var, value.expose().to_string()))
+        .collect())
 }
 
 /// A share of a resident component.

@@ -249,6 +249,8 @@ impl WasmRuntime {
 
     /// Loads the component at `path` for app `name`: checks it is a wasi:http
     /// component, compiles it or maps its cached artifact, and pre-links it.
+    /// Its guests see `spec.env`, then `extra_env` (the app's secrets), then
+    /// `BERTH_APP`.
     ///
     /// # Errors
     /// [`LoadError`] saying what is wrong with the file.
@@ -257,6 +259,7 @@ impl WasmRuntime {
         name: &str,
         path: &Path,
         spec: &AppSpec,
+        extra_env: &[(String, String)],
         log: Arc<AppLog>,
     ) -> Result<WasmApp, LoadError> {
         let shown = path.display().to_string();
@@ -289,6 +292,7 @@ impl WasmRuntime {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        env.extend(extra_env.iter().cloned());
         env.push(("BERTH_APP".into(), name.into()));
         let outbound = OutboundPolicy::new(&spec.allowed_outbound_hosts).map_err(|reason| {
             LoadError::Link {

@@ -2,6 +2,7 @@
 
 pub mod image;
 pub mod registry;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -268,7 +268,7 @@ fn load_phases(
     );
     drop(component);
     let t = Instant::now();
-    let app = runtime.load_app("bench-load", path, spec, log)?;
+    let app = runtime.load_app("bench-load", path, spec, &[], log)?;
     let load_app = t.elapsed();
     drop(app);
     Ok(vec![

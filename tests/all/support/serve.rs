@@ -1,0 +1,126 @@
+//! The real `berth serve` binary on free loopback ports, its stderr kept
+//! for the test to read, stopped (SIGTERM, then SIGKILL) when dropped.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::registry::free_addr;
+
+/// A running `berth serve`.
+pub struct Served {
+    /// The front door.
+    pub addr: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Served {
+    /// Starts `berth serve --data-dir DATA_DIR EXTRA…` and waits for its
+    /// "serving" line.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let addr = free_addr();
+        let admin = free_addr();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["serve", "--listen", &addr.to_string()])
+            .args(["--admin-listen", &admin.to_string()])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("BERTH_LOG", "berth=debug,warn")
+            .env_remove("BERTH_ADMIN_TOKEN")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("berth serve starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let serving = line.contains("berth: serving");
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+                drop(all);
+                if serving {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let served = Self {
+            addr,
+            admin,
+            data_dir: data_dir.to_path_buf(),
+            child,
+            stderr,
+        };
+        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
+            panic!("berth serve did not start:\n{}", served.stderr());
+        }
+        served
+    }
+
+    /// Everything it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Runs the `berth` CLI against it (same machine: the token comes from
+    /// the data dir), feeding `stdin`; returns (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str], stdin: &[u8]) -> (bool, String, String) {
+        use std::io::Write as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .args(["--admin", &format!("http://{}", self.admin)])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env_remove("BERTH_ADMIN_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Stops it with SIGTERM and waits (SIGKILL after 20 s).
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.terminate();
+        }
+    }
+}
