@@ -1,13 +1,13 @@
 //! Wasm components served over HTTP: routing, bodies, concurrency, failures
 //! and limits, outbound HTTP, the compile cache.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth::config::AppSpec;
 use berth::testing::TestHost;
 use berth_test_artifacts as art;
 
-use crate::support::{app_url, client, routed, upstream};
+use crate::support::{app_url, client, routed, status, upstream, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_by_host_and_by_path_route() {
@@ -217,9 +217,8 @@ async fn spin_forever_hits_the_deadline_with_504_while_others_are_served() {
         let c = c.clone();
         let url = app_url(host.addr, "spin", "/");
         tokio::spawn(async move {
-            let t = Instant::now();
             let r = c.get(url).send().await.unwrap();
-            (r.status().as_u16(), r.text().await.unwrap(), t.elapsed())
+            (r.status().as_u16(), r.text().await.unwrap())
         })
     };
     // Two spinning guests on a two-core machine must not starve others.
@@ -228,21 +227,22 @@ async fn spin_forever_hits_the_deadline_with_504_while_others_are_served() {
         let url = app_url(host.addr, "spin", "/");
         tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let t = Instant::now();
+    wait_until("both guests spinning", Duration::from_secs(10), || {
+        let s = status(&host, "spin");
+        if s.in_flight == 2 { Ok(()) } else { Err(s) }
+    })
+    .await;
+    // Served while both still spin (they run until their deadline).
     assert_hello_ok(&c, &host).await;
     assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "hello waited {:?} behind spinning guests",
-        t.elapsed()
+        !spin.is_finished() && !spin2.is_finished(),
+        "hello waited behind the spinning guests"
     );
-    let (status, body, took) = spin.await.unwrap();
-    assert_eq!(status, 504, "{body}");
-    assert!(body.contains("timeout"), "{body}");
-    assert!(took < timeout + Duration::from_secs(1), "took {took:?}");
+    let (code, body) = spin.await.unwrap();
+    assert_eq!(code, 504, "{body}");
     assert!(
-        took >= timeout - Duration::from_millis(300),
-        "took {took:?}"
+        body.contains(&format!("did not answer within its timeout of {timeout:?}")),
+        "{body}"
     );
     assert_eq!(spin2.await.unwrap(), 504);
     assert_hello_ok(&c, &host).await;
@@ -262,14 +262,14 @@ async fn slow_guest_sleeping_past_the_deadline_gets_504() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "slept 50 ms");
-    let t = Instant::now();
+    // Sleeping a minute past a one-second deadline: ended by the deadline.
     let r = c
         .get(app_url(host.addr, "slow", "/?ms=60000"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 504);
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(r.text().await.unwrap().contains("timeout of 1s"));
     host.stop().await;
 }
 
@@ -296,7 +296,6 @@ async fn outbound_http_only_to_allowed_hosts() {
     assert_eq!(r.text().await.unwrap(), "upstream 200: upstream ok");
 
     // Same URL from an app without that host in its list: denied in the guest.
-    let t = Instant::now();
     let r = c
         .get(app_url(host.addr, "closed", &target))
         .send()
@@ -305,7 +304,6 @@ async fn outbound_http_only_to_allowed_hosts() {
     assert_eq!(r.status(), 502);
     let body = r.text().await.unwrap();
     assert!(body.contains("HttpRequestDenied"), "{body}");
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 
     // Another port on an allowed host is not allowed either.
     let r = c
@@ -318,6 +316,58 @@ async fn outbound_http_only_to_allowed_hosts() {
         .await
         .unwrap();
     assert!(r.text().await.unwrap().contains("HttpRequestDenied"));
+    host.stop().await;
+}
+
+/// The allow-list is checked again where the request connects: a name that
+/// resolves to loopback, `*`, or the cloud metadata address cannot reach
+/// the host's own ports (the admin API among them); only an entry naming
+/// the literal address can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_to_internal_addresses_needs_the_literal_address() {
+    let up = upstream("upstream ok").await;
+    let port = up.port();
+    let app = |entries: &[String]| {
+        let mut spec = AppSpec::wasm(art::OUTBOUND);
+        spec.allowed_outbound_hosts = entries.to_vec();
+        spec
+    };
+    let host = TestHost::builder()
+        .app("by-name", app(&[format!("localhost:{port}")]))
+        .app("anything", app(&["*".to_string()]))
+        .app("literal", app(&[format!("127.0.0.1:{port}")]))
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &["by-name", "anything", "literal"]);
+    let call = |app: &'static str, url: String| {
+        let c = c.clone();
+        let target = app_url(host.addr, app, &format!("/?url={url}"));
+        async move {
+            let r = c.get(target).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // `localhost` resolves to 127.0.0.1: refused where it would connect.
+    let (status, body) = call("by-name", format!("http://localhost:{port}/")).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("DestinationIpProhibited"), "{body}");
+    // `*` allows any name, not the host's addresses: the upstream, the
+    // admin API, the metadata address (refused before any packet is sent).
+    for url in [
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://localhost:{}/v1/apps", host.admin_addr.port()),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        format!("http://[::1]:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+    ] {
+        let (status, body) = call("anything", url.clone()).await;
+        assert_eq!(status, 502, "{url}: {body}");
+        assert!(body.contains("DestinationIpProhibited"), "{url}: {body}");
+    }
+    // The literal address, named in the list, is reached.
+    let (status, body) = call("literal", format!("http://127.0.0.1:{port}/y")).await;
+    assert_eq!((status, body.as_str()), (200, "upstream 200: upstream ok"));
     host.stop().await;
 }
 

@@ -57,6 +57,12 @@ impl HostPattern {
         Ok(Self { scheme, host, port })
     }
 
+    /// Whether this entry names one IP address literally (`127.0.0.1:9000`,
+    /// `[::1]`), which lets a guest reach that internal address.
+    pub fn names_literal_ip(&self) -> bool {
+        matches!(&self.host, HostMatch::Exact(h) if h.parse::<std::net::IpAddr>().is_ok())
+    }
+
     /// Whether a request to `scheme://host:port` is allowed by this entry.
     pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
         if self.scheme.as_deref().is_some_and(|s| s != scheme) {
