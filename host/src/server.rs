@@ -55,6 +55,8 @@ pub struct ServerOptions {
     /// The secrets' key file (default: `<data-dir>/secrets.key`, created at
     /// first use); keep it apart from the data directory.
     pub secrets_key: Option<PathBuf>,
+    /// The isolated container network (bridge, subnet).
+    pub bridge: crate::container::BridgeOptions,
 }
 
 impl ServerOptions {
@@ -70,6 +72,7 @@ impl ServerOptions {
             tls: None,
             runc: None,
             secrets_key: None,
+            bridge: crate::container::BridgeOptions::default(),
         }
     }
 }
@@ -123,6 +126,7 @@ impl Server {
                     progress: options.progress,
                     runc: options.runc.clone(),
                     secrets_key: options.secrets_key.clone(),
+                    bridge: options.bridge.clone(),
                 },
                 metrics.clone(),
             )

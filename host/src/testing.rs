@@ -71,6 +71,11 @@ impl TestHost {
         self.server.apps()
     }
 
+    /// The isolated container network the host runs its containers on.
+    pub fn bridge(&self) -> &crate::container::BridgeOptions {
+        &self.server.options().bridge
+    }
+
     /// The admin API's bearer token.
     pub fn admin_token(&self) -> &str {
         &self.admin_token
@@ -102,10 +107,35 @@ impl TestHost {
 }
 
 impl Drop for TestHost {
+    /// A host dropped without [`TestHost::stop`] is stopped all the same
+    /// (instances, bridge, firewall chains), waiting for it where the
+    /// runtime allows (a multi-threaded one); else it is only told to stop.
     fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+        let Some(tx) = self.stop.take() else { return };
+        let _ = tx.send(());
+        let Some(task) = self.task.take() else { return };
+        if let Ok(handle) = tokio::runtime::Handle::try_current()
+            && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            tokio::task::block_in_place(|| {
+                let _ = handle.block_on(task);
+            });
         }
+    }
+}
+
+/// A bridge and a /24 of its own for each test host of this process (and,
+/// by the pid, apart from other test processes), so that hosts running side
+/// by side never share a bridge, its addresses or its firewall chains.
+fn test_bridge() -> crate::container::BridgeOptions {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let slot = (std::process::id().wrapping_mul(7919).wrapping_add(n)) % 4096;
+    crate::container::BridgeOptions {
+        bridge: format!("bt{:x}-{n}", std::process::id() % 0xffff),
+        subnet: format!("10.{}.{}.0/24", 214 + slot / 256, slot % 256),
+        ..crate::container::BridgeOptions::default()
     }
 }
 
@@ -178,6 +208,7 @@ impl TestHostBuilder {
             options.registry = registry;
         }
         options.tls = self.tls;
+        options.bridge = test_bridge();
         if let Some(token) = &self.admin_token {
             options.admin_auth = Some(crate::api::AdminAuth::with_token(token)?);
         }

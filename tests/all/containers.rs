@@ -118,7 +118,7 @@ async fn a_container_that_ignores_sigterm_is_killed_after_the_grace() {
     // PID 1 is a shell that says when it gets TERM, ignores it and keeps
     // running after httpd.
     image.cmd = vec![
-        "trap 'echo got-sigterm >&2' TERM; httpd -p 127.0.0.1:$PORT -h /www; \
+        "trap 'echo got-sigterm >&2' TERM; httpd -p 0.0.0.0:$PORT -h /www; \
          while true; do sleep 1; done"
             .into(),
     ];
@@ -224,6 +224,10 @@ async fn an_isolated_instance_cannot_reach_the_admin_port() {
         let mut spec = container_app(&reference);
         spec.container.network = mode;
         spec.env.insert("ADMIN_PORT".into(), admin_port.clone());
+        if mode == NetworkMode::Host {
+            // On the host's network, stay on loopback.
+            spec.env.insert("LISTEN_ADDR".into(), "127.0.0.1".into());
+        }
         host.apps().deploy(name, &spec).await.unwrap();
         assert_eq!(
             get(&host, name, "/cgi-bin/probe").await,
@@ -305,6 +309,7 @@ async fn after_a_kill_9_the_next_start_removes_the_old_containers() {
     .unwrap();
     let empty = dir.path().join("empty.toml");
     std::fs::write(&empty, "").unwrap();
+    let (bridge_args, bridge) = crate::support::bridge_args();
 
     let serve = |config: &Path| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -315,6 +320,7 @@ async fn after_a_kill_9_the_next_start_removes_the_old_containers() {
                 "--admin-listen",
                 "127.0.0.1:0",
             ])
+            .args(&bridge_args)
             .arg("--config")
             .arg(config)
             .arg("--data-dir")
@@ -354,10 +360,30 @@ async fn after_a_kill_9_the_next_start_removes_the_old_containers() {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(
         !mounts.contains(&data.display().to_string()),
-        "overlays left mounted"
+        "overlays and pinned network namespaces left mounted"
     );
-    second.kill().unwrap();
-    second.wait().unwrap();
+    // The leftovers' addresses went back to the pool.
+    let leases: Vec<_> = std::fs::read_dir(data.join("containers/cni"))
+        .unwrap()
+        .flatten()
+        .flat_map(|net| {
+            std::fs::read_dir(net.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<std::net::Ipv4Addr>().is_ok())
+        .collect();
+    assert!(leases.is_empty(), "leases left: {leases:?}");
+    // A clean stop removes the bridge and berth's firewall chains.
+    let pid = rustix::process::Pid::from_raw(second.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(second.wait().unwrap().success());
+    assert_eq!(
+        crate::support::bridge_leftovers(&bridge),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

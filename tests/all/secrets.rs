@@ -152,7 +152,12 @@ async fn a_secret_reaches_the_guest_and_nothing_else() {
     assert!(err.contains("used by app(s) ctr-app, wasm-app"), "{err}");
 
     let log = host.stderr();
+    let bridge = host.bridge.clone();
     host.stop();
+    assert_eq!(
+        crate::support::bridge_leftovers(&bridge),
+        Vec::<String>::new()
+    );
     assert!(!log.contains(VALUE), "the server log shows it:\n{log}");
     // On disk, the value is only in the encrypted store... and nowhere in
     // the clear but in the runc state of a running container, which is

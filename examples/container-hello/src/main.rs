@@ -23,7 +23,7 @@ fn main() -> std::io::Result<()> {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(8080);
-    let host = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
+    let host = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "0.0.0.0".into());
     let service = std::env::var("K_SERVICE").unwrap_or_else(|_| "unknown".into());
     let listener = TcpListener::bind((host.as_str(), port))?;
     let addr = listener.local_addr()?;

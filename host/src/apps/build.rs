@@ -24,7 +24,10 @@ pub(super) async fn open_shim(options: &AppsOptions) -> Result<Arc<Shim>, String
     let Some(runc) = crate::container::runc::find_runc(options.runc.as_deref()) else {
         return Err("runc was not found (install it, or pass --runc PATH)".to_string());
     };
-    let shim = Shim::new(&options.data_dir.join("containers"), runc).map_err(|e| e.to_string())?;
+    let shim = Shim::new(&options.data_dir.join("containers"), runc)
+        .map_err(|e| e.to_string())?
+        .with_bridge(options.bridge.clone())
+        .await;
     match shim.reap_leftovers().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(count = n, "removed containers left by an earlier run"),

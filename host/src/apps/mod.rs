@@ -31,7 +31,7 @@ pub use routes::{RouteTable, RoutedApp};
 
 use crate::backend::Kind;
 use crate::config::{AppSpec, Config};
-use crate::container::Shim;
+use crate::container::{BridgeOptions, Shim};
 use crate::metrics::{self, Metrics};
 use crate::oci::{Puller, RegistryClient};
 use crate::revision::{Revision, RevisionStatus};
@@ -54,6 +54,8 @@ pub struct AppsOptions {
     pub runc: Option<PathBuf>,
     /// The secrets' key file (default: `<data-dir>/secrets.key`).
     pub secrets_key: Option<PathBuf>,
+    /// The isolated container network (bridge, subnet).
+    pub bridge: BridgeOptions,
 }
 
 /// What a deploy resolved.
@@ -587,6 +589,10 @@ impl Apps {
             std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|e| e.into_inner()));
         for task in retiring {
             let _ = task.await;
+        }
+        // Every instance is gone: what the shim added to the host goes too.
+        if let Ok(shim) = &self.shim {
+            shim.close().await;
         }
     }
 

@@ -48,6 +48,13 @@ pub struct ServeArgs {
     /// use].
     #[arg(long, env = "BERTH_SECRETS_KEY", value_name = "FILE")]
     pub secrets_key: Option<PathBuf>,
+    /// The bridge of the isolated container network (berth owns it and its
+    /// firewall chains, and removes them at exit).
+    #[arg(long, env = "BERTH_CONTAINER_BRIDGE", default_value = crate::container::bridge::DEFAULT_BRIDGE)]
+    pub container_bridge: String,
+    /// The isolated container network's IPv4 subnet.
+    #[arg(long, env = "BERTH_CONTAINER_SUBNET", default_value = crate::container::bridge::DEFAULT_SUBNET)]
+    pub container_subnet: String,
     /// Wasm instances that may run at once across all apps.
     #[arg(long, env = "BERTH_MAX_INSTANCES", default_value_t = 1000)]
     pub max_instances: u32,
@@ -82,6 +89,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     options.admin_auth = admin_auth;
     options.runc = args.runc.clone();
     options.secrets_key = args.secrets_key.clone();
+    options.bridge = crate::container::BridgeOptions {
+        bridge: args.container_bridge.clone(),
+        subnet: args.container_subnet.clone(),
+        ..crate::container::BridgeOptions::default()
+    };
+    options
+        .bridge
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--container-bridge/--container-subnet: {e}"))?;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         options.tls = Some(crate::tls::server_config(cert, key)?);
     }

@@ -49,7 +49,7 @@ pub struct AppConfig {
     /// Most instances (0 = unbounded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_scale: Option<u32>,
-    /// Container networking: `host` or `isolated`.
+    /// Container networking: `isolated` (default), `none` or `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
     /// Container readiness: HTTP GET of this path (default: TCP connect).

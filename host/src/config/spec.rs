@@ -81,19 +81,24 @@ impl Default for Scaling {
 /// How a container instance is networked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NetworkMode {
-    /// The host's network namespace; each instance gets its own `PORT`.
+    /// Its own namespace on berth's bridge: egress through NAT, no port of
+    /// the host, no other instance (the default).
     #[default]
-    Host,
-    /// A private namespace with loopback only.
     Isolated,
+    /// A private namespace with loopback only: no network at all.
+    None,
+    /// The host's network namespace; each instance gets its own `PORT`.
+    /// Unsafe for code you do not trust: it reaches every port of the host.
+    Host,
 }
 
 impl NetworkMode {
-    /// `host` or `isolated`, as written in the settings.
+    /// `isolated`, `none` or `host`, as written in the settings.
     pub fn as_str(self) -> &'static str {
         match self {
-            NetworkMode::Host => "host",
             NetworkMode::Isolated => "isolated",
+            NetworkMode::None => "none",
+            NetworkMode::Host => "host",
         }
     }
 }
@@ -118,7 +123,7 @@ pub struct ContainerSettings {
 impl Default for ContainerSettings {
     fn default() -> Self {
         Self {
-            network: NetworkMode::Host,
+            network: NetworkMode::Isolated,
             readiness_path: None,
             startup_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
@@ -386,12 +391,15 @@ impl AppSpec {
             ..ContainerSettings::default()
         };
         container.network = match app.network.as_deref() {
-            None | Some("host") => NetworkMode::Host,
-            Some("isolated") => NetworkMode::Isolated,
+            None | Some("isolated") => NetworkMode::Isolated,
+            Some("none") => NetworkMode::None,
+            Some("host") => NetworkMode::Host,
             Some(other) => {
                 return Err(refuse(
                     "network",
-                    format!("`{other}` is not a network mode; use \"host\" or \"isolated\""),
+                    format!(
+                        "`{other}` is not a network mode; use \"isolated\" (the default), \"none\" or \"host\""
+                    ),
                 ));
             }
         };

@@ -106,11 +106,12 @@ impl Backend for ContainerBackend {
         let network = match self.spec.container.network {
             NetworkMode::Host => Network::Host,
             NetworkMode::Isolated => Network::Isolated,
+            NetworkMode::None => Network::None,
         };
         // Isolated instances have a namespace each: Cloud Run's default port.
         let port = match network {
             Network::Host => free_port()?,
-            Network::Isolated => 8080,
+            Network::Isolated | Network::None => 8080,
         };
         let c = &self.spec.container;
         let spec = InstanceSpec {

@@ -27,6 +27,9 @@ pub enum ContainerError {
         #[source]
         source: io::Error,
     },
+    /// The isolated (bridge) network failed or is unavailable.
+    #[error("isolated network: {0}")]
+    Network(String),
     /// An instance with this id is already live (or was left behind).
     #[error("instance {0} already exists")]
     AlreadyExists(String),

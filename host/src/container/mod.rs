@@ -41,6 +41,7 @@
 
 pub mod accounts;
 pub mod backend;
+pub mod bridge;
 pub mod error;
 pub mod netns;
 pub mod overlay;
@@ -58,7 +59,8 @@ mod sys;
 #[cfg(test)]
 mod tests;
 
+pub use bridge::BridgeOptions;
 pub use error::ContainerError;
-pub use running::{Container, StartTimings};
+pub use running::{Container, Endpoint, StartTimings};
 pub use shim::Shim;
 pub use spec::{ContainerLimits, ImageConfig, InstanceSpec, Network, Probe};

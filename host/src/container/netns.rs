@@ -1,9 +1,16 @@
-//! Reaching into an isolated instance's network namespace.
+//! Network namespaces of instances that do not share the host's.
 //!
 //! runc creates the namespace (the spec lists a `network` namespace without a
-//! path), so nothing has to be mounted under `/run/netns` and nothing outlives
-//! the container. A new namespace has only `lo`, and it is down: [`Netns::enter`]
-//! brings it up.
+//! path). A new namespace has only `lo`, and it is down: [`loopback_up`]
+//! (from a short-lived thread) and [`Netns::enter`] bring it up.
+//!
+//! An isolated instance's namespace is pinned ([`pin`]: a bind mount of
+//! `/proc/PID/ns/net` in the instance's directory) so that the bridge
+//! network can be detached from it after the process is gone; teardown
+//! unmounts it with the rest of the instance's mounts.
+//!
+//! A `network = "none"` instance has only loopback: berth reaches it through
+//! [`Netns`], below.
 //!
 //! A socket belongs to the namespace of the thread that created it, for its
 //! whole life. So each isolated instance has one dedicated OS thread that has
@@ -79,6 +86,36 @@ impl Netns {
         socket.set_nodelay(true)?;
         socket.connect(addr).await
     }
+}
+
+/// Pins process `pid`'s network namespace at `target` (a new empty file,
+/// then a bind mount over it), so it outlives the process.
+///
+/// # Errors
+/// When the file cannot be created or the mount fails.
+pub fn pin(pid: u32, target: &std::path::Path) -> io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)?;
+    rustix::mount::mount_bind(format!("/proc/{pid}/ns/net"), target).map_err(io::Error::from)
+}
+
+/// Brings `lo` up in process `pid`'s network namespace, from a thread that
+/// joins it and exits.
+///
+/// # Errors
+/// When the namespace cannot be joined or `lo` cannot be set up.
+pub async fn loopback_up_in(pid: u32) -> io::Result<()> {
+    let ns = File::open(format!("/proc/{pid}/ns/net"))?;
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("berth-lo-{pid}"))
+        .spawn(move || {
+            let _ = tx.send(setns_net(&ns).and_then(|()| loopback_up()));
+        })?;
+    rx.await
+        .map_err(|_| io::Error::other("netns thread died"))?
 }
 
 /// `setns(fd, CLONE_NEWNET)` for the calling thread (this dedicated thread's

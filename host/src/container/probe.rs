@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 
 use super::netns::Netns;
 use super::process::{ExitWatch, wait_exit};
+use super::running::Endpoint;
 use super::spec::{InstanceSpec, Probe};
 
 /// First and longest pause between readiness probes.
@@ -41,7 +42,7 @@ pub(super) enum ReadyError {
 /// Probes until ready, exited or `startup_timeout`.
 pub(super) async fn wait_ready(
     spec: &InstanceSpec,
-    netns: Option<&Netns>,
+    endpoint: &Endpoint,
     exit: &mut ExitWatch,
 ) -> Result<(), ReadyError> {
     let deadline = tokio::time::Instant::now() + spec.startup_timeout;
@@ -51,7 +52,7 @@ pub(super) async fn wait_ready(
     let mut pause = PROBE_INTERVAL.0;
     let probing = async {
         loop {
-            match tokio::time::timeout(PROBE_ATTEMPT_TIMEOUT, probe(spec, netns)).await {
+            match tokio::time::timeout(PROBE_ATTEMPT_TIMEOUT, probe(spec, endpoint)).await {
                 Ok(Ok(())) => return,
                 Ok(Err(e)) => last = e,
                 Err(_) => last = format!("no answer within {PROBE_ATTEMPT_TIMEOUT:?}"),
@@ -72,23 +73,25 @@ pub(super) async fn wait_ready(
 }
 
 /// One readiness probe.
-async fn probe(spec: &InstanceSpec, netns: Option<&Netns>) -> Result<(), String> {
-    let stream = connect(spec.port, netns)
+async fn probe(spec: &InstanceSpec, endpoint: &Endpoint) -> Result<(), String> {
+    let stream = endpoint
+        .connect()
         .await
-        .map_err(|e| format!("connect to port {}: {e}", spec.port))?;
+        .map_err(|e| format!("connect to {endpoint}: {e}"))?;
     match &spec.readiness {
         Probe::Tcp => Ok(()),
-        Probe::Http { path } => http_ready(stream, path, spec.port).await,
+        Probe::Http { path } => http_ready(stream, path, &endpoint.authority()).await,
     }
 }
 
-/// `GET path` over `stream`, already connected to `127.0.0.1:port` (inside
+/// `GET path` over `stream`, already connected to the instance (`authority`
+/// is what the `Host` header says) (inside
 /// the instance's namespace when isolated), with hyper's HTTP/1 client: ready
 /// on a 2xx or 3xx status. The body is not read; the connection is closed.
-async fn http_ready(stream: TcpStream, path: &str, port: u16) -> Result<(), String> {
+async fn http_ready(stream: TcpStream, path: &str, authority: &str) -> Result<(), String> {
     let failed = |e: &dyn std::error::Error| format!("HTTP GET {path}: {}", error_chain(e));
     let request = Request::get(path)
-        .header(HOST, format!("127.0.0.1:{port}"))
+        .header(HOST, authority)
         .header(USER_AGENT, "berth-probe")
         .header(CONNECTION, "close")
         .body(Empty::<Bytes>::new())
@@ -127,17 +130,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// A connection to `127.0.0.1:port`, from inside `netns` when given.
-pub(super) async fn connect(port: u16, netns: Option<&Netns>) -> io::Result<TcpStream> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    match netns {
-        Some(ns) => ns.connect(addr).await,
-        None => {
-            let s = TcpStream::connect(addr).await?;
-            s.set_nodelay(true)?;
-            Ok(s)
-        }
-    }
+/// A TCP connection to `addr` from the host, with `TCP_NODELAY`.
+pub(super) async fn connect_direct(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// A connection to `127.0.0.1:port` inside `netns`.
+pub(super) async fn connect_inside(netns: &Netns, port: u16) -> io::Result<TcpStream> {
+    netns
+        .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .await
 }
 
 #[cfg(test)]
@@ -172,8 +176,10 @@ mod tests {
 
     async fn probe_answer(response: &'static [u8]) -> Result<(), String> {
         let (port, seen) = serve_once(response).await;
-        let stream = connect(port, None).await.unwrap();
-        let result = http_ready(stream, "/healthz", port).await;
+        let stream = connect_direct(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .await
+            .unwrap();
+        let result = http_ready(stream, "/healthz", &format!("127.0.0.1:{port}")).await;
         let request = seen.await.unwrap();
         assert!(
             request.starts_with("GET /healthz HTTP/1.1\r\n"),

@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use super::error::{Result, describe_exit};
+use std::net::{Ipv4Addr, SocketAddr};
+
 use super::netns::Netns;
-use super::probe::connect;
+use super::probe::{connect_direct, connect_inside};
 use super::process::{ExitWatch, wait_exit};
 use super::runc::Runc;
 use super::state_dir::{Paths, ShimInner, spawn_teardown};
@@ -59,6 +61,51 @@ impl fmt::Display for StartTimings {
     }
 }
 
+/// Where berth reaches an instance's `PORT`.
+#[derive(Debug)]
+pub enum Endpoint {
+    /// Host network: `127.0.0.1:PORT` on the host.
+    Host(u16),
+    /// Isolated: the instance's address on berth's bridge.
+    Bridge(SocketAddr),
+    /// `network = "none"`: `127.0.0.1:PORT` inside its namespace.
+    Inside(Netns, u16),
+}
+
+impl Endpoint {
+    /// A new TCP connection to the instance's port.
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub async fn connect(&self) -> io::Result<TcpStream> {
+        match self {
+            Endpoint::Host(port) => {
+                connect_direct(SocketAddr::from((Ipv4Addr::LOCALHOST, *port))).await
+            }
+            Endpoint::Bridge(addr) => connect_direct(*addr).await,
+            Endpoint::Inside(netns, port) => connect_inside(netns, *port).await,
+        }
+    }
+
+    /// `host:port` as a `Host` header would name it.
+    pub fn authority(&self) -> String {
+        match self {
+            Endpoint::Host(port) | Endpoint::Inside(_, port) => format!("127.0.0.1:{port}"),
+            Endpoint::Bridge(addr) => addr.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Host(port) => write!(f, "127.0.0.1:{port}"),
+            Endpoint::Bridge(addr) => write!(f, "{addr} (bridge)"),
+            Endpoint::Inside(_, port) => write!(f, "127.0.0.1:{port} (inside its namespace)"),
+        }
+    }
+}
+
 /// One running container instance. Stop it with [`Container::stop`].
 #[derive(Debug)]
 pub struct Container {
@@ -68,7 +115,7 @@ pub struct Container {
     pub(super) inner: Arc<ShimInner>,
     pub(super) paths: Paths,
     pub(super) exit: ExitWatch,
-    pub(super) netns: Option<Netns>,
+    pub(super) endpoint: Option<Endpoint>,
     pub(super) split: StartTimings,
     pub(super) stop_grace: Duration,
     /// Torn down in the background on drop unless `stop` succeeded.
@@ -96,13 +143,23 @@ impl Container {
         (self.paths.stdout.clone(), self.paths.stderr.clone())
     }
 
-    /// A new TCP connection to the instance's port: `127.0.0.1:PORT` on the
-    /// host, or inside the instance's network namespace when isolated.
+    /// Where berth reaches it.
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        self.endpoint.as_ref()
+    }
+
+    /// A new TCP connection to the instance's port (see [`Endpoint`]).
     ///
     /// # Errors
-    /// When the connection fails.
+    /// When the connection fails, or the instance is being stopped.
     pub async fn connect(&self) -> io::Result<TcpStream> {
-        connect(self.port, self.netns.as_ref()).await
+        match &self.endpoint {
+            Some(e) => e.connect().await,
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the instance is stopped",
+            )),
+        }
     }
 
     /// Whether the container's init process has exited.
@@ -155,7 +212,7 @@ impl Container {
                 }
             }
         }
-        self.netns = None;
+        self.endpoint = None;
         let result = self.inner.teardown(&id, &self.paths).await;
         if result.is_ok() {
             self.armed = false;

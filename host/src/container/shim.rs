@@ -30,6 +30,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::bridge::{BridgeNetwork, BridgeOptions};
 use super::error::{ContainerError, Result, io_err};
 use super::overlay;
 use super::process::become_subreaper;
@@ -77,10 +78,46 @@ impl Shim {
         Ok(Self {
             inner: Arc::new(ShimInner {
                 runc: Runc::new(runc, root),
+                bridge: None,
+                bridge_unavailable: None,
                 instances,
                 logs,
+                state_dir,
             }),
         })
+    }
+
+    /// Sets up the isolated network (the CNI plugins, berth's firewall
+    /// chains) for instances with [`Network::Isolated`](super::Network::Isolated).
+    /// When it cannot be set up, isolated instances fail to start with the
+    /// reason, and the other kinds are unaffected. Call it before the shim is
+    /// cloned.
+    pub async fn with_bridge(mut self, options: BridgeOptions) -> Self {
+        let state_dir = self.inner.state_dir.clone();
+        let network = BridgeNetwork::open(&state_dir, options).await;
+        let Some(inner) = Arc::get_mut(&mut self.inner) else {
+            tracing::error!("with_bridge on a shared shim: isolated networking not set up");
+            return self;
+        };
+        match network {
+            Ok(net) => {
+                tracing::info!(bridge = net.bridge(), "isolated container network ready");
+                inner.bridge = Some(net);
+            }
+            Err(e) => {
+                tracing::warn!("isolated container network unavailable: {e}");
+                inner.bridge_unavailable = Some(e.to_string());
+            }
+        }
+        self
+    }
+
+    /// Removes what the shim added to the host (its firewall chains and the
+    /// bridge). Call it once every instance has stopped.
+    pub async fn close(&self) {
+        if let Some(bridge) = &self.inner.bridge {
+            bridge.close().await;
+        }
     }
 
     /// The runc wrapper (its `--root` is private to this shim).
@@ -91,8 +128,9 @@ impl Shim {
     /// Removes everything a previous (crashed) run left: every container under
     /// this shim's runc root is killed and deleted, every overlay under the
     /// instances directory unmounted and every instance directory removed.
-    /// Network namespaces need no reaping: runc creates them with the
-    /// container and they go with it. Call it once at host start, before any
+    /// An isolated instance's pinned network namespace is detached from the
+    /// bridge (if the bridge network is set up) and unmounted with the rest.
+    /// Call it once at host start, before any
     /// [`Shim::start`]. Returns how many leftover instances were removed.
     ///
     /// # Errors
@@ -120,6 +158,14 @@ impl Shim {
                 }
             }
             reaped.insert(st.id);
+        }
+        if let Ok(entries) = std::fs::read_dir(&inner.instances) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if let Err(e) = inner.detach(&id, &entry.path().join("netns")).await {
+                    tracing::warn!(%id, error = %e, "cannot detach a leftover instance from the bridge");
+                }
+            }
         }
         let dirs = inner.instances.clone();
         let removed = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Result<()>)>> {

@@ -22,8 +22,8 @@
 //!   containerd's and Docker's default (a superset of `runc spec`'s three
 //!   capabilities that ordinary images expect, e.g. to drop privileges);
 //!   rlimits inherited from berth (as containerd 2 does);
-//!   namespaces pid, ipc, uts and mount, plus network for
-//!   [`Network::Isolated`] (without a path, so runc creates it).
+//!   namespaces pid, ipc, uts and mount, plus network unless the instance
+//!   shares the host's (without a path, so runc creates it).
 //! - `linux.resources` memory, CPU (quota over a 100 ms period) and pids,
 //!   applied by runc to the cgroup `cgroups_path` (berth uses `/berth/<id>`).
 //! - No seccomp profile and no AppArmor/SELinux label, like `runc spec`
@@ -121,14 +121,18 @@ pub enum SpecError {
 /// How an instance is networked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Network {
-    /// The host's network namespace: the instance listens on its own `PORT` on
-    /// the host; egress works; no isolation between instances.
+    /// Its own network namespace (created by runc) on berth's bridge, with
+    /// egress through NAT; it reaches no port of the host and no other
+    /// instance (see [`super::bridge`]). berth connects to its address.
     #[default]
-    Host,
-    /// A private network namespace (created by runc) with loopback only. berth
-    /// reaches the instance from inside that namespace; the instance cannot
-    /// reach any host port, nor anything else.
     Isolated,
+    /// A private network namespace with loopback only: no egress at all.
+    /// berth reaches the instance from inside that namespace.
+    None,
+    /// The host's network namespace: the instance listens on its own `PORT` on
+    /// the host; egress works; no isolation from the host or between
+    /// instances. Unsafe for code you do not trust.
+    Host,
 }
 
 /// How readiness is decided. Cloud Run's startup probe defaults to TCP.
@@ -481,7 +485,7 @@ pub fn runtime_spec(
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
     ];
-    if spec.network == Network::Isolated {
+    if spec.network != Network::Host {
         namespaces.push(LinuxNamespaceType::Network);
     }
     let namespaces = namespaces

@@ -3,8 +3,9 @@
 //!
 //! The runtime spec is made first (a bad spec leaves nothing to undo), then
 //! the instance directories and the overlay mount, `runc create` (stdio to
-//! the log files), bringing `lo` up for [`Network::Isolated`], `runc start`,
-//! and the readiness probe ([`super::probe`]). On any failure everything is
+//! the log files), the network (an isolated instance's namespace pinned and
+//! attached to berth's bridge, [`super::bridge`]; `lo` brought up), `runc
+//! start`, and the readiness probe ([`super::probe`]). On any failure everything is
 //! undone before the error is returned: a [`ContainerError::Exited`] quotes
 //! the exit status and the end of the process's stderr.
 
@@ -17,12 +18,12 @@ use std::time::Instant;
 
 use super::accounts::{Accounts, resolve_user};
 use super::error::{ContainerError, Result, io_err};
-use super::netns::Netns;
+use super::netns::{self, Netns};
 use super::overlay;
 use super::probe::{ReadyError, wait_ready};
 use super::process::{ExitWatch, watch_exit};
 use super::runc::RuncError;
-use super::running::{Container, StartTimings};
+use super::running::{Container, Endpoint, StartTimings};
 use super::spec::{self, InstanceSpec, Network};
 use super::state_dir::{Paths, ShimInner, remove_instance_dir, set_mode, spawn_teardown};
 
@@ -54,7 +55,7 @@ pub(super) async fn start_instance(
         let mut oci = spec::runtime_spec(&spec_for_oci, &user, Path::new("rootfs"), &cgroups)?;
         spec::add_ro_bind(&mut oci, &p.etc.join("hosts"), "/etc/hosts")?;
         spec::add_ro_bind(&mut oci, &p.etc.join("hostname"), "/etc/hostname")?;
-        if spec_for_oci.network == Network::Host {
+        if spec_for_oci.network != Network::None {
             spec::add_ro_bind(&mut oci, &p.etc.join("resolv.conf"), "/etc/resolv.conf")?;
         }
         Ok(oci)
@@ -96,7 +97,7 @@ pub(super) async fn start_instance(
     launched.split.create += spec_time;
 
     let t = Instant::now();
-    let ready = wait_ready(&spec, launched.netns.as_ref(), &mut launched.exit).await;
+    let ready = wait_ready(&spec, &launched.endpoint, &mut launched.exit).await;
     launched.split.ready = t.elapsed();
     if let Err(e) = ready {
         let e = match e {
@@ -113,12 +114,12 @@ pub(super) async fn start_instance(
             },
         };
         tracing::warn!(%id, app = %spec.app, error = %e, "container instance failed to start");
-        drop(launched.netns.take());
+        drop(launched.endpoint);
         guard.run().await;
         return Err(e);
     }
     guard.armed = false;
-    tracing::info!(%id, app = %spec.app, pid = launched.pid, split = %launched.split, "container instance ready");
+    tracing::info!(%id, app = %spec.app, pid = launched.pid, endpoint = %launched.endpoint, split = %launched.split, "container instance ready");
     Ok(Container {
         id,
         port: spec.port,
@@ -126,7 +127,7 @@ pub(super) async fn start_instance(
         inner,
         paths,
         exit: launched.exit,
-        netns: launched.netns,
+        endpoint: Some(launched.endpoint),
         split: launched.split,
         stop_grace: spec.stop_grace,
         armed: true,
@@ -208,10 +209,10 @@ fn prepare(
 
 /// The files berth bind-mounts over the image's (read-only), as Docker and
 /// containerd do: `/etc/hosts` (loopback names and the hostname),
-/// `/etc/hostname`, and on the host network a snapshot of the host's
-/// `/etc/resolv.conf` so that name resolution works as on the host. An
-/// isolated instance has no network to resolve names on and keeps the
-/// image's `resolv.conf`.
+/// `/etc/hostname`, and `/etc/resolv.conf`: on the host network a snapshot
+/// of the host's, on the bridge the host's resolvers an instance can reach
+/// through NAT (not loopback ones). A `none` instance has no network to
+/// resolve names on and keeps the image's `resolv.conf`.
 fn write_etc(etc: &Path, id: &str, network: Network) -> io::Result<()> {
     std::fs::write(
         etc.join("hosts"),
@@ -220,11 +221,15 @@ fn write_etc(etc: &Path, id: &str, network: Network) -> io::Result<()> {
         ),
     )?;
     std::fs::write(etc.join("hostname"), format!("{id}\n"))?;
-    if network == Network::Host {
-        let resolv = match std::fs::read("/etc/resolv.conf") {
+    if network != Network::None {
+        let resolv = match std::fs::read_to_string("/etc/resolv.conf") {
             Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e),
+        };
+        let resolv = match network {
+            Network::Isolated => super::bridge::instance_resolv_conf(&resolv),
+            _ => resolv,
         };
         std::fs::write(etc.join("resolv.conf"), resolv)?;
     }
@@ -235,12 +240,12 @@ fn write_etc(etc: &Path, id: &str, network: Network) -> io::Result<()> {
 struct Launched {
     pid: u32,
     exit: ExitWatch,
-    netns: Option<Netns>,
+    endpoint: Endpoint,
     split: StartTimings,
     stderr_offset: u64,
 }
 
-/// `runc create`, netns setup, `runc start`.
+/// `runc create`, the network, `runc start`.
 async fn launch(inner: &ShimInner, spec: &InstanceSpec, p: &Paths) -> Result<Launched> {
     let id = spec.id.as_str();
     let mut split = StartTimings::default();
@@ -271,13 +276,27 @@ async fn launch(inner: &ShimInner, spec: &InstanceSpec, p: &Paths) -> Result<Lau
     }
     let pid = read_pid(&p.pid_file).map_err(io_err(id, "reading runc's pid file"))?;
     let exit = watch_exit(pid).map_err(io_err(id, "watching the container process"))?;
-    let netns = match spec.network {
-        Network::Host => None,
-        Network::Isolated => Some(
+    let endpoint = match spec.network {
+        Network::Host => Endpoint::Host(spec.port),
+        Network::None => Endpoint::Inside(
             Netns::enter(pid)
                 .await
                 .map_err(io_err(id, "entering the container's network namespace"))?,
+            spec.port,
         ),
+        Network::Isolated => {
+            let bridge = inner.bridge.as_ref().ok_or_else(|| {
+                ContainerError::Network(inner.bridge_unavailable.clone().unwrap_or_else(|| {
+                    "not set up on this host (use network = \"none\" or \"host\")".into()
+                }))
+            })?;
+            netns::pin(pid, &p.netns).map_err(io_err(id, "pinning the network namespace"))?;
+            netns::loopback_up_in(pid)
+                .await
+                .map_err(io_err(id, "bringing lo up"))?;
+            let ip = bridge.attach(id, &p.netns).await?;
+            Endpoint::Bridge(std::net::SocketAddr::from((ip, spec.port)))
+        }
     };
     split.create = t.elapsed();
 
@@ -287,7 +306,7 @@ async fn launch(inner: &ShimInner, spec: &InstanceSpec, p: &Paths) -> Result<Lau
     Ok(Launched {
         pid,
         exit,
-        netns,
+        endpoint,
         split,
         stderr_offset,
     })

@@ -9,6 +9,8 @@
 //! <state_dir>/instances/<id>/bundle/      config.json, rootfs/ (the overlay mount)
 //! <state_dir>/instances/<id>/etc/         hosts, hostname, resolv.conf (bind-mounted)
 //! <state_dir>/instances/<id>/init.pid     runc --pid-file
+//! <state_dir>/instances/<id>/netns        the pinned network namespace (isolated)
+//! <state_dir>/cni/                        IPAM leases of the bridge network
 //! <state_dir>/logs/<id>.stdout.log        the container's stdout (kept after stop)
 //! <state_dir>/logs/<id>.stderr.log        the container's stderr, and runc's
 //! ```
@@ -17,6 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::bridge::BridgeNetwork;
 use super::error::{Result, io_err};
 use super::overlay;
 use super::process::ExitWatch;
@@ -32,6 +35,7 @@ pub(super) struct Paths {
     pub(super) rootfs: PathBuf,
     pub(super) etc: PathBuf,
     pub(super) pid_file: PathBuf,
+    pub(super) netns: PathBuf,
     pub(super) stdout: PathBuf,
     pub(super) stderr: PathBuf,
 }
@@ -41,8 +45,13 @@ pub(super) struct Paths {
 #[derive(Debug)]
 pub(super) struct ShimInner {
     pub(super) runc: Runc,
+    /// The isolated network, when it could be set up.
+    pub(super) bridge: Option<BridgeNetwork>,
+    /// Why it could not, shown when an isolated instance is asked for.
+    pub(super) bridge_unavailable: Option<String>,
     pub(super) instances: PathBuf,
     pub(super) logs: PathBuf,
+    pub(super) state_dir: PathBuf,
 }
 
 impl ShimInner {
@@ -54,6 +63,7 @@ impl ShimInner {
             work: dir.join("work"),
             rootfs: bundle.join("rootfs"),
             pid_file: dir.join("init.pid"),
+            netns: dir.join("netns"),
             etc: dir.join("etc"),
             bundle,
             dir,
@@ -63,18 +73,37 @@ impl ShimInner {
     }
 
     /// Removes everything of instance `id`: the runc container (killed if it
-    /// runs), mounts under its directory, the directory. Idempotent.
+    /// runs), its bridge attachment, mounts under its directory, the
+    /// directory. Idempotent.
     pub(super) async fn teardown(&self, id: &str, paths: &Paths) -> Result<()> {
         match self.runc.delete(id, true).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
+        self.detach(id, &paths.netns).await?;
         let dir = paths.dir.clone();
         let id_owned = id.to_owned();
         tokio::task::spawn_blocking(move || remove_instance_dir(&id_owned, &dir))
             .await
             .map_err(|e| io_err(id, "teardown task")(io::Error::other(e)))?
+    }
+}
+
+impl ShimInner {
+    /// Detaches the instance whose namespace is pinned at `netns` from the
+    /// bridge (releasing its address and NAT rules), if it was attached.
+    pub(super) async fn detach(&self, id: &str, netns: &Path) -> Result<()> {
+        if !netns.exists() {
+            return Ok(());
+        }
+        match &self.bridge {
+            Some(bridge) => bridge.detach(id, netns).await,
+            None => {
+                tracing::warn!(%id, "an attached instance, but no bridge network to detach it from");
+                Ok(())
+            }
+        }
     }
 }
 

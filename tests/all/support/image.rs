@@ -42,7 +42,8 @@ pub fn busybox_base() -> Layer {
             "#!/bin/sh\nsleep 1\necho 'Content-Type: text/plain'\necho\necho slept\n",
         );
     for applet in [
-        "sh", "httpd", "sleep", "id", "cat", "echo", "wget", "env", "ls", "rm", "true",
+        "sh", "httpd", "sleep", "id", "cat", "echo", "wget", "env", "ls", "rm", "true", "nc",
+        "printf",
     ] {
         layer = layer.symlink(&format!("bin/{applet}"), "busybox");
     }
@@ -64,7 +65,7 @@ impl Image {
         Self {
             layers: vec![busybox_base()],
             entrypoint: vec!["/bin/sh".into(), "-c".into()],
-            cmd: vec!["exec httpd -f -p 127.0.0.1:$PORT -h /www".into()],
+            cmd: vec!["exec httpd -f -p ${LISTEN_ADDR:-0.0.0.0}:$PORT -h /www".into()],
             env: vec!["PATH=/bin".into()],
             user: None,
         }

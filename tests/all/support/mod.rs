@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests.
 
 pub mod image;
+pub mod internet;
 pub mod registry;
 pub mod serve;
 
@@ -31,6 +32,46 @@ pub fn status(host: &berth::testing::TestHost, app: &str) -> berth::revision::Re
         .revisions[0]
         .0
         .clone()
+}
+
+/// `--container-bridge` and `--container-subnet` of their own for a `berth
+/// serve` a test runs, so that it shares nothing with other hosts (or a
+/// `make run` on the same machine); and the bridge's name.
+pub fn bridge_args() -> (Vec<String>, String) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let bridge = format!("bc{:x}-{n}", pid % 0xffff);
+    let slot = (pid.wrapping_mul(31).wrapping_add(n)) % 256;
+    let args = vec![
+        "--container-bridge".to_string(),
+        bridge.clone(),
+        "--container-subnet".to_string(),
+        format!("10.230.{slot}.0/24"),
+    ];
+    (args, bridge)
+}
+
+/// Whether anything of the bridge `bridge` is left on the host: the
+/// device, or a firewall chain named after it. Empty when clean.
+pub fn bridge_leftovers(bridge: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    if std::path::Path::new("/sys/class/net").join(bridge).exists() {
+        left.push(format!("bridge {bridge}"));
+    }
+    for tool in ["iptables", "ip6tables"] {
+        let out = std::process::Command::new(tool)
+            .args(["-w", "-S"])
+            .output()
+            .expect("iptables");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if line.contains(&format!("BERTH-{bridge}-")) {
+                left.push(format!("{tool}: {line}"));
+            }
+        }
+    }
+    left
 }
 
 /// Polls `check` every 20 ms until it holds; panics naming `what` (and the
@@ -75,11 +116,16 @@ pub fn routed(path: &str, route: &str) -> AppSpec {
 /// Starts a plain HTTP server on loopback that answers every request with
 /// `body`; returns its address. It stops when the test's runtime ends.
 pub async fn upstream(body: &'static str) -> SocketAddr {
+    upstream_on(SocketAddr::from(([127, 0, 0, 1], 0)), body).await
+}
+
+/// [`upstream`] on a chosen address of the host.
+pub async fn upstream_on(addr: SocketAddr, body: &'static str) -> SocketAddr {
     use http_body_util::Full;
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {

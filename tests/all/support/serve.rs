@@ -18,6 +18,8 @@ pub struct Served {
     pub admin: SocketAddr,
     /// Its data directory.
     pub data_dir: PathBuf,
+    /// Its container bridge (its own, see [`super::bridge_args`]).
+    pub bridge: String,
     child: Child,
     stderr: Arc<Mutex<String>>,
 }
@@ -28,9 +30,11 @@ impl Served {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
         let addr = free_addr();
         let admin = free_addr();
+        let (bridge_args, bridge) = super::bridge_args();
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["serve", "--listen", &addr.to_string()])
             .args(["--admin-listen", &admin.to_string()])
+            .args(&bridge_args)
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -59,6 +63,7 @@ impl Served {
             addr,
             admin,
             data_dir: data_dir.to_path_buf(),
+            bridge,
             child,
             stderr,
         };

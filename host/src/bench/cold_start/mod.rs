@@ -155,6 +155,9 @@ pub fn bench_spec(source: Source) -> AppSpec {
     a.stable_window = Duration::from_secs(3600);
     spec.scaling.queue_timeout = Duration::from_secs(60);
     spec.container.startup_timeout = Duration::from_secs(30);
+    // The host network, as the bare-runc baseline has it (and as the image
+    // binds 127.0.0.1): the comparison is of the runtimes, not of networks.
+    spec.container.network = crate::config::NetworkMode::Host;
     // httpd is PID 1 of its namespace and ignores SIGTERM: do not wait
     // for it (stopping is not measured).
     spec.container.shutdown_grace = Duration::from_millis(50);

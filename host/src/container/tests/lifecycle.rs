@@ -387,7 +387,7 @@ async fn dropped_instance_is_torn_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn isolated_network_reachable_only_through_berth() {
+async fn a_none_network_is_reachable_only_through_berth() {
     let env = setup();
     let (host_port, hits) = host_listener().await;
     let mut spec = httpd(
@@ -395,7 +395,7 @@ async fn isolated_network_reachable_only_through_berth() {
         "wget -q -O /dev/null http://127.0.0.1:$HOST_PORT/ 2> /www/egress-err; echo $? > /www/egress\n\
          ls /sys/class/net > /www/ifaces",
     );
-    spec.network = Network::Isolated;
+    spec.network = Network::None;
     spec.env.insert("HOST_PORT".into(), host_port.to_string());
     let (id, port) = (spec.id.clone(), spec.port);
     let inst = env.shim.start(&env.rootfs, spec).await.unwrap();
@@ -441,7 +441,7 @@ async fn isolated_network_reachable_only_through_berth() {
 async fn cold_start_timings() {
     let env = setup();
     let mut splits = Vec::new();
-    for network in [Network::Host, Network::Isolated] {
+    for network in [Network::Host, Network::None] {
         let mut runs = Vec::new();
         for _ in 0..5 {
             let mut spec = sh("bench", "exec httpd -f -p $PORT -h /www");

@@ -114,12 +114,19 @@ fn unique_id(prefix: &str) -> String {
     )
 }
 
+/// A free port below the kernel's ephemeral range (32768 and up), so that
+/// no socket another test binds to port 0 meanwhile can take it: each call
+/// tries the next port of this process's own stretch.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 100) as u16 * 100;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 100;
+        if std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// An instance running `sh -c SCRIPT`.

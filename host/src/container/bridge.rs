@@ -1,0 +1,515 @@
+//! The isolated network: each instance in its own network namespace on a
+//! bridge berth owns, with egress, and nothing else.
+//!
+//! # Attaching an instance
+//! runc creates the instance's namespace (`runc create`); before `runc
+//! start`, berth pins it (a bind mount of `/proc/PID/ns/net` in the
+//! instance's directory, so it outlives the process until berth is done
+//! with it) and runs the standard CNI plugins on it, as containerd's CRI
+//! does: `bridge` (a veth pair, the host end on the bridge, the bridge the
+//! instance's gateway, `ipMasq` for egress) with `host-local` IPAM (leases
+//! under berth's own state directory). The host end of the veth is then
+//! made an *isolated* bridge port (`brport/isolated`): isolated ports
+//! forward only to the bridge itself, never to each other, so instances
+//! cannot reach one another at layer 2, whatever the host's `br_netfilter`
+//! setting. When the instance stops, berth runs the plugins' `DEL` on the
+//! still-pinned namespace (releasing the address and the NAT rules), then
+//! unmounts it.
+//!
+//! # What berth adds to the host's firewall
+//! Two chains per bridge, jumped to first from `INPUT` and `FORWARD`
+//! (iptables, and ip6tables for IPv6), installed before the first instance
+//! is attached and removed with the bridge when the shim closes (a crashed
+//! run's are removed when the next one opens):
+//!
+//! ```text
+//! BERTH-<bridge>-IN:   -i <bridge> ESTABLISHED,RELATED → ACCEPT   (answers to berth's proxy)
+//!                      -i <bridge> → DROP                         (no port of the host, any address)
+//! BERTH-<bridge>-FWD:  -o <bridge> ESTABLISHED,RELATED → ACCEPT   (answers to the instances' egress)
+//!                      -o <bridge> → DROP                         (nothing else in)
+//!                      -i <bridge> -o <bridge> → DROP             (no instance to instance, with br_netfilter)
+//!                      -i <bridge> -d 169.254.0.0/16 → DROP        (no link-local: cloud metadata)
+//!                      -i <bridge> → ACCEPT                       (egress)
+//! ```
+//!
+//! berth's proxy and probes connect from the host to the instance's address
+//! (no namespace to enter); the instance sees the world through NAT.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::AsyncWriteExt as _;
+
+use super::error::{ContainerError, Result};
+
+/// Where Debian's `containernetworking-plugins` puts the plugins.
+pub const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/cni";
+/// The default bridge.
+pub const DEFAULT_BRIDGE: &str = "berth0";
+/// The default subnet: private, and not one Docker (172.17/16), Podman
+/// (10.88/16), Kubernetes' usual pod and service ranges or a home router
+/// tends to use.
+pub const DEFAULT_SUBNET: &str = "10.213.0.0/16";
+/// How long one plugin run may take.
+const PLUGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The interface name inside the instance.
+const IFNAME: &str = "eth0";
+
+/// How the isolated network is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeOptions {
+    /// The bridge device (at most 15 characters).
+    pub bridge: String,
+    /// The instances' IPv4 subnet, `a.b.c.d/len`.
+    pub subnet: String,
+    /// Where the CNI plugins are.
+    pub plugin_dir: PathBuf,
+}
+
+impl Default for BridgeOptions {
+    fn default() -> Self {
+        Self {
+            bridge: DEFAULT_BRIDGE.into(),
+            subnet: DEFAULT_SUBNET.into(),
+            plugin_dir: PathBuf::from(DEFAULT_PLUGIN_DIR),
+        }
+    }
+}
+
+impl BridgeOptions {
+    /// Checks the bridge name and the subnet.
+    ///
+    /// # Errors
+    /// A message naming what is wrong.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let b = &self.bridge;
+        if b.is_empty()
+            || b.len() > 15
+            || !b
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return Err(format!(
+                "`{b}` is not a bridge name: 1-15 of A-Z, a-z, 0-9, '-', '_'"
+            ));
+        }
+        let (addr, len) = parse_subnet(&self.subnet)?;
+        let [a, b, ..] = addr.octets();
+        let shared = a == 100 && (64..128).contains(&b);
+        if !(addr.is_private() || shared) {
+            return Err(format!(
+                "`{}` is not a private subnet (10/8, 172.16/12, 192.168/16 or 100.64/10)",
+                self.subnet
+            ));
+        }
+        if !(8..=28).contains(&len) {
+            return Err(format!(
+                "`{}`: the prefix length must be from 8 to 28",
+                self.subnet
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parse_subnet(s: &str) -> std::result::Result<(Ipv4Addr, u8), String> {
+    let bad = || format!("`{s}` is not an IPv4 subnet like 10.213.0.0/16");
+    let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if len > 32 || u32::from(addr) & !(u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)) != 0
+    {
+        return Err(bad());
+    }
+    Ok((addr, len))
+}
+
+/// The bridge network of one shim.
+#[derive(Debug)]
+pub struct BridgeNetwork {
+    options: BridgeOptions,
+    /// The plugin configuration (CNI 1.0.0).
+    config: Vec<u8>,
+    /// Whether berth's firewall chains are in place: installed at the first
+    /// attach, so a host without isolated instances changes nothing.
+    installed: tokio::sync::Mutex<bool>,
+}
+
+fn net_err(context: impl Into<String>) -> ContainerError {
+    ContainerError::Network(context.into())
+}
+
+impl BridgeNetwork {
+    /// Checks that the plugins are there and removes whatever a crashed run
+    /// left of berth's firewall chains for the bridge. Leases are kept under
+    /// `state_dir`. The chains are installed at the first attach.
+    ///
+    /// # Errors
+    /// Missing plugins.
+    pub async fn open(state_dir: &Path, options: BridgeOptions) -> Result<Self> {
+        options.validate().map_err(net_err)?;
+        for plugin in ["bridge", "host-local"] {
+            let p = options.plugin_dir.join(plugin);
+            if !p.is_file() {
+                return Err(net_err(format!(
+                    "the CNI plugin `{}` is missing (install Debian's containernetworking-plugins)",
+                    p.display()
+                )));
+            }
+        }
+        let ipam_dir = state_dir.join("cni");
+        std::fs::create_dir_all(&ipam_dir)
+            .map_err(|e| net_err(format!("creating {}: {e}", ipam_dir.display())))?;
+        let config = serde_json::to_vec(&json!({
+            "cniVersion": "1.0.0",
+            "name": format!("berth-{}", options.bridge),
+            "type": "bridge",
+            "bridge": options.bridge,
+            "isGateway": true,
+            "ipMasq": true,
+            "hairpinMode": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{ "subnet": options.subnet }]],
+                "routes": [{ "dst": "0.0.0.0/0" }],
+                "dataDir": ipam_dir,
+            },
+        }))
+        .map_err(|e| net_err(e.to_string()))?;
+        let net = Self {
+            options,
+            config,
+            installed: tokio::sync::Mutex::new(false),
+        };
+        net.remove_rules().await;
+        Ok(net)
+    }
+
+    /// The bridge device.
+    pub fn bridge(&self) -> &str {
+        &self.options.bridge
+    }
+
+    /// Attaches the namespace pinned at `netns` (instance `id`) to the
+    /// bridge; returns its address.
+    ///
+    /// # Errors
+    /// A plugin failure (its message quoted), or an answer without an
+    /// IPv4 address.
+    pub async fn attach(&self, id: &str, netns: &Path) -> Result<Ipv4Addr> {
+        {
+            let mut installed = self.installed.lock().await;
+            if !*installed {
+                self.install_rules().await?;
+                *installed = true;
+            }
+        }
+        let out = self.plugin("ADD", id, netns).await?;
+        let result: serde_json::Value = serde_json::from_slice(&out)
+            .map_err(|e| net_err(format!("the bridge plugin answered with bad JSON: {e}")))?;
+        let ip = result["ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["address"].as_str())
+            .find_map(|a| a.split('/').next()?.parse::<Ipv4Addr>().ok())
+            .ok_or_else(|| net_err(format!("the bridge plugin gave no IPv4 address: {result}")))?;
+        // The host end of the veth: an interface outside any sandbox that is
+        // not the bridge itself.
+        let veth = result["interfaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i.get("sandbox").is_none_or(|s| s.as_str() == Some("")))
+            .filter_map(|i| i["name"].as_str())
+            .find(|n| *n != self.options.bridge)
+            .map(str::to_owned);
+        let Some(veth) = veth else {
+            let _ = self.detach(id, netns).await;
+            return Err(net_err(format!(
+                "the bridge plugin named no host interface: {result}"
+            )));
+        };
+        let isolate = || -> std::io::Result<()> {
+            std::fs::write(format!("/sys/class/net/{veth}/brport/isolated"), "1")?;
+            // The bridge gets no IPv6 address: the host is not reachable
+            // over IPv6 link-local either.
+            std::fs::write(
+                format!(
+                    "/proc/sys/net/ipv6/conf/{}/disable_ipv6",
+                    self.options.bridge
+                ),
+                "1",
+            )
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+        };
+        if let Err(e) = isolate() {
+            let _ = self.detach(id, netns).await;
+            return Err(net_err(format!("isolating bridge port {veth}: {e}")));
+        }
+        Ok(ip)
+    }
+
+    /// Detaches instance `id` (its namespace still pinned at `netns`):
+    /// releases its address and its NAT rules. Idempotent.
+    ///
+    /// # Errors
+    /// A plugin failure.
+    pub async fn detach(&self, id: &str, netns: &Path) -> Result<()> {
+        self.plugin("DEL", id, netns).await.map(|_| ())
+    }
+
+    /// Removes berth's firewall chains and the bridge. Call it when the
+    /// shim closes, after every instance has stopped.
+    pub async fn close(&self) {
+        let mut installed = self.installed.lock().await;
+        // Also when this run attached nothing: a crashed run's bridge and
+        // chains go too.
+        self.remove_rules().await;
+        if Path::new("/sys/class/net")
+            .join(&self.options.bridge)
+            .exists()
+        {
+            let _ = run("ip", &["link", "delete", "dev", &self.options.bridge]).await;
+        }
+        *installed = false;
+    }
+
+    async fn plugin(&self, command: &str, id: &str, netns: &Path) -> Result<Vec<u8>> {
+        let binary = self.options.plugin_dir.join("bridge");
+        let mut child = tokio::process::Command::new(&binary)
+            .env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", IFNAME)
+            .env("CNI_PATH", &self.options.plugin_dir)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| net_err(format!("running {}: {e}", binary.display())))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin
+            .write_all(&self.config)
+            .await
+            .map_err(|e| net_err(format!("feeding the bridge plugin: {e}")))?;
+        drop(stdin);
+        let out = tokio::time::timeout(PLUGIN_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| {
+                net_err(format!(
+                    "the bridge plugin ({command}) took over {PLUGIN_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|e| net_err(format!("the bridge plugin ({command}): {e}")))?;
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        // CNI errors are JSON on stdout: {"code", "msg", "details"}.
+        let why = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| {
+                let msg = v["msg"].as_str()?;
+                Some(match v["details"].as_str() {
+                    Some(d) if !d.is_empty() => format!("{msg}: {d}"),
+                    _ => msg.to_string(),
+                })
+            })
+            .unwrap_or_else(|| {
+                String::from_utf8_lossy(if out.stdout.is_empty() {
+                    &out.stderr
+                } else {
+                    &out.stdout
+                })
+                .trim()
+                .chars()
+                .take(500)
+                .collect()
+            });
+        Err(net_err(format!(
+            "the bridge plugin failed ({command}, {}): {why}",
+            out.status
+        )))
+    }
+
+    fn chains(&self) -> (String, String) {
+        let b = &self.options.bridge;
+        (format!("BERTH-{b}-IN"), format!("BERTH-{b}-FWD"))
+    }
+
+    async fn install_rules(&self) -> Result<()> {
+        // Start from nothing of ours: a crashed run may have left them.
+        self.remove_rules().await;
+        let b = self.options.bridge.as_str();
+        let (input, forward) = self.chains();
+        for tool in ["iptables", "ip6tables"] {
+            let mut rules: Vec<Vec<&str>> = vec![
+                vec!["-N", &input],
+                vec![
+                    "-A",
+                    &input,
+                    "-i",
+                    b,
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "ESTABLISHED,RELATED",
+                    "-j",
+                    "ACCEPT",
+                ],
+                vec!["-A", &input, "-i", b, "-j", "DROP"],
+                vec!["-N", &forward],
+                vec![
+                    "-A",
+                    &forward,
+                    "-o",
+                    b,
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "ESTABLISHED,RELATED",
+                    "-j",
+                    "ACCEPT",
+                ],
+                vec!["-A", &forward, "-o", b, "-j", "DROP"],
+                vec!["-A", &forward, "-i", b, "-o", b, "-j", "DROP"],
+            ];
+            if tool == "iptables" {
+                rules.push(vec![
+                    "-A",
+                    &forward,
+                    "-i",
+                    b,
+                    "-d",
+                    "169.254.0.0/16",
+                    "-j",
+                    "DROP",
+                ]);
+                rules.push(vec!["-A", &forward, "-i", b, "-j", "ACCEPT"]);
+            } else {
+                // Instances get no IPv6 address: nothing of theirs goes out.
+                rules.push(vec!["-A", &forward, "-i", b, "-j", "DROP"]);
+            }
+            rules.push(vec!["-I", "INPUT", "1", "-j", &input]);
+            rules.push(vec!["-I", "FORWARD", "1", "-j", &forward]);
+            for rule in rules {
+                if let Err(e) = run(tool, &rule).await {
+                    if tool == "ip6tables" && !Path::new("/proc/net/if_inet6").exists() {
+                        break; // No IPv6 on this host: nothing to guard.
+                    }
+                    self.remove_rules().await;
+                    return Err(net_err(format!(
+                        "cannot install berth's firewall rules ({tool} {}): {e}",
+                        rule.join(" ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_rules(&self) {
+        let (input, forward) = self.chains();
+        for tool in ["iptables", "ip6tables"] {
+            for (parent, chain) in [("INPUT", &input), ("FORWARD", &forward)] {
+                // Every jump (a crashed run may have added more than one).
+                while run(tool, &["-D", parent, "-j", chain]).await.is_ok() {}
+                let _ = run(tool, &["-F", chain]).await;
+                let _ = run(tool, &["-X", chain]).await;
+            }
+        }
+    }
+}
+
+/// Runs `program args…` (with `-w`, waiting for the xtables lock, for the
+/// iptables family); its stderr on failure.
+async fn run(program: &str, args: &[&str]) -> std::result::Result<(), String> {
+    let mut cmd = tokio::process::Command::new(program);
+    if program.ends_with("tables") {
+        cmd.arg("-w");
+    }
+    let out = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// The first nameserver lines of the host's `resolv.conf` that an instance
+/// can use through NAT (loopback resolvers, such as systemd-resolved's
+/// 127.0.0.53, are on the host only), with its `search` and `options`
+/// lines.
+pub fn instance_resolv_conf(host: &str) -> String {
+    let mut out = String::new();
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => {
+                if let Some(addr) = words.next().and_then(|a| a.parse::<IpAddr>().ok())
+                    && !addr.is_loopback()
+                {
+                    out.push_str(line.trim());
+                    out.push('\n');
+                }
+            }
+            Some("search" | "options" | "domain") => {
+                out.push_str(line.trim());
+                out.push('\n');
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_checked() {
+        assert!(BridgeOptions::default().validate().is_ok());
+        let bad = |bridge: &str, subnet: &str| {
+            BridgeOptions {
+                bridge: bridge.into(),
+                subnet: subnet.into(),
+                ..BridgeOptions::default()
+            }
+            .validate()
+            .unwrap_err()
+        };
+        assert!(bad("a-bridge-name-too-long", DEFAULT_SUBNET).contains("bridge name"));
+        assert!(bad("br;rm", DEFAULT_SUBNET).contains("bridge name"));
+        assert!(bad("b", "10.213.0.1/16").contains("not an IPv4 subnet"));
+        assert!(bad("b", "8.8.8.0/24").contains("not a private subnet"));
+        assert!(bad("b", "10.0.0.0/30").contains("prefix length"));
+        assert!(bad("b", "10.0.0.0").contains("not an IPv4 subnet"));
+    }
+
+    #[test]
+    fn resolv_conf_drops_loopback_resolvers() {
+        let host = "# comment\nnameserver 127.0.0.53\nnameserver 10.255.255.53\nnameserver ::1\nsearch example.internal\noptions edns0 trust-ad\n";
+        assert_eq!(
+            instance_resolv_conf(host),
+            "nameserver 10.255.255.53\nsearch example.internal\noptions edns0 trust-ad\n"
+        );
+    }
+}
