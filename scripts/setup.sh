@@ -3,7 +3,9 @@
 # Idempotent; safe to run on every `make run` / `make test`.
 #   - Rust targets wasm32-wasip2, wasm32-wasip1, x86_64-unknown-linux-musl
 #   - Debian: runc, docker-registry (CNCF distribution), skopeo, umoci,
-#     apache2-utils (htpasswd for registry auth tests), busybox-static, wrk
+#     apache2-utils (htpasswd for registry auth tests), busybox-static, wrk,
+#     containernetworking-plugins (the isolated container network),
+#     iptables and iproute2 (its firewall chains, bridge and test namespaces)
 #   - PyPI: oras (oras-py, an ORAS client used by interop tests)
 set -euo pipefail
 
@@ -30,6 +32,9 @@ command -v umoci >/dev/null || need_apt+=(umoci)
 command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)
 command -v wrk >/dev/null || need_apt+=(wrk)
+[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || need_apt+=(containernetworking-plugins)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v ip >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq
