@@ -12,7 +12,7 @@ use http_body_util::BodyExt as _;
 
 use crate::apps::Apps;
 use crate::backend::ServeError;
-use crate::http::{Body, REQUEST_ID_HEADER, RequestInfo, plain_text};
+use crate::http::{Body, BoxError, REQUEST_ID_HEADER, RequestInfo, plain_text};
 use crate::metrics::Metrics;
 use crate::revision::{AdmitError, DispatchError};
 
@@ -81,7 +81,7 @@ impl Gateway {
         }
         let revision = app.pick().clone();
         let resp = match revision
-            .dispatch(req.map(|b| b.boxed_unsync()), &info)
+            .dispatch(req.map(|b| b.map_err(BoxError::from).boxed_unsync()), &info)
             .await
         {
             Ok(resp) => resp,
@@ -110,6 +110,7 @@ pub fn refusal(app: &str, err: &DispatchError) -> Response<Body> {
         DispatchError::Admit(e) => {
             let status = match e {
                 AdmitError::AtMaxScale { .. } => StatusCode::TOO_MANY_REQUESTS,
+                AdmitError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             };
             let text = match e {
@@ -126,6 +127,10 @@ pub fn refusal(app: &str, err: &DispatchError) -> Response<Body> {
                 AdmitError::StartFailed { reason } => {
                     format!("app `{app}` could not start an instance: {reason}")
                 }
+                AdmitError::BodyTooLarge { limit } => format!(
+                    "app `{app}` takes request bodies of at most {} (limits.request_body)",
+                    bytesize::ByteSize::b(*limit).display().iec()
+                ),
             };
             (status, text)
         }
@@ -211,5 +216,12 @@ mod tests {
         assert_eq!(code(AdmitError::QueueFull { depth: 5 }), (503, true));
         assert_eq!(code(AdmitError::AtMaxScale { max: 2, waited }), (429, true));
         assert_eq!(code(AdmitError::ShuttingDown), (503, true));
+        let big = outcome(AdmitError::BodyTooLarge { limit: 1 << 20 });
+        assert_eq!((big.0, big.1), (413, false));
+        assert!(
+            big.2.contains("at most 1 MiB (limits.request_body)"),
+            "{}",
+            big.2
+        );
     }
 }

@@ -46,6 +46,8 @@ pub struct TestHostBuilder {
     registry: Option<RegistryClient>,
     tls: Option<Arc<rustls::ServerConfig>>,
     admin_token: Option<String>,
+    engine: Option<crate::wasm::EngineOptions>,
+    connections: Option<crate::server::ConnectionLimits>,
     admin_bind: Option<SocketAddr>,
 }
 
@@ -62,6 +64,8 @@ impl TestHost {
             registry: None,
             tls: None,
             admin_token: None,
+            engine: None,
+            connections: None,
             admin_bind: None,
         }
     }
@@ -183,6 +187,19 @@ impl TestHostBuilder {
         self
     }
 
+    /// Runs the Wasm engine with these settings (default: a pool of 300,
+    /// 250 per app).
+    pub fn engine(mut self, engine: crate::wasm::EngineOptions) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// Uses these connection limits on the front door.
+    pub fn connections(mut self, limits: crate::server::ConnectionLimits) -> Self {
+        self.connections = Some(limits);
+        self
+    }
+
     /// Uses this data dir instead of a temporary one (to test restarts).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
@@ -203,6 +220,11 @@ impl TestHostBuilder {
         };
         let mut options = ServerOptions::new(&data_dir);
         options.engine.max_instances = 300;
+        options.engine.max_instances_per_app = Some(250);
+        options.engine = self.engine.unwrap_or(options.engine);
+        if let Some(limits) = self.connections {
+            options.connections = limits;
+        }
         options.drain_timeout = std::time::Duration::from_secs(10);
         if let Some(registry) = self.registry {
             options.registry = registry;

@@ -56,8 +56,28 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_CONTAINER_SUBNET", default_value = crate::container::bridge::DEFAULT_SUBNET)]
     pub container_subnet: String,
     /// Wasm instances that may run at once across all apps.
-    #[arg(long, env = "BERTH_MAX_INSTANCES", default_value_t = 1000)]
+    #[arg(long, env = "BERTH_MAX_INSTANCES", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_instances: u32,
+    /// Wasm instances one app may run at once [default: half of
+    /// --max-instances].
+    #[arg(long, env = "BERTH_MAX_INSTANCES_PER_APP", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_instances_per_app: Option<u32>,
+    /// Linear memory all Wasm guests may hold together, e.g. `8GiB`
+    /// [default: half the machine's memory].
+    #[arg(long, env = "BERTH_WASM_MEMORY_BUDGET", value_parser = parse_size_arg)]
+    pub wasm_memory_budget: Option<u64>,
+    /// Connections the front door keeps open at once; more are refused
+    /// with 503.
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Time a client has to send a request head (and to finish a TLS
+    /// handshake); an idle HTTP/1.1 keep-alive connection is closed after it
+    /// too.
+    #[arg(long, env = "BERTH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration_arg)]
+    pub header_read_timeout: std::time::Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration_arg)]
+    pub idle_timeout: std::time::Duration,
 }
 
 /// Runs `berth serve` until SIGINT or SIGTERM.
@@ -84,6 +104,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut options = ServerOptions::new(args.data_dir.unwrap_or_else(config::default_data_dir));
     options.engine.max_instances = args.max_instances;
+    options.engine.max_instances_per_app = args.max_instances_per_app;
+    options.engine.memory_budget = args.wasm_memory_budget;
+    options.connections = crate::server::ConnectionLimits {
+        max_connections: args.max_connections,
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        ..crate::server::ConnectionLimits::default()
+    };
+    options
+        .connections
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     options.registry = args.registry.client()?;
     options.progress = true;
     options.admin_auth = admin_auth;
@@ -135,6 +167,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         server.run(listener, admin, shutdown_signal()).await
     })
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    config::parse_size(s)
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    config::parse_duration(s)
 }
 
 /// Resolves on SIGINT or SIGTERM.

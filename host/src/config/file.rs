@@ -79,6 +79,9 @@ pub struct RawLimits {
     /// `"30s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Largest request body, `"32MiB"` or a number of bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<SizeValue>,
     /// CPUs for a container (e.g. 0.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<f64>,

@@ -42,6 +42,10 @@ pub const DEFAULT_DOMAIN: &str = "localhost";
 pub const DEFAULT_MEMORY_LIMIT: u64 = 128 * 1024 * 1024;
 /// Default wall-clock deadline per request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default largest request body (Cloud Run's limit for HTTP/1).
+pub const DEFAULT_REQUEST_BODY: u64 = 32 * 1024 * 1024;
+/// Largest `limits.request_body` an app may ask for.
+pub const MAX_REQUEST_BODY: u64 = 1024 * 1024 * 1024;
 /// Largest memory cap an app may ask for; the engine reserves slots this big.
 pub const MAX_MEMORY_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
 

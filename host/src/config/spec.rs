@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use super::file::{AppConfig, RawAutoscale, RawLimits, SizeValue};
 use super::{
-    DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT, HostPattern, MAX_MEMORY_LIMIT, parse_duration,
-    parse_size, validate_label,
+    DEFAULT_MEMORY_LIMIT, DEFAULT_REQUEST_BODY, DEFAULT_TIMEOUT, HostPattern, MAX_MEMORY_LIMIT,
+    MAX_REQUEST_BODY, parse_duration, parse_size, validate_label,
 };
 use crate::autoscale::KpaConfig;
 
@@ -158,6 +158,8 @@ pub struct Limits {
     pub memory: u64,
     /// Wall-clock deadline for a request, from arrival to the end of the response.
     pub timeout: Duration,
+    /// Largest request body in bytes (`413` above it).
+    pub request_body: u64,
 }
 
 impl Default for Limits {
@@ -165,6 +167,7 @@ impl Default for Limits {
         Self {
             memory: DEFAULT_MEMORY_LIMIT,
             timeout: DEFAULT_TIMEOUT,
+            request_body: DEFAULT_REQUEST_BODY,
         }
     }
 }
@@ -260,6 +263,17 @@ impl AppSpec {
                 format!(
                     "{} is outside the allowed range 64KiB..=4GiB",
                     bytesize::ByteSize::b(self.limits.memory).display().iec()
+                ),
+            ));
+        }
+        if !(1..=MAX_REQUEST_BODY).contains(&self.limits.request_body) {
+            return Err(refuse(
+                "limits.request_body",
+                format!(
+                    "{} is outside 1B..=1GiB",
+                    bytesize::ByteSize::b(self.limits.request_body)
+                        .display()
+                        .iec()
                 ),
             ));
         }
@@ -384,6 +398,14 @@ impl AppSpec {
         )? {
             limits.timeout = t;
         }
+        if let Some(size) = &app.limits.request_body {
+            limits.request_body = match size {
+                SizeValue::Bytes(n) => *n,
+                SizeValue::Text(t) => {
+                    parse_size(t).map_err(|r| refuse("limits.request_body", r))?
+                }
+            };
+        }
 
         let mut container = ContainerSettings {
             cpu: app.limits.cpu,
@@ -461,6 +483,8 @@ impl AppSpec {
             memory: (self.limits.memory != limits_default.memory)
                 .then_some(SizeValue::Bytes(self.limits.memory)),
             timeout: changed(self.limits.timeout, limits_default.timeout),
+            request_body: (self.limits.request_body != limits_default.request_body)
+                .then_some(SizeValue::Bytes(self.limits.request_body)),
             cpu: c.cpu,
             pids: c.pids,
         };

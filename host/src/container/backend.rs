@@ -20,7 +20,7 @@ use tokio::sync::RwLock;
 use super::{Container, ContainerLimits, ImageConfig, InstanceSpec, Network, Probe, Shim};
 use crate::backend::{Backend, ColdStartSplit, Instance, Kind, ServeError};
 use crate::config::{AppSpec, NetworkMode};
-use crate::http::{Body, BoxError, ReqBody, RequestInfo};
+use crate::http::{Body, BoxError, DeadlineBody, ReqBody, RequestInfo};
 use crate::logs::AppLog;
 use crate::metrics::Metrics;
 use crate::secrets::SecretStore;
@@ -192,6 +192,7 @@ impl Backend for ContainerBackend {
             metering,
             logs,
             split,
+            timeout: self.spec.limits.timeout,
         }))
     }
 }
@@ -233,6 +234,9 @@ pub struct ContainerInstance {
     logs: Arc<LogForwarder>,
     /// Where its cold start spent its time.
     split: ColdStartSplit,
+    /// The app's `limits.timeout`: from the request's arrival to the end of
+    /// the response.
+    timeout: Duration,
 }
 
 /// Removes the hop-by-hop fields of a message berth forwards (RFC 9110
@@ -274,7 +278,7 @@ impl Instance for ContainerInstance {
     async fn serve(
         &self,
         req: Request<ReqBody>,
-        _info: &RequestInfo,
+        info: &RequestInfo,
     ) -> Result<Response<Body>, ServeError> {
         let (mut parts, body) = req.into_parts();
         // The pool keys connections by authority; the dialer ignores it.
@@ -289,15 +293,20 @@ impl Instance for ContainerInstance {
         parts.version = http::Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         let req = Request::from_parts(parts, body);
-        match self.client.request(req).await {
-            Ok(mut resp) => {
+        let deadline = tokio::time::Instant::from_std(info.accepted + self.timeout);
+        match tokio::time::timeout_at(deadline, self.client.request(req)).await {
+            Err(_) => Err(ServeError::Timeout(self.timeout)),
+            Ok(Ok(mut resp)) => {
                 strip_hop_by_hop(resp.headers_mut());
-                Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+                Ok(resp.map(|b| {
+                    let body = b.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+                    DeadlineBody::wrap(body, deadline, self.timeout)
+                }))
             }
-            Err(e) if e.is_connect() || !self.is_alive() => {
+            Ok(Err(e)) if e.is_connect() || !self.is_alive() => {
                 Err(ServeError::Crashed(format!("{e}")))
             }
-            Err(e) => Err(ServeError::BadUpstream(format!("{e}"))),
+            Ok(Err(e)) => Err(ServeError::BadUpstream(format!("{e}"))),
         }
     }
 

@@ -34,20 +34,16 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::BodyExt as _;
-use hyper::body::Frame;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::autoscale::Kpa;
 use crate::backend::{Backend, ColdStartSplit, Instance, Kind, ServeError};
 use crate::config::AppSpec;
-use crate::http::{Body, BoxError, ReqBody, RequestInfo};
+use crate::http::{Body, BodyTooLarge, BoxError, GuardBody, ReqBody, RequestInfo};
 use crate::metrics::Metrics;
 
 /// How many cold starts each revision remembers.
@@ -128,6 +124,12 @@ pub enum AdmitError {
         max: u32,
         /// How long the request waited.
         waited: Duration,
+    },
+    /// The request's body is larger than the app's `limits.request_body`.
+    #[error("its body is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit: u64,
     },
     /// Instances failed to start while the request waited.
     #[error("it could not start an instance: {reason}")]
@@ -383,15 +385,11 @@ impl Revision {
         req: Request<ReqBody>,
         info: &RequestInfo,
     ) -> Result<Response<Body>, DispatchError> {
+        let req = self.limit_body(req)?;
         let guard = self.admit().await?;
         match guard.slot.instance.serve(req, info).await {
-            Ok(resp) => Ok(resp.map(|body| {
-                GuardedBody {
-                    body,
-                    _guard: guard,
-                }
-                .boxed_unsync()
-            })),
+            // Hold the admission until the body is done streaming.
+            Ok(resp) => Ok(resp.map(|body| GuardBody::wrap(body, guard))),
             Err(e) => {
                 if e.instance_broken() || !guard.slot.instance.is_alive() {
                     self.evict(&guard.slot, &e.to_string());
@@ -399,6 +397,28 @@ impl Revision {
                 Err(e.into())
             }
         }
+    }
+
+    /// Refuses a body declared larger than `limits.request_body` at once,
+    /// and cuts one that streams past it (the instance then sees the body
+    /// end with an error).
+    fn limit_body(&self, req: Request<ReqBody>) -> Result<Request<ReqBody>, AdmitError> {
+        let limit = self.spec.limits.request_body;
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(AdmitError::BodyTooLarge { limit });
+        }
+        Ok(req.map(|body| {
+            http_body_util::BodyExt::boxed_unsync(LimitedBody {
+                body,
+                left: limit,
+                limit,
+            })
+        }))
     }
 
     /// Waits for room in an instance: at once when there is some, else in
@@ -506,21 +526,35 @@ impl Drop for AdmitGuard {
     }
 }
 
-/// A response body that keeps its admission until it is done.
-struct GuardedBody {
-    body: Body,
-    _guard: AdmitGuard,
+/// A request body that fails with [`BodyTooLarge`] past `limit` bytes: the
+/// instance sees the body break, never a silently shortened one.
+struct LimitedBody {
+    body: ReqBody,
+    left: u64,
+    limit: u64,
 }
 
-impl hyper::body::Body for GuardedBody {
-    type Data = Bytes;
+impl hyper::body::Body for LimitedBody {
+    type Data = bytes::Bytes;
     type Error = BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let n = data.len() as u64;
+            if n > self.left {
+                self.left = 0;
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.limit)))));
+            }
+            self.left -= n;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

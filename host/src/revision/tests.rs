@@ -5,6 +5,8 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU32;
 
 use super::*;
+use http_body_util::BodyExt as _;
+
 use crate::http::full;
 
 /// What the fake backend's instances do, and what happened to them.

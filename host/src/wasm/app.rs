@@ -44,6 +44,10 @@ pub struct WasmApp {
     pub(super) sha256: String,
     pub(super) loaded_from: LoadedFrom,
     pub(super) max_instances: u32,
+    /// This app's share of the pool: a permit per request in a guest.
+    pub(super) slots: Arc<tokio::sync::Semaphore>,
+    pub(super) per_app: u32,
+    pub(super) budget: Arc<super::guest::MemoryBudget>,
     pub(super) metrics: Option<Arc<Metrics>>,
 }
 
@@ -102,6 +106,13 @@ impl WasmApp {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let deadline = info.accepted + self.limits.timeout;
+        // The app's share of the pool: no app takes every slot.
+        let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
+            GuestError::Overloaded(format!(
+                "app `{}` already runs {} requests, its share of the Wasm instance pool",
+                self.name, self.per_app
+            ))
+        })?;
         let mut wasi = WasiCtx::builder();
         wasi.envs(&self.env)
             .stdout(self.log.sink(info.id.clone(), "stdout"))
@@ -116,6 +127,7 @@ impl WasmApp {
                 limiter: Limiter {
                     memory: self.limits.memory,
                     in_use: 0,
+                    budget: self.budget.clone(),
                 },
                 deadline,
             },
@@ -158,6 +170,7 @@ impl WasmApp {
         let accepted = info.accepted;
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<ColdStart>();
         let task = tokio::spawn(async move {
+            let _slot = slot;
             let run = async {
                 let t = Instant::now();
                 let proxy = app.pre.instantiate_async(&mut store).await?;

@@ -16,7 +16,7 @@ use http_body_util::BodyExt as _;
 use super::{GuestError, WasmApp, WasmRuntime};
 use crate::backend::{Backend, Instance, Kind, ServeError};
 use crate::config::AppSpec;
-use crate::http::{Body, BoxError, ReqBody, RequestInfo};
+use crate::http::{Body, BodyTooLarge, BoxError, ReqBody, RequestInfo};
 use crate::logs::AppLog;
 use crate::metrics::Metrics;
 use crate::secrets::SecretStore;
@@ -152,11 +152,24 @@ impl Instance for WasmInstance {
         req: Request<ReqBody>,
         info: &RequestInfo,
     ) -> Result<Response<Body>, ServeError> {
+        let req = req.map(|b| b.map_err(wasi_body_error));
         let resp = self.app.handle(req, info).await.map_err(serve_error)?;
         Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
     }
 
     async fn stop(&self, _grace: Duration) {}
+}
+
+/// A request body's error as wasi:http reports it to the guest.
+fn wasi_body_error(e: BoxError) -> wasmtime_wasi_http::Error {
+    let e = match e.downcast::<BodyTooLarge>() {
+        Ok(too_large) => return wasmtime_wasi_http::Error::HttpRequestBodySize(Some(too_large.0)),
+        Err(e) => e,
+    };
+    match e.downcast::<hyper::Error>() {
+        Ok(hyper) => wasmtime_wasi_http::Error::from(*hyper),
+        Err(other) => wasmtime_wasi_http::Error::InternalError(Some(other.to_string())),
+    }
 }
 
 /// What a guest failure means to the caller.

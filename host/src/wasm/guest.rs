@@ -33,9 +33,10 @@ pub enum GuestError {
     /// The guest set an error code instead of a response.
     #[error("the component answered with an error: {0:?}")]
     ErrorCode(ErrorCode),
-    /// All instance slots are in use.
-    #[error("all {0} Wasm instance slots are busy")]
-    Overloaded(u32),
+    /// No instance slot or memory is free for it: the engine's pool, the
+    /// app's share of it, or the host's memory budget (which, is said).
+    #[error("{0}")]
+    Overloaded(String),
     /// Something failed in berth itself.
     #[error("internal error: {0}")]
     Internal(String),
@@ -67,11 +68,74 @@ impl fmt::Display for MemoryLimitExceeded {
 }
 impl std::error::Error for MemoryLimitExceeded {}
 
-/// Per-request resource limits; also tracks the linear memory in use.
+/// Marker error: growth past the host's memory budget for all guests.
+#[derive(Debug)]
+pub(super) struct BudgetExhausted(u64);
+
+impl fmt::Display for BudgetExhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the host's memory budget for Wasm guests ({}) is used up",
+            bytesize::ByteSize::b(self.0).display().iec()
+        )
+    }
+}
+impl std::error::Error for BudgetExhausted {}
+
+/// The linear memory all guests of the engine hold, against its budget.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    in_use: std::sync::atomic::AtomicU64,
+    pub(super) budget: u64,
+}
+
+impl MemoryBudget {
+    /// A budget of `bytes` across all guests.
+    pub fn new(bytes: u64) -> Self {
+        Self {
+            in_use: std::sync::atomic::AtomicU64::new(0),
+            budget: bytes,
+        }
+    }
+
+    /// Bytes of linear memory guests hold now.
+    pub fn in_use(&self) -> u64 {
+        self.in_use.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes `bytes` from the budget, or refuses.
+    fn reserve(&self, bytes: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let before = self.in_use.fetch_add(bytes, Ordering::AcqRel);
+        if before.saturating_add(bytes) > self.budget {
+            self.in_use.fetch_sub(bytes, Ordering::AcqRel);
+            false
+        } else {
+            true
+        }
+    }
+
+    fn release(&self, bytes: u64) {
+        self.in_use
+            .fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Per-request resource limits; also tracks the linear memory in use, in
+/// the request and against the engine's budget (given back when the store
+/// goes).
 pub(super) struct Limiter {
     pub(super) memory: u64,
     /// Bytes of linear memory across the instance's memories.
     pub(super) in_use: u64,
+    pub(super) budget: std::sync::Arc<MemoryBudget>,
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        self.budget.release(self.in_use);
+    }
 }
 
 impl ResourceLimiter for Limiter {
@@ -84,7 +148,11 @@ impl ResourceLimiter for Limiter {
         if desired as u64 > self.memory {
             return Err(MemoryLimitExceeded(self.memory).into());
         }
-        self.in_use += (desired - current) as u64;
+        let grow = desired.saturating_sub(current) as u64;
+        if !self.budget.reserve(grow) {
+            return Err(BudgetExhausted(self.budget.budget).into());
+        }
+        self.in_use += grow;
         Ok(true)
     }
 
@@ -135,6 +203,9 @@ impl WasiHttpView for GuestState {
 
 /// Turns a wasmtime error into what the gateway reports.
 pub(super) fn classify(e: wasmtime::Error, limits: &Limits, pool: u32) -> GuestError {
+    if let Some(b) = e.downcast_ref::<BudgetExhausted>() {
+        return GuestError::Overloaded(b.to_string());
+    }
     if e.downcast_ref::<DeadlineExceeded>().is_some() {
         return GuestError::Deadline(limits.timeout);
     }
@@ -144,7 +215,7 @@ pub(super) fn classify(e: wasmtime::Error, limits: &Limits, pool: u32) -> GuestE
     if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
         .is_some()
     {
-        return GuestError::Overloaded(pool);
+        return GuestError::Overloaded(format!("all {pool} Wasm instance slots are busy"));
     }
     let msg = match e.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => format!("{trap}"),

@@ -56,14 +56,49 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub struct EngineOptions {
     /// Instances that may exist at once across all apps (pool size).
     pub max_instances: u32,
+    /// Instances one app may have at once (its share of the pool), so no
+    /// app takes every slot; `None` = half the pool.
+    pub max_instances_per_app: Option<u32>,
+    /// Linear memory all guests may hold together; `None` = half the
+    /// machine's memory. A guest growing past it traps, answered `503`.
+    pub memory_budget: Option<u64>,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             max_instances: 1000,
+            max_instances_per_app: None,
+            memory_budget: None,
         }
     }
+}
+
+impl EngineOptions {
+    /// One app's share of the pool.
+    pub fn per_app(&self) -> u32 {
+        self.max_instances_per_app
+            .unwrap_or(self.max_instances / 2)
+            .clamp(1, self.max_instances.max(1))
+    }
+
+    /// The guests' memory budget in bytes.
+    pub fn budget(&self) -> u64 {
+        self.memory_budget.unwrap_or_else(|| physical_memory() / 2)
+    }
+}
+
+/// The machine's memory (`MemTotal` of `/proc/meminfo`), or 4 GiB when it
+/// cannot be read.
+fn physical_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(4 << 30, |kib| kib * 1024)
 }
 
 /// Counters of what the runtime did, for tests, logs and metrics.
@@ -173,6 +208,8 @@ pub struct WasmRuntime {
     cache: CompileCache,
     stats: Arc<RuntimeStats>,
     max_instances: u32,
+    per_app: u32,
+    budget: Arc<guest::MemoryBudget>,
     _ticker: EpochTicker,
 }
 
@@ -233,8 +270,15 @@ impl WasmRuntime {
             cache,
             stats: Arc::default(),
             max_instances: n,
+            per_app: opts.per_app(),
+            budget: Arc::new(guest::MemoryBudget::new(opts.budget())),
             _ticker: ticker,
         })
+    }
+
+    /// Linear memory all guests hold now, and the budget.
+    pub fn memory(&self) -> (u64, u64) {
+        (self.budget.in_use(), self.budget.budget)
     }
 
     /// What this runtime compiled and loaded so far.
@@ -310,6 +354,9 @@ impl WasmRuntime {
             sha256,
             loaded_from: from,
             max_instances: self.max_instances,
+            slots: Arc::new(tokio::sync::Semaphore::new(self.per_app as usize)),
+            per_app: self.per_app,
+            budget: self.budget.clone(),
             metrics: None,
         })
     }

@@ -1,4 +1,4 @@
-//! `berth serve`: the listeners. [`Server::start`] opens the data
+//! `berth serve`: the listeners (`conn`: connection limits and timeouts). [`Server::start`] opens the data
 //! directory and deploys every app (see [`crate::apps`]) before anything
 //! listens, so a bad app is refused at start with a clear message.
 //! [`Server::run`] then serves the front door ([`crate::gateway`]) and the
@@ -6,9 +6,10 @@
 //! future resolves, stops accepting, lets in-flight requests finish up to
 //! [`ServerOptions::drain_timeout`], and stops every instance.
 
+pub mod conn;
+
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,11 +18,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+
+pub use conn::ConnectionLimits;
+use conn::Listener;
 
 use crate::api::AdminAuth;
 use crate::apps::{Apps, AppsOptions};
@@ -41,6 +41,8 @@ pub struct ServerOptions {
     pub engine: EngineOptions,
     /// How long in-flight requests may run after shutdown begins.
     pub drain_timeout: Duration,
+    /// How the front door treats connections (caps, timeouts).
+    pub connections: ConnectionLimits,
     /// How `image = "REF"` apps are pulled.
     pub registry: RegistryClient,
     /// Show pull progress bars (only ever drawn on a terminal).
@@ -66,6 +68,7 @@ impl ServerOptions {
             data_dir: data_dir.into(),
             engine: EngineOptions::default(),
             drain_timeout: Duration::from_secs(30),
+            connections: ConnectionLimits::default(),
             registry: RegistryClient::anonymous(),
             progress: false,
             admin_auth: None,
@@ -175,9 +178,22 @@ impl Server {
         admin: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let graceful = GracefulShutdown::new();
-        let front = listener.local_addr()?;
+        let front_addr = listener.local_addr()?;
         let admin_addr = admin.local_addr()?;
+        let open_files = conn::raise_open_files_limit();
+        let mut limits = self.options.connections.clone();
+        // Keep files for everything else (instances, logs, the store).
+        let fit = usize::try_from(open_files.saturating_sub(1024)).unwrap_or(usize::MAX);
+        if limits.max_connections > fit.max(64) {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                open_files,
+                "lowering the connection cap to fit the open-files limit"
+            );
+            limits.max_connections = fit.max(64);
+        }
+        let front = Arc::new(Listener::new(limits.clone(), self.options.tls.clone()));
+        let back = Arc::new(Listener::new(limits.admin(), None));
         let sampler = {
             let apps = Arc::downgrade(&self.apps);
             self.apps
@@ -186,54 +202,27 @@ impl Server {
                     apps.upgrade().map(|a| a.snapshots())
                 })
         };
-        tracing::info!(%front, admin = %admin_addr, apps = self.apps.routes().len(), "berth is serving");
+        tracing::info!(front = %front_addr, admin = %admin_addr, apps = self.apps.routes().len(), max_connections = limits.max_connections, "berth is serving");
         self.ready.store(true, Ordering::Release);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => {
-                    let Some(stream) = accept_ok(accepted).await else { continue };
-                    let _ = stream.set_nodelay(true);
+                    let Some((stream, peer)) = conn::accept_ok(accepted).await else { continue };
                     let gw = self.gateway.clone();
-                    let svc = service_fn(move |req: Request<Incoming>| {
+                    front.accept(stream, peer, move |req: Request<Incoming>| {
                         let gw = gw.clone();
                         async move { gw.handle(req).await }
                     });
-                    match &self.options.tls {
-                        None => self.serve_conn(&graceful, stream, svc),
-                        Some(tls) => {
-                            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-                            let watcher = graceful.watcher();
-                            tokio::spawn(async move {
-                                let handshake = tokio::time::timeout(
-                                    Duration::from_secs(10),
-                                    acceptor.accept(stream),
-                                );
-                                match handshake.await {
-                                    Ok(Ok(tls_stream)) => {
-                                        let conn = auto::Builder::new(TokioExecutor::new())
-                                            .serve_connection(TokioIo::new(tls_stream), svc)
-                                            .into_owned();
-                                        if let Err(e) = watcher.watch(conn).await {
-                                            tracing::debug!("TLS connection ended with error: {e}");
-                                        }
-                                    }
-                                    Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
-                                    Err(_) => tracing::debug!("TLS handshake timed out"),
-                                }
-                            });
-                        }
-                    }
                 }
                 accepted = admin.accept() => {
-                    let Some(stream) = accept_ok(accepted).await else { continue };
+                    let Some((stream, peer)) = conn::accept_ok(accepted).await else { continue };
                     let me = self.clone();
-                    let svc = service_fn(move |req: Request<Incoming>| {
+                    back.accept(stream, peer, move |req: Request<Incoming>| {
                         let me = me.clone();
                         async move { Ok::<_, Infallible>(me.admin(req).await) }
                     });
-                    self.serve_conn(&graceful, stream, svc);
                 }
             }
         }
@@ -243,34 +232,19 @@ impl Server {
         drop(listener);
         drop(admin);
         tracing::info!("shutting down: draining in-flight requests");
-        tokio::select! {
-            () = graceful.shutdown() => tracing::info!("all connections closed"),
-            () = tokio::time::sleep(self.options.drain_timeout) => {
-                tracing::warn!(timeout = ?self.options.drain_timeout, "drain timeout passed; closing remaining connections");
-            }
+        let timeout = self.options.drain_timeout;
+        let (front_done, admin_done) = tokio::join!(front.drain(timeout), back.drain(timeout));
+        if front_done && admin_done {
+            tracing::info!("all connections closed");
+        } else {
+            tracing::warn!(
+                ?timeout,
+                open = front.open() + back.open(),
+                "drain timeout passed; closing remaining connections"
+            );
         }
         self.apps.stop_all().await;
         Ok(())
-    }
-
-    fn serve_conn<S>(&self, graceful: &GracefulShutdown, stream: tokio::net::TcpStream, svc: S)
-    where
-        S: hyper::service::Service<
-                Request<Incoming>,
-                Response = Response<Body>,
-                Error = Infallible,
-            > + Send
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection ended with error: {e}");
-            }
-        });
     }
 
     /// `/healthz` and `/readyz` (open to probes); everything else is the
@@ -283,20 +257,6 @@ impl Server {
             }
             "/readyz" => plain_text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
             _ => crate::api::handle(&self.apps, &self.admin_auth, req).await,
-        }
-    }
-}
-
-/// Accept errors (EMFILE and the like) are logged and slowed down, not fatal.
-async fn accept_ok(
-    accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
-) -> Option<tokio::net::TcpStream> {
-    match accepted {
-        Ok((stream, _)) => Some(stream),
-        Err(e) => {
-            tracing::warn!("accept failed: {e}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            None
         }
     }
 }
