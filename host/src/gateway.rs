@@ -219,7 +219,7 @@ mod tests {
         let big = outcome(AdmitError::BodyTooLarge { limit: 1 << 20 });
         assert_eq!((big.0, big.1), (413, false));
         assert!(
-            big.2.contains("at most 1 MiB (limits.request_body)"),
+            big.2.contains("at most 1.0 MiB (limits.request_body)"),
             "{}",
             big.2
         );

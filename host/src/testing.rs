@@ -48,6 +48,7 @@ pub struct TestHostBuilder {
     admin_token: Option<String>,
     engine: Option<crate::wasm::EngineOptions>,
     connections: Option<crate::server::ConnectionLimits>,
+    lenient: bool,
     admin_bind: Option<SocketAddr>,
 }
 
@@ -66,6 +67,7 @@ impl TestHost {
             admin_token: None,
             engine: None,
             connections: None,
+            lenient: false,
             admin_bind: None,
         }
     }
@@ -194,6 +196,14 @@ impl TestHostBuilder {
         self
     }
 
+    /// Serves the apps that deploy and retries the others in the background
+    /// (`berth serve`'s default). Test hosts default to `--strict`: an app
+    /// that cannot be deployed fails [`start`](Self::start).
+    pub fn lenient(mut self) -> Self {
+        self.lenient = true;
+        self
+    }
+
     /// Uses these connection limits on the front door.
     pub fn connections(mut self, limits: crate::server::ConnectionLimits) -> Self {
         self.connections = Some(limits);
@@ -231,6 +241,7 @@ impl TestHostBuilder {
         }
         options.tls = self.tls;
         options.bridge = test_bridge();
+        options.strict = !self.lenient;
         if let Some(token) = &self.admin_token {
             options.admin_auth = Some(crate::api::AdminAuth::with_token(token)?);
         }

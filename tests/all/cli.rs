@@ -47,6 +47,9 @@ fn malformed_config_is_refused_with_file_key_and_reason() {
             .arg(&file)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
+            // An app that cannot be deployed fails the start only with
+            // --strict (else it is retried while the others serve).
+            .arg("--strict")
             .output()
             .unwrap();
         assert!(!out.status.success(), "case {i} should fail");

@@ -128,8 +128,15 @@ fn list(apps: &Apps) -> AppList {
         .iter()
         .map(|s| AppView::running(s, stored.get(&s.deployed.name)))
         .collect();
+    for failed in apps.failed() {
+        if !running.iter().any(|s| s.deployed.name == failed.name) {
+            views.push(AppView::failed(&failed));
+        }
+    }
     for (name, app) in &stored {
-        if !running.iter().any(|s| &s.deployed.name == name) {
+        if !running.iter().any(|s| &s.deployed.name == name)
+            && !views.iter().any(|v| &v.name == name)
+        {
             views.push(AppView::not_running(
                 name,
                 app,
@@ -145,6 +152,9 @@ fn view(apps: &Apps, name: &str) -> Option<AppView> {
     let stored = apps.state().get(name);
     if let Some(status) = apps.status().into_iter().find(|s| s.deployed.name == name) {
         return Some(AppView::running(&status, stored.as_ref()));
+    }
+    if let Some(failed) = apps.failed_app(name) {
+        return Some(AppView::failed(&failed));
     }
     stored.map(|app| AppView::not_running(name, &app, apps.state().restore_error(name)))
 }

@@ -48,9 +48,12 @@ pub enum AppState {
     Idle,
     /// No instance is ready and the last start failed.
     Failing,
-    /// Remembered but not deployed: restoring it at start failed
+    /// Remembered but not deployed: its settings no longer validate
     /// (`last_error` says why). Deploy it again or delete it.
     NotRunning,
+    /// Could not be deployed (`last_error` says why); berth retries it in
+    /// the background with backoff.
+    Failed,
 }
 
 impl AppState {
@@ -62,6 +65,7 @@ impl AppState {
             AppState::Idle => "idle",
             AppState::Failing => "failing",
             AppState::NotRunning => "not-running",
+            AppState::Failed => "failed",
         }
     }
 }
@@ -222,6 +226,36 @@ impl AppView {
             cold_starts,
             last_error,
             revisions,
+        }
+    }
+
+    /// An app that could not be deployed and waits for a retry.
+    pub fn failed(f: &crate::apps::FailedApp) -> Self {
+        let fmt = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+        Self {
+            name: f.name.clone(),
+            state: AppState::Failed,
+            kind: String::new(),
+            revision: String::new(),
+            pinned: None,
+            sha256: String::new(),
+            routes: f.record.config.routes.clone(),
+            config: f.record.config.clone(),
+            origin: f.record.origin,
+            deployed_at: String::new(),
+            instances: Instances::default(),
+            queued: 0,
+            in_flight: 0,
+            panicking: false,
+            cold_starts: 0,
+            last_error: Some(format!(
+                "{} (attempt {}, failing since {}, next attempt at {})",
+                f.reason,
+                f.attempts,
+                fmt(f.since),
+                fmt(f.next_retry)
+            )),
+            revisions: Vec::new(),
         }
     }
 

@@ -17,6 +17,7 @@
 //! [`RouteTable`] behind an atomic swap.
 
 pub mod build;
+pub mod retry;
 pub mod routes;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 
+pub use retry::FailedApp;
 pub use routes::{RouteTable, RoutedApp};
 
 use crate::backend::Kind;
@@ -90,6 +92,7 @@ impl AppStatus {
     /// The gauges `metrics` reports for this app.
     pub fn snapshot(&self) -> metrics::AppSnapshot {
         metrics::AppSnapshot {
+            deploy_failed: false,
             name: self.deployed.name.clone(),
             revisions: self
                 .revisions
@@ -151,6 +154,8 @@ pub struct Apps {
     retiring: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Set when the host begins to shut down: long-lived streams end.
     shutting_down: AtomicBool,
+    /// Apps that could not be deployed at start, retried in the background.
+    failed: Mutex<BTreeMap<String, retry::Failed>>,
 }
 
 impl Apps {
@@ -196,35 +201,47 @@ impl Apps {
             routes: ArcSwap::from_pointee(RouteTable::new(domain, Vec::new())),
             retiring: Mutex::new(Vec::new()),
             shutting_down: AtomicBool::new(false),
+            failed: Mutex::new(BTreeMap::new()),
             options,
         })
     }
 
     /// Deploys the config file's apps, then the apps of the state made
     /// through the API; forgets the config file's former apps (see
-    /// [`crate::state`] for how they merge).
+    /// [`crate::state`] for how they merge). An app that cannot be deployed
+    /// is listed as failed and retried in the background ([`retry`]), while
+    /// the others serve; with `strict`, the first such app of the config file
+    /// fails the start instead.
     ///
     /// # Errors
-    /// The first app of the config file that cannot be deployed, named,
-    /// with the reason. An app of the state that cannot be deployed again is
-    /// logged and shown by the admin API instead.
-    pub async fn restore(&self, config: &Config) -> anyhow::Result<()> {
+    /// A state file that cannot be written, or (with `strict`) the first app
+    /// of the config file that cannot be deployed, named, with the reason.
+    pub async fn restore(self: &Arc<Self>, config: &Config, strict: bool) -> anyhow::Result<()> {
         let plan = self.state.plan(config);
         for name in &plan.forget {
             self.state.forget(name)?;
             tracing::info!(app = %name, "forgotten: no longer in the config file");
         }
         for app in plan.config {
-            self.deploy_recorded(&app.name, &app.spec, app.record)
-                .await?;
-        }
-        let file = self.state.path().display();
-        for app in plan.restore {
-            if let Err(e) = self.deploy_recorded(&app.name, &app.spec, app.record).await {
-                tracing::error!(app = %app.name, "cannot restore the app from {file}: {e:#}");
-                self.state.set_restore_error(&app.name, format!("{e:#}"));
+            if let Err(e) = self
+                .deploy_recorded(&app.name, &app.spec, app.record.clone())
+                .await
+            {
+                if strict {
+                    return Err(e);
+                }
+                self.fail(&app.name, &app.spec, app.record, format!("{e:#}"));
             }
         }
+        for app in plan.restore {
+            if let Err(e) = self
+                .deploy_recorded(&app.name, &app.spec, app.record.clone())
+                .await
+            {
+                self.fail(&app.name, &app.spec, app.record, format!("{e:#}"));
+            }
+        }
+        let file = self.state.path().display();
         for app in plan.unrestorable {
             tracing::error!(app = %app.name, "cannot restore the app from {file}: {}", app.reason);
             self.state.set_restore_error(&app.name, app.reason);
@@ -400,6 +417,8 @@ impl Apps {
                     .collect(),
             );
         }
+        // Deployed: whatever retry waited for this name is moot.
+        self.forget_failed(name);
         tracing::info!(app = name, revision = %revision_id, "deployed");
         Ok(info)
     }
@@ -472,6 +491,7 @@ impl Apps {
     /// Removes app `name`; its in-flight requests finish, then its instances
     /// stop. Returns whether the app existed.
     pub fn remove(&self, name: &str) -> bool {
+        let was_failed = self.forget_failed(name);
         let old = {
             let mut table = self.lock_table();
             let old = table.remove(name);
@@ -491,7 +511,7 @@ impl Apps {
                 self.retire(entry.routed.revisions().cloned().collect());
                 true
             }
-            None => false,
+            None => was_failed,
         }
     }
 
@@ -555,9 +575,16 @@ impl Apps {
             .collect()
     }
 
-    /// The gauges of every app, for `metrics`.
+    /// The gauges of every app, for `metrics` (failed apps with no
+    /// revision, marked as failing to deploy).
     pub fn snapshots(&self) -> Vec<metrics::AppSnapshot> {
-        self.status().iter().map(AppStatus::snapshot).collect()
+        let mut all: Vec<_> = self.status().iter().map(AppStatus::snapshot).collect();
+        all.extend(self.failed().into_iter().map(|f| metrics::AppSnapshot {
+            name: f.name,
+            revisions: Vec::new(),
+            deploy_failed: true,
+        }));
+        all
     }
 
     /// Marks the host as shutting down: followers of logs stop following
@@ -575,6 +602,8 @@ impl Apps {
     /// revisions retired by a redeploy or removal to finish stopping, so a
     /// host that exits right after a redeploy leaves no instance behind.
     pub async fn stop_all(&self) {
+        self.begin_shutdown();
+        self.lock_failed_all_clear();
         let entries: Vec<_> = {
             let mut table = self.lock_table();
             let all = std::mem::take(&mut *table);
@@ -610,6 +639,13 @@ impl Apps {
         let mut retiring = self.retiring.lock().unwrap_or_else(|e| e.into_inner());
         retiring.retain(|t| !t.is_finished());
         retiring.push(task);
+    }
+
+    fn lock_failed_all_clear(&self) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     fn publish(&self, table: &AppTable) {

@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// [default: half the machine's memory].
     #[arg(long, env = "BERTH_WASM_MEMORY_BUDGET", value_parser = parse_size_arg)]
     pub wasm_memory_budget: Option<u64>,
+    /// Exit when an app of the config file cannot be deployed, instead of
+    /// serving the others and retrying it in the background.
+    #[arg(long, env = "BERTH_STRICT")]
+    pub strict: bool,
     /// Connections the front door keeps open at once; more are refused
     /// with 503.
     #[arg(long, env = "BERTH_MAX_CONNECTIONS", default_value_t = 10_000)]
@@ -121,6 +125,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     options.admin_auth = admin_auth;
     options.runc = args.runc.clone();
     options.secrets_key = args.secrets_key.clone();
+    options.strict = args.strict;
     options.bridge = crate::container::BridgeOptions {
         bridge: args.container_bridge.clone(),
         subnet: args.container_subnet.clone(),
@@ -140,7 +145,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let server = Arc::new(Server::start(&cfg, options).await?);
+        let server = Arc::new(Server::open(&cfg, options).await?);
+        // SIGTERM while apps are being pulled, unpacked or started: stop
+        // what was started, leave nothing behind, exit.
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        tokio::select! {
+            restored = server.restore(&cfg) => {
+                if let Err(e) = restored {
+                    server.apps().stop_all().await;
+                    return Err(e);
+                }
+            }
+            () = &mut stop => {
+                eprintln!("berth: stopping before serving (signal during start)");
+                server.apps().stop_all().await;
+                return Ok(());
+            }
+        }
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -165,7 +187,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 listener.local_addr()?.port()
             );
         }
-        server.run(listener, admin, shutdown_signal()).await
+        server.run(listener, admin, stop).await
     })
 }
 

@@ -15,6 +15,7 @@
 //! | `berth_queue_depth` | gauge | `app` | requests waiting for capacity |
 //! | `berth_in_flight` | gauge | `app` | requests being served |
 //! | `berth_traffic_percent` | gauge | `app`, `revision` | each serving revision's share of new requests |
+//! | `berth_app_deploy_failed` | gauge | `app` | 1 while an app that could not be deployed waits for a retry |
 //! | `berth_app_requests_total` | counter | `app` | metering: requests |
 //! | `berth_instance_seconds_total` | counter | `app`, `kind` | metering: ready instances × time |
 //! | `berth_cpu_seconds_total` | counter | `app` | metering: CPU time, for apps whose backend reports it |
@@ -143,6 +144,8 @@ pub struct AppSnapshot {
     pub name: String,
     /// Its serving revisions.
     pub revisions: Vec<RevisionSnapshot>,
+    /// Whether it could not be deployed and waits for a retry.
+    pub deploy_failed: bool,
 }
 
 /// One revision's gauges at a moment.
@@ -412,7 +415,15 @@ fn gauges(apps: &[AppSnapshot]) -> Registry {
     let queue = Family::<AppLabels, Gauge>::default();
     let in_flight = Family::<AppLabels, Gauge>::default();
     let traffic = Family::<RevisionLabels, Gauge>::default();
+    let failed = Family::<AppLabels, Gauge>::default();
     for app in apps {
+        if app.deploy_failed {
+            failed
+                .get_or_create(&AppLabels {
+                    app: app.name.clone(),
+                })
+                .set(1);
+        }
         let name = &app.name;
         let (mut queued, mut serving) = (0_i64, 0_i64);
         for revision in &app.revisions {
@@ -454,6 +465,11 @@ fn gauges(apps: &[AppSnapshot]) -> Registry {
         "Share of an app's new requests each revision receives",
         traffic,
     );
+    registry.register(
+        "app_deploy_failed",
+        "1 for an app that could not be deployed and waits for a retry",
+        failed,
+    );
     registry
 }
 
@@ -478,6 +494,7 @@ mod tests {
 
     fn status(app: &str, ready: u32, queued: usize) -> AppSnapshot {
         AppSnapshot {
+            deploy_failed: false,
             name: app.into(),
             revisions: vec![RevisionSnapshot {
                 id: format!("{app}-00001"),

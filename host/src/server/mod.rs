@@ -43,6 +43,9 @@ pub struct ServerOptions {
     pub drain_timeout: Duration,
     /// How the front door treats connections (caps, timeouts).
     pub connections: ConnectionLimits,
+    /// Fail the start when an app of the config file cannot be deployed,
+    /// instead of serving the others and retrying it.
+    pub strict: bool,
     /// How `image = "REF"` apps are pulled.
     pub registry: RegistryClient,
     /// Show pull progress bars (only ever drawn on a terminal).
@@ -69,6 +72,7 @@ impl ServerOptions {
             engine: EngineOptions::default(),
             drain_timeout: Duration::from_secs(30),
             connections: ConnectionLimits::default(),
+            strict: false,
             registry: RegistryClient::anonymous(),
             progress: false,
             admin_auth: None,
@@ -99,6 +103,17 @@ impl Server {
     /// An unusable data directory or state file, or the first app of
     /// `config` that cannot be deployed, named, with the reason.
     pub async fn start(config: &Config, options: ServerOptions) -> anyhow::Result<Self> {
+        let server = Self::open(config, options).await?;
+        server.restore(config).await?;
+        Ok(server)
+    }
+
+    /// [`start`](Self::start) without deploying: the data directory, the
+    /// engine, the shim. Call [`restore`](Self::restore) next.
+    ///
+    /// # Errors
+    /// An unusable data directory or state file.
+    pub async fn open(config: &Config, options: ServerOptions) -> anyhow::Result<Self> {
         crate::files::create_private_dir(&options.data_dir).with_context(|| {
             format!(
                 "cannot create data directory `{}`",
@@ -135,7 +150,6 @@ impl Server {
             )
             .await?,
         );
-        apps.restore(config).await?;
         let gateway = Arc::new(Gateway::new(apps.clone(), metrics, options.tls.is_some()));
         Ok(Self {
             options,
@@ -144,6 +158,15 @@ impl Server {
             gateway,
             ready: AtomicBool::new(false),
         })
+    }
+
+    /// Deploys the config file's apps and those the state remembers (see
+    /// [`Apps::restore`]).
+    ///
+    /// # Errors
+    /// As [`Apps::restore`].
+    pub async fn restore(&self, config: &Config) -> anyhow::Result<()> {
+        self.apps.restore(config, self.options.strict).await
     }
 
     /// The deployed apps.
