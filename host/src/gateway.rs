@@ -12,7 +12,7 @@ use http_body_util::BodyExt as _;
 
 use crate::apps::Apps;
 use crate::backend::ServeError;
-use crate::http::{Body, BoxError, REQUEST_ID_HEADER, RequestInfo, plain_text};
+use crate::http::{Body, BoxError, REQUEST_ID_HEADER, RequestInfo, excerpt, plain_text};
 use crate::metrics::Metrics;
 use crate::revision::{AdmitError, DispatchError};
 
@@ -69,8 +69,8 @@ impl Gateway {
         let Some(app) = table.route(host.as_deref(), req.uri().path()).cloned() else {
             let msg = format!(
                 "no app answers host `{}` and path `{}`\n",
-                host.as_deref().unwrap_or("(none)"),
-                req.uri().path()
+                excerpt(host.as_deref().unwrap_or("(none)")),
+                excerpt(req.uri().path())
             );
             return Ok(with_id(plain_text(StatusCode::NOT_FOUND, msg), &info));
         };

@@ -51,6 +51,26 @@ impl RequestInfo {
     }
 }
 
+/// How much of a client's or an artifact's text an error message quotes.
+pub const EXCERPT_CHARS: usize = 200;
+
+/// `text` as an error message may quote it: control characters and quotes
+/// escaped, at most [`EXCERPT_CHARS`] characters, and a note of how much was
+/// left out. Hostile input (a 16 MiB name, terminal escapes) never reaches a
+/// log or a response whole.
+pub fn excerpt(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(EXCERPT_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    let total = text.chars().count();
+    if total > EXCERPT_CHARS {
+        out.push_str(&format!("… ({} more characters)", total - EXCERPT_CHARS));
+    }
+    out
+}
+
 /// A body holding `bytes`.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
@@ -172,5 +192,20 @@ impl hyper::body::Body for DeadlineBody {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_are_bounded_and_escaped() {
+        assert_eq!(excerpt("a.localhost"), "a.localhost");
+        assert_eq!(excerpt("bad\u{1b}[31mred\n"), "bad\\u{1b}[31mred\\n");
+        let long = "x".repeat(16 << 20);
+        let e = excerpt(&long);
+        assert!(e.len() < 300, "{}", e.len());
+        assert!(e.ends_with(&format!("({} more characters)", (16 << 20) - 200)));
     }
 }

@@ -509,18 +509,24 @@ where
     let bytes = read_body(req, MAX_BODY_BYTES).await?;
     let mut de = serde_json::Deserializer::from_slice(&bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let key = e.path().to_string();
+        let key = crate::http::excerpt(&e.path().to_string());
         let key = (key != ".").then_some(key);
         error_response(
             StatusCode::BAD_REQUEST,
-            &format!("the body is not a valid document: {}", e.inner()),
+            &format!(
+                "the body is not a valid document: {}",
+                crate::http::excerpt(&e.inner().to_string())
+            ),
             key.as_deref(),
         )
     })?;
     de.end().map_err(|e| {
         error_response(
             StatusCode::BAD_REQUEST,
-            &format!("the body is not a valid document: {e}"),
+            &format!(
+                "the body is not a valid document: {}",
+                crate::http::excerpt(&e.to_string())
+            ),
             None,
         )
     })?;

@@ -27,6 +27,9 @@ pub enum ContainerError {
         #[source]
         source: io::Error,
     },
+    /// The host is stopping: no instance starts any more.
+    #[error("instance {0}: the host is stopping")]
+    Closing(String),
     /// The isolated (bridge) network failed or is unavailable.
     #[error("isolated network: {0}")]
     Network(String),

@@ -29,6 +29,11 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// How long `close` waits for starts under way.
+const CLOSE_WAIT: Duration = Duration::from_secs(90);
 
 use super::bridge::{BridgeNetwork, BridgeOptions};
 use super::error::{ContainerError, Result, io_err};
@@ -80,6 +85,8 @@ impl Shim {
                 runc: Runc::new(runc, root),
                 bridge: None,
                 bridge_unavailable: None,
+                closing: AtomicBool::new(false),
+                active_starts: AtomicUsize::new(0),
                 instances,
                 logs,
                 state_dir,
@@ -112,9 +119,26 @@ impl Shim {
         self
     }
 
-    /// Removes what the shim added to the host (its firewall chains and the
-    /// bridge). Call it once every instance has stopped.
+    /// Closes the shim: no instance starts any more; the starts under way
+    /// finish (and are torn down when their caller is gone); whatever is
+    /// still there is removed as [`reap_leftovers`](Self::reap_leftovers)
+    /// does; then what the shim added to the host (its firewall chains and
+    /// the bridge) goes. Call it when the host stops, after its revisions
+    /// have stopped their instances: this catches what they missed (a start
+    /// cut short by a signal, a panicked task).
     pub async fn close(&self) {
+        self.inner.closing.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+        while self.inner.active_starts.load(Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match self.reap_leftovers().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "removed instances still there at close"),
+            Err(e) => tracing::warn!("removing instances at close: {e}"),
+        }
         if let Some(bridge) = &self.inner.bridge {
             bridge.close().await;
         }
@@ -215,14 +239,21 @@ impl Shim {
     pub async fn start(&self, lower_rootfs: &Path, spec: InstanceSpec) -> Result<Container> {
         spec::validate(&spec)?;
         let id = spec.id.clone();
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(ContainerError::Closing(id));
+        }
+        // Counted until done, so that `close` waits for it.
+        self.inner.active_starts.fetch_add(1, Ordering::AcqRel);
+        let inner = Arc::clone(&self.inner);
+        let lower = lower_rootfs.to_path_buf();
         // On its own task: should the caller stop waiting, the start still
         // runs to its end and the instance it yields is dropped, which tears
         // it down, so nothing is left half made.
-        tokio::spawn(start_instance(
-            Arc::clone(&self.inner),
-            lower_rootfs.to_path_buf(),
-            spec,
-        ))
+        tokio::spawn(async move {
+            let result = start_instance(Arc::clone(&inner), lower, spec).await;
+            inner.active_starts.fetch_sub(1, Ordering::AcqRel);
+            result
+        })
         .await
         .map_err(|e| io_err(&id, "start task")(io::Error::other(e)))?
     }

@@ -49,6 +49,10 @@ pub(super) struct ShimInner {
     pub(super) bridge: Option<BridgeNetwork>,
     /// Why it could not, shown when an isolated instance is asked for.
     pub(super) bridge_unavailable: Option<String>,
+    /// Set by `Shim::close`: no instance starts any more.
+    pub(super) closing: std::sync::atomic::AtomicBool,
+    /// Starts under way.
+    pub(super) active_starts: std::sync::atomic::AtomicUsize,
     pub(super) instances: PathBuf,
     pub(super) logs: PathBuf,
     pub(super) state_dir: PathBuf,
