@@ -394,3 +394,128 @@ mod tests {
         assert!(msg.contains("also set in `env`"), "{msg}");
     }
 }
+
+/// Random settings thrown at the loader and, when accepted, at the
+/// autoscaler: whatever passes validation never asks for more than
+/// `max_scale` instances, and with no traffic never grows.
+#[cfg(test)]
+mod properties {
+    use std::time::{Duration, Instant};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::autoscale::Kpa;
+
+    /// Unset most often; else mostly in `plausible`, sometimes anything.
+    fn knob(plausible: std::ops::Range<f64>) -> impl Strategy<Value = Option<f64>> {
+        proptest::option::weighted(
+            0.4,
+            prop_oneof![
+                6 => plausible,
+                1 => any::<f64>(),
+                1 => prop_oneof![Just(0.0), Just(0.5), Just(1.0), Just(-1.0), Just(f64::NAN), Just(f64::INFINITY)],
+            ],
+        )
+    }
+
+    fn duration() -> impl Strategy<Value = Option<String>> {
+        proptest::option::weighted(
+            0.4,
+            prop_oneof![
+                4 => (1u64..120).prop_map(|s| format!("{s}s")),
+                1 => (0u64..5000).prop_map(|ms| format!("{ms}ms")),
+                1 => (0u64..100_000).prop_map(|s| format!("{s}s")),
+                1 => Just("soon".to_string()),
+            ],
+        )
+    }
+
+    fn count(plausible: std::ops::Range<u32>) -> impl Strategy<Value = Option<u32>> {
+        proptest::option::weighted(
+            0.5,
+            prop_oneof![4 => plausible, 1 => any::<u32>(), 1 => Just(0u32)],
+        )
+    }
+
+    fn raw() -> impl Strategy<Value = AppConfig> {
+        (
+            (
+                knob(0.1..200.0),
+                knob(0.1..1.0),
+                knob(1.0..100.0),
+                knob(110.0..1000.0),
+                knob(1.0..2000.0),
+                knob(0.1..10.0),
+            ),
+            (duration(), duration(), duration(), count(0..20)),
+            (
+                count(0..5),
+                count(1..50),
+                count(0..100),
+                proptest::option::of(1usize..1000),
+            ),
+        )
+            .prop_map(|(f, d, n)| AppConfig {
+                wasm: Some("/x.wasm".into()),
+                concurrency: n.2,
+                min_scale: n.0,
+                max_scale: n.1,
+                autoscale: RawAutoscale {
+                    target: f.0,
+                    utilization: f.1,
+                    panic_window_percentage: f.2,
+                    panic_threshold_percentage: f.3,
+                    max_scale_up_rate: f.4,
+                    max_scale_down_rate: f.5,
+                    stable_window: d.0,
+                    scale_to_zero_grace: d.1,
+                    tick: d.2,
+                    initial_scale: d.3,
+                    queue_depth: n.3,
+                    ..RawAutoscale::default()
+                },
+                ..AppConfig::default()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn accepted_settings_never_run_away(
+            app in raw(),
+            load in proptest::collection::vec(0.0..5000.0f64, 1..40),
+        ) {
+            let Ok(spec) = AppSpec::from_config("a", &app, Path::new("/")) else {
+                return Ok(());
+            };
+            let mut cfg = spec.scaling.autoscale.clone();
+            cfg.concurrency.get_or_insert(0);
+            let max = cfg.max_scale;
+            prop_assert!((1..=10_000).contains(&max));
+            let target = cfg.per_instance_target();
+            let floor = cfg.initial_scale.min(max).max(cfg.min_scale).max(1);
+            let t0 = Instant::now();
+            let mut kpa = Kpa::new(cfg, t0);
+            let mut ready = kpa.desired();
+            // A burst of traffic, then a long quiet spell, a second a step.
+            let steps = load.iter().copied().chain(std::iter::repeat_n(0.0, 300));
+            let mut peak_demand = 0.0f64;
+            for (i, demand) in steps.enumerate() {
+                let now = t0 + Duration::from_secs(i as u64);
+                kpa.record(now, demand);
+                peak_demand = peak_demand.max(demand);
+                let d = kpa.decide(now, ready);
+                prop_assert!(d.desired <= max, "{} > max_scale {}", d.desired, max);
+                // Never more than the busiest moment justifies: no runaway.
+                let justified = ((peak_demand / target).ceil() as u32).max(floor);
+                prop_assert!(
+                    d.desired <= justified.min(max),
+                    "asked for {} instances; the peak demand {} justifies {} (target {})",
+                    d.desired, peak_demand, justified, target
+                );
+                ready = d.desired;
+            }
+        }
+    }
+}
