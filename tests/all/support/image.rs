@@ -42,7 +42,8 @@ pub fn busybox_base() -> Layer {
             "#!/bin/sh\nsleep 1\necho 'Content-Type: text/plain'\necho\necho slept\n",
         );
     for applet in [
-        "sh", "httpd", "sleep", "id", "cat", "echo", "wget", "env", "ls", "rm", "true",
+        "sh", "httpd", "sleep", "id", "cat", "echo", "wget", "env", "ls", "rm", "true", "unshare",
+        "grep", "head", "yes", "dd", "df",
     ] {
         layer = layer.symlink(&format!("bin/{applet}"), "busybox");
     }
@@ -56,6 +57,8 @@ pub struct Image {
     pub cmd: Vec<String>,
     pub env: Vec<String>,
     pub user: Option<String>,
+    /// The config's `WorkingDir`.
+    pub working_dir: String,
 }
 
 impl Image {
@@ -67,6 +70,7 @@ impl Image {
             cmd: vec!["exec httpd -f -p 127.0.0.1:$PORT -h /www".into()],
             env: vec!["PATH=/bin".into()],
             user: None,
+            working_dir: "/".into(),
         }
     }
 
@@ -98,7 +102,7 @@ impl Image {
             "Entrypoint": self.entrypoint,
             "Cmd": self.cmd,
             "Env": self.env,
-            "WorkingDir": "/",
+            "WorkingDir": self.working_dir,
         });
         if let Some(user) = &self.user {
             config["User"] = serde_json::json!(user);
