@@ -11,6 +11,7 @@ use berth_test_artifacts as art;
 
 use crate::support::image::{Image, Layer, busybox_base};
 use crate::support::registry::Registry;
+use crate::support::serve::Served;
 use crate::support::{app_url, client, get, status, wait_until};
 
 fn container_app(reference: &str) -> AppSpec {
@@ -695,4 +696,61 @@ async fn an_image_working_dir_under_proc_or_unclean_is_refused_at_deploy() {
         (200, "hello from hello".into())
     );
     host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runc_is_logged_and_an_unfixed_one_leaves_containers_unavailable() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let registry = Registry::start();
+    let reference = registry.reference("web:v1");
+    Image::httpd().push(&reference);
+    let dir = tempfile::tempdir().unwrap();
+
+    // The real runc: its version is logged at start.
+    let version = Command::new("runc").arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout);
+    let first = version
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("runc version ");
+    let host = Served::start(&dir.path().join("ok"), &[]);
+    let log = host.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" runc ") && l.contains(&format!("version={first}"))),
+        "{log}"
+    );
+    host.stop();
+
+    // A runc before 1.1.12 without a known backport (here a stand-in that
+    // prints what runc 1.1.11 prints): the host serves, containers do not.
+    let old = dir.path().join("runc-1.1.11");
+    std::fs::write(
+        &old,
+        "#!/bin/sh\necho 'runc version 1.1.11'\necho 'commit: v1.1.11-0-g4bccb38c'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = Served::start(&dir.path().join("old"), &["--runc", old.to_str().unwrap()]);
+    assert!(host.stderr().contains("runc refused"), "{}", host.stderr());
+    let (ok, _, err) = host.cli(&["deploy", "hello", "--wasm", art::HELLO], b"");
+    assert!(ok, "{err}");
+    let (ok, _, err) = host.cli(&["deploy", "web", "--image", &reference], b"");
+    assert!(!ok);
+    assert!(
+        err.contains("containers are unavailable")
+            && err.contains("runc 1.1.11")
+            && err.contains("CVE-2024-21626"),
+        "{err}"
+    );
+    let c = client(host.addr, &["hello"]);
+    let r = c
+        .get(app_url(host.addr, "hello", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    host.stop();
 }

@@ -73,6 +73,7 @@ impl Shim {
         match version.check() {
             Ok(why) => tracing::debug!(%why, "runc has the fix of CVE-2024-21626"),
             Err(reason) => {
+                tracing::warn!(runc = %runc.display(), %reason, "runc refused: container apps cannot run");
                 return Err(RuncError::Unsupported {
                     binary: runc,
                     reason,
