@@ -337,7 +337,7 @@ impl Instance for ContainerInstance {
 
 /// Most bytes of a container's raw stdout (and, apart, stderr) file that wait
 /// to be forwarded: a container writing faster than its log is forwarded
-/// (up to [`FORWARD_CHUNK`] every [`FORWARD_EVERY`], 5 MiB/s a stream) loses
+/// (up to 1 MiB every 200 ms, 5 MiB/s a stream) loses
 /// the oldest of what waits beyond this, with a marker line saying how much.
 pub const MAX_LOG_BACKLOG: u64 = 4 << 20;
 
@@ -368,8 +368,11 @@ impl LogForwarder {
         let mut tails = self.tails.lock().unwrap_or_else(|e| e.into_inner());
         let (out, err) = &mut *tails;
         for (tail, stream) in [(out, "stdout"), (err, "stderr")] {
+            let mut read = tail.pump(&self.log, &self.instance, stream);
             // At the end, everything that waits (at most the backlog cap).
-            while tail.pump(&self.log, &self.instance, stream) > 0 && finish {}
+            while finish && read > 0 {
+                read = tail.pump(&self.log, &self.instance, stream);
+            }
             if finish {
                 tail.flush(&self.log, &self.instance, stream);
             }

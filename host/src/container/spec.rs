@@ -287,8 +287,8 @@ impl From<&ImageConfiguration> for ImageConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ContainerLimits {
     /// Memory limit in bytes (`linux.resources.memory.limit`, and `swap` the
-    /// same: no swap); also the size of the instance's writable layer
-    /// (`super::scratch`). `None`: no limit.
+    /// same: no swap); also the size of the tmpfs holding the instance's
+    /// writable layer ([`super::overlay::mount_scratch`]). `None`: no limit.
     pub memory: Option<u64>,
     /// CPUs, e.g. 1.5 → quota 150000 µs per 100000 µs period; `None`:
     /// [`DEFAULT_CPUS`].
