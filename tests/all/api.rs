@@ -504,13 +504,14 @@ async fn an_app_that_cannot_be_restored_is_shown_and_can_be_deleted() {
     let deployed_at = app["deployed_at"].clone();
     first.stop().await;
 
-    // The host starts anyway; the app is listed, not running, with why.
+    // The host starts anyway; the app is listed as failed (and retried),
+    // with why and what was deployed.
     std::fs::remove_file(&wasm).unwrap();
     let second = start().await.unwrap();
     let c = client(second.addr, &["gone"]);
     let (status, app) = get_json(&c, &second, "/v1/apps/gone").await;
     assert_eq!(status, 200);
-    assert_eq!(app["state"], "not-running", "{app}");
+    assert_eq!(app["state"], "failed", "{app}");
     assert!(
         app["last_error"].as_str().unwrap().contains("gone.wasm"),
         "{app}"

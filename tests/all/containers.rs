@@ -11,6 +11,7 @@ use berth_test_artifacts as art;
 
 use crate::support::image::{Image, Layer, busybox_base};
 use crate::support::registry::Registry;
+use crate::support::serve::Served;
 use crate::support::{app_url, client, get, status, wait_until};
 
 fn container_app(reference: &str) -> AppSpec {
@@ -424,4 +425,362 @@ fn container_pid(data_dir: &Path, id: &str) -> u32 {
         .expect("runc is installed");
     let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     state["pid"].as_u64().expect("a pid") as u32
+}
+
+/// A CGI script that reports, from inside the container, what it runs
+/// under: its status flags and capabilities, whether it may make a user
+/// namespace, its cgroup view and limits, its open-files limit, the masked
+/// paths.
+const INSIDE: &str = r#"#!/bin/sh
+echo 'Content-Type: text/plain'
+echo
+grep -E '^(NoNewPrivs|CapEff|CapBnd|CapPrm|Seccomp):' /proc/self/status
+unshare -U true 2>&1; echo "unshare-U=$?"
+cat /proc/self/cgroup | sed 's/^/cgroup /'
+echo "nofile=$(ulimit -n)/$(ulimit -Hn)"
+cg=/sys/fs/cgroup
+if [ -d $cg/pids ]; then
+  pids=$(cat $cg/pids/pids.max); quota=$(cat $cg/cpu/cpu.cfs_quota_us)
+  mem=$(cat $cg/memory/memory.limit_in_bytes)
+  swap=$(( $(cat $cg/memory/memory.memsw.limit_in_bytes) - mem ))
+else
+  pids=$(cat $cg/pids.max); read quota period < $cg/cpu.max
+  mem=$(cat $cg/memory.max); swap=$(cat $cg/memory.swap.max)
+fi
+echo "pids=$pids cpu=$quota mem=$mem swap=$swap"
+for p in /sys/firmware /sys/devices/virtual/powercap; do
+  if [ -e $p ]; then echo "$p=$(ls -A $p | wc -l)"; else echo "$p=absent"; fi
+done
+echo "timer_list=$(wc -c < /proc/timer_list)"
+echo x > /proc/sys/kernel/hostname 2>/dev/null && echo "proc-sys=writable" || echo "proc-sys=read-only"
+"#;
+
+/// The line of `text` that starts with `key`, less the key.
+fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+        .trim()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_runs_hardened_and_unconfined_lifts_only_seccomp() {
+    use berth::config::spec::SeccompMode;
+
+    let registry = Registry::start();
+    let reference = registry.reference("inside:v1");
+    let mut image = Image::httpd();
+    image
+        .layers
+        .push(Layer::default().file("www/cgi-bin/inside", 0o755, INSIDE));
+    image.push(&reference);
+    let mut loose = container_app(&reference);
+    loose.container.seccomp = SeccompMode::Unconfined;
+    let host = TestHost::builder()
+        .app("hardened", container_app(&reference))
+        .app("loose", loose)
+        .start()
+        .await
+        .unwrap();
+
+    let (status, inside) = get(&host, "hardened", "/cgi-bin/inside").await;
+    assert_eq!(status, 200, "{inside}");
+    eprintln!("inside a default container:\n{inside}");
+    // 1. no_new_privs.
+    assert_eq!(field(&inside, "NoNewPrivs:"), "1");
+    // 2. CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
+    // NET_BIND_SERVICE (bits 0 1 3 4 5 6 7 8 10); no NET_RAW, MKNOD,
+    // SETFCAP, SYS_CHROOT, AUDIT_WRITE.
+    for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert_eq!(field(&inside, set), "00000000000005fb", "{set}");
+    }
+    // 3. A seccomp filter, and the user namespace it refuses: unshare(2)
+    // fails with EPERM.
+    assert_eq!(field(&inside, "Seccomp:"), "2");
+    assert!(
+        inside.contains("unshare(0x10000000): Operation not permitted"),
+        "{inside}"
+    );
+    assert_eq!(field(&inside, "unshare-U="), "1");
+    // 4. Its own cgroup is the root of what it sees.
+    let cgroups: Vec<&str> = inside
+        .lines()
+        .filter_map(|l| l.strip_prefix("cgroup "))
+        .collect();
+    assert!(!cgroups.is_empty(), "{inside}");
+    for line in &cgroups {
+        assert!(line.ends_with(":/"), "{line} (all: {cgroups:?})");
+    }
+    // 5. Masked paths are empty (powercap where the host has it).
+    assert_eq!(field(&inside, "/sys/firmware="), "0");
+    let powercap = if Path::new("/sys/devices/virtual/powercap").exists() {
+        "0"
+    } else {
+        "absent"
+    };
+    assert_eq!(field(&inside, "/sys/devices/virtual/powercap="), powercap);
+    assert_eq!(field(&inside, "timer_list="), "0");
+    assert_eq!(field(&inside, "proc-sys="), "read-only");
+    // 6. containerd's open-files limit, not berth's own.
+    assert_eq!(field(&inside, "nofile="), "1024/1024");
+    // 7. Default pids and CPU limits, no swap (memory: the 128 MiB default).
+    assert_eq!(
+        field(&inside, "pids="),
+        format!("1024 cpu=100000 mem={} swap=0", 128u64 << 20)
+    );
+
+    // Unconfined: the same container but for the filter; the call passes.
+    let (status, loose) = get(&host, "loose", "/cgi-bin/inside").await;
+    assert_eq!(status, 200, "{loose}");
+    assert_eq!(field(&loose, "Seccomp:"), "0");
+    assert_eq!(field(&loose, "unshare-U="), "0", "{loose}");
+    assert_eq!(field(&loose, "NoNewPrivs:"), "1");
+    assert_eq!(field(&loose, "CapEff:"), "00000000000005fb");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_past_the_memory_limit_into_tmp_fails_and_the_host_goes_on() {
+    let registry = Registry::start();
+    let reference = registry.reference("fill:v1");
+    let mut image = Image::httpd();
+    image.layers.push(Layer::default().file(
+        "www/cgi-bin/fill",
+        0o755,
+        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\n\
+         dd if=/dev/zero of=/tmp/fill bs=1M count=$MIB 2>&1; echo \"dd=$?\"\n\
+         rm -f /tmp/fill\n",
+    ));
+    image.push(&reference);
+    let mut spec = container_app(&reference);
+    spec.limits.memory = 32 << 20;
+    spec.env.insert("MIB".into(), "64".into());
+    let host = TestHost::builder()
+        .wasm_app("hello", art::HELLO)
+        .app("fill", spec)
+        .start()
+        .await
+        .unwrap();
+    let data = host.data_dir().to_path_buf();
+    let ids = runc_list(&data);
+    assert_eq!(ids.len(), 1);
+    let id = &ids[0];
+    // The writable layer is a tmpfs of the instance's own, its memory limit
+    // big.
+    let scratch = data.join("containers/instances").join(id).join("scratch");
+    let fs = rustix::fs::statfs(&scratch).unwrap();
+    assert_eq!(fs.f_type, 0x0102_1994, "TMPFS_MAGIC");
+    assert_eq!(fs.f_blocks * fs.f_bsize as u64, 32 << 20);
+
+    // 64 MiB into /tmp of a 32 MiB instance: the writer is OOM-killed by the
+    // instance's own cgroup (or the tmpfs is full), never a 64 MiB file.
+    let (status, body) = get(&host, "fill", "/cgi-bin/fill").await;
+    eprintln!("fill: {status} {body}");
+    if status == 200 {
+        let dd = field(&body, "dd=");
+        assert_ne!(dd, "0", "{body}");
+        assert!(
+            dd == "137" || body.contains("No space left on device"),
+            "{body}"
+        );
+    } else {
+        assert!(status >= 500, "{status} {body}");
+    }
+    // The host charged the pages to the instance: its memory cgroup reached
+    // its limit and OOM-killed (v1 memory.oom_control, v2 memory.events).
+    let (v1, v2) = (
+        Path::new("/sys/fs/cgroup/memory/berth").join(id),
+        Path::new("/sys/fs/cgroup/berth").join(id),
+    );
+    let events = std::fs::read_to_string(v1.join("memory.oom_control"))
+        .or_else(|_| std::fs::read_to_string(v2.join("memory.events")))
+        .unwrap_or_default();
+    eprintln!(
+        "memory cgroup of the instance: max usage {:?}; {events}",
+        std::fs::read_to_string(v1.join("memory.max_usage_in_bytes")).map(|s| s.trim().to_owned())
+    );
+    if runc_list(&data).contains(id) && body.contains("dd=137") {
+        assert_ne!(field(&events, "oom_kill "), "0", "{events}");
+    }
+    // The host and the app go on.
+    assert_eq!(
+        get(&host, "hello", "/").await,
+        (200, "hello from hello".into())
+    );
+    assert_eq!(
+        get(&host, "fill", "/").await,
+        (200, "hello from a container\n".into())
+    );
+    host.stop().await;
+    assert!(
+        !std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .contains(&data.display().to_string()),
+        "nothing left mounted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_flooding_stdout_loses_the_excess_with_a_marker() {
+    use std::os::unix::fs::MetadataExt as _;
+
+    let registry = Registry::start();
+    let reference = registry.reference("flood:v1");
+    let mut image = Image::httpd();
+    // 32768 lines of 1000 bytes before it serves: far more than is
+    // forwarded before the first pump.
+    let line = "x".repeat(999);
+    image.cmd = vec![format!(
+        "yes {line} | head -n 32768; echo flood-done; \
+         exec httpd -f -p 0.0.0.0:$PORT -h /www"
+    )];
+    image.push(&reference);
+    let host = TestHost::builder()
+        .app("flood", container_app(&reference))
+        .start()
+        .await
+        .unwrap();
+    let data = host.data_dir().to_path_buf();
+    let id = runc_list(&data).pop().expect("one instance");
+    let log = data.join("logs/flood.log");
+    let read_log = || berth::logs::read_all(&data.join("logs"), "flood").unwrap_or_default();
+    wait_until(
+        "the flood's end in the app log",
+        Duration::from_secs(60),
+        || {
+            let text = read_log();
+            if text.contains("stdout flood-done") {
+                Ok(())
+            } else {
+                Err(text.len())
+            }
+        },
+    )
+    .await;
+    let text = read_log();
+    let marker = text
+        .lines()
+        .find(|l| l.contains("berth: dropped"))
+        .unwrap_or_else(|| panic!("no marker in {}", log.display()));
+    assert!(marker.contains(" stdout berth: dropped "), "{marker}");
+    let cap = berth::container::backend::MAX_LOG_BACKLOG;
+    assert!(
+        marker.contains(&format!("(at most {cap} bytes wait)")),
+        "{marker}"
+    );
+    let forwarded = text.lines().filter(|l| l.ends_with(&line)).count();
+    assert!(
+        forwarded > 0 && forwarded < 32_768,
+        "{forwarded} lines forwarded"
+    );
+    // The raw file keeps its offsets (sparse), and holds next to nothing on
+    // disk once forwarded.
+    let raw = data
+        .join("containers/logs")
+        .join(format!("{id}.stdout.log"));
+    wait_until("the raw log freed", Duration::from_secs(10), || {
+        let m = std::fs::metadata(&raw).unwrap();
+        if m.len() >= 32_768_000 && m.blocks() * 512 <= 64 << 10 {
+            Ok(())
+        } else {
+            Err((m.len(), m.blocks() * 512))
+        }
+    })
+    .await;
+    assert_eq!(get(&host, "flood", "/").await.0, 200);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_working_dir_under_proc_or_unclean_is_refused_at_deploy() {
+    let registry = Registry::start();
+    let host = TestHost::builder()
+        .wasm_app("hello", art::HELLO)
+        .start()
+        .await
+        .unwrap();
+    for (tag, dir, why) in [
+        ("leaky", "/proc/self/fd/7", "under /proc"),
+        ("relative", "srv", "absolute"),
+        ("dotdot", "/srv/../..", "clean"),
+    ] {
+        let reference = registry.reference(&format!("{tag}:v1"));
+        let mut image = Image::httpd();
+        image.working_dir = dir.into();
+        image.push(&reference);
+        let err = host
+            .apps()
+            .deploy(tag, &container_app(&reference))
+            .await
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(&format!("image config `WorkingDir` \"{dir}\" is refused"))
+                && msg.contains(why),
+            "{msg}"
+        );
+    }
+    assert!(runc_list(host.data_dir()).is_empty());
+    assert_eq!(
+        get(&host, "hello", "/").await,
+        (200, "hello from hello".into())
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runc_is_logged_and_an_unfixed_one_leaves_containers_unavailable() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let registry = Registry::start();
+    let reference = registry.reference("web:v1");
+    Image::httpd().push(&reference);
+    let dir = tempfile::tempdir().unwrap();
+
+    // The real runc: its version is logged at start.
+    let version = Command::new("runc").arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout);
+    let first = version
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("runc version ");
+    let host = Served::start(&dir.path().join("ok"), &[]);
+    let log = host.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" runc ") && l.contains(&format!("version={first}"))),
+        "{log}"
+    );
+    host.stop();
+
+    // A runc before 1.1.12 without a known backport (here a stand-in that
+    // prints what runc 1.1.11 prints): the host serves, containers do not.
+    let old = dir.path().join("runc-1.1.11");
+    std::fs::write(
+        &old,
+        "#!/bin/sh\necho 'runc version 1.1.11'\necho 'commit: v1.1.11-0-g4bccb38c'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = Served::start(&dir.path().join("old"), &["--runc", old.to_str().unwrap()]);
+    assert!(host.stderr().contains("runc refused"), "{}", host.stderr());
+    let (ok, _, err) = host.cli(&["deploy", "hello", "--wasm", art::HELLO], b"");
+    assert!(ok, "{err}");
+    let (ok, _, err) = host.cli(&["deploy", "web", "--image", &reference], b"");
+    assert!(!ok);
+    assert!(
+        err.contains("containers are unavailable")
+            && err.contains("runc 1.1.11")
+            && err.contains("CVE-2024-21626"),
+        "{err}"
+    );
+    let c = client(host.addr, &["hello"]);
+    let r = c
+        .get(app_url(host.addr, "hello", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    host.stop();
 }

@@ -130,7 +130,7 @@ fn list(apps: &Apps) -> AppList {
         .collect();
     for failed in apps.failed() {
         if !running.iter().any(|s| s.deployed.name == failed.name) {
-            views.push(AppView::failed(&failed));
+            views.push(AppView::failed(&failed, stored.get(&failed.name)));
         }
     }
     for (name, app) in &stored {
@@ -154,7 +154,7 @@ fn view(apps: &Apps, name: &str) -> Option<AppView> {
         return Some(AppView::running(&status, stored.as_ref()));
     }
     if let Some(failed) = apps.failed_app(name) {
-        return Some(AppView::failed(&failed));
+        return Some(AppView::failed(&failed, stored.as_ref()));
     }
     stored.map(|app| AppView::not_running(name, &app, apps.state().restore_error(name)))
 }

@@ -229,20 +229,23 @@ impl AppView {
         }
     }
 
-    /// An app that could not be deployed and waits for a retry.
-    pub fn failed(f: &crate::apps::FailedApp) -> Self {
+    /// An app that could not be deployed and waits for a retry; `stored` is
+    /// what the state remembers of its last deploy (an app that failed to
+    /// restore), whose revision, code and deploy time it keeps showing.
+    pub fn failed(f: &crate::apps::FailedApp, stored: Option<&StoredApp>) -> Self {
         let fmt = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+        let field = |get: fn(&StoredApp) -> &String| stored.map(get).cloned().unwrap_or_default();
         Self {
             name: f.name.clone(),
             state: AppState::Failed,
-            kind: String::new(),
-            revision: String::new(),
-            pinned: None,
-            sha256: String::new(),
+            kind: field(|s| &s.kind),
+            revision: field(|s| &s.revision),
+            pinned: stored.and_then(|s| s.pinned.clone()),
+            sha256: field(|s| &s.sha256),
             routes: f.record.config.routes.clone(),
             config: f.record.config.clone(),
             origin: f.record.origin,
-            deployed_at: String::new(),
+            deployed_at: field(|s| &s.deployed_at),
             instances: Instances::default(),
             queued: 0,
             in_flight: 0,

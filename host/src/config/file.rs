@@ -52,6 +52,10 @@ pub struct AppConfig {
     /// Container networking: `isolated` (default), `none` or `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// Container syscall filter: `default` (berth's profile, modelled on
+    /// Docker's) or `unconfined` (none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<String>,
     /// Container readiness: HTTP GET of this path (default: TCP connect).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_path: Option<String>,
@@ -82,10 +86,10 @@ pub struct RawLimits {
     /// Largest request body, `"32MiB"` or a number of bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_body: Option<SizeValue>,
-    /// CPUs for a container (e.g. 0.5).
+    /// CPUs for a container (e.g. 0.5; default 1, Cloud Run's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<f64>,
-    /// Process limit for a container.
+    /// Process (and thread) limit for a container (default 1024).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<i64>,
 }

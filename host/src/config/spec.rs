@@ -103,6 +103,28 @@ impl NetworkMode {
     }
 }
 
+/// Which syscalls a container may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SeccompMode {
+    /// berth's default seccomp profile (modelled on Docker's): no namespaces,
+    /// no kernel modules, no `io_uring`, `bpf`, `keyctl` and the like.
+    #[default]
+    Default,
+    /// No seccomp filter: for the rare image that needs a call the profile
+    /// refuses (e.g. one that sandboxes itself with user namespaces).
+    Unconfined,
+}
+
+impl SeccompMode {
+    /// `default` or `unconfined`, as written in the settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeccompMode::Default => "default",
+            SeccompMode::Unconfined => "unconfined",
+        }
+    }
+}
+
 /// Container-only settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerSettings {
@@ -118,6 +140,8 @@ pub struct ContainerSettings {
     pub cpu: Option<f64>,
     /// Process limit.
     pub pids: Option<i64>,
+    /// The seccomp filter.
+    pub seccomp: SeccompMode,
 }
 
 impl Default for ContainerSettings {
@@ -129,6 +153,7 @@ impl Default for ContainerSettings {
             shutdown_grace: Duration::from_secs(10),
             cpu: None,
             pids: None,
+            seccomp: SeccompMode::Default,
         }
     }
 }
@@ -425,6 +450,16 @@ impl AppSpec {
                 ));
             }
         };
+        container.seccomp = match app.seccomp.as_deref() {
+            None | Some("default") => SeccompMode::Default,
+            Some("unconfined") => SeccompMode::Unconfined,
+            Some(other) => {
+                return Err(refuse(
+                    "seccomp",
+                    format!("`{other}` is not a seccomp mode; use \"default\" or \"unconfined\""),
+                ));
+            }
+        };
         if let Some(path) = &app.readiness_path {
             if !path.starts_with('/') {
                 return Err(refuse(
@@ -521,6 +556,7 @@ impl AppSpec {
             min_scale: (a.min_scale != d.min_scale).then_some(a.min_scale),
             max_scale: (a.max_scale != d.max_scale).then_some(a.max_scale),
             network: (c.network != container_default.network).then(|| c.network.as_str().into()),
+            seccomp: (c.seccomp != container_default.seccomp).then(|| c.seccomp.as_str().into()),
             readiness_path: c.readiness_path.clone(),
             startup_timeout: changed(c.startup_timeout, container_default.startup_timeout),
             shutdown_grace: changed(c.shutdown_grace, container_default.shutdown_grace),
@@ -606,5 +642,47 @@ fn normalize_route(route: &str) -> String {
         "/".to_string()
     } else {
         trimmed.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seccomp_key() {
+        let app = |seccomp: Option<&str>| AppConfig {
+            image: Some("r/x:1".into()),
+            seccomp: seccomp.map(String::from),
+            ..AppConfig::default()
+        };
+        let base = Path::new("/");
+        for (written, mode) in [
+            (None, SeccompMode::Default),
+            (Some("default"), SeccompMode::Default),
+            (Some("unconfined"), SeccompMode::Unconfined),
+        ] {
+            let spec = AppSpec::from_config("a", &app(written), base).unwrap();
+            assert_eq!(spec.container.seccomp, mode, "{written:?}");
+            // Round trip: the default is left out, `unconfined` is kept.
+            let back = spec.to_config();
+            assert_eq!(
+                back.seccomp.as_deref(),
+                (mode == SeccompMode::Unconfined).then_some("unconfined")
+            );
+            assert_eq!(AppSpec::from_config("a", &back, base).unwrap(), spec);
+        }
+        let (key, reason) = AppSpec::from_config("a", &app(Some("off")), base).unwrap_err();
+        assert_eq!(key, "seccomp");
+        assert!(
+            reason.contains("`off`") && reason.contains("unconfined"),
+            "{reason}"
+        );
+        // As the file and the API's JSON say it.
+        let toml: AppConfig =
+            toml::from_str("image = \"r/x:1\"\nseccomp = \"unconfined\"").unwrap();
+        assert_eq!(toml, app(Some("unconfined")));
+        let json = serde_json::to_value(app(Some("unconfined"))).unwrap();
+        assert_eq!(json["seccomp"], "unconfined");
     }
 }

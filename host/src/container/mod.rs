@@ -20,12 +20,17 @@
 //!   directory, and their teardown.
 //! - [`error`]: why a start or a stop failed ([`ContainerError`]).
 //! - [`spec`]: [`InstanceSpec`] and [`ImageConfig`] into the OCI runtime spec
-//!   (`config.json`).
+//!   (`config.json`), hardened (capabilities, seccomp, namespaces, masked
+//!   paths, limits).
+//! - [`seccomp`]: berth's default seccomp profile, stored as data
+//!   (`seccomp/default.json`, modelled on moby's; `seccomp/README.md`).
 //! - [`accounts`]: the image's users and groups (`/etc/passwd`, `/etc/group`
 //!   read inside its rootfs) and its `User` resolved against them.
-//! - [`runc`]: the `runc` command line, typed; [`runc::find_runc`].
+//! - [`runc`]: the `runc` command line, typed; [`runc::find_runc`];
+//!   [`runc::RuncVersion`], which runc berth accepts.
 //! - [`netns`]: reaching into an isolated instance's network namespace.
-//! - [`overlay`]: the per-instance overlay mount over the shared image rootfs.
+//! - [`overlay`]: the per-instance overlay mount over the shared image
+//!   rootfs, its writable layer on a tmpfs sized to the memory limit.
 //! - `sys`: the module's only `unsafe` (tokio's `AsyncFd` registration, the
 //!   interface-flags ioctls), each behind a safe function; all other system
 //!   calls go through rustix.
@@ -37,7 +42,7 @@
 //! Dependencies point one way, down this list: `shim` → `start` →
 //! `running` → `probe`, `state_dir` → `process`, `netns` → `sys`; all of
 //! them may use `error`, `runc`, `overlay`, `accounts` and `spec` (`error`
-//! and `accounts` use `spec`; `spec` uses none).
+//! and `accounts` use `spec`; `spec` uses only `seccomp`, which uses none).
 
 pub mod accounts;
 pub mod backend;
@@ -50,6 +55,7 @@ mod process;
 pub mod rootfs;
 pub mod runc;
 pub mod running;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
 mod start;
@@ -63,4 +69,4 @@ pub use bridge::BridgeOptions;
 pub use error::ContainerError;
 pub use running::{Container, Endpoint, StartTimings};
 pub use shim::Shim;
-pub use spec::{ContainerLimits, ImageConfig, InstanceSpec, Network, Probe};
+pub use spec::{ContainerLimits, ImageConfig, InstanceSpec, Network, Probe, Seccomp};

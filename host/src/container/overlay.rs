@@ -2,6 +2,17 @@
 //! read-only lower layer, and a private upper and work directory, so every
 //! instance starts from the image and nothing it writes outlives it.
 //!
+//! The upper and work directories live on a tmpfs of the instance's own
+//! ([`mount_scratch`]), sized to its memory limit: as on Cloud Run, whose
+//! filesystem is in memory, what an instance writes counts against
+//! `limits.memory`. tmpfs pages are charged to the memory cgroup of the
+//! process that writes them, the container's, and cannot be written back to
+//! disk to make room (the container has no swap), so writing past the limit
+//! gets the writer OOM-killed by its own cgroup, or `ENOSPC` from the tmpfs;
+//! the disk under the data directory never fills. (On an upper directory on
+//! disk, the same writes were only page cache: reclaimable, so a 32 MiB
+//! instance wrote 64 MiB and more to disk without noticing.)
+//!
 //! The overlay is mounted `volatile` (no syncs): an instance's writes are
 //! thrown away at stop, so they need no durability.
 //!
@@ -62,6 +73,30 @@ pub fn mount(lower: &Path, upper: &Path, work: &Path, target: &Path) -> io::Resu
         Err(Errno::INVAL) => Ok(overlay_mount(target, &data)?),
         r => Ok(r?),
     }
+}
+
+/// Mounts a private tmpfs (mode 0700, no devices, no set-user-id) at
+/// `target`, creating the directory, for an instance's overlay upper and work
+/// directories. `size` in bytes is its memory limit; `None` (no limit) leaves
+/// tmpfs's default, half of the host's memory. The instance's teardown
+/// unmounts it with everything else under its directory.
+///
+/// # Errors
+/// The error of `mkdir(2)` or `mount(2)`.
+pub fn mount_scratch(target: &Path, size: Option<u64>) -> io::Result<()> {
+    std::fs::create_dir(target)?;
+    let mut data = String::from("mode=0700");
+    if let Some(size) = size {
+        data.push_str(&format!(",size={size}"));
+    }
+    let data = CString::new(data).map_err(|_| io::Error::from(Errno::INVAL))?;
+    Ok(rustix::mount::mount(
+        "berth-scratch",
+        target,
+        "tmpfs",
+        MountFlags::NODEV | MountFlags::NOSUID,
+        data.as_c_str(),
+    )?)
 }
 
 /// `mount("overlay", target, "overlay", MS_NODEV, data)`.
@@ -210,5 +245,36 @@ mod tests {
         assert!(mounts_under(dir.path()).unwrap().is_empty());
         assert!(!target.join("f").exists());
         assert!(mount(Path::new("/a,b"), &upper, &work, &target).is_err());
+    }
+
+    #[test]
+    fn scratch_tmpfs_is_sized_and_holds_the_overlay() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = dir.path().join("scratch");
+        mount_scratch(&scratch, Some(1 << 20)).expect("tmpfs mount (needs root)");
+        let fs = rustix::fs::statfs(&scratch).unwrap();
+        assert_eq!(fs.f_type, 0x0102_1994, "TMPFS_MAGIC");
+        assert_eq!(fs.f_blocks * fs.f_bsize as u64, 1 << 20);
+        // The instance layout: the overlay mount deeper than the tmpfs.
+        let (lower, target) = (dir.path().join("lower"), dir.path().join("bundle/rootfs"));
+        let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+        for d in [&lower, &target, &upper, &work] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        mount(&lower, &upper, &work, &target).unwrap();
+        // Writes land in the tmpfs, and stop at its size.
+        let err = std::fs::write(target.join("big"), vec![1u8; 2 << 20]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(28), "ENOSPC: {err}");
+        assert!(upper.join("big").exists());
+        assert_eq!(
+            mounts_under(dir.path()).unwrap(),
+            [target.clone(), scratch.clone()],
+            "deepest first"
+        );
+        for m in mounts_under(dir.path()).unwrap() {
+            unmount(&m).unwrap();
+        }
+        assert!(mounts_under(dir.path()).unwrap().is_empty());
+        assert!(!upper.exists(), "the writes went with the tmpfs");
     }
 }

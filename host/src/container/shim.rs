@@ -39,7 +39,7 @@ use super::bridge::{BridgeNetwork, BridgeOptions};
 use super::error::{ContainerError, Result, io_err};
 use super::overlay;
 use super::process::become_subreaper;
-use super::runc::{Runc, check_executable};
+use super::runc::{Runc, RuncError, check_executable, inspect};
 use super::running::Container;
 use super::spec::{self, InstanceSpec};
 use super::start::start_instance;
@@ -55,16 +55,38 @@ impl Shim {
     /// A shim keeping its state under `state_dir` (created if needed) and
     /// running the runc binary at `runc` with `--root <state_dir>/runc`.
     ///
-    /// Makes this process a child subreaper (see the module docs).
+    /// Makes this process a child subreaper (see the module docs). Logs
+    /// runc's version (`runc --version`), and refuses a runc without the fix
+    /// of CVE-2024-21626 ([`RuncVersion::check`](super::runc::RuncVersion::check)).
     ///
     /// # Errors
-    /// When `runc` is not an executable file or the directories cannot be
+    /// When `runc` is not an executable file, does not run, is not a fixed
+    /// version ([`RuncError::Unsupported`]), or the directories cannot be
     /// created.
     pub fn new(state_dir: &Path, runc: PathBuf) -> Result<Self> {
         check_executable(&runc).map_err(|source| ContainerError::RuncMissing {
             path: runc.clone(),
             source,
         })?;
+        let version = inspect(&runc)?;
+        tracing::info!(
+            runc = %runc.display(),
+            version = %version.version,
+            commit = version.commit.as_deref().unwrap_or("-"),
+            libseccomp = version.libseccomp.as_deref().unwrap_or("-"),
+            "runc"
+        );
+        match version.check() {
+            Ok(why) => tracing::debug!(%why, "runc has the fix of CVE-2024-21626"),
+            Err(reason) => {
+                tracing::warn!(runc = %runc.display(), %reason, "runc refused: container apps cannot run");
+                return Err(RuncError::Unsupported {
+                    binary: runc,
+                    reason,
+                }
+                .into());
+            }
+        }
         std::fs::create_dir_all(state_dir).map_err(io_err("", "creating the state directory"))?;
         let state_dir = state_dir
             .canonicalize()
@@ -269,5 +291,52 @@ mod tests {
         let err = Shim::new(dir.path(), PathBuf::from("/no/runc")).unwrap_err();
         assert!(matches!(err, ContainerError::RuncMissing { .. }));
         assert!(err.to_string().contains("install runc"), "{err}");
+    }
+
+    /// A stand-in `runc` that prints `output` for `--version` (and exits 1
+    /// when `output` is empty).
+    fn fake_runc(dir: &Path, output: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = dir.join("runc");
+        let body = if output.is_empty() {
+            "echo 'fatal: broken' >&2; exit 1".to_owned()
+        } else {
+            format!("printf '%s' '{output}'")
+        };
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn an_unfixed_or_broken_runc_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = fake_runc(
+            dir.path(),
+            "runc version 1.1.11\ncommit: v1.1.11-0-g4bccb38c\nspec: 1.0.2-dev\n",
+        );
+        let err = Shim::new(&dir.path().join("state"), old).unwrap_err();
+        assert!(
+            matches!(err, ContainerError::Runc(RuncError::Unsupported { .. })),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("1.1.11") && msg.contains("CVE-2024-21626") && msg.contains("1.1.12"),
+            "{msg}"
+        );
+        assert!(!dir.path().join("state").exists(), "nothing made");
+
+        let dir = tempfile::tempdir().unwrap();
+        let broken = fake_runc(dir.path(), "");
+        let err = Shim::new(&dir.path().join("state"), broken).unwrap_err();
+        assert!(err.to_string().contains("fatal: broken"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let patched = fake_runc(
+            dir.path(),
+            "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1+deb12u1\nlibseccomp: 2.5.4\n",
+        );
+        Shim::new(&dir.path().join("state"), patched).unwrap();
     }
 }

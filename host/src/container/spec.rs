@@ -18,16 +18,25 @@
 //!   `/etc/group`, read with `openat2(RESOLVE_IN_ROOT)` so that a hostile
 //!   symlink in the image cannot make berth read a host file
 //!   ([`super::accounts`]; [`runtime_spec`] takes the [`ResolvedUser`]).
-//! - Mounts, masked and read-only paths as `runc spec`; the capability set of
-//!   containerd's and Docker's default (a superset of `runc spec`'s three
-//!   capabilities that ordinary images expect, e.g. to drop privileges);
-//!   rlimits inherited from berth (as containerd 2 does);
-//!   namespaces pid, ipc, uts and mount, plus network unless the instance
-//!   shares the host's (without a path, so runc creates it).
-//! - `linux.resources` memory, CPU (quota over a 100 ms period) and pids,
-//!   applied by runc to the cgroup `cgroups_path` (berth uses `/berth/<id>`).
-//! - No seccomp profile and no AppArmor/SELinux label, like `runc spec`
-//!   (Docker and CRI add a default seccomp profile; berth does not yet).
+//! - Hardened beyond containerd's default spec (each item names its reason
+//!   where it is made): `process.noNewPrivileges`; nine capabilities
+//!   ([`DEFAULT_CAPS`]: containerd's fourteen less `NET_RAW`, `MKNOD`,
+//!   `SETFCAP`, `SYS_CHROOT` and `AUDIT_WRITE`); berth's default seccomp
+//!   profile ([`super::seccomp`], modelled on moby's) unless the app is
+//!   [`Seccomp::Unconfined`]; namespaces pid, ipc, uts, mount and cgroup, plus
+//!   network unless the instance shares the host's ([`Network::Host`]; without
+//!   a path, so runc creates it);
+//!   containerd's masked and read-only paths ([`MASKED_PATHS`],
+//!   [`READONLY_PATHS`]); `RLIMIT_NOFILE` 1024/1024 ([`NOFILE_LIMIT`]).
+//!   Mounts as `runc spec` (`/sys` and `/sys/fs/cgroup` read-only).
+//! - `linux.resources` memory (swap = memory: none), CPU (quota over a 100 ms
+//!   period; [`DEFAULT_CPUS`] unless set) and pids ([`DEFAULT_PIDS`] unless
+//!   set), applied by runc to the cgroup `cgroups_path` (berth uses
+//!   `/berth/<id>`).
+//! - The image's `WorkingDir` must be a clean absolute path outside `/proc`
+//!   ([`check_working_dir`]): CVE-2024-21626 made runc start a process in
+//!   `/proc/self/fd/N`, a leaked host directory.
+//! - No AppArmor/SELinux label, like `runc spec`.
 //!
 //! Nothing here touches runc or the image's files; the lifecycle is in
 //! [`super::shim`].
@@ -43,8 +52,8 @@ use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
     LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder, get_default_maskedpaths, get_default_mounts, get_default_readonly_paths,
+    LinuxResourcesBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder, get_default_mounts,
 };
 use serde::Deserialize;
 
@@ -60,6 +69,47 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 
 /// Longest accepted instance id (it is also the container's hostname).
 pub const MAX_ID_LEN: usize = 63;
+
+/// `limits.pids` when the app sets none: enough for any server's threads and
+/// workers, few enough that a fork bomb stops at its own cgroup.
+pub const DEFAULT_PIDS: i64 = 1024;
+
+/// `limits.cpu` when the app sets none: one CPU, Cloud Run's default.
+pub const DEFAULT_CPUS: f64 = 1.0;
+
+/// `RLIMIT_NOFILE` (soft and hard) of every container: containerd's default
+/// spec (and `runc spec`'s) value. Explicit rather than inherited, so an
+/// instance does not get whatever berth was started with (20000 here, a
+/// million under some service managers); 1024 keeps `select(2)` users
+/// (`FD_SETSIZE` 1024) safe and bounds the kernel memory an instance can pin
+/// in open files, and is ample for an instance given 80 requests at a time.
+pub const NOFILE_LIMIT: u64 = 1024;
+
+/// `linux.maskedPaths`: containerd's default list (`pkg/oci/spec.go`, 1.6.26
+/// and later), which is `runc spec`'s plus `/sys/devices/virtual/powercap`
+/// (the RAPL energy counters, a power side channel: GHSA-7ww5-4wqc-m92c).
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    "/proc/scsi",
+];
+
+/// `linux.readonlyPaths`: containerd's default list.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// Why a runtime spec could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +146,18 @@ pub enum SpecError {
         /// The value given.
         value: String,
     },
+    /// The image's `WorkingDir` is refused ([`check_working_dir`]).
+    #[error("image config `WorkingDir` {dir:?} is refused: {reason}")]
+    WorkingDir {
+        /// The image's `WorkingDir`.
+        dir: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The stored default seccomp profile does not parse (a unit test keeps
+    /// it valid).
+    #[error("berth's default seccomp profile is not valid: {0}")]
+    SeccompProfile(#[source] serde_json::Error),
     /// The image's `User` names a user or group the image does not have.
     #[error("user {user:?}: {reason}")]
     User {
@@ -135,6 +197,16 @@ pub enum Network {
     Host,
 }
 
+/// Which seccomp filter an instance runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Seccomp {
+    /// berth's default profile ([`super::seccomp`]), modelled on moby's.
+    #[default]
+    Default,
+    /// No filter at all (the app's `seccomp = "unconfined"`).
+    Unconfined,
+}
+
 /// How readiness is decided. Cloud Run's startup probe defaults to TCP.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Probe {
@@ -167,7 +239,8 @@ impl ImageConfig {
     /// Parses an image config blob (`application/vnd.oci.image.config.v1+json`
     /// or Docker's `application/vnd.docker.container.image.v1+json`). Only the
     /// `config` object is read, as an [`oci_spec::image::Config`]; a blob
-    /// without one gives an empty config.
+    /// without one gives an empty config. A `WorkingDir` that
+    /// [`check_working_dir`] refuses makes the whole image refused, at deploy.
     ///
     /// The whole blob is not read as an [`ImageConfiguration`]: that requires
     /// `architecture`, `os` and `rootfs`, which say nothing about how the
@@ -175,7 +248,8 @@ impl ImageConfig {
     ///
     /// # Errors
     /// [`SpecError::ImageConfig`] when the blob is not a JSON object, or its
-    /// `config` is not a valid image config object.
+    /// `config` is not a valid image config object;
+    /// [`SpecError::WorkingDir`] for a refused `WorkingDir`.
     pub fn from_json(blob: &[u8]) -> Result<Self, SpecError> {
         let mut image: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(blob).map_err(SpecError::ImageConfig)?;
@@ -184,7 +258,11 @@ impl ImageConfig {
                 .map_err(SpecError::ImageConfig)?,
             None => None,
         };
-        Ok(Self::from_config(config.as_ref()))
+        let image = Self::from_config(config.as_ref());
+        if let Some(dir) = &image.working_dir {
+            check_working_dir(dir)?;
+        }
+        Ok(image)
     }
 
     /// The parts of `config` that berth uses; empty `WorkingDir` and `User`
@@ -213,11 +291,15 @@ impl From<&ImageConfiguration> for ImageConfig {
 /// Resource limits of one instance (`[limits]` of the app).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ContainerLimits {
-    /// Memory limit in bytes (`linux.resources.memory.limit`).
+    /// Memory limit in bytes (`linux.resources.memory.limit`, and `swap` the
+    /// same: no swap); also the size of the tmpfs holding the instance's
+    /// writable layer ([`super::overlay::mount_scratch`]). `None`: no limit.
     pub memory: Option<u64>,
-    /// CPUs, e.g. 1.5 → quota 150000 µs per 100000 µs period.
+    /// CPUs, e.g. 1.5 → quota 150000 µs per 100000 µs period; `None`:
+    /// [`DEFAULT_CPUS`].
     pub cpus: Option<f64>,
-    /// Most processes and threads (`linux.resources.pids.limit`).
+    /// Most processes and threads (`linux.resources.pids.limit`); `None`:
+    /// [`DEFAULT_PIDS`].
     pub pids: Option<i64>,
 }
 
@@ -242,6 +324,8 @@ pub struct InstanceSpec {
     pub limits: ContainerLimits,
     /// Networking mode.
     pub network: Network,
+    /// Seccomp filter.
+    pub seccomp: Seccomp,
     /// Readiness probe.
     pub readiness: Probe,
     /// How long the instance may take to pass the probe.
@@ -283,6 +367,51 @@ pub fn validate(spec: &InstanceSpec) -> Result<(), SpecError> {
             || path.parse::<http::uri::PathAndQuery>().is_err())
     {
         return Err(SpecError::InvalidProbePath(path.clone()));
+    }
+    Ok(())
+}
+
+/// Checks an image's `WorkingDir`: an absolute path with no empty, `.` or
+/// `..` component (one trailing `/` is allowed: Docker keeps `WORKDIR /app/`
+/// as written), and not `/proc` or below it.
+///
+/// CVE-2024-21626: runc before 1.1.12 leaked a host directory's fd into
+/// `runc init`, and an image whose `WorkingDir` was `/proc/self/fd/7` started
+/// its process with a working directory on the host. The runc berth accepts
+/// is fixed ([`super::runc::RuncVersion`]); this refusal stands regardless,
+/// as nothing honest needs such a `WorkingDir`.
+///
+/// # Errors
+/// [`SpecError::WorkingDir`] naming the reason.
+pub fn check_working_dir(dir: &str) -> Result<(), SpecError> {
+    let refuse = |reason| {
+        Err(SpecError::WorkingDir {
+            dir: dir.to_owned(),
+            reason,
+        })
+    };
+    let Some(rest) = dir.strip_prefix('/') else {
+        return refuse("it must be an absolute path");
+    };
+    if dir.contains('\0') {
+        return refuse("it contains a NUL byte");
+    }
+    // One trailing `/` (not the only character after the root: `//`).
+    let rest = match rest.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => trimmed,
+        _ => rest,
+    };
+    if !rest.is_empty()
+        && rest
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return refuse("it must be a clean path (no empty, `.` or `..` component)");
+    }
+    if rest == "proc" || rest.starts_with("proc/") {
+        return refuse(
+            "it is under /proc, where /proc/self/fd/N can name a host directory (CVE-2024-21626)",
+        );
     }
     Ok(())
 }
@@ -348,22 +477,41 @@ pub fn process_env(spec: &InstanceSpec) -> Result<Vec<String>, SpecError> {
     Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
 }
 
-/// The capabilities of containerd's and Docker's default spec.
-const DEFAULT_CAPS: [Capability; 14] = [
+/// The capabilities of every container (bounding = permitted = effective;
+/// none inheritable or ambient, so a non-root user gets none): containerd's
+/// default fourteen less five that a server does not need.
+///
+/// Kept, each because ordinary images running as root use it:
+/// - `CHOWN`: entrypoints `chown` what they create for the user they drop to
+///   (data and cache directories).
+/// - `DAC_OVERRIDE`: root reading and writing files whatever their mode (an
+///   entrypoint preparing files owned by the app user).
+/// - `FSETID`: keeps set-group-id bits on files root modifies or chowns, so
+///   that `cp -p`, `tar` and package tools preserve modes.
+/// - `FOWNER`: `chmod`, `utime` and the like on files root does not own.
+/// - `SETGID`, `SETUID`: dropping from root to the app user (`su-exec`,
+///   `gosu`, nginx and httpd workers).
+/// - `SETPCAP`: a process trimming its own bounding set before it execs (it
+///   cannot add anything outside that set).
+/// - `NET_BIND_SERVICE`: a server that listens on a port below 1024.
+/// - `KILL`: a root supervisor signalling workers that run as another user.
+///
+/// Dropped: `NET_RAW` (raw and packet sockets: spoofing and sniffing on the
+/// bridge and, with `network = "host"`, on the host's own); `MKNOD` (device nodes;
+/// the device cgroup already refuses their use); `SETFCAP` (setting file
+/// capabilities, a step in user-namespace escalations); `SYS_CHROOT`
+/// (`chroot`; the seccomp profile does not allow it either); `AUDIT_WRITE`
+/// (writing to the kernel's audit log; only login daemons do).
+pub const DEFAULT_CAPS: [Capability; 9] = [
     Capability::Chown,
     Capability::DacOverride,
     Capability::Fsetid,
     Capability::Fowner,
-    Capability::Mknod,
-    Capability::NetRaw,
     Capability::Setgid,
     Capability::Setuid,
-    Capability::Setfcap,
     Capability::Setpcap,
     Capability::NetBindService,
-    Capability::SysChroot,
     Capability::Kill,
-    Capability::AuditWrite,
 ];
 
 /// `linux.resources` for `limits`.
@@ -384,25 +532,31 @@ fn resources(limits: &ContainerLimits) -> Result<oci_spec::runtime::LinuxResourc
                     what: "memory",
                     value: mem.to_string(),
                 })?;
-        b = b.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
-    }
-    if let Some(cpus) = limits.cpus {
-        b = b.cpu(
-            LinuxCpuBuilder::default()
-                .quota(cpu_quota(cpus)?)
-                .period(CPU_PERIOD_US)
+        // memory+swap = memory: no swap, on cgroup v1 (memsw) and v2
+        // (swap.max 0) alike. Left unset, runc writes nothing and the
+        // instance may swap without bound.
+        b = b.memory(
+            LinuxMemoryBuilder::default()
+                .limit(limit)
+                .swap(limit)
                 .build()?,
         );
     }
-    if let Some(pids) = limits.pids {
-        if pids <= 0 {
-            return Err(SpecError::InvalidLimit {
-                what: "pids",
-                value: pids.to_string(),
-            });
-        }
-        b = b.pids(LinuxPidsBuilder::default().limit(pids).build()?);
+    let cpus = limits.cpus.unwrap_or(DEFAULT_CPUS);
+    b = b.cpu(
+        LinuxCpuBuilder::default()
+            .quota(cpu_quota(cpus)?)
+            .period(CPU_PERIOD_US)
+            .build()?,
+    );
+    let pids = limits.pids.unwrap_or(DEFAULT_PIDS);
+    if pids <= 0 {
+        return Err(SpecError::InvalidLimit {
+            what: "pids",
+            value: pids.to_string(),
+        });
     }
+    b = b.pids(LinuxPidsBuilder::default().limit(pids).build()?);
     Ok(b.build()?)
 }
 
@@ -428,7 +582,7 @@ pub fn cpu_quota(cpus: f64) -> Result<i64, SpecError> {
 ///
 /// # Errors
 /// [`SpecError`] for an empty command, a reserved or invalid env, invalid
-/// limits or an invalid id.
+/// limits, an invalid id or a refused `WorkingDir`.
 pub fn runtime_spec(
     spec: &InstanceSpec,
     user: &ResolvedUser,
@@ -456,12 +610,13 @@ pub fn runtime_spec(
     // like containerd, give none inheritable or ambient.
     capabilities.set_inheritable(None);
     capabilities.set_ambient(None);
-    let cwd = spec
-        .image
-        .working_dir
-        .as_deref()
-        .filter(|w| !w.is_empty())
-        .map_or_else(|| PathBuf::from("/"), |w| Path::new("/").join(w));
+    let cwd = match spec.image.working_dir.as_deref().filter(|w| !w.is_empty()) {
+        Some(dir) => {
+            check_working_dir(dir)?;
+            PathBuf::from(dir)
+        }
+        None => PathBuf::from("/"),
+    };
     let mut user_b = UserBuilder::default().uid(user.uid).gid(user.gid);
     if !user.additional_gids.is_empty() {
         user_b = user_b.additional_gids(user.additional_gids.clone());
@@ -473,17 +628,28 @@ pub fn runtime_spec(
         .env(process_env(spec)?)
         .cwd(cwd)
         .capabilities(capabilities)
-        .no_new_privileges(false)
+        // Set-user-id files and file capabilities grant nothing across
+        // execve; runc also loads the seccomp filter as late as possible
+        // (just before the image's process) when this is set.
+        .no_new_privileges(true)
         .build()?;
-    // The builder starts from `Process::default()` (`runc spec`'s 1024 open
-    // files); inherit berth's limits instead, as containerd 2 does.
-    process.set_rlimits(None);
+    process.set_rlimits(Some(vec![
+        PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .soft(NOFILE_LIMIT)
+            .hard(NOFILE_LIMIT)
+            .build()?,
+    ]));
 
+    // The cgroup namespace: the instance sees its own cgroup as `/` (in
+    // /proc/self/cgroup and in the read-only /sys/fs/cgroup runc mounts for
+    // it), not the host's hierarchy and berth's paths in it.
     let mut namespaces = vec![
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
     ];
     if spec.network != Network::Host {
         namespaces.push(LinuxNamespaceType::Network);
@@ -493,13 +659,18 @@ pub fn runtime_spec(
         .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
         .collect::<Result<Vec<_>, _>>()?;
 
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources(&spec.limits)?)
         .cgroups_path(cgroups_path.to_path_buf())
-        .masked_paths(get_default_maskedpaths())
-        .readonly_paths(get_default_readonly_paths())
+        .masked_paths(MASKED_PATHS.map(String::from).to_vec())
+        .readonly_paths(READONLY_PATHS.map(String::from).to_vec())
         .build()?;
+    if spec.seccomp == Seccomp::Default {
+        linux.set_seccomp(Some(
+            super::seccomp::default_profile().map_err(SpecError::SeccompProfile)?,
+        ));
+    }
 
     let annotations: std::collections::HashMap<String, String> = [
         ("io.berth.app", spec.app.as_str()),
@@ -523,6 +694,18 @@ pub fn runtime_spec(
         .linux(linux)
         .annotations(annotations)
         .build()?)
+}
+
+/// The memory limit of a runtime spec, in bytes (`None`: no limit).
+pub fn memory_limit(spec: &Spec) -> Option<u64> {
+    let memory = spec
+        .linux()
+        .as_ref()?
+        .resources()
+        .as_ref()?
+        .memory()
+        .as_ref()?;
+    memory.limit().and_then(|l| u64::try_from(l).ok())
 }
 
 /// Adds a read-only bind mount of the host file `source` at `destination`
@@ -575,6 +758,7 @@ mod tests {
                 pids: Some(100),
             },
             network: Network::Host,
+            seccomp: Seccomp::Default,
             readiness: Probe::Tcp,
             startup_timeout: Duration::from_secs(5),
             stop_grace: Duration::from_secs(1),
@@ -681,10 +865,12 @@ mod tests {
         );
         assert!(p["capabilities"].get("ambient").is_none());
         assert!(p["capabilities"].get("inheritable").is_none());
-        assert_eq!(p["capabilities"]["bounding"].as_array().unwrap().len(), 14);
-        assert!(
-            p.get("rlimits").is_none(),
-            "rlimits are inherited from berth"
+        // Hardening (the `hardened_*` tests below check each in detail).
+        assert_eq!(p["capabilities"]["bounding"].as_array().unwrap().len(), 9);
+        assert_eq!(p["noNewPrivileges"], true);
+        assert_eq!(
+            p["rlimits"],
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}])
         );
         assert_eq!(json["root"]["path"], "rootfs");
         assert_eq!(json["root"]["readonly"], false);
@@ -702,7 +888,7 @@ mod tests {
             .iter()
             .map(|n| n["type"].as_str().unwrap())
             .collect();
-        assert_eq!(ns, ["pid", "ipc", "uts", "mount"]);
+        assert_eq!(ns, ["pid", "ipc", "uts", "mount", "cgroup"]);
         assert!(
             l["namespaces"]
                 .as_array()
@@ -748,7 +934,8 @@ mod tests {
 
         let mut iso = s.clone();
         iso.network = Network::Isolated;
-        iso.image.working_dir = Some("rel/dir".into());
+        // A relative WorkingDir is refused now (`working_dirs`).
+        iso.image.working_dir = Some("/rel/dir".into());
         iso.limits = ContainerLimits::default();
         let spec = runtime_spec(
             &iso,
@@ -770,7 +957,9 @@ mod tests {
                 .any(|n| n["type"] == "network")
         );
         assert!(l["resources"].get("memory").is_none());
-        assert!(l["resources"].get("cpu").is_none());
+        // No CPU or pids limit given: the defaults.
+        assert_eq!(l["resources"]["cpu"]["quota"], 100_000);
+        assert_eq!(l["resources"]["pids"]["limit"], 1024);
 
         let mut empty = s.clone();
         empty.image.entrypoint.clear();
@@ -784,6 +973,211 @@ mod tests {
         assert!(matches!(
             runtime_spec(&bad, &user, Path::new("r"), Path::new("/c")),
             Err(SpecError::InvalidId(_))
+        ));
+    }
+
+    fn default_spec(s: &InstanceSpec) -> serde_json::Value {
+        let spec = runtime_spec(
+            s,
+            &ResolvedUser::default(),
+            Path::new("rootfs"),
+            Path::new("/berth/x"),
+        )
+        .unwrap();
+        serde_json::to_value(&spec).unwrap()
+    }
+
+    #[test]
+    fn hardened_process() {
+        let json = default_spec(&base());
+        let p = &json["process"];
+        // Set-user-id and file capabilities grant nothing.
+        assert_eq!(p["noNewPrivileges"], true);
+        // containerd's fourteen less NET_RAW, MKNOD, SETFCAP, SYS_CHROOT,
+        // AUDIT_WRITE; the same in the three sets, none inheritable or ambient.
+        let caps = [
+            "CAP_CHOWN",
+            "CAP_DAC_OVERRIDE",
+            "CAP_FSETID",
+            "CAP_FOWNER",
+            "CAP_SETGID",
+            "CAP_SETUID",
+            "CAP_SETPCAP",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_KILL",
+        ];
+        for set in ["bounding", "effective", "permitted"] {
+            let mut got: Vec<&str> = p["capabilities"][set]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .collect();
+            got.sort_unstable();
+            let mut want = caps.to_vec();
+            want.sort_unstable();
+            assert_eq!(got, want, "{set}");
+        }
+        for gone in ["inheritable", "ambient"] {
+            assert!(p["capabilities"].get(gone).is_none(), "{gone}");
+        }
+        // An explicit open-files limit, containerd's.
+        assert_eq!(
+            p["rlimits"],
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}])
+        );
+    }
+
+    #[test]
+    fn hardened_linux() {
+        let json = default_spec(&base());
+        let l = &json["linux"];
+        assert!(
+            l["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["type"] == "cgroup" && n.get("path").is_none()),
+            "a new cgroup namespace"
+        );
+        let list = |key: &str| -> Vec<String> { serde_json::from_value(l[key].clone()).unwrap() };
+        assert_eq!(
+            list("maskedPaths"),
+            [
+                "/proc/acpi",
+                "/proc/asound",
+                "/proc/kcore",
+                "/proc/keys",
+                "/proc/latency_stats",
+                "/proc/timer_list",
+                "/proc/timer_stats",
+                "/proc/sched_debug",
+                "/sys/firmware",
+                "/sys/devices/virtual/powercap",
+                "/proc/scsi",
+            ]
+        );
+        assert_eq!(
+            list("readonlyPaths"),
+            [
+                "/proc/bus",
+                "/proc/fs",
+                "/proc/irq",
+                "/proc/sys",
+                "/proc/sysrq-trigger"
+            ]
+        );
+        // The default seccomp profile, as stored; none when unconfined.
+        let stored: serde_json::Value =
+            serde_json::from_str(crate::container::seccomp::DEFAULT_PROFILE_JSON).unwrap();
+        assert_eq!(l["seccomp"], stored);
+        assert_eq!(l["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        let mut unconfined = base();
+        unconfined.seccomp = Seccomp::Unconfined;
+        let json = default_spec(&unconfined);
+        assert!(json["linux"].get("seccomp").is_none());
+        // /sys and the cgroup hierarchy (the instance's own, in its
+        // namespace) are read-only.
+        for dest in ["/sys", "/sys/fs/cgroup"] {
+            let m = json["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["destination"] == dest)
+                .unwrap();
+            assert!(
+                m["options"].as_array().unwrap().contains(&"ro".into()),
+                "{dest}"
+            );
+        }
+    }
+
+    #[test]
+    fn default_limits_and_no_swap() {
+        let mut s = base();
+        s.limits = ContainerLimits {
+            memory: Some(64 << 20),
+            cpus: None,
+            pids: None,
+        };
+        let json = default_spec(&s);
+        let r = &json["linux"]["resources"];
+        // memory+swap = memory: no swap.
+        assert_eq!(r["memory"]["limit"], 64 << 20);
+        assert_eq!(r["memory"]["swap"], 64 << 20);
+        // One CPU, 1024 processes.
+        assert_eq!(r["cpu"]["quota"], 100_000);
+        assert_eq!(r["cpu"]["period"], 100_000);
+        assert_eq!(r["pids"]["limit"], DEFAULT_PIDS);
+        assert_eq!(DEFAULT_PIDS, 1024);
+        let spec = runtime_spec(
+            &s,
+            &ResolvedUser::default(),
+            Path::new("r"),
+            Path::new("/c"),
+        )
+        .unwrap();
+        assert_eq!(memory_limit(&spec), Some(64 << 20));
+        // What the app sets wins.
+        s.limits = ContainerLimits {
+            memory: None,
+            cpus: Some(2.5),
+            pids: Some(10_000),
+        };
+        let json = default_spec(&s);
+        let r = &json["linux"]["resources"];
+        assert!(r.get("memory").is_none());
+        assert_eq!(r["cpu"]["quota"], 250_000);
+        assert_eq!(r["pids"]["limit"], 10_000);
+    }
+
+    #[test]
+    fn working_dirs() {
+        for ok in ["/", "/app", "/srv/www", "/app/", "/procfs", "/data/proc"] {
+            check_working_dir(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+        for bad in [
+            "rel/dir",
+            "app",
+            "./app",
+            "/app/../etc",
+            "/..",
+            "/a//b",
+            "//",
+            "/a/./b",
+            "/proc",
+            "/proc/",
+            "/proc/self/fd/7",
+            "/proc/1/cwd",
+            "/a\0b",
+        ] {
+            let err = check_working_dir(bad).unwrap_err();
+            assert!(matches!(err, SpecError::WorkingDir { .. }), "{bad:?}");
+            assert!(err.to_string().contains("`WorkingDir`"), "{err}");
+        }
+        // At deploy: reading the image config refuses it, naming the key.
+        let blob = br#"{"config":{"Cmd":["/srv"],"WorkingDir":"/proc/self/fd/7"}}"#;
+        let err = ImageConfig::from_json(blob).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "image config `WorkingDir` \"/proc/self/fd/7\" is refused: it is under /proc, where \
+             /proc/self/fd/N can name a host directory (CVE-2024-21626)"
+        );
+        let err =
+            ImageConfig::from_json(br#"{"config":{"Cmd":["/srv"],"WorkingDir":"srv/../.."}}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("absolute"), "{err}");
+        // And at instance start, for an ImageConfig made in code.
+        let mut s = base();
+        s.image.working_dir = Some("/proc/self/cwd".into());
+        assert!(matches!(
+            runtime_spec(
+                &s,
+                &ResolvedUser::default(),
+                Path::new("r"),
+                Path::new("/c")
+            ),
+            Err(SpecError::WorkingDir { .. })
         ));
     }
 

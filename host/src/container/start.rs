@@ -183,6 +183,8 @@ fn prepare(
     }
     let made = (|| {
         set_mode(&p.dir, 0o700).map_err(io_err(id, "chmod of the instance directory"))?;
+        overlay::mount_scratch(&p.scratch, spec::memory_limit(oci))
+            .map_err(io_err(id, "mounting the tmpfs of the writable layer"))?;
         for d in [&p.upper, &p.work, &p.rootfs, &p.etc] {
             std::fs::create_dir_all(d).map_err(io_err(id, format!("creating {}", d.display())))?;
         }

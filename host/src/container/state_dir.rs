@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! <state_dir>/runc/                       runc --root (container state)
-//! <state_dir>/instances/<id>/upper/       overlay upper (the instance's writes)
-//! <state_dir>/instances/<id>/work/        overlay work dir
+//! <state_dir>/instances/<id>/scratch/     a tmpfs sized to the memory limit:
+//! <state_dir>/instances/<id>/scratch/upper/  overlay upper (the instance's writes)
+//! <state_dir>/instances/<id>/scratch/work/   overlay work dir
 //! <state_dir>/instances/<id>/bundle/      config.json, rootfs/ (the overlay mount)
 //! <state_dir>/instances/<id>/etc/         hosts, hostname, resolv.conf (bind-mounted)
 //! <state_dir>/instances/<id>/init.pid     runc --pid-file
@@ -29,6 +30,8 @@ use super::runc::Runc;
 #[derive(Debug, Clone)]
 pub(super) struct Paths {
     pub(super) dir: PathBuf,
+    /// The tmpfs holding `upper` and `work` (`overlay::mount_scratch`).
+    pub(super) scratch: PathBuf,
     pub(super) upper: PathBuf,
     pub(super) work: PathBuf,
     pub(super) bundle: PathBuf,
@@ -62,9 +65,11 @@ impl ShimInner {
     pub(super) fn paths(&self, id: &str) -> Paths {
         let dir = self.instances.join(id);
         let bundle = dir.join("bundle");
+        let scratch = dir.join("scratch");
         Paths {
-            upper: dir.join("upper"),
-            work: dir.join("work"),
+            upper: scratch.join("upper"),
+            work: scratch.join("work"),
+            scratch,
             rootfs: bundle.join("rootfs"),
             pid_file: dir.join("init.pid"),
             netns: dir.join("netns"),
@@ -77,8 +82,8 @@ impl ShimInner {
     }
 
     /// Removes everything of instance `id`: the runc container (killed if it
-    /// runs), its bridge attachment, mounts under its directory, the
-    /// directory. Idempotent.
+    /// runs), its bridge attachment, mounts under its directory (the overlay,
+    /// then the tmpfs under it), the directory. Idempotent.
     pub(super) async fn teardown(&self, id: &str, paths: &Paths) -> Result<()> {
         match self.runc.delete(id, true).await {
             Ok(()) => {}
@@ -111,7 +116,9 @@ impl ShimInner {
     }
 }
 
-/// Unmounts whatever is mounted at or below `dir`, then removes it.
+/// Unmounts whatever is mounted at or below `dir`, deepest first (the
+/// overlay at `bundle/rootfs` before the `scratch` tmpfs holding its upper
+/// layer), then removes it.
 pub(super) fn remove_instance_dir(id: &str, dir: &Path) -> Result<()> {
     let mounts = overlay::mounts_under(dir).map_err(io_err(id, "reading mountinfo"))?;
     for m in mounts {

@@ -4,8 +4,13 @@
 //!
 //! - **Connection cap**: each connection holds a permit of the listener's
 //!   semaphore. With none left, a plain-HTTP connection gets an immediate
-//!   `503` with `Retry-After` and is closed (one non-blocking write, so a
-//!   client that does not read costs nothing); a TLS one is closed.
+//!   `503` with `Retry-After` (one non-blocking write, so a client that does
+//!   not read costs nothing) and is closed; a TLS one is closed. The close
+//!   lingers: the write side is shut and what the client sent is read and
+//!   dropped for up to [`REFUSAL_LINGER`], so the client's request does not
+//!   make the kernel answer with a reset that discards the `503` (nginx's
+//!   lingering close). At most [`MAX_LINGERING`] refusals linger at once;
+//!   past that they close at once.
 //! - **Slow clients**: hyper's header-read timeout (with a timer) closes a
 //!   connection whose request head is not in within it; hyper also starts it
 //!   as soon as a keep-alive connection goes idle, so an idle HTTP/1.1
@@ -100,12 +105,20 @@ impl ConnectionLimits {
     }
 }
 
+/// How long a refused connection is read and drained before it is closed.
+pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// Refused connections lingering at once (each holds a socket).
+pub const MAX_LINGERING: usize = 64;
+/// What a lingering refusal reads and drops at most.
+const LINGER_BYTES: usize = 64 * 1024;
+
 /// A listener's shared state: the cap, the shutdown signal, the counters.
 pub struct Listener {
     limits: ConnectionLimits,
     permits: Arc<Semaphore>,
     shutdown: watch::Sender<bool>,
     refused: AtomicU64,
+    lingering: Arc<AtomicUsize>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
@@ -127,6 +140,7 @@ impl Listener {
             limits,
             shutdown: watch::channel(false).0,
             refused: AtomicU64::new(0),
+            lingering: Arc::new(AtomicUsize::new(0)),
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
         }
     }
@@ -149,7 +163,7 @@ impl Listener {
         F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
     {
         let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
-            self.refuse(&stream, peer);
+            self.refuse(stream, peer);
             return;
         };
         let _ = stream.set_nodelay(true);
@@ -173,8 +187,8 @@ impl Listener {
         });
     }
 
-    /// At the cap: one attempt to say so, then close.
-    fn refuse(&self, stream: &TcpStream, peer: SocketAddr) {
+    /// At the cap: one attempt to say so, then a lingering close.
+    fn refuse(&self, stream: TcpStream, peer: SocketAddr) {
         let n = self.refused.fetch_add(1, Ordering::Relaxed);
         if n.is_power_of_two() {
             tracing::warn!(%peer, max = self.limits.max_connections, refused = n + 1, "connection refused: the listener is at its connection limit");
@@ -190,6 +204,15 @@ impl Listener {
             );
             let _ = stream.try_write(msg.as_bytes());
         }
+        if self.lingering.fetch_add(1, Ordering::AcqRel) >= MAX_LINGERING {
+            self.lingering.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let lingering = Arc::clone(&self.lingering);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(REFUSAL_LINGER, linger(stream)).await;
+            lingering.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 
     async fn drive<I, S, F>(&self, io: I, svc: S, permit: OwnedSemaphorePermit)
@@ -330,6 +353,22 @@ pub async fn accept_ok(
             tracing::warn!("accept failed: {e}");
             tokio::time::sleep(Duration::from_millis(50)).await;
             None
+        }
+    }
+}
+
+/// The lingering close of a refused connection: shut the write side (after
+/// the `503`), then read and drop what the client sends until it closes or
+/// [`LINGER_BYTES`] have come; the caller bounds the time.
+async fn linger(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = stream.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let mut read = 0;
+    while read < LINGER_BYTES {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => read += n,
         }
     }
 }

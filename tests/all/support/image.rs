@@ -43,7 +43,7 @@ pub fn busybox_base() -> Layer {
         );
     for applet in [
         "sh", "httpd", "sleep", "id", "cat", "echo", "wget", "env", "ls", "rm", "true", "nc",
-        "printf",
+        "printf", "unshare", "grep", "head", "yes", "dd", "df",
     ] {
         layer = layer.symlink(&format!("bin/{applet}"), "busybox");
     }
@@ -57,6 +57,8 @@ pub struct Image {
     pub cmd: Vec<String>,
     pub env: Vec<String>,
     pub user: Option<String>,
+    /// The config's `WorkingDir`.
+    pub working_dir: String,
 }
 
 impl Image {
@@ -68,6 +70,7 @@ impl Image {
             cmd: vec!["exec httpd -f -p ${LISTEN_ADDR:-0.0.0.0}:$PORT -h /www".into()],
             env: vec!["PATH=/bin".into()],
             user: None,
+            working_dir: "/".into(),
         }
     }
 
@@ -99,7 +102,7 @@ impl Image {
             "Entrypoint": self.entrypoint,
             "Cmd": self.cmd,
             "Env": self.env,
-            "WorkingDir": "/",
+            "WorkingDir": self.working_dir,
         });
         if let Some(user) = &self.user {
             config["User"] = serde_json::json!(user);

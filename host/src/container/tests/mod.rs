@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use super::runc::find_runc;
-use super::{ContainerLimits, ImageConfig, InstanceSpec, Network, Probe, Shim, overlay};
+use super::{ContainerLimits, ImageConfig, InstanceSpec, Network, Probe, Seccomp, Shim, overlay};
 
 mod lifecycle;
 
@@ -146,6 +146,7 @@ fn sh(prefix: &str, script: &str) -> InstanceSpec {
         port: free_port(),
         limits: ContainerLimits::default(),
         network: Network::Host,
+        seccomp: Seccomp::Default,
         readiness: Probe::Tcp,
         startup_timeout: Duration::from_secs(10),
         stop_grace: Duration::from_secs(5),
