@@ -8,6 +8,7 @@ mod cli;
 mod containers;
 mod deploy_image;
 mod examples;
+mod hostile;
 mod layering;
 mod oci;
 mod revisions;
