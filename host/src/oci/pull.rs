@@ -6,11 +6,11 @@
 //!    fetched, checked against the digest and stored. An index is resolved to
 //!    the entry for `wasm` or `linux/amd64` the same way.
 //! 3. The manifest is classified ([`super::classify()`]).
-//! 4. For a Wasm component, the layer is fetched unless already stored,
-//!    streamed into the store with its digest and size verified, and its
-//!    header checked: a core module is refused. For a container image only
-//!    the config is fetched; running images (and fetching their layers) is
-//!    not part of this module yet.
+//! 4. The image's declared size is checked against the limit, then every blob
+//!    not yet stored is streamed into the store with its digest and size
+//!    verified: for a Wasm component its layer, whose header is then checked
+//!    (a core module is refused); for a container image its config and every
+//!    layer (unpacking them is `container::rootfs`'s work).
 //!
 //! A second pull of a digest whose blobs are all stored transfers nothing (a
 //! tag costs one `HEAD`; a digest reference makes no request at all).

@@ -264,13 +264,27 @@ fn send_blob(bytes: Bytes, serve: &Serve) -> Response<Body> {
             });
             (StreamBody::new(drip).boxed_unsync(), None)
         }
-        Serve::BreakAfter(n) => (
-            chunked(vec![
-                Ok(bytes.slice(..*n)),
-                Err(io::Error::other("connection broken on purpose")),
-            ]),
-            Some(bytes.len() as u64),
-        ),
+        Serve::BreakAfter(n) => {
+            // The bytes go out first; the break comes a moment later.
+            let sent = bytes.slice(..*n);
+            let parts = futures::stream::unfold(0, move |step| {
+                let sent = sent.clone();
+                async move {
+                    match step {
+                        0 => Some((Ok(Frame::data(sent)), 1)),
+                        1 => {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            Some((Err(io::Error::other("connection broken on purpose")), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            (
+                StreamBody::new(parts).boxed_unsync(),
+                Some(bytes.len() as u64),
+            )
+        }
     };
     let mut r = Response::new(body);
     r.headers_mut()
