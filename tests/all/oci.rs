@@ -670,3 +670,22 @@ async fn the_image_size_cap_holds_for_declared_and_received_bytes() {
     assert!(err.to_string().contains("received"), "{err}");
     assert_no_temp(&puller);
 }
+
+#[tokio::test]
+async fn a_digest_naming_a_huge_stored_blob_is_not_read_as_a_manifest() {
+    // A layer of 5 MiB is in the store; a reference pinned to its digest
+    // makes berth look for a manifest there. It is measured, never read.
+    let (_data, puller) = anonymous_puller();
+    let layer = vec![0u8; 5 * 1024 * 1024];
+    let digest = Digest::of(&layer);
+    puller.store().put_bytes(&digest, &layer).unwrap();
+    let addr = free_addr();
+    let err = puller
+        .pull(&format!("{addr}/img@{digest}"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, OciError::TooLarge { limit, .. } if limit == 4 * 1024 * 1024),
+        "{err:?}"
+    );
+}

@@ -605,6 +605,66 @@ mod tests {
     }
 
     #[test]
+    fn gc_removes_temporary_files_that_no_write_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        // Left by a pull that was killed a moment ago: no age to wait for.
+        std::fs::write(store.dir().join(".tmp-killed"), b"partial").unwrap();
+        // A write in progress holds its file.
+        let writing = store.temp_file().unwrap();
+        let removed = store.collect(&HashSet::new()).unwrap();
+        assert_eq!(removed, StoreCollected { blobs: 0, temp: 1 });
+        let left = names(&store);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(store.dir().join(&left[0]), writing.path());
+        drop(writing);
+        assert_eq!(names(&store), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_blob_is_measured_before_it_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let big = vec![7u8; 4096];
+        let digest = Digest::of(&big);
+        store.put_bytes(&digest, &big).unwrap();
+        assert_eq!(store.stored_len(&digest), Some(4096));
+        assert!(matches!(
+            store.read_limited(&digest, 4095),
+            Err(OciError::TooLarge { limit: 4095, .. })
+        ));
+        assert_eq!(store.read_limited(&digest, 4096).unwrap(), big);
+    }
+
+    #[tokio::test]
+    async fn a_sized_put_refuses_a_short_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let digest = Digest::of(b"0123456789");
+        let err = store
+            .put_sized(&digest, chunks(&[b"01234", b"56789"]), 12, |_| {})
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OciError::SizeMismatch {
+                    expected: 12,
+                    actual: 10,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(names(&store).is_empty());
+        let n = store
+            .put_sized(&digest, chunks(&[b"01234", b"56789"]), 10, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(n, 10);
+    }
+
+    #[test]
     fn read_detects_corruption_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();

@@ -100,8 +100,9 @@ impl Applier {
             self.stats.skipped += 1;
             return Ok(());
         }
-        let raw = entry.path_bytes().into_owned();
+        let raw = entry.path_bytes();
         check_length("path", &raw, &raw, self.limits.max_path_bytes)?;
+        let raw = raw.into_owned();
         let shown = PathBuf::from(OsString::from_vec(raw.clone()));
         let rel = normalize(&raw).map_err(|bad| match bad {
             BadPath::Escapes => UnpackError::escape(&shown, "`..` leaves the rootfs"),

@@ -213,6 +213,8 @@ pub fn collect_garbage(
         Err(e) => return Err(UnpackError::io("open", dir, e)),
     };
     let names = read_names(fd.as_fd()).map_err(|e| UnpackError::io("list", dir, e))?;
+    // Overlay options name the lower directory as it was given: compare both.
+    let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
     let mut lowers = None;
     for name in names {
         let Some(text) = name.to_str() else { continue };
@@ -226,12 +228,8 @@ pub fn collect_garbage(
                 // Without mountinfo nothing tells a mounted rootfs apart.
                 continue;
             };
-            let path = dir.join(&name);
-            let canonical = std::fs::canonicalize(dir).map(|d| d.join(&name));
-            if lowers
-                .iter()
-                .any(|l| *l == path || canonical.as_ref().is_ok_and(|c| l == c))
-            {
+            let (path, real) = (dir.join(&name), canonical.join(&name));
+            if lowers.iter().any(|l| *l == path || *l == real) {
                 continue;
             }
         }
