@@ -3,7 +3,7 @@
 //! one method per entry type, and applies directory modes and times last.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -36,6 +36,7 @@ pub(super) fn apply_tar<R: Read>(
         stats: LayerStats::default(),
         written: Written::new(tally.limits.max_entries),
         deferred_dirs: HashMap::new(),
+        cleaned: HashSet::new(),
     };
     let mut archive = tar::Archive::new(TarGuard::new(reader, tally));
     let applied = (|| {

@@ -275,6 +275,31 @@ fn the_paths_a_layer_records_are_capped() {
 }
 
 #[test]
+fn a_repeated_marker_is_walked_once() {
+    // A directory of this layer's own files, then the same opaque marker and
+    // the same whiteout of that directory's parent 2,000 times each: each
+    // would list the whole directory again.
+    let mut t = Tar::default();
+    for i in 0..500 {
+        t.file(format!("top/d/{i}").as_bytes(), b"");
+    }
+    for _ in 0..2_000 {
+        t.file(b"top/d/.wh..wh..opq", b"");
+        t.file(b".wh.top", b"");
+    }
+    let tar = t.end();
+    let dir = scratch();
+    fs::create_dir_all(dir.path().join("top/d/lower")).expect("mkdir");
+    let before = whiteout::WALKS.with(std::cell::Cell::get);
+    let stats = apply_layer(dir.path(), &tar[..], Compression::None).expect("apply");
+    let walks = whiteout::WALKS.with(std::cell::Cell::get) - before;
+    assert_eq!((stats.opaque_dirs, stats.whiteouts), (2_000, 2_000));
+    assert!(walks <= 2 * 500 + 2, "{walks} walks");
+    assert!(!dir.path().join("top/d/lower").exists());
+    assert_eq!(names(&dir.path().join("top/d")).len(), 500);
+}
+
+#[test]
 fn sparse_maps_and_holes_are_bounded() {
     // A map of 3,000 extension blocks (1.5 MB): the `tar` crate would hold a
     // list entry for each of its records.

@@ -137,7 +137,7 @@
 //! - tests: `tests` (the rules), `hostile` (each limit), `fuzz` (the
 //!   property harness), `craft` (hostile archives, a heap measure).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::OwnedFd;
@@ -188,6 +188,11 @@ struct Applier {
     written: Written,
     /// Mode and mtime of this layer's directories, applied by [`Self::finish`].
     deferred_dirs: HashMap<NodeId, (Mode, Timespec)>,
+    /// This layer's paths below which a whiteout or opaque marker has removed
+    /// everything lower layers put there: a repeated marker is not walked
+    /// again (a layer of the same marker a million times would otherwise
+    /// list the same directory a million times).
+    cleaned: HashSet<NodeId>,
 }
 
 /// How a layer blob is compressed.

@@ -3,7 +3,9 @@
 //! removing a whole tree ([`remove_all_at`]), also what any entry replaces.
 //!
 //! Both walks are iterative with one directory open at a time, so a tree's
-//! depth costs neither stack nor file descriptors.
+//! depth costs neither stack nor file descriptors. A directory this layer
+//! has already cleared of lower content is not walked again, so repeating a
+//! marker costs nothing.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -25,12 +27,23 @@ pub(super) const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
 /// The name that marks its directory opaque.
 pub(super) const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
+#[cfg(test)]
+thread_local! {
+    /// Walks of `remove_lower` on this thread, for tests.
+    pub(super) static WALKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 impl Applier {
     /// `.wh.NAME`: removes `hidden` unless this layer put it there.
     pub(super) fn whiteout(&mut self, shown: &Path, hidden: &Path) -> Result<(), UnpackError> {
         self.stats.whiteouts += 1;
+        let parent_node = self.written.find(hidden.parent().unwrap_or(Path::new("")));
+        let node = parent_node.and_then(|p| self.written.child(p, file_name(hidden)));
+        if node.is_some_and(|n| self.cleaned.contains(&n)) {
+            // Walked already: lower layers have nothing left below it.
+            return Ok(());
+        }
         if let Some(parent) = self.parent_for_removal(shown, hidden)? {
-            let parent_node = self.written.find(hidden.parent().unwrap_or(Path::new("")));
             self.remove_lower(
                 shown,
                 parent.as_fd(),
@@ -39,6 +52,7 @@ impl Applier {
                 parent_node,
             )?;
         }
+        self.cleaned.extend(node);
         Ok(())
     }
 
@@ -55,11 +69,16 @@ impl Applier {
         )
         .map_err(|e| UnpackError::entry(shown, "open the opaque directory", e))?;
         let node = self.mark(dir)?;
+        if self.cleaned.contains(&node) {
+            // Walked already: lower layers have nothing left in it.
+            return Ok(());
+        }
         let children =
             read_names(fd.as_fd()).map_err(|e| UnpackError::entry(shown, "list directory", e))?;
         for child in children {
             self.remove_lower(shown, fd.as_fd(), &child, &dir.join(&child), Some(node))?;
         }
+        self.cleaned.insert(node);
         Ok(())
     }
 
@@ -79,6 +98,8 @@ impl Applier {
         rel: &Path,
         parent_node: Option<NodeId>,
     ) -> Result<(), UnpackError> {
+        #[cfg(test)]
+        WALKS.with(|w| w.set(w.get() + 1));
         let node = parent_node.and_then(|p| self.written.child(p, name));
         let Some((top, top_node)) =
             self.descend_lower(shown, parent, name, node, &|| rel.to_owned())?
