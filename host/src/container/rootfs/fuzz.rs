@@ -27,10 +27,10 @@
 //!   names the archive holds.
 //!
 //! `cargo test` runs [`DEFAULT_CASES`] images (a few seconds). Run more by
-//! hand, e.g.:
+//! hand, e.g. (some minutes; `--release` halves it once built):
 //!
 //! ```text
-//! BERTH_FUZZ_CASES=100000 cargo test -p berth --release --lib container::rootfs::fuzz
+//! BERTH_FUZZ_CASES=100000 cargo test -p berth --lib container::rootfs::fuzz
 //! ```
 //!
 //! A failure prints the shrunk input (layers and their entries) to replay.
@@ -49,7 +49,7 @@ use super::craft::{Tar, compress, header, heap_peak, scratch};
 use super::*;
 
 /// Images tried by `cargo test`; `BERTH_FUZZ_CASES` overrides it.
-pub(super) const DEFAULT_CASES: u32 = 512;
+pub(super) const DEFAULT_CASES: u32 = 1024;
 
 /// Stands for the absolute path of the sentinel directory beside the rootfs.
 const OUTSIDE: &str = "@OUT";

@@ -108,8 +108,7 @@
 //! container::rootfs::fuzz`) feeds random hostile images to [`unpack_image`]
 //! and checks that nothing panics, nothing outside the destination changes,
 //! a failure leaves nothing, the heap stays bounded and error texts stay
-//! short; it runs 512 images, `BERTH_FUZZ_CASES=100000` runs more (with
-//! `--release` for speed).
+//! short; it runs 1024 images, `BERTH_FUZZ_CASES=100000` runs more.
 //!
 //! # Not covered
 //! Inode quotas beyond the entry count, uid/gid remapping (user namespaces),
