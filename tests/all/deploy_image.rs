@@ -186,7 +186,7 @@ async fn unreferenced_blobs_are_collected() {
         .deploy("x", &image_app(&echo_ref))
         .await
         .unwrap();
-    let removed = host.apps().collect_garbage().unwrap();
+    let removed = host.apps().collect_garbage().unwrap().blobs;
     assert!(
         removed >= 2,
         "manifest, config and layer of hello: {removed}"
@@ -194,7 +194,7 @@ async fn unreferenced_blobs_are_collected() {
     assert!(!blob_store_has(host.data_dir(), &hello_layer));
     assert!(blob_store_has(host.data_dir(), &echo_layer));
     assert_eq!(
-        host.apps().collect_garbage().unwrap(),
+        host.apps().collect_garbage().unwrap().blobs,
         0,
         "nothing left to collect"
     );

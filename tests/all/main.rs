@@ -10,6 +10,7 @@ mod deploy_image;
 mod examples;
 mod faults;
 mod front_door;
+mod hostile;
 mod isolation;
 mod layering;
 mod oci;

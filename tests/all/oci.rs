@@ -11,6 +11,7 @@ use berth::oci::{
 };
 use tempfile::TempDir;
 
+use crate::support::fake_registry::{FakeRegistry, Serve};
 use crate::support::registry::{Registry, docker_config_json, free_addr, python_helper};
 
 fn hello() -> Vec<u8> {
@@ -460,4 +461,231 @@ async fn a_container_image_is_recognised() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+// Registries that lie or drip, from the fake registry of
+// `support::fake_registry` (the real one cannot misbehave on demand).
+
+/// A puller with `options` and quick retries, its own data dir.
+fn fake_puller(options: ClientOptions) -> (TempDir, Puller) {
+    puller(RegistryClient::new(
+        Auth::anonymous(),
+        options.with_retries(3, Duration::from_millis(10), Duration::from_secs(8)),
+    ))
+}
+
+/// An image whose layer is `layer` sent as `serve` and declared `size`
+/// bytes long; its config is honest. Returns (reference, layer digest).
+fn lying_image(registry: &FakeRegistry, layer: &[u8], serve: Serve, size: u64) -> (String, String) {
+    let config = registry.blob(b"{}", Serve::Whole);
+    let layer_digest = registry.blob(layer, serve);
+    registry.image("img", "v1", (&config, 2), &[(&layer_digest, size)]);
+    (registry.reference("img:v1"), layer_digest)
+}
+
+/// Nothing in the store but complete blobs; in particular no temp file.
+#[track_caller]
+fn assert_no_temp(puller: &Puller) {
+    let entries = store_entries(puller);
+    assert!(
+        entries.iter().all(|n| !n.starts_with(".tmp")),
+        "{entries:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_honest_fake_registry_serves_a_pull() {
+    let registry = FakeRegistry::start().await;
+    let layer = vec![7u8; 10_000];
+    let (reference, digest) = lying_image(&registry, &layer, Serve::Chunked, 10_000);
+    let (_data, puller) = fake_puller(ClientOptions::default());
+    let pulled = puller.pull(&reference).await.expect("pull");
+    assert_eq!(pulled.kind.name(), "container-image");
+    let digest = Digest::parse(&digest).unwrap();
+    assert_eq!(std::fs::read(puller.store().path(&digest)).unwrap(), layer);
+    assert_no_temp(&puller);
+}
+
+#[tokio::test]
+async fn a_config_over_4_mib_is_refused_before_it_is_fetched() {
+    let registry = FakeRegistry::start().await;
+    let config = vec![b' '; 5 * 1024 * 1024];
+    let config_digest = registry.blob(&config, Serve::Whole);
+    let layer = registry.blob(b"layer", Serve::Whole);
+    registry.image(
+        "img",
+        "v1",
+        (&config_digest, config.len() as u64),
+        &[(&layer, 5)],
+    );
+    let (_data, puller) = fake_puller(ClientOptions::default());
+    let err = puller
+        .pull(&registry.reference("img:v1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, OciError::TooLarge { limit, .. } if limit == 4 * 1024 * 1024),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&config_digest), "{err}");
+    assert_eq!(registry.blob_gets(&config_digest), 0);
+    assert_no_temp(&puller);
+}
+
+#[tokio::test]
+async fn a_blob_longer_than_its_descriptor_is_cut_off_at_the_first_byte_too_many() {
+    let registry = FakeRegistry::start().await;
+    let layer = vec![1u8; 4_000];
+    let (reference, digest) = lying_image(
+        &registry,
+        &layer,
+        Serve::WithExtra(vec![2u8; 100_000]),
+        4_000,
+    );
+    let (_data, puller) = fake_puller(ClientOptions::default());
+    let err = puller.pull(&reference).await.unwrap_err();
+    assert!(
+        matches!(err, OciError::TooLarge { limit: 4_000, .. }),
+        "{err:?}"
+    );
+    assert!(!puller.store().contains(&Digest::parse(&digest).unwrap()));
+    assert_no_temp(&puller);
+    assert_eq!(registry.blob_gets(&digest), 1, "not retried");
+}
+
+#[tokio::test]
+async fn a_blob_shorter_than_its_descriptor_is_refused() {
+    let registry = FakeRegistry::start().await;
+    let layer = vec![3u8; 1_000];
+    // The bytes hash to the digest, but the manifest says 1,500 of them.
+    let (reference, digest) = lying_image(&registry, &layer, Serve::Chunked, 1_500);
+    let (_data, puller) = fake_puller(ClientOptions::default());
+    let err = puller.pull(&reference).await.unwrap_err();
+    match &err {
+        OciError::SizeMismatch {
+            what,
+            expected: 1_500,
+            actual: 1_000,
+            ..
+        } => assert_eq!(*what, "the body the registry sent"),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains(&digest), "{err}");
+    assert!(!puller.store().contains(&Digest::parse(&digest).unwrap()));
+    assert_no_temp(&puller);
+}
+
+#[tokio::test]
+async fn a_content_length_that_disagrees_is_refused_before_the_body() {
+    for (serve, announced) in [(Serve::Whole, 1_000), (Serve::Announced(9_999), 9_999)] {
+        let registry = FakeRegistry::start().await;
+        let layer = vec![4u8; 1_000];
+        let size = if announced == 1_000 { 1_200 } else { 1_000 };
+        let (reference, digest) = lying_image(&registry, &layer, serve, size);
+        let (_data, puller) = fake_puller(ClientOptions::default());
+        let err = puller.pull(&reference).await.unwrap_err();
+        match &err {
+            OciError::SizeMismatch { what, actual, .. } => {
+                assert_eq!(*what, "the Content-Length the registry announced");
+                assert_eq!(*actual, announced);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!puller.store().contains(&Digest::parse(&digest).unwrap()));
+        assert_no_temp(&puller);
+    }
+}
+
+#[tokio::test]
+async fn a_dripping_registry_is_cut_off_with_a_clear_error() {
+    let registry = FakeRegistry::start().await;
+    let layer = vec![5u8; 64 * 1024];
+    let (reference, digest) = lying_image(
+        &registry,
+        &layer,
+        Serve::Drip {
+            chunk: 16,
+            every: Duration::from_millis(100),
+        },
+        layer.len() as u64,
+    );
+    // 160 bytes/s against a minimum of 4 KiB/s over 1 s.
+    let options =
+        ClientOptions::default().with_transfer_limits(4096, Duration::from_secs(1), 1 << 30);
+    let (_data, puller) = fake_puller(options);
+    let err = tokio::time::timeout(Duration::from_secs(60), puller.pull(&reference))
+        .await
+        .expect("a safety net: the pull ends")
+        .unwrap_err();
+    assert!(matches!(err, OciError::TooSlow { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&digest) && text.contains("min_transfer_rate"),
+        "{text}"
+    );
+    assert_no_temp(&puller);
+    assert_eq!(
+        registry.blob_gets(&digest),
+        1,
+        "a slow registry is not retried"
+    );
+}
+
+#[tokio::test]
+async fn the_image_size_cap_holds_for_declared_and_received_bytes() {
+    // Declared: two layers of 600 bytes against a 1,000-byte cap; nothing is
+    // fetched.
+    let registry = FakeRegistry::start().await;
+    let config = registry.blob(b"{}", Serve::Whole);
+    let a = registry.blob(&[1u8; 600], Serve::Whole);
+    let b = registry.blob(&[2u8; 600], Serve::Whole);
+    registry.image("img", "v1", (&config, 2), &[(&a, 600), (&b, 600)]);
+    let options = ClientOptions::default().with_transfer_limits(1, Duration::from_secs(30), 1_000);
+    let (_data, puller) = fake_puller(options);
+    let err = puller
+        .pull(&registry.reference("img:v1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, OciError::ImageTooLarge { limit: 1_000, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("declare"), "{err}");
+    assert_eq!(registry.blob_gets(&a) + registry.blob_gets(&b), 0);
+
+    // Received: the layer breaks off after 700 of its 1,000 bytes, and each
+    // retry counts; the declared sizes fit, the second attempt goes over.
+    let registry = FakeRegistry::start().await;
+    let config = registry.blob(b"{}", Serve::Whole);
+    let layer = registry.blob(&[3u8; 1_000], Serve::BreakAfter(700));
+    registry.image("img", "v1", (&config, 2), &[(&layer, 1_000)]);
+    let limit = registry.manifest_len("img/v1") + 2 + 1_000 + 100;
+    let options = ClientOptions::default().with_transfer_limits(1, Duration::from_secs(30), limit);
+    let (_data, puller) = fake_puller(options);
+    let err = puller
+        .pull(&registry.reference("img:v1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OciError::ImageTooLarge { .. }), "{err:?}");
+    assert!(err.to_string().contains("received"), "{err}");
+    assert_no_temp(&puller);
+}
+
+#[tokio::test]
+async fn a_digest_naming_a_huge_stored_blob_is_not_read_as_a_manifest() {
+    // A layer of 5 MiB is in the store; a reference pinned to its digest
+    // makes berth look for a manifest there. It is measured, never read.
+    let (_data, puller) = anonymous_puller();
+    let layer = vec![0u8; 5 * 1024 * 1024];
+    let digest = Digest::of(&layer);
+    puller.store().put_bytes(&digest, &layer).unwrap();
+    let addr = free_addr();
+    let err = puller
+        .pull(&format!("{addr}/img@{digest}"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, OciError::TooLarge { limit, .. } if limit == 4 * 1024 * 1024),
+        "{err:?}"
+    );
 }

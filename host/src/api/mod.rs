@@ -10,7 +10,7 @@
 //! | `POST /v1/apps/{name}/scale` | change `min_scale`/`max_scale` (`{"min_scale":1,"max_scale":5}`); redeploys the same code as a new revision | `200` the app |
 //! | `POST /v1/apps/{name}/traffic` | move the split: `{"latest_percent": N}` gives the latest revision N %, the one before it the rest (100 retires the older) | `200` the app |
 //! | `GET /v1/apps/{name}/logs[?follow=true]` | the app's guest output; `follow` streams new lines | `200` `text/plain` |
-//! | `POST /v1/gc` | remove blobs no app references | `200` `{"removed_blobs": N}` |
+//! | `POST /v1/gc` | remove blobs no app references, unpacked images no app uses, temporary files of interrupted pulls and unpacks | `200` `{"removed_blobs": N, "removed_rootfs": N, "removed_temp": N}` |
 //! | `GET /v1/secrets` | every secret's name, update time and users (never a value) | `200` `{"secrets": [...]}` |
 //! | `PUT /v1/secrets/{name}` | set a secret; the body is the value (UTF-8, at most 64 KiB) | `201` new, `200` replaced |
 //! | `DELETE /v1/secrets/{name}` | remove a secret no app names (`409` naming the apps otherwise) | `204` |
@@ -84,10 +84,14 @@ where
         (["v1", "secrets"], &Method::GET) => json(StatusCode::OK, &secret_list(apps)),
         (["v1", "secrets", name], &Method::PUT) => put_secret(apps, name, req).await,
         (["v1", "secrets", name], &Method::DELETE) => delete_secret(apps, name),
-        (["v1", "gc"], &Method::POST) => match apps.collect_garbage() {
+        (["v1", "gc"], &Method::POST) => match collect_garbage(apps).await {
             Ok(removed) => json(
                 StatusCode::OK,
-                &serde_json::json!({ "removed_blobs": removed }),
+                &serde_json::json!({
+                    "removed_blobs": removed.blobs,
+                    "removed_rootfs": removed.rootfs,
+                    "removed_temp": removed.temp,
+                }),
             ),
             Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}"), None),
         },
@@ -105,6 +109,13 @@ where
             None,
         ),
     }
+}
+
+/// Garbage collection walks and deletes files: it runs on a blocking thread so
+/// the admin API's worker keeps serving meanwhile.
+async fn collect_garbage(apps: &Arc<Apps>) -> anyhow::Result<crate::apps::Collected> {
+    let apps = Arc::clone(apps);
+    tokio::task::spawn_blocking(move || apps.collect_garbage()).await?
 }
 
 fn metrics<B>(apps: &Apps, req: &Request<B>) -> Response<Body> {

@@ -159,10 +159,14 @@ impl Apps {
         let digest_hex = pulled.digest.trim_start_matches("sha256:").to_string();
         let rootfs = self.options.data_dir.join("rootfs").join(&digest_hex);
         let dest = rootfs.clone();
-        tokio::task::spawn_blocking(move || rootfs::unpack_image(&layers, &dest))
-            .await
-            .context("unpack task failed")?
-            .context("cannot unpack the image")?;
+        // The lease keeps garbage collection off the rootfs until the revision
+        // (and its first instances) is in place: held to the end of this function.
+        let _lease = tokio::task::spawn_blocking(move || {
+            rootfs::unpack_image(&layers, &dest, &rootfs::UnpackLimits::default())
+        })
+        .await
+        .context("unpack task failed")?
+        .context("cannot unpack the image")?;
         let log = self.open_log(name)?;
         let backend = Arc::new(
             ContainerBackend::new(

@@ -4,7 +4,7 @@
 //! [`RouteTable`] that this module publishes whole after each change.
 //!
 //! # Layout
-//! - this file: [`Apps`], [`Deployed`], [`AppStatus`];
+//! - this file: [`Apps`], [`Deployed`], [`AppStatus`], [`Collected`];
 //! - [`routes`]: [`RouteTable`] and [`RoutedApp`] (weighted pick of a
 //!   revision);
 //! - [`build`]: building a revision: pull, unpack or compile, start its
@@ -110,6 +110,19 @@ impl AppStatus {
                 .collect(),
         }
     }
+}
+
+/// What [`Apps::collect_garbage`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Collected {
+    /// Blobs no app references.
+    pub blobs: usize,
+    /// Unpacked rootfs directories no app uses.
+    pub rootfs: usize,
+    /// Temporary files and directories of pulls and unpacks that did not
+    /// finish.
+    pub temp: usize,
 }
 
 /// A deploy asked for a path route that another app serves.
@@ -515,14 +528,24 @@ impl Apps {
         }
     }
 
-    /// Removes blobs of the store that no app references: roots are the
-    /// pinned digests of the running apps' revisions and of every app in the
-    /// state file. Returns how many blobs were removed.
+    /// Removes what no app uses: blobs of the store that no app references
+    /// (roots are the pinned digests of the running apps' revisions and of
+    /// every app in the state file), unpacked rootfs directories
+    /// (`<data-dir>/rootfs/<digest-hex>`) of images outside those references
+    /// that no instance mounts and no deploy holds, and temporary files that
+    /// interrupted pulls and unpacks left (none that a running one holds).
+    ///
+    /// Blocking: trees are removed one entry at a time.
     ///
     /// # Errors
-    /// When the store cannot be read or a blob cannot be removed.
-    pub fn collect_garbage(&self) -> anyhow::Result<usize> {
+    /// When the store or the rootfs directory cannot be read or something
+    /// cannot be removed.
+    pub fn collect_garbage(&self) -> anyhow::Result<Collected> {
         let mut roots = Vec::new();
+        // Rootfs directories are named by their image's manifest digest: the
+        // closure of the roots holds it, and the apps' own record of it
+        // keeps a rootfs whose manifest blob went missing.
+        let mut images = std::collections::HashSet::new();
         let pinned = |p: &str| {
             p.rsplit_once('@')
                 .and_then(|(_, d)| crate::oci::Digest::parse(d).ok())
@@ -531,6 +554,7 @@ impl Apps {
             let table = self.lock_table();
             for entry in table.values() {
                 roots.extend(entry.deployed.pinned.as_deref().and_then(pinned));
+                images.insert(entry.deployed.sha256.clone());
                 for r in entry.routed.revisions() {
                     roots.extend(r.pinned().and_then(pinned));
                 }
@@ -538,16 +562,31 @@ impl Apps {
         }
         for stored in self.state.apps().values() {
             roots.extend(stored.pinned.as_deref().and_then(pinned));
+            images.insert(stored.sha256.clone());
         }
         let store = self.puller.store();
         let referenced = store.closure(&roots)?;
-        let removed = store.gc(&referenced)?;
+        let blobs = store.collect(&referenced)?;
+        let rootfs_dir = self.options.data_dir.join("rootfs");
+        let unpacked = crate::container::rootfs::collect_garbage(&rootfs_dir, |hex| {
+            let digest = format!("sha256:{hex}");
+            images.contains(&digest)
+                || crate::oci::Digest::parse(&digest).is_ok_and(|d| referenced.contains(&d))
+        })
+        .with_context(|| format!("cannot collect garbage in {}", rootfs_dir.display()))?;
+        let collected = Collected {
+            blobs: blobs.blobs,
+            rootfs: unpacked.rootfs,
+            temp: blobs.temp + unpacked.temp,
+        };
         tracing::info!(
-            removed,
+            blobs = collected.blobs,
+            rootfs = collected.rootfs,
+            temp = collected.temp,
             kept = referenced.len(),
-            "collected unreferenced blobs"
+            "collected garbage"
         );
-        Ok(removed)
+        Ok(collected)
     }
 
     /// The revisions serving app `name`.

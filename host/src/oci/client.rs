@@ -4,7 +4,9 @@
 //!   connections and tokens. Loopback registries (`localhost`, `127.*`,
 //!   `[::1]`) and those in [`ClientOptions::insecure_registries`] are spoken to
 //!   over plain HTTP, everything else over HTTPS.
-//! - Connect and read timeouts on every request, and bounded retries with
+//! - Connect and read timeouts on every request, a time limit on every
+//!   request that moves no blob, a minimum rate on every blob transfer
+//!   ([`ClientOptions::min_transfer_rate`]), and bounded retries with
 //!   exponential backoff for connection failures, timeouts and 5xx answers;
 //!   never for 4xx answers or digest mismatches. An unreachable registry is
 //!   not retried once [`ClientOptions::retry_window`] has passed, so a
@@ -41,9 +43,22 @@ pub struct ClientOptions {
     /// registry that accepts connections but never answers is reported
     /// promptly. Default 10 s.
     pub request_timeout: Duration,
-    /// Limit on waiting for each read from an open connection; blob
-    /// transfers have no overall limit, only this one. Default 30 s.
+    /// Limit on waiting for each read from an open connection. Default 30 s.
     pub read_timeout: Duration,
+    /// The least a blob transfer must move per second, measured over each
+    /// [`ClientOptions::transfer_rate_window`]: a registry that drips its
+    /// bytes is cut off with [`OciError::TooSlow`]. With
+    /// [`ClientOptions::max_image_bytes`] it bounds how long a pull can take.
+    /// Default 16 KiB/s.
+    pub min_transfer_rate: u64,
+    /// The window over which [`ClientOptions::min_transfer_rate`] is
+    /// measured. Default 30 s.
+    pub transfer_rate_window: Duration,
+    /// The most bytes one pull may receive (manifests, config and layers,
+    /// and the bytes of failed attempts), checked against what the manifest
+    /// declares before anything is fetched and against what arrives.
+    /// Default 10 GiB.
+    pub max_image_bytes: u64,
     /// Attempts per operation, first one included. Default 3.
     pub attempts: u32,
     /// Delay before the first retry, doubled for each further one. Default 250 ms.
@@ -61,6 +76,9 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            min_transfer_rate: 16 * 1024,
+            transfer_rate_window: Duration::from_secs(30),
+            max_image_bytes: 10 * 1024 * 1024 * 1024,
             attempts: 3,
             backoff: Duration::from_millis(250),
             retry_window: Duration::from_secs(8),
@@ -83,6 +101,21 @@ impl ClientOptions {
         self.connect_timeout = connect;
         self.request_timeout = request;
         self.read_timeout = read;
+        self
+    }
+
+    /// Sets [`ClientOptions::min_transfer_rate`] (bytes per second, over
+    /// `window`, at least 1 ms) and [`ClientOptions::max_image_bytes`].
+    #[must_use]
+    pub fn with_transfer_limits(
+        mut self,
+        min_rate: u64,
+        window: Duration,
+        max_image_bytes: u64,
+    ) -> Self {
+        self.min_transfer_rate = min_rate;
+        self.transfer_rate_window = window.max(Duration::from_millis(1));
+        self.max_image_bytes = max_image_bytes;
         self
     }
 

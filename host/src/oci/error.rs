@@ -83,6 +83,61 @@ pub enum OciError {
         limit: u64,
     },
 
+    /// A blob's size is not the one its descriptor gives: the registry sent
+    /// fewer bytes, announced another `Content-Length`, or the stored copy
+    /// differs. Nothing is stored then.
+    #[error("{what} of {digest} is {actual} bytes, but its descriptor says {expected}")]
+    SizeMismatch {
+        /// The blob.
+        digest: String,
+        /// What was measured: "the body the registry sent", "the
+        /// Content-Length the registry announced", "the stored copy".
+        what: &'static str,
+        /// The size the descriptor gives.
+        expected: u64,
+        /// The size measured.
+        actual: u64,
+    },
+
+    /// An image is larger than [`ClientOptions::max_image_bytes`], as its
+    /// manifest declares it or as the bytes received (retries included) show.
+    ///
+    /// [`ClientOptions::max_image_bytes`]: super::ClientOptions::max_image_bytes
+    #[error(
+        "image {reference} is larger than the limit of {limit} bytes ({}, max_image_bytes): {detail}",
+        bytesize::ByteSize::b(*limit).display().iec()
+    )]
+    ImageTooLarge {
+        /// The reference being pulled.
+        reference: String,
+        /// The limit.
+        limit: u64,
+        /// What showed it.
+        detail: String,
+    },
+
+    /// A transfer went slower than [`ClientOptions::min_transfer_rate`] over
+    /// a whole [`ClientOptions::transfer_rate_window`].
+    ///
+    /// [`ClientOptions::min_transfer_rate`]: super::ClientOptions::min_transfer_rate
+    /// [`ClientOptions::transfer_rate_window`]: super::ClientOptions::transfer_rate_window
+    #[error(
+        "registry {registry} sent {received} bytes of {what} in {window:?}, slower than the \
+         minimum of {min_rate} bytes/s (min_transfer_rate)"
+    )]
+    TooSlow {
+        /// The registry host (`host[:port]`).
+        registry: String,
+        /// The blob being fetched.
+        what: String,
+        /// Bytes received in the window.
+        received: u64,
+        /// The window.
+        window: std::time::Duration,
+        /// The minimum rate, bytes per second.
+        min_rate: u64,
+    },
+
     /// The manifest is neither a Wasm component artifact nor a container image.
     #[error(
         "unsupported artifact: {reason} (manifest {manifest_media_type}, config {config_media_type}, \

@@ -63,4 +63,4 @@ pub use error::OciError;
 pub use oci_client::Reference;
 pub use pull::{Pulled, Puller};
 pub use push::push_component;
-pub use store::BlobStore;
+pub use store::{BlobStore, StoreCollected};

@@ -6,19 +6,47 @@
 //!    fetched, checked against the digest and stored. An index is resolved to
 //!    the entry for `wasm` or `linux/amd64` the same way.
 //! 3. The manifest is classified ([`super::classify()`]).
-//! 4. For a Wasm component, the layer is fetched unless already stored,
-//!    streamed into the store with its digest and size verified, and its
-//!    header checked: a core module is refused. For a container image only
-//!    the config is fetched; running images (and fetching their layers) is
-//!    not part of this module yet.
+//! 4. The image's declared size is checked against the limit, then every blob
+//!    not yet stored is streamed into the store with its digest and size
+//!    verified: for a Wasm component its layer, whose header is then checked
+//!    (a core module is refused); for a container image its config and every
+//!    layer (unpacking them is `container::rootfs`'s work).
 //!
 //! A second pull of a digest whose blobs are all stored transfers nothing (a
 //! tag costs one `HEAD`; a digest reference makes no request at all).
+//!
+//! # Bounds
+//! Nothing a registry or a manifest says is trusted for sizes or time:
+//! - manifests and the image config are at most 4 MiB ([`MAX_MANIFEST_BYTES`],
+//!   [`MAX_CONFIG_BYTES`]); a stored blob is measured before it is read;
+//! - a whole pull is at most [`ClientOptions::max_image_bytes`]: the sizes the
+//!   manifest declares are checked before anything is fetched, and the bytes
+//!   that arrive (those of failed attempts too) as they arrive;
+//! - every blob is exactly its descriptor's size: a `Content-Length` that
+//!   disagrees is refused before the body is read, a body that runs longer is
+//!   cut off at the first byte too many, a shorter one refused at its end, a
+//!   stored copy of another size refused ([`OciError::SizeMismatch`],
+//!   [`OciError::TooLarge`]); nothing is stored then, and no temporary file
+//!   stays behind;
+//! - a blob's response must start within [`ClientOptions::request_timeout`]
+//!   and its body move at least [`ClientOptions::min_transfer_rate`] over
+//!   each [`ClientOptions::transfer_rate_window`] ([`OciError::TooSlow`]).
+//!
+//! Manifest bodies are read whole by `oci_client` before their size can be
+//! checked; [`ClientOptions::request_timeout`] bounds how long that takes.
+//!
+//! [`ClientOptions::max_image_bytes`]: super::ClientOptions::max_image_bytes
+//! [`ClientOptions::request_timeout`]: super::ClientOptions::request_timeout
+//! [`ClientOptions::min_transfer_rate`]: super::ClientOptions::min_transfer_rate
+//! [`ClientOptions::transfer_rate_window`]: super::ClientOptions::transfer_rate_window
 
 use std::io::{IsTerminal as _, Read as _};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use futures::TryStreamExt as _;
+use bytes::Bytes;
+use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use oci_client::Reference;
 use oci_client::manifest::OciManifest;
@@ -31,7 +59,70 @@ use super::{
 };
 
 /// Manifests larger than this are refused (the distribution registry's own limit).
-pub(crate) const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Image configs larger than this are refused, like manifests: berth reads
+/// the config whole.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The bytes one pull has received, against
+/// [`ClientOptions::max_image_bytes`](super::ClientOptions::max_image_bytes).
+#[derive(Debug)]
+struct Budget {
+    reference: String,
+    limit: u64,
+    received: AtomicU64,
+}
+
+impl Budget {
+    fn new(reference: &str, limit: u64) -> Self {
+        Self {
+            reference: reference.to_owned(),
+            limit,
+            received: AtomicU64::new(0),
+        }
+    }
+
+    fn too_large(&self, detail: String) -> OciError {
+        OciError::ImageTooLarge {
+            reference: self.reference.clone(),
+            limit: self.limit,
+            detail,
+        }
+    }
+
+    /// Counts `n` bytes received.
+    fn add(&self, n: u64) -> Result<(), OciError> {
+        let total = self
+            .received
+            .fetch_add(n, Ordering::Relaxed)
+            .saturating_add(n);
+        if total > self.limit {
+            return Err(self.too_large(format!(
+                "{total} bytes were received (failed attempts included)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses an image whose descriptors declare more than the limit.
+    fn check_declared<'a>(
+        &self,
+        descriptors: impl IntoIterator<Item = &'a Descriptor>,
+    ) -> Result<(), OciError> {
+        let declared = descriptors
+            .into_iter()
+            .fold(self.received.load(Ordering::Relaxed), |sum, d| {
+                sum.saturating_add(d.size)
+            });
+        if declared > self.limit {
+            return Err(self.too_large(format!(
+                "its manifests, config and layers declare {declared} bytes"
+            )));
+        }
+        Ok(())
+    }
+}
 
 /// The outcome of [`Puller::pull`].
 #[derive(Debug, Clone)]
@@ -96,8 +187,11 @@ impl Puller {
     /// - [`OciError::InvalidReference`] for a malformed reference;
     /// - [`OciError::Unreachable`], [`OciError::AuthenticationFailed`],
     ///   [`OciError::NotFound`], [`OciError::Registry`] from the registry;
-    /// - [`OciError::DigestMismatch`] or [`OciError::TooLarge`] when content
-    ///   does not match its descriptor (nothing is stored then);
+    /// - [`OciError::DigestMismatch`], [`OciError::SizeMismatch`] or
+    ///   [`OciError::TooLarge`] when content does not match its descriptor
+    ///   (nothing is stored then);
+    /// - [`OciError::ImageTooLarge`] and [`OciError::TooSlow`] when the pull
+    ///   goes over the client's limits;
     /// - the errors of [`super::classify()`] for artifacts that are neither a
     ///   Wasm component nor a container image;
     /// - [`OciError::CoreModule`] / [`OciError::NotAComponent`] when the Wasm
@@ -113,6 +207,7 @@ impl Puller {
         tracing::debug!(%reference, %digest, "resolved");
         let pinned = parsed.clone_with_digest(digest.to_string());
         let mut pulled_bytes = 0;
+        let budget = Budget::new(reference, self.client.options().max_image_bytes);
 
         let top = self
             .manifest(
@@ -121,6 +216,7 @@ impl Puller {
                 &digest,
                 MAX_MANIFEST_BYTES,
                 &mut pulled_bytes,
+                &budget,
             )
             .await?;
         let kind = match classify::classify(&top, &digest.to_string())? {
@@ -135,6 +231,7 @@ impl Puller {
                         &manifest.digest,
                         limit,
                         &mut pulled_bytes,
+                        &budget,
                     )
                     .await?;
                 match classify::classify(&child, &manifest.digest.to_string())? {
@@ -153,12 +250,38 @@ impl Puller {
             }
         };
 
+        let blobs: Vec<&Descriptor> = match &kind {
+            ArtifactKind::Wasm(artifact) => vec![&artifact.layer],
+            ArtifactKind::Container(image) => {
+                if image.config.size > MAX_CONFIG_BYTES {
+                    return Err(OciError::TooLarge {
+                        digest: image.config.digest.to_string(),
+                        limit: MAX_CONFIG_BYTES,
+                    });
+                }
+                std::iter::once(&image.config)
+                    .chain(&image.layers)
+                    .collect()
+            }
+        };
+        budget.check_declared(blobs.iter().copied())?;
+        for blob in blobs {
+            match self.store.stored_len(&blob.digest) {
+                Some(len) if len == blob.size => {}
+                Some(len) => {
+                    return Err(OciError::SizeMismatch {
+                        digest: blob.digest.to_string(),
+                        what: "the stored copy",
+                        expected: blob.size,
+                        actual: len,
+                    });
+                }
+                None => pulled_bytes += self.blob(&session, &pinned, blob, &budget).await?,
+            }
+        }
         let wasm = match &kind {
             ArtifactKind::Wasm(artifact) => {
                 let layer = &artifact.layer;
-                if !self.store.contains(&layer.digest) {
-                    pulled_bytes += self.blob(&session, &pinned, layer).await?;
-                }
                 let path = self.store.path(&layer.digest);
                 let header = read_header(&path)?;
                 component::ensure_component(
@@ -167,14 +290,7 @@ impl Puller {
                 )?;
                 Some(path)
             }
-            ArtifactKind::Container(image) => {
-                for blob in std::iter::once(&image.config).chain(&image.layers) {
-                    if !self.store.contains(&blob.digest) {
-                        pulled_bytes += self.blob(&session, &pinned, blob).await?;
-                    }
-                }
-                None
-            }
+            ArtifactKind::Container(_) => None,
         };
         tracing::info!(%reference, %digest, kind = %kind, pulled_bytes, "pulled");
         Ok(Pulled {
@@ -219,10 +335,11 @@ impl Puller {
         digest: &Digest,
         limit: u64,
         pulled_bytes: &mut u64,
+        budget: &Budget,
     ) -> Result<OciManifest, OciError> {
         let what = digest.to_string();
         if self.store.contains(digest) {
-            match self.store.read(digest) {
+            match self.store.read_limited(digest, limit) {
                 Ok(bytes) => return parse_manifest(&bytes, &what),
                 Err(OciError::DigestMismatch { .. }) => {
                     tracing::warn!(%digest, "stored manifest is corrupt; fetching it again");
@@ -242,6 +359,7 @@ impl Puller {
                     .map_err(|e| session.map_error(e, &what_ref))
             })
             .await?;
+        budget.add(bytes.len() as u64)?;
         if bytes.len() as u64 > limit {
             return Err(OciError::TooLarge {
                 digest: what,
@@ -255,31 +373,59 @@ impl Puller {
         parse_manifest(&bytes, &what)
     }
 
-    /// Streams a blob into the store; returns its size.
+    /// Streams a blob into the store, exactly its descriptor's size, counting
+    /// what arrives in `budget`; returns its size.
     async fn blob(
         &self,
         session: &Session,
         reference: &Reference,
         descriptor: &Descriptor,
+        budget: &Budget,
     ) -> Result<u64, OciError> {
         let digest = descriptor.digest.to_string();
         let bar = self.progress_bar(descriptor);
+        let options = self.client.options();
+        let pace = Pace {
+            min_rate: options.min_transfer_rate,
+            window: options.transfer_rate_window,
+            registry: session.registry.clone(),
+            what: digest.clone(),
+        };
         let result = self
             .client
             .retry_transfer(&session.registry, &digest, || async {
                 bar.set_position(0);
                 // A plain digest, not the descriptor: never follow the
                 // descriptor's `urls` to hosts other than the registry.
-                let response = session
-                    .client
-                    .pull_blob_stream(reference, digest.as_str())
-                    .await
-                    .map_err(|e| session.map_error(e, &digest))?;
-                let stream = response
+                let limit = options.request_timeout;
+                let response = tokio::time::timeout(
+                    limit,
+                    session.client.pull_blob_stream(reference, digest.as_str()),
+                )
+                .await
+                .map_err(|_| {
+                    Failure::from(OciError::Unreachable {
+                        registry: session.registry.clone(),
+                        detail: format!("no answer for {digest} within {limit:?}"),
+                    })
+                })?
+                .map_err(|e| session.map_error(e, &digest))?;
+                if let Some(announced) = response.content_length
+                    && announced != descriptor.size
+                {
+                    return Err(Failure::from(OciError::SizeMismatch {
+                        digest: digest.clone(),
+                        what: "the Content-Length the registry announced",
+                        expected: descriptor.size,
+                        actual: announced,
+                    }));
+                }
+                let body = response
                     .stream
                     .map_err(|e| map_stream_error(e, &session.registry).error);
+                let body = checked_body(body, descriptor, budget, &pace);
                 self.store
-                    .put(&descriptor.digest, stream, Some(descriptor.size), |n| {
+                    .put_sized(&descriptor.digest, body, descriptor.size, |n| {
                         bar.set_position(n)
                     })
                     .await
@@ -308,6 +454,97 @@ impl Puller {
         bar.set_message(format!("pulling {}", descriptor.digest.short()));
         bar
     }
+}
+
+/// The minimum rate of a blob transfer, and what to name when it is missed.
+#[derive(Debug)]
+struct Pace {
+    min_rate: u64,
+    window: Duration,
+    registry: String,
+    what: String,
+}
+
+/// Where [`checked_body`] is.
+struct Checked<'a, S> {
+    body: S,
+    received: u64,
+    in_window: u64,
+    window_end: tokio::time::Instant,
+    done: bool,
+    descriptor: &'a Descriptor,
+    budget: &'a Budget,
+    pace: &'a Pace,
+}
+
+/// `body`, counted into `budget` as it arrives, cut off when it moves fewer
+/// than `pace.min_rate` bytes a second over a window, and with a digest
+/// mismatch of a body of the wrong length reported as the size mismatch it
+/// is.
+fn checked_body<'a, S>(
+    body: S,
+    descriptor: &'a Descriptor,
+    budget: &'a Budget,
+    pace: &'a Pace,
+) -> impl Stream<Item = Result<Bytes, OciError>> + 'a
+where
+    S: Stream<Item = Result<Bytes, OciError>> + Unpin + 'a,
+{
+    let state = Checked {
+        body,
+        received: 0,
+        in_window: 0,
+        window_end: tokio::time::Instant::now() + pace.window,
+        done: false,
+        descriptor,
+        budget,
+        pace,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        let item = loop {
+            tokio::select! {
+                item = st.body.next() => break item,
+                () = tokio::time::sleep_until(st.window_end) => {
+                    let needed = u128::from(st.pace.min_rate) * st.pace.window.as_millis() / 1000;
+                    if u128::from(st.in_window) < needed {
+                        st.done = true;
+                        let slow = OciError::TooSlow {
+                            registry: st.pace.registry.clone(),
+                            what: st.pace.what.clone(),
+                            received: st.in_window,
+                            window: st.pace.window,
+                            min_rate: st.pace.min_rate,
+                        };
+                        return Some((Err(slow), st));
+                    }
+                    st.in_window = 0;
+                    st.window_end += st.pace.window;
+                }
+            }
+        };
+        let result = match item? {
+            Ok(chunk) => {
+                let n = chunk.len() as u64;
+                st.received += n;
+                st.in_window += n;
+                st.budget.add(n).map(|()| chunk)
+            }
+            Err(OciError::DigestMismatch { .. }) if st.received != st.descriptor.size => {
+                Err(OciError::SizeMismatch {
+                    digest: st.descriptor.digest.to_string(),
+                    what: "the body the registry sent",
+                    expected: st.descriptor.size,
+                    actual: st.received,
+                })
+            }
+            Err(e) => Err(e),
+        };
+        st.done = result.is_err();
+        Some((result, st))
+    })
 }
 
 /// The first [`HEADER_LEN`] bytes of a file (fewer if it is shorter).

@@ -3,7 +3,9 @@
 //! # Layout
 //! - `<data_dir>/blobs/sha256/<hex>`: one file per blob (layers, configs and
 //!   manifests alike), named by the SHA-256 of its content.
-//! - `<data_dir>/blobs/sha256/.tmp-*`: blobs being written; never read.
+//! - `<data_dir>/blobs/sha256/.tmp-*`: blobs being written; never read. The
+//!   writer holds a shared `flock` on its temporary file; [`BlobStore::gc`]
+//!   removes the ones no writer holds (left by a crash or a killed pull).
 //!
 //! A blob is written to a temporary file in the same directory while its
 //! digest is computed, checked against the digest it was asked for, flushed to
@@ -16,7 +18,6 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
@@ -26,9 +27,21 @@ use tokio::io::AsyncWriteExt as _;
 
 use super::{Digest, OciError};
 
-/// Temporary files older than this are removed by [`BlobStore::gc`].
-const STALE_TEMP_AGE: Duration = Duration::from_secs(60 * 60);
 const TEMP_PREFIX: &str = ".tmp-";
+
+/// How often a temporary file is made again when it is removed before it
+/// could be locked.
+const TEMP_ATTEMPTS: usize = 5;
+
+/// What [`BlobStore::collect`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreCollected {
+    /// Blobs no root references.
+    pub blobs: usize,
+    /// Temporary files no writer holds.
+    pub temp: usize,
+}
 
 /// A content-addressed blob store rooted in a data directory.
 #[derive(Debug, Clone)]
@@ -84,6 +97,33 @@ impl BlobStore {
             });
         }
         Ok(bytes)
+    }
+
+    /// [`BlobStore::read`], refusing a blob larger than `limit` before
+    /// reading it (a digest can name a huge layer as well as a manifest).
+    ///
+    /// # Errors
+    /// [`OciError::TooLarge`], and those of [`BlobStore::read`].
+    pub fn read_limited(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, OciError> {
+        let path = self.path(digest);
+        let len = std::fs::metadata(&path)
+            .map_err(|e| OciError::io(format!("reading blob {digest} ({})", path.display()), e))?
+            .len();
+        if len > limit {
+            return Err(OciError::TooLarge {
+                digest: digest.to_string(),
+                limit,
+            });
+        }
+        self.read(digest)
+    }
+
+    /// The size of a stored blob, if it is stored.
+    pub fn stored_len(&self, digest: &Digest) -> Option<u64> {
+        std::fs::metadata(self.path(digest))
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len())
     }
 
     /// Re-hashes a stored blob to check it has not been altered on disk.
@@ -169,6 +209,41 @@ impl BlobStore {
         expected: &Digest,
         stream: S,
         max_len: Option<u64>,
+        on_progress: impl FnMut(u64),
+    ) -> Result<u64, OciError>
+    where
+        S: Stream<Item = Result<Bytes, OciError>>,
+    {
+        self.put_inner(expected, stream, max_len, false, on_progress)
+            .await
+    }
+
+    /// [`BlobStore::put`] of a blob that must be exactly `size` bytes long:
+    /// more is [`OciError::TooLarge`] as soon as it arrives, fewer is
+    /// [`OciError::SizeMismatch`] at the end; nothing is stored then.
+    ///
+    /// # Errors
+    /// Those of [`BlobStore::put`], and [`OciError::SizeMismatch`].
+    pub async fn put_sized<S>(
+        &self,
+        expected: &Digest,
+        stream: S,
+        size: u64,
+        on_progress: impl FnMut(u64),
+    ) -> Result<u64, OciError>
+    where
+        S: Stream<Item = Result<Bytes, OciError>>,
+    {
+        self.put_inner(expected, stream, Some(size), true, on_progress)
+            .await
+    }
+
+    async fn put_inner<S>(
+        &self,
+        expected: &Digest,
+        stream: S,
+        max_len: Option<u64>,
+        exact: bool,
         mut on_progress: impl FnMut(u64),
     ) -> Result<u64, OciError>
     where
@@ -202,6 +277,14 @@ impl BlobStore {
             on_progress(len);
         }
         file.flush().await.map_err(|e| OciError::io(context(), e))?;
+        if let Some(size) = max_len.filter(|&size| exact && len != size) {
+            return Err(OciError::SizeMismatch {
+                digest: expected.to_string(),
+                what: "the body the registry sent",
+                expected: size,
+                actual: len,
+            });
+        }
         let actual = Digest::from_hasher(hasher);
         if actual != *expected {
             return Err(OciError::DigestMismatch {
@@ -222,7 +305,7 @@ impl BlobStore {
     }
 
     /// Removes every blob whose digest is not in `referenced`, and temporary
-    /// files left behind by interrupted writes more than an hour ago.
+    /// files that no write holds (left behind by interrupted writes).
     ///
     /// Returns how many blobs were removed. Use [`BlobStore::closure`] to turn
     /// the manifest digests in use into the full set of referenced blobs. A
@@ -232,9 +315,17 @@ impl BlobStore {
     /// # Errors
     /// [`OciError::Io`] if the directory cannot be listed or a file removed.
     pub fn gc(&self, referenced: &HashSet<Digest>) -> Result<usize, OciError> {
+        self.collect(referenced).map(|c| c.blobs)
+    }
+
+    /// [`BlobStore::gc`], also counting the temporary files removed.
+    ///
+    /// # Errors
+    /// As [`BlobStore::gc`].
+    pub fn collect(&self, referenced: &HashSet<Digest>) -> Result<StoreCollected, OciError> {
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| OciError::io(format!("listing {}", self.dir.display()), e))?;
-        let mut removed = 0;
+        let mut removed = StoreCollected::default();
         for entry in entries {
             let entry =
                 entry.map_err(|e| OciError::io(format!("listing {}", self.dir.display()), e))?;
@@ -242,14 +333,8 @@ impl BlobStore {
             let Some(name) = name.to_str() else { continue };
             let path = entry.path();
             if name.starts_with(TEMP_PREFIX) {
-                let stale = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| SystemTime::now().duration_since(t).ok())
-                    .is_some_and(|age| age > STALE_TEMP_AGE);
-                if stale {
-                    remove_if_present(&path)?;
+                if remove_unheld(&path)? {
+                    removed.temp += 1;
                 }
                 continue;
             }
@@ -259,7 +344,7 @@ impl BlobStore {
             };
             if !referenced.contains(&digest) {
                 remove_if_present(&path)?;
-                removed += 1;
+                removed.blobs += 1;
             }
         }
         Ok(removed)
@@ -321,16 +406,30 @@ impl BlobStore {
         Ok(seen)
     }
 
+    /// A new temporary file, locked shared so that [`BlobStore::gc`] leaves
+    /// it alone.
     fn temp_file(&self) -> Result<NamedTempFile, OciError> {
-        tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(&self.dir)
-            .map_err(|e| {
-                OciError::io(
-                    format!("creating a temporary file in {}", self.dir.display()),
-                    e,
-                )
-            })
+        let context = || format!("creating a temporary file in {}", self.dir.display());
+        for _ in 0..TEMP_ATTEMPTS {
+            let tmp = tempfile::Builder::new()
+                .prefix(TEMP_PREFIX)
+                .tempfile_in(&self.dir)
+                .map_err(|e| OciError::io(context(), e))?;
+            rustix::fs::flock(tmp.as_file(), rustix::fs::FlockOperation::LockShared)
+                .map_err(|e| OciError::io(context(), e.into()))?;
+            // Collected between its creation and its lock: make another.
+            let linked = rustix::fs::fstat(tmp.as_file())
+                .map_err(|e| OciError::io(context(), e.into()))?
+                .st_nlink
+                > 0;
+            if linked {
+                return Ok(tmp);
+            }
+        }
+        Err(OciError::io(
+            context(),
+            io::Error::other("each one was removed before it could be locked"),
+        ))
     }
 
     /// Renames a fully written, synced, verified temporary file to its digest
@@ -354,6 +453,34 @@ impl BlobStore {
             .map_err(|e| OciError::io(format!("syncing {}", self.dir.display()), e))?;
         Ok(path)
     }
+}
+
+/// Removes the temporary file at `path` unless a write holds it; whether it
+/// was removed.
+fn remove_unheld(path: &Path) -> Result<bool, OciError> {
+    let context = || format!("removing {}", path.display());
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(OciError::io(context(), e)),
+    };
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => return Ok(false),
+        Err(e) => return Err(OciError::io(context(), e.into())),
+    }
+    // The name must still be the file locked (a finished write renames it).
+    use std::os::unix::fs::MetadataExt as _;
+    let locked = file.metadata().map_err(|e| OciError::io(context(), e))?;
+    match std::fs::symlink_metadata(path) {
+        Ok(here) if (here.dev(), here.ino()) == (locked.dev(), locked.ino()) => {}
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(OciError::io(context(), e)),
+    }
+    remove_if_present(path)?;
+    tracing::info!(path = %path.display(), "removed a temporary blob file no write holds");
+    Ok(true)
 }
 
 fn remove_if_present(path: &Path) -> Result<(), OciError> {
@@ -475,6 +602,66 @@ mod tests {
         store.put_bytes(&digest, data).unwrap();
         assert_eq!(store.read(&digest).unwrap(), data);
         assert_eq!(names(&store), [digest.hex()]);
+    }
+
+    #[test]
+    fn gc_removes_temporary_files_that_no_write_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        // Left by a pull that was killed a moment ago: no age to wait for.
+        std::fs::write(store.dir().join(".tmp-killed"), b"partial").unwrap();
+        // A write in progress holds its file.
+        let writing = store.temp_file().unwrap();
+        let removed = store.collect(&HashSet::new()).unwrap();
+        assert_eq!(removed, StoreCollected { blobs: 0, temp: 1 });
+        let left = names(&store);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(store.dir().join(&left[0]), writing.path());
+        drop(writing);
+        assert_eq!(names(&store), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_blob_is_measured_before_it_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let big = vec![7u8; 4096];
+        let digest = Digest::of(&big);
+        store.put_bytes(&digest, &big).unwrap();
+        assert_eq!(store.stored_len(&digest), Some(4096));
+        assert!(matches!(
+            store.read_limited(&digest, 4095),
+            Err(OciError::TooLarge { limit: 4095, .. })
+        ));
+        assert_eq!(store.read_limited(&digest, 4096).unwrap(), big);
+    }
+
+    #[tokio::test]
+    async fn a_sized_put_refuses_a_short_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let digest = Digest::of(b"0123456789");
+        let err = store
+            .put_sized(&digest, chunks(&[b"01234", b"56789"]), 12, |_| {})
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OciError::SizeMismatch {
+                    expected: 12,
+                    actual: 10,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(names(&store).is_empty());
+        let n = store
+            .put_sized(&digest, chunks(&[b"01234", b"56789"]), 10, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(n, 10);
     }
 
     #[test]

@@ -50,9 +50,18 @@ pub fn busybox_base() -> Layer {
     layer
 }
 
-/// An image: layers (gzip-compressed on write) and the config's `config`.
+/// A layer given as its blob: crafted bytes and their media type, pushed as
+/// they are (the config's diff id is made up: berth does not read it).
+pub struct RawLayer {
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// An image: layers (gzip-compressed on write), then raw layers, and the
+/// config's `config`.
 pub struct Image {
     pub layers: Vec<Layer>,
+    pub raw_layers: Vec<RawLayer>,
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
     pub env: Vec<String>,
@@ -66,6 +75,7 @@ impl Image {
     pub fn httpd() -> Self {
         Self {
             layers: vec![busybox_base()],
+            raw_layers: Vec::new(),
             entrypoint: vec!["/bin/sh".into(), "-c".into()],
             cmd: vec!["exec httpd -f -p ${LISTEN_ADDR:-0.0.0.0}:$PORT -h /www".into()],
             env: vec!["PATH=/bin".into()],
@@ -96,6 +106,15 @@ impl Image {
                 "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                 "digest": digest,
                 "size": gz.len(),
+            }));
+        }
+        for raw in &self.raw_layers {
+            let digest = put(&raw.bytes);
+            diff_ids.push(digest.clone());
+            layer_descs.push(serde_json::json!({
+                "mediaType": raw.media_type,
+                "digest": digest,
+                "size": raw.bytes.len(),
             }));
         }
         let mut config = serde_json::json!({

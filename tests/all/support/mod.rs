@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests.
 
+pub mod fake_registry;
 pub mod image;
 pub mod internet;
 pub mod registry;

@@ -15,45 +15,101 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps};
 use rustix::io::Errno;
 use tar::EntryType;
 
+use super::limits::{LimitExceeded, Tally, TarGuard, clean, excerpt};
 use super::meta::Meta;
 use super::path::{BadPath, Resolved, file_name, make_dir, normalize, open_dir};
 use super::whiteout::{OPAQUE_MARKER, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX, remove_all_at};
-use super::{Applier, COPY_BUFFER, LayerStats, UnpackError};
+use super::written::{NodeId, Written};
+use super::{Applier, COPY_BUFFER, LayerStats, UnpackError, shown};
 
-/// Applies the entries of an uncompressed tar stream.
-pub(super) fn apply_tar<R: Read>(root: OwnedFd, reader: R) -> Result<LayerStats, UnpackError> {
+/// Applies the entries of an uncompressed tar stream, counting them and its
+/// bytes in `tally`.
+pub(super) fn apply_tar<R: Read>(
+    root: OwnedFd,
+    reader: R,
+    tally: &Tally,
+) -> Result<LayerStats, UnpackError> {
     let mut applier = Applier {
         privileged: rustix::process::geteuid().is_root(),
         root,
+        limits: tally.limits,
         stats: LayerStats::default(),
-        this_layer: HashSet::new(),
+        written: Written::new(tally.limits.max_entries),
         deferred_dirs: HashMap::new(),
+        cleaned: HashSet::new(),
     };
-    let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries().map_err(UnpackError::Read)? {
-        let mut entry = entry.map_err(UnpackError::Read)?;
-        applier.apply(&mut entry)?;
-    }
-    applier.finish()?;
-    // Read to the end: compressed streams check their checksums there.
-    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(UnpackError::Read)?;
+    let mut archive = tar::Archive::new(TarGuard::new(reader, tally));
+    let applied = (|| {
+        let read = |e| UnpackError::Read(clean(e));
+        for entry in archive.entries().map_err(read)? {
+            let mut entry = entry.map_err(read)?;
+            applier.apply(&mut entry)?;
+        }
+        applier.finish()?;
+        // Read to the end: compressed streams check their checksums there.
+        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(read)?;
+        Ok(())
+    })();
+    // Whatever error the guard's refusal became on its way up, the refusal
+    // is what happened.
+    applied.map_err(|e| tally.take_tripped().map_or(e, UnpackError::Limit))?;
     Ok(applier.stats)
+}
+
+/// Refuses a path or link target longer than the limit, quoting the entry.
+fn check_length(
+    what: &'static str,
+    bytes: &[u8],
+    entry: &[u8],
+    limit: usize,
+) -> Result<(), UnpackError> {
+    if bytes.len() > limit {
+        return Err(UnpackError::Limit(LimitExceeded::PathLength {
+            what,
+            path: excerpt(entry),
+            len: bytes.len(),
+            limit,
+        }));
+    }
+    Ok(())
+}
+
+/// Refuses a normalized path deeper than the limit, quoting the entry.
+fn check_depth(
+    what: &'static str,
+    rel: &Path,
+    entry: &Path,
+    limit: usize,
+) -> Result<(), UnpackError> {
+    let depth = rel.components().count();
+    if depth > limit {
+        return Err(UnpackError::Limit(LimitExceeded::Depth {
+            what,
+            path: shown(entry),
+            depth,
+            limit,
+        }));
+    }
+    Ok(())
 }
 
 impl Applier {
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
         self.stats.entries += 1;
         let kind = entry.header().entry_type();
-        let raw = entry.path_bytes().into_owned();
-        let shown = PathBuf::from(OsString::from_vec(raw.clone()));
         if kind == EntryType::XGlobalHeader {
             self.stats.skipped += 1;
             return Ok(());
         }
+        let raw = entry.path_bytes();
+        check_length("path", &raw, &raw, self.limits.max_path_bytes)?;
+        let raw = raw.into_owned();
+        let shown = PathBuf::from(OsString::from_vec(raw.clone()));
         let rel = normalize(&raw).map_err(|bad| match bad {
             BadPath::Escapes => UnpackError::escape(&shown, "`..` leaves the rootfs"),
             BadPath::Nul => UnpackError::invalid(&shown, "the path contains a NUL byte"),
         })?;
+        check_depth("path", &rel, &shown, self.limits.max_depth)?;
 
         let Some(name) = rel.file_name() else {
             // `./` or `/`: the rootfs itself.
@@ -110,21 +166,14 @@ impl Applier {
     }
 
     fn skip_aufs_metadata(&mut self, shown: &Path) -> Result<(), UnpackError> {
-        tracing::debug!(entry = ?shown, "skipping aufs metadata");
+        tracing::debug!(entry = %super::shown(shown), "skipping aufs metadata");
         self.stats.skipped += 1;
         Ok(())
     }
 
     /// Records that this layer put `rel` in place (with its ancestors).
-    pub(super) fn mark(&mut self, rel: &Path) {
-        let mut path = Some(rel);
-        while let Some(p) = path {
-            // Ancestors of a recorded path are recorded already.
-            if p.as_os_str().is_empty() || !self.this_layer.insert(p.to_owned()) {
-                break;
-            }
-            path = p.parent();
-        }
+    pub(super) fn mark(&mut self, rel: &Path) -> Result<NodeId, UnpackError> {
+        self.written.insert(rel).map_err(UnpackError::Limit)
     }
 
     /// Removes whatever is at `parent/name` (a whole tree for a directory).
@@ -189,7 +238,7 @@ impl Applier {
         let mut out = io::BufWriter::with_capacity(COPY_BUFFER, &file);
         let written = io::copy(entry, &mut out)
             .and_then(|n| out.flush().map(|()| n))
-            .map_err(|e| UnpackError::entry(shown, "write file contents", e))?;
+            .map_err(|e| UnpackError::entry(shown, "write file contents", clean(e)))?;
         drop(out);
         if written != expected {
             return Err(UnpackError::entry(
@@ -208,7 +257,7 @@ impl Applier {
             .map_err(|e| UnpackError::entry(shown, "set file mode", e))?;
         rustix::fs::futimens(&file, &meta.times())
             .map_err(|e| UnpackError::entry(shown, "set file times", e))?;
-        self.mark(rel);
+        self.mark(rel)?;
         self.stats.files += 1;
         self.stats.bytes += written;
         Ok(())
@@ -228,9 +277,8 @@ impl Applier {
             &meta,
         )?;
         self.set_xattrs(shown, dir.as_fd(), &meta)?;
-        self.deferred_dirs
-            .insert(rel.to_owned(), (meta.mode, meta.mtime));
-        self.mark(rel);
+        let node = self.mark(rel)?;
+        self.deferred_dirs.insert(node, (meta.mode, meta.mtime));
         self.stats.dirs += 1;
         Ok(())
     }
@@ -247,6 +295,12 @@ impl Applier {
             .map(|t| t.into_owned())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| UnpackError::invalid(shown, "symlink without a target"))?;
+        check_length(
+            "symlink target",
+            &target,
+            shown.as_os_str().as_bytes(),
+            self.limits.max_path_bytes,
+        )?;
         if target.contains(&0) {
             return Err(UnpackError::invalid(
                 shown,
@@ -268,7 +322,7 @@ impl Applier {
         self.set_owner(shown, chown, &meta)?;
         rustix::fs::utimensat(&parent, name, &meta.times(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| UnpackError::entry(shown, "set symlink times", e))?;
-        self.mark(rel);
+        self.mark(rel)?;
         self.stats.symlinks += 1;
         Ok(())
     }
@@ -283,25 +337,32 @@ impl Applier {
             .link_name_bytes()
             .map(|t| t.into_owned())
             .ok_or_else(|| UnpackError::invalid(shown, "hardlink without a target"))?;
-        let shown_target = PathBuf::from(OsString::from_vec(raw_target.clone()));
+        check_length(
+            "hardlink target",
+            &raw_target,
+            shown.as_os_str().as_bytes(),
+            self.limits.max_path_bytes,
+        )?;
+        let shown_target = excerpt(&raw_target);
         let target = normalize(&raw_target).map_err(|bad| match bad {
             BadPath::Escapes => UnpackError::escape(
                 shown,
-                format!("hardlink target {shown_target:?} leaves the rootfs"),
+                format!("hardlink target {shown_target} leaves the rootfs"),
             ),
             BadPath::Nul => UnpackError::invalid(shown, "hardlink target contains a NUL byte"),
         })?;
+        check_depth("hardlink target", &target, shown, self.limits.max_depth)?;
         let Some(target_name) = target.file_name() else {
             return Err(UnpackError::invalid(shown, "hardlink to the rootfs itself"));
         };
         if target == rel {
-            tracing::debug!(entry = ?shown, "ignoring a hardlink to itself");
+            tracing::debug!(entry = %super::shown(shown), "ignoring a hardlink to itself");
             return Ok(());
         }
         let missing = || {
             UnpackError::invalid(
                 shown,
-                format!("hardlink target {shown_target:?} does not exist"),
+                format!("hardlink target {shown_target} does not exist"),
             )
         };
         let target_parent =
@@ -311,7 +372,8 @@ impl Applier {
                     return Err(UnpackError::escape(
                         shown,
                         format!(
-                            "hardlink target {shown_target:?} is reached through symlink {link:?}"
+                            "hardlink target {shown_target} is reached through symlink {}",
+                            super::shown(&link)
                         ),
                     ));
                 }
@@ -321,7 +383,7 @@ impl Applier {
             Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
                 return Err(UnpackError::invalid(
                     shown,
-                    format!("hardlink target {shown_target:?} is a directory"),
+                    format!("hardlink target {shown_target} is a directory"),
                 ));
             }
             Ok(_) => {}
@@ -333,7 +395,7 @@ impl Applier {
         self.clear(shown, parent.as_fd(), name)?;
         rustix::fs::linkat(&target_parent, target_name, &parent, name, AtFlags::empty())
             .map_err(|e| UnpackError::entry(shown, "create hardlink", e))?;
-        self.mark(rel);
+        self.mark(rel)?;
         self.stats.hardlinks += 1;
         Ok(())
     }
@@ -367,7 +429,7 @@ impl Applier {
             .map_err(|e| UnpackError::entry(shown, "set FIFO mode", e))?;
         rustix::fs::futimens(&fd, &meta.times())
             .map_err(|e| UnpackError::entry(shown, "set FIFO times", e))?;
-        self.mark(rel);
+        self.mark(rel)?;
         self.stats.fifos += 1;
         Ok(())
     }
@@ -384,7 +446,7 @@ impl Applier {
             "block"
         };
         tracing::warn!(
-            entry = ?shown,
+            entry = %super::shown(shown),
             "skipping {kind} device node: device nodes are never created in a rootfs"
         );
         self.stats.skipped += 1;
@@ -394,9 +456,16 @@ impl Applier {
     /// Applies the deferred directory modes and mtimes, deepest first. A
     /// directory that a later entry removed or replaced is passed over.
     fn finish(&mut self) -> Result<(), UnpackError> {
-        let mut dirs: Vec<_> = self.deferred_dirs.drain().collect();
-        dirs.sort_by_key(|(rel, _)| Reverse(rel.components().count()));
-        for (rel, (mode, mtime)) in dirs {
+        let deferred = std::mem::take(&mut self.deferred_dirs);
+        let ids: Vec<NodeId> = deferred.keys().copied().collect();
+        let mut dirs: Vec<_> = self
+            .written
+            .paths(ids.iter().copied())
+            .into_iter()
+            .zip(ids.iter().map(|id| deferred[id]))
+            .collect();
+        dirs.sort_by_key(|((_, depth), _)| Reverse(*depth));
+        for ((rel, _), (mode, mtime)) in dirs {
             let dir = match rel.file_name() {
                 None => open_dir(self.root.as_fd(), OsStr::new("."), OFlags::RDONLY),
                 Some(name) => {

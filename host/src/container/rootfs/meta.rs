@@ -4,12 +4,13 @@
 use std::ffi::OsString;
 use std::io::{self, Read};
 use std::os::fd::BorrowedFd;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use rustix::fs::{Gid, Mode, Timespec, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
 
+use super::limits::{clean, excerpt};
 use super::{Applier, UnpackError};
 
 /// pax record prefix of extended attributes (GNU tar, Go's archive/tar, BuildKit).
@@ -34,7 +35,9 @@ impl Meta {
         entry: &mut tar::Entry<'_, R>,
         shown: &Path,
     ) -> Result<Self, UnpackError> {
-        let bad = |field: &str, e: io::Error| UnpackError::invalid(shown, format!("{field}: {e}"));
+        let bad = |field: &str, e: io::Error| {
+            UnpackError::invalid(shown, format!("{field}: {}", clean(e)))
+        };
         let header = entry.header();
         let mode = header.mode().map_err(|e| bad("mode", e))? & 0o7777;
         let mut uid = header.uid().map_err(|e| bad("uid", e))?;
@@ -45,7 +48,10 @@ impl Meta {
             tv_nsec: 0,
         };
         let mut xattrs = Vec::new();
-        if let Some(records) = entry.pax_extensions().map_err(UnpackError::Read)? {
+        if let Some(records) = entry
+            .pax_extensions()
+            .map_err(|e| UnpackError::Read(clean(e)))?
+        {
             for record in records {
                 let record = record.map_err(|e| bad("pax record", e))?;
                 let value = record.value_bytes();
@@ -61,8 +67,8 @@ impl Meta {
                                 xattrs.push((OsString::from_vec(name.to_vec()), value.to_vec()));
                             } else {
                                 tracing::debug!(
-                                    entry = ?shown,
-                                    xattr = %String::from_utf8_lossy(name),
+                                    entry = %super::shown(shown),
+                                    xattr = %excerpt(name),
                                     "dropping xattr"
                                 );
                             }
@@ -150,7 +156,7 @@ impl Applier {
         match result {
             Ok(()) => Ok(()),
             Err(Errno::PERM | Errno::INVAL) if !self.privileged => {
-                tracing::trace!(entry = ?shown, "not root: ownership not applied");
+                tracing::trace!(entry = %super::shown(shown), "not root: ownership not applied");
                 Ok(())
             }
             Err(e) => Err(UnpackError::entry(
@@ -175,13 +181,13 @@ impl Applier {
             match rustix::fs::fsetxattr(fd, name.as_os_str(), value, XattrFlags::empty()) {
                 Ok(()) => {}
                 Err(e @ (Errno::NOTSUP | Errno::PERM | Errno::ACCESS)) => tracing::warn!(
-                    entry = ?shown,
-                    xattr = %name.to_string_lossy(),
+                    entry = %super::shown(shown),
+                    xattr = %excerpt(name.as_bytes()),
                     error = %e,
                     "xattr not applied"
                 ),
                 Err(e) => {
-                    let what = format!("set xattr {}", name.to_string_lossy());
+                    let what = format!("set xattr {}", excerpt(name.as_bytes()));
                     return Err(UnpackError::entry(shown, what, e));
                 }
             }

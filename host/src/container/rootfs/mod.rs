@@ -5,7 +5,9 @@
 //! [`Compression`]) onto a directory; [`unpack_image`] applies all of an image's
 //! layers, in manifest order, into `DEST.tmp-XXXXXX` and renames that to `DEST`
 //! only once every layer has been applied and synced, so an interrupted or failed
-//! unpack never looks complete and an existing `DEST` is taken as done.
+//! unpack never looks complete and an existing `DEST` is taken as done. Both
+//! stay within [`UnpackLimits`], so that no archive can take the host down
+//! (see [Limits](#limits)); [`collect_garbage`] removes what no one uses.
 //!
 //! # Rules
 //! The entries of a layer are applied in archive order:
@@ -31,7 +33,9 @@
 //! only be hidden by whiteout files in subsequent layers"). The layer remembers
 //! every path it has put in place, with their ancestors; removal skips those and
 //! descends into them instead, so the outcome does not depend on whether a marker
-//! comes before or after the layer's own entries in the archive.
+//! comes before or after the layer's own entries in the archive. It keeps them
+//! as a trie of components (`written`): one node per new component, never a
+//! copy of every ancestor.
 //!
 //! Owner: applied with `fchown` when running as root (an error is an error);
 //! otherwise attempted and `EPERM`/`EINVAL` ignored (rootless: everything ends up
@@ -74,14 +78,52 @@
 //!   that old images with a populated `/dev` still unpack. FIFOs are created: a
 //!   named pipe reaches nothing outside the rootfs.
 //!
+//! # Limits
+//! An image is unpacked within [`UnpackLimits`] (defaults in brackets); going
+//! over one is [`UnpackError::Limit`], which names the limit, inside
+//! [`UnpackError::Layer`], which names the layer, and the temporary directory
+//! is removed:
+//! - **special headers** (pax extended and global headers, GNU long names and
+//!   links, GNU sparse maps) at most `max_header_bytes` [1 MiB], refused at
+//!   their header before a byte of them is read (`limits::TarGuard` reads the
+//!   stream ahead of the `tar` crate, which would read them whole);
+//! - **paths** and link targets at most `max_path_bytes` [4096] long and
+//!   paths at most `max_depth` [256] components deep, checked before anything
+//!   is created;
+//! - **entries** of the whole image at most `max_entries` [1,000,000]; the
+//!   paths one layer records (its entries and the directories they imply)
+//!   too, which bounds the layer's bookkeeping;
+//! - **bytes** the whole image decompresses to (headers, data, holes of
+//!   sparse files, whatever follows the end of an archive) at most
+//!   `max_bytes` [8 GiB]; an entry declaring more than is left is refused at
+//!   its header.
+//!
+//! So memory is bounded by the copy buffers, a few special headers and the
+//! trie of one layer; disk by `max_bytes` and `max_entries`. Errors and log
+//! lines quote names from the archive only through [`excerpt`] (200
+//! characters, escaped). zstd's decoder may take the window a frame asks
+//! for, up to its own default maximum (128 MiB).
+//!
+//! The property harness `fuzz` (`cargo test -p berth --lib
+//! container::rootfs::fuzz`) feeds random hostile images to [`unpack_image`]
+//! and checks that nothing panics, nothing outside the destination changes,
+//! a failure leaves nothing, the heap stays bounded and error texts stay
+//! short; it runs 1024 images, `BERTH_FUZZ_CASES=100000` runs more.
+//!
 //! # Not covered
-//! Size and inode quotas (a layer can be a decompression bomb: bound the blob size
-//! before calling), uid/gid remapping (user namespaces), `security.selinux` labels.
+//! Inode quotas beyond the entry count, uid/gid remapping (user namespaces),
+//! `security.selinux` labels.
 //!
 //! # Layout
 //! - this module: [`Compression`], [`LayerStats`], [`UnpackError`],
 //!   [`apply_layer`] and [`unpack_image`], and the state of one layer being
 //!   applied (`Applier`), whose methods the files below provide;
+//! - `limits`: [`UnpackLimits`], [`LimitExceeded`], [`excerpt`], an image's
+//!   running totals and the guard that reads the tar stream ahead of the
+//!   `tar` crate;
+//! - `written`: the trie of what one layer has put in place;
+//! - `lease`: [`RootfsLease`] (a shared lock on a rootfs, or on an unpack's
+//!   temporary directory) and [`collect_garbage`];
 //! - `apply`: the `Applier`: one layer's entries put in place, one method per
 //!   entry type;
 //! - `meta`: what an entry carries besides its contents (owner, mode, times,
@@ -90,22 +132,38 @@
 //!   from the rootfs descriptor without following a symlink;
 //! - `whiteout`: whiteouts and opaque directories, removing what lower layers
 //!   put there, and tree removal (iterative, so depth cannot exhaust the
-//!   stack).
+//!   stack);
+//! - tests: `tests` (the rules), `hostile` (each limit), `fuzz` (the
+//!   property harness), `craft` (hostile archives, a heap measure).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, Timespec};
 
 mod apply;
+mod lease;
+mod limits;
 mod meta;
 mod path;
 mod whiteout;
+mod written;
 
+pub use lease::{Collected, RootfsLease, collect_garbage};
+use limits::Tally;
+pub use limits::{EXCERPT_CHARS, LimitExceeded, UnpackLimits, excerpt};
+use written::{NodeId, Written};
+
+#[cfg(test)]
+mod craft;
+#[cfg(test)]
+mod fuzz;
+#[cfg(test)]
+mod hostile;
 #[cfg(test)]
 mod tests;
 
@@ -121,12 +179,19 @@ struct Applier {
     root: OwnedFd,
     /// Running as root: ownership must be applied.
     privileged: bool,
+    /// The caps on paths and on what the layer records.
+    limits: UnpackLimits,
     stats: LayerStats,
     /// Every path this layer has put in place, and all their ancestors: what
     /// whiteouts and opaque markers of this layer must not remove.
-    this_layer: HashSet<PathBuf>,
+    written: Written,
     /// Mode and mtime of this layer's directories, applied by [`Self::finish`].
-    deferred_dirs: HashMap<PathBuf, (Mode, Timespec)>,
+    deferred_dirs: HashMap<NodeId, (Mode, Timespec)>,
+    /// This layer's paths below which a whiteout or opaque marker has removed
+    /// everything lower layers put there: a repeated marker is not walked
+    /// again (a layer of the same marker a million times would otherwise
+    /// list the same directory a million times).
+    cleaned: HashSet<NodeId>,
 }
 
 /// How a layer blob is compressed.
@@ -209,13 +274,15 @@ pub struct LayerStats {
 
 /// Why a layer could not be applied.
 ///
-/// Entry errors name the entry's path as it is written in the archive.
+/// Entry errors name the entry's path as it is written in the archive (never
+/// longer than [`UnpackLimits::max_path_bytes`]); their messages quote at
+/// most [`EXCERPT_CHARS`] characters of it, escaped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UnpackError {
     /// The entry would write (or link, or delete) outside the rootfs, or through
     /// a symlink.
-    #[error("layer entry {path:?} escapes the rootfs: {reason}")]
+    #[error("layer entry {} escapes the rootfs: {reason}", shown(path))]
     Escape {
         /// The entry's path as written in the archive.
         path: PathBuf,
@@ -224,7 +291,7 @@ pub enum UnpackError {
     },
 
     /// The entry is malformed or of a type that is never unpacked.
-    #[error("invalid layer entry {path:?}: {reason}")]
+    #[error("invalid layer entry {}: {reason}", shown(path))]
     InvalidEntry {
         /// The entry's path as written in the archive.
         path: PathBuf,
@@ -233,7 +300,7 @@ pub enum UnpackError {
     },
 
     /// A file system operation for an entry failed.
-    #[error("layer entry {path:?}: {context}")]
+    #[error("layer entry {}: {context}", shown(path))]
     Entry {
         /// The entry's path as written in the archive.
         path: PathBuf,
@@ -262,6 +329,10 @@ pub enum UnpackError {
         source: io::Error,
     },
 
+    /// The layer (or the image) goes over one of its [`UnpackLimits`].
+    #[error("{0}")]
+    Limit(LimitExceeded),
+
     /// One of an image's layers failed ([`unpack_image`]).
     #[error("layer {index} ({}) of the image", blob.display())]
     Layer {
@@ -273,6 +344,11 @@ pub enum UnpackError {
         #[source]
         source: Box<UnpackError>,
     },
+}
+
+/// An entry path as error messages quote it: an [`excerpt`].
+fn shown(path: &Path) -> String {
+    excerpt(path.as_os_str().as_bytes())
 }
 
 impl UnpackError {
@@ -308,7 +384,7 @@ impl UnpackError {
 }
 
 /// Applies one layer onto `rootfs`, an existing directory holding the layers
-/// below it (or nothing, for the first).
+/// below it (or nothing, for the first), within the default [`UnpackLimits`].
 ///
 /// `compression` is taken as given; see [`Compression::detect`] to sniff it. The
 /// stream is read to its end, so that a corrupt compressed stream is noticed even
@@ -316,10 +392,38 @@ impl UnpackError {
 ///
 /// On error the rootfs is left partly applied: unpack into a scratch directory
 /// and discard it on failure, as [`unpack_image`] does.
+///
+/// # Errors
+/// An entry that escapes or is malformed, a limit exceeded
+/// ([`UnpackError::Limit`]), a layer that cannot be read or a file system
+/// operation that fails.
 pub fn apply_layer(
     rootfs: &Path,
     layer: impl Read,
     compression: Compression,
+) -> Result<LayerStats, UnpackError> {
+    apply_layer_with_limits(rootfs, layer, compression, &UnpackLimits::default())
+}
+
+/// [`apply_layer`] within `limits` (the layer counts as a whole image).
+///
+/// # Errors
+/// As [`apply_layer`].
+pub fn apply_layer_with_limits(
+    rootfs: &Path,
+    layer: impl Read,
+    compression: Compression,
+    limits: &UnpackLimits,
+) -> Result<LayerStats, UnpackError> {
+    apply_counted(rootfs, layer, compression, &Tally::new(*limits))
+}
+
+/// Applies one layer of an image whose totals so far are in `tally`.
+fn apply_counted(
+    rootfs: &Path,
+    layer: impl Read,
+    compression: Compression,
+    tally: &Tally,
 ) -> Result<LayerStats, UnpackError> {
     let root = rustix::fs::open(
         rootfs,
@@ -328,40 +432,52 @@ pub fn apply_layer(
     )
     .map_err(|e| UnpackError::io("open rootfs", rootfs, e))?;
     let stats = match compression {
-        Compression::None => apply::apply_tar(root, BufReader::with_capacity(COPY_BUFFER, layer)),
-        Compression::Gzip => apply::apply_tar(root, flate2::read::MultiGzDecoder::new(layer)),
+        Compression::None => {
+            apply::apply_tar(root, BufReader::with_capacity(COPY_BUFFER, layer), tally)
+        }
+        Compression::Gzip => {
+            apply::apply_tar(root, flate2::read::MultiGzDecoder::new(layer), tally)
+        }
         Compression::Zstd => apply::apply_tar(
             root,
             zstd::stream::read::Decoder::new(layer).map_err(UnpackError::Read)?,
+            tally,
         ),
     }?;
     tracing::debug!(rootfs = %rootfs.display(), ?compression, ?stats, "applied layer");
     Ok(stats)
 }
 
+/// How often [`unpack_image`] starts over when the directory it works on is
+/// removed under it (by [`collect_garbage`] between two of its steps).
+const UNPACK_ATTEMPTS: usize = 3;
+
 /// Unpacks an image's layers (blob path and compression, in manifest order) into
-/// `dest`, once.
+/// `dest`, once, within `limits` (which hold for all the layers together), and
+/// returns a lease on it: [`collect_garbage`] leaves `dest` alone while it is
+/// held (hold it until whatever uses the rootfs is in place).
 ///
 /// If `dest` exists, it is taken as a finished unpack and nothing is done.
 /// Otherwise the layers are applied into a fresh `DEST.tmp-XXXXXX` beside it
 /// (mode 0755), the file system is synced, and the directory is renamed to `dest`;
-/// on any error it is removed, so `dest` never exists half-made. Another unpack of
+/// on any error it is removed (iteratively, whatever its depth and modes), so
+/// `dest` never exists half-made and nothing is left behind. Another unpack of
 /// the same image finishing first is not an error. A crash can leave a
-/// `DEST.tmp-*` directory behind: it is garbage, safe to remove when no unpack
-/// runs.
+/// `DEST.tmp-*` directory behind: [`collect_garbage`] removes it.
 ///
 /// The compression of each blob is sniffed ([`Compression::detect`]) and wins
 /// over the declared one when they differ (old Docker images label plain tars
 /// `tar.gzip`); the declared one is used when the bytes say nothing.
-pub fn unpack_image(layers: &[(PathBuf, Compression)], dest: &Path) -> Result<(), UnpackError> {
-    match fs::symlink_metadata(dest) {
-        Ok(_) => {
-            tracing::debug!(dest = %dest.display(), "image already unpacked");
-            return Ok(());
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(UnpackError::io("inspect", dest, e)),
-    }
+///
+/// # Errors
+/// [`UnpackError::Layer`] naming the layer (its index and blob) and what went
+/// wrong in it, a limit of `limits` included; [`UnpackError::Io`] for the
+/// directories and the final rename.
+pub fn unpack_image(
+    layers: &[(PathBuf, Compression)],
+    dest: &Path,
+    limits: &UnpackLimits,
+) -> Result<RootfsLease, UnpackError> {
     let Some(name) = dest.file_name() else {
         return Err(UnpackError::io(
             "unpack into",
@@ -373,56 +489,67 @@ pub fn unpack_image(layers: &[(PathBuf, Compression)], dest: &Path) -> Result<()
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    fs::create_dir_all(parent).map_err(|e| UnpackError::io("create directory", parent, e))?;
-    let mut prefix = name.to_owned();
-    prefix.push(".tmp-");
-    let tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .tempdir_in(parent)
-        .map_err(|e| UnpackError::io("create a temporary directory in", parent, e))?;
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
-        .map_err(|e| UnpackError::io("set the mode of", tmp.path(), e))?;
-
-    for (index, (blob, declared)) in layers.iter().enumerate() {
-        let in_layer = |source| UnpackError::Layer {
-            index,
-            blob: blob.clone(),
-            source: Box::new(source),
-        };
-        let file = File::open(blob).map_err(|e| in_layer(UnpackError::io("open", blob, e)))?;
-        let mut reader = BufReader::with_capacity(COPY_BUFFER, file);
-        let head = reader
-            .fill_buf()
-            .map_err(|e| in_layer(UnpackError::io("read", blob, e)))?;
-        let compression = match Compression::detect(head) {
-            Some(sniffed) if sniffed != *declared => {
-                tracing::warn!(
-                    blob = %blob.display(), ?declared, ?sniffed,
-                    "layer compression differs from its media type; using what its bytes show"
-                );
-                sniffed
-            }
-            _ => *declared,
-        };
-        apply_layer(tmp.path(), reader, compression).map_err(in_layer)?;
-    }
-
-    let dir = File::open(tmp.path()).map_err(|e| UnpackError::io("open", tmp.path(), e))?;
-    rustix::fs::syncfs(&dir).map_err(|e| UnpackError::io("sync", tmp.path(), e))?;
-    drop(dir);
-    match fs::rename(tmp.path(), dest) {
-        // Renamed away: nothing is left for the guard to clean up.
-        Ok(()) => drop(tmp.keep()),
-        Err(e) if dest.is_dir() => {
-            // Another unpack of this image got there first; ours is dropped.
-            tracing::debug!(dest = %dest.display(), error = %e, "image unpacked concurrently");
-            return Ok(());
+    for _ in 0..UNPACK_ATTEMPTS {
+        if let Some(lease) = RootfsLease::existing(dest)? {
+            tracing::debug!(dest = %dest.display(), "image already unpacked");
+            return Ok(lease);
         }
-        Err(e) => return Err(UnpackError::io("rename the unpacked image to", dest, e)),
+        std::fs::create_dir_all(parent)
+            .map_err(|e| UnpackError::io("create directory", parent, e))?;
+        let mut prefix = name.to_owned();
+        prefix.push(".tmp-");
+        let tmp = lease::TempTree::create(parent, &prefix)?;
+        rustix::fs::fchmod(tmp.dir(), Mode::from_raw_mode(0o755))
+            .map_err(|e| UnpackError::io("set the mode of", tmp.path(), e))?;
+        let tally = Tally::new(*limits);
+        for (index, (blob, declared)) in layers.iter().enumerate() {
+            let in_layer = |source| UnpackError::Layer {
+                index,
+                blob: blob.clone(),
+                source: Box::new(source),
+            };
+            let file = File::open(blob).map_err(|e| in_layer(UnpackError::io("open", blob, e)))?;
+            let mut reader = BufReader::with_capacity(COPY_BUFFER, file);
+            let head = reader
+                .fill_buf()
+                .map_err(|e| in_layer(UnpackError::io("read", blob, e)))?;
+            let compression = match Compression::detect(head) {
+                Some(sniffed) if sniffed != *declared => {
+                    tracing::warn!(
+                        blob = %blob.display(), ?declared, ?sniffed,
+                        "layer compression differs from its media type; using what its bytes show"
+                    );
+                    sniffed
+                }
+                _ => *declared,
+            };
+            apply_counted(tmp.path(), reader, compression, &tally).map_err(in_layer)?;
+        }
+        rustix::fs::syncfs(tmp.dir()).map_err(|e| UnpackError::io("sync", tmp.path(), e))?;
+        match tmp.rename_to(dest) {
+            Ok(lease) => {
+                File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| UnpackError::io("sync", parent, e))?;
+                tracing::debug!(
+                    dest = %dest.display(),
+                    layers = layers.len(),
+                    bytes = tally.bytes(),
+                    "image unpacked"
+                );
+                return Ok(lease);
+            }
+            // Another unpack of this image got there first; ours is dropped
+            // (and removed), theirs is leased above.
+            Err((e, _)) if dest.is_dir() => {
+                tracing::debug!(dest = %dest.display(), error = %e, "image unpacked concurrently");
+            }
+            Err((e, _)) => return Err(UnpackError::io("rename the unpacked image to", dest, e)),
+        }
     }
-    File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| UnpackError::io("sync", parent, e))?;
-    tracing::debug!(dest = %dest.display(), layers = layers.len(), "image unpacked");
-    Ok(())
+    Err(UnpackError::io(
+        "unpack",
+        dest,
+        io::Error::other("the image was removed each time it was unpacked"),
+    ))
 }

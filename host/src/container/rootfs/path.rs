@@ -77,7 +77,7 @@ impl Applier {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) if create => {
                     make_dir(current.as_fd(), component).map_err(|e| {
-                        let what = format!("create directory {so_far:?}");
+                        let what = format!("create directory {}", super::shown(&so_far));
                         UnpackError::entry(shown, what, e)
                     })?
                 }
@@ -85,7 +85,7 @@ impl Applier {
                 Err(Errno::LOOP | Errno::NOTDIR) => {
                     let stat = rustix::fs::statat(&current, component, AtFlags::SYMLINK_NOFOLLOW);
                     let stat = stat.map_err(|e| {
-                        let what = format!("inspect {so_far:?}");
+                        let what = format!("inspect {}", super::shown(&so_far));
                         UnpackError::entry(shown, what, e)
                     })?;
                     return Ok(
@@ -97,7 +97,7 @@ impl Applier {
                     );
                 }
                 Err(e) => {
-                    let what = format!("open directory {so_far:?}");
+                    let what = format!("open directory {}", super::shown(&so_far));
                     return Err(UnpackError::entry(shown, what, e));
                 }
             };
@@ -118,7 +118,7 @@ impl Applier {
             Resolved::Symlink(link) => Err(symlink_escape(shown, &link)),
             Resolved::NotDir(path) => Err(UnpackError::invalid(
                 shown,
-                format!("parent {path:?} is not a directory"),
+                format!("parent {} is not a directory", super::shown(&path)),
             )),
             Resolved::Missing => Err(UnpackError::invalid(shown, "parent directory is missing")),
         }
@@ -143,7 +143,10 @@ impl Applier {
 fn symlink_escape(shown: &Path, link: &Path) -> UnpackError {
     UnpackError::escape(
         shown,
-        format!("{link:?} is a symlink, and nothing is ever written through one"),
+        format!(
+            "{} is a symlink, and nothing is ever written through one",
+            super::shown(link)
+        ),
     )
 }
 

@@ -833,6 +833,7 @@ fn unpack_image_is_atomic_and_idempotent() {
             (hostile.clone(), Compression::None),
         ],
         &dest,
+        &UnpackLimits::default(),
     )
     .unwrap_err();
     match &err {
@@ -870,6 +871,7 @@ fn unpack_image_is_atomic_and_idempotent() {
     unpack_image(
         &[(base, Compression::None), (upper, Compression::Zstd)],
         &dest,
+        &UnpackLimits::default(),
     )
     .expect("unpack");
     assert_eq!(tree(&dest), ["etc", "etc/a", "etc/b"]);
@@ -885,7 +887,12 @@ fn unpack_image_is_atomic_and_idempotent() {
     );
 
     // Unpacked once: the blobs are not even opened again.
-    unpack_image(&[(blobs.join("absent"), Compression::Gzip)], &dest).expect("again");
+    unpack_image(
+        &[(blobs.join("absent"), Compression::Gzip)],
+        &dest,
+        &UnpackLimits::default(),
+    )
+    .expect("again");
     assert_eq!(tree(&dest), ["etc", "etc/a", "etc/b"]);
 }
 
@@ -993,14 +1000,23 @@ fn deep_trees_of_layers_are_hidden_and_whited_out() {
     // what the lower layer put at its bottom goes.
     let opaque = long_layer(&[(format!("{deep}upper"), b"2"), (".wh..wh..opq".into(), b"")]);
     let whiteout = long_layer(&[(".wh.d".into(), b"")]);
+    // Deeper than the default `max_depth` (256): raised here, to show that
+    // removal stays iterative whatever depth a limit lets through.
+    let limits = UnpackLimits {
+        max_depth: 2_000,
+        ..UnpackLimits::default()
+    };
+    let apply = move |root: &Path, layer: &[u8]| {
+        apply_layer_with_limits(root, layer, Compression::None, &limits)
+    };
     let stats = on_a_small_stack(move || {
-        apply_layer(&root, &lower[..], Compression::None)?;
-        let opaque = apply_layer(&root, &opaque[..], Compression::None)?;
+        apply(&root, &lower[..])?;
+        let opaque = apply(&root, &opaque[..])?;
         let upper = root.join(format!("{deep}upper"));
         assert_eq!(read(&upper), "2");
         assert!(!root.join(format!("{deep}lower")).exists());
         assert!(!root.join("keep").exists());
-        apply_layer(&root, &whiteout[..], Compression::None).map(|w| (opaque, w))
+        apply(&root, &whiteout[..]).map(|w| (opaque, w))
     })
     .expect("apply the layers");
     assert_eq!((stats.0.opaque_dirs, stats.1.whiteouts), (1, 1));

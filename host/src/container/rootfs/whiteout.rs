@@ -3,18 +3,21 @@
 //! removing a whole tree ([`remove_all_at`]), also what any entry replaces.
 //!
 //! Both walks are iterative with one directory open at a time, so a tree's
-//! depth costs neither stack nor file descriptors.
+//! depth costs neither stack nor file descriptors. A directory this layer
+//! has already cleared of lower content is not walked again, so repeating a
+//! marker costs nothing.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Dir, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::path::{file_name, open_dir};
+use super::written::NodeId;
 use super::{Applier, UnpackError};
 
 /// The name prefix that marks a whiteout.
@@ -24,13 +27,32 @@ pub(super) const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
 /// The name that marks its directory opaque.
 pub(super) const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
+#[cfg(test)]
+thread_local! {
+    /// Walks of `remove_lower` on this thread, for tests.
+    pub(super) static WALKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 impl Applier {
     /// `.wh.NAME`: removes `hidden` unless this layer put it there.
     pub(super) fn whiteout(&mut self, shown: &Path, hidden: &Path) -> Result<(), UnpackError> {
         self.stats.whiteouts += 1;
-        if let Some(parent) = self.parent_for_removal(shown, hidden)? {
-            self.remove_lower(shown, parent.as_fd(), file_name(hidden), hidden)?;
+        let parent_node = self.written.find(hidden.parent().unwrap_or(Path::new("")));
+        let node = parent_node.and_then(|p| self.written.child(p, file_name(hidden)));
+        if node.is_some_and(|n| self.cleaned.contains(&n)) {
+            // Walked already: lower layers have nothing left below it.
+            return Ok(());
         }
+        if let Some(parent) = self.parent_for_removal(shown, hidden)? {
+            self.remove_lower(
+                shown,
+                parent.as_fd(),
+                file_name(hidden),
+                hidden,
+                parent_node,
+            )?;
+        }
+        self.cleaned.extend(node);
         Ok(())
     }
 
@@ -46,34 +68,50 @@ impl Applier {
             OFlags::RDONLY,
         )
         .map_err(|e| UnpackError::entry(shown, "open the opaque directory", e))?;
-        self.mark(dir);
+        let node = self.mark(dir)?;
+        if self.cleaned.contains(&node) {
+            // Walked already: lower layers have nothing left in it.
+            return Ok(());
+        }
         let children =
             read_names(fd.as_fd()).map_err(|e| UnpackError::entry(shown, "list directory", e))?;
         for child in children {
-            self.remove_lower(shown, fd.as_fd(), &child, &dir.join(&child))?;
+            self.remove_lower(shown, fd.as_fd(), &child, &dir.join(&child), Some(node))?;
         }
+        self.cleaned.insert(node);
         Ok(())
     }
 
-    /// Removes what lower layers put at `parent/name` (`rel`): all of it when this
-    /// layer put nothing there, else the children this layer did not put there.
+    /// Removes what lower layers put at `parent/name` (`rel`; `parent_node`
+    /// is the parent in this layer's trie, if this layer put anything there):
+    /// all of it when this layer put nothing there, else the children this
+    /// layer did not put there.
     ///
     /// Iterative, like [`remove_all_at`]: this layer's own directories can be
-    /// nested as deep as its entry paths are long.
+    /// nested as deep as its entry paths allow. The walk holds one name per
+    /// level, never a path per level; paths are made only for messages.
     fn remove_lower(
         &self,
         shown: &Path,
         parent: BorrowedFd<'_>,
         name: &OsStr,
         rel: &Path,
+        parent_node: Option<NodeId>,
     ) -> Result<(), UnpackError> {
-        let Some(top) = self.descend_lower(shown, parent, name, rel)? else {
+        #[cfg(test)]
+        WALKS.with(|w| w.set(w.get() + 1));
+        let node = parent_node.and_then(|p| self.written.child(p, name));
+        let Some((top, top_node)) =
+            self.descend_lower(shown, parent, name, node, &|| rel.to_owned())?
+        else {
             return Ok(());
         };
-        let list = |rel: &Path, e| UnpackError::entry(shown, format!("list {rel:?}"), e);
+        let list =
+            |rel: &Path, e| UnpackError::entry(shown, format!("list {}", super::shown(rel)), e);
         let mut current = top;
-        let mut stack =
-            vec![Level::read(current.as_fd(), rel.to_owned()).map_err(|e| list(rel, e))?];
+        let mut stack = vec![
+            Level::read(current.as_fd(), (OsString::new(), top_node)).map_err(|e| list(rel, e))?,
+        ];
         loop {
             let Some(level) = stack.last_mut() else {
                 return Ok(());
@@ -82,44 +120,69 @@ impl Applier {
                 stack.pop();
                 if let Some(up) = stack.last() {
                     current = climb(current.as_fd(), up.id).map_err(|e| {
-                        UnpackError::entry(shown, format!("return to {:?}", up.label), e)
+                        let what =
+                            format!("return to {}", super::shown(&path_at(rel, &stack, None)));
+                        UnpackError::entry(shown, what, e)
                     })?;
                 }
                 continue;
             };
-            let child_rel = level.label.join(&child);
-            if let Some(dir) = self.descend_lower(shown, current.as_fd(), &child, &child_rel)? {
-                let next =
-                    Level::read(dir.as_fd(), child_rel.clone()).map_err(|e| list(&child_rel, e))?;
+            let child_node = self.written.child(level.label.1, &child);
+            let child_rel = || path_at(rel, &stack, Some(&child));
+            if let Some((dir, node)) =
+                self.descend_lower(shown, current.as_fd(), &child, child_node, &child_rel)?
+            {
+                let next = Level::read(dir.as_fd(), (child.clone(), node))
+                    .map_err(|e| list(&child_rel(), e))?;
                 stack.push(next);
                 current = dir;
             }
         }
     }
 
-    /// One step of [`Self::remove_lower`] at `parent/name` (`rel`): removes it
-    /// whole when this layer did not put it there; else opens it when it is a
-    /// directory to look into (`None` for this layer's own file, symlink, …,
-    /// which is kept).
+    /// One step of [`Self::remove_lower`] at `parent/name` (`rel()` for
+    /// messages; its node in this layer's trie is `node` if this layer put
+    /// anything there): removes it whole when this layer did not put it
+    /// there; else opens it when it is a directory to look into (`None` for
+    /// this layer's own file, symlink, …, which is kept).
     fn descend_lower(
         &self,
         shown: &Path,
         parent: BorrowedFd<'_>,
         name: &OsStr,
-        rel: &Path,
-    ) -> Result<Option<OwnedFd>, UnpackError> {
-        if !self.this_layer.contains(rel) {
+        node: Option<NodeId>,
+        rel: &dyn Fn() -> PathBuf,
+    ) -> Result<Option<(OwnedFd, NodeId)>, UnpackError> {
+        let Some(node) = node else {
             remove_all_at(parent, name).map_err(|e| {
-                UnpackError::entry(shown, format!("remove {rel:?} of a lower layer"), e)
+                let what = format!("remove {} of a lower layer", super::shown(&rel()));
+                UnpackError::entry(shown, what, e)
             })?;
             return Ok(None);
-        }
+        };
         match open_dir(parent, name, OFlags::RDONLY) {
-            Ok(fd) => Ok(Some(fd)),
+            Ok(fd) => Ok(Some((fd, node))),
             Err(Errno::NOTDIR | Errno::LOOP | Errno::NOENT) => Ok(None),
-            Err(e) => Err(UnpackError::entry(shown, format!("open {rel:?}"), e)),
+            Err(e) => Err(UnpackError::entry(
+                shown,
+                format!("open {}", super::shown(&rel())),
+                e,
+            )),
         }
     }
+}
+
+/// The path of the walk of [`Applier::remove_lower`] from `top` down the
+/// levels of `stack` below the first, then `child`.
+fn path_at(top: &Path, stack: &[Level<(OsString, NodeId)>], child: Option<&OsStr>) -> PathBuf {
+    let mut path = top.to_owned();
+    for level in stack.iter().skip(1) {
+        path.push(&level.label.0);
+    }
+    if let Some(child) = child {
+        path.push(child);
+    }
+    path
 }
 
 /// The names in a directory opened for reading, without `.` and `..`.
