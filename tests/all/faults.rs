@@ -1,6 +1,7 @@
 //! Faults at start and stop: an app that cannot be deployed never keeps
 //! the host or the other apps down; it is listed as failed with its reason
-//! and retried with backoff.
+//! and retried with backoff; a host stopped at any stage of a deploy leaves
+//! nothing behind.
 
 use std::time::Duration;
 
@@ -9,8 +10,11 @@ use berth::testing::TestHost;
 use berth_test_artifacts as art;
 use serde_json::Value;
 
-use crate::support::registry::free_addr;
-use crate::support::{get, wait_until};
+use crate::support::fake_registry::{FakeRegistry, Serve};
+use crate::support::image::{Image, busybox_base};
+use crate::support::registry::{Registry, free_addr};
+use crate::support::serve::Served;
+use crate::support::{bridge_leftovers, get, wait_until};
 
 async fn admin_json(host: &TestHost, path: &str) -> Value {
     reqwest::Client::new()
@@ -136,4 +140,235 @@ async fn strict_keeps_the_fail_fast_start() {
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("app `unpullable`"), "{err:#}");
+}
+
+/// The names in `dir` (none when it does not exist).
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// What a stopped host left in its data dir or on the machine: temporary
+/// blob files and rootfs trees, unpacked images no app holds (`rootfs` is
+/// false when the stage had not finished unpacking), runc containers,
+/// instance directories, mounts under the data dir, its bridge and
+/// firewall chains. Empty when clean.
+fn leftovers(served_data: &std::path::Path, bridge: &str, rootfs: bool) -> Vec<String> {
+    let mut left = Vec::new();
+    for name in names(&served_data.join("blobs/sha256")) {
+        if name.starts_with(".tmp") {
+            left.push(format!("temporary blob {name}"));
+        }
+    }
+    for name in names(&served_data.join("rootfs")) {
+        if name.contains(".tmp-") || !rootfs {
+            left.push(format!("rootfs {name}"));
+        }
+    }
+    for name in names(&served_data.join("containers/runc")) {
+        left.push(format!("runc container {name}"));
+    }
+    for name in names(&served_data.join("containers/instances")) {
+        left.push(format!("instance directory {name}"));
+    }
+    let data = std::fs::canonicalize(served_data).unwrap();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for line in mountinfo.lines() {
+        if line
+            .split(' ')
+            .nth(4)
+            .is_some_and(|m| m.starts_with(data.to_str().unwrap()))
+        {
+            left.push(format!("mount {line}"));
+        }
+    }
+    left.extend(bridge_leftovers(bridge));
+    left
+}
+
+/// Launches `berth serve` with `config` (TOML) from `dir`, waits until
+/// `stage` holds (polled; it must not have started serving yet), sends
+/// SIGTERM, and returns what was left once it exited.
+async fn kill_during(
+    dir: &tempfile::TempDir,
+    config: &str,
+    stage: &str,
+    at_stage: impl Fn(&std::path::Path) -> bool,
+    rootfs_may_stay: bool,
+) -> Vec<String> {
+    let file = dir.path().join("berth.toml");
+    std::fs::write(&file, config).unwrap();
+    let data = dir.path().join("data");
+    let (served, serving) = Served::launch(&data, &["--config", file.to_str().unwrap()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !at_stage(&data) {
+        assert!(
+            serving.try_recv().is_err(),
+            "served before reaching the stage `{stage}`:\n{}",
+            served.stderr()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached the stage `{stage}`:\n{}",
+            served.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let bridge = served.bridge.clone();
+    let (status, took) = served.terminate_within(Duration::from_secs(30));
+    assert!(status.success(), "{stage}: exit {status:?}");
+    eprintln!("{stage}: exited {took:?} after SIGTERM");
+    leftovers(&data, &bridge, rootfs_may_stay)
+}
+
+fn image_app(reference: &str) -> String {
+    format!(
+        "[apps.victim]\nimage = \"{reference}\"\nstartup_timeout = \"60s\"\nshutdown_grace = \"2s\"\n"
+    )
+}
+
+/// A registry whose image `slow:v1` has a 2 MiB layer dripped at 20 KiB/s
+/// (above the minimum transfer rate): its pull takes minutes. Returns the
+/// layer's digest.
+fn slow_image(registry: &FakeRegistry) -> String {
+    let layer: Vec<u8> = (0..2u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let layer_digest = registry.blob(
+        &layer,
+        Serve::Drip {
+            chunk: 1024,
+            every: Duration::from_millis(50),
+        },
+    );
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    }))
+    .unwrap();
+    let config_digest = registry.blob(&config, Serve::Whole);
+    registry.image(
+        "slow",
+        "v1",
+        (&config_digest, config.len() as u64),
+        &[(&layer_digest, layer.len() as u64)],
+    );
+    layer_digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_during_a_pull_leaves_nothing_behind() {
+    let registry = FakeRegistry::start().await;
+    let layer_digest = slow_image(&registry);
+    let dir = tempfile::tempdir().unwrap();
+    let left = kill_during(
+        &dir,
+        &image_app(&registry.reference("slow:v1")),
+        "pulling",
+        |data| {
+            registry.blob_gets(&layer_digest) > 0
+                && names(&data.join("blobs/sha256"))
+                    .iter()
+                    .any(|n| n.starts_with(".tmp"))
+        },
+        false,
+    )
+    .await;
+    assert_eq!(left, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_during_an_unpack_leaves_nothing_behind() {
+    // One file of 3 GiB of zeros (a few hundred KB of zstd): the unpack
+    // takes seconds; SIGTERM must end it early and remove its tree.
+    let registry = Registry::start();
+    let reference = registry.reference("big:v1");
+    crate::hostile::crafted(crate::hostile::zero_file_layer(3 << 30)).push(&reference);
+    let dir = tempfile::tempdir().unwrap();
+    let left = kill_during(
+        &dir,
+        &image_app(&reference),
+        "unpacking",
+        |data| {
+            names(&data.join("rootfs"))
+                .iter()
+                .any(|n| n.contains(".tmp-"))
+        },
+        false,
+    )
+    .await;
+    assert_eq!(left, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_while_a_container_starts_leaves_nothing_behind() {
+    // A container that never listens: the start waits for readiness (up to
+    // a minute) and the host is stopped while it does.
+    let registry = Registry::start();
+    let reference = registry.reference("mute:v1");
+    Image {
+        layers: vec![busybox_base()],
+        raw_layers: Vec::new(),
+        entrypoint: vec!["/bin/sleep".into(), "600".into()],
+        cmd: Vec::new(),
+        env: vec!["PATH=/bin".into()],
+        user: None,
+        working_dir: "/".into(),
+    }
+    .push(&reference);
+    let dir = tempfile::tempdir().unwrap();
+    let left = kill_during(
+        &dir,
+        &image_app(&reference),
+        "starting a container",
+        |data| !names(&data.join("containers/runc")).is_empty(),
+        true,
+    )
+    .await;
+    assert_eq!(left, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_sigkilled_host_left_is_removed_at_the_next_start() {
+    let registry = FakeRegistry::start().await;
+    let layer_digest = slow_image(&registry);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("berth.toml");
+    std::fs::write(&file, image_app(&registry.reference("slow:v1"))).unwrap();
+    let data = dir.path().join("data");
+    let temp_blobs = || {
+        names(&data.join("blobs/sha256"))
+            .into_iter()
+            .filter(|n| n.starts_with(".tmp"))
+            .collect::<Vec<_>>()
+    };
+    let (served, _) = Served::launch(&data, &["--config", file.to_str().unwrap()]);
+    wait_until(
+        "the pull to be under way",
+        Duration::from_secs(60),
+        || match registry.blob_gets(&layer_digest) > 0 && !temp_blobs().is_empty() {
+            true => Ok(()),
+            false => Err(()),
+        },
+    )
+    .await;
+    // SIGKILL: the temporary file stays; so does a half-made rootfs tree.
+    served.kill();
+    assert_eq!(temp_blobs().len(), 1);
+    std::fs::create_dir_all(data.join("rootfs/0123.tmp-abcdef/etc")).unwrap();
+    // The next start (without the app) removes both.
+    let served = Served::start(&data, &[]);
+    assert_eq!(temp_blobs(), Vec::<String>::new());
+    assert_eq!(names(&data.join("rootfs")), Vec::<String>::new());
+    assert!(
+        served
+            .stderr()
+            .contains("removed temporary files of interrupted pulls")
+    );
+    served.stop();
 }

@@ -24,7 +24,7 @@ fn container_app(reference: &str) -> AppSpec {
 }
 
 /// A one-directory layer, then `layer` as it is (zstd).
-fn crafted(layer: Vec<u8>) -> Image {
+pub(crate) fn crafted(layer: Vec<u8>) -> Image {
     Image {
         layers: vec![Layer::default().dir("etc")],
         raw_layers: vec![RawLayer {
@@ -59,18 +59,26 @@ fn deep_path_layer() -> Vec<u8> {
 /// zeros: the tar header in a first frame, the zeros in a second one made of
 /// run-length blocks by hand (compressing 9 GiB here would take minutes).
 fn bomb_layer() -> Vec<u8> {
-    const SIZE: u64 = 9 << 30;
+    zero_file_layer(9 << 30)
+}
+
+/// A zstd tar layer of one file, `size` bytes of zeros, written as
+/// run-length blocks (a few bytes per 128 KiB).
+pub(crate) fn zero_file_layer(size: u64) -> Vec<u8> {
     let mut h = tar::Header::new_gnu();
     h.set_path("bomb").unwrap();
-    h.set_size(SIZE);
+    h.set_size(size);
     h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
     h.set_cksum();
     let mut out = zstd::encode_all(&h.as_bytes()[..], 3).unwrap();
     // Frame: magic, no content size, no checksum, a 128 KiB window.
     out.extend([0x28, 0xb5, 0x2f, 0xfd, 0x00, 7 << 3]);
     const BLOCK: u64 = 128 * 1024;
     // The file, then the two zero blocks that end the archive.
-    let mut left = SIZE + 1024;
+    let mut left = size + 1024;
     while left > 0 {
         let n = left.min(BLOCK);
         left -= n;

@@ -4,6 +4,7 @@
 //! revision's initial instances.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context as _;
 
@@ -161,8 +162,14 @@ impl Apps {
         let dest = rootfs.clone();
         // The lease keeps garbage collection off the rootfs until the revision
         // (and its first instances) is in place: held to the end of this function.
+        // Counted while it runs, so that a host stopping mid-unpack (the
+        // deploy future dropped) waits for the blocking thread to see the
+        // flag and remove its temporary tree.
+        let stop = Arc::clone(&self.shutting_down);
+        let unpacking = UnpackGuard::enter(&self.unpacking);
         let _lease = tokio::task::spawn_blocking(move || {
-            rootfs::unpack_image(&layers, &dest, &rootfs::UnpackLimits::default())
+            let _unpacking = unpacking;
+            rootfs::unpack_image_until(&layers, &dest, &rootfs::UnpackLimits::default(), &stop)
         })
         .await
         .context("unpack task failed")?
@@ -218,5 +225,21 @@ impl Apps {
             AppLog::open(&self.options.data_dir.join("logs"), name)
                 .with_context(|| format!("cannot open the log of app `{name}`"))?,
         ))
+    }
+}
+
+/// One unpack under way, counted in [`Apps`]'s `unpacking` until dropped.
+struct UnpackGuard(Arc<AtomicUsize>);
+
+impl UnpackGuard {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for UnpackGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

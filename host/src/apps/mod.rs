@@ -22,8 +22,9 @@ pub mod routes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -165,8 +166,12 @@ pub struct Apps {
     revisions: AtomicU64,
     /// Background stops of retired revisions.
     retiring: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// Set when the host begins to shut down: long-lived streams end.
-    shutting_down: AtomicBool,
+    /// Set when the host begins to shut down: long-lived streams end, image
+    /// unpacks under way stop.
+    shutting_down: Arc<AtomicBool>,
+    /// Image unpacks under way (on blocking threads, which outlive a deploy
+    /// that is cancelled): [`Apps::stop_all`] waits for them.
+    unpacking: Arc<AtomicUsize>,
     /// Apps that could not be deployed at start, retried in the background.
     failed: Mutex<BTreeMap<String, retry::Failed>>,
 }
@@ -194,6 +199,7 @@ impl Apps {
         );
         let store =
             crate::oci::BlobStore::open(&options.data_dir).context("cannot open the blob store")?;
+        remove_leftovers(&store, &options.data_dir.join("rootfs"));
         let puller = Puller::new(options.registry.clone(), store).with_progress(options.progress);
         let state = StateStore::open(&options.data_dir)?;
         let secrets = Arc::new(SecretStore::open(
@@ -213,7 +219,8 @@ impl Apps {
             table: Mutex::new(BTreeMap::new()),
             routes: ArcSwap::from_pointee(RouteTable::new(domain, Vec::new())),
             retiring: Mutex::new(Vec::new()),
-            shutting_down: AtomicBool::new(false),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+            unpacking: Arc::new(AtomicUsize::new(0)),
             failed: Mutex::new(BTreeMap::new()),
             options,
         })
@@ -643,6 +650,7 @@ impl Apps {
     pub async fn stop_all(&self) {
         self.begin_shutdown();
         self.lock_failed_all_clear();
+        self.wait_for_unpacks().await;
         let entries: Vec<_> = {
             let mut table = self.lock_table();
             let all = std::mem::take(&mut *table);
@@ -661,6 +669,20 @@ impl Apps {
         // Every instance is gone: what the shim added to the host goes too.
         if let Ok(shim) = &self.shim {
             shim.close().await;
+        }
+    }
+
+    /// Waits (bounded) until the unpacks under way have seen the shutdown
+    /// flag and removed their temporary trees.
+    async fn wait_for_unpacks(&self) {
+        let limit = Duration::from_secs(30);
+        let start = std::time::Instant::now();
+        while self.unpacking.load(Ordering::Acquire) > 0 {
+            if start.elapsed() > limit {
+                tracing::warn!(?limit, "image unpacks did not stop in time");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -698,5 +720,27 @@ impl Apps {
 
     fn lock_table(&self) -> std::sync::MutexGuard<'_, AppTable> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Removes what a host killed mid-pull or mid-unpack left behind: temporary
+/// blob files and temporary rootfs trees that nothing holds. Best effort: a
+/// failure is logged and the host starts anyway.
+fn remove_leftovers(store: &crate::oci::BlobStore, rootfs_dir: &std::path::Path) {
+    match store.remove_temp() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "removed temporary files of interrupted pulls"),
+        Err(e) => tracing::warn!("cannot remove temporary files of interrupted pulls: {e:#}"),
+    }
+    // Every finished rootfs counts as in use here: only `*.tmp-*` trees go.
+    match crate::container::rootfs::collect_garbage(rootfs_dir, |_| true) {
+        Ok(c) if c.temp > 0 => {
+            tracing::info!(
+                trees = c.temp,
+                "removed temporary trees of interrupted unpacks"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot remove temporary trees of interrupted unpacks: {e:#}"),
     }
 }

@@ -1,6 +1,7 @@
 //! Readiness: probing `127.0.0.1:PORT` (from inside the instance's network
-//! namespace when isolated) until it answers, the process exits or
-//! `startup_timeout` passes.
+//! namespace when isolated) until it answers, the process exits,
+//! `startup_timeout` passes or the shim closes (the host is stopping: it does
+//! not wait out a start that cannot matter any more).
 //!
 //! The first probe goes out at once; after a failed one the pause starts at
 //! 2 ms and grows by half up to 20 ms. [`Probe::Tcp`] is ready when a
@@ -37,13 +38,16 @@ pub(super) enum ReadyError {
     Exited(Option<ExitStatus>),
     /// `startup_timeout` passed; what the last completed probe saw.
     Timeout(String),
+    /// The shim closed (the host is stopping) while it waited.
+    Closing,
 }
 
-/// Probes until ready, exited or `startup_timeout`.
+/// Probes until ready, exited, `startup_timeout` or the shim closing.
 pub(super) async fn wait_ready(
     spec: &InstanceSpec,
     endpoint: &Endpoint,
     exit: &mut ExitWatch,
+    mut closing: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ReadyError> {
     let deadline = tokio::time::Instant::now() + spec.startup_timeout;
     // What the last completed attempt saw; an attempt cut short by the
@@ -65,6 +69,7 @@ pub(super) async fn wait_ready(
     tokio::select! {
         biased;
         status = exited => Err(ReadyError::Exited(status)),
+        Ok(_) = closing.wait_for(|c| *c) => Err(ReadyError::Closing),
         r = tokio::time::timeout_at(deadline, probing) => match r {
             Ok(()) => Ok(()),
             Err(_) => Err(ReadyError::Timeout(last)),

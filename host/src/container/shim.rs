@@ -29,7 +29,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How long `close` waits for starts under way.
@@ -107,7 +107,7 @@ impl Shim {
                 runc: Runc::new(runc, root),
                 bridge: None,
                 bridge_unavailable: None,
-                closing: AtomicBool::new(false),
+                closing: tokio::sync::watch::Sender::new(false),
                 active_starts: AtomicUsize::new(0),
                 instances,
                 logs,
@@ -149,7 +149,7 @@ impl Shim {
     /// have stopped their instances: this catches what they missed (a start
     /// cut short by a signal, a panicked task).
     pub async fn close(&self) {
-        self.inner.closing.store(true, Ordering::Release);
+        self.inner.closing.send_replace(true);
         let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
         while self.inner.active_starts.load(Ordering::Acquire) > 0
             && tokio::time::Instant::now() < deadline
@@ -261,7 +261,7 @@ impl Shim {
     pub async fn start(&self, lower_rootfs: &Path, spec: InstanceSpec) -> Result<Container> {
         spec::validate(&spec)?;
         let id = spec.id.clone();
-        if self.inner.closing.load(Ordering::Acquire) {
+        if *self.inner.closing.borrow() {
             return Err(ContainerError::Closing(id));
         }
         // Counted until done, so that `close` waits for it.

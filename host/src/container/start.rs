@@ -97,7 +97,13 @@ pub(super) async fn start_instance(
     launched.split.create += spec_time;
 
     let t = Instant::now();
-    let ready = wait_ready(&spec, &launched.endpoint, &mut launched.exit).await;
+    let ready = wait_ready(
+        &spec,
+        &launched.endpoint,
+        &mut launched.exit,
+        inner.closing.subscribe(),
+    )
+    .await;
     launched.split.ready = t.elapsed();
     if let Err(e) = ready {
         let e = match e {
@@ -106,6 +112,7 @@ pub(super) async fn start_instance(
                 status,
                 stderr: log_tail(&paths.stderr, launched.stderr_offset),
             },
+            ReadyError::Closing => ContainerError::Closing(id.clone()),
             ReadyError::Timeout(last_probe) => ContainerError::NotReady {
                 id: id.clone(),
                 port: spec.port,

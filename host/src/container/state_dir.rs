@@ -52,8 +52,9 @@ pub(super) struct ShimInner {
     pub(super) bridge: Option<BridgeNetwork>,
     /// Why it could not, shown when an isolated instance is asked for.
     pub(super) bridge_unavailable: Option<String>,
-    /// Set by `Shim::close`: no instance starts any more.
-    pub(super) closing: std::sync::atomic::AtomicBool,
+    /// Set by `Shim::close`: no instance starts any more, and the starts
+    /// waiting for readiness give up at once.
+    pub(super) closing: tokio::sync::watch::Sender<bool>,
     /// Starts under way.
     pub(super) active_starts: std::sync::atomic::AtomicUsize,
     pub(super) instances: PathBuf,

@@ -350,6 +350,30 @@ impl BlobStore {
         Ok(removed)
     }
 
+    /// Removes the temporary files that no write holds (left behind by a
+    /// host that was killed mid-pull); returns how many.
+    ///
+    /// # Errors
+    /// [`OciError::Io`] if the directory cannot be listed or a file removed.
+    pub fn remove_temp(&self) -> Result<usize, OciError> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| OciError::io(format!("listing {}", self.dir.display()), e))?;
+        let mut removed = 0;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| OciError::io(format!("listing {}", self.dir.display()), e))?;
+            if entry
+                .file_name()
+                .as_encoded_bytes()
+                .starts_with(TEMP_PREFIX.as_bytes())
+                && remove_unheld(&entry.path())?
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The digests `roots` reference, transitively: each root itself and, for
     /// every root that is a manifest or index present in the store, the
     /// digests of its config, layers and child manifests.

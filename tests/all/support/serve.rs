@@ -28,6 +28,16 @@ impl Served {
     /// Starts `berth serve --data-dir DATA_DIR EXTRA…` and waits for its
     /// "serving" line.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let (served, serving) = Self::launch(data_dir, extra);
+        if serving.recv_timeout(Duration::from_secs(120)).is_err() {
+            panic!("berth serve did not start:\n{}", served.stderr());
+        }
+        served
+    }
+
+    /// Starts `berth serve --data-dir DATA_DIR EXTRA…` without waiting; the
+    /// receiver gets a message once it serves.
+    pub fn launch(data_dir: &Path, extra: &[&str]) -> (Self, std::sync::mpsc::Receiver<()>) {
         let addr = free_addr();
         let admin = free_addr();
         let (bridge_args, bridge) = super::bridge_args();
@@ -67,10 +77,7 @@ impl Served {
             child,
             stderr,
         };
-        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
-            panic!("berth serve did not start:\n{}", served.stderr());
-        }
-        served
+        (served, rx)
     }
 
     /// Everything it wrote to stderr so far.
@@ -105,6 +112,32 @@ impl Served {
     /// Stops it with SIGTERM and waits (SIGKILL after 20 s).
     pub fn stop(mut self) {
         self.terminate();
+    }
+
+    /// Sends SIGTERM and returns how it exited and how long that took;
+    /// panics (after a SIGKILL) when it is still running after `limit`.
+    pub fn terminate_within(mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!(
+            "berth serve did not exit within {limit:?} of SIGTERM:\n{}",
+            self.stderr()
+        );
+    }
+
+    /// SIGKILL: nothing of its own clean-up runs.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn terminate(&mut self) {

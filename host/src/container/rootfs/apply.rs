@@ -27,7 +27,7 @@ use super::{Applier, COPY_BUFFER, LayerStats, UnpackError, shown};
 pub(super) fn apply_tar<R: Read>(
     root: OwnedFd,
     reader: R,
-    tally: &Tally,
+    tally: &Tally<'_>,
 ) -> Result<LayerStats, UnpackError> {
     let mut applier = Applier {
         privileged: rustix::process::geteuid().is_root(),

@@ -549,3 +549,26 @@ fn garbage_collection_removes_only_what_no_one_holds() {
         Collected::default()
     );
 }
+
+#[test]
+fn an_unpack_told_to_stop_ends_with_stopped_and_leaves_nothing() {
+    let tmp = scratch();
+    let mut t = Tar::default();
+    for i in 0..100 {
+        t.file(format!("f{i}").as_bytes(), b"data");
+    }
+    let layers = blobs(tmp.path(), &[t.end()]);
+    let images = tmp.path().join("rootfs");
+    let dest = images.join("sha256-x");
+    let stop = AtomicBool::new(true);
+    let err = unpack_image_until(&layers, &dest, &UnpackLimits::default(), &stop).unwrap_err();
+    assert!(matches!(err, UnpackError::Stopped), "{err:?}");
+    assert!(err.to_string().contains("stopped"), "{err}");
+    assert_eq!(names(&images), Vec::<String>::new(), "nothing left behind");
+
+    // Not told to stop: the same layers unpack.
+    stop.store(false, std::sync::atomic::Ordering::Relaxed);
+    let lease =
+        unpack_image_until(&layers, &dest, &UnpackLimits::default(), &stop).expect("unpack");
+    assert_eq!(names(lease.path()).len(), 100);
+}

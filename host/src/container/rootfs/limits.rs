@@ -32,6 +32,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tar::{EntryType, Header};
 
@@ -197,21 +198,48 @@ pub(super) fn clean(e: io::Error) -> io::Error {
 /// The running totals of one image, shared by its layers' guards and
 /// appliers, and the limit that stopped it, if one did.
 #[derive(Debug)]
-pub(super) struct Tally {
+pub(super) struct Tally<'s> {
     pub(super) limits: UnpackLimits,
     bytes: Cell<u64>,
     entries: Cell<u64>,
     tripped: RefCell<Option<LimitExceeded>>,
+    /// Set by someone else (the host stopping): the unpack ends at the next
+    /// entry or buffer of bytes.
+    stop: Option<&'s AtomicBool>,
 }
 
-impl Tally {
+impl<'s> Tally<'s> {
     pub(super) fn new(limits: UnpackLimits) -> Self {
         Self {
             limits,
             bytes: Cell::new(0),
             entries: Cell::new(0),
             tripped: RefCell::new(None),
+            stop: None,
         }
+    }
+
+    /// A tally that also ends the unpack once `stop` is set.
+    pub(super) fn until(limits: UnpackLimits, stop: &'s AtomicBool) -> Self {
+        Self {
+            stop: Some(stop),
+            ..Self::new(limits)
+        }
+    }
+
+    /// Whether the unpack was asked to stop.
+    pub(super) fn stopped(&self) -> bool {
+        self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+
+    fn check_stop(&self) -> io::Result<()> {
+        if self.stopped() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the unpack was stopped",
+            ));
+        }
+        Ok(())
     }
 
     /// Bytes counted so far.
@@ -227,6 +255,7 @@ impl Tally {
 
     /// Counts `n` more bytes.
     fn add_bytes(&self, n: u64) -> io::Result<()> {
+        self.check_stop()?;
         let total = self.bytes.get().saturating_add(n);
         self.bytes.set(total);
         if total > self.limits.max_bytes {
@@ -248,6 +277,7 @@ impl Tally {
     }
 
     fn add_entry(&self) -> io::Result<()> {
+        self.check_stop()?;
         let total = self.entries.get() + 1;
         self.entries.set(total);
         if total > self.limits.max_entries {
@@ -292,7 +322,7 @@ enum State {
 /// before the `tar` crate reads what it guards (see the module docs).
 pub(super) struct TarGuard<'a, R> {
     inner: R,
-    tally: &'a Tally,
+    tally: &'a Tally<'a>,
     state: State,
     /// A header block (or sparse map block) being read, then handed on.
     block: [u8; BLOCK],
@@ -305,7 +335,7 @@ pub(super) struct TarGuard<'a, R> {
 }
 
 impl<'a, R: Read> TarGuard<'a, R> {
-    pub(super) fn new(inner: R, tally: &'a Tally) -> Self {
+    pub(super) fn new(inner: R, tally: &'a Tally<'a>) -> Self {
         Self {
             inner,
             tally,

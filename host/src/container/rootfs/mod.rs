@@ -142,6 +142,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use rustix::fs::{Mode, OFlags, Timespec};
 
@@ -333,6 +334,11 @@ pub enum UnpackError {
     #[error("{0}")]
     Limit(LimitExceeded),
 
+    /// The host asked the unpack to stop ([`unpack_image_until`]); nothing
+    /// of it was left behind.
+    #[error("the unpack was stopped (the host is stopping)")]
+    Stopped,
+
     /// One of an image's layers failed ([`unpack_image`]).
     #[error("layer {index} ({}) of the image", blob.display())]
     Layer {
@@ -423,7 +429,7 @@ fn apply_counted(
     rootfs: &Path,
     layer: impl Read,
     compression: Compression,
-    tally: &Tally,
+    tally: &Tally<'_>,
 ) -> Result<LayerStats, UnpackError> {
     let root = rustix::fs::open(
         rootfs,
@@ -478,6 +484,21 @@ pub fn unpack_image(
     dest: &Path,
     limits: &UnpackLimits,
 ) -> Result<RootfsLease, UnpackError> {
+    unpack_image_until(layers, dest, limits, &AtomicBool::new(false))
+}
+
+/// [`unpack_image`] that ends early, with [`UnpackError::Stopped`] and nothing
+/// left behind, once `stop` is set (checked at every entry and every buffer
+/// of bytes): the host stopping does not wait for an image of gigabytes.
+///
+/// # Errors
+/// As [`unpack_image`], and [`UnpackError::Stopped`].
+pub fn unpack_image_until(
+    layers: &[(PathBuf, Compression)],
+    dest: &Path,
+    limits: &UnpackLimits,
+    stop: &AtomicBool,
+) -> Result<RootfsLease, UnpackError> {
     let Some(name) = dest.file_name() else {
         return Err(UnpackError::io(
             "unpack into",
@@ -501,7 +522,7 @@ pub fn unpack_image(
         let tmp = lease::TempTree::create(parent, &prefix)?;
         rustix::fs::fchmod(tmp.dir(), Mode::from_raw_mode(0o755))
             .map_err(|e| UnpackError::io("set the mode of", tmp.path(), e))?;
-        let tally = Tally::new(*limits);
+        let tally = Tally::until(*limits, stop);
         for (index, (blob, declared)) in layers.iter().enumerate() {
             let in_layer = |source| UnpackError::Layer {
                 index,
@@ -523,7 +544,12 @@ pub fn unpack_image(
                 }
                 _ => *declared,
             };
-            apply_counted(tmp.path(), reader, compression, &tally).map_err(in_layer)?;
+            match apply_counted(tmp.path(), reader, compression, &tally) {
+                Ok(_) => {}
+                // The temporary tree is removed as `tmp` drops.
+                Err(_) if tally.stopped() => return Err(UnpackError::Stopped),
+                Err(e) => return Err(in_layer(e)),
+            }
         }
         rustix::fs::syncfs(tmp.dir()).map_err(|e| UnpackError::io("sync", tmp.path(), e))?;
         match tmp.rename_to(dest) {
