@@ -372,3 +372,33 @@ async fn what_a_sigkilled_host_left_is_removed_at_the_next_start() {
     );
     served.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_size_caps_are_flags_and_name_themselves() {
+    let registry = Registry::start();
+    let reference = registry.reference("busybox:v1");
+    Image::httpd().push(&reference);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("berth.toml");
+    std::fs::write(&file, image_app(&reference)).unwrap();
+    // busybox is about 1.1 MB compressed and 2 MB unpacked.
+    for (flag, size, named) in [
+        ("--max-image-size", "100KiB", "max_image_bytes"),
+        ("--max-unpacked-size", "1MiB", "max_bytes"),
+    ] {
+        let data = dir.path().join(flag.trim_start_matches('-'));
+        let served = Served::start(&data, &["--config", file.to_str().unwrap(), flag, size]);
+        let (ok, out, err) = served.cli(&["app", "victim", "--json"], b"");
+        assert!(ok, "{err}");
+        let app: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(app["state"], "failed", "{app}");
+        let why = app["last_error"].as_str().unwrap();
+        assert!(why.contains(named), "{flag}: {why}");
+        assert_eq!(
+            names(&data.join("rootfs")),
+            Vec::<String>::new(),
+            "{flag}: nothing unpacked"
+        );
+        served.stop();
+    }
+}

@@ -166,10 +166,11 @@ impl Apps {
         // deploy future dropped) waits for the blocking thread to see the
         // flag and remove its temporary tree.
         let stop = Arc::clone(&self.shutting_down);
+        let limits = self.options.unpack;
         let unpacking = UnpackGuard::enter(&self.unpacking);
         let _lease = tokio::task::spawn_blocking(move || {
             let _unpacking = unpacking;
-            rootfs::unpack_image_until(&layers, &dest, &rootfs::UnpackLimits::default(), &stop)
+            rootfs::unpack_image_until(&layers, &dest, &limits, &stop)
         })
         .await
         .context("unpack task failed")?

@@ -59,6 +59,8 @@ pub struct AppsOptions {
     pub secrets_key: Option<PathBuf>,
     /// The isolated container network (bridge, subnet).
     pub bridge: BridgeOptions,
+    /// Caps on unpacking one container image.
+    pub unpack: crate::container::rootfs::UnpackLimits,
 }
 
 /// What a deploy resolved.

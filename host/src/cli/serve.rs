@@ -70,6 +70,14 @@ pub struct ServeArgs {
     /// serving the others and retrying it in the background.
     #[arg(long, env = "BERTH_STRICT")]
     pub strict: bool,
+    /// The most bytes one image pull may receive (what its manifest
+    /// declares is checked first), e.g. `2GiB`.
+    #[arg(long, env = "BERTH_MAX_IMAGE_SIZE", default_value = "10GiB", value_parser = parse_size_arg)]
+    pub max_image_size: u64,
+    /// The most bytes one container image's layers may unpack to, e.g.
+    /// `4GiB`.
+    #[arg(long, env = "BERTH_MAX_UNPACKED_SIZE", default_value = "8GiB", value_parser = parse_size_arg)]
+    pub max_unpacked_size: u64,
     /// Connections the front door keeps open at once; more are refused
     /// with 503.
     #[arg(long, env = "BERTH_MAX_CONNECTIONS", default_value_t = 10_000)]
@@ -120,7 +128,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .connections
         .validate()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    options.registry = args.registry.client()?;
+    options.registry = args
+        .registry
+        .client()?
+        .with_max_image_bytes(args.max_image_size);
+    options.unpack.max_bytes = args.max_unpacked_size;
     options.progress = true;
     options.admin_auth = admin_auth;
     options.runc = args.runc.clone();

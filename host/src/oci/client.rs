@@ -276,6 +276,15 @@ impl RegistryClient {
         Self::new(Auth::anonymous(), ClientOptions::default())
     }
 
+    /// The same credentials with [`ClientOptions::max_image_bytes`] set to
+    /// `limit` (a new client: sessions are not shared).
+    #[must_use]
+    pub fn with_max_image_bytes(&self, limit: u64) -> Self {
+        let mut options = self.inner.options.clone();
+        options.max_image_bytes = limit;
+        Self::new(self.inner.auth.clone(), options)
+    }
+
     /// The options this client was created with.
     pub fn options(&self) -> &ClientOptions {
         &self.inner.options

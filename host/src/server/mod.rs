@@ -62,6 +62,8 @@ pub struct ServerOptions {
     pub secrets_key: Option<PathBuf>,
     /// The isolated container network (bridge, subnet).
     pub bridge: crate::container::BridgeOptions,
+    /// Caps on unpacking one container image.
+    pub unpack: crate::container::rootfs::UnpackLimits,
 }
 
 impl ServerOptions {
@@ -80,6 +82,7 @@ impl ServerOptions {
             runc: None,
             secrets_key: None,
             bridge: crate::container::BridgeOptions::default(),
+            unpack: crate::container::rootfs::UnpackLimits::default(),
         }
     }
 }
@@ -145,6 +148,7 @@ impl Server {
                     runc: options.runc.clone(),
                     secrets_key: options.secrets_key.clone(),
                     bridge: options.bridge.clone(),
+                    unpack: options.unpack,
                 },
                 metrics.clone(),
             )
