@@ -221,7 +221,8 @@ async fn kill_during(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let bridge = served.bridge.clone();
-    let (status, took) = served.terminate_within(Duration::from_secs(30));
+    // Generous: the figure that matters is printed, and what is left.
+    let (status, took) = served.terminate_within(Duration::from_secs(60));
     assert!(status.success(), "{stage}: exit {status:?}");
     eprintln!("{stage}: exited {took:?} after SIGTERM");
     leftovers(&data, &bridge, rootfs_may_stay)
@@ -294,10 +295,16 @@ async fn a_host_killed_during_an_unpack_leaves_nothing_behind() {
         &dir,
         &image_app(&reference),
         "unpacking",
+        // The file is being written (so the unpack is past its set-up and
+        // not yet syncing).
         |data| {
             names(&data.join("rootfs"))
                 .iter()
-                .any(|n| n.contains(".tmp-"))
+                .filter(|n| n.contains(".tmp-"))
+                .any(|n| {
+                    std::fs::metadata(data.join("rootfs").join(n).join("bomb"))
+                        .is_ok_and(|m| m.len() > 0 && m.len() < 3 << 30)
+                })
         },
         false,
     )

@@ -174,6 +174,11 @@ impl Apps {
         })
         .await
         .context("unpack task failed")?
+        .inspect_err(|e| {
+            if matches!(e, rootfs::UnpackError::Stopped) {
+                tracing::info!(app = %name, "unpack stopped: the host is stopping");
+            }
+        })
         .context("cannot unpack the image")?;
         let log = self.open_log(name)?;
         let backend = Arc::new(
