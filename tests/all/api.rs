@@ -855,9 +855,11 @@ async fn a_container_app_is_metered_from_its_cgroup() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("K_SERVICE=web"));
     }
     // Every scrape samples the cgroup: wait until the CPU the requests
-    // used shows.
+    // used shows. A request is counted once its response body has ended,
+    // which the server sees a moment after the client has read it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let m = loop {
         let text = c
@@ -874,6 +876,7 @@ async fn a_container_app_is_metered_from_its_cgroup() {
         if used(r#"berth_cpu_seconds_total{app="web"}"#)
             && used(r#"berth_memory_gb_seconds_total{app="web"}"#)
             && used(r#"berth_instance_seconds_total{app="web",kind="container"}"#)
+            && m.get(r#"berth_requests_total{app="web",status="200"}"#) == Some(&5.0)
         {
             break m;
         }
