@@ -10,6 +10,7 @@ use berth::testing::TestHost;
 use berth_test_artifacts as art;
 use serde_json::Value;
 
+use crate::support::dir_names as names;
 use crate::support::fake_registry::{FakeRegistry, Serve};
 use crate::support::image::{Image, busybox_base};
 use crate::support::registry::{Registry, free_addr};
@@ -140,18 +141,6 @@ async fn strict_keeps_the_fail_fast_start() {
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("app `unpullable`"), "{err:#}");
-}
-
-/// The names in `dir` (none when it does not exist).
-fn names(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 /// What a stopped host left in its data dir or on the machine: temporary

@@ -12,6 +12,7 @@ use berth::config::AppSpec;
 use berth::testing::TestHost;
 use berth_test_artifacts as art;
 
+use crate::support::dir_names as names;
 use crate::support::get;
 use crate::support::image::{Image, Layer, RawLayer};
 use crate::support::registry::Registry;
@@ -88,18 +89,6 @@ pub(crate) fn zero_file_layer(size: u64) -> Vec<u8> {
         out.push(0);
     }
     out
-}
-
-/// Names in `dir` (none when it does not exist).
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 /// Nothing unpacked, and no temporary file or directory, in the data dir.

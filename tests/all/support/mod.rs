@@ -147,3 +147,15 @@ pub async fn upstream_on(addr: SocketAddr, body: &'static str) -> SocketAddr {
     });
     addr
 }
+
+/// The names in `dir`, sorted (none when it does not exist).
+pub fn dir_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
