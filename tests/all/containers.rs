@@ -689,6 +689,11 @@ async fn a_container_flooding_stdout_loses_the_excess_with_a_marker() {
     .await;
     assert_eq!(get(&host, "flood", "/").await.0, 200);
     host.stop().await;
+    // Stopped: everything is in the app log, the raw files are gone.
+    assert_eq!(
+        crate::support::dir_names(&data.join("containers/logs")),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -340,8 +340,10 @@ impl Instance for ContainerInstance {
             }
         }
         self.logs_done.store(true, Ordering::Release);
-        // What the container wrote while stopping.
+        // What the container wrote while stopping; then the raw files go:
+        // everything in them is in the app log.
         self.logs.pump(true);
+        self.logs.remove();
     }
 }
 
@@ -361,7 +363,8 @@ const FORWARD_EVERY: Duration = Duration::from_millis(200);
 /// line, tagged with the instance id, and frees what it has copied.
 ///
 /// The files are the container's own stdout and stderr (opened `O_APPEND`
-/// by the shim, kept after stop), so they cannot be rotated under it:
+/// by the shim, removed once the instance has stopped and they are
+/// forwarded), so they cannot be rotated under it:
 /// forwarded bytes are instead punched out (`fallocate(PUNCH_HOLE)`), which
 /// frees their blocks and keeps every offset valid (the file's size goes on
 /// growing, sparse). What waits is bounded by [`MAX_LOG_BACKLOG`] at each
@@ -374,6 +377,21 @@ struct LogForwarder {
 }
 
 impl LogForwarder {
+    /// Removes the raw files (once the instance has stopped and everything
+    /// was pumped).
+    fn remove(&self) {
+        let tails = self.tails.lock().unwrap_or_else(|e| e.into_inner());
+        for tail in [&tails.0, &tails.1] {
+            match std::fs::remove_file(&tail.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %tail.path.display(), "cannot remove a raw container log: {e}");
+                }
+            }
+        }
+    }
+
     fn pump(&self, finish: bool) {
         let mut tails = self.tails.lock().unwrap_or_else(|e| e.into_inner());
         let (out, err) = &mut *tails;

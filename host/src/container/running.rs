@@ -138,7 +138,8 @@ impl Container {
         self.pid
     }
 
-    /// The container's stdout and stderr log files (kept after stop).
+    /// The container's stdout and stderr log files (removed by the backend
+    /// once the instance has stopped and they are forwarded).
     pub fn log_paths(&self) -> (PathBuf, PathBuf) {
         (self.paths.stdout.clone(), self.paths.stderr.clone())
     }

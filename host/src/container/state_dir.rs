@@ -12,7 +12,7 @@
 //! <state_dir>/instances/<id>/init.pid     runc --pid-file
 //! <state_dir>/instances/<id>/netns        the pinned network namespace (isolated)
 //! <state_dir>/cni/                        IPAM leases of the bridge network
-//! <state_dir>/logs/<id>.stdout.log        the container's stdout (kept after stop)
+//! <state_dir>/logs/<id>.stdout.log        the container's stdout (removed once stopped and forwarded)
 //! <state_dir>/logs/<id>.stderr.log        the container's stderr, and runc's
 //! ```
 
