@@ -28,7 +28,8 @@
 //!   a path, so runc creates it);
 //!   containerd's masked and read-only paths ([`MASKED_PATHS`],
 //!   [`READONLY_PATHS`]); `RLIMIT_NOFILE` 1024/1024 ([`NOFILE_LIMIT`]).
-//!   Mounts as `runc spec` (`/sys` and `/sys/fs/cgroup` read-only).
+//!   Mounts as `runc spec` (`/sys` and `/sys/fs/cgroup` read-only), `/proc`
+//!   `nosuid,noexec,nodev` as containerd mounts it.
 //! - `linux.resources` memory (swap = memory: none), CPU (quota over a 100 ms
 //!   period; [`DEFAULT_CPUS`] unless set) and pids ([`DEFAULT_PIDS`] unless
 //!   set), applied by runc to the cgroup `cgroups_path` (berth uses
@@ -689,11 +690,23 @@ pub fn runtime_spec(
                 .build()?,
         )
         .hostname(spec.id.clone())
-        .mounts(get_default_mounts())
+        .mounts(default_mounts())
         .process(process)
         .linux(linux)
         .annotations(annotations)
         .build()?)
+}
+
+/// `runc spec`'s mounts, with `/proc` mounted `nosuid,noexec,nodev` as
+/// containerd's default spec has it (runc's own leaves it without options).
+fn default_mounts() -> Vec<oci_spec::runtime::Mount> {
+    let mut mounts = get_default_mounts();
+    for m in &mut mounts {
+        if m.destination() == Path::new("/proc") {
+            m.set_options(Some(vec!["nosuid".into(), "noexec".into(), "nodev".into()]));
+        }
+    }
+    mounts
 }
 
 /// The memory limit of a runtime spec, in bytes (`None`: no limit).
@@ -931,6 +944,16 @@ mod tests {
             .find(|m| m["destination"] == "/sys")
             .unwrap();
         assert!(sys["options"].as_array().unwrap().contains(&"ro".into()));
+        let proc = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/proc")
+            .unwrap();
+        assert_eq!(
+            proc["options"],
+            serde_json::json!(["nosuid", "noexec", "nodev"])
+        );
 
         let mut iso = s.clone();
         iso.network = Network::Isolated;
