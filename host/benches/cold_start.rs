@@ -149,8 +149,8 @@ fn main() {
         );
         println!();
         println!(
-            "{:<52} {:>12}  {:<10} {}",
-            "goal figure (same run)", "measured", "goal", ""
+            "{:<52} {:>12}  {:<10} result",
+            "goal figure (same run)", "measured", "goal"
         );
         let rows = [
             (

@@ -153,7 +153,10 @@ async fn the_stock_drops_to_zero_when_the_app_scales_to_zero() {
     assert!(host.apps().runtime().stocker().total() >= 1);
     wait_until("scale to zero", Duration::from_secs(20), || {
         let s = status(&host, "hello");
-        let empty = s.stock.is_some_and(|st| st.stocked == 0 && st.target == 0);
+        let empty = s
+            .stock
+            .as_deref()
+            .is_some_and(|st| st.stocked == 0 && st.target == 0);
         if s.ready == 0 && s.desired == 0 && empty {
             Ok(())
         } else {
@@ -231,7 +234,7 @@ async fn past_the_resident_budget_an_idle_component_is_dropped_and_reloaded() {
             if s.ready == 0 && runtime.resident().usage().0 == 0 {
                 Ok(())
             } else {
-                Err((s, runtime.resident().usage()))
+                Err((s.ready, s.cold_starts, runtime.resident().usage()))
             }
         },
     )

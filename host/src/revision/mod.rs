@@ -95,8 +95,9 @@ pub struct RevisionStatus {
     pub recent_cold_starts: Vec<ColdStartRecord>,
     /// The last failure to start an instance.
     pub last_error: Option<String>,
-    /// The backend's stock of instances made ahead (Wasm).
-    pub stock: Option<StockStatus>,
+    /// The backend's stock of instances made ahead (Wasm); boxed, so the
+    /// status stays small.
+    pub stock: Option<Box<StockStatus>>,
 }
 
 /// Why a request was not admitted to an instance.
@@ -374,7 +375,7 @@ impl Revision {
             cold_starts: pool.cold_starts,
             recent_cold_starts: pool.history.iter().cloned().collect(),
             last_error: pool.last_error.clone(),
-            stock: self.backend.stock(),
+            stock: self.backend.stock().map(Box::new),
         }
     }
 

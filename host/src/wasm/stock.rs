@@ -34,6 +34,10 @@ pub const MAX_STOCK_PER_APP: u32 = 32;
 /// (1/N) of the engine's pool (`--max-instances`).
 pub const STOCK_SHARE_OF_POOL: u32 = 8;
 
+/// The nice value of the refill thread: stocking uses spare CPU and
+/// yields to the threads that serve requests.
+pub const STOCK_THREAD_NICE: i32 = 10;
+
 /// Stocked instances per instance the autoscaler wants, unless set
 /// (`--wasm-stock-per-instance`; 0 turns the stock off).
 pub const DEFAULT_STOCK_PER_INSTANCE: u32 = 4;
@@ -138,6 +142,14 @@ impl Stocker {
         std::thread::Builder::new()
             .name("berth-stock".into())
             .spawn(move || {
+                // Spare CPU: on Linux a thread's nice value is its own, so
+                // only this thread yields to the request path.
+                if let Err(e) = rustix::process::setpriority_process(
+                    Some(rustix::thread::gettid()),
+                    STOCK_THREAD_NICE,
+                ) {
+                    tracing::debug!("cannot lower the stock thread's priority: {e}");
+                }
                 // Ends when every sender (the runtime and its apps) is gone.
                 while let Ok(job) = rx.recv() {
                     match job {
