@@ -1,9 +1,14 @@
 //! Wasm as a [`Backend`]: an instance is a unit of capacity backed by the
-//! revision's resident compiled component ([`WasmApp`]). The first instance
-//! maps the compiled artifact from the on-disk cache and pre-links it (the
-//! Wasm cold start); further instances share it; when the last one stops,
-//! the component is dropped and only the on-disk artifact remains. Every
-//! request still gets its own fresh wasmtime instance.
+//! revision's loaded app ([`WasmApp`]: its context around a compiled
+//! component shared by sha256). The first instance builds the app (the Wasm
+//! cold start): with the component still resident (see
+//! [`super::resident`]) that is a lookup by the sha256 the revision knows,
+//! else its artifact is mapped from the on-disk cache on a blocking thread.
+//! Further instances share the app; when the last one stops, the app and its
+//! stock go, and the component stays resident within the budget. The
+//! autoscaler's desired count sizes the app's stock ([`super::stock`]).
+//! Every request still gets its own wasmtime instance that no other request
+//! touched.
 
 use std::fmt;
 use std::path::PathBuf;

@@ -5,9 +5,13 @@
 //! - [`WasmRuntime`]: the single [`Engine`] (pooling allocator, copy-on-write
 //!   memory images, epoch interruption), its [`Linker`] with WASI and
 //!   wasi:http, the [`cache::CompileCache`], and the one epoch ticker thread.
-//! - [`app`]: [`WasmApp`], one app's resident component as a [`ProxyPre`];
-//!   every request gets a new `Store` and instance, limits and captured
-//!   stdio.
+//! - [`app`]: [`WasmApp`], one app's context (env, limits, log, outbound
+//!   policy, stock) around a compiled component; every request gets a
+//!   `Store` and instance of its own, limits and captured stdio.
+//! - [`resident`]: compiled components ([`ProxyPre`]) by sha256, shared by
+//!   every app of the same code, kept at zero within a budget (LRU).
+//! - [`stock`]: instances made ahead of their requests on the
+//!   `berth-stock` thread.
 //! - [`guest`]: what a request's store holds (WASI, wasi:http, limiter,
 //!   deadline) and [`GuestError`], what ended a request without a response.
 //! - [`backend`]: Wasm as a [`Backend`](crate::backend::Backend): instances
