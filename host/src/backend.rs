@@ -120,11 +120,32 @@ impl fmt::Display for ColdStartSplit {
     }
 }
 
+/// A backend's stock of instances made ahead of their requests (Wasm:
+/// pre-instantiated stores), as counted so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StockStatus {
+    /// Requests that found a ready instance in the stock.
+    pub hits: u64,
+    /// Requests that had to make their own.
+    pub misses: u64,
+    /// Instances in the stock now.
+    pub stocked: u32,
+    /// How many the stock is being filled to.
+    pub target: u32,
+}
+
 /// Starts instances of one revision.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + fmt::Debug {
     /// Wasm or container.
     fn kind(&self) -> Kind;
+    /// The autoscaler's desired instance count, after each decision (a
+    /// backend may size work done ahead of requests from it).
+    fn scale_hint(&self, _desired: u32) {}
+    /// The stock of ready-made instances, for backends that keep one.
+    fn stock(&self) -> Option<StockStatus> {
+        None
+    }
     /// Starts one instance; returns when it is ready to serve.
     ///
     /// # Errors

@@ -103,9 +103,17 @@ impl AppLog {
 
     /// A sink for one request's `stream` ("stdout" or "stderr").
     pub fn sink(self: &Arc<Self>, request_id: Arc<str>, stream: &'static str) -> GuestOutput {
+        let id = RequestIdCell::default();
+        id.set(request_id);
+        self.sink_for(id, stream)
+    }
+
+    /// A sink whose request id is set later, once, through `id` (an instance
+    /// made ahead of its request). Lines written before that are tagged `-`.
+    pub fn sink_for(self: &Arc<Self>, id: RequestIdCell, stream: &'static str) -> GuestOutput {
         GuestOutput {
             log: self.clone(),
-            request_id,
+            request_id: id,
             stream,
         }
     }
@@ -124,11 +132,29 @@ pub fn read_all(logs_dir: &Path, app: &str) -> std::io::Result<String> {
     Ok(out)
 }
 
+/// The id of the one request an instance serves, set once when the request
+/// takes the instance (which may have been made before the request came).
+#[derive(Debug, Clone, Default)]
+pub struct RequestIdCell(Arc<std::sync::OnceLock<Arc<str>>>);
+
+impl RequestIdCell {
+    /// Sets the id; an instance serves one request, so a second call is
+    /// ignored.
+    pub fn set(&self, id: Arc<str>) {
+        let _ = self.0.set(id);
+    }
+
+    /// The id, or `-` before it is set.
+    pub fn get(&self) -> &str {
+        self.0.get().map_or("-", |id| id)
+    }
+}
+
 /// A guest's stdout or stderr for one request, as handed to WASI.
 #[derive(Debug, Clone)]
 pub struct GuestOutput {
     log: Arc<AppLog>,
-    request_id: Arc<str>,
+    request_id: RequestIdCell,
     stream: &'static str,
 }
 
@@ -179,7 +205,7 @@ impl LineWriter {
     fn emit(&mut self) {
         self.out
             .log
-            .line(&self.out.request_id, self.out.stream, &self.buf);
+            .line(self.out.request_id.get(), self.out.stream, &self.buf);
         self.buf.clear();
     }
 }

@@ -205,7 +205,7 @@ async fn one_app_cannot_take_every_wasm_slot() {
         .engine(EngineOptions {
             max_instances: 4,
             max_instances_per_app: Some(2),
-            memory_budget: None,
+            ..EngineOptions::default()
         })
         .wasm_app("greedy", art::SLOW)
         .wasm_app("hello", art::HELLO)
@@ -262,6 +262,10 @@ async fn guests_together_stay_within_the_memory_budget() {
             max_instances: 16,
             max_instances_per_app: Some(8),
             memory_budget: Some(48 << 20),
+            // Stocked instances hold their initial memory against the
+            // budget too; without them, "given back" below means zero.
+            stock_per_instance: Some(0),
+            ..EngineOptions::default()
         })
         .app("bomb", bomb)
         .wasm_app("hello", art::HELLO)

@@ -8,6 +8,7 @@ mod cli;
 mod containers;
 mod deploy_image;
 mod examples;
+mod fast_path;
 mod faults;
 mod front_door;
 mod hostile;

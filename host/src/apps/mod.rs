@@ -109,6 +109,11 @@ impl AppStatus {
                     desired: r.desired,
                     queued: r.queued,
                     in_flight: r.in_flight,
+                    stock: r.stock.as_deref().map(|s| metrics::StockSnapshot {
+                        hits: s.hits,
+                        misses: s.misses,
+                        stocked: s.stocked,
+                    }),
                 })
                 .collect(),
         }

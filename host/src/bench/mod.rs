@@ -24,12 +24,14 @@
 //!    host-side split is read (below).
 //!
 //! The Wasm split: `instance_start` is the revision's own timing of
-//! `Backend::start_instance` (its last `recent_cold_starts` record): read the
-//! `.wasm` file and hash it, map the compiled artifact from the on-disk cache
-//! (`Component::deserialize_file`) and pre-link it (`instantiate_pre`,
-//! `ProxyPre::new`), on a blocking thread. Each iteration is checked to have
-//! loaded from the cache exactly once (the runtime's `cache_hits` counter),
-//! i.e. the compiled component was not still resident. `host` and
+//! `Backend::start_instance` (its last `recent_cold_starts` record): at zero
+//! berth keeps the compiled, pre-linked component resident (within
+//! `--wasm-resident-budget`), so a start from zero finds it by the sha256
+//! the revision knows and builds the app's context around it; past the
+//! budget it maps the compiled artifact from the on-disk cache on a
+//! blocking thread. Each iteration is checked to have loaded the app once
+//! (the runtime's `shared` or `cache_hits` counter), i.e. no instance still
+//! held it. `host` and
 //! `instantiate` come from the response's `Server-Timing` header: front door
 //! had the request → guest handler entered (activator wait, instance start,
 //! store and instantiation included), and the instantiation alone.

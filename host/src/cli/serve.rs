@@ -66,6 +66,16 @@ pub struct ServeArgs {
     /// [default: half the machine's memory].
     #[arg(long, env = "BERTH_WASM_MEMORY_BUDGET", value_parser = parse_size_arg)]
     pub wasm_memory_budget: Option<u64>,
+    /// Mapped bytes of compiled Wasm components kept in memory, those of
+    /// apps at zero included (shared by apps of the same component); past
+    /// it the least recently used idle ones go back to disk, e.g. `256MiB`.
+    #[arg(long, env = "BERTH_WASM_RESIDENT_BUDGET", value_parser = parse_size_arg)]
+    pub wasm_resident_budget: Option<u64>,
+    /// Pre-instantiated Wasm instances each app keeps per instance the
+    /// autoscaler wants (at most 32 per app, and an eighth of
+    /// --max-instances in all); 0 turns the stock off.
+    #[arg(long, env = "BERTH_WASM_STOCK_PER_INSTANCE", default_value_t = crate::wasm::stock::DEFAULT_STOCK_PER_INSTANCE, value_parser = clap::value_parser!(u32).range(0..=32))]
+    pub wasm_stock_per_instance: u32,
     /// Exit when an app of the config file cannot be deployed, instead of
     /// serving the others and retrying it in the background.
     #[arg(long, env = "BERTH_STRICT")]
@@ -118,6 +128,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     options.engine.max_instances = args.max_instances;
     options.engine.max_instances_per_app = args.max_instances_per_app;
     options.engine.memory_budget = args.wasm_memory_budget;
+    options.engine.resident_budget = args.wasm_resident_budget;
+    options.engine.stock_per_instance = Some(args.wasm_stock_per_instance);
     options.connections = crate::server::ConnectionLimits {
         max_connections: args.max_connections,
         header_read_timeout: args.header_read_timeout,

@@ -4,7 +4,8 @@
 //! not wait out a start that cannot matter any more).
 //!
 //! The first probe goes out at once; after a failed one the pause starts at
-//! 2 ms and grows by half up to 20 ms. [`Probe::Tcp`] is ready when a
+//! 250 µs and doubles up to 20 ms (a server that listens within a few
+//! milliseconds is seen within a fraction of one). [`Probe::Tcp`] is ready when a
 //! connection is accepted; [`Probe::Http`] when a `GET` (hyper's HTTP/1
 //! client, over the connection just made) answers 2xx or 3xx.
 
@@ -28,7 +29,8 @@ use super::running::Endpoint;
 use super::spec::{InstanceSpec, Probe};
 
 /// First and longest pause between readiness probes.
-const PROBE_INTERVAL: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(20));
+const PROBE_INTERVAL: (Duration, Duration) =
+    (Duration::from_micros(250), Duration::from_millis(20));
 /// Longest single probe attempt.
 const PROBE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -62,7 +64,7 @@ pub(super) async fn wait_ready(
                 Err(_) => last = format!("no answer within {PROBE_ATTEMPT_TIMEOUT:?}"),
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 3 / 2).min(PROBE_INTERVAL.1);
+            pause = (pause * 2).min(PROBE_INTERVAL.1);
         }
     };
     let exited = wait_exit(exit);

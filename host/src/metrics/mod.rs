@@ -167,6 +167,19 @@ pub struct RevisionSnapshot {
     pub queued: usize,
     /// Requests being served.
     pub in_flight: usize,
+    /// Its stock of pre-instantiated instances (Wasm).
+    pub stock: Option<StockSnapshot>,
+}
+
+/// A revision's stock of instances made ahead of their requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StockSnapshot {
+    /// Requests that took a stocked instance.
+    pub hits: u64,
+    /// Requests that instantiated their own.
+    pub misses: u64,
+    /// Instances in stock now.
+    pub stocked: u32,
 }
 
 /// Ready instances per (app, kind) at the last sample.
@@ -416,6 +429,9 @@ fn gauges(apps: &[AppSnapshot]) -> Registry {
     let in_flight = Family::<AppLabels, Gauge>::default();
     let traffic = Family::<RevisionLabels, Gauge>::default();
     let failed = Family::<AppLabels, Gauge>::default();
+    let stock_hits = Family::<RevisionLabels, Counter>::default();
+    let stock_misses = Family::<RevisionLabels, Counter>::default();
+    let stocked = Family::<RevisionLabels, Gauge>::default();
     for app in apps {
         if app.deploy_failed {
             failed
@@ -446,6 +462,15 @@ fn gauges(apps: &[AppSnapshot]) -> Registry {
                     revision: revision.id.clone(),
                 })
                 .set(i64::from(revision.traffic_percent));
+            if let Some(stock) = revision.stock {
+                let labels = RevisionLabels {
+                    app: name.clone(),
+                    revision: revision.id.clone(),
+                };
+                stock_hits.get_or_create(&labels).inc_by(stock.hits);
+                stock_misses.get_or_create(&labels).inc_by(stock.misses);
+                stocked.get_or_create(&labels).set(i64::from(stock.stocked));
+            }
             queued += i64::try_from(revision.queued).unwrap_or(i64::MAX);
             serving += i64::try_from(revision.in_flight).unwrap_or(i64::MAX);
         }
@@ -464,6 +489,21 @@ fn gauges(apps: &[AppSnapshot]) -> Registry {
         "traffic_percent",
         "Share of an app's new requests each revision receives",
         traffic,
+    );
+    registry.register(
+        "wasm_stock_hits",
+        "Requests that took a pre-instantiated instance from the revision's stock",
+        stock_hits,
+    );
+    registry.register(
+        "wasm_stock_misses",
+        "Requests that found the revision's stock empty and instantiated their own",
+        stock_misses,
+    );
+    registry.register(
+        "wasm_stocked_instances",
+        "Pre-instantiated instances in the revision's stock now",
+        stocked,
     );
     registry.register(
         "app_deploy_failed",
@@ -505,6 +545,11 @@ mod tests {
                 starting: 0,
                 queued,
                 in_flight: 2,
+                stock: Some(StockSnapshot {
+                    hits: 7,
+                    misses: 3,
+                    stocked: 4,
+                }),
             }],
         }
     }

@@ -41,7 +41,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::autoscale::Kpa;
-use crate::backend::{Backend, ColdStartSplit, Instance, Kind, ServeError};
+use crate::backend::{Backend, ColdStartSplit, Instance, Kind, ServeError, StockStatus};
 use crate::config::AppSpec;
 use crate::http::{Body, BodyTooLarge, BoxError, GuardBody, ReqBody, RequestInfo};
 use crate::metrics::Metrics;
@@ -95,6 +95,9 @@ pub struct RevisionStatus {
     pub recent_cold_starts: Vec<ColdStartRecord>,
     /// The last failure to start an instance.
     pub last_error: Option<String>,
+    /// The backend's stock of instances made ahead (Wasm); boxed, so the
+    /// status stays small.
+    pub stock: Option<Box<StockStatus>>,
 }
 
 /// Why a request was not admitted to an instance.
@@ -372,6 +375,7 @@ impl Revision {
             cold_starts: pool.cold_starts,
             recent_cold_starts: pool.history.iter().cloned().collect(),
             last_error: pool.last_error.clone(),
+            stock: self.backend.stock().map(Box::new),
         }
     }
 

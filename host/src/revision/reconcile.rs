@@ -142,6 +142,7 @@ impl Revision {
             }
         };
         let desired = decision.desired;
+        self.backend.scale_hint(desired);
         // Starts are reserved (counted as `starting`) under the lock, before
         // their tasks run, so the next step never starts them twice.
         let to_start = {

@@ -11,7 +11,6 @@ use http::{HeaderValue, Request, Response};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
@@ -19,9 +18,12 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 use super::cache::LoadedFrom;
 use super::guest::{DeadlineExceeded, GuestError, GuestState, Limiter, classify};
 use super::outbound::OutboundPolicy;
+use super::resident::{Compiled, Resident};
+use super::stock::{Stock, Stocked, Stocker};
 use crate::config::Limits;
 use crate::http::RequestInfo;
 use crate::logs::AppLog;
+use crate::logs::RequestIdCell;
 use crate::metrics::Metrics;
 
 /// How long the host spent before the guest's handler was entered.
@@ -29,20 +31,24 @@ use crate::metrics::Metrics;
 pub struct ColdStart {
     /// From acceptance to a ready instance (store, WASI context, instantiation).
     pub host: Duration,
-    /// Instantiation alone.
+    /// Instantiation alone (taking it from the stock, on a hit).
     pub instantiate: Duration,
+    /// Whether the instance came from the stock.
+    pub stock_hit: bool,
 }
 
 /// One app's resident compiled component.
 pub struct WasmApp {
     pub(super) name: String,
-    pub(super) pre: ProxyPre<GuestState>,
+    /// The compiled component, shared by every app of the same sha256.
+    pub(super) compiled: Arc<Compiled>,
+    pub(super) resident: Arc<Resident>,
+    pub(super) stock: Stock,
+    pub(super) stocker: Arc<Stocker>,
     pub(super) env: Arc<[(String, String)]>,
     pub(super) limits: Limits,
     pub(super) outbound: OutboundPolicy,
     pub(super) log: Arc<AppLog>,
-    pub(super) sha256: String,
-    pub(super) loaded_from: LoadedFrom,
     pub(super) max_instances: u32,
     /// This app's share of the pool: a permit per request in a guest.
     pub(super) slots: Arc<tokio::sync::Semaphore>,
@@ -55,7 +61,7 @@ impl fmt::Debug for WasmApp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WasmApp")
             .field("name", &self.name)
-            .field("sha256", &self.sha256)
+            .field("sha256", &self.compiled.sha256)
             .finish_non_exhaustive()
     }
 }
@@ -77,12 +83,58 @@ impl WasmApp {
 
     /// sha256 (hex) of the component's bytes.
     pub fn sha256(&self) -> &str {
-        &self.sha256
+        &self.compiled.sha256
     }
 
-    /// Whether this load compiled the component or used the cache.
+    /// Whether the component was compiled or mapped from the cache when it
+    /// was first loaded.
     pub fn loaded_from(&self) -> LoadedFrom {
-        self.loaded_from
+        self.compiled.loaded_from
+    }
+
+    /// Whether `other` shares this app's compiled component.
+    pub fn shares_code_with(&self, other: &WasmApp) -> bool {
+        Arc::ptr_eq(&self.compiled, &other.compiled)
+    }
+
+    /// A new store for one request (whose id `id` gets, now or when the
+    /// request takes a stocked instance) with the app's WASI context,
+    /// limits and `deadline`.
+    pub(super) fn new_store(&self, id: RequestIdCell, deadline: Instant) -> Store<GuestState> {
+        let mut wasi = WasiCtx::builder();
+        wasi.envs(&self.env)
+            .stdout(self.log.sink_for(id.clone(), "stdout"))
+            .stderr(self.log.sink_for(id, "stderr"));
+        let mut store = Store::new(
+            self.compiled.pre.engine(),
+            GuestState {
+                wasi: wasi.build(),
+                http: WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+                hooks: self.outbound.clone(),
+                limiter: Limiter {
+                    memory: self.limits.memory,
+                    in_use: 0,
+                    budget: self.budget.clone(),
+                },
+                deadline,
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(DeadlineExceeded.into())
+            } else {
+                // `yield_now` lets the runtime poll for I/O before this guest
+                // runs again, so spinning guests cannot starve the front door.
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
+        store
     }
 
     /// The app's limits.
@@ -113,39 +165,29 @@ impl WasmApp {
                 self.name, self.per_app
             ))
         })?;
-        let mut wasi = WasiCtx::builder();
-        wasi.envs(&self.env)
-            .stdout(self.log.sink(info.id.clone(), "stdout"))
-            .stderr(self.log.sink(info.id.clone(), "stderr"));
-        let mut store = Store::new(
-            self.pre.engine(),
-            GuestState {
-                wasi: wasi.build(),
-                http: WasiHttpCtx::new(),
-                table: ResourceTable::new(),
-                hooks: self.outbound.clone(),
-                limiter: Limiter {
-                    memory: self.limits.memory,
-                    in_use: 0,
-                    budget: self.budget.clone(),
-                },
-                deadline,
-            },
-        );
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Err(DeadlineExceeded.into())
-            } else {
-                // `yield_now` lets the runtime poll for I/O before this guest
-                // runs again, so spinning guests cannot starve the front door.
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
+        let taken = Instant::now();
+        let (mut store, stocked) = match self.stock.take() {
+            Some(s) => {
+                // Made ahead, touched by no request: now this request's.
+                let Stocked {
+                    mut store,
+                    proxy,
+                    id,
+                    ..
+                } = s;
+                id.set(info.id.clone());
+                store.data_mut().deadline = deadline;
+                store.set_epoch_deadline(1);
+                (store, Some(proxy))
             }
-        });
+            None => {
+                let id = RequestIdCell::default();
+                id.set(info.id.clone());
+                (self.new_store(id, deadline), None)
+            }
+        };
+        let took = taken.elapsed();
+        self.request_refill();
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let (incoming, outparam) = {
@@ -172,12 +214,19 @@ impl WasmApp {
         let task = tokio::spawn(async move {
             let _slot = slot;
             let run = async {
-                let t = Instant::now();
-                let proxy = app.pre.instantiate_async(&mut store).await?;
-                let now = Instant::now();
+                let stock_hit = stocked.is_some();
+                let (proxy, instantiate) = match stocked {
+                    Some(proxy) => (proxy, took),
+                    None => {
+                        let t = Instant::now();
+                        let proxy = app.compiled.pre.instantiate_async(&mut store).await?;
+                        (proxy, t.elapsed())
+                    }
+                };
                 let _ = started_tx.send(ColdStart {
-                    host: now - accepted,
-                    instantiate: now - t,
+                    host: accepted.elapsed(),
+                    instantiate,
+                    stock_hit,
                 });
                 proxy
                     .wasi_http_incoming_handler()
@@ -256,6 +305,13 @@ impl WasmApp {
         tracing::warn!(app = %self.name, request_id = id, "request failed: {err}");
         self.log
             .line(id, "berth", format!("request failed: {err}").as_bytes());
+    }
+}
+
+impl Drop for WasmApp {
+    fn drop(&mut self) {
+        // Past the resident budget, an idle component goes back to disk.
+        self.resident.release(&self.compiled);
     }
 }
 

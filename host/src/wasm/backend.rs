@@ -1,20 +1,27 @@
 //! Wasm as a [`Backend`]: an instance is a unit of capacity backed by the
-//! revision's resident compiled component ([`WasmApp`]). The first instance
-//! maps the compiled artifact from the on-disk cache and pre-links it (the
-//! Wasm cold start); further instances share it; when the last one stops,
-//! the component is dropped and only the on-disk artifact remains. Every
-//! request still gets its own fresh wasmtime instance.
+//! revision's loaded app ([`WasmApp`]: its context around a compiled
+//! component shared by sha256). The first instance builds the app (the Wasm
+//! cold start): with the component still resident (see
+//! [`super::resident`]) that is a lookup by the sha256 the revision knows,
+//! else its artifact is mapped from the on-disk cache on a blocking thread.
+//! Further instances share the app; when the last one stops, the app and its
+//! stock go, and the component stays resident within the budget. The
+//! autoscaler's desired count sizes the app's stock ([`super::stock`]).
+//! Every request still gets its own wasmtime instance that no other request
+//! touched.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 
+use super::stock::StockCounters;
 use super::{GuestError, WasmApp, WasmRuntime};
-use crate::backend::{Backend, Instance, Kind, ServeError};
+use crate::backend::{Backend, Instance, Kind, ServeError, StockStatus};
 use crate::config::AppSpec;
 use crate::http::{Body, BodyTooLarge, BoxError, ReqBody, RequestInfo};
 use crate::logs::AppLog;
@@ -31,6 +38,12 @@ pub struct WasmBackend {
     secrets: Arc<SecretStore>,
     resident: Mutex<Weak<WasmApp>>,
     metrics: Option<Arc<Metrics>>,
+    /// The component's sha256, known since deploy: a later load needs
+    /// neither the `.wasm`'s bytes nor its hash.
+    sha256: String,
+    /// The autoscaler's last desired count (sizes the stock).
+    desired: AtomicU32,
+    counters: Arc<StockCounters>,
 }
 
 impl fmt::Debug for WasmBackend {
@@ -65,6 +78,9 @@ impl WasmBackend {
             secrets,
             resident: Mutex::new(Arc::downgrade(loaded)),
             metrics: None,
+            sha256: loaded.sha256().to_string(),
+            desired: AtomicU32::new(0),
+            counters: loaded.stock.counters.clone(),
         }
     }
 
@@ -75,13 +91,16 @@ impl WasmBackend {
         self
     }
 
-    /// Whether the compiled component is in memory.
+    /// Whether an instance holds the app's loaded component.
     pub fn is_resident(&self) -> bool {
+        self.app().is_some()
+    }
+
+    fn app(&self) -> Option<Arc<WasmApp>> {
         self.resident
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .strong_count()
-            > 0
+            .upgrade()
     }
 }
 
@@ -89,6 +108,25 @@ impl WasmBackend {
 impl Backend for WasmBackend {
     fn kind(&self) -> Kind {
         Kind::Wasm
+    }
+
+    fn scale_hint(&self, desired: u32) {
+        self.desired.store(desired, Ordering::Release);
+        if let Some(app) = self.app() {
+            app.set_stock_target(self.runtime.stocker().target_for(desired));
+        }
+    }
+
+    fn stock(&self) -> Option<StockStatus> {
+        Some(match self.app() {
+            Some(app) => app.stock_status(),
+            None => StockStatus {
+                hits: self.counters.hits.load(Ordering::Relaxed),
+                misses: self.counters.misses.load(Ordering::Relaxed),
+                stocked: 0,
+                target: 0,
+            },
+        })
     }
 
     async fn start_instance(&self, _id: u64) -> anyhow::Result<Arc<dyn Instance>> {
@@ -108,10 +146,16 @@ impl Backend for WasmBackend {
             self.spec.clone(),
             self.log.clone(),
         );
-        let mut app = tokio::task::spawn_blocking(move || {
-            runtime.load_app(&name, &path, &spec, &secret_env, log)
-        })
-        .await??;
+        let sha256 = self.sha256.clone();
+        let load =
+            move || runtime.load_app_known(&name, &path, Some(&sha256), &spec, &secret_env, log);
+        let mut app = if self.runtime.resident().contains(&self.sha256) {
+            // Resident: no file, no hash, no mapping; as cheap as a warm start.
+            load()?
+        } else {
+            tokio::task::spawn_blocking(load).await??
+        };
+        app.stock = super::stock::Stock::new(self.counters.clone());
         if let Some(metrics) = &self.metrics {
             app = app.with_metrics(metrics.clone());
         }
@@ -120,6 +164,12 @@ impl Backend for WasmBackend {
         // Another start may have won the race; share its component.
         let app = resident.upgrade().unwrap_or(app);
         *resident = Arc::downgrade(&app);
+        drop(resident);
+        app.set_stock_target(
+            self.runtime
+                .stocker()
+                .target_for(self.desired.load(Ordering::Acquire)),
+        );
         Ok(Arc::new(WasmInstance { app }))
     }
 }

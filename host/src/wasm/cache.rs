@@ -77,6 +77,21 @@ impl CompileCache {
             .join(format!("{}.cwasm", hex::encode(h.finalize())))
     }
 
+    /// Maps the cached artifact of the Wasm bytes whose sha256 is
+    /// `wasm_sha256`, without the bytes themselves; `None` when there is no
+    /// usable artifact.
+    pub fn load_cached(&self, engine: &Engine, wasm_sha256: &str) -> Option<Component> {
+        let path = self.path_for(wasm_sha256);
+        if !path.exists() {
+            return None;
+        }
+        deserialize(engine, &path)
+            .inspect_err(|e| {
+                tracing::warn!(path = %path.display(), "ignoring unusable compiled artifact: {e:#}");
+            })
+            .ok()
+    }
+
     /// Loads the component for `wasm` from the cache, or compiles and caches it.
     ///
     /// # Errors

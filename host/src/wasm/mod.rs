@@ -5,9 +5,13 @@
 //! - [`WasmRuntime`]: the single [`Engine`] (pooling allocator, copy-on-write
 //!   memory images, epoch interruption), its [`Linker`] with WASI and
 //!   wasi:http, the [`cache::CompileCache`], and the one epoch ticker thread.
-//! - [`app`]: [`WasmApp`], one app's resident component as a [`ProxyPre`];
-//!   every request gets a new `Store` and instance, limits and captured
-//!   stdio.
+//! - [`app`]: [`WasmApp`], one app's context (env, limits, log, outbound
+//!   policy, stock) around a compiled component; every request gets a
+//!   `Store` and instance of its own, limits and captured stdio.
+//! - [`resident`]: compiled components ([`ProxyPre`]) by sha256, shared by
+//!   every app of the same code, kept at zero within a budget (LRU).
+//! - [`stock`]: instances made ahead of their requests on the
+//!   `berth-stock` thread.
 //! - [`guest`]: what a request's store holds (WASI, wasi:http, limiter,
 //!   deadline) and [`GuestError`], what ended a request without a response.
 //! - [`backend`]: Wasm as a [`Backend`](crate::backend::Backend): instances
@@ -28,6 +32,8 @@ pub mod backend;
 pub mod cache;
 pub mod guest;
 pub mod outbound;
+pub mod resident;
+pub mod stock;
 
 use std::fmt;
 use std::path::Path;
@@ -62,6 +68,12 @@ pub struct EngineOptions {
     /// Linear memory all guests may hold together; `None` = half the
     /// machine's memory. A guest growing past it traps, answered `503`.
     pub memory_budget: Option<u64>,
+    /// Mapped bytes of compiled components kept in memory, idle ones
+    /// included (apps at zero); `None` = [`resident::DEFAULT_RESIDENT_BUDGET`].
+    pub resident_budget: Option<u64>,
+    /// Instances stocked ahead per instance the autoscaler wants; `None` =
+    /// [`stock::DEFAULT_STOCK_PER_INSTANCE`], 0 = no stock.
+    pub stock_per_instance: Option<u32>,
 }
 
 impl Default for EngineOptions {
@@ -70,6 +82,8 @@ impl Default for EngineOptions {
             max_instances: 1000,
             max_instances_per_app: None,
             memory_budget: None,
+            resident_budget: None,
+            stock_per_instance: None,
         }
     }
 }
@@ -106,6 +120,7 @@ fn physical_memory() -> u64 {
 pub struct RuntimeStats {
     compiled: AtomicU64,
     cache_hits: AtomicU64,
+    shared: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -116,6 +131,11 @@ impl RuntimeStats {
     /// Components loaded from the on-disk cache.
     pub fn cache_hits(&self) -> u64 {
         self.cache_hits.load(Ordering::Relaxed)
+    }
+    /// Loads that found the compiled component already in memory (another
+    /// app or revision of the same sha256, or one kept at zero).
+    pub fn shared(&self) -> u64 {
+        self.shared.load(Ordering::Relaxed)
     }
 }
 
@@ -156,6 +176,16 @@ pub enum LoadError {
         path: String,
         /// What wasmtime said.
         reason: String,
+    },
+    /// The file no longer has the bytes the revision was deployed with.
+    #[error("`{path}` changed since it was deployed: sha256 {found}, deployed {deployed}")]
+    Changed {
+        /// The file.
+        path: String,
+        /// The sha256 the revision was deployed with.
+        deployed: String,
+        /// The sha256 of the file now.
+        found: String,
     },
     /// Compilation or the compile cache failed.
     #[error("cannot compile `{path}`: {reason}")]
@@ -210,6 +240,8 @@ pub struct WasmRuntime {
     max_instances: u32,
     per_app: u32,
     budget: Arc<guest::MemoryBudget>,
+    resident: Arc<resident::Resident>,
+    stocker: Arc<stock::Stocker>,
     _ticker: EpochTicker,
 }
 
@@ -264,6 +296,11 @@ impl WasmRuntime {
 
         let cache = CompileCache::new(data_dir.join("compiled"), &engine)?;
         let ticker = EpochTicker::start(engine.clone())?;
+        let stocker = stock::Stocker::start(
+            n,
+            opts.stock_per_instance
+                .unwrap_or(stock::DEFAULT_STOCK_PER_INSTANCE),
+        )?;
         Ok(Self {
             engine,
             linker,
@@ -272,6 +309,11 @@ impl WasmRuntime {
             max_instances: n,
             per_app: opts.per_app(),
             budget: Arc::new(guest::MemoryBudget::new(opts.budget())),
+            resident: Arc::new(resident::Resident::new(
+                opts.resident_budget
+                    .unwrap_or(resident::DEFAULT_RESIDENT_BUDGET),
+            )),
+            stocker,
             _ticker: ticker,
         })
     }
@@ -284,6 +326,16 @@ impl WasmRuntime {
     /// What this runtime compiled and loaded so far.
     pub fn stats(&self) -> &RuntimeStats {
         &self.stats
+    }
+
+    /// The compiled components kept in memory.
+    pub fn resident(&self) -> &resident::Resident {
+        &self.resident
+    }
+
+    /// The stock keeper (its engine-wide count and cap, the per-app size).
+    pub fn stocker(&self) -> &stock::Stocker {
+        &self.stocker
     }
 
     /// The engine.
@@ -306,13 +358,98 @@ impl WasmRuntime {
         extra_env: &[(String, String)],
         log: Arc<AppLog>,
     ) -> Result<WasmApp, LoadError> {
+        self.load_app_known(name, path, None, spec, extra_env, log)
+    }
+
+    /// [`WasmRuntime::load_app`] for a component whose sha256 the caller
+    /// knows (a revision loading it again after a scale to zero): a resident
+    /// component, or its on-disk artifact, is used without reading or
+    /// hashing the `.wasm`; a file that changed since is refused.
+    ///
+    /// # Errors
+    /// [`LoadError`] saying what is wrong with the file.
+    pub fn load_app_known(
+        &self,
+        name: &str,
+        path: &Path,
+        sha256: Option<&str>,
+        spec: &AppSpec,
+        extra_env: &[(String, String)],
+        log: Arc<AppLog>,
+    ) -> Result<WasmApp, LoadError> {
         let shown = path.display().to_string();
+        let compiled = self.compiled(name, path, sha256)?;
+        let mut env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.extend(extra_env.iter().cloned());
+        env.push(("BERTH_APP".into(), name.into()));
+        let outbound = OutboundPolicy::new(&spec.allowed_outbound_hosts).map_err(|reason| {
+            LoadError::Link {
+                path: shown.clone(),
+                reason,
+            }
+        })?;
+        Ok(WasmApp {
+            name: name.into(),
+            compiled,
+            resident: self.resident.clone(),
+            stock: stock::Stock::new(Arc::default()),
+            stocker: self.stocker.clone(),
+            env: env.into(),
+            limits: spec.limits,
+            outbound,
+            log,
+            max_instances: self.max_instances,
+            slots: Arc::new(tokio::sync::Semaphore::new(self.per_app as usize)),
+            per_app: self.per_app,
+            budget: self.budget.clone(),
+            metrics: None,
+        })
+    }
+
+    /// The compiled component of the file at `path`: resident already,
+    /// mapped from the compile cache, or compiled now.
+    fn compiled(
+        &self,
+        name: &str,
+        path: &Path,
+        known: Option<&str>,
+    ) -> Result<Arc<resident::Compiled>, LoadError> {
+        let shown = path.display().to_string();
+        if let Some(sha256) = known {
+            if let Some(c) = self.resident.get(sha256) {
+                self.stats.shared.fetch_add(1, Ordering::Relaxed);
+                return Ok(c);
+            }
+            if let Some(component) = self.cache.load_cached(&self.engine, sha256) {
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(app = name, sha256, "mapped compiled component from cache");
+                return self.keep(component, sha256, LoadedFrom::Cache, &shown);
+            }
+        }
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: shown.clone(),
             source,
         })?;
         check_component(&bytes, &shown)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
+        if let Some(deployed) = known
+            && deployed != sha256
+        {
+            return Err(LoadError::Changed {
+                path: shown,
+                deployed: deployed.into(),
+                found: sha256,
+            });
+        }
+        if let Some(c) = self.resident.get(&sha256) {
+            self.stats.shared.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(app = name, sha256 = %sha256, "sharing the resident compiled component");
+            return Ok(c);
+        }
         let (component, from) = self
             .cache
             .load(&self.engine, &bytes, &sha256)
@@ -330,35 +467,26 @@ impl WasmRuntime {
                 tracing::info!(app = name, sha256 = %sha256, "loaded compiled component from cache");
             }
         }
-        let pre = self.pre(&component, &shown)?;
-        let mut env: Vec<(String, String)> = spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        env.extend(extra_env.iter().cloned());
-        env.push(("BERTH_APP".into(), name.into()));
-        let outbound = OutboundPolicy::new(&spec.allowed_outbound_hosts).map_err(|reason| {
-            LoadError::Link {
-                path: shown.clone(),
-                reason,
-            }
-        })?;
-        Ok(WasmApp {
-            name: name.into(),
+        self.keep(component, &sha256, from, &shown)
+    }
+
+    /// Pre-links `component` and keeps it resident.
+    fn keep(
+        &self,
+        component: Component,
+        sha256: &str,
+        from: LoadedFrom,
+        shown: &str,
+    ) -> Result<Arc<resident::Compiled>, LoadError> {
+        let range = component.image_range();
+        let bytes = (range.end as usize).saturating_sub(range.start as usize) as u64;
+        let pre = self.pre(&component, shown)?;
+        Ok(self.resident.insert(resident::Compiled {
             pre,
-            env: env.into(),
-            limits: spec.limits,
-            outbound,
-            log,
-            sha256,
+            sha256: sha256.into(),
             loaded_from: from,
-            max_instances: self.max_instances,
-            slots: Arc::new(tokio::sync::Semaphore::new(self.per_app as usize)),
-            per_app: self.per_app,
-            budget: self.budget.clone(),
-            metrics: None,
-        })
+            bytes,
+        }))
     }
 
     fn pre(&self, component: &Component, shown: &str) -> Result<ProxyPre<GuestState>, LoadError> {

@@ -282,8 +282,8 @@ fn load_phases(
     ])
 }
 
-/// One cold start of `t`, retried (up to [`ATTEMPTS`]) when the Wasm
-/// component was still resident.
+/// One cold start of `t`, retried (up to [`ATTEMPTS`]) when an instance
+/// still held the loaded Wasm app.
 async fn cold(server: &Server, front: SocketAddr, t: &Target) -> anyhow::Result<ColdSample> {
     for _ in 0..ATTEMPTS {
         if let Some(sample) = try_cold(server, front, t).await? {
@@ -291,8 +291,8 @@ async fn cold(server: &Server, front: SocketAddr, t: &Target) -> anyhow::Result<
         }
     }
     anyhow::bail!(
-        "{}: the compiled component stayed resident after its instances stopped, \
-         {ATTEMPTS} times: no cold start to measure",
+        "{}: the loaded app stayed held after its instances stopped, \
+         {ATTEMPTS} times: no cold start from zero to measure",
         t.app
     )
 }
@@ -315,7 +315,8 @@ async fn try_cold(
         before.starting
     );
     tokio::time::sleep(SETTLE).await;
-    let hits = server.apps().runtime().stats().cache_hits();
+    let stats = server.apps().runtime().stats();
+    let loads = stats.cache_hits() + stats.shared();
 
     let faults = minor_faults();
     let timed = client.get("/").await?;
@@ -338,8 +339,11 @@ async fn try_cold(
     let mut split = vec![("instance_start", instance_start)];
     match t.kind {
         Kind::Wasm => {
-            if server.apps().runtime().stats().cache_hits() == hits {
-                // Still resident: not a cold start from zero.
+            let stats = server.apps().runtime().stats();
+            if stats.cache_hits() + stats.shared() == loads {
+                // An instance still held the loaded app: not a start from
+                // zero. (From zero, the component is found resident, which
+                // berth keeps within its budget, or mapped from disk.)
                 return Ok(None);
             }
             let host = server_timing(&timed.headers, "berth-host")
