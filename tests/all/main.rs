@@ -4,8 +4,12 @@
 mod api;
 mod autoscale;
 mod bench;
+mod canary;
 mod cli;
+mod completions;
+mod console;
 mod containers;
+mod cred_helpers;
 mod deploy_image;
 mod examples;
 mod faults;
