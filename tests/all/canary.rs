@@ -116,6 +116,30 @@ async fn a_container_app_moves_to_wasm_by_canary_without_dropping_a_request() {
         .collect();
     assert!(kinds.contains(&("wasm".into(), 10)), "{kinds:?}");
     assert!(kinds.contains(&("container".into(), 90)), "{kinds:?}");
+
+    // The console shows the two revisions side by side, with their kind.
+    let (cookie, _) = crate::console::sign_in(&host).await;
+    let live = api
+        .get(format!("{admin}/ui/fragments/apps/web"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rows: Vec<&str> = live.split("<tr data-revision=").skip(1).collect();
+    assert_eq!(rows.len(), 2, "{live}");
+    assert!(
+        rows.iter()
+            .any(|r| r.contains(">container<") && r.contains("90 %")),
+        "{live}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains(">wasm<") && r.contains("10 %")),
+        "{live}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     for t in during {

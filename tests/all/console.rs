@@ -301,7 +301,7 @@ impl WithForm for reqwest::RequestBuilder {
 }
 
 /// Signs in over plain HTTP; returns the cookie pair and the CSRF token.
-async fn sign_in(host: &TestHost) -> (String, String) {
+pub async fn sign_in(host: &TestHost) -> (String, String) {
     let http = api(host);
     let base = format!("http://{}/ui", host.admin_addr);
     let r = http

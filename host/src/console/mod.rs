@@ -969,7 +969,7 @@ mod tests {
     fn every_template_renders() {
         let env = templates();
         let app = serde_json::json!({
-            "name": "a<b", "state": "ready", "kind": "wasm", "revision": "a-00001",
+            "name": "a<zb", "state": "ready", "kind": "wasm", "revision": "a-00001",
             "routes": ["/x"], "config": {}, "origin": "api", "deployed_at": "now",
             "instances": {"ready": 1, "starting": 0, "desired": 1},
             "queued": 0, "in_flight": 0, "cold_starts": 1,
@@ -985,8 +985,8 @@ mod tests {
             serde_json::json!([{"kind": "wasm", "count": 1, "p50_ms": 1.0, "p99_ms": null}]);
         let ctx = context! {
             csrf => "t", app, figures, rows => vec![context! { app, figures }],
-            settings => vec![("env.A", "<i>")], kinds, apps => vec![app.clone()],
-            table => "table", has_chart => true, data_dir => "/d", error => "e<",
+            settings => vec![("env.A", "<zi>")], kinds, apps => vec![app.clone()],
+            table => "table", has_chart => true, data_dir => "/d", error => "ze<z",
             form => BTreeMap::<String, String>::new(),
         };
         for name in [
@@ -1005,7 +1005,7 @@ mod tests {
                 .render(&ctx)
                 .unwrap_or_else(|e| panic!("{name}: {e:#}"));
             assert!(
-                !html.contains("a<b") && !html.contains("e<") && !html.contains("<i>"),
+                !html.contains("a<zb") && !html.contains("ze<z") && !html.contains("<zi>"),
                 "{name} escapes"
             );
         }
