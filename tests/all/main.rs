@@ -17,6 +17,7 @@ mod front_door;
 mod hostile;
 mod isolation;
 mod layering;
+mod new;
 mod oci;
 mod revisions;
 mod secrets;

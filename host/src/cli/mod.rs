@@ -8,6 +8,7 @@ pub mod completions;
 pub mod delete;
 pub mod deploy;
 pub mod logs;
+pub mod new;
 pub mod pull;
 pub mod push;
 pub mod scale;
@@ -55,6 +56,8 @@ pub enum Command {
     Bench(bench::BenchCommand),
     /// Move an app's traffic between its latest revision and the one before.
     Traffic(traffic::TrafficArgs),
+    /// Create a project: a Wasm component (rust) or a container image.
+    New(new::NewArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
     /// Print berth's man page (roff).
@@ -90,6 +93,7 @@ impl Cli {
             Command::Secret(cmd) => secret::run(cmd),
             Command::Bench(cmd) => bench::run(cmd),
             Command::Traffic(args) => traffic::run(args),
+            Command::New(args) => new::run(args),
             Command::Completions(args) => completions::run(args),
             Command::Man => completions::man(),
         }
