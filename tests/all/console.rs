@@ -457,6 +457,40 @@ async fn the_console_refuses_strangers_forged_forms_and_shows_no_secret() {
     assert!(page.contains("&lt;script&gt;alert(1)&lt;"), "{page}");
     assert!(page.contains("DB_PASSWORD"), "the secret is named");
 
+    // The latest bench result, as `berth bench cold-start --table --svg`
+    // leaves it in the data dir: escaped, and the chart as a sandboxed image.
+    let bench = host.data_dir().join("bench");
+    std::fs::create_dir_all(&bench).unwrap();
+    std::fs::write(bench.join("cold-start.txt"), "wasm p50 <b>1 ms</b>\n").unwrap();
+    std::fs::write(
+        bench.join("cold-start.svg"),
+        "<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>",
+    )
+    .unwrap();
+    let page = http
+        .get(format!("{base}/cold-starts"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("wasm p50 &lt;b&gt;1 ms"), "{page}");
+    assert!(page.contains("src=\"/ui/cold-starts/chart.svg\""), "{page}");
+    let svg = http
+        .get(format!("{base}/cold-starts/chart.svg"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+    let csp = svg.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("sandbox") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+
     // Signing out ends the session server-side too.
     let r = http
         .post(format!("{base}/logout"))

@@ -390,6 +390,11 @@ impl Console {
     async fn rows(&self) -> Vec<Row> {
         let apps = self.app_list().await;
         let samples = self.metrics().await;
+        // Forget the samples of apps that are gone.
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|name, _| apps.iter().any(|a| &a.name == name));
         apps.into_iter()
             .map(|app| {
                 let figures = self.figures(&samples, &app.name);
