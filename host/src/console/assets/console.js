@@ -53,7 +53,10 @@
     var line = function (key) {
       var max = 1;
       points.forEach(function (p) { if (p[key] !== null && p[key] > max) { max = p[key]; } });
-      return points.map(function (p, i) {
+      max *= 1.1;
+      // One sample so far: a short flat line, so that something shows.
+      var shown = points.length === 1 ? [points[0], points[0]] : points;
+      return shown.map(function (p, i) {
         var x = PAD + (W - 2 * PAD) * i / (MAX - 1);
         var v = p[key] === null ? 0 : p[key];
         var y = H - PAD - (H - 2 * PAD) * v / max;
