@@ -17,12 +17,18 @@ components: setup
 build: components
 	$(CARGO) build --release -p berth
 
+# The cargo-component example is served when it has been built (by
+# `make test`, or by hand); `make run` never installs cargo-component.
+CC_HELLO := examples/cargo-component-hello/target/wasm32-wasip1/release/cargo_component_hello.wasm
+
 run: build
 	bash scripts/build-examples.sh
-	./target/release/berth serve --config examples/berth.toml
+	@cp examples/berth.toml examples/.run.toml
+	@if [ -f $(CC_HELLO) ]; then printf '\n[apps.cargo-component-hello]\nwasm = "cargo-component-hello/target/wasm32-wasip1/release/cargo_component_hello.wasm"\n' >> examples/.run.toml; fi
+	./target/release/berth serve --config examples/.run.toml
 
 test: setup
-	bash scripts/build-examples.sh
+	bash scripts/build-examples.sh --with-cargo-component
 	$(CARGO) test --workspace --all-targets
 	bash scripts/walkthrough.sh
 	$(MAKE) lint

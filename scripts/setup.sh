@@ -5,7 +5,8 @@
 #   - Debian: runc, docker-registry (CNCF distribution), skopeo, umoci,
 #     apache2-utils (htpasswd for registry auth tests), busybox-static, wrk,
 #     containernetworking-plugins (the isolated container network),
-#     iptables and iproute2 (its firewall chains, bridge and test namespaces)
+#     iptables and iproute2 (its firewall chains, bridge and test namespaces),
+#     chromium and chromium-driver (the console's browser tests)
 #   - PyPI: oras (oras-py, an ORAS client used by interop tests)
 set -euo pipefail
 
@@ -35,6 +36,8 @@ command -v wrk >/dev/null || need_apt+=(wrk)
 [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || need_apt+=(containernetworking-plugins)
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v ip >/dev/null || need_apt+=(iproute2)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq

@@ -16,7 +16,8 @@
 //!   `testing` (feature `testing`): a real host on loopback for tests.
 //! - [`gateway`]: the front door's request handling and the one mapping of
 //!   failures to responses. [`api`]: the admin REST API, its token,
-//!   `/metrics`.
+//!   `/metrics`. [`console`]: the web console at `/ui` on the admin
+//!   listener, on top of the API.
 //! - [`apps`]: the app table: deploy, canary, traffic, remove, garbage
 //!   collection, the published route table.
 //! - [`revision`]: one deploy of an app: breaker, activator queue, reconcile
@@ -39,6 +40,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod container;
 pub mod files;
 pub mod gateway;

@@ -10,7 +10,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["server", "bench", "testing"],
-    &["gateway", "api"],
+    &["gateway", "api", "console"],
     &["apps"],
     &["revision"],
     &["wasm", "container"],

@@ -132,6 +132,13 @@ impl AdminAuth {
         }
     }
 
+    /// Whether `token` is the admin token (compared as digests in constant
+    /// time, like [`AdminAuth::check`]); the console's sign-in uses it.
+    pub fn verify(&self, token: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        constant_time_eq(&digest, &self.token)
+    }
+
     /// Checks a request's `Authorization: Bearer TOKEN` header.
     ///
     /// # Errors

@@ -66,6 +66,17 @@ where
     if let Err(resp) = auth.check(&req) {
         return resp;
     }
+    route(apps, req).await
+}
+
+/// Serves one admin API request that its caller has already authenticated
+/// (the console, whose signed-in session stands for the token). Never
+/// fails: every error is a response, worded as [`handle`] words it.
+pub async fn route<B>(apps: &Arc<Apps>, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();

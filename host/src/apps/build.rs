@@ -80,6 +80,7 @@ impl Apps {
         let (name_owned, spec_owned, path_owned, log_owned) =
             (name.to_string(), spec.clone(), path.clone(), log.clone());
         // Compiling is CPU-bound: keep it off the async workers.
+        let bar = spinner(self.options.progress, format!("compiling {name}"));
         let loaded = tokio::task::spawn_blocking(move || {
             runtime.load_app(
                 &name_owned,
@@ -90,7 +91,9 @@ impl Apps {
             )
         })
         .await
-        .context("compile task failed")??;
+        .context("compile task failed")?;
+        finish(bar, loaded.is_ok());
+        let loaded = loaded?;
         let loaded = Arc::new(loaded.with_metrics(self.metrics.clone()));
         let info = Deployed {
             name: name.to_string(),
@@ -168,18 +171,21 @@ impl Apps {
         let stop = Arc::clone(&self.shutting_down);
         let limits = self.options.unpack;
         let unpacking = UnpackGuard::enter(&self.unpacking);
-        let _lease = tokio::task::spawn_blocking(move || {
+        let bar = spinner(self.options.progress, format!("unpacking {name}"));
+        let unpacked = tokio::task::spawn_blocking(move || {
             let _unpacking = unpacking;
             rootfs::unpack_image_until(&layers, &dest, &limits, &stop)
         })
         .await
-        .context("unpack task failed")?
-        .inspect_err(|e| {
-            if matches!(e, rootfs::UnpackError::Stopped) {
-                tracing::info!(app = %name, "unpack stopped: the host is stopping");
-            }
-        })
-        .context("cannot unpack the image")?;
+        .context("unpack task failed")?;
+        finish(bar, unpacked.is_ok());
+        let _lease = unpacked
+            .inspect_err(|e| {
+                if matches!(e, rootfs::UnpackError::Stopped) {
+                    tracing::info!(app = %name, "unpack stopped: the host is stopping");
+                }
+            })
+            .context("cannot unpack the image")?;
         let log = self.open_log(name)?;
         let backend = Arc::new(
             ContainerBackend::new(
@@ -247,5 +253,33 @@ impl UnpackGuard {
 impl Drop for UnpackGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A spinner with the elapsed time for a step that reports no progress of
+/// its own (compiling a component, unpacking an image), like the pull's
+/// bars: drawn only when `show` and stderr is a terminal.
+fn spinner(show: bool, message: String) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal as _;
+    if !show || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner().with_message(message);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    Some(bar)
+}
+
+/// Ends a [`spinner`]: kept with "done" on success, cleared otherwise (the
+/// error is reported by the caller).
+fn finish(bar: Option<indicatif::ProgressBar>, ok: bool) {
+    if let Some(bar) = bar {
+        if ok {
+            bar.finish_with_message(format!("{} done", bar.message()));
+        } else {
+            bar.finish_and_clear();
+        }
     }
 }

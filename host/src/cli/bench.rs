@@ -34,6 +34,10 @@ pub struct ColdStartArgs {
     /// Draw the cold-start distributions as an SVG chart to FILE.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+    /// Also write the printed table to FILE (the console shows
+    /// `<data-dir>/bench/cold-start.txt` and `cold-start.svg`).
+    #[arg(long, value_name = "FILE")]
+    pub table: Option<PathBuf>,
     /// The hello component [default: components/target/wasm32-wasip2/release/hello.wasm].
     #[arg(long, value_name = "PATH")]
     pub wasm: Option<PathBuf>,
@@ -77,6 +81,18 @@ fn cold_start(args: ColdStartArgs) -> anyhow::Result<()> {
 
     let mut out = std::io::stdout().lock();
     report.print(&mut out)?;
+    for path in [&args.json, &args.svg, &args.table].into_iter().flatten() {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+    }
+    if let Some(path) = &args.table {
+        let mut text = Vec::new();
+        report.print(&mut text)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("berth bench: wrote {}", path.display());
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, report.to_json()? + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -54,9 +54,21 @@ pub struct DeployArgs {
     /// Requests one instance serves at once (0 = unbounded).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<u32>,
+    /// Deploy as a canary taking N % of new requests (the revision before
+    /// it keeps the rest; `berth traffic` moves the split later).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub traffic: Option<u32>,
     /// The admin API.
     #[command(flatten)]
     pub admin: AdminArgs,
+}
+
+/// `/v1/apps/NAME`, with `?traffic=N` for a canary.
+fn deploy_path(name: &str, traffic: Option<u32>) -> String {
+    match traffic {
+        Some(n) => format!("/v1/apps/{name}?traffic={n}"),
+        None => format!("/v1/apps/{name}"),
+    }
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -77,7 +89,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
     block_on(async move {
         let client = AdminClient::new(&args.admin)?;
         let (status, app): (_, AppView) = client
-            .send(Method::PUT, &format!("/v1/apps/{}", args.name), &config)
+            .send(Method::PUT, &deploy_path(&args.name, args.traffic), &config)
             .await?;
         if args.admin.json {
             return print_json(&app);

@@ -4,14 +4,17 @@ pub mod app;
 pub mod apps;
 pub mod bench;
 pub mod client;
+pub mod completions;
 pub mod delete;
 pub mod deploy;
 pub mod logs;
+pub mod new;
 pub mod pull;
 pub mod push;
 pub mod scale;
 pub mod secret;
 pub mod serve;
+pub mod traffic;
 
 use clap::{Parser, Subcommand};
 
@@ -51,6 +54,14 @@ pub enum Command {
     /// Measure berth: Wasm and container cold starts side by side.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Move an app's traffic between its latest revision and the one before.
+    Traffic(traffic::TrafficArgs),
+    /// Create a project: a Wasm component (rust) or a container image.
+    New(new::NewArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print berth's man page (roff).
+    Man,
 }
 
 impl Cli {
@@ -81,6 +92,10 @@ impl Cli {
             Command::Scale(args) => scale::run(args),
             Command::Secret(cmd) => secret::run(cmd),
             Command::Bench(cmd) => bench::run(cmd),
+            Command::Traffic(args) => traffic::run(args),
+            Command::New(args) => new::run(args),
+            Command::Completions(args) => completions::run(args),
+            Command::Man => completions::man(),
         }
     }
 }

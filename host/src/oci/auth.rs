@@ -4,14 +4,17 @@
 //! 1. explicit credentials ([`Auth::with_credentials`]; the CLI takes them
 //!    from `--username`/`--password` or `BERTH_REGISTRY_USERNAME`/
 //!    `BERTH_REGISTRY_PASSWORD`);
-//! 2. the user's docker `config.json` ([`DockerConfig`]): `auths.<registry>`
-//!    entries with a base64 `auth` (`user:password`), `username`/`password`
-//!    fields, or a `registrytoken`;
+//! 2. the user's docker `config.json` ([`DockerConfig`]), as the docker CLI
+//!    reads it: a credential helper named for the registry in `credHelpers`;
+//!    else an `auths.<registry>` entry with a base64 `auth`
+//!    (`user:password`), `username`/`password` fields, or a
+//!    `registrytoken`; else the `credsStore` helper. Helpers
+//!    (`docker-credential-NAME get`) are run through the `docker_credential`
+//!    crate;
 //! 3. anonymous.
 //!
 //! `oci_client` then does the registry's challenge itself: HTTP basic, or the
 //! bearer-token flow (credentials sent to the token realm only).
-//! Credential helpers (`credsStore`, `credHelpers`) are not run.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -72,12 +75,20 @@ impl fmt::Debug for Entry {
 pub struct DockerConfig {
     /// Normalised registry host → credentials.
     auths: HashMap<String, Entry>,
+    /// Normalised registry host → helper name (`credHelpers`).
+    helpers: HashMap<String, String>,
+    /// The default helper (`credsStore`).
+    store: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
 struct RawConfig {
     #[serde(default)]
     auths: HashMap<String, RawEntry>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: HashMap<String, String>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -180,23 +191,79 @@ impl DockerConfig {
                 }
                 None => tracing::debug!(
                     registry = %key,
-                    "docker config entry has no inline credentials (credential helpers are not supported)"
+                    "docker config entry has no inline credentials (a helper may have them)"
                 ),
             }
         }
-        Ok(Self { auths })
+        let helpers = raw
+            .cred_helpers
+            .into_iter()
+            .filter(|(_, helper)| !helper.is_empty())
+            .map(|(key, helper)| (normalize_registry(&key), helper))
+            .collect();
+        let store = raw.creds_store.filter(|s| !s.is_empty());
+        Ok(Self {
+            auths,
+            helpers,
+            store,
+        })
     }
 
     /// The credentials for `registry` (`host[:port]`), if any. Keys with and
     /// without an `http(s)://` scheme or a path match, as do Docker Hub's
     /// aliases (`docker.io`, `index.docker.io`, `registry-1.docker.io`).
+    ///
+    /// A helper named for the registry in `credHelpers` comes first, then an
+    /// inline `auths` entry, then the `credsStore` helper (the docker CLI's
+    /// order). A helper that fails or knows nothing of the registry is
+    /// logged (without its output, which may hold a secret) and counts as
+    /// no credentials. Running a helper blocks for as long as it takes.
     pub fn auth_for(&self, registry: &str) -> Option<RegistryAuth> {
-        self.auths
-            .get(&normalize_registry(registry))
-            .map(|entry| match entry {
+        let host = normalize_registry(registry);
+        if let Some(helper) = self.helpers.get(&host) {
+            return run_helper(helper, &host);
+        }
+        if let Some(entry) = self.auths.get(&host) {
+            return Some(match entry {
                 Entry::Basic(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
                 Entry::Bearer(t) => RegistryAuth::Bearer(t.clone()),
-            })
+            });
+        }
+        run_helper(self.store.as_deref()?, &host)
+    }
+}
+
+/// `docker-credential-HELPER get` for `host`, through `docker_credential`.
+fn run_helper(helper: &str, host: &str) -> Option<RegistryAuth> {
+    // Docker Hub's helpers know it by its historical address.
+    let server = if host == "docker.io" {
+        "https://index.docker.io/v1/"
+    } else {
+        host
+    };
+    // A config naming only this helper for this server: the crate runs it.
+    let config = serde_json::json!({ "credHelpers": { server: helper } }).to_string();
+    match docker_credential::get_credential_from_reader(config.as_bytes(), server) {
+        Ok(docker_credential::DockerCredential::UsernamePassword(user, secret)) => {
+            Some(RegistryAuth::Basic(user, secret))
+        }
+        Ok(docker_credential::DockerCredential::IdentityToken(token)) => {
+            Some(RegistryAuth::Bearer(token))
+        }
+        Err(e) => {
+            let what = match e {
+                docker_credential::CredentialRetrievalError::HelperFailure { .. } => {
+                    "the helper failed or has no credentials for it".to_string()
+                }
+                other => other.to_string(),
+            };
+            tracing::warn!(
+                registry = %host,
+                helper = %format!("docker-credential-{helper}"),
+                "no credentials from the docker credential helper: {what}"
+            );
+            None
+        }
     }
 }
 

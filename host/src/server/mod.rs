@@ -94,6 +94,7 @@ pub struct Server {
     admin_auth: AdminAuth,
     apps: Arc<Apps>,
     gateway: Arc<Gateway>,
+    console: crate::console::Console,
     ready: AtomicBool,
 }
 
@@ -155,11 +156,13 @@ impl Server {
             .await?,
         );
         let gateway = Arc::new(Gateway::new(apps.clone(), metrics, options.tls.is_some()));
+        let console = crate::console::Console::new(apps.clone(), admin_auth.clone());
         Ok(Self {
             options,
             admin_auth,
             apps,
             gateway,
+            console,
             ready: AtomicBool::new(false),
         })
     }
@@ -274,8 +277,9 @@ impl Server {
         Ok(())
     }
 
-    /// `/healthz` and `/readyz` (open to probes); everything else is the
-    /// admin API ([`crate::api`]).
+    /// `/healthz` and `/readyz` (open to probes), the console under `/ui`
+    /// ([`crate::console`]); everything else is the admin API
+    /// ([`crate::api`]).
     async fn admin(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         match req.uri().path() {
             "/healthz" => plain_text(StatusCode::OK, "ok\n"),
@@ -283,6 +287,7 @@ impl Server {
                 plain_text(StatusCode::OK, "ready\n")
             }
             "/readyz" => plain_text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            path if crate::console::is_console_path(path) => self.console.handle(req).await,
             _ => crate::api::handle(&self.apps, &self.admin_auth, req).await,
         }
     }
