@@ -5,7 +5,9 @@
 #   - Debian: runc, docker-registry (CNCF distribution), skopeo, umoci,
 #     apache2-utils (htpasswd for registry auth tests), busybox-static, wrk,
 #     containernetworking-plugins (the isolated container network),
-#     iptables and iproute2 (its firewall chains, bridge and test namespaces)
+#     iptables and iproute2 (its firewall chains, bridge and test namespaces),
+#     containerd (ctr; the containerd shim's tests run a private daemon),
+#     curl (requests from inside the shim tests' network namespaces)
 #   - PyPI: oras (oras-py, an ORAS client used by interop tests)
 set -euo pipefail
 
@@ -35,6 +37,8 @@ command -v wrk >/dev/null || need_apt+=(wrk)
 [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || need_apt+=(containernetworking-plugins)
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v ip >/dev/null || need_apt+=(iproute2)
+[ -x /usr/bin/containerd ] && [ -x /usr/bin/ctr ] || need_apt+=(containerd)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq

@@ -23,6 +23,7 @@ const COMPONENTS: &[&str] = &[
     "outbound",
     "env",
     "logger",
+    "command",
 ];
 
 /// Environment variables that the outer cargo sets for this build script (or

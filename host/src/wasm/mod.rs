@@ -14,6 +14,8 @@
 //!   as shares of a resident component.
 //! - [`outbound`]: the outbound HTTP allow-list.
 //! - [`cache`]: the on-disk compile cache.
+//! - [`standalone`]: entry points for the containerd shim (a component from
+//!   bytes, proxy or command).
 //!
 //! # Limits
 //! Memory: each linear memory of a request's instance may grow to the app's
@@ -28,6 +30,7 @@ pub mod backend;
 pub mod cache;
 pub mod guest;
 pub mod outbound;
+pub mod standalone;
 
 use std::fmt;
 use std::path::Path;

@@ -5,6 +5,7 @@ pub mod image;
 pub mod internet;
 pub mod registry;
 pub mod serve;
+pub mod containerd;
 
 use std::net::SocketAddr;
 use std::time::Duration;
