@@ -23,7 +23,7 @@ use anyhow::{Context as _, bail};
 use berth::config::{AppConfig, AppSpec};
 use berth::wasm::WasmRuntime;
 use berth::wasm::standalone::LoadedComponent;
-use containerd_shim::api::Mount;
+use containerd_shim::protos::types::mount::Mount;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::netns::Network;
@@ -194,7 +194,9 @@ fn app_spec<'a>(path: &Path, get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::R
     let config: AppConfig =
         serde_json::from_value(app).context("invalid BERTH_* settings in the environment")?;
     AppSpec::from_config("shim", &config, Path::new("/"))
-        .map_err(|e| anyhow::anyhow!("invalid BERTH_* settings in the environment: {e}"))
+        .map_err(|(key, reason)| {
+            anyhow::anyhow!("invalid BERTH_* settings in the environment: {key}: {reason}")
+        })
 }
 
 /// The component's path inside the image: `entry` as is when it has a `/`

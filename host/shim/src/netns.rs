@@ -65,7 +65,7 @@ pub fn bind(net: &Network, addr: SocketAddr) -> io::Result<TcpListener> {
                     move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))
                         .map_err(|e| {
                             io::Error::new(
-                                io::ErrorKind::from(e),
+                                io::Error::from(e).kind(),
                                 format!("cannot join network namespace {shown}: {e}"),
                             )
                         })?;

@@ -41,11 +41,19 @@ pub const DEFAULT_MAX_INSTANCES: u32 = 100;
 const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
 /// The shim process: `start`, `delete`, and the long-lived server.
-#[derive(Debug)]
 pub struct BerthShim {
     exit: Arc<ExitSignal>,
     namespace: String,
     bundle: String,
+}
+
+impl std::fmt::Debug for BerthShim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BerthShim")
+            .field("namespace", &self.namespace)
+            .field("bundle", &self.bundle)
+            .finish_non_exhaustive()
+    }
 }
 
 #[async_trait]
@@ -338,17 +346,7 @@ impl Task for Service {
         me.publish(TaskCreate {
             container_id: req.id.clone(),
             bundle: req.bundle.clone(),
-            rootfs: req
-                .rootfs
-                .iter()
-                .map(|m| containerd_shim::protos::events::mount::Mount {
-                    type_: m.type_.clone(),
-                    source: m.source.clone(),
-                    target: m.target.clone(),
-                    options: m.options.clone(),
-                    ..Default::default()
-                })
-                .collect(),
+            rootfs: req.rootfs.clone(),
             io: MessageField::some(TaskIO {
                 stdin: req.stdin,
                 stdout: req.stdout,
@@ -550,9 +548,9 @@ impl Task for Service {
     ) -> TtrpcResult<api::StateResponse> {
         let task = self.inner.task(&req.id)?;
         let state = match &*task.phase.lock().unwrap_or_else(|e| e.into_inner()) {
-            Phase::Created(_) | Phase::Starting => api::Status::CREATED,
-            Phase::Running(_) => api::Status::RUNNING,
-            Phase::Stopped => api::Status::STOPPED,
+            Phase::Created(_) | Phase::Starting => containerd_shim::protos::types::task::Status::CREATED,
+            Phase::Running(_) => containerd_shim::protos::types::task::Status::RUNNING,
+            Phase::Stopped => containerd_shim::protos::types::task::Status::STOPPED,
         };
         let exited = task.exited.borrow().clone();
         let mut resp = api::StateResponse {
@@ -581,7 +579,7 @@ impl Task for Service {
     ) -> TtrpcResult<api::PidsResponse> {
         self.inner.task(&req.id)?;
         Ok(api::PidsResponse {
-            processes: vec![api::ProcessInfo {
+            processes: vec![containerd_shim::protos::types::task::ProcessInfo {
                 pid: std::process::id(),
                 ..Default::default()
             }],

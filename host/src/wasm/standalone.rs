@@ -22,7 +22,7 @@ use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{DirPerms, FilePerms, I32Exit, WasiCtx};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx};
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -217,7 +217,7 @@ impl WasmRuntime {
             wasi.stderr(OutputFile::new(err));
         }
         if let Some(root) = &run.root {
-            wasi.preopened_dir(root, "/", DirPerms::all(), FilePerms::all())
+            wasi.preopened_dir(root, "/", FsPerms::ReadWrite)
                 .map_err(|e| {
                     GuestError::Internal(format!("cannot open {}: {e:#}", root.display()))
                 })?;
