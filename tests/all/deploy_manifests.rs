@@ -70,14 +70,17 @@ fn runtime_class_containerd_config_and_installer_agree() {
     let text = std::fs::read_to_string(dir().join("containerd-config.toml")).unwrap();
     let config: toml::Table = toml::from_str(&text).unwrap();
     assert_eq!(config["version"].as_integer(), Some(2));
-    let runtime = &config["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"][handler];
-    assert_eq!(runtime["runtime_type"].as_str(), Some("io.containerd.berth.v1"));
+    let runtime =
+        &config["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"][handler];
+    assert_eq!(
+        runtime["runtime_type"].as_str(),
+        Some("io.containerd.berth.v1")
+    );
     // containerd's naming rule: io.containerd.NAME.vN → containerd-shim-NAME-vN,
     // the binary host/shim builds.
-    let shim_manifest = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("shim/Cargo.toml"),
-    )
-    .unwrap();
+    let shim_manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("shim/Cargo.toml"))
+            .unwrap();
     assert!(shim_manifest.contains("name = \"containerd-shim-berth-v1\""));
 
     // The installer runs on the nodes the RuntimeClass schedules to, as a

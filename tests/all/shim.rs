@@ -161,7 +161,10 @@ fn wasi_http_component_serves_drains_on_sigterm_and_compiles_once() {
     cd.ctr_ok(&["tasks", "kill", "hello-a"]);
     let code = a.wait("ctr run hello-a after SIGTERM", EXIT_AFTER_KILL);
     assert_eq!(code, Some(0), "stderr: {}", a.stderr());
-    assert_eq!(ns_a.get("http://127.0.0.1:8080/", Duration::from_secs(2)), None);
+    assert_eq!(
+        ns_a.get("http://127.0.0.1:8080/", Duration::from_secs(2)),
+        None
+    );
     // SIGKILL: at once, 137.
     cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", "hello-b"]);
     let code = b.wait("ctr run hello-b after SIGKILL", EXIT_AFTER_KILL);
@@ -214,7 +217,12 @@ fn wasi_cli_command_exit_status_is_the_tasks() {
 
     // No arguments: success; the image's entrypoint is the component.
     let mut ok = Running::start(&cd, &["--runtime", RUNTIME], &image, "cmd-ok", &[]);
-    assert_eq!(ok.wait("ctr run cmd-ok", COMMAND_RUN), Some(0), "{}", ok.stderr());
+    assert_eq!(
+        ok.wait("ctr run cmd-ok", COMMAND_RUN),
+        Some(0),
+        "{}",
+        ok.stderr()
+    );
     assert_eq!(ok.stdout(), "hello from a wasi:cli command\nargs: \n");
     assert_eq!(ok.stderr(), "a line on stderr\n");
 
@@ -234,9 +242,21 @@ fn wasi_cli_command_exit_status_is_the_tasks() {
     );
 
     // A failure exits 1; a trap exits 134 and says why on stderr.
-    let mut fail = Running::start(&cd, &["--runtime", RUNTIME], &image, "cmd-fail", &["/app.wasm", "fail"]);
+    let mut fail = Running::start(
+        &cd,
+        &["--runtime", RUNTIME],
+        &image,
+        "cmd-fail",
+        &["/app.wasm", "fail"],
+    );
     assert_eq!(fail.wait("ctr run cmd-fail", COMMAND_RUN), Some(1));
-    let mut trap = Running::start(&cd, &["--runtime", RUNTIME], &image, "cmd-trap", &["/app.wasm", "trap"]);
+    let mut trap = Running::start(
+        &cd,
+        &["--runtime", RUNTIME],
+        &image,
+        "cmd-trap",
+        &["/app.wasm", "trap"],
+    );
     assert_eq!(trap.wait("ctr run cmd-trap", COMMAND_RUN), Some(134));
     assert!(
         trap.stderr().contains("berth: the component trapped"),
@@ -272,16 +292,30 @@ fn busybox_through_runc_next_to_the_wasm_task() {
     let t = Instant::now();
     let mut runc = Running::start(
         &cd,
-        &["--runtime", "io.containerd.runc.v2", "--with-ns", &wr, "--env", "PORT=8080"],
+        &[
+            "--runtime",
+            "io.containerd.runc.v2",
+            "--with-ns",
+            &wr,
+            "--env",
+            "PORT=8080",
+        ],
         &busybox,
         "busybox",
         &[],
     );
-    let ((status, body), _) = ns_runc.wait_for("busybox httpd", "http://127.0.0.1:8080/", FIRST_ANSWER);
+    let ((status, body), _) =
+        ns_runc.wait_for("busybox httpd", "http://127.0.0.1:8080/", FIRST_ANSWER);
     let runc_first = t.elapsed();
     assert_eq!((status, body.as_str()), (200, "hello from a container\n"));
     let t = Instant::now();
-    let mut wasm = Running::start(&cd, &["--runtime", RUNTIME, "--with-ns", &ww], &hello, "wasm", &[]);
+    let mut wasm = Running::start(
+        &cd,
+        &["--runtime", RUNTIME, "--with-ns", &ww],
+        &hello,
+        "wasm",
+        &[],
+    );
     let ((status, _), _) = ns_wasm.wait_for("hello", "http://127.0.0.1:8080/", FIRST_ANSWER);
     let wasm_first = t.elapsed();
     assert_eq!(status, 200);

@@ -193,10 +193,9 @@ fn app_spec<'a>(path: &Path, get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::R
     }
     let config: AppConfig =
         serde_json::from_value(app).context("invalid BERTH_* settings in the environment")?;
-    AppSpec::from_config("shim", &config, Path::new("/"))
-        .map_err(|(key, reason)| {
-            anyhow::anyhow!("invalid BERTH_* settings in the environment: {key}: {reason}")
-        })
+    AppSpec::from_config("shim", &config, Path::new("/")).map_err(|(key, reason)| {
+        anyhow::anyhow!("invalid BERTH_* settings in the environment: {key}: {reason}")
+    })
 }
 
 /// The component's path inside the image: `entry` as is when it has a `/`

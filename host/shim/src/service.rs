@@ -388,8 +388,7 @@ impl Task for Service {
         let listener = match run::bind(&prepared) {
             Ok(l) => l,
             Err(e) => {
-                *task.phase.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Phase::Created(prepared);
+                *task.phase.lock().unwrap_or_else(|e| e.into_inner()) = Phase::Created(prepared);
                 return Err(status(Code::FAILED_PRECONDITION, format!("{e:#}")));
             }
         };
@@ -548,7 +547,9 @@ impl Task for Service {
     ) -> TtrpcResult<api::StateResponse> {
         let task = self.inner.task(&req.id)?;
         let state = match &*task.phase.lock().unwrap_or_else(|e| e.into_inner()) {
-            Phase::Created(_) | Phase::Starting => containerd_shim::protos::types::task::Status::CREATED,
+            Phase::Created(_) | Phase::Starting => {
+                containerd_shim::protos::types::task::Status::CREATED
+            }
             Phase::Running(_) => containerd_shim::protos::types::task::Status::RUNNING,
             Phase::Stopped => containerd_shim::protos::types::task::Status::STOPPED,
         };

@@ -147,7 +147,10 @@ struct Netns(String);
 
 impl Netns {
     fn new(name: String) -> anyhow::Result<Self> {
-        let ok = Command::new("ip").args(["netns", "add", &name]).status()?.success()
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()?
+            .success()
             && Command::new("ip")
                 .args(["-n", &name, "link", "set", "lo", "up"])
                 .status()?
@@ -165,7 +168,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
     }
 }
 
@@ -207,7 +212,9 @@ fn first_byte_in(ns: &str, limit: Duration) -> anyhow::Result<()> {
 /// # Errors
 /// A missing tool, a registry or containerd that refuses, a task that does
 /// not answer within [`FIRST_BYTE_TIMEOUT`].
-pub async fn run_containerd_bench(opts: &ContainerdBenchOptions) -> anyhow::Result<ContainerdReport> {
+pub async fn run_containerd_bench(
+    opts: &ContainerdBenchOptions,
+) -> anyhow::Result<ContainerdReport> {
     let ctr = Ctr {
         socket: &opts.socket,
     };
@@ -221,7 +228,9 @@ pub async fn run_containerd_bench(opts: &ContainerdBenchOptions) -> anyhow::Resu
         .map_or_else(|| "unknown".into(), |v| v.trim().to_string());
     let binary = registry::find_binary()
         .context("docker-registry is missing (install the Debian package `docker-registry`)")?;
-    let dir = tempfile::Builder::new().prefix("berth-ctr-bench-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("berth-ctr-bench-")
+        .tempdir()?;
     let registry = Registry::start(&binary, &dir.path().join("registry")).await?;
     let wasm_ref = registry.reference("bench-hello-wasm:v1");
     let busybox_ref = registry.reference("bench-hello-busybox:v1");
@@ -247,8 +256,17 @@ pub async fn run_containerd_bench(opts: &ContainerdBenchOptions) -> anyhow::Resu
             let with_ns = format!("network:{}", ns.path());
             let started = Instant::now();
             ctr.ok(&[
-                "run", "-d", "--null-io", "--runtime", runtime, "--with-ns", &with_ns,
-                "--env", "PORT=8080", image, &id,
+                "run",
+                "-d",
+                "--null-io",
+                "--runtime",
+                runtime,
+                "--with-ns",
+                &with_ns,
+                "--env",
+                "PORT=8080",
+                image,
+                &id,
             ])?;
             let probed = {
                 let path = ns.path();

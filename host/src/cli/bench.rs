@@ -29,7 +29,11 @@ pub enum BenchCommand {
 #[derive(Debug, clap::Args)]
 pub struct ContainerdArgs {
     /// containerd's gRPC socket.
-    #[arg(long, value_name = "SOCKET", default_value = "/run/containerd/containerd.sock")]
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        default_value = "/run/containerd/containerd.sock"
+    )]
     pub socket: PathBuf,
     /// Samples per runtime.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -105,7 +109,11 @@ fn containerd(args: ContainerdArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(path) = &args.svg {
-        svg::write(path, "task start → first byte through containerd", &report.series())?;
+        svg::write(
+            path,
+            "task start → first byte through containerd",
+            &report.series(),
+        )?;
     }
     Ok(())
 }

@@ -160,7 +160,11 @@ pub async fn push_component_image(
     let artifact = OciImageManifest {
         schema_version: 2,
         media_type: Some(media_type::OCI_MANIFEST.to_owned()),
-        config: descriptor(media_type::WASM_CONFIG, &wasm_config_digest, wasm_config.len()),
+        config: descriptor(
+            media_type::WASM_CONFIG,
+            &wasm_config_digest,
+            wasm_config.len(),
+        ),
         layers: vec![descriptor(
             media_type::WASM_LAYER,
             &wasm_layer_digest,
@@ -173,8 +177,11 @@ pub async fn push_component_image(
     );
 
     // The rootfs image.
-    let secs = created.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let tar = rootfs_tar(wasm, secs).map_err(|e| invalid(format!("cannot build the layer: {e}")))?;
+    let secs = created
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let tar =
+        rootfs_tar(wasm, secs).map_err(|e| invalid(format!("cannot build the layer: {e}")))?;
     let diff_id = Digest::of(&tar);
     let gz = {
         use std::io::Write as _;

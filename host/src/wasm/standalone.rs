@@ -106,13 +106,13 @@ impl WasmRuntime {
     pub fn load_component(&self, shown: &str, bytes: &[u8]) -> Result<LoadedComponent, LoadError> {
         check_component(bytes, shown)?;
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let (component, loaded_from) = self
-            .cache
-            .load(&self.engine, bytes, &sha256)
-            .map_err(|e| LoadError::Compile {
-                path: shown.into(),
-                reason: format!("{e:#}"),
-            })?;
+        let (component, loaded_from) =
+            self.cache
+                .load(&self.engine, bytes, &sha256)
+                .map_err(|e| LoadError::Compile {
+                    path: shown.into(),
+                    reason: format!("{e:#}"),
+                })?;
         match loaded_from {
             LoadedFrom::Compiled => {
                 self.stats.compiled.fetch_add(1, Ordering::Relaxed);

@@ -45,10 +45,17 @@ pub fn shim_binary() -> &'static Path {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "berth-shim", "--bin", "containerd-shim-berth-v1"])
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .env("CARGO_TARGET_DIR", &target_dir);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "berth-shim",
+            "--bin",
+            "containerd-shim-berth-v1",
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", &target_dir);
         if release {
             cmd.arg("--release");
         }
@@ -189,7 +196,10 @@ impl Containerd {
         let needle = self.socket.display().to_string();
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok())
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
             else {
                 continue;
             };
@@ -200,7 +210,7 @@ impl Containerd {
             let is_shim = args
                 .first()
                 .is_some_and(|a| String::from_utf8_lossy(a).contains("containerd-shim"));
-            if is_shim && args.iter().any(|a| *a == needle.as_bytes()) {
+            if is_shim && args.contains(&needle.as_bytes()) {
                 pids.push(pid);
             }
         }
@@ -268,7 +278,9 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         let _ = self.stop();
         for pid in self.shim_pids() {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
         let mut mounts = self.mounts();
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));

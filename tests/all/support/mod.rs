@@ -1,11 +1,11 @@
 //! Shared helpers for the integration tests.
 
+pub mod containerd;
 pub mod fake_registry;
 pub mod image;
 pub mod internet;
 pub mod registry;
 pub mod serve;
-pub mod containerd;
 
 use std::net::SocketAddr;
 use std::time::Duration;
