@@ -170,7 +170,8 @@ fn wasi_http_component_serves_drains_on_sigterm_and_compiles_once() {
     let code = b.wait("ctr run hello-b after SIGKILL", EXIT_AFTER_KILL);
     assert_eq!(code, Some(137), "stderr: {}", b.stderr());
 
-    let left = cd.stop();
+    let mut left = cd.stop();
+    left.extend(cd.leftover_sockets(&["hello-a", "hello-b"]));
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -203,7 +204,8 @@ fn guest_output_is_the_tasks_stdout_and_stderr() {
     assert_eq!(task.wait("ctr run logger", EXIT_AFTER_KILL), Some(0));
     assert_eq!(task.stdout(), "stdout line\n");
     assert_eq!(task.stderr(), "stderr line\n");
-    let left = cd.stop();
+    let mut left = cd.stop();
+    left.extend(cd.leftover_sockets(&["logger"]));
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -264,7 +266,8 @@ fn wasi_cli_command_exit_status_is_the_tasks() {
         trap.stderr()
     );
 
-    let left = cd.stop();
+    let mut left = cd.stop();
+    left.extend(cd.leftover_sockets(&["cmd-ok", "cmd-cat", "cmd-fail", "cmd-trap"]));
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -327,6 +330,7 @@ fn busybox_through_runc_next_to_the_wasm_task() {
     assert_eq!(runc.wait("ctr run busybox", EXIT_AFTER_KILL), Some(137));
     cd.ctr_ok(&["tasks", "kill", "wasm"]);
     assert_eq!(wasm.wait("ctr run wasm", EXIT_AFTER_KILL), Some(0));
-    let left = cd.stop();
+    let mut left = cd.stop();
+    left.extend(cd.leftover_sockets(&["busybox", "wasm"]));
     assert!(left.is_empty(), "left behind: {left:?}");
 }

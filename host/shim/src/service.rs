@@ -75,7 +75,12 @@ impl Shim for BerthShim {
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| v["annotations"][SANDBOX_ID].as_str().map(String::from))
             .unwrap_or_else(|| opts.id.clone());
-        spawn(opts, &grouping, Vec::new()).await
+        let address = spawn(opts, &grouping, Vec::new()).await?;
+        // The server removes its socket at exit when this file names it
+        // (`containerd-shim` reads `address` from the bundle); without it
+        // every task would leave a socket in /run/containerd/s.
+        containerd_shim::asynchronous::util::write_str_to_file("address", &address).await?;
+        Ok(address)
     }
 
     async fn delete_shim(&mut self) -> Result<api::DeleteResponse, Error> {
@@ -87,6 +92,15 @@ impl Shim for BerthShim {
             PathBuf::from(&self.bundle)
         };
         container::unmount_rootfs(&bundle.join("rootfs"));
+        // The dead server's socket.
+        if let Ok(address) = std::fs::read_to_string(bundle.join("address"))
+            && let Some(path) = address.trim().strip_prefix("unix://")
+        {
+            use std::os::unix::fs::FileTypeExt as _;
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
         Ok(api::DeleteResponse {
             pid: 0,
             exit_status: 137,

@@ -217,6 +217,23 @@ impl Containerd {
         pids
     }
 
+    /// The shim sockets of task `ids` still in `/run/containerd/s` (a
+    /// shim's socket is named by the sha256 of `ADDRESS/NAMESPACE/ID`, the
+    /// rule containerd and the shim crate share).
+    pub fn leftover_sockets(&self, ids: &[&str]) -> Vec<String> {
+        use sha2::Digest as _;
+        ids.iter()
+            .map(|id| {
+                let key = format!("{}/{NAMESPACE}/{id}", self.socket.display());
+                format!(
+                    "/run/containerd/s/{}",
+                    hex::encode(sha2::Sha256::digest(key))
+                )
+            })
+            .filter(|p| Path::new(p).exists())
+            .collect()
+    }
+
     /// Mounts left under this daemon's directory.
     pub fn mounts(&self) -> Vec<String> {
         let dir = self.dir.path().display().to_string();
