@@ -29,11 +29,13 @@ run: build
 
 test: setup
 	bash scripts/build-examples.sh --with-cargo-component
+	$(CARGO) build -p berth-shim
 	$(CARGO) test --workspace --all-targets
 	bash scripts/walkthrough.sh
 	$(MAKE) lint
 
 test-only: setup
+	$(CARGO) build -p berth-shim
 	$(CARGO) test --workspace --all-targets
 
 lint:

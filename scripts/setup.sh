@@ -7,6 +7,8 @@
 #     containernetworking-plugins (the isolated container network),
 #     iptables and iproute2 (its firewall chains, bridge and test namespaces),
 #     chromium and chromium-driver (the console's browser tests)
+#     containerd (ctr; the containerd shim's tests run a private daemon),
+#     curl (requests from inside the shim tests' network namespaces)
 #   - PyPI: oras (oras-py, an ORAS client used by interop tests)
 set -euo pipefail
 
@@ -38,6 +40,8 @@ command -v iptables >/dev/null || need_apt+=(iptables)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+[ -x /usr/bin/containerd ] && [ -x /usr/bin/ctr ] || need_apt+=(containerd)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq

@@ -36,6 +36,15 @@ pub fn log_path(logs_dir: &Path, app: &str) -> PathBuf {
 pub struct AppLog {
     path: PathBuf,
     file: Mutex<(File, u64)>,
+    /// Set by [`AppLog::stdio`]: lines go, untagged, to these.
+    stdio: Option<Stdio>,
+}
+
+/// A process's stdout and stderr, for [`AppLog::stdio`].
+#[derive(Debug)]
+struct Stdio {
+    stdout: Mutex<File>,
+    stderr: Mutex<File>,
 }
 
 /// Opens `path` for appending, creating it readable by its owner only
@@ -65,6 +74,26 @@ impl AppLog {
         Ok(Self {
             path,
             file: Mutex::new((file, len)),
+            stdio: None,
+        })
+    }
+
+    /// A log that is a process's own output (the containerd shim: a task's
+    /// stdout and stderr FIFOs): each line a guest writes goes to the file of
+    /// its stream as written, without timestamp or request id, and is never
+    /// rotated; failures berth reports (stream `berth`) go to `stderr`
+    /// prefixed `berth: <request id>`.
+    ///
+    /// # Errors
+    /// When `stderr` cannot be duplicated.
+    pub fn stdio(stdout: File, stderr: File) -> std::io::Result<Self> {
+        Ok(Self {
+            path: PathBuf::new(),
+            file: Mutex::new((stderr.try_clone()?, 0)),
+            stdio: Some(Stdio {
+                stdout: Mutex::new(stdout),
+                stderr: Mutex::new(stderr),
+            }),
         })
     }
 
@@ -76,6 +105,21 @@ impl AppLog {
     /// Appends one line. Errors are reported through tracing, never to the
     /// guest: a full disk must not fail requests.
     pub fn line(&self, request_id: &str, stream: &str, text: &[u8]) {
+        if let Some(stdio) = &self.stdio {
+            let (file, record) = match stream {
+                "stdout" => (&stdio.stdout, [text, b"\n"].concat()),
+                "stderr" => (&stdio.stderr, [text, b"\n"].concat()),
+                _ => (
+                    &stdio.stderr,
+                    [format!("{stream}: {request_id} ").as_bytes(), text, b"\n"].concat(),
+                ),
+            };
+            let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = file.write_all(&record) {
+                tracing::warn!("cannot write guest output: {e}");
+            }
+            return;
+        }
         let text = String::from_utf8_lossy(text);
         let text = text.trim_end_matches(['\n', '\r']);
         let ts = humantime::format_rfc3339_micros(std::time::SystemTime::now());

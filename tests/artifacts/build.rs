@@ -24,6 +24,7 @@ const COMPONENTS: &[&str] = &[
     "env",
     "logger",
     "counter",
+    "command",
 ];
 
 /// Environment variables that the outer cargo sets for this build script (or

@@ -54,6 +54,7 @@
 
 pub mod client;
 pub mod cold_start;
+pub mod containerd;
 pub mod image;
 pub mod registry;
 pub mod report;

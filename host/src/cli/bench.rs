@@ -17,6 +17,36 @@ pub enum BenchCommand {
     /// docker-registry, busybox-static and the hello component (`make
     /// components`); talks to loopback only.
     ColdStart(ColdStartArgs),
+    /// Task start → first byte through a running containerd: the hello
+    /// component on berth's shim (`io.containerd.berth.v1`) next to busybox
+    /// httpd on runc (`io.containerd.runc.v2`), each in a fresh network
+    /// namespace. Needs root, ctr, `containerd-shim-berth-v1` on
+    /// containerd's PATH, docker-registry and busybox-static.
+    Containerd(ContainerdArgs),
+}
+
+/// Arguments of `berth bench containerd`.
+#[derive(Debug, clap::Args)]
+pub struct ContainerdArgs {
+    /// containerd's gRPC socket.
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub socket: PathBuf,
+    /// Samples per runtime.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub iterations: u32,
+    /// Write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw the distributions as an SVG chart to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// The hello component [default: components/target/wasm32-wasip2/release/hello.wasm].
+    #[arg(long, value_name = "PATH")]
+    pub wasm: Option<PathBuf>,
 }
 
 /// Arguments of `berth bench cold-start`.
@@ -58,7 +88,38 @@ pub struct ColdStartArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::ColdStart(args) => cold_start(args),
+        BenchCommand::Containerd(args) => containerd(args),
     }
+}
+
+fn containerd(args: ContainerdArgs) -> anyhow::Result<()> {
+    use crate::bench::containerd::{ContainerdBenchOptions, run_containerd_bench};
+    let opts = ContainerdBenchOptions {
+        socket: args.socket,
+        iterations: args.iterations as usize,
+        wasm: args
+            .wasm
+            .unwrap_or_else(|| PathBuf::from(crate::bench::cold_start::HELLO_WASM)),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = rt.block_on(run_containerd_bench(&opts))?;
+    let mut out = std::io::stdout().lock();
+    report.print(&mut out)?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        svg::write(
+            path,
+            "task start → first byte through containerd",
+            &report.series(),
+        )?;
+    }
+    Ok(())
 }
 
 fn cold_start(args: ColdStartArgs) -> anyhow::Result<()> {

@@ -1,7 +1,9 @@
 //! `berth push REF FILE`: push a Wasm component to an OCI registry.
 //!
 //! The component is pushed as a CNCF Wasm artifact (see
-//! [`crate::oci::push_component`]); the manifest digest is printed on stdout.
+//! [`crate::oci::push_component`]), or with `--image` as an index of that
+//! artifact and an ordinary image for containerd
+//! ([`crate::oci::push_component_image`]); the digest is printed on stdout.
 //! [`RegistryArgs`] are the registry flags shared with `berth pull`.
 
 use std::path::PathBuf;
@@ -17,6 +19,13 @@ pub struct PushArgs {
     pub reference: String,
     /// The Wasm component to push.
     pub file: PathBuf,
+    /// Push an image index holding both packagings: the CNCF Wasm artifact
+    /// (what berth pulls) and an ordinary linux image whose rootfs holds the
+    /// component as `/app.wasm` and whose entrypoint names it (what
+    /// containerd, 1.6 included, runs with the `io.containerd.berth.v1`
+    /// runtime, `containerd-shim-berth-v1`).
+    #[arg(long)]
+    pub image: bool,
     /// Registry access.
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -90,8 +99,12 @@ pub async fn run_async(args: PushArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let client = args.registry.client()?;
-    let digest = oci::push_component(&client, &args.reference, &wasm)
-        .await
+    let pushed = if args.image {
+        oci::push_component_image(&client, &args.reference, &wasm).await
+    } else {
+        oci::push_component(&client, &args.reference, &wasm).await
+    };
+    let digest = pushed
         .with_context(|| format!("cannot push {} to {}", args.file.display(), args.reference))?;
     println!("pushed: {}", args.reference);
     println!("digest: {digest}");

@@ -62,5 +62,5 @@ pub use digest::Digest;
 pub use error::OciError;
 pub use oci_client::Reference;
 pub use pull::{Pulled, Puller};
-pub use push::push_component;
+pub use push::{IMAGE_COMPONENT_PATH, push_component, push_component_image};
 pub use store::{BlobStore, StoreCollected};

@@ -117,6 +117,204 @@ pub async fn push_component(
     Ok(manifest_digest.to_string())
 }
 
+/// Where [`push_component_image`] puts the component in the image's rootfs;
+/// the image's entrypoint names it.
+pub const IMAGE_COMPONENT_PATH: &str = "/app.wasm";
+
+/// Pushes `wasm` to `reference` (a tag) in both packagings, under one image
+/// index, and returns the index digest:
+/// - platform `wasip2/wasm`: the CNCF Wasm artifact of [`push_component`]
+///   (what `berth` pulls: it picks the `wasm` entry of an index first, and
+///   what containerd >= 1.7.7 hands to Wasm shims as layers);
+/// - platform `linux/<this machine's architecture>`: an ordinary image with
+///   one layer holding the component at [`IMAGE_COMPONENT_PATH`] and that
+///   path as its entrypoint (what every containerd, 1.6 included, pulls and
+///   unpacks for the `io.containerd.berth.v1` runtime).
+///
+/// # Errors
+/// As [`push_component`].
+pub async fn push_component_image(
+    client: &RegistryClient,
+    reference: &str,
+    wasm: &[u8],
+) -> Result<String, OciError> {
+    let parsed = parse_reference(reference)?;
+    if parsed.digest().is_some() {
+        return Err(OciError::InvalidReference {
+            reference: reference.to_owned(),
+            reason: "push to a tag; the registry derives the digest from the content".to_owned(),
+        });
+    }
+    let world = component::world(wasm, "the Wasm binary")?;
+    let created = created_time();
+    let invalid = |detail: String| OciError::InvalidManifest {
+        what: reference.to_owned(),
+        detail,
+    };
+
+    // The CNCF artifact.
+    let wasm_layer = Bytes::copy_from_slice(wasm);
+    let wasm_layer_digest = Digest::of(&wasm_layer);
+    let wasm_config = Bytes::from(config_json(&world, &wasm_layer_digest, created)?);
+    let wasm_config_digest = Digest::of(&wasm_config);
+    let artifact = OciImageManifest {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_MANIFEST.to_owned()),
+        config: descriptor(
+            media_type::WASM_CONFIG,
+            &wasm_config_digest,
+            wasm_config.len(),
+        ),
+        layers: vec![descriptor(
+            media_type::WASM_LAYER,
+            &wasm_layer_digest,
+            wasm_layer.len(),
+        )],
+        ..OciImageManifest::default()
+    };
+    let artifact = Bytes::from(
+        serde_json::to_vec(&artifact).map_err(|e| invalid(format!("cannot serialise: {e}")))?,
+    );
+
+    // The rootfs image.
+    let secs = created
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let tar =
+        rootfs_tar(wasm, secs).map_err(|e| invalid(format!("cannot build the layer: {e}")))?;
+    let diff_id = Digest::of(&tar);
+    let gz = {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar)
+            .and_then(|()| gz.finish())
+            .map_err(|e| invalid(format!("cannot compress the layer: {e}")))?
+    };
+    let image_layer = Bytes::from(gz);
+    let image_layer_digest = Digest::of(&image_layer);
+    let arch = oci_arch();
+    let image_config = serde_json::to_vec(&serde_json::json!({
+        "created": rfc3339_utc(created),
+        "architecture": arch,
+        "os": "linux",
+        "config": {
+            "Entrypoint": [IMAGE_COMPONENT_PATH],
+            "Env": ["PATH=/"],
+            "WorkingDir": "/",
+            "Labels": { "dev.berth.component": IMAGE_COMPONENT_PATH },
+        },
+        "rootfs": { "type": "layers", "diff_ids": [diff_id.to_string()] },
+    }))
+    .map_err(|e| invalid(format!("cannot serialise: {e}")))?;
+    let image_config = Bytes::from(image_config);
+    let image_config_digest = Digest::of(&image_config);
+    let image = OciImageManifest {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_MANIFEST.to_owned()),
+        config: descriptor(
+            media_type::OCI_IMAGE_CONFIG,
+            &image_config_digest,
+            image_config.len(),
+        ),
+        layers: vec![descriptor(
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            &image_layer_digest,
+            image_layer.len(),
+        )],
+        ..OciImageManifest::default()
+    };
+    let image = Bytes::from(
+        serde_json::to_vec(&image).map_err(|e| invalid(format!("cannot serialise: {e}")))?,
+    );
+
+    let entry = |manifest: &Bytes, os: &str, arch: &str| {
+        serde_json::json!({
+            "mediaType": media_type::OCI_MANIFEST,
+            "digest": Digest::of(manifest).to_string(),
+            "size": manifest.len(),
+            "platform": { "os": os, "architecture": arch },
+        })
+    };
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": [entry(&artifact, "wasip2", "wasm"), entry(&image, "linux", arch)],
+    }))
+    .map_err(|e| invalid(format!("cannot serialise: {e}")))?;
+    let index = Bytes::from(index);
+    let index_digest = Digest::of(&index);
+
+    let session = client.session(&parsed).await?;
+    for (blob, digest) in [
+        (wasm_layer, wasm_layer_digest),
+        (wasm_config, wasm_config_digest),
+        (image_layer, image_layer_digest),
+        (image_config, image_config_digest),
+    ] {
+        push_blob(client, &session, &parsed, blob, &digest).await?;
+    }
+    for (body, media) in [
+        (artifact, media_type::OCI_MANIFEST),
+        (image, media_type::OCI_MANIFEST),
+        (index, media_type::OCI_INDEX),
+    ] {
+        let target = if media == media_type::OCI_INDEX {
+            parsed.clone()
+        } else {
+            Reference::with_digest(
+                parsed.registry().to_owned(),
+                parsed.repository().to_owned(),
+                Digest::of(&body).to_string(),
+            )
+        };
+        client
+            .retry(&session.registry, reference, || {
+                let body = body.clone();
+                let session = &session;
+                let target = &target;
+                async move {
+                    session
+                        .client
+                        .push_manifest_raw(target, body, HeaderValue::from_static(media))
+                        .await
+                        .map_err(|e| session.map_error(e, reference))
+                }
+            })
+            .await?;
+    }
+    tracing::info!(%reference, digest = %index_digest, "pushed the component as an artifact and an image");
+    Ok(index_digest.to_string())
+}
+
+/// A tar with the component at [`IMAGE_COMPONENT_PATH`] (mode 0755, owned
+/// by root, modified at `mtime`): deterministic for the same bytes and time.
+fn rootfs_tar(wasm: &[u8], mtime: u64) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(wasm.len() as u64);
+    header.set_mode(0o755);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(mtime);
+    header.set_entry_type(tar::EntryType::Regular);
+    b.append_data(
+        &mut header,
+        IMAGE_COMPONENT_PATH.trim_start_matches('/'),
+        wasm,
+    )?;
+    b.into_inner()
+}
+
+/// The OCI name of this machine's architecture.
+fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
 async fn push_blob(
     client: &RegistryClient,
     session: &Session,

@@ -18,6 +18,8 @@
 //!   as shares of a resident component.
 //! - [`outbound`]: the outbound HTTP allow-list.
 //! - [`cache`]: the on-disk compile cache.
+//! - [`standalone`]: entry points for the containerd shim (a component from
+//!   bytes, proxy or command).
 //!
 //! # Limits
 //! Memory: each linear memory of a request's instance may grow to the app's
@@ -34,6 +36,7 @@ pub mod guest;
 pub mod outbound;
 pub mod resident;
 pub mod stock;
+pub mod standalone;
 
 use std::fmt;
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests.
 
+pub mod containerd;
 pub mod fake_registry;
 pub mod image;
 pub mod internet;

@@ -1,0 +1,285 @@
+//! What `Create` prepares for a task.
+//!
+//! containerd hands the shim a bundle directory (`config.json`, an empty
+//! `rootfs/`) and the snapshot's mounts; the shim mounts them on the
+//! bundle's root (containerd 1.6 does not). The image's entrypoint,
+//! `process.args[0]`, names the component inside the rootfs: it is opened
+//! with `openat2(RESOLVE_IN_ROOT)`, so a symlink or `..` in the image
+//! resolves inside the rootfs and never reaches the host's files.
+//!
+//! Settings come from the container's environment, because it is what
+//! every layer (ctr, CRI, Knative) passes through unchanged: `PORT` (8080),
+//! and berth's app settings, validated exactly as `berth.toml`'s:
+//! `BERTH_MEMORY_LIMIT` (`limits.memory`), `BERTH_TIMEOUT`
+//! (`limits.timeout`), `BERTH_REQUEST_BODY_LIMIT` (`limits.request_body`),
+//! `BERTH_ALLOWED_OUTBOUND_HOSTS` (comma-separated `allowed_outbound_hosts`).
+
+use std::fs::{File, OpenOptions};
+use std::io::Read as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use berth::config::{AppConfig, AppSpec};
+use berth::wasm::WasmRuntime;
+use berth::wasm::standalone::LoadedComponent;
+use containerd_shim::protos::types::mount::Mount;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+
+use crate::netns::Network;
+
+/// The largest component the shim reads from an image.
+pub const MAX_COMPONENT_BYTES: u64 = 256 * 1024 * 1024;
+/// The port a wasi:http component is served on without `PORT`.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// A task between `Create` and `Start`.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The compiled, classified component.
+    pub loaded: LoadedComponent,
+    /// What the guest sees as `BERTH_APP` (`K_SERVICE`, else the task id).
+    pub name: String,
+    /// `process.args` (argument 0 is the component's path in the image).
+    pub args: Vec<String>,
+    /// `process.env`.
+    pub env: Vec<(String, String)>,
+    /// Limits and outbound allow-list, validated as berth's.
+    pub spec: AppSpec,
+    /// Where its listening socket goes.
+    pub network: Network,
+    /// `PORT`.
+    pub port: u16,
+    /// The task's stdout and stderr (`None`: not connected).
+    pub stdout: Option<File>,
+    /// See `stdout`.
+    pub stderr: Option<File>,
+    /// The mounted rootfs (a command sees it as `/`).
+    pub rootfs: PathBuf,
+}
+
+/// Mounts the snapshot's `mounts` on `target`, in order. Returns whether
+/// anything was mounted.
+///
+/// # Errors
+/// A mount that fails, with its type and source.
+pub fn mount_rootfs(mounts: &[Mount], target: &Path) -> anyhow::Result<bool> {
+    for m in mounts {
+        let fs_type = (!m.type_.is_empty()).then_some(m.type_.as_str());
+        let source = (!m.source.is_empty()).then_some(m.source.as_str());
+        containerd_shim::mount::mount_rootfs(fs_type, source, &m.options, target).with_context(
+            || {
+                format!(
+                    "cannot mount the rootfs ({} {}) on {}",
+                    m.type_,
+                    m.source,
+                    target.display()
+                )
+            },
+        )?;
+    }
+    Ok(!mounts.is_empty())
+}
+
+/// Unmounts everything at or below `target`.
+pub fn unmount_rootfs(target: &Path) {
+    if let Some(t) = target.to_str()
+        && let Err(e) = containerd_shim::mount::umount_recursive(Some(t), 0)
+    {
+        tracing::warn!(target = t, "cannot unmount the rootfs: {e}");
+    }
+}
+
+/// Reads the bundle's spec and the component, compiles (or maps) it.
+///
+/// # Errors
+/// What is wrong with the spec, the image or the component, named.
+pub fn prepare(
+    runtime: &WasmRuntime,
+    id: &str,
+    bundle: &Path,
+    stdout: &str,
+    stderr: &str,
+) -> anyhow::Result<Prepared> {
+    let spec_path = bundle.join("config.json");
+    let spec = oci_spec::runtime::Spec::load(&spec_path)
+        .with_context(|| format!("cannot read {}", spec_path.display()))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .context("config.json has no `process`")?;
+    let args = process.args().clone().unwrap_or_default();
+    let Some(entry) = args.first() else {
+        bail!("the container has no command: the image's entrypoint must name the .wasm file");
+    };
+    let env: Vec<(String, String)> = process
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let get = |key: &str| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let root = spec
+        .root()
+        .as_ref()
+        .map_or_else(|| PathBuf::from("rootfs"), |r| r.path().clone());
+    let rootfs = if root.is_absolute() {
+        root
+    } else {
+        bundle.join(root)
+    };
+    let cwd = process.cwd().clone();
+    let in_image = resolve_in_image(&rootfs, entry, &cwd, get("PATH"))?;
+    let bytes = read_in_root(&rootfs, &in_image)?;
+    let shown = in_image.display().to_string();
+    let loaded = runtime
+        .load_component(&shown, &bytes)
+        .map_err(anyhow::Error::from)?;
+    let port = match get("PORT") {
+        None => DEFAULT_PORT,
+        Some(p) => p
+            .parse()
+            .with_context(|| format!("PORT={p:?} is not a port number"))?,
+    };
+    let spec_settings = app_spec(&in_image, &get)?;
+    let name = get("K_SERVICE").unwrap_or(id).to_string();
+    Ok(Prepared {
+        loaded,
+        name,
+        args: args.clone(),
+        env: env.clone(),
+        spec: spec_settings,
+        network: Network::from_spec(&spec),
+        port,
+        stdout: open_output(stdout).context("stdout")?,
+        stderr: open_output(stderr).context("stderr")?,
+        rootfs,
+    })
+}
+
+/// berth's app settings from the container's environment, validated as
+/// `berth.toml` is.
+fn app_spec<'a>(path: &Path, get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<AppSpec> {
+    let mut app = serde_json::json!({ "wasm": path });
+    if let Some(hosts) = get("BERTH_ALLOWED_OUTBOUND_HOSTS") {
+        app["allowed_outbound_hosts"] = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .collect::<Vec<_>>()
+            .into();
+    }
+    let mut limits = serde_json::Map::new();
+    for (var, key) in [
+        ("BERTH_MEMORY_LIMIT", "memory"),
+        ("BERTH_TIMEOUT", "timeout"),
+        ("BERTH_REQUEST_BODY_LIMIT", "request_body"),
+    ] {
+        if let Some(v) = get(var) {
+            limits.insert(key.into(), v.into());
+        }
+    }
+    if !limits.is_empty() {
+        app["limits"] = limits.into();
+    }
+    let config: AppConfig =
+        serde_json::from_value(app).context("invalid BERTH_* settings in the environment")?;
+    AppSpec::from_config("shim", &config, Path::new("/")).map_err(|(key, reason)| {
+        anyhow::anyhow!("invalid BERTH_* settings in the environment: {key}: {reason}")
+    })
+}
+
+/// The component's path inside the image: `entry` as is when it has a `/`
+/// (relative ones from `cwd`), else looked up in the image's `PATH`.
+fn resolve_in_image(
+    rootfs: &Path,
+    entry: &str,
+    cwd: &Path,
+    path_var: Option<&str>,
+) -> anyhow::Result<PathBuf> {
+    if entry.contains('/') {
+        return Ok(Path::new("/").join(cwd).join(entry));
+    }
+    let search = path_var.unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    for dir in search.split(':').filter(|d| !d.is_empty()).take(64) {
+        let candidate = Path::new("/").join(dir).join(entry);
+        if open_in_root(rootfs, &candidate).is_ok() {
+            return Ok(candidate);
+        }
+    }
+    bail!("`{entry}` (the image's entrypoint) is not found in the image's PATH {search:?}")
+}
+
+fn open_in_root(rootfs: &Path, path: &Path) -> std::io::Result<File> {
+    let root = File::open(rootfs)?;
+    let fd = rustix::fs::openat2(
+        &root,
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT,
+    )?;
+    Ok(File::from(fd))
+}
+
+/// Reads the file at `path` of the image, at most [`MAX_COMPONENT_BYTES`].
+fn read_in_root(rootfs: &Path, path: &Path) -> anyhow::Result<Vec<u8>> {
+    let file = open_in_root(rootfs, path)
+        .with_context(|| format!("cannot open `{}` in the image", path.display()))?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        bail!("`{}` in the image is not a regular file", path.display());
+    }
+    if meta.len() > MAX_COMPONENT_BYTES {
+        bail!(
+            "`{}` is {} bytes, more than the shim's limit of {MAX_COMPONENT_BYTES} bytes (MAX_COMPONENT_BYTES) for a component",
+            path.display(),
+            meta.len()
+        );
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_COMPONENT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read `{}` in the image", path.display()))?;
+    Ok(bytes)
+}
+
+/// Opens a task's stdout or stderr as containerd names it: empty (not
+/// connected), a FIFO path (its reader is containerd's or ctr's), or a
+/// `file://` URI (`ctr run --log-uri file:///PATH`), appended to.
+fn open_output(target: &str) -> anyhow::Result<Option<File>> {
+    if target.is_empty() {
+        return Ok(None);
+    }
+    if let Some(path) = target.strip_prefix("file://") {
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot open log file {path}"))?;
+        return Ok(Some(f));
+    }
+    if target.contains("://") {
+        bail!("stdio target {target:?}: only FIFOs and file:// are supported (no binary://)");
+    }
+    // O_NONBLOCK so that a FIFO with no reader fails at once (ENXIO) instead
+    // of hanging Create; then blocking again, so no output is dropped.
+    let f = OpenOptions::new()
+        .write(true)
+        .custom_flags(OFlags::NONBLOCK.bits() as i32)
+        .open(target)
+        .with_context(|| format!("cannot open {target} (is anything reading it?)"))?;
+    let flags = rustix::fs::fcntl_getfl(&f)?;
+    rustix::fs::fcntl_setfl(&f, flags - OFlags::NONBLOCK)?;
+    Ok(Some(f))
+}

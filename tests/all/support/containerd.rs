@@ -1,0 +1,399 @@
+//! A private containerd (Debian's `containerd` 1.6, package `containerd`)
+//! for the shim's tests, and what they use around it.
+//!
+//! Each [`Containerd`] runs its own daemon with its own root, state
+//! directory, sockets and `/opt` plugin directory under a temporary
+//! directory, the CRI plugin disabled, and a `PATH` that starts with the
+//! directory of `containerd-shim-berth-v1`: no system service or
+//! configuration is read or touched. Its log (which includes the shims'
+//! logs) is kept for assertions. Dropping it kills what is left of its
+//! tasks, stops the daemon and its shims, and unmounts anything left under
+//! its root.
+//!
+//! Shim sockets live in `/run/containerd/s/<sha256>` whatever the state
+//! directory (both containerd 1.6 and the shim crate hard-code that root);
+//! their names hash this daemon's address, so they never collide with
+//! another containerd's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// The containerd namespace the tests use.
+pub const NAMESPACE: &str = "berth-test";
+/// How long the daemon may take to answer `ctr version`.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the daemon and its shims may take to exit when stopped.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The shim binary, built once per test run with the same cargo and profile
+/// as this test binary (`cargo build -p berth-shim`).
+pub fn shim_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        // target/<profile>/deps/all-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_path_buf();
+        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "berth-shim",
+            "--bin",
+            "containerd-shim-berth-v1",
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", &target_dir);
+        if release {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().expect("run cargo build -p berth-shim");
+        assert!(
+            out.status.success(),
+            "cargo build -p berth-shim failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = profile_dir.join("containerd-shim-berth-v1");
+        assert!(bin.is_file(), "{} was not built", bin.display());
+        bin
+    })
+}
+
+/// A private containerd daemon, stopped on drop.
+#[derive(Debug)]
+pub struct Containerd {
+    /// Root of everything it writes.
+    pub dir: TempDir,
+    /// Its gRPC socket.
+    pub socket: PathBuf,
+    /// Its stdout and stderr (the shims' logs are copied here too).
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Containerd {
+    /// Starts a daemon that finds `containerd-shim-berth-v1` on its `PATH`.
+    pub fn start() -> Self {
+        assert!(
+            Path::new("/usr/bin/containerd").is_file() && Path::new("/usr/bin/ctr").is_file(),
+            "containerd is missing: install the Debian package `containerd` (scripts/setup.sh does)"
+        );
+        let shim_dir = shim_binary().parent().expect("shim dir").to_path_buf();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-containerd-")
+            .tempdir()
+            .expect("containerd dir");
+        let d = dir.path();
+        let socket = d.join("containerd.sock");
+        let config = d.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\n\
+                 root = \"{root}\"\n\
+                 state = \"{state}\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{sock}\"\n\
+                 [ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+                 [debug]\n  level = \"info\"\n\
+                 [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n",
+                root = d.join("root").display(),
+                state = d.join("state").display(),
+                sock = socket.display(),
+                opt = d.join("opt").display(),
+            ),
+        )
+        .expect("write config");
+        let log = d.join("containerd.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new("/usr/bin/containerd")
+            .arg("--config")
+            .arg(&config)
+            .env(
+                "PATH",
+                format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", shim_dir.display()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log"))
+            .stderr(out)
+            .spawn()
+            .expect("start containerd");
+        let me = Self {
+            dir,
+            socket,
+            log,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if me.socket.exists() && me.ctr(&["version"]).status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not answer within {STARTUP_TIMEOUT:?} (STARTUP_TIMEOUT); log:\n{}",
+                me.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        me
+    }
+
+    /// `ctr --address SOCKET --namespace berth-test ARGS`, as a command.
+    pub fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("/usr/bin/ctr");
+        cmd.arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", NAMESPACE])
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `ctr ARGS` to its end.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_command(args).output().expect("run ctr")
+    }
+
+    /// Runs `ctr ARGS` and panics, with its output, unless it succeeds.
+    pub fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// containerd's root (snapshots, content, the shim's compile cache).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// Pids of the shims (any runtime) this daemon started, found by the
+    /// `-address SOCKET` on their command line.
+    pub fn shim_pids(&self) -> Vec<u32> {
+        let needle = self.socket.display().to_string();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            let is_shim = args
+                .first()
+                .is_some_and(|a| String::from_utf8_lossy(a).contains("containerd-shim"));
+            if is_shim && args.contains(&needle.as_bytes()) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// The shim sockets of task `ids` still in `/run/containerd/s` (a
+    /// shim's socket is named by the sha256 of `ADDRESS/NAMESPACE/ID`, the
+    /// rule containerd and the shim crate share).
+    pub fn leftover_sockets(&self, ids: &[&str]) -> Vec<String> {
+        use sha2::Digest as _;
+        ids.iter()
+            .map(|id| {
+                let key = format!("{}/{NAMESPACE}/{id}", self.socket.display());
+                format!(
+                    "/run/containerd/s/{}",
+                    hex::encode(sha2::Sha256::digest(key))
+                )
+            })
+            .filter(|p| Path::new(p).exists())
+            .collect()
+    }
+
+    /// Mounts left under this daemon's directory.
+    pub fn mounts(&self) -> Vec<String> {
+        let dir = self.dir.path().display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&dir))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Stops the daemon and waits for its shims; returns what was left
+    /// behind (shim processes, mounts), empty when clean.
+    pub fn stop(&mut self) -> Vec<String> {
+        // Tasks still around: kill and delete them, as an operator would.
+        let tasks = self.ctr(&["tasks", "ls", "-q"]);
+        for id in String::from_utf8_lossy(&tasks.stdout).split_whitespace() {
+            let _ = self.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+            let _ = self.ctr(&["tasks", "delete", "-f", id]);
+        }
+        let containers = self.ctr(&["containers", "ls", "-q"]);
+        for id in String::from_utf8_lossy(&containers.stdout).split_whitespace() {
+            let _ = self.ctr(&["containers", "delete", id]);
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while !self.shim_pids().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut left: Vec<String> = self
+            .shim_pids()
+            .into_iter()
+            .map(|p| format!("shim process {p}"))
+            .collect();
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    _ if Instant::now() >= deadline => {
+                        left.push("containerd did not exit on SIGTERM".into());
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        left.extend(self.mounts().into_iter().map(|m| format!("mount {m}")));
+        left
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        for pid in self.shim_pids() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let mut mounts = self.mounts();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").args(["-l", &m]).status();
+        }
+    }
+}
+
+/// A network namespace made for a test (`ip netns add`), with `lo` up;
+/// deleted on drop.
+#[derive(Debug)]
+pub struct TestNetns {
+    /// Its name under `/run/netns`.
+    pub name: String,
+}
+
+impl TestNetns {
+    /// Creates a namespace named after this process and `tag`.
+    pub fn new(tag: &str) -> Self {
+        let name = format!("berth-shim-{}-{tag}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip netns add")
+            .success()
+            && Command::new("ip")
+                .args(["-n", &name, "link", "set", "lo", "up"])
+                .status()
+                .expect("ip link")
+                .success();
+        assert!(ok, "cannot create network namespace {name}");
+        Self { name }
+    }
+
+    /// Its file, for `ctr run --with-ns network:PATH`.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// `curl` inside the namespace: (status, body), or `None` if nothing
+    /// answered within `timeout`.
+    pub fn get(&self, url: &str, timeout: Duration) -> Option<(u16, String)> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "curl", "-s", "-m"])
+            .arg(format!("{:.1}", timeout.as_secs_f64()))
+            .args(["-w", "\n%{http_code}", url])
+            .output()
+            .expect("curl");
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n')?;
+        Some((code.trim().parse().ok()?, body.to_string()))
+    }
+
+    /// Polls [`get`](Self::get) until something answers; panics naming
+    /// `what` after `limit`. Returns the answer and how long it took.
+    pub fn wait_for(&self, what: &str, url: &str, limit: Duration) -> ((u16, String), Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(answer) = self.get(url, Duration::from_secs(2)) {
+                return (answer, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{what} did not answer on {url} in netns {} within {limit:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// Waits for `child` to exit, at most `limit`; returns its exit code.
+/// Panics naming `what` (after killing it) if it does not.
+pub fn wait_exit(child: &mut Child, what: &str, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
