@@ -217,6 +217,8 @@ impl Inner {
                     // use the whole pool.
                     max_instances_per_app: Some(max_instances),
                     memory_budget: None,
+                    // Nothing is stocked ahead (one app, no autoscaler to size it).
+                    ..EngineOptions::default()
                 };
                 tracing::info!(data_dir = %dir.display(), max_instances, "starting berth's Wasm engine");
                 tokio::task::spawn_blocking(move || WasmRuntime::new(&dir, &opts))

@@ -35,8 +35,8 @@ pub mod cache;
 pub mod guest;
 pub mod outbound;
 pub mod resident;
-pub mod stock;
 pub mod standalone;
+pub mod stock;
 
 use std::fmt;
 use std::path::Path;
