@@ -30,5 +30,7 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
         .map(|mut last| last.replace(mark))
         .unwrap_or(None)
         .unwrap_or_else(|| "none".to_owned());
-    Ok(Response::new(format!("count {n} previous {previous}").into()))
+    Ok(Response::new(
+        format!("count {n} previous {previous}").into(),
+    ))
 }
