@@ -42,6 +42,19 @@ struct ComponentSection<'a> {
     target: Option<String>,
 }
 
+/// `reference` parsed, refused when it names a digest: a push goes to a
+/// tag, and the registry derives the digest from the content.
+fn tag_reference(reference: &str) -> Result<Reference, OciError> {
+    let parsed = parse_reference(reference)?;
+    if parsed.digest().is_some() {
+        return Err(OciError::InvalidReference {
+            reference: reference.to_owned(),
+            reason: "push to a tag; the registry derives the digest from the content".to_owned(),
+        });
+    }
+    Ok(parsed)
+}
+
 /// Pushes `wasm` to `reference` (which must name a tag) as a CNCF Wasm
 /// artifact and returns the manifest digest (`sha256:…`).
 ///
@@ -59,13 +72,7 @@ pub async fn push_component(
     reference: &str,
     wasm: &[u8],
 ) -> Result<String, OciError> {
-    let parsed = parse_reference(reference)?;
-    if parsed.digest().is_some() {
-        return Err(OciError::InvalidReference {
-            reference: reference.to_owned(),
-            reason: "push to a tag; the registry derives the digest from the content".to_owned(),
-        });
-    }
+    let parsed = tag_reference(reference)?;
     let world = component::world(wasm, "the Wasm binary")?;
     let layer = Bytes::copy_from_slice(wasm);
     let layer_digest = Digest::of(&layer);
@@ -138,13 +145,7 @@ pub async fn push_component_image(
     reference: &str,
     wasm: &[u8],
 ) -> Result<String, OciError> {
-    let parsed = parse_reference(reference)?;
-    if parsed.digest().is_some() {
-        return Err(OciError::InvalidReference {
-            reference: reference.to_owned(),
-            reason: "push to a tag; the registry derives the digest from the content".to_owned(),
-        });
-    }
+    let parsed = tag_reference(reference)?;
     let world = component::world(wasm, "the Wasm binary")?;
     let created = created_time();
     let invalid = |detail: String| OciError::InvalidManifest {
