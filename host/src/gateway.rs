@@ -12,7 +12,9 @@ use http_body_util::BodyExt as _;
 
 use crate::apps::Apps;
 use crate::backend::ServeError;
-use crate::http::{Body, BoxError, REQUEST_ID_HEADER, RequestInfo, excerpt, plain_text};
+use crate::http::{
+    Body, BoxError, REQUEST_ID_HEADER, RequestInfo, TIMING_REQUEST_HEADER, excerpt, plain_text,
+};
 use crate::metrics::Metrics;
 use crate::revision::{AdmitError, DispatchError};
 
@@ -42,10 +44,19 @@ impl Gateway {
         }
     }
 
-    fn request_info(&self) -> RequestInfo {
+    /// A new request's identity: `{prefix}-{n}` in hex, made without the
+    /// formatting machinery (this runs for every request).
+    fn request_info<B>(&self, req: &Request<B>) -> RequestInfo {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut info = RequestInfo::new(&format!("{:08x}-{n:08x}", self.id_prefix));
+        // As `format!("{:08x}-{n:08x}")`: at least 8 digits for `n`.
+        let digits = (16 - n.leading_zeros() as usize / 4).max(8);
+        let mut id = [b'-'; 25];
+        hex_into(&mut id[..8], u64::from(self.id_prefix));
+        hex_into(&mut id[9..9 + digits], n);
+        let id = std::str::from_utf8(&id[..9 + digits]).expect("hex digits and a dash");
+        let mut info = RequestInfo::new(id);
         info.tls = self.tls;
+        info.timing = req.headers().contains_key(TIMING_REQUEST_HEADER);
         info
     }
 
@@ -54,27 +65,24 @@ impl Gateway {
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
-        let info = self.request_info();
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            });
-        let table = self.apps.routes();
-        let Some(app) = table.route(host.as_deref(), req.uri().path()).cloned() else {
+        let info = self.request_info(&req);
+        let host = match req.uri().authority() {
+            Some(a) => Some(a.as_str()),
+            None => req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok()),
+        };
+        let has_host = host.is_some();
+        let Some(app) = self.apps.route(host, req.uri().path()) else {
             let msg = format!(
                 "no app answers host `{}` and path `{}`\n",
-                excerpt(host.as_deref().unwrap_or("(none)")),
+                excerpt(host.unwrap_or("(none)")),
                 excerpt(req.uri().path())
             );
             return Ok(with_id(plain_text(StatusCode::NOT_FOUND, msg), &info));
         };
-        if host.is_none() {
+        if !has_host {
             // HTTP/1.0 without Host: wasi:http needs an authority.
             req.headers_mut()
                 .insert(header::HOST, HeaderValue::from_static("localhost"));
@@ -90,6 +98,14 @@ impl Gateway {
         // Counted (status, latency) when the response body is done.
         let resp = self.metrics.instrument(&app.name, info.accepted, resp);
         Ok(with_id(resp, &info))
+    }
+}
+
+/// The low `out.len()` hex digits of `n`, most significant first.
+fn hex_into(out: &mut [u8], mut n: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
     }
 }
 
@@ -166,6 +182,16 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn request_ids_read_as_formatted() {
+        for n in [0, 1, 0xabc, u64::from(u32::MAX), 1 << 32, u64::MAX] {
+            let digits = (16 - n.leading_zeros() as usize / 4).max(8);
+            let mut out = vec![0; digits];
+            hex_into(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{n:08x}"));
+        }
+    }
 
     fn code(e: impl Into<DispatchError>) -> (u16, bool) {
         let (status, retry, _) = outcome(e);

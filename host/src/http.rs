@@ -25,6 +25,10 @@ pub struct BodyTooLarge(pub u64);
 /// Header carrying the request id on every response.
 pub const REQUEST_ID_HEADER: &str = "x-berth-request-id";
 
+/// A request carrying this header (any value) gets a `Server-Timing`
+/// header with berth's host-side figures (`berth bench` sends it).
+pub const TIMING_REQUEST_HEADER: &str = "x-berth-timing";
+
 /// One request's identity and arrival time.
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
@@ -36,6 +40,9 @@ pub struct RequestInfo {
     pub accepted: Instant,
     /// Whether the request came in over TLS (guests see `https`).
     pub tls: bool,
+    /// Whether the client asked for `Server-Timing` (with
+    /// [`TIMING_REQUEST_HEADER`]).
+    pub timing: bool,
 }
 
 impl RequestInfo {
@@ -47,6 +54,7 @@ impl RequestInfo {
                 .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
             accepted: Instant::now(),
             tls: false,
+            timing: false,
         }
     }
 }

@@ -281,6 +281,12 @@ impl Apps {
         self.routes.load_full()
     }
 
+    /// The app that answers `host` and `path` now (one lock-free read of
+    /// the route table; see [`RouteTable::route`]).
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<Arc<RoutedApp>> {
+        self.routes.load().route(host, path).cloned()
+    }
+
     /// The Wasm runtime (for its counters).
     pub fn runtime(&self) -> &Arc<WasmRuntime> {
         &self.runtime

@@ -102,8 +102,11 @@ impl RouteTable {
                     && rest.as_bytes()[0] == b'.'
                     && rest[1..].eq_ignore_ascii_case(&self.domain))
                 .then_some(label)
-            }) && let Some(app) = self.by_name.get(&label.to_ascii_lowercase())
-            {
+            }) && let Some(app) = if label.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.by_name.get(&label.to_ascii_lowercase())
+            } else {
+                self.by_name.get(label)
+            } {
                 return Some(app);
             }
         }

@@ -3,7 +3,9 @@
 //! the response head as soon as the guest sets it.
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -146,13 +148,23 @@ impl WasmApp {
     /// soon as the guest sets it; the body streams while the guest runs, until
     /// the deadline.
     ///
+    /// The guest runs on the caller's task — no task is spawned and no other
+    /// thread is woken on the way to its handler: this future drives it until
+    /// the response head is set, then the returned body drives it while the
+    /// body streams ([`DrivenBody`]). A client gone before the head drops the
+    /// guest; a guest still running when its body is done or dropped
+    /// finishes on a task of its own, as it would have without a client.
+    ///
+    /// A `Server-Timing` header is added only when `info.timing` asks for it;
+    /// the [`ColdStart`] figures are always in the response's extensions.
+    ///
     /// # Errors
     /// [`GuestError`] when the guest produced no response.
     pub async fn handle<B>(
         self: &Arc<Self>,
         req: Request<B>,
         info: &RequestInfo,
-    ) -> Result<Response<GuestBody>, GuestError>
+    ) -> Result<Response<DrivenBody>, GuestError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
@@ -189,7 +201,7 @@ impl WasmApp {
         let took = taken.elapsed();
         self.request_refill();
 
-        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (sender, mut receiver) = tokio::sync::oneshot::channel();
         let (incoming, outparam) = {
             let mut http = store.data_mut().http();
             let incoming = http
@@ -208,32 +220,34 @@ impl WasmApp {
             (incoming, outparam)
         };
 
-        let app = self.clone();
-        let accepted = info.accepted;
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<ColdStart>();
-        let task = tokio::spawn(async move {
-            let _slot = slot;
-            let run = async {
-                let stock_hit = stocked.is_some();
-                let (proxy, instantiate) = match stocked {
-                    Some(proxy) => (proxy, took),
-                    None => {
-                        let t = Instant::now();
-                        let proxy = app.compiled.pre.instantiate_async(&mut store).await?;
-                        (proxy, t.elapsed())
-                    }
-                };
-                let _ = started_tx.send(ColdStart {
-                    host: accepted.elapsed(),
-                    instantiate,
-                    stock_hit,
-                });
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, incoming, outparam)
+        let stock_hit = stocked.is_some();
+        let (proxy, instantiate) = match stocked {
+            Some(proxy) => (proxy, took),
+            None => {
+                let t = Instant::now();
+                let proxy = self
+                    .compiled
+                    .pre
+                    .instantiate_async(&mut store)
                     .await
-            };
+                    .map_err(|e| classify(e, &self.limits, self.max_instances))?;
+                (proxy, t.elapsed())
+            }
+        };
+        let cold = ColdStart {
+            host: info.accepted.elapsed(),
+            instantiate,
+            stock_hit,
+        };
+
+        let app = self.clone();
+        let id = info.id.clone();
+        let mut guest: Guest = Box::pin(async move {
+            let _slot = slot;
             let started = Instant::now();
+            let run = proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, outparam);
             let mut busy = Busy::new(run);
             let outcome = tokio::time::timeout_at(deadline.into(), &mut busy).await;
             let busy_time = busy.busy;
@@ -249,53 +263,78 @@ impl WasmApp {
                     memory * started.elapsed().as_secs_f64() / 1e9,
                 );
             }
-            match outcome {
+            let result = match outcome {
                 Ok(result) => result.map_err(|e| classify(e, &app.limits, app.max_instances)),
                 Err(_) => Err(GuestError::Deadline(app.limits.timeout)),
+            };
+            if let Err(e) = &result {
+                app.log_failure(&id, e);
             }
+            result
         });
-        // If the client goes away before the response head, stop the guest.
-        let mut guard = AbortOnDrop(Some(task));
 
-        let outcome = receiver.await;
-        let cold = started_rx.await.ok();
-        match outcome {
-            Ok(Ok(mut resp)) => {
-                // The guest keeps running to stream the body; detach it.
-                if let Some(task) = guard.0.take() {
-                    let app = self.clone();
-                    let id = info.id.clone();
-                    tokio::spawn(async move {
-                        if let Ok(Err(e)) = task.await {
-                            app.log_failure(&id, &e);
-                        }
-                    });
+        // Drive the guest here until it sets the response head or returns.
+        // (A guest that returned has dropped its store, so the channel is
+        // ready by then: set, or closed.)
+        let mut returned: Option<Result<(), GuestError>> = None;
+        let mut closed = false;
+        let head = std::future::poll_fn(|cx| {
+            if returned.is_none()
+                && let Poll::Ready(r) = guest.as_mut().poll(cx)
+            {
+                returned = Some(r);
+            }
+            if !closed {
+                match Pin::new(&mut receiver).poll(cx) {
+                    Poll::Ready(Ok(head)) => return Poll::Ready(Some(head)),
+                    Poll::Ready(Err(_)) => closed = true,
+                    Poll::Pending => {}
                 }
-                if let Some(cold) = cold {
-                    resp.extensions_mut().insert(cold);
-                    if let Ok(v) = HeaderValue::from_str(&format!(
+            }
+            if returned.is_some() {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        let running = returned.is_none();
+        // A returned guest may have set the head although the poll above
+        // said pending (tokio's co-operative budget can defer a ready
+        // channel): ask the channel directly.
+        let Some(head) = head.or_else(|| receiver.try_recv().ok()) else {
+            // Returned without a response; a failure is logged already.
+            return Err(match returned {
+                Some(Err(e)) => e,
+                _ => {
+                    let err = GuestError::NoResponse;
+                    self.log_failure(&info.id, &err);
+                    err
+                }
+            });
+        };
+        let guest = running.then_some(guest);
+        match head {
+            Ok(resp) => {
+                let mut resp = resp.map(|body| DrivenBody { body, guest });
+                resp.extensions_mut().insert(cold);
+                if info.timing
+                    && let Ok(v) = HeaderValue::from_str(&format!(
                         "berth-host;dur={:.3}, berth-instantiate;dur={:.3}",
                         cold.host.as_secs_f64() * 1e3,
                         cold.instantiate.as_secs_f64() * 1e3
-                    )) {
-                        resp.headers_mut().append("server-timing", v);
-                    }
+                    ))
+                {
+                    resp.headers_mut().append("server-timing", v);
                 }
                 Ok(resp)
             }
-            Ok(Err(code)) => {
+            Err(code) => {
                 let err = GuestError::ErrorCode(code);
                 self.log_failure(&info.id, &err);
-                Err(err)
-            }
-            Err(_) => {
-                let task = guard.0.take().expect("task present until taken");
-                let err = match task.await {
-                    Ok(Ok(())) => GuestError::NoResponse,
-                    Ok(Err(e)) => e,
-                    Err(join) => GuestError::Internal(format!("guest task failed: {join}")),
-                };
-                self.log_failure(&info.id, &err);
+                if let Some(guest) = guest {
+                    finish_detached(guest);
+                }
                 Err(err)
             }
         }
@@ -317,7 +356,7 @@ impl Drop for WasmApp {
 
 /// A future that adds up the time spent polling the one it wraps.
 struct Busy<F> {
-    inner: std::pin::Pin<Box<F>>,
+    inner: Pin<Box<F>>,
     busy: Duration,
 }
 
@@ -334,9 +373,9 @@ impl<F: Future> Future for Busy<F> {
     type Output = F::Output;
 
     fn poll(
-        mut self: std::pin::Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
+    ) -> Poll<F::Output> {
         let t = Instant::now();
         let out = self.inner.as_mut().poll(cx);
         self.busy += t.elapsed();
@@ -344,13 +383,62 @@ impl<F: Future> Future for Busy<F> {
     }
 }
 
-/// Aborts a spawned task when dropped while still armed.
-struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
+/// A guest's run after its request was handed to it: the handler's call,
+/// metered, bounded by the deadline, its failure logged.
+type Guest = Pin<Box<dyn Future<Output = Result<(), GuestError>> + Send>>;
 
-impl<T> Drop for AbortOnDrop<T> {
+/// A running guest finishes on its own task (its response is no longer
+/// wanted, or fully sent while the guest still runs).
+fn finish_detached(guest: Guest) {
+    tokio::spawn(guest);
+}
+
+/// A guest's response body that also drives the guest: each poll for a frame
+/// first lets the guest run (it produces the frames), so a response streams
+/// without a task of its own. Dropped before the guest is done (the body
+/// ended, or the client left), the guest finishes detached.
+pub struct DrivenBody {
+    body: GuestBody,
+    guest: Option<Guest>,
+}
+
+impl fmt::Debug for DrivenBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DrivenBody")
+            .field("guest_running", &self.guest.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl hyper::body::Body for DrivenBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if let Some(guest) = self.guest.as_mut()
+            && guest.as_mut().poll(cx).is_ready()
+        {
+            self.guest = None;
+        }
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for DrivenBody {
     fn drop(&mut self) {
-        if let Some(t) = self.0.take() {
-            t.abort();
+        if let Some(guest) = self.guest.take() {
+            finish_detached(guest);
         }
     }
 }

@@ -49,7 +49,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-pub use app::{ColdStart, GuestBody, WasmApp};
+pub use app::{ColdStart, DrivenBody, GuestBody, WasmApp};
 pub use guest::{GuestError, GuestState};
 
 use crate::config::AppSpec;
