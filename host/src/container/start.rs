@@ -33,7 +33,7 @@ use super::process::{ExitWatch, watch_exit};
 use super::runc::RuncError;
 use super::running::{Container, Endpoint, StartTimings};
 use super::spec::{self, InstanceSpec, Network};
-use super::state_dir::{Paths, ShimInner, remove_instance_dir, set_mode, spawn_teardown};
+use super::state_dir::{Paths, ShimInner, set_mode, spawn_teardown};
 
 /// How much of the stderr log an [`ContainerError::Exited`] quotes.
 const STDERR_TAIL_LINES: usize = 20;
@@ -275,7 +275,8 @@ async fn network_for(inner: &ShimInner, spec: &InstanceSpec, p: &Paths) -> Resul
     match bridge {
         Some(bridge) => {
             let ip = bridge.attach(id, ns).await?;
-            Ok(Endpoint::Bridge(std::net::SocketAddr::from((ip, spec.port))))
+            let addr = std::net::SocketAddr::from((ip, spec.port));
+            Ok(Endpoint::Bridge(addr))
         }
         None => Ok(Endpoint::Inside(
             Netns::enter_pinned(ns)
