@@ -96,7 +96,7 @@ fn cold_start_bench_writes_a_table_json_and_svg_for_both_kinds() {
         ("wasm", &["instance_start", "host", "instantiate"][..]),
         (
             "container",
-            &["instance_start", "overlay", "create", "start", "ready"][..],
+            &["instance_start", "prepare", "run", "ready"][..],
         ),
     ] {
         let k = &report[kind];

@@ -37,7 +37,9 @@
 //! store and instantiation included), and the instantiation alone.
 //!
 //! The container split is the phases the container backend timed for that
-//! cold start (overlay; runtime spec and `runc create`; `runc start`; first
+//! cold start (prepare: runtime spec, instance directory, overlay,
+//! `config.json`; network: the instance's own namespace, at the same time,
+//! nothing on the host network; run: `runc run --detach`; ready: first
 //! successful readiness probe), read from the same record
 //! ([`ColdStartRecord::split`](crate::revision::ColdStartRecord::split)),
 //! plus `instance_start` as for Wasm.

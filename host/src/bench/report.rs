@@ -262,13 +262,21 @@ const SPLIT_ROWS: &[(&str, &str, &str)] = &[
         "instance_start",
         "instance start (the revision's timing)",
     ),
-    ("container", "overlay", "instance dirs + overlay mount"),
-    ("container", "create", "runtime spec + runc create"),
-    ("container", "start", "runc start"),
+    (
+        "container",
+        "prepare",
+        "runtime spec + instance dir + overlay + config.json",
+    ),
+    (
+        "container",
+        "network",
+        "own netns + lo (+ bridge); host network: 0",
+    ),
+    ("container", "run", "runc run --detach + pid"),
     (
         "container",
         "ready",
-        "runc start → first readiness probe ok",
+        "process running → first readiness probe ok",
     ),
     (
         "container",
@@ -513,10 +521,12 @@ pub fn definitions() -> BTreeMap<String, String> {
         ),
         (
             "container.split_us",
-            "ColdStartSplit of the shim: overlay (instance dirs, overlay mount), create \
-             (runtime spec, runc create), start (runc start), ready (runc start \
-             returned → first successful TCP probe); instance_start = the revision's \
-             timing of Backend::start_instance; rest = cold_start − instance_start",
+            "ColdStartSplit of the shim: prepare (runtime spec, instance dir, overlay \
+             mount, config.json), network (the instance's own network namespace, lo, the \
+             bridge; at the same time as prepare; 0 on the host network), run (runc run \
+             --detach, pid read), ready (process running → first successful TCP probe); \
+             instance_start = the revision's timing of Backend::start_instance; rest = \
+             cold_start − instance_start",
         ),
         (
             "container.proxy_us",

@@ -161,14 +161,13 @@ impl Backend for ContainerBackend {
             (metrics, cgroup)
         });
         let timings = container.start_timings();
-        let split = ColdStartSplit {
-            phases: vec![
-                ("overlay", timings.overlay),
-                ("create", timings.create),
-                ("start", timings.start),
-                ("ready", timings.ready),
-            ],
-        };
+        // No network phase on the host's network (nothing is made).
+        let mut phases = vec![("prepare", timings.prepare)];
+        if network != Network::Host {
+            phases.push(("network", timings.network));
+        }
+        phases.extend([("run", timings.run), ("ready", timings.ready)]);
+        let split = ColdStartSplit { phases };
         tracing::info!(
             app = %self.app,
             instance = container.id(),

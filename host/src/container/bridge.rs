@@ -2,25 +2,26 @@
 //! bridge berth owns, with egress, and nothing else.
 //!
 //! # Attaching an instance
-//! runc creates the instance's namespace (`runc create`); before `runc
-//! start`, berth pins it (a bind mount of `/proc/PID/ns/net` in the
+//! berth makes the instance's namespace before the container exists
+//! ([`super::netns::create_pinned`]: pinned by a bind mount in the
 //! instance's directory, so it outlives the process until berth is done
-//! with it) and runs the standard CNI plugins on it, as containerd's CRI
-//! does: `bridge` (a veth pair, the host end on the bridge, the bridge the
-//! instance's gateway, `ipMasq` for egress) with `host-local` IPAM (leases
-//! under berth's own state directory). The host end of the veth is then
+//! with it; the runtime spec names it and runc joins it), and runs the
+//! standard CNI plugins on it, as containerd's CRI does for a pod sandbox:
+//! `bridge` (a veth pair, the host end on the bridge, the bridge the
+//! instance's gateway) with `host-local` IPAM (leases under berth's own
+//! state directory); egress is masqueraded by berth's one NAT chain per
+//! bridge (below). The host end of the veth is then
 //! made an *isolated* bridge port (`brport/isolated`): isolated ports
 //! forward only to the bridge itself, never to each other, so instances
 //! cannot reach one another at layer 2, whatever the host's `br_netfilter`
 //! setting. When the instance stops, berth runs the plugins' `DEL` on the
-//! still-pinned namespace (releasing the address and the NAT rules), then
-//! unmounts it.
+//! still-pinned namespace (releasing the address), then unmounts it.
 //!
 //! # What berth adds to the host's firewall
-//! Two chains per bridge, jumped to first from `INPUT` and `FORWARD`
-//! (iptables, and ip6tables for IPv6), installed before the first instance
-//! is attached and removed with the bridge when the shim closes (a crashed
-//! run's are removed when the next one opens):
+//! Two filter chains per bridge, jumped to first from `INPUT` and `FORWARD`
+//! (iptables, and ip6tables for IPv6), and one NAT chain, installed before
+//! the first instance is attached and removed with the bridge when the shim
+//! closes (a crashed run's are removed when the next one opens):
 //!
 //! ```text
 //! BERTH-<bridge>-IN:   -i <bridge> ESTABLISHED,RELATED → ACCEPT   (answers to berth's proxy)
@@ -30,6 +31,17 @@
 //!                      -i <bridge> -o <bridge> → DROP             (no instance to instance, with br_netfilter)
 //!                      -i <bridge> -d 169.254.0.0/16 → DROP        (no link-local: cloud metadata)
 //!                      -i <bridge> → ACCEPT                       (egress)
+//! ```
+//!
+//! and, in the `nat` table, one chain for the whole bridge (where the
+//! `bridge` plugin's `ipMasq` would add a chain per instance, three or four
+//! iptables runs on every attach and again on every detach):
+//!
+//! ```text
+//! POSTROUTING → BERTH-<bridge>-NAT:  ! -s <subnet> → RETURN
+//!                                    -d <subnet> → RETURN
+//!                                    -d 224.0.0.0/4 → RETURN
+//!                                    → MASQUERADE               (egress through the host's address)
 //! ```
 //!
 //! berth's proxy and probes connect from the host to the instance's address
@@ -169,7 +181,10 @@ impl BridgeNetwork {
             "type": "bridge",
             "bridge": options.bridge,
             "isGateway": true,
-            "ipMasq": true,
+            // One masquerade rule per bridge (berth's NAT chain, below)
+            // instead of the plugin's chain per instance: that one costs
+            // iptables runs on every attach and detach.
+            "ipMasq": false,
             "hairpinMode": false,
             "ipam": {
                 "type": "host-local",
@@ -260,7 +275,7 @@ impl BridgeNetwork {
     }
 
     /// Detaches instance `id` (its namespace still pinned at `netns`):
-    /// releases its address and its NAT rules. Idempotent.
+    /// releases its address. Idempotent.
     ///
     /// # Errors
     /// A plugin failure.
@@ -349,11 +364,17 @@ impl BridgeNetwork {
         (format!("BERTH-{b}-IN"), format!("BERTH-{b}-FWD"))
     }
 
+    /// The `nat` chain masquerading the instances' egress.
+    fn nat_chain(&self) -> String {
+        format!("BERTH-{}-NAT", self.options.bridge)
+    }
+
     async fn install_rules(&self) -> Result<()> {
         // Start from nothing of ours: a crashed run may have left them.
         self.remove_rules().await;
         let b = self.options.bridge.as_str();
         let (input, forward) = self.chains();
+        let nat = self.nat_chain();
         for tool in ["iptables", "ip6tables"] {
             let mut rules: Vec<Vec<&str>> = vec![
                 vec!["-N", &input],
@@ -404,6 +425,17 @@ impl BridgeNetwork {
             }
             rules.push(vec!["-I", "INPUT", "1", "-j", &input]);
             rules.push(vec!["-I", "FORWARD", "1", "-j", &forward]);
+            if tool == "iptables" {
+                let subnet = self.options.subnet.as_str();
+                rules.extend([
+                    vec!["-t", "nat", "-N", &nat],
+                    vec!["-t", "nat", "-A", &nat, "!", "-s", subnet, "-j", "RETURN"],
+                    vec!["-t", "nat", "-A", &nat, "-d", subnet, "-j", "RETURN"],
+                    vec!["-t", "nat", "-A", &nat, "-d", "224.0.0.0/4", "-j", "RETURN"],
+                    vec!["-t", "nat", "-A", &nat, "-j", "MASQUERADE"],
+                    vec!["-t", "nat", "-I", "POSTROUTING", "1", "-j", &nat],
+                ]);
+            }
             for rule in rules {
                 if let Err(e) = run(tool, &rule).await {
                     if tool == "ip6tables" && !Path::new("/proc/net/if_inet6").exists() {
@@ -430,6 +462,13 @@ impl BridgeNetwork {
                 let _ = run(tool, &["-X", chain]).await;
             }
         }
+        let nat = self.nat_chain();
+        while run("iptables", &["-t", "nat", "-D", "POSTROUTING", "-j", &nat])
+            .await
+            .is_ok()
+        {}
+        let _ = run("iptables", &["-t", "nat", "-F", &nat]).await;
+        let _ = run("iptables", &["-t", "nat", "-X", &nat]).await;
     }
 }
 

@@ -28,7 +28,8 @@
 //!   read inside its rootfs) and its `User` resolved against them.
 //! - [`runc`]: the `runc` command line, typed; [`runc::find_runc`];
 //!   [`runc::RuncVersion`], which runc berth accepts.
-//! - [`netns`]: reaching into an isolated instance's network namespace.
+//! - [`netns`]: the instance's network namespace, made and pinned by berth
+//!   before `runc run`, and reaching into it (`network = "none"`).
 //! - [`overlay`]: the per-instance overlay mount over the shared image
 //!   rootfs, its writable layer on a tmpfs sized to the memory limit.
 //! - `sys`: the module's only `unsafe` (tokio's `AsyncFd` registration, the

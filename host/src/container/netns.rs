@@ -1,13 +1,15 @@
 //! Network namespaces of instances that do not share the host's.
 //!
-//! runc creates the namespace (the spec lists a `network` namespace without a
-//! path). A new namespace has only `lo`, and it is down: [`loopback_up`]
-//! (from a short-lived thread) and [`Netns::enter`] bring it up.
-//!
-//! An isolated instance's namespace is pinned ([`pin`]: a bind mount of
-//! `/proc/PID/ns/net` in the instance's directory) so that the bridge
-//! network can be detached from it after the process is gone; teardown
-//! unmounts it with the rest of the instance's mounts.
+//! berth makes the namespace itself, before the container exists
+//! ([`create_pinned`]: a short-lived thread `unshare`s into a new one, pins
+//! it with a bind mount of `/proc/thread-self/ns/net` in the instance's
+//! directory, brings `lo` up and exits), and the spec's `network` namespace
+//! names that file, so runc joins it. Its network is therefore ready (and,
+//! when isolated, attached to the bridge) before the container's process
+//! runs, without a pause between `runc create` and `runc start`: one `runc
+//! run --detach` starts the container. The pin outlives the process, so the
+//! bridge network can be detached from it after the process is gone;
+//! teardown unmounts it with the rest of the instance's mounts.
 //!
 //! A `network = "none"` instance has only loopback: berth reaches it through
 //! [`Netns`], below.
@@ -23,6 +25,7 @@ use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd as _;
+use std::path::Path;
 use std::sync::mpsc;
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType, socket_with};
@@ -30,7 +33,7 @@ use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 
-use super::sys::{IFF_UP, interface_flags, set_interface_flags};
+use super::sys::{IFF_UP, interface_flags, set_interface_flags, unshare_network};
 
 type Request = oneshot::Sender<io::Result<TcpSocket>>;
 
@@ -48,11 +51,28 @@ impl Netns {
     /// When the namespace cannot be opened or joined, or `lo` cannot be
     /// brought up.
     pub async fn enter(pid: u32) -> io::Result<Self> {
-        let ns = File::open(format!("/proc/{pid}/ns/net"))?;
+        Self::enter_file(File::open(format!("/proc/{pid}/ns/net"))?, pid.to_string()).await
+    }
+
+    /// Joins the network namespace pinned at `path` ([`create_pinned`]) on a
+    /// new thread and brings `lo` up in it.
+    ///
+    /// # Errors
+    /// As for [`Netns::enter`].
+    pub async fn enter_pinned(path: &Path) -> io::Result<Self> {
+        let name = path
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Self::enter_file(File::open(path)?, name).await
+    }
+
+    async fn enter_file(ns: File, name: String) -> io::Result<Self> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (requests, rx) = mpsc::channel::<Request>();
         std::thread::Builder::new()
-            .name(format!("berth-netns-{pid}"))
+            .name(format!("berth-netns-{name}"))
             .spawn(move || {
                 let entered = setns_net(&ns).and_then(|()| loopback_up());
                 drop(ns);
@@ -88,31 +108,31 @@ impl Netns {
     }
 }
 
-/// Pins process `pid`'s network namespace at `target` (a new empty file,
-/// then a bind mount over it), so it outlives the process.
+/// Makes a new network namespace with `lo` up and pins it at `target` (a
+/// new empty file, then a bind mount of the namespace over it), from a
+/// thread that `unshare`s into it and exits. No process is in the
+/// namespace; the pin keeps it until it is unmounted.
 ///
 /// # Errors
-/// When the file cannot be created or the mount fails.
-pub fn pin(pid: u32, target: &std::path::Path) -> io::Result<()> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(target)?;
-    rustix::mount::mount_bind(format!("/proc/{pid}/ns/net"), target).map_err(io::Error::from)
-}
-
-/// Brings `lo` up in process `pid`'s network namespace, from a thread that
-/// joins it and exits.
-///
-/// # Errors
-/// When the namespace cannot be joined or `lo` cannot be set up.
-pub async fn loopback_up_in(pid: u32) -> io::Result<()> {
-    let ns = File::open(format!("/proc/{pid}/ns/net"))?;
+/// When the thread cannot be made, `unshare`, the file or the mount fail,
+/// or `lo` cannot be brought up (the pin, if made, is left for the caller's
+/// teardown, which unmounts everything under the instance directory).
+pub async fn create_pinned(target: &Path) -> io::Result<()> {
+    let target = target.to_path_buf();
     let (tx, rx) = oneshot::channel();
     std::thread::Builder::new()
-        .name(format!("berth-lo-{pid}"))
+        .name("berth-netns-new".into())
         .spawn(move || {
-            let _ = tx.send(setns_net(&ns).and_then(|()| loopback_up()));
+            let made = (|| {
+                unshare_network()?;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)?;
+                rustix::mount::mount_bind("/proc/thread-self/ns/net", &target)?;
+                loopback_up()
+            })();
+            let _ = tx.send(made);
         })?;
     rx.await
         .map_err(|_| io::Error::other("netns thread died"))?

@@ -3,7 +3,7 @@
 //!
 //! [`become_subreaper`] (called by [`Shim::new`](super::Shim::new)) makes the
 //! berth process a child subreaper (`PR_SET_CHILD_SUBREAPER`), as containerd's
-//! shims are: when `runc create` returns, the container's init is re-parented
+//! shims are: when `runc run --detach` returns, the container's init is re-parented
 //! to berth rather than to the host's init, so berth can collect its exit
 //! status (and the zombie does not depend on the host's init to be reaped).
 //! Any other orphan re-parented to berth is not reaped; berth runs no other

@@ -4,8 +4,8 @@
 //! the containers berth made (and only those) can be listed and reaped after a
 //! crash. Each call has a deadline; a runc that hangs is killed.
 //!
-//! `create` is the one call whose stdio is not captured: the container's init
-//! inherits runc's stdout and stderr, so they must be files (runc#1721: a
+//! `create` and `run --detach` are the calls whose stdio is not captured: the
+//! container's init inherits runc's stdout and stderr, so they must be files (runc#1721: a
 //! detached runc given pipes keeps the caller waiting for EOF forever).
 //!
 //! # Which runc
@@ -511,8 +511,50 @@ impl Runc {
         stdout: File,
         stderr: File,
     ) -> Result<(), RuncError> {
-        let mut cmd = self.command([OsStr::new("create"), OsStr::new("--bundle")]);
-        cmd.arg(bundle)
+        self.detached("create", &["create"], id, bundle, pid_file, stdout, stderr)
+            .await
+    }
+
+    /// `runc run --detach --bundle B --pid-file P ID`: `create` and `start`
+    /// in one runc process. Returns once the container's process runs (its
+    /// pid in `pid_file`). Stdio and errors as for [`Runc::create`].
+    ///
+    /// # Errors
+    /// As for [`Runc::create`].
+    pub async fn run_detached(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdout: File,
+        stderr: File,
+    ) -> Result<(), RuncError> {
+        self.detached(
+            "run",
+            &["run", "--detach"],
+            id,
+            bundle,
+            pid_file,
+            stdout,
+            stderr,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn detached(
+        &self,
+        op: &'static str,
+        sub: &[&str],
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdout: File,
+        stderr: File,
+    ) -> Result<(), RuncError> {
+        let mut cmd = self.command(sub);
+        cmd.arg("--bundle")
+            .arg(bundle)
             .arg("--pid-file")
             .arg(pid_file)
             .arg(id)
@@ -525,7 +567,7 @@ impl Runc {
         let status = tokio::time::timeout(RUNC_TIMEOUT, child.wait())
             .await
             .map_err(|_| RuncError::Timeout {
-                op: "create",
+                op,
                 id: id.to_owned(),
                 timeout: RUNC_TIMEOUT,
             })?
@@ -537,7 +579,7 @@ impl Runc {
             Ok(())
         } else {
             Err(RuncError::Failed {
-                op: "create",
+                op,
                 id: id.to_owned(),
                 status,
                 stderr: String::new(),

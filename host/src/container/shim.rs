@@ -4,11 +4,14 @@
 //! in it (the layout is in `state_dir.rs`).
 //!
 //! # Lifecycle
-//! [`Shim::start`] mounts the overlay, writes the runtime spec
-//! ([`super::spec::runtime_spec`]), runs `runc create` (stdio to the log
-//! files), brings `lo` up for [`Network::Isolated`](super::Network::Isolated),
-//! runs `runc start`, then probes `127.0.0.1:PORT` (from inside the instance's
-//! namespace when isolated) until it answers, the process exits
+//! [`Shim::start`] writes the runtime spec
+//! ([`super::spec::runtime_spec`]), mounts the overlay while it makes the
+//! instance's network namespace (unless it shares the host's; `lo` up, and
+//! for [`Network::Isolated`](super::Network::Isolated) attached to the
+//! bridge), runs one `runc run --detach` (stdio to the log files) whose spec
+//! joins that namespace, then probes the instance's port (on the bridge,
+//! from inside its namespace for `none`, on loopback for the host network)
+//! until it answers, the process exits
 //! ([`ContainerError::Exited`], with the exit status and the end of its
 //! stderr) or `startup_timeout` passes ([`ContainerError::NotReady`]). On any
 //! failure everything is undone before the error is returned (`start.rs`,

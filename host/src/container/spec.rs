@@ -24,8 +24,9 @@
 //!   `SETFCAP`, `SYS_CHROOT` and `AUDIT_WRITE`); berth's default seccomp
 //!   profile ([`super::seccomp`], modelled on moby's) unless the app is
 //!   [`Seccomp::Unconfined`]; namespaces pid, ipc, uts, mount and cgroup, plus
-//!   network unless the instance shares the host's ([`Network::Host`]; without
-//!   a path, so runc creates it);
+//!   network unless the instance shares the host's ([`Network::Host`]; the
+//!   shim then points it at the namespace it made ahead,
+//!   [`join_network_namespace`]);
 //!   containerd's masked and read-only paths ([`MASKED_PATHS`],
 //!   [`READONLY_PATHS`]); `RLIMIT_NOFILE` 1024/1024 ([`NOFILE_LIMIT`]).
 //!   Mounts as `runc spec` (`/sys` and `/sys/fs/cgroup` read-only), `/proc`
@@ -176,6 +177,9 @@ pub enum SpecError {
         #[source]
         source: io::Error,
     },
+    /// A network namespace path for a spec without a network namespace.
+    #[error("the runtime spec has no network namespace to join (host network)")]
+    NoNetworkNamespace,
     /// oci-spec refused a value.
     #[error("building the runtime spec: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
@@ -719,6 +723,30 @@ pub fn memory_limit(spec: &Spec) -> Option<u64> {
         .memory()
         .as_ref()?;
     memory.limit().and_then(|l| u64::try_from(l).ok())
+}
+
+/// Makes the instance join the network namespace pinned at `path` (made by
+/// berth ahead of `runc run`, with its network already set up) instead of
+/// runc creating an empty one.
+///
+/// # Errors
+/// When the spec has no network namespace (a [`Network::Host`] instance).
+pub fn join_network_namespace(spec: &mut Spec, path: &Path) -> Result<(), SpecError> {
+    let ns = spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.namespaces_mut().as_mut())
+        .and_then(|n| {
+            n.iter_mut()
+                .find(|n| n.typ() == LinuxNamespaceType::Network)
+        });
+    match ns {
+        Some(ns) => {
+            ns.set_path(Some(path.to_path_buf()));
+            Ok(())
+        }
+        None => Err(SpecError::NoNetworkNamespace),
+    }
 }
 
 /// Adds a read-only bind mount of the host file `source` at `destination`

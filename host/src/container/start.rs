@@ -2,12 +2,20 @@
 //! body of [`Shim::start`](super::Shim::start).
 //!
 //! The runtime spec is made first (a bad spec leaves nothing to undo), then
-//! the instance directories and the overlay mount, `runc create` (stdio to
-//! the log files), the network (an isolated instance's namespace pinned and
-//! attached to berth's bridge, [`super::bridge`]; `lo` brought up), `runc
-//! start`, and the readiness probe ([`super::probe`]). On any failure everything is
-//! undone before the error is returned: a [`ContainerError::Exited`] quotes
-//! the exit status and the end of the process's stderr.
+//! the instance directory; then, at the same time, the overlay mount with
+//! `config.json` (a blocking thread) and the network (unless the instance
+//! shares the host's: a namespace berth makes and pins with `lo` up,
+//! [`super::netns::create_pinned`], attached to berth's bridge when
+//! isolated, [`super::bridge`]); then one `runc run --detach` (stdio to the
+//! log files), whose spec joins that namespace; then the readiness probe
+//! ([`super::probe`]). On any failure everything is undone before the error
+//! is returned: a [`ContainerError::Exited`] quotes the exit status and the
+//! end of the process's stderr.
+//!
+//! Why not `runc create` + `runc start`: nothing has to happen between the
+//! two any more (the namespace, and its network, exist before the
+//! container), and `runc start` is a second runc process (Go runtime start,
+//! state load) on every cold start.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, SeekFrom};
@@ -25,7 +33,7 @@ use super::process::{ExitWatch, watch_exit};
 use super::runc::RuncError;
 use super::running::{Container, Endpoint, StartTimings};
 use super::spec::{self, InstanceSpec, Network};
-use super::state_dir::{Paths, ShimInner, remove_instance_dir, set_mode, spawn_teardown};
+use super::state_dir::{Paths, ShimInner, set_mode, spawn_teardown};
 
 /// How much of the stderr log an [`ContainerError::Exited`] quotes.
 const STDERR_TAIL_LINES: usize = 20;
@@ -44,11 +52,13 @@ pub(super) async fn start_instance(
     }
 
     // Spec first: a bad spec leaves nothing to undo.
-    let t = Instant::now();
+    let started = Instant::now();
+    let t = started;
     let lower = lower_rootfs.clone();
     let cgroups = PathBuf::from("/berth").join(&id);
     let spec_for_oci = spec.clone();
     let p = paths.clone();
+    let id2 = id.clone();
     let oci = tokio::task::spawn_blocking(move || -> Result<_> {
         let accounts = Accounts::read(&lower)?;
         let user = resolve_user(spec_for_oci.image.user.as_deref(), &accounts)?;
@@ -58,26 +68,18 @@ pub(super) async fn start_instance(
         if spec_for_oci.network != Network::None {
             spec::add_ro_bind(&mut oci, &p.etc.join("resolv.conf"), "/etc/resolv.conf")?;
         }
+        if let Some(ns) = p.netns_of(spec_for_oci.network) {
+            spec::join_network_namespace(&mut oci, ns)?;
+        }
+        // Then the instance directory (nothing to undo if it exists).
+        make_instance_dir(&id2, &p)?;
         Ok(oci)
     })
     .await
     .map_err(|e| io_err(&id, "spec task")(io::Error::other(e)))??;
     let spec_time = t.elapsed();
 
-    // Overlay.
-    let t = Instant::now();
-    let lower = lower_rootfs.canonicalize().map_err(io_err(
-        &id,
-        format!("resolving the rootfs {}", lower_rootfs.display()),
-    ))?;
-    let p = paths.clone();
-    let id2 = id.clone();
-    let network = spec.network;
-    tokio::task::spawn_blocking(move || prepare(&id2, &lower, &p, &oci, network))
-        .await
-        .map_err(|e| io_err(&id, "overlay task")(io::Error::other(e)))??;
-    let overlay_time = t.elapsed();
-
+    // Then the overlay and the network, at once.
     // From here on, failure must undo.
     let mut guard = Cleanup {
         inner: Arc::clone(&inner),
@@ -85,7 +87,41 @@ pub(super) async fn start_instance(
         paths: paths.clone(),
         armed: true,
     };
-    let result = launch(&inner, &spec, &paths).await;
+    let lower = match lower_rootfs.canonicalize() {
+        Ok(l) => l,
+        Err(e) => {
+            guard.run().await;
+            return Err(io_err(
+                &id,
+                format!("resolving the rootfs {}", lower_rootfs.display()),
+            )(e));
+        }
+    };
+    let p = paths.clone();
+    let id2 = id.clone();
+    let network = spec.network;
+    let prepared = async {
+        let t = Instant::now();
+        tokio::task::spawn_blocking(move || prepare(&id2, &lower, &p, &oci, network))
+            .await
+            .map_err(|e| io_err(&id, "overlay task")(io::Error::other(e)))??;
+        Ok::<_, ContainerError>(t.elapsed())
+    };
+    let networked = async {
+        let t = Instant::now();
+        let endpoint = network_for(&inner, &spec, &paths).await?;
+        Ok::<_, ContainerError>((endpoint, t.elapsed()))
+    };
+    let (prepared, networked) = tokio::join!(prepared, networked);
+    let (prepare_time, (endpoint, network_time)) = match (prepared, networked) {
+        (Ok(p), Ok(n)) => (p, n),
+        (Err(e), _) | (_, Err(e)) => {
+            guard.run().await;
+            return Err(e);
+        }
+    };
+
+    let result = launch(&inner, &spec, &paths, endpoint).await;
     let mut launched = match result {
         Ok(l) => l,
         Err(e) => {
@@ -93,8 +129,8 @@ pub(super) async fn start_instance(
             return Err(e);
         }
     };
-    launched.split.overlay = overlay_time;
-    launched.split.create += spec_time;
+    launched.split.prepare = spec_time + prepare_time;
+    launched.split.network = network_time;
 
     let t = Instant::now();
     let ready = wait_ready(
@@ -105,6 +141,7 @@ pub(super) async fn start_instance(
     )
     .await;
     launched.split.ready = t.elapsed();
+    launched.split.total = started.elapsed();
     if let Err(e) = ready {
         let e = match e {
             ReadyError::Exited(status) => ContainerError::Exited {
@@ -172,15 +209,8 @@ impl Drop for Cleanup {
     }
 }
 
-/// Creates the instance directories, mounts the overlay and writes
-/// `config.json`.
-fn prepare(
-    id: &str,
-    lower: &Path,
-    p: &Paths,
-    oci: &oci_spec::runtime::Spec,
-    network: Network,
-) -> Result<()> {
+/// Creates the instance directory (0700); fails if it exists.
+fn make_instance_dir(id: &str, p: &Paths) -> Result<()> {
     match std::fs::create_dir(&p.dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -188,32 +218,73 @@ fn prepare(
         }
         Err(e) => return Err(io_err(id, "creating the instance directory")(e)),
     }
-    let made = (|| {
-        set_mode(&p.dir, 0o700).map_err(io_err(id, "chmod of the instance directory"))?;
-        overlay::mount_scratch(&p.scratch, spec::memory_limit(oci))
-            .map_err(io_err(id, "mounting the tmpfs of the writable layer"))?;
-        for d in [&p.upper, &p.work, &p.rootfs, &p.etc] {
-            std::fs::create_dir_all(d).map_err(io_err(id, format!("creating {}", d.display())))?;
-        }
-        write_etc(&p.etc, id, network).map_err(io_err(id, "writing /etc files"))?;
-        overlay::mount(lower, &p.upper, &p.work, &p.rootfs).map_err(io_err(
-            id,
-            format!(
-                "overlay mount of {} at {}",
-                lower.display(),
-                p.rootfs.display()
-            ),
-        ))?;
-        let config = p.bundle.join("config.json");
-        oci.save(&config)
-            .map_err(|e| io_err(id, "writing config.json")(io::Error::other(e)))?;
-        // It carries the app's environment, secrets included.
-        set_mode(&config, 0o600).map_err(io_err(id, "chmod of config.json"))
-    })();
-    if made.is_err() {
-        let _ = remove_instance_dir(id, &p.dir);
+    set_mode(&p.dir, 0o700).map_err(io_err(id, "chmod of the instance directory"))
+}
+
+/// Mounts the overlay (its writable layer on a tmpfs sized to the memory
+/// limit), writes the `/etc` files and `config.json`, in the instance
+/// directory. What it made is removed by the caller's teardown on failure.
+fn prepare(
+    id: &str,
+    lower: &Path,
+    p: &Paths,
+    oci: &oci_spec::runtime::Spec,
+    network: Network,
+) -> Result<()> {
+    overlay::mount_scratch(&p.scratch, spec::memory_limit(oci))
+        .map_err(io_err(id, "mounting the tmpfs of the writable layer"))?;
+    for d in [&p.upper, &p.work, &p.rootfs, &p.etc] {
+        std::fs::create_dir_all(d).map_err(io_err(id, format!("creating {}", d.display())))?;
     }
-    made
+    write_etc(&p.etc, id, network).map_err(io_err(id, "writing /etc files"))?;
+    overlay::mount(lower, &p.upper, &p.work, &p.rootfs).map_err(io_err(
+        id,
+        format!(
+            "overlay mount of {} at {}",
+            lower.display(),
+            p.rootfs.display()
+        ),
+    ))?;
+    let config = p.bundle.join("config.json");
+    oci.save(&config)
+        .map_err(|e| io_err(id, "writing config.json")(io::Error::other(e)))?;
+    // It carries the app's environment, secrets included.
+    set_mode(&config, 0o600).map_err(io_err(id, "chmod of config.json"))
+}
+
+/// The instance's network, ready before its process runs: nothing to do on
+/// the host's; otherwise a namespace of its own with `lo` up, pinned in the
+/// instance directory (the spec names it), attached to the bridge when
+/// isolated.
+async fn network_for(inner: &ShimInner, spec: &InstanceSpec, p: &Paths) -> Result<Endpoint> {
+    let id = spec.id.as_str();
+    let Some(ns) = p.netns_of(spec.network) else {
+        return Ok(Endpoint::Host(spec.port));
+    };
+    let bridge = match spec.network {
+        Network::Isolated => Some(inner.bridge.as_ref().ok_or_else(|| {
+            ContainerError::Network(inner.bridge_unavailable.clone().unwrap_or_else(|| {
+                "not set up on this host (use network = \"none\" or \"host\")".into()
+            }))
+        })?),
+        _ => None,
+    };
+    netns::create_pinned(ns)
+        .await
+        .map_err(io_err(id, "making the network namespace"))?;
+    match bridge {
+        Some(bridge) => {
+            let ip = bridge.attach(id, ns).await?;
+            let addr = std::net::SocketAddr::from((ip, spec.port));
+            Ok(Endpoint::Bridge(addr))
+        }
+        None => Ok(Endpoint::Inside(
+            Netns::enter_pinned(ns)
+                .await
+                .map_err(io_err(id, "entering the network namespace"))?,
+            spec.port,
+        )),
+    }
 }
 
 /// The files berth bind-mounts over the image's (read-only), as Docker and
@@ -254,8 +325,13 @@ struct Launched {
     stderr_offset: u64,
 }
 
-/// `runc create`, the network, `runc start`.
-async fn launch(inner: &ShimInner, spec: &InstanceSpec, p: &Paths) -> Result<Launched> {
+/// `runc run --detach`, then the pid and a watch on its exit.
+async fn launch(
+    inner: &ShimInner,
+    spec: &InstanceSpec,
+    p: &Paths,
+    endpoint: Endpoint,
+) -> Result<Launched> {
     let id = spec.id.as_str();
     let mut split = StartTimings::default();
     let t = Instant::now();
@@ -271,7 +347,7 @@ async fn launch(inner: &ShimInner, spec: &InstanceSpec, p: &Paths) -> Result<Lau
     let stderr_offset = stderr.metadata().map(|m| m.len()).unwrap_or(0);
     if let Err(e) = inner
         .runc
-        .create(id, &p.bundle, &p.pid_file, stdout, stderr)
+        .run_detached(id, &p.bundle, &p.pid_file, stdout, stderr)
         .await
     {
         return Err(match e {
@@ -283,35 +359,12 @@ async fn launch(inner: &ShimInner, spec: &InstanceSpec, p: &Paths) -> Result<Lau
             e => e.into(),
         });
     }
+    // The process runs (or has already exited: it is then a zombie, our
+    // child as a subreaper, until `watch_exit` reaps it, so its pid is
+    // still its own).
     let pid = read_pid(&p.pid_file).map_err(io_err(id, "reading runc's pid file"))?;
     let exit = watch_exit(pid).map_err(io_err(id, "watching the container process"))?;
-    let endpoint = match spec.network {
-        Network::Host => Endpoint::Host(spec.port),
-        Network::None => Endpoint::Inside(
-            Netns::enter(pid)
-                .await
-                .map_err(io_err(id, "entering the container's network namespace"))?,
-            spec.port,
-        ),
-        Network::Isolated => {
-            let bridge = inner.bridge.as_ref().ok_or_else(|| {
-                ContainerError::Network(inner.bridge_unavailable.clone().unwrap_or_else(|| {
-                    "not set up on this host (use network = \"none\" or \"host\")".into()
-                }))
-            })?;
-            netns::pin(pid, &p.netns).map_err(io_err(id, "pinning the network namespace"))?;
-            netns::loopback_up_in(pid)
-                .await
-                .map_err(io_err(id, "bringing lo up"))?;
-            let ip = bridge.attach(id, &p.netns).await?;
-            Endpoint::Bridge(std::net::SocketAddr::from((ip, spec.port)))
-        }
-    };
-    split.create = t.elapsed();
-
-    let t = Instant::now();
-    inner.runc.start(id).await?;
-    split.start = t.elapsed();
+    split.run = t.elapsed();
     Ok(Launched {
         pid,
         exit,

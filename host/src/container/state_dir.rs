@@ -10,7 +10,8 @@
 //! <state_dir>/instances/<id>/bundle/      config.json, rootfs/ (the overlay mount)
 //! <state_dir>/instances/<id>/etc/         hosts, hostname, resolv.conf (bind-mounted)
 //! <state_dir>/instances/<id>/init.pid     runc --pid-file
-//! <state_dir>/instances/<id>/netns        the pinned network namespace (isolated)
+//! <state_dir>/instances/<id>/netns        the pinned network namespace (isolated: on the bridge)
+//! <state_dir>/instances/<id>/lo-netns     the pinned network namespace (`none`: loopback only)
 //! <state_dir>/cni/                        IPAM leases of the bridge network
 //! <state_dir>/logs/<id>.stdout.log        the container's stdout (removed once stopped and forwarded)
 //! <state_dir>/logs/<id>.stderr.log        the container's stderr, and runc's
@@ -25,6 +26,7 @@ use super::error::{Result, io_err};
 use super::overlay;
 use super::process::ExitWatch;
 use super::runc::Runc;
+use super::spec::Network;
 
 /// Files and directories of one instance.
 #[derive(Debug, Clone)]
@@ -38,9 +40,24 @@ pub(super) struct Paths {
     pub(super) rootfs: PathBuf,
     pub(super) etc: PathBuf,
     pub(super) pid_file: PathBuf,
+    /// An isolated instance's namespace (attached to the bridge).
     pub(super) netns: PathBuf,
+    /// A `network = "none"` instance's namespace (never attached).
+    pub(super) lo_netns: PathBuf,
     pub(super) stdout: PathBuf,
     pub(super) stderr: PathBuf,
+}
+
+impl Paths {
+    /// Where an instance of `network` has its namespace pinned (`None`:
+    /// the host's).
+    pub(super) fn netns_of(&self, network: Network) -> Option<&Path> {
+        match network {
+            Network::Isolated => Some(&self.netns),
+            Network::None => Some(&self.lo_netns),
+            Network::Host => None,
+        }
+    }
 }
 
 /// What a [`Shim`](super::Shim) and each of its containers share: the runc
@@ -74,6 +91,7 @@ impl ShimInner {
             rootfs: bundle.join("rootfs"),
             pid_file: dir.join("init.pid"),
             netns: dir.join("netns"),
+            lo_netns: dir.join("lo-netns"),
             etc: dir.join("etc"),
             bundle,
             dir,
@@ -102,7 +120,7 @@ impl ShimInner {
 
 impl ShimInner {
     /// Detaches the instance whose namespace is pinned at `netns` from the
-    /// bridge (releasing its address and NAT rules), if it was attached.
+    /// bridge (releasing its address), if it was attached.
     pub(super) async fn detach(&self, id: &str, netns: &Path) -> Result<()> {
         if !netns.exists() {
             return Ok(());

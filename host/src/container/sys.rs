@@ -14,6 +14,11 @@
 //!   because the kernel reads and writes whatever the opcode says through the
 //!   pointer. [`IfReq`] reproduces `struct ifreq` and is only ever passed
 //!   with these two opcodes.
+//! - [`unshare_network`]: `unshare(CLONE_NEWNET)`. rustix's
+//!   [`unshare_unsafe`](rustix::thread::unshare_unsafe) is `unsafe` because
+//!   of `CLONE_FILES` (a thread left with a descriptor table other threads
+//!   do not share); the wrapper passes `NEWNET` alone, which changes only
+//!   the calling thread's network namespace.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -98,6 +103,18 @@ pub(super) fn set_interface_flags(socket: impl AsFd, name: &str, flags: i16) -> 
     // SAFETY: SIOCSIFFLAGS takes a pointer to a `struct ifreq`, which
     // `IfReq` lays out; the kernel only reads the name and `ifr_flags`.
     unsafe { ioctl(socket, Updater::<SIOCSIFFLAGS, IfReq>::new(&mut req)) }?;
+    Ok(())
+}
+
+/// Moves the calling thread (only) into a new network namespace.
+///
+/// # Errors
+/// The error of `unshare(2)` (`EPERM` without `CAP_SYS_ADMIN`).
+pub(super) fn unshare_network() -> io::Result<()> {
+    // SAFETY: `NEWNET` alone does not unshare the descriptor table (the
+    // reason `unshare_unsafe` is unsafe); the network namespace is a
+    // per-thread attribute.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }?;
     Ok(())
 }
 

@@ -62,9 +62,13 @@ pub fn bridge_leftovers(bridge: &str) -> Vec<String> {
     if std::path::Path::new("/sys/class/net").join(bridge).exists() {
         left.push(format!("bridge {bridge}"));
     }
-    for tool in ["iptables", "ip6tables"] {
+    for (tool, table) in [
+        ("iptables", "filter"),
+        ("ip6tables", "filter"),
+        ("iptables", "nat"),
+    ] {
         let out = std::process::Command::new(tool)
-            .args(["-w", "-S"])
+            .args(["-w", "-t", table, "-S"])
             .output()
             .expect("iptables");
         for line in String::from_utf8_lossy(&out.stdout).lines() {

@@ -335,7 +335,7 @@ async fn leftovers_of_a_crashed_run_are_reaped() {
     let pid = inst.pid();
     // A crash: no stop(), no Drop.
     std::mem::forget(inst);
-    // And a crash between the overlay mount and `runc create`.
+    // And a crash between the overlay mount and `runc run`.
     let half = env.state_dir().join("instances/half-made");
     for d in ["upper", "work", "bundle/rootfs"] {
         std::fs::create_dir_all(half.join(d)).unwrap();
@@ -392,7 +392,8 @@ async fn a_none_network_is_reachable_only_through_berth() {
     let (host_port, hits) = host_listener().await;
     let mut spec = httpd(
         "iso",
-        "wget -q -O /dev/null http://127.0.0.1:$HOST_PORT/ 2> /www/egress-err; echo $? > /www/egress\n\
+        "cat /sys/class/net/lo/flags > /www/lo-flags\n\
+         wget -q -O /dev/null http://127.0.0.1:$HOST_PORT/ 2> /www/egress-err; echo $? > /www/egress\n\
          ls /sys/class/net > /www/ifaces",
     );
     spec.network = Network::None;
@@ -423,6 +424,20 @@ async fn a_none_network_is_reachable_only_through_berth() {
         direct.is_err(),
         "the instance port is reachable from the host namespace"
     );
+    // Its network was ready before its first instruction: `lo` already up
+    // (IFF_UP | IFF_LOOPBACK) when the script began.
+    assert_eq!(
+        get(inst.connect().await.unwrap(), "/lo-flags").await.1,
+        "0x9\n"
+    );
+    // It runs in the namespace berth made and pinned in its directory, not
+    // in the host's.
+    use std::os::unix::fs::MetadataExt as _;
+    let ns_of = |p: &str| std::fs::metadata(p).unwrap().ino();
+    let pinned = env.state_dir().join("instances").join(&id).join("lo-netns");
+    let pinned = std::fs::metadata(&pinned).unwrap().ino();
+    assert_eq!(ns_of(&format!("/proc/{}/ns/net", inst.pid())), pinned);
+    assert_ne!(ns_of("/proc/self/ns/net"), pinned);
     // Many connections: the netns thread serves them all.
     let mut joins = Vec::new();
     for _ in 0..20 {
