@@ -46,6 +46,9 @@ impl Apps {
     /// which may be deployed already (such a name is deployed on its own,
     /// after the batch). Returns each app's outcome, in `batch`'s order.
     pub(super) async fn deploy_batch(&self, batch: &[PlannedApp]) -> Vec<Outcome> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
         let started = Instant::now();
         let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
         // Checks, in order; a route claimed earlier in the batch is taken.
