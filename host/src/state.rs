@@ -34,6 +34,7 @@
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -247,6 +248,8 @@ pub struct StateStore {
     file: Mutex<StateFile>,
     restore_errors: Mutex<BTreeMap<String, String>>,
     app_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Times the file was written since it was opened.
+    writes: AtomicU64,
 }
 
 impl StateStore {
@@ -289,12 +292,20 @@ impl StateStore {
             file: Mutex::new(file),
             restore_errors: Mutex::new(BTreeMap::new()),
             app_locks: Mutex::new(BTreeMap::new()),
+            writes: AtomicU64::new(0),
         })
     }
 
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many times the file was written since it was opened (each
+    /// write is a whole file, synced: a batch deploy at start writes it
+    /// once).
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     /// One stored app.
@@ -319,27 +330,74 @@ impl StateStore {
     ///
     /// # Errors
     /// When the file cannot be written; the state is then unchanged.
-    pub fn record(&self, name: &str, mut app: StoredApp) -> Result<(), StateError> {
+    pub fn record(&self, name: &str, app: StoredApp) -> Result<(), StateError> {
+        self.record_many(vec![(name.to_string(), app)])
+    }
+
+    /// Stores every app of `apps` (name, app) and writes the file once: a
+    /// host that deploys its apps at start as one batch pays one write (one
+    /// `fsync`) for all of them, not one rewrite of the whole file per app.
+    /// As [`record`](Self::record), under whatever orders deploys.
+    ///
+    /// # Errors
+    /// When the file cannot be written; the state is then unchanged.
+    pub fn record_many(&self, apps: Vec<(String, StoredApp)>) -> Result<(), StateError> {
+        if apps.is_empty() {
+            return Ok(());
+        }
         let mut file = self.lock();
-        if let Some(old) = file.apps.get(name)
-            && old.revision == app.revision
-        {
-            // The same revision brought back (a restart): it was deployed then.
-            app.deployed_at.clone_from(&old.deployed_at);
-        }
         let mut next = file.clone();
-        if let Some(n) = revision_number(&app.revision) {
-            next.last_revision = next.last_revision.max(n);
+        let names: Vec<String> = apps.iter().map(|(n, _)| n.clone()).collect();
+        for (name, mut app) in apps {
+            if let Some(old) = next.apps.get(&name)
+                && old.revision == app.revision
+            {
+                app.deployed_at.clone_from(&old.deployed_at);
+            }
+            if let Some(n) = revision_number(&app.revision) {
+                next.last_revision = next.last_revision.max(n);
+            }
+            next.apps.insert(name, app);
         }
-        next.apps.insert(name.to_string(), app);
         self.write(&next)?;
         *file = next;
         drop(file);
-        self.restore_errors
+        let mut errors = self
+            .restore_errors
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
+            .unwrap_or_else(|e| e.into_inner());
+        for name in &names {
+            errors.remove(name);
+        }
         Ok(())
+    }
+
+    /// Forgets every app of `names` and writes the file once (if any was
+    /// stored). Returns how many were stored.
+    ///
+    /// # Errors
+    /// When the file cannot be written; the state is then unchanged.
+    pub fn forget_many(&self, names: &[String]) -> Result<usize, StateError> {
+        let mut file = self.lock();
+        {
+            let mut errors = self
+                .restore_errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for name in names {
+                errors.remove(name);
+            }
+        }
+        let mut next = file.clone();
+        let forgotten = names
+            .iter()
+            .filter(|n| next.apps.remove(n.as_str()).is_some())
+            .count();
+        if forgotten > 0 {
+            self.write(&next)?;
+            *file = next;
+        }
+        Ok(forgotten)
     }
 
     /// Forgets `name` and writes the file. Returns whether it was stored.
@@ -347,19 +405,7 @@ impl StateStore {
     /// # Errors
     /// When the file cannot be written; the state is then unchanged.
     pub fn forget(&self, name: &str) -> Result<bool, StateError> {
-        let mut file = self.lock();
-        self.restore_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        if !file.apps.contains_key(name) {
-            return Ok(false);
-        }
-        let mut next = file.clone();
-        next.apps.remove(name);
-        self.write(&next)?;
-        *file = next;
-        Ok(true)
+        self.forget_many(&[name.to_string()]).map(|n| n > 0)
     }
 
     /// Notes why a stored app could not be deployed at start (shown by the
@@ -398,13 +444,15 @@ impl StateStore {
     pub fn plan(&self, config: &Config) -> StartPlan {
         let stored = self.apps();
         let mut plan = StartPlan::default();
+        // Many apps may run one file: hash each file once.
+        let mut hashes = FileHashes::default();
         for (name, spec) in &config.apps {
             let as_config = spec.to_config();
             let mut spec = spec.clone();
             let mut revision = None;
             if let Some(old) = stored.get(name)
                 && old.config == as_config
-                && same_code(old, &spec)
+                && same_code(old, &spec, &mut hashes)
             {
                 if let (Source::Image(_), Some(pinned)) = (&spec.source, &old.pinned) {
                     spec.source = Source::Image(pinned.clone());
@@ -429,7 +477,8 @@ impl StateStore {
                 Origin::Config => plan.forget.push(name),
                 Origin::Api => match old.pinned_spec(&name) {
                     Ok(spec) => {
-                        let revision = same_code(&old, &spec).then(|| old.revision.clone());
+                        let revision =
+                            same_code(&old, &spec, &mut hashes).then(|| old.revision.clone());
                         plan.restore.push(PlannedApp {
                             name,
                             spec,
@@ -469,7 +518,9 @@ impl StateStore {
             action: "write",
             path: self.path.clone(),
             source,
-        })
+        })?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -492,14 +543,20 @@ fn parse(text: &str) -> Result<StateFile, String> {
 /// Whether the code `spec` would deploy is the code `old` recorded: an
 /// image pinned to a digest is (blobs are content-addressed); a Wasm file is
 /// when its bytes hash to the recorded sha256.
-fn same_code(old: &StoredApp, spec: &AppSpec) -> bool {
+fn same_code(old: &StoredApp, spec: &AppSpec, hashes: &mut FileHashes) -> bool {
     match &spec.source {
         Source::Image(_) => old.pinned.is_some(),
-        Source::Wasm(path) => {
-            file_sha256(path).is_some_and(|sha| sha.eq_ignore_ascii_case(&old.sha256))
-        }
+        Source::Wasm(path) => hashes
+            .entry(path.clone())
+            .or_insert_with(|| file_sha256(path))
+            .as_deref()
+            .is_some_and(|sha| sha.eq_ignore_ascii_case(&old.sha256)),
     }
 }
+
+/// The sha256 of each file read so far by one [`StateStore::plan`] (`None`:
+/// unreadable).
+type FileHashes = std::collections::HashMap<PathBuf, Option<String>>;
 
 fn file_sha256(path: &Path) -> Option<String> {
     let mut f = std::fs::File::open(path).ok()?;

@@ -24,6 +24,7 @@ mod oci;
 mod revisions;
 mod secrets;
 mod shim;
+mod start;
 mod support;
 mod tls;
 mod wasm_http;

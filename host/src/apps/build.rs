@@ -38,12 +38,18 @@ pub(super) async fn open_shim(options: &AppsOptions) -> Result<Arc<Shim>, String
 }
 
 impl Apps {
-    /// Builds and activates revision `revision_id` of app `name`.
+    /// Builds and activates revision `revision_id` of app `name`. `known`:
+    /// the sha256 of its component when the caller has just resolved it (a
+    /// batch deploy, for every app after the first of one file): the
+    /// resident component is then shared without reading or hashing the
+    /// `.wasm` again (a file that changed since is refused, naming both
+    /// digests).
     pub(super) async fn build_revision(
         &self,
         name: &str,
         revision_id: &str,
         spec: &AppSpec,
+        known: Option<&str>,
     ) -> anyhow::Result<(Arc<Revision>, Deployed)> {
         let (path, pinned, pulled_bytes) = match &spec.source {
             Source::Wasm(path) => (path.clone(), None, 0),
@@ -77,22 +83,35 @@ impl Apps {
         let log = self.open_log(name)?;
         let runtime = self.runtime.clone();
         let secret_env = crate::wasm::backend::secret_env(&self.secrets, spec)?;
-        let (name_owned, spec_owned, path_owned, log_owned) =
-            (name.to_string(), spec.clone(), path.clone(), log.clone());
-        // Compiling is CPU-bound: keep it off the async workers.
-        let bar = spinner(self.options.progress, format!("compiling {name}"));
-        let loaded = tokio::task::spawn_blocking(move || {
-            runtime.load_app(
+        let (name_owned, spec_owned, path_owned, log_owned, known_owned) = (
+            name.to_string(),
+            spec.clone(),
+            path.clone(),
+            log.clone(),
+            known.map(str::to_string),
+        );
+        let load = move || {
+            runtime.load_app_known(
                 &name_owned,
                 &path_owned,
+                known_owned.as_deref(),
                 &spec_owned,
                 &secret_env,
                 log_owned,
             )
-        })
-        .await
-        .context("compile task failed")?;
-        finish(bar, loaded.is_ok());
+        };
+        let loaded = if known.is_some_and(|sha| self.runtime.resident().contains(sha)) {
+            // Resident: no file, no hash, no compile; no thread needed.
+            load()
+        } else {
+            // Compiling is CPU-bound: keep it off the async workers.
+            let bar = spinner(self.options.progress, format!("compiling {name}"));
+            let loaded = tokio::task::spawn_blocking(load)
+                .await
+                .context("compile task failed")?;
+            finish(bar, loaded.is_ok());
+            loaded
+        };
         let loaded = loaded?;
         let loaded = Arc::new(loaded.with_metrics(self.metrics.clone()));
         let info = Deployed {

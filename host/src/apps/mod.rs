@@ -16,6 +16,7 @@
 //! rare; the request path never touches it, only the published
 //! [`RouteTable`] behind an atomic swap.
 
+pub mod batch;
 pub mod build;
 pub mod retry;
 pub mod routes;
@@ -245,28 +246,31 @@ impl Apps {
     /// of the config file that cannot be deployed, named, with the reason.
     pub async fn restore(self: &Arc<Self>, config: &Config, strict: bool) -> anyhow::Result<()> {
         let plan = self.state.plan(config);
+        self.state.forget_many(&plan.forget)?;
         for name in &plan.forget {
-            self.state.forget(name)?;
             tracing::info!(app = %name, "forgotten: no longer in the config file");
         }
-        for app in plan.config {
-            if let Err(e) = self
-                .deploy_recorded(&app.name, &app.spec, app.record.clone())
-                .await
-            {
+        // One batch for the file's apps, then one for the API's (see
+        // [`batch`]); with `strict`, the first of the file's apps that
+        // failed (in name order) fails the start before the second.
+        let outcomes = self.deploy_batch(&plan.config).await;
+        let mut failed = Vec::new();
+        for (app, outcome) in plan.config.into_iter().zip(outcomes) {
+            if let Err(e) = outcome {
                 if strict {
                     return Err(e);
                 }
-                self.fail(&app.name, &app.spec, app.record, format!("{e:#}"));
+                failed.push((app, e));
             }
         }
-        for app in plan.restore {
-            if let Err(e) = self
-                .deploy_recorded(&app.name, &app.spec, app.record.clone())
-                .await
-            {
-                self.fail(&app.name, &app.spec, app.record, format!("{e:#}"));
+        let outcomes = self.deploy_batch(&plan.restore).await;
+        for (app, outcome) in plan.restore.into_iter().zip(outcomes) {
+            if let Err(e) = outcome {
+                failed.push((app, e));
             }
+        }
+        for (app, e) in failed {
+            self.fail(&app.name, &app.spec, app.record, format!("{e:#}"));
         }
         let file = self.state.path().display();
         for app in plan.unrestorable {
@@ -370,27 +374,11 @@ impl Apps {
             percent <= 100,
             "a traffic share is at most 100 percent, not {percent}"
         );
-        crate::config::validate_label(name).map_err(|r| anyhow::anyhow!("app name: {r}"))?;
-        spec.validate()
-            .map_err(|(key, reason)| anyhow::anyhow!("key `{key}`: {reason}"))
-            .with_context(|| format!("cannot deploy app `{name}`"))?;
-        for (var, secret) in &spec.secrets {
-            if !self.secrets.contains(secret) {
-                return Err(anyhow::Error::new(SecretError::Missing(secret.clone()))
-                    .context(format!("key `secrets.{var}`"))
-                    .context(format!("cannot deploy app `{name}`")));
-            }
-        }
+        self.check_deploy(name, spec)?;
         self.check_routes(name, spec)?;
-        let revision_id = match &record.revision {
-            Some(id) => id.clone(),
-            None => {
-                let number = self.revisions.fetch_add(1, Ordering::Relaxed) + 1;
-                format!("{name}-{number:05}")
-            }
-        };
+        let revision_id = self.revision_id(name, &record);
         let (revision, info) = self
-            .build_revision(name, &revision_id, spec)
+            .build_revision(name, &revision_id, spec, None)
             .await
             .with_context(|| format!("cannot deploy app `{name}`"))?;
         // Persist, then route, under the app table's lock: the state file
@@ -454,6 +442,34 @@ impl Apps {
         self.forget_failed(name);
         tracing::info!(app = name, revision = %revision_id, "deployed");
         Ok(info)
+    }
+
+    /// Refuses a deploy of `name` whose name, settings or secrets are wrong.
+    fn check_deploy(&self, name: &str, spec: &AppSpec) -> anyhow::Result<()> {
+        crate::config::validate_label(name).map_err(|r| anyhow::anyhow!("app name: {r}"))?;
+        spec.validate()
+            .map_err(|(key, reason)| anyhow::anyhow!("key `{key}`: {reason}"))
+            .with_context(|| format!("cannot deploy app `{name}`"))?;
+        for (var, secret) in &spec.secrets {
+            if !self.secrets.contains(secret) {
+                return Err(anyhow::Error::new(SecretError::Missing(secret.clone()))
+                    .context(format!("key `secrets.{var}`"))
+                    .context(format!("cannot deploy app `{name}`")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The revision id of a deploy of `name`: the one `record` keeps, else
+    /// the next number.
+    fn revision_id(&self, name: &str, record: &Record) -> String {
+        match &record.revision {
+            Some(id) => id.clone(),
+            None => {
+                let number = self.revisions.fetch_add(1, Ordering::Relaxed) + 1;
+                format!("{name}-{number:05}")
+            }
+        }
     }
 
     /// Refuses a deploy of `name` whose routes another app serves.

@@ -137,6 +137,10 @@ impl Server {
                 auth
             }
         };
+        // Before any app is deployed: each keeps its log file open, so the
+        // default soft limit (often 1,024) would cap a host at about a
+        // thousand apps.
+        conn::raise_open_files_limit();
         let metrics = Arc::new(Metrics::new());
         let apps = Arc::new(
             Apps::open(
@@ -212,8 +216,11 @@ impl Server {
         let admin_addr = admin.local_addr()?;
         let open_files = conn::raise_open_files_limit();
         let mut limits = self.options.connections.clone();
-        // Keep files for everything else (instances, logs, the store).
-        let fit = usize::try_from(open_files.saturating_sub(1024)).unwrap_or(usize::MAX);
+        // Keep files for everything else (instances, the store) and one
+        // per app (its open log).
+        let fit = usize::try_from(open_files.saturating_sub(1024))
+            .unwrap_or(usize::MAX)
+            .saturating_sub(self.apps.routes().len());
         if limits.max_connections > fit.max(64) {
             tracing::warn!(
                 max_connections = limits.max_connections,
