@@ -55,10 +55,9 @@ pub enum Workload {
 pub struct Sandbox {
     /// The holder (killed if dropped).
     pub holder: tokio::process::Child,
-    /// The task's stdout, held open while it runs (`None`: not connected).
-    pub stdout: Option<File>,
-    /// See `stdout`.
-    pub stderr: Option<File>,
+    /// The task's stdout and stderr, held open while it runs and closed at
+    /// its end, as a process's would be (`None`: not connected).
+    pub _stdio: (Option<File>, Option<File>),
 }
 
 /// The sandbox the bundle's spec describes, if it is one (its
@@ -81,8 +80,10 @@ pub fn sandbox(bundle: &Path, stdout: &str, stderr: &str) -> anyhow::Result<Opti
         .context("cannot start the sandbox's holder process")?;
     Ok(Some(Sandbox {
         holder,
-        stdout: open_output(stdout).context("stdout")?,
-        stderr: open_output(stderr).context("stderr")?,
+        _stdio: (
+            open_output(stdout).context("stdout")?,
+            open_output(stderr).context("stderr")?,
+        ),
     }))
 }
 

@@ -249,7 +249,7 @@ async fn handle(
 ) -> Response<Body> {
     let declared = req
         .headers()
-        .get(http::header::CONTENT_LENGTH)
+        .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
