@@ -30,7 +30,6 @@ pub mod spec;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 pub use berth_wasm::HostPattern;
 use file::RawConfig;
@@ -198,6 +197,8 @@ pub fn default_data_dir() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {

@@ -251,5 +251,8 @@ fn serve_error(e: GuestError) -> ServeError {
         GuestError::ErrorCode(code) => ServeError::BadUpstream(format!("{code:?}")),
         e @ GuestError::Overloaded(_) => ServeError::Overloaded(e.to_string()),
         GuestError::Internal(why) => ServeError::Internal(why),
+        // `GuestError` is the engine's (non-exhaustive): a kind added there
+        // is an internal error here until it is mapped.
+        other => ServeError::Internal(other.to_string()),
     }
 }
