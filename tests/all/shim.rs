@@ -405,7 +405,10 @@ fn pod_sandbox_runs_nothing_until_killed_and_its_pod_shares_the_shim() {
     let holder = running("pod-a", &sandbox);
     // Its pid is a process of its own, in the pod's network namespace (the
     // CRI joins the app containers to `/proc/<pid>/ns/net`).
-    let netns_of = |path: &str| std::fs::read_link(path).ok();
+    let netns_of = |path: &str| {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    };
     assert_eq!(
         netns_of(&format!("/proc/{holder}/ns/net")),
         netns_of(&ns.path()),
