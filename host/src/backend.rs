@@ -120,19 +120,9 @@ impl fmt::Display for ColdStartSplit {
     }
 }
 
-/// A backend's stock of instances made ahead of their requests (Wasm:
-/// pre-instantiated stores), as counted so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StockStatus {
-    /// Requests that found a ready instance in the stock.
-    pub hits: u64,
-    /// Requests that had to make their own.
-    pub misses: u64,
-    /// Instances in the stock now.
-    pub stocked: u32,
-    /// How many the stock is being filled to.
-    pub target: u32,
-}
+/// A backend's stock of instances made ahead of their requests (the Wasm
+/// engine's, re-exported).
+pub use berth_wasm::stock::StockStatus;
 
 /// Starts instances of one revision.
 #[async_trait::async_trait]

@@ -2,9 +2,6 @@
 //! request's identity, and plain-text responses. Nothing here knows about
 //! apps, revisions or backends.
 
-use std::sync::Arc;
-use std::time::Instant;
-
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, combinators::UnsyncBoxBody};
@@ -25,39 +22,7 @@ pub struct BodyTooLarge(pub u64);
 /// Header carrying the request id on every response.
 pub const REQUEST_ID_HEADER: &str = "x-berth-request-id";
 
-/// A request carrying this header (any value) gets a `Server-Timing`
-/// header with berth's host-side figures (`berth bench` sends it).
-pub const TIMING_REQUEST_HEADER: &str = "x-berth-timing";
-
-/// One request's identity and arrival time.
-#[derive(Debug, Clone)]
-pub struct RequestInfo {
-    /// Unique id, echoed in [`REQUEST_ID_HEADER`] and in the app log.
-    pub id: Arc<str>,
-    /// The same id as a header value, built once.
-    pub id_header: HeaderValue,
-    /// When the front door had the request's head.
-    pub accepted: Instant,
-    /// Whether the request came in over TLS (guests see `https`).
-    pub tls: bool,
-    /// Whether the client asked for `Server-Timing` (with
-    /// [`TIMING_REQUEST_HEADER`]).
-    pub timing: bool,
-}
-
-impl RequestInfo {
-    /// A request with id `id`, accepted now, over plain HTTP.
-    pub fn new(id: &str) -> Self {
-        Self {
-            id: id.into(),
-            id_header: HeaderValue::from_str(id)
-                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
-            accepted: Instant::now(),
-            tls: false,
-            timing: false,
-        }
-    }
-}
+pub use berth_wasm::{RequestInfo, TIMING_REQUEST_HEADER};
 
 /// How much of a client's or an artifact's text an error message quotes.
 pub const EXCERPT_CHARS: usize = 200;

@@ -22,15 +22,17 @@
 //!   collection, the published route table.
 //! - [`revision`]: one deploy of an app: breaker, activator queue, reconcile
 //!   loop.
-//! - [`wasm`]: the wasmtime engine, compile cache, per-request stores and
-//!   limits, outbound allow-list, and Wasm as a backend. [`container`]:
+//! - [`wasm`]: the Wasm engine (crate `berth_wasm`: wasmtime, compile
+//!   cache, per-request stores and limits, outbound allow-list) and Wasm as
+//!   a backend. [`container`]:
 //!   images on disk, the runc shim, and containers as a backend.
 //! - Leaves: [`backend`] (the instance contract), [`autoscale`] (the KPA,
 //!   pure), [`state`] (apps persisted across restarts), [`oci`] (registries,
 //!   blob store, classification, push), [`config`] (`berth.toml` and
 //!   validated app specs), [`metrics`] (a Prometheus sink fed by callers),
 //!   [`http`] (body types, request identity, plain-text responses), [`logs`]
-//!   (guest output per app), [`files`] (atomic writes), [`tls`] (the
+//!   (guest output per app) and [`files`] (atomic writes), both
+//!   re-exported from `berth_wasm`, [`tls`] (the
 //!   front door's rustls config).
 
 pub mod api;
@@ -42,10 +44,8 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod container;
-pub mod files;
 pub mod gateway;
 pub mod http;
-pub mod logs;
 pub mod metrics;
 pub mod oci;
 pub mod revision;
@@ -54,6 +54,9 @@ pub mod server;
 pub mod state;
 pub mod tls;
 pub mod wasm;
+
+// Leaves that are the Wasm engine's, at the paths they always had.
+pub use berth_wasm::{files, logs};
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -262,3 +262,56 @@ fn the_check_names_a_back_edge_and_a_cycle() {
     );
     assert!(!text.contains("`revision` → `server`"), "{text}");
 }
+
+/// Everything `package` links (normal and build dependencies, not
+/// dev-dependencies, on this platform), itself included, by name: `cargo
+/// tree` over the lock file.
+fn linked(package: &str) -> BTreeSet<String> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "--locked", "-e", "normal,build"])
+        .args(["--prefix", "none", "-p", package, "--manifest-path"])
+        .arg(&manifest)
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect()
+}
+
+/// The containerd shim links berth's Wasm engine (`berth-wasm`), never the
+/// host (`berth`: gateway, API, container runner, autoscaler); the engine
+/// links nothing of the host either.
+#[test]
+fn the_shim_links_the_engine_not_the_host() {
+    let host = linked("berth");
+    assert!(
+        host.contains("berth-wasm") && host.contains("wasmtime"),
+        "the walk found too little: {host:?}"
+    );
+    let shim = linked("berth-shim");
+    assert!(
+        shim.contains("berth-wasm") && shim.contains("containerd-shim"),
+        "{shim:?}"
+    );
+    assert!(
+        !shim.contains("berth"),
+        "berth-shim links the berth host crate"
+    );
+    let engine = linked("berth-wasm");
+    assert!(
+        !engine.contains("berth") && !engine.contains("berth-shim"),
+        "berth-wasm links {engine:?}"
+    );
+    // What only the host needs stays out of the engine.
+    for host_only in ["oci-client", "prometheus-client", "minijinja", "tar"] {
+        assert!(!shim.contains(host_only), "berth-shim links `{host_only}`");
+    }
+}

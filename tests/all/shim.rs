@@ -97,6 +97,43 @@ fn log_lines(cd: &Containerd, needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// `(pid, status)` of task `id` as `ctr tasks ls` shows it.
+fn task_row(cd: &Containerd, id: &str) -> Option<(u32, String)> {
+    cd.ctr_ok(&["tasks", "ls"]).lines().skip(1).find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        match cols[..] {
+            [task, pid, status] if task == id => Some((pid.parse().ok()?, status.to_string())),
+            _ => None,
+        }
+    })
+}
+
+/// The annotations the CRI puts on a pod's containers (`ctr run
+/// --annotation`): `sandbox` for the pod's first ("pause") container.
+fn pod_annotations(kind: &str, sandbox_id: &str) -> [String; 4] {
+    [
+        "--annotation".into(),
+        format!("io.kubernetes.cri.container-type={kind}"),
+        "--annotation".into(),
+        format!("io.kubernetes.cri.sandbox-id={sandbox_id}"),
+    ]
+}
+
+/// A registry holding the busybox httpd image as `httpd_tag` and the hello
+/// component as `hello:v1`, and a containerd that pulled both; the two
+/// references.
+fn httpd_and_hello(httpd_tag: &str) -> (Registry, Containerd, String, String) {
+    let registry = Registry::start();
+    let httpd = registry.reference(httpd_tag);
+    Image::httpd().push(&httpd);
+    let hello = registry.reference("hello:v1");
+    push_image(&hello, berth_test_artifacts::HELLO);
+    let cd = Containerd::start();
+    cd.ctr_ok(&["images", "pull", "--plain-http", &httpd]);
+    cd.ctr_ok(&["images", "pull", "--plain-http", &hello]);
+    (registry, cd, httpd, hello)
+}
+
 #[test]
 fn wasi_http_component_serves_drains_on_sigterm_and_compiles_once() {
     let registry = Registry::start();
@@ -277,14 +314,7 @@ fn busybox_through_runc_next_to_the_wasm_task() {
     // (io.containerd.runc.v2) and the hello component through berth's shim;
     // both answer in their own network namespace. Start → first byte is
     // printed for both (a comparison, not an assertion: the bench measures).
-    let registry = Registry::start();
-    let busybox = registry.reference("busybox-httpd:v1");
-    Image::httpd().push(&busybox);
-    let hello = registry.reference("hello:v1");
-    push_image(&hello, berth_test_artifacts::HELLO);
-    let mut cd = Containerd::start();
-    cd.ctr_ok(&["images", "pull", "--plain-http", &busybox]);
-    cd.ctr_ok(&["images", "pull", "--plain-http", &hello]);
+    let (_registry, mut cd, busybox, hello) = httpd_and_hello("busybox-httpd:v1");
 
     let ns_runc = TestNetns::new("runc");
     let ns_wasm = TestNetns::new("wasm");
@@ -332,5 +362,113 @@ fn busybox_through_runc_next_to_the_wasm_task() {
     assert_eq!(wasm.wait("ctr run wasm", EXIT_AFTER_KILL), Some(0));
     let mut left = cd.stop();
     left.extend(cd.leftover_sockets(&["busybox", "wasm"]));
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn pod_sandbox_runs_nothing_until_killed_and_its_pod_shares_the_shim() {
+    // Under the CRI, containerd first creates a pod's sandbox ("pause")
+    // container through the pod's runtime handler, here berth's. Its image
+    // is an ordinary one whose entrypoint is no component (the busybox httpd
+    // image stands in for `pause`): the shim must not run or read it.
+    let (_registry, mut cd, pause, hello) = httpd_and_hello("pause:v1");
+    let ns = TestNetns::new("pod");
+    let in_pod = |kind: &str, sandbox: &str, netns: &str| {
+        let mut extra: Vec<String> = ["--runtime", RUNTIME, "--with-ns"].map(String::from).into();
+        extra.push(format!("network:{netns}"));
+        extra.extend(pod_annotations(kind, sandbox));
+        extra
+    };
+    let run = |extra: &[String], image: &str, id: &str| {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        Running::start(&cd, &extra, image, id, &[])
+    };
+    let running = |id: &str, what: &Running| {
+        let t = Instant::now();
+        loop {
+            if let Some((pid, s)) = task_row(&cd, id)
+                && s == "RUNNING"
+            {
+                return pid;
+            }
+            assert!(
+                t.elapsed() < FIRST_ANSWER,
+                "{id} never ran; stderr: {}\nlog:\n{}",
+                what.stderr(),
+                cd.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    let mut sandbox = run(&in_pod("sandbox", "pod-a", &ns.path()), &pause, "pod-a");
+    let holder = running("pod-a", &sandbox);
+    // Its pid is a process of its own, in the pod's network namespace (the
+    // CRI joins the app containers to `/proc/<pid>/ns/net`).
+    let netns_of = |path: &str| {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    };
+    assert_eq!(
+        netns_of(&format!("/proc/{holder}/ns/net")),
+        netns_of(&ns.path()),
+        "the holder is not in the pod's namespace"
+    );
+    // It stays up on its own, answering nothing.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(task_row(&cd, "pod-a"), Some((holder, "RUNNING".into())));
+    assert_eq!(
+        ns.get("http://127.0.0.1:8080/", Duration::from_secs(1)),
+        None
+    );
+
+    // The pod's component joins the sandbox's shim (grouped by sandbox id)
+    // and serves in the namespace named as the CRI names it.
+    let mut app = run(
+        &in_pod("container", "pod-a", &format!("/proc/{holder}/ns/net")),
+        &hello,
+        "pod-a-hello",
+    );
+    let ((status, body), _) = ns.wait_for("pod-a-hello", "http://127.0.0.1:8080/", FIRST_ANSWER);
+    assert_eq!((status, body.as_str()), (200, "hello from pod-a-hello"));
+    let shims = cd.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim per pod: {shims:?}");
+    assert_eq!(task_row(&cd, "pod-a-hello").map(|r| r.0), Some(shims[0]));
+    let stat = std::fs::read_to_string(format!("/proc/{holder}/stat")).unwrap();
+    let ppid: u32 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    assert_eq!(ppid, shims[0], "the holder is the shim's child");
+
+    // Pod stop: the app drains (0), then the sandbox ends as `pause` does:
+    // 0 on SIGTERM; its holder is gone.
+    cd.ctr_ok(&["tasks", "kill", "pod-a-hello"]);
+    assert_eq!(app.wait("ctr run pod-a-hello", EXIT_AFTER_KILL), Some(0));
+    cd.ctr_ok(&["tasks", "kill", "pod-a"]);
+    assert_eq!(
+        sandbox.wait("ctr run pod-a after SIGTERM", EXIT_AFTER_KILL),
+        Some(0),
+        "stderr: {}",
+        sandbox.stderr()
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{holder}")).exists(),
+        "the holder {holder} is still there"
+    );
+
+    // Another pod's sandbox, killed with SIGKILL: 137.
+    let mut other = run(&in_pod("sandbox", "pod-b", &ns.path()), &pause, "pod-b");
+    running("pod-b", &other);
+    cd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", "pod-b"]);
+    assert_eq!(
+        other.wait("ctr run pod-b after SIGKILL", EXIT_AFTER_KILL),
+        Some(137)
+    );
+
+    let mut left = cd.stop();
+    left.extend(cd.leftover_sockets(&["pod-a", "pod-b"]));
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -20,9 +20,9 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use berth::config::{AppConfig, AppSpec};
-use berth::wasm::WasmRuntime;
-use berth::wasm::standalone::LoadedComponent;
+use berth_wasm::limits::{Limits, parse_duration, parse_size};
+use berth_wasm::standalone::LoadedComponent;
+use berth_wasm::{AppSettings, WasmRuntime};
 use containerd_shim::protos::types::mount::Mount;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
@@ -33,7 +33,66 @@ pub const MAX_COMPONENT_BYTES: u64 = 256 * 1024 * 1024;
 /// The port a wasi:http component is served on without `PORT`.
 pub const DEFAULT_PORT: u16 = 8080;
 
-/// A task between `Create` and `Start`.
+/// The annotation the CRI puts on each container of a pod: `sandbox` on
+/// the pod's sandbox ("pause") container, which it creates first, through
+/// the same runtime; `container` on the others.
+pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+
+/// What a task runs, between `Create` and `Start`.
+#[derive(Debug)]
+pub enum Workload {
+    /// A component (boxed: it is large).
+    Component(Box<Prepared>),
+    /// A pod's sandbox.
+    Sandbox(Sandbox),
+}
+
+/// A pod's sandbox container: the pod's first task. Its image's entrypoint
+/// (`/pause`) is not read; a holder process ([`pause`](crate::pause)) keeps
+/// the pod's network namespace under the task's pid until it is killed.
+/// The pod's other containers join this shim by the sandbox id.
+#[derive(Debug)]
+pub struct Sandbox {
+    /// The holder (killed if dropped).
+    pub holder: tokio::process::Child,
+    /// The task's stdout and stderr, held open while it runs and closed at
+    /// its end, as a process's would be (`None`: not connected).
+    pub _stdio: (Option<File>, Option<File>),
+}
+
+/// The sandbox the bundle's spec describes, if it is one (its
+/// [`CONTAINER_TYPE`] annotation says `sandbox`).
+///
+/// # Errors
+/// When the spec cannot be read or, for a sandbox, its holder started or
+/// its stdio opened.
+pub fn sandbox(bundle: &Path, stdout: &str, stderr: &str) -> anyhow::Result<Option<Sandbox>> {
+    let spec = load_spec(bundle)?;
+    let is_sandbox = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(CONTAINER_TYPE))
+        .is_some_and(|t| t == "sandbox");
+    if !is_sandbox {
+        return Ok(None);
+    }
+    let holder = crate::pause::spawn(&Network::from_spec(&spec))
+        .context("cannot start the sandbox's holder process")?;
+    Ok(Some(Sandbox {
+        holder,
+        _stdio: (
+            open_output(stdout).context("stdout")?,
+            open_output(stderr).context("stderr")?,
+        ),
+    }))
+}
+
+fn load_spec(bundle: &Path) -> anyhow::Result<oci_spec::runtime::Spec> {
+    let path = bundle.join("config.json");
+    oci_spec::runtime::Spec::load(&path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// A component task between `Create` and `Start`.
 #[derive(Debug)]
 pub struct Prepared {
     /// The compiled, classified component.
@@ -45,7 +104,7 @@ pub struct Prepared {
     /// `process.env`.
     pub env: Vec<(String, String)>,
     /// Limits and outbound allow-list, validated as berth's.
-    pub spec: AppSpec,
+    pub settings: AppSettings,
     /// Where its listening socket goes.
     pub network: Network,
     /// `PORT`.
@@ -101,9 +160,7 @@ pub fn prepare(
     stdout: &str,
     stderr: &str,
 ) -> anyhow::Result<Prepared> {
-    let spec_path = bundle.join("config.json");
-    let spec = oci_spec::runtime::Spec::load(&spec_path)
-        .with_context(|| format!("cannot read {}", spec_path.display()))?;
+    let spec = load_spec(bundle)?;
     let process = spec
         .process()
         .as_ref()
@@ -150,14 +207,14 @@ pub fn prepare(
             .parse()
             .with_context(|| format!("PORT={p:?} is not a port number"))?,
     };
-    let spec_settings = app_spec(&in_image, &get)?;
+    let settings = app_settings(&get)?;
     let name = get("K_SERVICE").unwrap_or(id).to_string();
     Ok(Prepared {
         loaded,
         name,
         args: args.clone(),
         env: env.clone(),
-        spec: spec_settings,
+        settings,
         network: Network::from_spec(&spec),
         port,
         stdout: open_output(stdout).context("stdout")?,
@@ -166,36 +223,37 @@ pub fn prepare(
     })
 }
 
-/// berth's app settings from the container's environment, validated as
-/// `berth.toml` is.
-fn app_spec<'a>(path: &Path, get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<AppSpec> {
-    let mut app = serde_json::json!({ "wasm": path });
-    if let Some(hosts) = get("BERTH_ALLOWED_OUTBOUND_HOSTS") {
-        app["allowed_outbound_hosts"] = hosts
+/// berth's app settings from the container's environment, checked as
+/// `berth.toml`'s are ([`AppSettings::validate`]).
+fn app_settings<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<AppSettings> {
+    let invalid = |var: &str, reason: String| {
+        anyhow::anyhow!("invalid BERTH_* settings in the environment: {var}: {reason}")
+    };
+    let mut limits = Limits::default();
+    if let Some(v) = get("BERTH_MEMORY_LIMIT") {
+        limits.memory = parse_size(v).map_err(|r| invalid("BERTH_MEMORY_LIMIT", r))?;
+    }
+    if let Some(v) = get("BERTH_TIMEOUT") {
+        limits.timeout = parse_duration(v).map_err(|r| invalid("BERTH_TIMEOUT", r))?;
+    }
+    if let Some(v) = get("BERTH_REQUEST_BODY_LIMIT") {
+        limits.request_body = parse_size(v).map_err(|r| invalid("BERTH_REQUEST_BODY_LIMIT", r))?;
+    }
+    let settings = AppSettings {
+        env: Vec::new(),
+        allowed_outbound_hosts: get("BERTH_ALLOWED_OUTBOUND_HOSTS")
+            .unwrap_or_default()
             .split(',')
             .map(str::trim)
             .filter(|h| !h.is_empty())
-            .collect::<Vec<_>>()
-            .into();
-    }
-    let mut limits = serde_json::Map::new();
-    for (var, key) in [
-        ("BERTH_MEMORY_LIMIT", "memory"),
-        ("BERTH_TIMEOUT", "timeout"),
-        ("BERTH_REQUEST_BODY_LIMIT", "request_body"),
-    ] {
-        if let Some(v) = get(var) {
-            limits.insert(key.into(), v.into());
-        }
-    }
-    if !limits.is_empty() {
-        app["limits"] = limits.into();
-    }
-    let config: AppConfig =
-        serde_json::from_value(app).context("invalid BERTH_* settings in the environment")?;
-    AppSpec::from_config("shim", &config, Path::new("/")).map_err(|(key, reason)| {
-        anyhow::anyhow!("invalid BERTH_* settings in the environment: {key}: {reason}")
-    })
+            .map(String::from)
+            .collect(),
+        limits,
+    };
+    settings
+        .validate()
+        .map_err(|(key, reason)| invalid(&key, reason))?;
+    Ok(settings)
 }
 
 /// The component's path inside the image: `entry` as is when it has a `/`
@@ -282,4 +340,47 @@ fn open_output(target: &str) -> anyhow::Result<Option<File>> {
     let flags = rustix::fs::fcntl_getfl(&f)?;
     rustix::fs::fcntl_setfl(&f, flags - OFlags::NONBLOCK)?;
     Ok(Some(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> anyhow::Result<AppSettings> {
+        let get = |key: &str| vars.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        app_settings(&get)
+    }
+
+    #[test]
+    fn settings_come_from_the_environment_checked_as_berths() {
+        let s = settings(&[
+            ("BERTH_MEMORY_LIMIT", "32MiB"),
+            ("BERTH_TIMEOUT", "5s"),
+            (
+                "BERTH_ALLOWED_OUTBOUND_HOSTS",
+                "example.com, *.example.org:443,",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.limits.memory, 32 << 20);
+        assert_eq!(s.limits.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(
+            s.allowed_outbound_hosts,
+            ["example.com", "*.example.org:443"]
+        );
+        assert_eq!(settings(&[]).unwrap(), AppSettings::default());
+        for (var, value, says) in [
+            ("BERTH_MEMORY_LIMIT", "lots", "BERTH_MEMORY_LIMIT"),
+            ("BERTH_MEMORY_LIMIT", "8GiB", "limits.memory"),
+            ("BERTH_TIMEOUT", "0s", "limits.timeout"),
+            (
+                "BERTH_ALLOWED_OUTBOUND_HOSTS",
+                "ftp://x",
+                "allowed_outbound_hosts",
+            ),
+        ] {
+            let e = settings(&[(var, value)]).unwrap_err().to_string();
+            assert!(e.contains(says), "{var}={value}: {e}");
+        }
+    }
 }

@@ -3,8 +3,9 @@
 //! containerd maps a runtime name `io.containerd.NAME.vN` to the binary
 //! `containerd-shim-NAME-vN` on its `PATH` and speaks the task API (v2, as
 //! containerd 1.6 and 1.7 do) to it over ttrpc. This shim runs each task's
-//! Wasm component on berth's engine *inside the shim process*: no runc, no
-//! child process per container.
+//! Wasm component on berth's engine (the `berth_wasm` crate, without the
+//! rest of berth) *inside the shim process*: no runc, no child process per
+//! container.
 //!
 //! - [`service`]: the task API (create, start, kill, wait, delete, state, …)
 //!   and its events.
@@ -13,12 +14,17 @@
 //! - [`run`]: a wasi:http proxy served on `0.0.0.0:$PORT` in the task's
 //!   network namespace (a fresh instance per request; `SIGTERM` stops
 //!   accepting, drains, exits 0), or a wasi:cli command run to its exit code.
+//! - [`conns`]: the listener's connections (cap, timeouts, graceful drain).
 //! - [`netns`]: sockets made inside the namespace the spec names.
+//! - [`pause`]: the process that holds a pod's sandbox (this binary, run as
+//!   `--berth-pause`).
 //! - [`logging`]: the shim's own log, which containerd copies to its log.
 
+mod conns;
 mod container;
 mod logging;
 mod netns;
+mod pause;
 mod run;
 mod service;
 
@@ -27,6 +33,9 @@ pub const RUNTIME_ID: &str = "io.containerd.berth.v1";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == pause::ARG) {
+        pause::main(args.get(2).map(String::as_str));
+    }
     if args
         .iter()
         .skip(1)

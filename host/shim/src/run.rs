@@ -7,6 +7,10 @@
 //! `SIGKILL` ends everything at once, 137. A command has no handler to run
 //! on `SIGTERM`: it ends at once with 128 + the signal, as a process
 //! without one would.
+//!
+//! A pod's sandbox runs nothing: it waits for the `Kill`, then ends as
+//! Kubernetes' `pause` does: 0 on `SIGTERM` or `SIGINT`, 128 + the signal
+//! otherwise (137 on `SIGKILL`).
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -14,17 +18,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use berth::http::{Body, BoxError, RequestInfo, plain_text};
-use berth::logs::AppLog;
-use berth::server::conn::{ConnectionLimits, Listener, accept_ok};
-use berth::wasm::standalone::{CommandExit, CommandRun, ComponentKind};
-use berth::wasm::{GuestError, WasmApp, WasmRuntime};
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Limited};
+use berth_wasm::logs::AppLog;
+use berth_wasm::standalone::{CommandExit, CommandRun, ComponentKind};
+use berth_wasm::{GuestError, RequestInfo, WasmApp, WasmRuntime};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use tokio::sync::watch;
 
-use crate::container::Prepared;
+use crate::conns::{ACCEPT_BACKOFF, Body, BoxError, Conns};
+use crate::container::{Prepared, Sandbox};
 use crate::netns;
 
 /// How long a graceful stop waits for requests in flight.
@@ -82,11 +85,12 @@ async fn serve(
     let Prepared {
         loaded,
         name,
-        spec,
+        settings,
         stdout,
         stderr,
         ..
     } = prepared;
+    let request_body = settings.limits.request_body;
     let (stdout, stderr) = match (open_or_null(stdout), open_or_null(stderr)) {
         (Ok(o), Ok(e)) => (o, e),
         (Err(e), _) | (_, Err(e)) => {
@@ -101,7 +105,7 @@ async fn serve(
             return TRAP_STATUS;
         }
     };
-    let app = match runtime.http_app(&name, &loaded, &spec, log.clone()) {
+    let app = match runtime.http_app(&name, &loaded, settings, log.clone()) {
         Ok(app) => Arc::new(app),
         Err(e) => {
             log.line("-", "berth", e.to_string().as_bytes());
@@ -117,10 +121,9 @@ async fn serve(
     };
     let addr = listener.local_addr().ok();
     tracing::info!(app = %name, ?addr, sha256 = %app.sha256(), "serving the wasi:http component");
-    let conns = Arc::new(Listener::new(ConnectionLimits::default(), None));
+    let conns = Conns::new();
     let counter = Arc::new(AtomicU64::new(0));
     let prefix = format!("{:08x}", std::process::id());
-    let request_body = spec.limits.request_body;
     let signal = loop {
         tokio::select! {
             changed = stop.changed() => {
@@ -132,11 +135,18 @@ async fn serve(
                 }
             }
             accepted = listener.accept() => {
-                let Some((stream, peer)) = accept_ok(accepted).await else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                };
                 let app = app.clone();
                 let counter = counter.clone();
                 let prefix = prefix.clone();
-                conns.accept(stream, peer, move |req: Request<Incoming>| {
+                conns.serve(stream, move |req: Request<Incoming>| {
                     let n = counter.fetch_add(1, Ordering::Relaxed);
                     let info = RequestInfo::new(&format!("{prefix}-{n:08x}"));
                     let app = app.clone();
@@ -149,6 +159,7 @@ async fn serve(
     match signal {
         Stop::Graceful(sig) => {
             tracing::info!(app = %name, signal = sig, "stopping: no new connections, draining in-flight requests");
+            let open = conns.open();
             let drained = tokio::select! {
                 drained = conns.drain(DRAIN_TIMEOUT) => drained,
                 () = wait_for_now(&mut stop) => {
@@ -159,12 +170,61 @@ async fn serve(
             if drained {
                 tracing::info!(app = %name, "drained; exiting 0");
             } else {
-                tracing::warn!(app = %name, timeout = ?DRAIN_TIMEOUT, open = conns.open(), "drain timeout (DRAIN_TIMEOUT) passed; closing the rest");
+                tracing::warn!(app = %name, timeout = ?DRAIN_TIMEOUT, open_at_start = open, "drain timeout (DRAIN_TIMEOUT) passed; closing the rest");
             }
             0
         }
         Stop::Now(sig) => 128 + sig,
         Stop::No => 137,
+    }
+}
+
+/// Runs a pod's sandbox until it is killed: the `Kill`'s signal goes to
+/// its holder process, whose end is the task's exit status.
+pub async fn pause(mut sandbox: Sandbox, mut stop: watch::Receiver<Stop>) -> u32 {
+    let pid = sandbox
+        .holder
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32));
+    let mut stopped = false;
+    let status = loop {
+        tokio::select! {
+            exited = sandbox.holder.wait() => break exited,
+            changed = stop.changed(), if !stopped => {
+                let sig = match (changed, *stop.borrow_and_update()) {
+                    (Err(_), _) => {
+                        stopped = true;
+                        9
+                    }
+                    (Ok(()), Stop::No) => continue,
+                    (Ok(()), Stop::Graceful(sig) | Stop::Now(sig)) => sig,
+                };
+                let signal = i32::try_from(sig)
+                    .ok()
+                    .and_then(rustix::process::Signal::from_named_raw)
+                    .unwrap_or(rustix::process::Signal::KILL);
+                if let Some(pid) = pid
+                    && let Err(e) = rustix::process::kill_process(pid, signal)
+                {
+                    tracing::warn!("cannot signal the sandbox's holder: {e}");
+                }
+            }
+        }
+    };
+    // Its stdio closes as the process's would at its exit.
+    drop(sandbox);
+    match status {
+        Ok(st) => {
+            use std::os::unix::process::ExitStatusExt as _;
+            st.code()
+                .map(|c| c as u32)
+                .or_else(|| st.signal().map(|s| 128 + s as u32))
+                .unwrap_or(TRAP_STATUS)
+        }
+        Err(e) => {
+            tracing::error!("cannot wait for the sandbox's holder: {e}");
+            TRAP_STATUS
+        }
     }
 }
 
@@ -189,11 +249,11 @@ async fn handle(
 ) -> Response<Body> {
     let declared = req
         .headers()
-        .get(http::header::CONTENT_LENGTH)
+        .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return plain_text(
+        return text(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body larger than {limit} bytes (BERTH_REQUEST_BODY_LIMIT)\n"),
         );
@@ -220,7 +280,7 @@ async fn handle(
                 GuestError::ErrorCode(_) => StatusCode::BAD_GATEWAY,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            plain_text(status, format!("{e}\n"))
+            text(status, format!("{e}\n"))
         }
     }
 }
@@ -234,14 +294,14 @@ async fn command(
         loaded,
         args,
         env,
-        spec,
+        settings,
         stdout,
         stderr,
         rootfs,
         ..
     } = prepared;
     let mut diag = stderr.as_ref().and_then(|f| f.try_clone().ok());
-    let mut limits = spec.limits;
+    let mut limits = settings.limits;
     // A command runs as long as it runs unless BERTH_TIMEOUT says otherwise.
     if !env.iter().any(|(k, _)| k == "BERTH_TIMEOUT") {
         limits.timeout = Duration::MAX;
@@ -253,7 +313,7 @@ async fn command(
         stderr,
         root: Some(rootfs),
         limits,
-        allowed_outbound_hosts: spec.allowed_outbound_hosts.clone(),
+        allowed_outbound_hosts: settings.allowed_outbound_hosts,
     };
     let outcome = tokio::select! {
         outcome = runtime.run_command(&loaded, run) => outcome,
@@ -278,6 +338,21 @@ async fn command(
             TRAP_STATUS
         }
     }
+}
+
+/// A `text/plain` response of `status` with `body`.
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(body.into())
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
 }
 
 fn open_or_null(f: Option<std::fs::File>) -> std::io::Result<std::fs::File> {

@@ -3,7 +3,9 @@
 //!
 //! A task is `Created` (component compiled or mapped from the cache, rootfs
 //! mounted, stdio open), `Running` (a tokio task in this process), then
-//! `Stopped` with an exit status. Events go out in containerd's order:
+//! `Stopped` with an exit status. A pod's sandbox container (the CRI's
+//! `pause`, marked by its annotation) is a task that runs nothing until it
+//! is killed. Events go out in containerd's order:
 //! `/tasks/create`, `/tasks/start`, `/tasks/exit`, `/tasks/delete`. The pid
 //! containerd sees for a task is the shim's own: the component runs here.
 //!
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use berth::wasm::{EngineOptions, WasmRuntime};
+use berth_wasm::{EngineOptions, WasmRuntime};
 use containerd_shim::api;
 use containerd_shim::asynchronous::{ExitSignal, Shim, spawn};
 use containerd_shim::event::Event;
@@ -28,7 +30,7 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Error, Flags, StartOpts, Task, TtrpcContext, TtrpcResult};
 use tokio::sync::{OnceCell, watch};
 
-use crate::container::{self, Prepared};
+use crate::container::{self, Prepared, Workload};
 use crate::run::{self, Stop};
 
 /// Wasm instances (requests in guests at once) one shim's engine pools;
@@ -149,7 +151,7 @@ impl std::fmt::Debug for Inner {
 }
 
 enum Phase {
-    Created(Box<Prepared>),
+    Created(Workload),
     Starting,
     Running(watch::Sender<Stop>),
     Stopped,
@@ -157,6 +159,9 @@ enum Phase {
 
 struct TaskEntry {
     id: String,
+    /// The pid containerd sees: the shim's own (the component runs in it),
+    /// or a sandbox's holder process.
+    pid: u32,
     bundle: String,
     rootfs: PathBuf,
     mounted: bool,
@@ -231,6 +236,52 @@ impl Inner {
             .cloned()
     }
 
+    /// A component task's `Create`: the engine, the rootfs mounted, the
+    /// component compiled or mapped. Returns it and whether anything was
+    /// mounted (unmounted again when it fails).
+    async fn prepare(
+        &self,
+        req: &api::CreateTaskRequest,
+        bundle: &Path,
+        rootfs: &Path,
+    ) -> TtrpcResult<(Prepared, bool)> {
+        let runtime = self.runtime(bundle).await?;
+        let mounted = container::mount_rootfs(&req.rootfs, rootfs)
+            .map_err(|e| status(Code::INTERNAL, format!("{e:#}")))?;
+        let prepared = {
+            let (id, bundle, out, err) = (
+                req.id.clone(),
+                bundle.to_path_buf(),
+                req.stdout.clone(),
+                req.stderr.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                container::prepare(&runtime, &id, &bundle, &out, &err)
+            })
+            .await
+            .map_err(|e| status(Code::INTERNAL, e.to_string()))
+        }?;
+        match prepared {
+            Ok(p) => {
+                tracing::info!(
+                    id = %req.id,
+                    kind = ?p.loaded.kind,
+                    loaded_from = ?p.loaded.loaded_from,
+                    sha256 = %p.loaded.sha256,
+                    "task created"
+                );
+                Ok((p, mounted))
+            }
+            Err(e) => {
+                if mounted {
+                    container::unmount_rootfs(rootfs);
+                }
+                tracing::warn!(id = %req.id, "create failed: {e:#}");
+                Err(status(Code::FAILED_PRECONDITION, format!("{e:#}")))
+            }
+        }
+    }
+
     fn task(&self, id: &str) -> TtrpcResult<Arc<TaskEntry>> {
         self.tasks
             .lock()
@@ -260,7 +311,7 @@ impl Inner {
         self.publish(TaskExit {
             container_id: task.id.clone(),
             id: task.id.clone(),
-            pid: std::process::id(),
+            pid: task.pid,
             exit_status: code,
             exited_at: MessageField::some(at),
             ..Default::default()
@@ -309,56 +360,40 @@ impl Task for Service {
             ));
         }
         let bundle = PathBuf::from(&req.bundle);
-        let runtime = me.runtime(&bundle).await?;
         let rootfs = bundle.join("rootfs");
-        let mounted = container::mount_rootfs(&req.rootfs, &rootfs)
-            .map_err(|e| status(Code::INTERNAL, format!("{e:#}")))?;
-        let prepared = {
-            let (id, bundle, out, err) = (
-                req.id.clone(),
-                bundle.clone(),
-                req.stdout.clone(),
-                req.stderr.clone(),
-            );
-            tokio::task::spawn_blocking(move || {
-                container::prepare(&runtime, &id, &bundle, &out, &err)
-            })
-            .await
-            .map_err(|e| status(Code::INTERNAL, e.to_string()))
-        }?;
-        let prepared = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                if mounted {
-                    container::unmount_rootfs(&rootfs);
-                }
-                tracing::warn!(id = %req.id, "create failed: {e:#}");
-                return Err(status(Code::FAILED_PRECONDITION, format!("{e:#}")));
+        let sandbox = container::sandbox(&bundle, &req.stdout, &req.stderr).map_err(|e| {
+            tracing::warn!(id = %req.id, "create failed: {e:#}");
+            status(Code::FAILED_PRECONDITION, format!("{e:#}"))
+        })?;
+        let mut entry_pid = std::process::id();
+        let (workload, mounted) = match sandbox {
+            Some(sandbox) => {
+                entry_pid = sandbox.holder.id().unwrap_or(entry_pid);
+                tracing::info!(id = %req.id, holder = entry_pid, "pod sandbox created");
+                (Workload::Sandbox(sandbox), false)
+            }
+            None => {
+                let (prepared, mounted) = me.prepare(&req, &bundle, &rootfs).await?;
+                (Workload::Component(Box::new(prepared)), mounted)
             }
         };
-        tracing::info!(
-            id = %req.id,
-            kind = ?prepared.loaded.kind,
-            loaded_from = ?prepared.loaded.loaded_from,
-            sha256 = %prepared.loaded.sha256,
-            "task created"
-        );
         let entry = Arc::new(TaskEntry {
             id: req.id.clone(),
+            pid: entry_pid,
             bundle: req.bundle.clone(),
             rootfs,
             mounted,
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
-            phase: Mutex::new(Phase::Created(Box::new(prepared))),
+            phase: Mutex::new(Phase::Created(workload)),
             exited: watch::channel(None).0,
         });
         me.tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(req.id.clone(), entry);
-        let pid = std::process::id();
+        let pid = entry_pid;
         me.publish(TaskCreate {
             container_id: req.id.clone(),
             bundle: req.bundle.clone(),
@@ -388,10 +423,10 @@ impl Task for Service {
         exec_refused(&req.exec_id)?;
         let me = self.inner.clone();
         let task = me.task(&req.id)?;
-        let prepared = {
+        let workload = {
             let mut phase = task.phase.lock().unwrap_or_else(|e| e.into_inner());
             match std::mem::replace(&mut *phase, Phase::Starting) {
-                Phase::Created(p) => p,
+                Phase::Created(w) => w,
                 other => {
                     *phase = other;
                     return Err(status(
@@ -401,24 +436,32 @@ impl Task for Service {
                 }
             }
         };
-        let listener = match run::bind(&prepared) {
-            Ok(l) => l,
-            Err(e) => {
-                *task.phase.lock().unwrap_or_else(|e| e.into_inner()) = Phase::Created(prepared);
-                return Err(status(Code::FAILED_PRECONDITION, format!("{e:#}")));
+        let (stop_tx, stop_rx) = watch::channel(Stop::No);
+        // Spawned only once the start is published: its exit comes after.
+        let runner: std::pin::Pin<Box<dyn Future<Output = u32> + Send>> = match workload {
+            Workload::Sandbox(sandbox) => Box::pin(run::pause(sandbox, stop_rx)),
+            Workload::Component(prepared) => {
+                let listener = match run::bind(&prepared) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        *task.phase.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Phase::Created(Workload::Component(prepared));
+                        return Err(status(Code::FAILED_PRECONDITION, format!("{e:#}")));
+                    }
+                };
+                let runtime = me.runtime(Path::new(&task.bundle)).await?;
+                Box::pin(run::run(runtime, *prepared, listener, stop_rx))
             }
         };
-        let runtime = me.runtime(Path::new(&task.bundle)).await?;
-        let (stop_tx, stop_rx) = watch::channel(Stop::No);
         *task.phase.lock().unwrap_or_else(|e| e.into_inner()) = Phase::Running(stop_tx);
-        let pid = std::process::id();
+        let pid = task.pid;
         me.publish(TaskStart {
             container_id: req.id.clone(),
             pid,
             ..Default::default()
         })
         .await;
-        let runner = tokio::spawn(run::run(runtime, *prepared, listener, stop_rx));
+        let runner = tokio::spawn(runner);
         tokio::spawn(async move {
             let code = match runner.await {
                 Ok(code) => code,
@@ -538,7 +581,7 @@ impl Task for Service {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&req.id);
         let (code, at) = task.exited.borrow().clone().unwrap_or_else(|| (0, now()));
-        let pid = std::process::id();
+        let pid = task.pid;
         me.publish(TaskDelete {
             container_id: req.id.clone(),
             id: req.id.clone(),
@@ -573,7 +616,7 @@ impl Task for Service {
         let mut resp = api::StateResponse {
             id: task.id.clone(),
             bundle: task.bundle.clone(),
-            pid: std::process::id(),
+            pid: task.pid,
             status: state.into(),
             stdin: task.stdin.clone(),
             stdout: task.stdout.clone(),
@@ -594,10 +637,10 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
-        self.inner.task(&req.id)?;
+        let task = self.inner.task(&req.id)?;
         Ok(api::PidsResponse {
             processes: vec![containerd_shim::protos::types::task::ProcessInfo {
-                pid: std::process::id(),
+                pid: task.pid,
                 ..Default::default()
             }],
             ..Default::default()

@@ -21,33 +21,27 @@
 //!   deploy body and the state file's record of an app).
 //! - [`spec`]: [`AppSpec`], the validated settings of one app; its
 //!   autoscaling is the autoscaler's own [`KpaConfig`](crate::autoscale::KpaConfig).
-//! - [`outbound`]: [`HostPattern`], one entry of `allowed_outbound_hosts`.
+//! - [`HostPattern`], one entry of `allowed_outbound_hosts`, and the
+//!   [`Limits`] with their ranges and parsers are the Wasm engine's
+//!   (`berth_wasm`), re-exported here.
 
 pub mod file;
-pub mod outbound;
 pub mod spec;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+pub use berth_wasm::HostPattern;
 use file::RawConfig;
 pub use file::{AppConfig, RawAutoscale, RawLimits, SizeValue};
-pub use outbound::HostPattern;
 pub use spec::{AppSpec, ContainerSettings, Limits, NetworkMode, Scaling, Source, SpecError};
 
 /// Default domain under which apps are reachable as `<app>.<domain>`.
 pub const DEFAULT_DOMAIN: &str = "localhost";
-/// Default linear-memory cap per request (per memory of the component).
-pub const DEFAULT_MEMORY_LIMIT: u64 = 128 * 1024 * 1024;
-/// Default wall-clock deadline per request.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default largest request body (Cloud Run's limit for HTTP/1).
-pub const DEFAULT_REQUEST_BODY: u64 = 32 * 1024 * 1024;
-/// Largest `limits.request_body` an app may ask for.
-pub const MAX_REQUEST_BODY: u64 = 1024 * 1024 * 1024;
-/// Largest memory cap an app may ask for; the engine reserves slots this big.
-pub const MAX_MEMORY_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
+pub use berth_wasm::limits::{
+    DEFAULT_MEMORY_LIMIT, DEFAULT_REQUEST_BODY, DEFAULT_TIMEOUT, MAX_MEMORY_LIMIT,
+    MAX_REQUEST_BODY, parse_duration, parse_size,
+};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -88,26 +82,6 @@ pub enum ConfigError {
         /// Why it is refused.
         reason: String,
     },
-}
-
-/// Parses a byte size such as `64MiB`, `1GB`, `4096`.
-///
-/// # Errors
-/// When the text is not a size.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    s.trim()
-        .parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| format!("`{s}` is not a size like \"64MiB\": {e}"))
-}
-
-/// Parses a duration such as `30s`, `500ms`, `2m`.
-///
-/// # Errors
-/// When the text is not a duration.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("`{s}` is not a duration like \"30s\": {e}"))
 }
 
 impl Config {
@@ -223,6 +197,8 @@ pub fn default_data_dir() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -291,16 +267,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("apps.a.limits.timeout"), "{msg}");
-    }
-
-    #[test]
-    fn sizes_and_durations() {
-        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
-        assert_eq!(parse_size("1 GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("much").is_err());
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("soon").is_err());
     }
 
     /// A rate below 1 once made the "lower bound" `ready / rate` exceed

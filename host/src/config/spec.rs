@@ -11,16 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::file::{AppConfig, RawAutoscale, RawLimits, SizeValue};
-use super::{
-    DEFAULT_MEMORY_LIMIT, DEFAULT_REQUEST_BODY, DEFAULT_TIMEOUT, HostPattern, MAX_MEMORY_LIMIT,
-    MAX_REQUEST_BODY, parse_duration, parse_size, validate_label,
-};
+use super::{HostPattern, parse_duration, parse_size, validate_label};
 use crate::autoscale::KpaConfig;
 
-/// Smallest `limits.memory` (one Wasm page).
-pub const MIN_MEMORY_LIMIT: u64 = 64 * 1024;
-/// Longest `limits.timeout`.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+pub use berth_wasm::limits::{Limits, MAX_TIMEOUT, MIN_MEMORY_LIMIT};
 /// Longest `startup_timeout` and `shutdown_grace`.
 pub const MAX_CONTAINER_WAIT: Duration = Duration::from_secs(3600);
 /// Longest `autoscale.queue_timeout`.
@@ -176,27 +170,6 @@ impl fmt::Display for Source {
     }
 }
 
-/// Per-request limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Maximum size in bytes of each linear memory.
-    pub memory: u64,
-    /// Wall-clock deadline for a request, from arrival to the end of the response.
-    pub timeout: Duration,
-    /// Largest request body in bytes (`413` above it).
-    pub request_body: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            memory: DEFAULT_MEMORY_LIMIT,
-            timeout: DEFAULT_TIMEOUT,
-            request_body: DEFAULT_REQUEST_BODY,
-        }
-    }
-}
-
 /// A refused setting: its key relative to the app's table (empty for the
 /// table itself) and the reason.
 pub type SpecError = (String, String);
@@ -282,32 +255,7 @@ impl AppSpec {
                 ),
             ));
         }
-        if !(MIN_MEMORY_LIMIT..=MAX_MEMORY_LIMIT).contains(&self.limits.memory) {
-            return Err(refuse(
-                "limits.memory",
-                format!(
-                    "{} is outside the allowed range 64KiB..=4GiB",
-                    bytesize::ByteSize::b(self.limits.memory).display().iec()
-                ),
-            ));
-        }
-        if !(1..=MAX_REQUEST_BODY).contains(&self.limits.request_body) {
-            return Err(refuse(
-                "limits.request_body",
-                format!(
-                    "{} is outside 1B..=1GiB",
-                    bytesize::ByteSize::b(self.limits.request_body)
-                        .display()
-                        .iec()
-                ),
-            ));
-        }
-        if self.limits.timeout.is_zero() || self.limits.timeout > MAX_TIMEOUT {
-            return Err(refuse(
-                "limits.timeout",
-                format!("{:?} is outside (0s, {MAX_TIMEOUT:?}]", self.limits.timeout),
-            ));
-        }
+        self.limits.validate()?;
         let c = &self.container;
         if let Some(cpu) = c.cpu
             && !(cpu > 0.0 && cpu <= MAX_CPUS)

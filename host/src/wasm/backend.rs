@@ -1,12 +1,13 @@
-//! Wasm as a [`Backend`]: an instance is a unit of capacity backed by the
+//! Wasm as a [`Backend`], the adaptor from berth's backend contract to the
+//! engine (`berth_wasm`). An instance is a unit of capacity backed by the
 //! revision's loaded app ([`WasmApp`]: its context around a compiled
 //! component shared by sha256). The first instance builds the app (the Wasm
 //! cold start): with the component still resident (see
-//! [`super::resident`]) that is a lookup by the sha256 the revision knows,
+//! [`berth_wasm::resident`]) that is a lookup by the sha256 the revision knows,
 //! else its artifact is mapped from the on-disk cache on a blocking thread.
 //! Further instances share the app; when the last one stops, the app and its
 //! stock go, and the component stays resident within the budget. The
-//! autoscaler's desired count sizes the app's stock ([`super::stock`]).
+//! autoscaler's desired count sizes the app's stock ([`berth_wasm::stock`]).
 //! Every request still gets its own wasmtime instance that no other request
 //! touched.
 
@@ -19,12 +20,13 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 
-use super::stock::StockCounters;
-use super::{GuestError, WasmApp, WasmRuntime};
+use berth_wasm::logs::AppLog;
+use berth_wasm::stock::StockCounters;
+use berth_wasm::{AppSettings, GuestError, UsageMeter, WasmApp, WasmRuntime};
+
 use crate::backend::{Backend, Instance, Kind, ServeError, StockStatus};
 use crate::config::AppSpec;
 use crate::http::{Body, BodyTooLarge, BoxError, ReqBody, RequestInfo};
-use crate::logs::AppLog;
 use crate::metrics::Metrics;
 use crate::secrets::SecretStore;
 
@@ -80,7 +82,7 @@ impl WasmBackend {
             metrics: None,
             sha256: loaded.sha256().to_string(),
             desired: AtomicU32::new(0),
-            counters: loaded.stock.counters.clone(),
+            counters: loaded.stock_counters().clone(),
         }
     }
 
@@ -120,12 +122,7 @@ impl Backend for WasmBackend {
     fn stock(&self) -> Option<StockStatus> {
         Some(match self.app() {
             Some(app) => app.stock_status(),
-            None => StockStatus {
-                hits: self.counters.hits.load(Ordering::Relaxed),
-                misses: self.counters.misses.load(Ordering::Relaxed),
-                stocked: 0,
-                target: 0,
-            },
+            None => self.counters.status(),
         })
     }
 
@@ -154,8 +151,8 @@ impl Backend for WasmBackend {
             load()?
         } else {
             tokio::task::spawn_blocking(load).await??
-        };
-        app.stock = super::stock::Stock::new(self.counters.clone());
+        }
+        .with_stock_counters(self.counters.clone());
         if let Some(metrics) = &self.metrics {
             app = app.with_metrics(metrics.clone());
         }
@@ -171,6 +168,28 @@ impl Backend for WasmBackend {
                 .target_for(self.desired.load(Ordering::Acquire)),
         );
         Ok(Arc::new(WasmInstance { app }))
+    }
+}
+
+/// The part of an app's settings its guests get.
+impl From<&AppSpec> for AppSettings {
+    fn from(spec: &AppSpec) -> Self {
+        Self {
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            allowed_outbound_hosts: spec.allowed_outbound_hosts.clone(),
+            limits: spec.limits,
+        }
+    }
+}
+
+/// The engine meters each request's guest into berth's metrics.
+impl UsageMeter for Metrics {
+    fn record_usage(&self, app: &str, cpu: Duration, memory_gb_seconds: f64) {
+        Metrics::record_usage(self, app, cpu, memory_gb_seconds);
     }
 }
 
@@ -232,5 +251,8 @@ fn serve_error(e: GuestError) -> ServeError {
         GuestError::ErrorCode(code) => ServeError::BadUpstream(format!("{code:?}")),
         e @ GuestError::Overloaded(_) => ServeError::Overloaded(e.to_string()),
         GuestError::Internal(why) => ServeError::Internal(why),
+        // `GuestError` is the engine's (non-exhaustive): a kind added there
+        // is an internal error here until it is mapped.
+        other => ServeError::Internal(other.to_string()),
     }
 }

@@ -14,12 +14,10 @@
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx};
@@ -27,10 +25,11 @@ use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::cache::LoadedFrom;
-use super::guest::{DeadlineExceeded, GuestError, GuestState, Limiter, classify};
+use super::guest::{GuestError, GuestState, Limiter, classify};
 use super::outbound::OutboundPolicy;
 use super::{LoadError, WasmApp, WasmRuntime, check_component};
-use crate::config::{AppSpec, Limits};
+use crate::AppSettings;
+use crate::limits::Limits;
 use crate::logs::AppLog;
 
 /// What a component is, by its exports.
@@ -106,23 +105,7 @@ impl WasmRuntime {
     pub fn load_component(&self, shown: &str, bytes: &[u8]) -> Result<LoadedComponent, LoadError> {
         check_component(bytes, shown)?;
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let (component, loaded_from) =
-            self.cache
-                .load(&self.engine, bytes, &sha256)
-                .map_err(|e| LoadError::Compile {
-                    path: shown.into(),
-                    reason: format!("{e:#}"),
-                })?;
-        match loaded_from {
-            LoadedFrom::Compiled => {
-                self.stats.compiled.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(component = shown, sha256 = %sha256, "compiled component");
-            }
-            LoadedFrom::Cache => {
-                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(component = shown, sha256 = %sha256, "loaded compiled component from cache");
-            }
-        }
+        let (component, loaded_from) = self.compile(shown, shown, bytes, &sha256)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -149,7 +132,7 @@ impl WasmRuntime {
         })
     }
 
-    /// A wasi:http component as an app named `name` with `spec`'s env,
+    /// A wasi:http component as an app named `name` with `settings`' env,
     /// limits and outbound allow-list; guest output goes to `log`.
     ///
     /// # Errors
@@ -158,46 +141,19 @@ impl WasmRuntime {
         &self,
         name: &str,
         loaded: &LoadedComponent,
-        spec: &AppSpec,
+        settings: impl Into<AppSettings>,
         log: Arc<AppLog>,
     ) -> Result<WasmApp, LoadError> {
         let pre = self.pre(&loaded.component, &loaded.shown)?;
-        let mut env: Vec<(String, String)> = spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        env.push(("BERTH_APP".into(), name.into()));
-        let outbound = OutboundPolicy::new(&spec.allowed_outbound_hosts).map_err(|reason| {
-            LoadError::Link {
-                path: loaded.shown.clone(),
-                reason,
-            }
-        })?;
         // Not entered in the resident table: a shim holds one component.
+        // No stock either: its target stays zero in a shim.
         let compiled = Arc::new(super::resident::Compiled {
             pre,
             sha256: loaded.sha256.clone(),
             loaded_from: loaded.loaded_from,
             bytes: 0,
         });
-        Ok(WasmApp {
-            name: name.into(),
-            compiled,
-            resident: self.resident.clone(),
-            // No stock: its target stays zero in a shim.
-            stock: super::stock::Stock::new(Arc::default()),
-            stocker: self.stocker.clone(),
-            env: env.into(),
-            limits: spec.limits,
-            outbound,
-            log,
-            max_instances: self.max_instances,
-            slots: Arc::new(tokio::sync::Semaphore::new(self.per_app as usize)),
-            per_app: self.per_app,
-            budget: self.budget.clone(),
-            metrics: None,
-        })
+        self.app(name, compiled, settings.into(), &[], log, &loaded.shown)
     }
 
     /// Runs a wasi:cli command component once, to its end.
@@ -239,33 +195,19 @@ impl WasmRuntime {
             .checked_add(run.limits.timeout)
             .or_else(|| start.checked_add(Duration::from_secs(100 * 365 * 86_400)))
             .unwrap_or(start);
-        let mut store = Store::new(
-            &self.engine,
-            GuestState {
-                wasi: wasi.build(),
-                http: WasiHttpCtx::new(),
-                table: ResourceTable::new(),
-                hooks: outbound,
-                limiter: Limiter {
-                    memory: run.limits.memory,
-                    in_use: 0,
-                    budget: self.budget.clone(),
-                },
-                deadline,
+        let mut store = GuestState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: outbound,
+            limiter: Limiter {
+                memory: run.limits.memory,
+                in_use: 0,
+                budget: self.budget.clone(),
             },
-        );
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Err(DeadlineExceeded.into())
-            } else {
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
-            }
-        });
+            deadline,
+        }
+        .into_store(&self.engine);
         let limits = run.limits;
         let pool = self.max_instances;
         let result = async {

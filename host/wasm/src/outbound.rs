@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::config::HostPattern;
+use crate::pattern::HostPattern;
 
 /// How long a name may take to resolve.
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);

@@ -24,7 +24,6 @@ use wasmtime_wasi_http::p2::bindings::Proxy;
 
 use super::GuestState;
 use super::app::WasmApp;
-use crate::backend::StockStatus;
 use crate::logs::RequestIdCell;
 
 /// The most instances one app keeps in stock.
@@ -60,11 +59,37 @@ impl Drop for Counted {
     }
 }
 
+/// An app's stock of instances made ahead of their requests
+/// (pre-instantiated stores), as counted so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StockStatus {
+    /// Requests that found a ready instance in the stock.
+    pub hits: u64,
+    /// Requests that had to make their own.
+    pub misses: u64,
+    /// Instances in the stock now.
+    pub stocked: u32,
+    /// How many the stock is being filled to.
+    pub target: u32,
+}
+
 /// Hits and misses of one revision's stock, kept across scale to zero.
 #[derive(Debug, Default)]
 pub struct StockCounters {
     pub(super) hits: AtomicU64,
     pub(super) misses: AtomicU64,
+}
+
+impl StockCounters {
+    /// The hits and misses so far, with nothing stocked (as at zero).
+    pub fn status(&self) -> StockStatus {
+        StockStatus {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            stocked: 0,
+            target: 0,
+        }
+    }
 }
 
 /// One app's stock.
@@ -103,10 +128,9 @@ impl Stock {
 
     pub(super) fn status(&self) -> StockStatus {
         StockStatus {
-            hits: self.counters.hits.load(Ordering::Relaxed),
-            misses: self.counters.misses.load(Ordering::Relaxed),
             stocked: self.lock().len() as u32,
             target: self.target.load(Ordering::Relaxed),
+            ..self.counters.status()
         }
     }
 }
@@ -214,6 +238,19 @@ impl WasmApp {
     /// This app's stock as counted so far.
     pub fn stock_status(&self) -> StockStatus {
         self.stock.status()
+    }
+
+    /// Where this app's stock counts its hits and misses.
+    pub fn stock_counters(&self) -> &Arc<StockCounters> {
+        &self.stock.counters
+    }
+
+    /// This app with an empty stock that counts into `counters` (a
+    /// revision's, kept across scale to zero).
+    #[must_use]
+    pub fn with_stock_counters(mut self, counters: Arc<StockCounters>) -> Self {
+        self.stock = Stock::new(counters);
+        self
     }
 
     /// Asks the stock thread to top the stock up, unless it is full or a

@@ -12,7 +12,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::outbound::OutboundPolicy;
-use crate::config::Limits;
+use crate::limits::Limits;
 
 /// What ended a request that produced no response.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +174,29 @@ pub struct GuestState {
     pub(super) hooks: OutboundPolicy,
     pub(super) limiter: Limiter,
     pub(super) deadline: Instant,
+}
+
+impl GuestState {
+    /// A store holding `self`, with its memory limiter and its deadline
+    /// checked at every epoch tick: past it the guest traps; before it the
+    /// guest yields (`yield_now` lets the runtime poll for I/O before this
+    /// guest runs again, so spinning guests cannot starve the front door).
+    pub(super) fn into_store(self, engine: &wasmtime::Engine) -> wasmtime::Store<Self> {
+        let mut store = wasmtime::Store::new(engine, self);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(DeadlineExceeded.into())
+            } else {
+                Ok(wasmtime::UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
+        store
+    }
 }
 
 impl fmt::Debug for GuestState {

@@ -10,23 +10,23 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
+use wasmtime::Store;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use super::cache::LoadedFrom;
-use super::guest::{DeadlineExceeded, GuestError, GuestState, Limiter, classify};
+use super::guest::{GuestError, GuestState, Limiter, classify};
 use super::outbound::OutboundPolicy;
 use super::resident::{Compiled, Resident};
 use super::stock::{Stock, Stocked, Stocker};
-use crate::config::Limits;
-use crate::http::RequestInfo;
+use crate::UsageMeter;
+use crate::limits::Limits;
 use crate::logs::AppLog;
 use crate::logs::RequestIdCell;
-use crate::metrics::Metrics;
+use crate::request::RequestInfo;
 
 /// How long the host spent before the guest's handler was entered.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +56,7 @@ pub struct WasmApp {
     pub(super) slots: Arc<tokio::sync::Semaphore>,
     pub(super) per_app: u32,
     pub(super) budget: Arc<super::guest::MemoryBudget>,
-    pub(super) metrics: Option<Arc<Metrics>>,
+    pub(super) metrics: Option<Arc<dyn UsageMeter>>,
 }
 
 impl fmt::Debug for WasmApp {
@@ -72,8 +72,9 @@ impl fmt::Debug for WasmApp {
 pub type GuestBody = HyperOutgoingBody;
 
 impl WasmApp {
-    /// Meters each request's guest CPU time and memory × time into `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+    /// Reports each request's guest CPU time and memory × time to `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<dyn UsageMeter>) -> Self {
         self.metrics = Some(metrics);
         self
     }
@@ -107,36 +108,19 @@ impl WasmApp {
         wasi.envs(&self.env)
             .stdout(self.log.sink_for(id.clone(), "stdout"))
             .stderr(self.log.sink_for(id, "stderr"));
-        let mut store = Store::new(
-            self.compiled.pre.engine(),
-            GuestState {
-                wasi: wasi.build(),
-                http: WasiHttpCtx::new(),
-                table: ResourceTable::new(),
-                hooks: self.outbound.clone(),
-                limiter: Limiter {
-                    memory: self.limits.memory,
-                    in_use: 0,
-                    budget: self.budget.clone(),
-                },
-                deadline,
+        GuestState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: self.outbound.clone(),
+            limiter: Limiter {
+                memory: self.limits.memory,
+                in_use: 0,
+                budget: self.budget.clone(),
             },
-        );
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Err(DeadlineExceeded.into())
-            } else {
-                // `yield_now` lets the runtime poll for I/O before this guest
-                // runs again, so spinning guests cannot starve the front door.
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
-            }
-        });
-        store
+            deadline,
+        }
+        .into_store(self.compiled.pre.engine())
     }
 
     /// The app's limits.

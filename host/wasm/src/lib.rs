@@ -1,0 +1,589 @@
+//! berth's Wasm engine: wasmtime components, compiled once, a fresh
+//! instance per request. The berth host and the containerd shim
+//! (`containerd-shim-berth-v1`) both run it; it knows nothing of either's
+//! front door, API, autoscaler or containers.
+//!
+//! # Layout
+//! - [`WasmRuntime`]: the single [`Engine`] (pooling allocator, copy-on-write
+//!   memory images, epoch interruption), its [`Linker`] with WASI and
+//!   wasi:http, the [`cache::CompileCache`], and the one epoch ticker thread.
+//!   [`AppSettings`]: what an app's guests get (env, limits, allow-list);
+//!   [`UsageMeter`]: where each request's CPU and memory use is reported.
+//! - [`app`]: [`WasmApp`], one app's context (env, limits, log, outbound
+//!   policy, stock) around a compiled component; every request gets a
+//!   `Store` and instance of its own, limits and captured stdio.
+//! - [`resident`]: compiled components ([`ProxyPre`]) by sha256, shared by
+//!   every app of the same code, kept at zero within a budget (LRU).
+//! - [`stock`]: instances made ahead of their requests on the
+//!   `berth-stock` thread.
+//! - [`guest`]: what a request's store holds (WASI, wasi:http, limiter,
+//!   deadline) and [`GuestError`], what ended a request without a response.
+//! - [`outbound`]: the outbound HTTP allow-list; [`pattern`]: its entries
+//!   ([`HostPattern`]).
+//! - [`cache`]: the on-disk compile cache.
+//! - [`standalone`]: entry points for the containerd shim (a component from
+//!   bytes, proxy or command).
+//! - Leaves shared with the host: [`limits`] ([`Limits`], their ranges and
+//!   parsers), [`request`] ([`RequestInfo`]), [`logs`] (guest output: an
+//!   app's log file, or a task's stdout/stderr), [`files`] (atomic writes).
+//!
+//! # Limits
+//! Memory: each linear memory of a request's instance may grow to the app's
+//! `limits.memory`; growing beyond traps. Time: the ticker bumps the engine's
+//! epoch every [`EPOCH_TICK`]; at each tick a running guest yields to the
+//! async runtime (so a spinning guest cannot hog a worker thread) and traps
+//! once its deadline has passed. A guest parked in a host call (a sleep, an
+//! outbound request) is stopped by the same deadline on the tokio side.
+
+pub mod app;
+pub mod cache;
+pub mod files;
+pub mod guest;
+pub mod limits;
+pub mod logs;
+pub mod outbound;
+pub mod pattern;
+pub mod request;
+pub mod resident;
+pub mod standalone;
+pub mod stock;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, PoolingAllocationConfig};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+pub use app::{ColdStart, DrivenBody, GuestBody, WasmApp};
+pub use guest::{GuestError, GuestState};
+pub use limits::Limits;
+pub use pattern::HostPattern;
+pub use request::{RequestInfo, TIMING_REQUEST_HEADER};
+
+use cache::{CompileCache, LoadedFrom};
+use logs::AppLog;
+use outbound::OutboundPolicy;
+
+/// How often the engine's epoch advances.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// What an app's guests get: environment, per-request limits and the
+/// outbound allow-list (the part of an app's settings the engine uses).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppSettings {
+    /// Environment variables, in order.
+    pub env: Vec<(String, String)>,
+    /// `allowed_outbound_hosts` entries ([`HostPattern`]s).
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Per-request limits.
+    pub limits: Limits,
+}
+
+impl AppSettings {
+    /// Checks the limits' ranges and every allow-list entry.
+    ///
+    /// # Errors
+    /// The key (`limits.memory`, `allowed_outbound_hosts`, …) and the
+    /// reason.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        self.limits.validate()?;
+        for host in &self.allowed_outbound_hosts {
+            HostPattern::parse(host).map_err(|r| ("allowed_outbound_hosts".to_string(), r))?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the engine reports what each request's guest used (the host's
+/// metrics; the shim reports nowhere).
+pub trait UsageMeter: Send + Sync {
+    /// `app`'s request used `cpu` (time its guest task was polled) and
+    /// `memory_gb_seconds` (its linear memory × its wall time).
+    fn record_usage(&self, app: &str, cpu: Duration, memory_gb_seconds: f64);
+}
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Instances that may exist at once across all apps (pool size).
+    pub max_instances: u32,
+    /// Instances one app may have at once (its share of the pool), so no
+    /// app takes every slot; `None` = half the pool.
+    pub max_instances_per_app: Option<u32>,
+    /// Linear memory all guests may hold together; `None` = half the
+    /// machine's memory. A guest growing past it traps, answered `503`.
+    pub memory_budget: Option<u64>,
+    /// Mapped bytes of compiled components kept in memory, idle ones
+    /// included (apps at zero); `None` = [`resident::DEFAULT_RESIDENT_BUDGET`].
+    pub resident_budget: Option<u64>,
+    /// Instances stocked ahead per instance the autoscaler wants; `None` =
+    /// [`stock::DEFAULT_STOCK_PER_INSTANCE`], 0 = no stock.
+    pub stock_per_instance: Option<u32>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_instances: 1000,
+            max_instances_per_app: None,
+            memory_budget: None,
+            resident_budget: None,
+            stock_per_instance: None,
+        }
+    }
+}
+
+impl EngineOptions {
+    /// One app's share of the pool.
+    pub fn per_app(&self) -> u32 {
+        self.max_instances_per_app
+            .unwrap_or(self.max_instances / 2)
+            .clamp(1, self.max_instances.max(1))
+    }
+
+    /// The guests' memory budget in bytes.
+    pub fn budget(&self) -> u64 {
+        self.memory_budget.unwrap_or_else(|| physical_memory() / 2)
+    }
+}
+
+/// The machine's memory (`MemTotal` of `/proc/meminfo`), or 4 GiB when it
+/// cannot be read.
+fn physical_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(4 << 30, |kib| kib * 1024)
+}
+
+/// Counters of what the runtime did, for tests, logs and metrics.
+#[derive(Debug, Default)]
+pub struct RuntimeStats {
+    compiled: AtomicU64,
+    cache_hits: AtomicU64,
+    shared: AtomicU64,
+}
+
+impl RuntimeStats {
+    /// Components compiled by this runtime.
+    pub fn compiled(&self) -> u64 {
+        self.compiled.load(Ordering::Relaxed)
+    }
+    /// Components loaded from the on-disk cache.
+    pub fn cache_hits(&self) -> u64 {
+        self.cache_hits.load(Ordering::Relaxed)
+    }
+    /// Loads that found the compiled component already in memory (another
+    /// app or revision of the same sha256, or one kept at zero).
+    pub fn shared(&self) -> u64 {
+        self.shared.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a component cannot be deployed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not Wasm at all.
+    #[error("`{0}` is not a WebAssembly binary")]
+    NotWasm(String),
+    /// A core module where a component is needed.
+    #[error(
+        "`{0}` is a core Wasm module, not a component; build for wasm32-wasip2 or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule(String),
+    /// A component that is not a wasi:http proxy.
+    #[error(
+        "`{path}` does not export wasi:http/incoming-handler (not a wasi:http proxy component): {reason}"
+    )]
+    NotHttp {
+        /// The file.
+        path: String,
+        /// What wasmtime said.
+        reason: String,
+    },
+    /// A component that needs imports berth does not provide.
+    #[error("`{path}` cannot be instantiated by berth: {reason}")]
+    Link {
+        /// The file.
+        path: String,
+        /// What wasmtime said.
+        reason: String,
+    },
+    /// The file no longer has the bytes the revision was deployed with.
+    #[error("`{path}` changed since it was deployed: sha256 {found}, deployed {deployed}")]
+    Changed {
+        /// The file.
+        path: String,
+        /// The sha256 the revision was deployed with.
+        deployed: String,
+        /// The sha256 of the file now.
+        found: String,
+    },
+    /// Compilation or the compile cache failed.
+    #[error("cannot compile `{path}`: {reason}")]
+    Compile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Bumps the engine epoch from one thread until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("berth-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The Wasm side of berth: one engine for every app.
+pub struct WasmRuntime {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    cache: CompileCache,
+    stats: Arc<RuntimeStats>,
+    max_instances: u32,
+    per_app: u32,
+    budget: Arc<guest::MemoryBudget>,
+    resident: Arc<resident::Resident>,
+    stocker: Arc<stock::Stocker>,
+    _ticker: EpochTicker,
+}
+
+impl fmt::Debug for WasmRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WasmRuntime")
+            .field("cache", &self.cache)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasmRuntime {
+    /// Builds the engine and linker; compiled artifacts go under
+    /// `data_dir/compiled`.
+    ///
+    /// # Errors
+    /// When the engine cannot be configured (e.g. not enough address space for
+    /// the pool) or the cache directory cannot be created.
+    pub fn new(data_dir: &Path, opts: &EngineOptions) -> anyhow::Result<Self> {
+        let n = opts.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(n)
+            // A component built by wit-component holds a few core instances
+            // (the main module plus shims) and may have an adapter's memory.
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_core_instances_per_component(32)
+            .max_memory_size(limits::MAX_MEMORY_LIMIT as usize)
+            // Reset small memories with memset rather than madvise: cheaper
+            // for the many-tiny-requests case.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(1 << 16);
+
+        let mut config = wasmtime::Config::new();
+        config
+            .allocation_strategy(pool)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .wasm_component_model(true)
+            .parallel_compilation(true);
+        let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)?;
+
+        let cache = CompileCache::new(data_dir.join("compiled"), &engine)?;
+        let ticker = EpochTicker::start(engine.clone())?;
+        let stocker = stock::Stocker::start(
+            n,
+            opts.stock_per_instance
+                .unwrap_or(stock::DEFAULT_STOCK_PER_INSTANCE),
+        )?;
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+            stats: Arc::default(),
+            max_instances: n,
+            per_app: opts.per_app(),
+            budget: Arc::new(guest::MemoryBudget::new(opts.budget())),
+            resident: Arc::new(resident::Resident::new(
+                opts.resident_budget
+                    .unwrap_or(resident::DEFAULT_RESIDENT_BUDGET),
+            )),
+            stocker,
+            _ticker: ticker,
+        })
+    }
+
+    /// Linear memory all guests hold now, and the budget.
+    pub fn memory(&self) -> (u64, u64) {
+        (self.budget.in_use(), self.budget.budget)
+    }
+
+    /// What this runtime compiled and loaded so far.
+    pub fn stats(&self) -> &RuntimeStats {
+        &self.stats
+    }
+
+    /// The compiled components kept in memory.
+    pub fn resident(&self) -> &resident::Resident {
+        &self.resident
+    }
+
+    /// The stock keeper (its engine-wide count and cap, the per-app size).
+    pub fn stocker(&self) -> &stock::Stocker {
+        &self.stocker
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads the component at `path` for app `name`: checks it is a wasi:http
+    /// component, compiles it or maps its cached artifact, and pre-links it.
+    /// Its guests see `settings.env`, then `extra_env` (the app's secrets),
+    /// then `BERTH_APP`.
+    ///
+    /// # Errors
+    /// [`LoadError`] saying what is wrong with the file.
+    pub fn load_app(
+        &self,
+        name: &str,
+        path: &Path,
+        settings: impl Into<AppSettings>,
+        extra_env: &[(String, String)],
+        log: Arc<AppLog>,
+    ) -> Result<WasmApp, LoadError> {
+        self.load_app_known(name, path, None, settings, extra_env, log)
+    }
+
+    /// [`WasmRuntime::load_app`] for a component whose sha256 the caller
+    /// knows (a revision loading it again after a scale to zero): a resident
+    /// component, or its on-disk artifact, is used without reading or
+    /// hashing the `.wasm`; a file that changed since is refused.
+    ///
+    /// # Errors
+    /// [`LoadError`] saying what is wrong with the file.
+    pub fn load_app_known(
+        &self,
+        name: &str,
+        path: &Path,
+        sha256: Option<&str>,
+        settings: impl Into<AppSettings>,
+        extra_env: &[(String, String)],
+        log: Arc<AppLog>,
+    ) -> Result<WasmApp, LoadError> {
+        let shown = path.display().to_string();
+        let compiled = self.compiled(name, path, sha256)?;
+        self.app(name, compiled, settings.into(), extra_env, log, &shown)
+    }
+
+    /// An app's context around `compiled`: its guests see `settings.env`,
+    /// then `extra_env`, then `BERTH_APP`.
+    pub(crate) fn app(
+        &self,
+        name: &str,
+        compiled: Arc<resident::Compiled>,
+        settings: AppSettings,
+        extra_env: &[(String, String)],
+        log: Arc<AppLog>,
+        shown: &str,
+    ) -> Result<WasmApp, LoadError> {
+        let mut env = settings.env;
+        env.extend(extra_env.iter().cloned());
+        env.push(("BERTH_APP".into(), name.into()));
+        let outbound = OutboundPolicy::new(&settings.allowed_outbound_hosts).map_err(|reason| {
+            LoadError::Link {
+                path: shown.into(),
+                reason,
+            }
+        })?;
+        Ok(WasmApp {
+            name: name.into(),
+            compiled,
+            resident: self.resident.clone(),
+            stock: stock::Stock::new(Arc::default()),
+            stocker: self.stocker.clone(),
+            env: env.into(),
+            limits: settings.limits,
+            outbound,
+            log,
+            max_instances: self.max_instances,
+            slots: Arc::new(tokio::sync::Semaphore::new(self.per_app as usize)),
+            per_app: self.per_app,
+            budget: self.budget.clone(),
+            metrics: None,
+        })
+    }
+
+    /// The compiled component of the file at `path`: resident already,
+    /// mapped from the compile cache, or compiled now.
+    fn compiled(
+        &self,
+        name: &str,
+        path: &Path,
+        known: Option<&str>,
+    ) -> Result<Arc<resident::Compiled>, LoadError> {
+        let shown = path.display().to_string();
+        if let Some(sha256) = known {
+            if let Some(c) = self.resident.get(sha256) {
+                self.stats.shared.fetch_add(1, Ordering::Relaxed);
+                return Ok(c);
+            }
+            if let Some(component) = self.cache.load_cached(&self.engine, sha256) {
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(app = name, sha256, "mapped compiled component from cache");
+                return self.keep(component, sha256, LoadedFrom::Cache, &shown);
+            }
+        }
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        check_component(&bytes, &shown)?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        if let Some(deployed) = known
+            && deployed != sha256
+        {
+            return Err(LoadError::Changed {
+                path: shown,
+                deployed: deployed.into(),
+                found: sha256,
+            });
+        }
+        if let Some(c) = self.resident.get(&sha256) {
+            self.stats.shared.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(app = name, sha256 = %sha256, "sharing the resident compiled component");
+            return Ok(c);
+        }
+        let (component, from) = self.compile(name, &shown, &bytes, &sha256)?;
+        self.keep(component, &sha256, from, &shown)
+    }
+
+    /// The component of `bytes` (whose sha256 is `sha256`) from the compile
+    /// cache, or compiled now and cached; counted and logged for `name`.
+    fn compile(
+        &self,
+        name: &str,
+        shown: &str,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<(Component, LoadedFrom), LoadError> {
+        let (component, from) =
+            self.cache
+                .load(&self.engine, bytes, sha256)
+                .map_err(|e| LoadError::Compile {
+                    path: shown.into(),
+                    reason: format!("{e:#}"),
+                })?;
+        let (counter, what) = match from {
+            LoadedFrom::Compiled => (&self.stats.compiled, "compiled component"),
+            LoadedFrom::Cache => (
+                &self.stats.cache_hits,
+                "loaded compiled component from cache",
+            ),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(app = name, sha256, "{what}");
+        Ok((component, from))
+    }
+
+    /// Pre-links `component` and keeps it resident.
+    fn keep(
+        &self,
+        component: Component,
+        sha256: &str,
+        from: LoadedFrom,
+        shown: &str,
+    ) -> Result<Arc<resident::Compiled>, LoadError> {
+        let range = component.image_range();
+        let bytes = (range.end as usize).saturating_sub(range.start as usize) as u64;
+        let pre = self.pre(&component, shown)?;
+        Ok(self.resident.insert(resident::Compiled {
+            pre,
+            sha256: sha256.into(),
+            loaded_from: from,
+            bytes,
+        }))
+    }
+
+    fn pre(&self, component: &Component, shown: &str) -> Result<ProxyPre<GuestState>, LoadError> {
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::Link {
+                path: shown.into(),
+                reason: format!("{e:#}"),
+            })?;
+        ProxyPre::new(instance_pre).map_err(|e| LoadError::NotHttp {
+            path: shown.into(),
+            reason: format!("{e:#}"),
+        })
+    }
+}
+
+/// Refuses anything but a component by its header.
+fn check_component(bytes: &[u8], shown: &str) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm(shown.into()));
+    }
+    match bytes[4..8] {
+        [1, 0, 0, 0] => Err(LoadError::CoreModule(shown.into())),
+        [_, _, 1, 0] => Ok(()),
+        _ => Err(LoadError::NotWasm(shown.into())),
+    }
+}

@@ -1,0 +1,147 @@
+//! [`Limits`]: what one request of an app may use, their defaults and
+//! ranges, and the parsers of the sizes and durations they are written in.
+//! `berth.toml`'s `[apps.NAME.limits]` and the shim's `BERTH_*` variables
+//! are both checked by [`Limits::validate`].
+
+use std::time::Duration;
+
+/// Default linear-memory cap per request (per memory of the component).
+pub const DEFAULT_MEMORY_LIMIT: u64 = 128 * 1024 * 1024;
+/// Default wall-clock deadline per request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default largest request body (Cloud Run's limit for HTTP/1).
+pub const DEFAULT_REQUEST_BODY: u64 = 32 * 1024 * 1024;
+/// Largest `limits.request_body` an app may ask for.
+pub const MAX_REQUEST_BODY: u64 = 1024 * 1024 * 1024;
+/// Largest memory cap an app may ask for; the engine reserves slots this big.
+pub const MAX_MEMORY_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
+/// Smallest `limits.memory` (one Wasm page).
+pub const MIN_MEMORY_LIMIT: u64 = 64 * 1024;
+/// Longest `limits.timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Per-request limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum size in bytes of each linear memory.
+    pub memory: u64,
+    /// Wall-clock deadline for a request, from arrival to the end of the response.
+    pub timeout: Duration,
+    /// Largest request body in bytes (`413` above it).
+    pub request_body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory: DEFAULT_MEMORY_LIMIT,
+            timeout: DEFAULT_TIMEOUT,
+            request_body: DEFAULT_REQUEST_BODY,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks every limit against its range.
+    ///
+    /// # Errors
+    /// The key (`limits.memory`, `limits.request_body`, `limits.timeout`)
+    /// and the reason.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let refuse = |key: &str, reason: String| Err((key.to_string(), reason));
+        let iec = |n: u64| bytesize::ByteSize::b(n).display().iec().to_string();
+        if !(MIN_MEMORY_LIMIT..=MAX_MEMORY_LIMIT).contains(&self.memory) {
+            return refuse(
+                "limits.memory",
+                format!(
+                    "{} is outside the allowed range 64KiB..=4GiB",
+                    iec(self.memory)
+                ),
+            );
+        }
+        if !(1..=MAX_REQUEST_BODY).contains(&self.request_body) {
+            return refuse(
+                "limits.request_body",
+                format!("{} is outside 1B..=1GiB", iec(self.request_body)),
+            );
+        }
+        if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
+            return refuse(
+                "limits.timeout",
+                format!("{:?} is outside (0s, {MAX_TIMEOUT:?}]", self.timeout),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Parses a byte size such as `64MiB`, `1GB`, `4096`.
+///
+/// # Errors
+/// When the text is not a size.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("`{s}` is not a size like \"64MiB\": {e}"))
+}
+
+/// Parses a duration such as `30s`, `500ms`, `2m`.
+///
+/// # Errors
+/// When the text is not a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration like \"30s\": {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1 GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("much").is_err());
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+        let key = |l: Limits| l.validate().unwrap_err().0;
+        let d = Limits::default();
+        assert_eq!(key(Limits { memory: 1024, ..d }), "limits.memory");
+        assert_eq!(
+            key(Limits {
+                memory: 8 << 30,
+                ..d
+            }),
+            "limits.memory"
+        );
+        assert_eq!(
+            key(Limits {
+                request_body: 0,
+                ..d
+            }),
+            "limits.request_body"
+        );
+        assert_eq!(
+            key(Limits {
+                timeout: Duration::ZERO,
+                ..d
+            }),
+            "limits.timeout"
+        );
+        assert_eq!(
+            key(Limits {
+                timeout: Duration::from_secs(3601),
+                ..d
+            }),
+            "limits.timeout"
+        );
+    }
+}

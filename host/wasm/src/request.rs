@@ -1,0 +1,42 @@
+//! [`RequestInfo`]: one request's identity as the engine and its callers
+//! share it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::HeaderValue;
+
+/// A request carrying this header (any value) gets a `Server-Timing`
+/// header with berth's host-side figures (`berth bench` sends it).
+pub const TIMING_REQUEST_HEADER: &str = "x-berth-timing";
+
+/// One request's identity and arrival time.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// Unique id, echoed in the `x-berth-request-id` response header and in
+    /// the app log.
+    pub id: Arc<str>,
+    /// The same id as a header value, built once.
+    pub id_header: HeaderValue,
+    /// When the front door had the request's head.
+    pub accepted: Instant,
+    /// Whether the request came in over TLS (guests see `https`).
+    pub tls: bool,
+    /// Whether the client asked for `Server-Timing` (with
+    /// [`TIMING_REQUEST_HEADER`]).
+    pub timing: bool,
+}
+
+impl RequestInfo {
+    /// A request with id `id`, accepted now, over plain HTTP.
+    pub fn new(id: &str) -> Self {
+        Self {
+            id: id.into(),
+            id_header: HeaderValue::from_str(id)
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            accepted: Instant::now(),
+            tls: false,
+            timing: false,
+        }
+    }
+}
