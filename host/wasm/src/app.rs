@@ -356,10 +356,7 @@ impl<F> Busy<F> {
 impl<F: Future> Future for Busy<F> {
     type Output = F::Output;
 
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<F::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
         let t = Instant::now();
         let out = self.inner.as_mut().poll(cx);
         self.busy += t.elapsed();
