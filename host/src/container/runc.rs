@@ -496,31 +496,14 @@ impl Runc {
             .to_owned())
     }
 
-    /// `runc create --bundle B --pid-file P ID`, the container's stdout and
-    /// stderr being `stdout` and `stderr` (runc's own errors go to `stderr`
-    /// too). Returns once the container is in the `created` state.
+    /// `runc run --detach --bundle B --pid-file P ID`: `create` and `start`
+    /// in one runc process, the container's stdout and stderr being `stdout`
+    /// and `stderr` (runc's own errors go to `stderr` too). Returns once the
+    /// container's process runs (its pid in `pid_file`).
     ///
     /// # Errors
     /// When runc fails. [`RuncError::Failed::stderr`] is then empty: runc
     /// wrote its message to the `stderr` file, which the caller reads.
-    pub async fn create(
-        &self,
-        id: &str,
-        bundle: &Path,
-        pid_file: &Path,
-        stdout: File,
-        stderr: File,
-    ) -> Result<(), RuncError> {
-        self.detached("create", &["create"], id, bundle, pid_file, stdout, stderr)
-            .await
-    }
-
-    /// `runc run --detach --bundle B --pid-file P ID`: `create` and `start`
-    /// in one runc process. Returns once the container's process runs (its
-    /// pid in `pid_file`). Stdio and errors as for [`Runc::create`].
-    ///
-    /// # Errors
-    /// As for [`Runc::create`].
     pub async fn run_detached(
         &self,
         id: &str,
@@ -529,30 +512,8 @@ impl Runc {
         stdout: File,
         stderr: File,
     ) -> Result<(), RuncError> {
-        self.detached(
-            "run",
-            &["run", "--detach"],
-            id,
-            bundle,
-            pid_file,
-            stdout,
-            stderr,
-        )
-        .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn detached(
-        &self,
-        op: &'static str,
-        sub: &[&str],
-        id: &str,
-        bundle: &Path,
-        pid_file: &Path,
-        stdout: File,
-        stderr: File,
-    ) -> Result<(), RuncError> {
-        let mut cmd = self.command(sub);
+        let op = "run";
+        let mut cmd = self.command(&["run", "--detach"]);
         cmd.arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
@@ -585,14 +546,6 @@ impl Runc {
                 stderr: String::new(),
             })
         }
-    }
-
-    /// `runc start ID`: runs the user process of a created container.
-    ///
-    /// # Errors
-    /// When runc fails.
-    pub async fn start(&self, id: &str) -> Result<(), RuncError> {
-        self.run("start", id, ["start", id]).await.map(drop)
     }
 
     /// `runc kill [--all] ID SIGNAL` (`signal` as runc takes it: `TERM`,
