@@ -513,7 +513,7 @@ impl Runc {
         stderr: File,
     ) -> Result<(), RuncError> {
         let op = "run";
-        let mut cmd = self.command(&["run", "--detach"]);
+        let mut cmd = self.command(["run", "--detach"]);
         cmd.arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
