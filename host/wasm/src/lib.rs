@@ -69,6 +69,62 @@ use cache::{CompileCache, LoadedFrom};
 use logs::AppLog;
 use outbound::OutboundPolicy;
 
+/// The most bytes of a linear memory a slot's reset copies back (only the
+/// pages its instance wrote, found with `PAGEMAP_SCAN`) and keeps resident;
+/// past it the rest is `madvise`d away.
+pub const LINEAR_MEMORY_KEEP_RESIDENT: usize = 1 << 20;
+
+/// Without `PAGEMAP_SCAN`, the bytes at the start of a linear memory reset
+/// with `memset` (blindly: written or not) rather than `madvise`.
+pub const LINEAR_MEMORY_MEMSET: usize = 64 << 10;
+
+/// How a pool slot is made clean for its next instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotReset {
+    /// Linux's `PAGEMAP_SCAN` (6.7+) finds the pages the instance wrote;
+    /// they are copied back from the memory image and stay resident, so the
+    /// next instance takes no page faults on them (up to
+    /// [`LINEAR_MEMORY_KEEP_RESIDENT`]).
+    DirtyPages,
+    /// The first [`LINEAR_MEMORY_MEMSET`] bytes with `memset`, the rest with
+    /// `madvise`: written pages fault in again for the next instance.
+    Madvise,
+}
+
+/// The engine's configuration: the pooling allocator sized for `n`
+/// instances, copy-on-write memory images, epoch interruption.
+fn engine_config(n: u32, reset: SlotReset) -> wasmtime::Config {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(n)
+        // A component built by wit-component holds a few core instances
+        // (the main module plus shims) and may have an adapter's memory.
+        .total_core_instances(n.saturating_mul(8))
+        .total_memories(n.saturating_mul(2))
+        .total_tables(n.saturating_mul(4))
+        .total_stacks(n)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8)
+        .max_core_instances_per_component(32)
+        .max_memory_size(limits::MAX_MEMORY_LIMIT as usize)
+        .table_keep_resident(1 << 16);
+    match reset {
+        SlotReset::DirtyPages => pool
+            .pagemap_scan(wasmtime::Enabled::Yes)
+            .linear_memory_keep_resident(LINEAR_MEMORY_KEEP_RESIDENT),
+        // A blind memset of the first 1 MiB was 26 % of berth's CPU under
+        // `wrk -c50` (perf).
+        SlotReset::Madvise => pool.linear_memory_keep_resident(LINEAR_MEMORY_MEMSET),
+    };
+    let mut config = wasmtime::Config::new();
+    config
+        .allocation_strategy(pool)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .wasm_component_model(true)
+        .parallel_compilation(true);
+    config
+}
+
 /// How often the engine's epoch advances.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -292,6 +348,7 @@ pub struct WasmRuntime {
     budget: Arc<guest::MemoryBudget>,
     resident: Arc<resident::Resident>,
     stocker: Arc<stock::Stocker>,
+    reset: SlotReset,
     _ticker: EpochTicker,
 }
 
@@ -313,32 +370,18 @@ impl WasmRuntime {
     /// the pool) or the cache directory cannot be created.
     pub fn new(data_dir: &Path, opts: &EngineOptions) -> anyhow::Result<Self> {
         let n = opts.max_instances.max(1);
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(n)
-            // A component built by wit-component holds a few core instances
-            // (the main module plus shims) and may have an adapter's memory.
-            .total_core_instances(n.saturating_mul(8))
-            .total_memories(n.saturating_mul(2))
-            .total_tables(n.saturating_mul(4))
-            .total_stacks(n)
-            .max_memories_per_component(4)
-            .max_tables_per_component(8)
-            .max_core_instances_per_component(32)
-            .max_memory_size(limits::MAX_MEMORY_LIMIT as usize)
-            // Reset the first 64 KiB of a memory with memset, the rest
-            // with madvise. 1 MiB was memset on every instance's reset:
-            // 26 % of berth's CPU under `wrk -c50` in a profile (perf).
-            .linear_memory_keep_resident(64 << 10)
-            .table_keep_resident(1 << 16);
-
-        let mut config = wasmtime::Config::new();
-        config
-            .allocation_strategy(pool)
-            .epoch_interruption(true)
-            .memory_init_cow(true)
-            .wasm_component_model(true)
-            .parallel_compilation(true);
-        let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+        // With PAGEMAP_SCAN, or else the plain reset.
+        let (engine, reset) = match Engine::new(&engine_config(n, SlotReset::DirtyPages)) {
+            Ok(engine) => (engine, SlotReset::DirtyPages),
+            Err(e) => {
+                tracing::debug!("PAGEMAP_SCAN unavailable ({e:#}); slots reset with madvise");
+                let config = engine_config(n, SlotReset::Madvise);
+                (
+                    Engine::new(&config).map_err(anyhow::Error::from)?,
+                    SlotReset::Madvise,
+                )
+            }
+        };
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
@@ -365,8 +408,14 @@ impl WasmRuntime {
                     .unwrap_or(resident::DEFAULT_RESIDENT_BUDGET),
             )),
             stocker,
+            reset,
             _ticker: ticker,
         })
+    }
+
+    /// How the engine resets a pool slot for its next instance.
+    pub fn slot_reset(&self) -> SlotReset {
+        self.reset
     }
 
     /// Linear memory all guests hold now, and the budget.
