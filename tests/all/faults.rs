@@ -1,7 +1,7 @@
 //! Faults at start and stop: an app that cannot be deployed never keeps
 //! the host or the other apps down; it is listed as failed with its reason
 //! and retried with backoff; a host stopped at any stage of a deploy leaves
-//! nothing behind.
+//! nothing behind; a second host on a data directory in use is refused.
 
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use crate::support::fake_registry::{FakeRegistry, Serve};
 use crate::support::image::{Image, busybox_base};
 use crate::support::registry::{Registry, free_addr};
 use crate::support::serve::Served;
-use crate::support::{bridge_leftovers, get, wait_until};
+use crate::support::{bridge_leftovers, client, get, wait_until};
 
 async fn admin_json(host: &TestHost, path: &str) -> Value {
     reqwest::Client::new()
@@ -397,4 +397,39 @@ async fn the_image_size_caps_are_flags_and_name_themselves() {
         );
         served.stop();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_on_a_data_dir_in_use_is_refused_and_the_first_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = Served::start(&data, &[]);
+    let (second, _) = Served::launch(&data, &[]);
+    let (status, stderr) = second.exit_within(Duration::from_secs(30));
+    assert!(!status.success(), "{stderr}");
+    let refusal = format!(
+        "data directory {} is in use by another berth serve (pid {})",
+        data.display(),
+        first.pid()
+    );
+    assert!(stderr.contains(&refusal), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "one line: {stderr}"
+    );
+    let ready = |admin| async move {
+        client(admin, &[])
+            .get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(ready(first.admin).await, 200, "the first still serves");
+    // SIGKILL: the lock goes with the process; nothing stale is left.
+    first.kill();
+    let third = Served::start(&data, &[]);
+    assert_eq!(ready(third.admin).await, 200);
+    third.stop();
 }
