@@ -84,7 +84,7 @@ async fn concurrency_one_scales_to_max_and_never_beyond_then_to_zero() {
         .collect();
     // Watch the whole burst: until every request is answered.
     let mut peak = 0;
-    while !reqs.iter().all(|r| r.is_finished()) {
+    wait_until("every request answered", Duration::from_secs(120), || {
         let s = status(&host, "slow");
         assert!(s.ready + s.starting <= 4, "over max_scale: {s:?}");
         assert!(
@@ -92,8 +92,12 @@ async fn concurrency_one_scales_to_max_and_never_beyond_then_to_zero() {
             "breaker let more than 1 per instance: {s:?}"
         );
         peak = peak.max(s.ready);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        match reqs.iter().all(|r| r.is_finished()) {
+            true => Ok(()),
+            false => Err(s),
+        }
+    })
+    .await;
     for r in reqs {
         assert_eq!(r.await.unwrap(), (200, "slept 1500 ms".to_string()));
     }
