@@ -17,11 +17,7 @@ use serde_json::{Value, json};
 
 use crate::support::image::Image;
 use crate::support::registry::{Registry, free_addr};
-use crate::support::{app_url, client, routed};
-
-fn admin(host: &TestHost, path: &str) -> String {
-    format!("http://127.0.0.1:{}{path}", host.admin_addr.port())
-}
+use crate::support::{admin, app_url, client, routed, wait_for};
 
 /// Runs the `berth` binary against `host`'s admin API (off the async
 /// workers: it blocks).
@@ -30,7 +26,7 @@ async fn berth(host: &TestHost, args: &[&str]) -> Output {
     // The token is found where the server wrote it, as on a single machine.
     cmd.args(args)
         .arg("--admin")
-        .arg(admin(host, ""))
+        .arg(admin::url(host, ""))
         .env("BERTH_DATA_DIR", host.data_dir())
         .env_remove("BERTH_ADMIN_TOKEN")
         .env_remove("BERTH_ADMIN");
@@ -46,56 +42,6 @@ fn stdout(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn put(c: &reqwest::Client, host: &TestHost, name: &str, body: Value) -> (u16, Value) {
-    let r = c
-        .put(admin(host, &format!("/v1/apps/{name}")))
-        .bearer_auth(host.admin_token())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
-async fn get_json(c: &reqwest::Client, host: &TestHost, path: &str) -> (u16, Value) {
-    let r = c
-        .get(admin(host, path))
-        .bearer_auth(host.admin_token())
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
-async fn wait_for_app(
-    c: &reqwest::Client,
-    host: &TestHost,
-    name: &str,
-    what: &str,
-    f: impl Fn(&AppView) -> bool,
-) -> AppView {
-    let t = Instant::now();
-    loop {
-        let app: AppView = c
-            .get(admin(host, &format!("/v1/apps/{name}")))
-            .bearer_auth(host.admin_token())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if f(&app) {
-            return app;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}: {app:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,8 +107,14 @@ async fn cli_round_trip_deploy_apps_app_scale_delete() {
     // Scale: a new revision of the same code with the new bounds.
     let text = stdout(&berth(&host, &["scale", "hello", "--min", "2", "--max", "3"]).await);
     assert!(text.starts_with("scaled hello: min 2, max 3"), "{text}");
-    let app = wait_for_app(&c, &host, "hello", "two ready instances", |a| {
-        a.instances.ready == 2
+    let app = wait_for("two ready instances", Duration::from_secs(20), async || {
+        let (_, app) = admin::get_json(&host, "/v1/apps/hello").await;
+        let app: AppView = serde_json::from_value(app).unwrap();
+        if app.instances.ready == 2 {
+            Ok(app)
+        } else {
+            Err(app)
+        }
     })
     .await;
     assert_ne!(app.revision, first_revision);
@@ -237,7 +189,7 @@ async fn api_errors_are_json_with_the_status_and_the_key() {
         ),
     ];
     for (body, status, key) in cases {
-        let (got, err) = put(&c, &host, "app", body.clone()).await;
+        let (got, err) = admin::put_json(&host, "/v1/apps/app", &body).await;
         assert_eq!(got, status, "{body}: {err}");
         assert!(
             err["error"].as_str().is_some_and(|e| !e.is_empty()),
@@ -249,7 +201,7 @@ async fn api_errors_are_json_with_the_status_and_the_key() {
     }
     // Not JSON at all; a bad name; an unknown app; wrong methods.
     let r = c
-        .put(admin(&host, "/v1/apps/app"))
+        .put(admin::url(&host, "/v1/apps/app"))
         .bearer_auth(host.admin_token())
         .body("{not json")
         .send()
@@ -257,34 +209,25 @@ async fn api_errors_are_json_with_the_status_and_the_key() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.json::<Value>().await.unwrap()["error"].is_string());
-    let (status, err) = put(&c, &host, "Bad_Name", json!({"wasm": art::HELLO})).await;
+    let (status, err) =
+        admin::put_json(&host, "/v1/apps/Bad_Name", &json!({"wasm": art::HELLO})).await;
     assert_eq!((status, err["key"].as_str()), (400, Some("name")));
-    assert_eq!(get_json(&c, &host, "/v1/apps/nope").await.0, 404);
+    assert_eq!(admin::get_json(&host, "/v1/apps/nope").await.0, 404);
+    assert_eq!(admin::delete(&host, "/v1/apps/nope").await, 404);
+    assert_eq!(
+        admin::post_json(&host, "/v1/apps/nope/scale", &json!({"min_scale": 1}))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        admin::post_json(&host, "/v1/apps/owner/scale", &json!({}))
+            .await
+            .0,
+        400
+    );
     let r = c
-        .delete(admin(&host, "/v1/apps/nope"))
-        .bearer_auth(host.admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    let r = c
-        .post(admin(&host, "/v1/apps/nope/scale"))
-        .bearer_auth(host.admin_token())
-        .json(&json!({"min_scale": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    let r = c
-        .post(admin(&host, "/v1/apps/owner/scale"))
-        .bearer_auth(host.admin_token())
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = c
-        .post(admin(&host, "/v1/apps"))
+        .post(admin::url(&host, "/v1/apps"))
         .bearer_auth(host.admin_token())
         .send()
         .await
@@ -292,14 +235,14 @@ async fn api_errors_are_json_with_the_status_and_the_key() {
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "GET");
     let r = c
-        .get(admin(&host, "/v2/nothing"))
+        .get(admin::url(&host, "/v2/nothing"))
         .bearer_auth(host.admin_token())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
     let r = c
-        .put(admin(&host, "/v1/apps/big"))
+        .put(admin::url(&host, "/v1/apps/big"))
         .bearer_auth(host.admin_token())
         .body(vec![b' '; berth::api::MAX_BODY_BYTES + 1024])
         .send()
@@ -308,7 +251,7 @@ async fn api_errors_are_json_with_the_status_and_the_key() {
     assert_eq!(r.status(), 413);
 
     // Nothing failed changed anything: the app list is what it was.
-    let (_, list) = get_json(&c, &host, "/v1/apps").await;
+    let (_, list) = admin::get_json(&host, "/v1/apps").await;
     let names: Vec<&str> = list["apps"]
         .as_array()
         .unwrap()
@@ -318,7 +261,7 @@ async fn api_errors_are_json_with_the_status_and_the_key() {
     assert_eq!(names, ["owner"]);
     // A new app is 201 with its location, a replacement 200.
     let r = c
-        .put(admin(&host, "/v1/apps/second"))
+        .put(admin::url(&host, "/v1/apps/second"))
         .bearer_auth(host.admin_token())
         .json(&json!({"wasm": art::HELLO}))
         .send()
@@ -326,7 +269,8 @@ async fn api_errors_are_json_with_the_status_and_the_key() {
         .unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(r.headers()["location"], "/v1/apps/second");
-    let (status, app) = put(&c, &host, "second", json!({"wasm": art::ECHO})).await;
+    let (status, app) =
+        admin::put_json(&host, "/v1/apps/second", &json!({"wasm": art::ECHO})).await;
     assert_eq!(status, 200, "{app}");
     host.stop().await;
 }
@@ -349,7 +293,7 @@ async fn the_admin_api_always_needs_the_token() {
     assert_eq!(token.trim(), host.admin_token());
     let c = client(host.addr, &[]);
     for path in ["/v1/apps", "/metrics", "/v1/apps/x/logs", "/v1/secrets"] {
-        let r = c.get(admin(&host, path)).send().await.unwrap();
+        let r = c.get(admin::url(&host, path)).send().await.unwrap();
         assert_eq!(r.status(), 401, "{path}");
         assert!(
             r.headers()["www-authenticate"]
@@ -359,7 +303,7 @@ async fn the_admin_api_always_needs_the_token() {
         );
         assert!(r.json::<Value>().await.unwrap()["error"].is_string());
         let r = c
-            .get(admin(&host, path))
+            .get(admin::url(&host, path))
             .bearer_auth("wrong")
             .send()
             .await
@@ -367,7 +311,7 @@ async fn the_admin_api_always_needs_the_token() {
         assert_eq!(r.status(), 401, "{path}");
     }
     let r = c
-        .put(admin(&host, "/v1/apps/hello"))
+        .put(admin::url(&host, "/v1/apps/hello"))
         .json(&json!({"wasm": art::HELLO}))
         .send()
         .await
@@ -376,7 +320,7 @@ async fn the_admin_api_always_needs_the_token() {
     assert!(host.apps().status().is_empty());
     // Health checks stay open to probes.
     for path in ["/healthz", "/readyz"] {
-        let r = c.get(admin(&host, path)).send().await.unwrap();
+        let r = c.get(admin::url(&host, path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
     // The CLI finds the token in the data dir (same machine)...
@@ -388,7 +332,7 @@ async fn the_admin_api_always_needs_the_token() {
     assert_eq!(mode & 0o777, 0o600, "app logs are private");
     // ...and says what to do when it has none.
     let out = tokio::task::spawn_blocking({
-        let admin = admin(&host, "");
+        let admin = admin::url(&host, "");
         let empty = tempfile::tempdir().unwrap();
         move || {
             Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -416,7 +360,7 @@ async fn the_admin_api_always_needs_the_token() {
         .unwrap();
     assert!(host.admin_addr.ip().is_unspecified(), "{}", host.admin_addr);
     let r = c
-        .get(admin(&host, "/v1/apps"))
+        .get(admin::url(&host, "/v1/apps"))
         .bearer_auth("s3cret-token")
         .send()
         .await
@@ -439,12 +383,10 @@ async fn restart_brings_api_apps_back_serving_at_once_without_compiling() {
         .start()
         .await
         .unwrap();
-    let c = client(first.addr, &[]);
-    let (status, app) = put(
-        &c,
+    let (status, app) = admin::put_json(
         &first,
-        "hello",
-        json!({"wasm": art::HELLO, "routes": ["/hello"], "limits": {"memory": "64MiB"}}),
+        "/v1/apps/hello",
+        &json!({"wasm": art::HELLO, "routes": ["/hello"], "limits": {"memory": "64MiB"}}),
     )
     .await;
     assert_eq!(status, 201, "{app}");
@@ -463,15 +405,8 @@ async fn restart_brings_api_apps_back_serving_at_once_without_compiling() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "hello from hello");
     assert_eq!(second.apps().runtime().stats().compiled(), 0);
-    let app: AppView = c
-        .get(admin(&second, "/v1/apps/hello"))
-        .bearer_auth(second.admin_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let app: AppView =
+        serde_json::from_value(admin::get_json(&second, "/v1/apps/hello").await.1).unwrap();
     assert_eq!(
         app.revision, revision,
         "same settings and code: same revision"
@@ -483,7 +418,7 @@ async fn restart_brings_api_apps_back_serving_at_once_without_compiling() {
         "settings come back as written"
     );
     // A new deploy after the restart never reuses a revision number.
-    let (_, again) = put(&c, &second, "hello", json!({"wasm": art::HELLO})).await;
+    let (_, again) = admin::put_json(&second, "/v1/apps/hello", &json!({"wasm": art::HELLO})).await;
     assert!(
         again["revision"].as_str().unwrap() > revision.as_str(),
         "{again}"
@@ -498,8 +433,7 @@ async fn an_app_that_cannot_be_restored_is_shown_and_can_be_deleted() {
     std::fs::copy(art::HELLO, &wasm).unwrap();
     let start = || TestHost::builder().data_dir(data.path()).start();
     let first = start().await.unwrap();
-    let c = client(first.addr, &["gone"]);
-    let (status, app) = put(&c, &first, "gone", json!({"wasm": wasm})).await;
+    let (status, app) = admin::put_json(&first, "/v1/apps/gone", &json!({"wasm": wasm})).await;
     assert_eq!(status, 201, "{app}");
     let deployed_at = app["deployed_at"].clone();
     first.stop().await;
@@ -509,7 +443,7 @@ async fn an_app_that_cannot_be_restored_is_shown_and_can_be_deleted() {
     std::fs::remove_file(&wasm).unwrap();
     let second = start().await.unwrap();
     let c = client(second.addr, &["gone"]);
-    let (status, app) = get_json(&c, &second, "/v1/apps/gone").await;
+    let (status, app) = admin::get_json(&second, "/v1/apps/gone").await;
     assert_eq!(status, 200);
     assert_eq!(app["state"], "failed", "{app}");
     assert!(
@@ -525,19 +459,13 @@ async fn an_app_that_cannot_be_restored_is_shown_and_can_be_deleted() {
     assert_eq!(r.status(), 404);
     // Deploying it again brings it back; deleting it forgets it.
     std::fs::copy(art::HELLO, &wasm).unwrap();
-    let (status, app) = put(&c, &second, "gone", json!({"wasm": wasm})).await;
+    let (status, app) = admin::put_json(&second, "/v1/apps/gone", &json!({"wasm": wasm})).await;
     assert_eq!(
         (status, app["state"].as_str()),
         (200, Some("ready")),
         "{app}"
     );
-    let r = c
-        .delete(admin(&second, "/v1/apps/gone"))
-        .bearer_auth(second.admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(admin::delete(&second, "/v1/apps/gone").await, 204);
     second.stop().await;
     let third = start().await.unwrap();
     assert!(third.apps().status().is_empty());
@@ -559,8 +487,8 @@ async fn restart_of_an_image_app_needs_no_registry() {
         .start()
         .await
         .unwrap();
-    let c = client(first.addr, &["imghello"]);
-    let (status, app) = put(&c, &first, "imghello", json!({"image": reference})).await;
+    let (status, app) =
+        admin::put_json(&first, "/v1/apps/imghello", &json!({"image": reference})).await;
     assert_eq!(status, 201, "{app}");
     let pinned = format!("{}/api-hello@{digest}", registry.host());
     assert_eq!(app["pinned"], pinned.as_str());
@@ -586,14 +514,9 @@ async fn restart_of_an_image_app_needs_no_registry() {
     assert_eq!(r.text().await.unwrap(), "hello from imghello");
     assert_eq!(second.apps().runtime().stats().compiled(), 0);
     // Scaling keeps the pinned digest: still no registry needed.
-    let r = c
-        .post(admin(&second, "/v1/apps/imghello/scale"))
-        .bearer_auth(second.admin_token())
-        .json(&json!({"min_scale": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (status, body) =
+        admin::post_json(&second, "/v1/apps/imghello/scale", &json!({"min_scale": 1})).await;
+    assert_eq!(status, 200, "{body}");
     second.stop().await;
 }
 
@@ -611,40 +534,22 @@ async fn the_config_file_wins_and_owns_its_apps() {
         TestHost::builder().data_dir(data.path()).config(config)
     };
     let host = with(&["filed", "kept"]).start().await.unwrap();
-    let c = client(host.addr, &[]);
-    let (status, _) = put(&c, &host, "made", json!({"wasm": art::ECHO})).await;
+    let (status, _) = admin::put_json(&host, "/v1/apps/made", &json!({"wasm": art::ECHO})).await;
     assert_eq!(status, 201);
     // Scaled through the API: the file's settings come back at restart.
-    let r = c
-        .post(admin(&host, "/v1/apps/kept/scale"))
-        .bearer_auth(host.admin_token())
-        .json(&json!({"min_scale": 2}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        admin::post_json(&host, "/v1/apps/kept/scale", &json!({"min_scale": 2}))
+            .await
+            .0,
+        200
+    );
     // Deleted through the API while the file still declares it.
-    let r = c
-        .delete(admin(&host, "/v1/apps/filed"))
-        .bearer_auth(host.admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(admin::delete(&host, "/v1/apps/filed").await, 204);
     host.stop().await;
 
     // `filed` is back (the file declares it); `kept` has the file's bounds.
     let host = with(&["filed", "kept"]).start().await.unwrap();
-    let c = client(host.addr, &[]);
-    let list: AppList = c
-        .get(admin(&host, "/v1/apps"))
-        .bearer_auth(host.admin_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: AppList = serde_json::from_value(admin::get_json(&host, "/v1/apps").await.1).unwrap();
     let by_name: BTreeMap<_, _> = list.apps.iter().map(|a| (a.name.as_str(), a)).collect();
     assert_eq!(
         by_name.keys().copied().collect::<Vec<_>>(),
@@ -689,7 +594,7 @@ async fn logs_are_served_and_followed() {
     };
     let id = call().await;
     let r = c
-        .get(admin(&host, "/v1/apps/logger/logs"))
+        .get(admin::url(&host, "/v1/apps/logger/logs"))
         .bearer_auth(host.admin_token())
         .send()
         .await
@@ -704,7 +609,7 @@ async fn logs_are_served_and_followed() {
 
     // Follow: what is there, then what comes.
     let mut follow = c
-        .get(admin(&host, "/v1/apps/logger/logs?follow=true"))
+        .get(admin::url(&host, "/v1/apps/logger/logs?follow=true"))
         .bearer_auth(host.admin_token())
         .send()
         .await
@@ -723,7 +628,7 @@ async fn logs_are_served_and_followed() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
         assert!(t.elapsed() < Duration::from_secs(10), "{seen}");
     }
-    assert_eq!(get_json(&c, &host, "/v1/apps/nope/logs").await.0, 404);
+    assert_eq!(admin::get_json(&host, "/v1/apps/nope/logs").await.0, 404);
     // Shutdown ends a follow instead of waiting for it: the stream ends
     // while the host drains (its drain timeout is 10 s).
     let stopping = tokio::spawn(host.stop());
@@ -749,7 +654,7 @@ async fn metrics_parse_and_move_with_traffic() {
     let c = client(host.addr, &["hello", "nothing"]);
     let scrape = || async {
         let r = c
-            .get(admin(&host, "/metrics"))
+            .get(admin::url(&host, "/metrics"))
             .bearer_auth(host.admin_token())
             .send()
             .await
@@ -800,19 +705,23 @@ async fn metrics_parse_and_move_with_traffic() {
     assert!(!after.keys().any(|k| k.contains("nothing")), "{after:#?}");
     // Instance-seconds grow while the instance is ready.
     let key = r#"berth_instance_seconds_total{app="hello",kind="wasm"}"#;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let later = scrape().await;
-        if get(&later, key) > get(&after, key) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{later:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        "instance-seconds to grow",
+        Duration::from_secs(20),
+        async || {
+            let later = scrape().await;
+            if get(&later, key) > get(&after, key) {
+                Ok(())
+            } else {
+                Err(later)
+            }
+        },
+    )
+    .await;
 
     // OpenMetrics on request.
     let r = c
-        .get(admin(&host, "/metrics"))
+        .get(admin::url(&host, "/metrics"))
         .bearer_auth(host.admin_token())
         .header("accept", "application/openmetrics-text; version=1.0.0")
         .send()
@@ -835,11 +744,10 @@ async fn a_container_app_is_metered_from_its_cgroup() {
     Image::httpd().push(&reference);
     let host = TestHost::builder().start().await.unwrap();
     let c = client(host.addr, &["web"]);
-    let (status, app) = put(
-        &c,
+    let (status, app) = admin::put_json(
         &host,
-        "web",
-        json!({"image": reference, "startup_timeout": "20s", "shutdown_grace": "2s"}),
+        "/v1/apps/web",
+        &json!({"image": reference, "startup_timeout": "20s", "shutdown_grace": "2s"}),
     )
     .await;
     assert_eq!(status, 201, "{app}");
@@ -860,39 +768,29 @@ async fn a_container_app_is_metered_from_its_cgroup() {
     // Every scrape samples the cgroup: wait until the CPU the requests
     // used shows. A request is counted once its response body has ended,
     // which the server sees a moment after the client has read it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let m = loop {
-        let text = c
-            .get(admin(&host, "/metrics"))
-            .bearer_auth(host.admin_token())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let m = prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}"));
-        let used = |k: &str| m.get(k).copied().unwrap_or(0.0) > 0.0;
-        if used(r#"berth_cpu_seconds_total{app="web"}"#)
-            && used(r#"berth_memory_gb_seconds_total{app="web"}"#)
-            && used(r#"berth_instance_seconds_total{app="web",kind="container"}"#)
-            && m.get(r#"berth_requests_total{app="web",status="200"}"#) == Some(&5.0)
-        {
-            break m;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let m = wait_for(
+        "the cgroup's usage in /metrics",
+        Duration::from_secs(20),
+        async || {
+            let text = admin::metrics(&host).await;
+            let m = prometheus::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+            let used = |k: &str| m.get(k).copied().unwrap_or(0.0) > 0.0;
+            if used(r#"berth_cpu_seconds_total{app="web"}"#)
+                && used(r#"berth_memory_gb_seconds_total{app="web"}"#)
+                && used(r#"berth_instance_seconds_total{app="web",kind="container"}"#)
+                && m.get(r#"berth_requests_total{app="web",status="200"}"#) == Some(&5.0)
+            {
+                Ok(m)
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
     let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
     assert!(get(r#"berth_cold_starts_total{kind="container"}"#) >= 1.0);
     assert_eq!(get(r#"berth_requests_total{app="web",status="200"}"#), 5.0);
-    let r = c
-        .delete(admin(&host, "/v1/apps/web"))
-        .bearer_auth(host.admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(admin::delete(&host, "/v1/apps/web").await, 204);
     host.stop().await;
 }
 

@@ -4,33 +4,14 @@
 
 use std::time::Duration;
 
-use berth::config::AppSpec;
-use berth::revision::RevisionStatus;
 use berth::testing::TestHost;
 use berth_test_artifacts as art;
 
-use crate::support::{app_url, client, status, wait_until};
-
-fn fast(path: &str) -> AppSpec {
-    let mut spec = AppSpec::wasm(path);
-    let a = &mut spec.scaling.autoscale;
-    a.stable_window = Duration::from_secs(1);
-    a.scale_to_zero_grace = Duration::ZERO;
-    a.tick = Duration::from_millis(100);
-    spec
-}
-
-async fn wait_for(host: &TestHost, app: &str, what: &str, f: impl Fn(&RevisionStatus) -> bool) {
-    wait_until(what, Duration::from_secs(20), || {
-        let s = status(host, app);
-        if f(&s) { Ok(()) } else { Err(s) }
-    })
-    .await;
-}
+use crate::support::{app_url, client, fast_scaling, status, wait_status, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_at_zero_is_buffered_and_answered_then_the_app_returns_to_zero() {
-    let mut spec = fast(art::HELLO);
+    let mut spec = fast_scaling(art::HELLO);
     spec.scaling.autoscale.initial_scale = 0;
     let host = TestHost::builder()
         .app("hello", spec)
@@ -52,7 +33,7 @@ async fn a_request_at_zero_is_buffered_and_answered_then_the_app_returns_to_zero
     assert_eq!(s.cold_starts, 1, "{s:?}");
 
     // Idle: back to zero after the stable window (grace 0).
-    wait_for(&host, "hello", "scale to zero", |s| {
+    wait_status(&host, "hello", "scale to zero", |s| {
         s.ready == 0 && s.desired == 0
     })
     .await;
@@ -69,7 +50,7 @@ async fn a_request_at_zero_is_buffered_and_answered_then_the_app_returns_to_zero
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_scale_keeps_a_warm_instance_through_idle_periods() {
-    let mut spec = fast(art::HELLO);
+    let mut spec = fast_scaling(art::HELLO);
     spec.scaling.autoscale.min_scale = 1;
     let host = TestHost::builder()
         .app("hello", spec)
@@ -84,7 +65,7 @@ async fn min_scale_keeps_a_warm_instance_through_idle_periods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_one_scales_to_max_and_never_beyond_then_to_zero() {
-    let mut spec = fast(art::SLOW);
+    let mut spec = fast_scaling(art::SLOW);
     spec.scaling.autoscale.concurrency = Some(1);
     spec.scaling.autoscale.max_scale = 4;
     spec.scaling.autoscale.initial_scale = 0;
@@ -103,7 +84,7 @@ async fn concurrency_one_scales_to_max_and_never_beyond_then_to_zero() {
         .collect();
     // Watch the whole burst: until every request is answered.
     let mut peak = 0;
-    while !reqs.iter().all(|r| r.is_finished()) {
+    wait_until("every request answered", Duration::from_secs(120), || {
         let s = status(&host, "slow");
         assert!(s.ready + s.starting <= 4, "over max_scale: {s:?}");
         assert!(
@@ -111,19 +92,23 @@ async fn concurrency_one_scales_to_max_and_never_beyond_then_to_zero() {
             "breaker let more than 1 per instance: {s:?}"
         );
         peak = peak.max(s.ready);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        match reqs.iter().all(|r| r.is_finished()) {
+            true => Ok(()),
+            false => Err(s),
+        }
+    })
+    .await;
     for r in reqs {
         assert_eq!(r.await.unwrap(), (200, "slept 1500 ms".to_string()));
     }
     assert_eq!(peak, 4, "should reach max_scale");
-    wait_for(&host, "slow", "scale to zero", |s| s.ready == 0).await;
+    wait_status(&host, "slow", "scale to zero", |s| s.ready == 0).await;
     host.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_queue_bound_requests_get_prompt_503s() {
-    let mut spec = fast(art::SLOW);
+    let mut spec = fast_scaling(art::SLOW);
     spec.scaling.autoscale.concurrency = Some(1);
     spec.scaling.autoscale.max_scale = 1;
     spec.scaling.queue_depth = Some(2);
@@ -176,7 +161,7 @@ async fn beyond_the_queue_bound_requests_get_prompt_503s() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_max_scale_a_request_that_waits_too_long_gets_429() {
-    let mut spec = fast(art::SLOW);
+    let mut spec = fast_scaling(art::SLOW);
     spec.scaling.autoscale.concurrency = Some(1);
     spec.scaling.autoscale.max_scale = 1;
     spec.scaling.queue_timeout = Duration::from_millis(300);
@@ -187,7 +172,7 @@ async fn at_max_scale_a_request_that_waits_too_long_gets_429() {
         let url = app_url(host.addr, "slow", "/?ms=1500");
         tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
     };
-    wait_for(&host, "slow", "the first request in flight", |s| {
+    wait_status(&host, "slow", "the first request in flight", |s| {
         s.in_flight == 1
     })
     .await;
@@ -218,7 +203,7 @@ async fn a_wasm_app_takes_200_concurrent_requests_without_throttling() {
         })
         .collect();
     // All 200 are served at once (none throttled or queued behind another).
-    wait_for(&host, "slow", "200 requests in flight at once", |s| {
+    wait_status(&host, "slow", "200 requests in flight at once", |s| {
         s.in_flight == 200 && s.queued == 0
     })
     .await;

@@ -11,7 +11,7 @@ use berth_test_artifacts as art;
 
 use crate::support::image::Image;
 use crate::support::registry::Registry;
-use crate::support::{app_url, client};
+use crate::support::{admin, app_url, client};
 
 const CONTAINER: &str = "hello from a container\n";
 const WASM: &str = "hello from web";
@@ -75,16 +75,13 @@ async fn a_container_app_moves_to_wasm_by_canary_without_dropping_a_request() {
     let reference = registry.reference("web:v1");
     Image::httpd().push(&reference);
     let host = TestHost::builder().start().await.unwrap();
-    let admin = format!("http://{}", host.admin_addr);
-    let api = reqwest::Client::builder().no_proxy().build().unwrap();
-    let r = api
-        .put(format!("{admin}/v1/apps/web"))
-        .bearer_auth(host.admin_token())
-        .json(&serde_json::json!({ "image": reference, "min_scale": 1 }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let (status, body) = admin::put_json(
+        &host,
+        "/v1/apps/web",
+        &serde_json::json!({ "image": reference, "min_scale": 1 }),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{body}");
     let c = client(host.addr, &["web"]);
     let url = app_url(host.addr, "web", "/");
 
@@ -94,15 +91,13 @@ async fn a_container_app_moves_to_wasm_by_canary_without_dropping_a_request() {
         .map(|_| stream(c.clone(), url.clone(), stop.clone()))
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = api
-        .put(format!("{admin}/v1/apps/web?traffic=10"))
-        .bearer_auth(host.admin_token())
-        .json(&serde_json::json!({ "wasm": art::HELLO, "min_scale": 1 }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    let view: serde_json::Value = r.json().await.unwrap();
+    let (status, view) = admin::put_json(
+        &host,
+        "/v1/apps/web?traffic=10",
+        &serde_json::json!({ "wasm": art::HELLO, "min_scale": 1 }),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{view}");
     let kinds: Vec<(String, u64)> = view["revisions"]
         .as_array()
         .unwrap()
@@ -119,8 +114,8 @@ async fn a_container_app_moves_to_wasm_by_canary_without_dropping_a_request() {
 
     // The console shows the two revisions side by side, with their kind.
     let (cookie, _) = crate::console::sign_in(&host).await;
-    let live = api
-        .get(format!("{admin}/ui/fragments/apps/web"))
+    let live = client(host.admin_addr, &[])
+        .get(admin::url(&host, "/ui/fragments/apps/web"))
         .header("cookie", &cookie)
         .send()
         .await
@@ -164,14 +159,13 @@ async fn a_container_app_moves_to_wasm_by_canary_without_dropping_a_request() {
         .map(|_| stream(c.clone(), url.clone(), stop.clone()))
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = api
-        .post(format!("{admin}/v1/apps/web/traffic"))
-        .bearer_auth(host.admin_token())
-        .json(&serde_json::json!({ "latest_percent": 100 }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let (status, body) = admin::post_json(
+        &host,
+        "/v1/apps/web/traffic",
+        &serde_json::json!({ "latest_percent": 100 }),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{body}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     for t in during {

@@ -11,7 +11,7 @@ use berth_test_artifacts as art;
 use fantoccini::{Client, ClientBuilder, Locator};
 
 use crate::support::registry::free_addr;
-use crate::support::{app_url, client};
+use crate::support::{admin, app_url, client, poll, wait_for};
 
 /// Where screenshots go: under the target directory, kept after the run.
 fn screenshot_dir() -> PathBuf {
@@ -50,19 +50,18 @@ impl Browser {
             }),
         );
         let url = format!("http://{addr}");
-        let mut last = None;
-        for _ in 0..100 {
-            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                .capabilities(caps.clone())
-                .connect(&url)
-                .await
-            {
-                Ok(client) => return Self { client, driver },
-                Err(e) => last = Some(e),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("no browser session from chromedriver: {last:?}");
+        let client = wait_for(
+            "a browser session from chromedriver",
+            Duration::from_secs(60),
+            async || {
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(caps.clone())
+                    .connect(&url)
+                    .await
+            },
+        )
+        .await;
+        Self { client, driver }
     }
 
     async fn shot(&self, name: &str) {
@@ -79,17 +78,17 @@ impl Browser {
 
     /// Waits (up to `limit`) until the element's text satisfies `ok`.
     async fn wait_text(&self, css: &str, limit: Duration, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
+        let seen = poll(limit, Duration::from_millis(250), async || {
             let text = self.text(css).await;
-            if ok(&text) {
-                return text;
-            }
-            if std::time::Instant::now() > deadline {
+            if ok(&text) { Ok(text) } else { Err(text) }
+        })
+        .await;
+        match seen {
+            Ok(text) => text,
+            Err(t) => {
                 self.shot("timeout").await;
-                panic!("timed out waiting on `{css}`; last text: {text:?}");
+                panic!("timed out waiting on `{css}`; last text: {:?}", t.last);
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
@@ -125,21 +124,10 @@ impl Browser {
     }
 }
 
-/// The value of `name{app="APP"}` in `/metrics`.
+/// The value of `name{app="APP"}` in `/metrics` (0 when absent).
 async fn metric(host: &TestHost, name: &str, app: &str) -> f64 {
-    let text = api(host)
-        .get(format!("http://{}/metrics", host.admin_addr))
-        .bearer_auth(host.admin_token())
-        .send()
+    admin::metric(host, &format!("{name}{{app=\"{app}\"}} "))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("{name}{{app=\"{app}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|v| v.trim().parse().unwrap())
         .unwrap_or(0.0)
 }
 
@@ -149,18 +137,6 @@ fn api(_host: &TestHost) -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(60))
         .build()
-        .unwrap()
-}
-
-async fn app_json(host: &TestHost, app: &str) -> serde_json::Value {
-    api(host)
-        .get(format!("http://{}/v1/apps/{app}", host.admin_addr))
-        .bearer_auth(host.admin_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
         .unwrap()
 }
 
@@ -219,7 +195,7 @@ async fn a_person_runs_an_app_from_the_console_in_a_real_browser() {
 
     // The same moment in /metrics and the API: nothing else calls the app.
     assert_eq!(metric(&host, "berth_app_requests_total", "logs").await, 1.0);
-    let view = app_json(&host, "logs").await;
+    let view = admin::get_json(&host, "/v1/apps/logs").await.1;
     let i = &view["instances"];
     assert_eq!(
         instances,
@@ -242,7 +218,7 @@ async fn a_person_runs_an_app_from_the_console_in_a_real_browser() {
     b.fill("#max_scale", "3").await;
     b.click("#scale").await;
     b.wait_text("#metering", long, |t| !t.is_empty()).await;
-    let view = app_json(&host, "logs").await;
+    let view = admin::get_json(&host, "/v1/apps/logs").await.1;
     assert_eq!(view["config"]["min_scale"], 1, "{view}");
     assert_eq!(view["config"]["max_scale"], 3, "{view}");
     assert_eq!(b.path().await, "/ui/apps/logs");
@@ -265,7 +241,7 @@ async fn a_person_runs_an_app_from_the_console_in_a_real_browser() {
         .wait_text("#revisions", long, |t| t.contains("100 %"))
         .await;
     assert!(!revisions.contains("70 %"), "{revisions}");
-    let view = app_json(&host, "logs").await;
+    let view = admin::get_json(&host, "/v1/apps/logs").await.1;
     assert_eq!(view["revisions"].as_array().unwrap().len(), 1, "{view}");
     let r = c.get(app_url(host.addr, "logs", "/")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "hello from logs");
@@ -409,18 +385,17 @@ async fn the_console_refuses_strangers_forged_forms_and_shows_no_secret() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    let r = http
-        .put(format!("http://{}/v1/apps/env", host.admin_addr))
-        .bearer_auth(host.admin_token())
-        .json(&serde_json::json!({
+    let (status, body) = admin::put_json(
+        &host,
+        "/v1/apps/env",
+        &serde_json::json!({
             "wasm": art::ENV,
             "env": { "NOTE": "<script>alert(1)</script>" },
             "secrets": { "DB_PASSWORD": "db" },
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{body}");
     let c = client(host.addr, &["env"]);
     let body = c
         .get(app_url(host.addr, "env", "/"))

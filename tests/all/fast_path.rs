@@ -3,52 +3,17 @@
 
 use std::time::Duration;
 
-use berth::config::AppSpec;
 use berth::testing::TestHost;
 use berth::wasm::EngineOptions;
 use berth_test_artifacts as art;
 
-use crate::support::{app_url, client, status, wait_until};
-
-fn fast(path: &str) -> AppSpec {
-    let mut spec = AppSpec::wasm(path);
-    let a = &mut spec.scaling.autoscale;
-    a.stable_window = Duration::from_secs(1);
-    a.scale_to_zero_grace = Duration::ZERO;
-    a.tick = Duration::from_millis(100);
-    spec
-}
+use crate::support::{admin, app_url, client, fast_scaling, status, wait_status, wait_until};
 
 async fn wait_stocked(host: &TestHost, app: &str, at_least: u32) {
-    wait_until("a filled stock", Duration::from_secs(20), || {
-        let s = status(host, app);
-        match s.stock {
-            Some(stock) if stock.stocked >= at_least => Ok(()),
-            _ => Err(s),
-        }
+    wait_status(host, app, "a filled stock", |s| {
+        s.stock.as_ref().is_some_and(|st| st.stocked >= at_least)
     })
     .await;
-}
-
-/// The value of the first sample of `/metrics` whose line starts with
-/// `prefix`.
-async fn metric(host: &TestHost, prefix: &str) -> Option<f64> {
-    let text = reqwest::Client::new()
-        .get(format!(
-            "http://127.0.0.1:{}/metrics",
-            host.admin_addr.port()
-        ))
-        .bearer_auth(host.admin_token())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// Every request gets an instance no other request touched, stock or not:
@@ -96,8 +61,8 @@ async fn a_stocked_instance_serves_one_request_and_hits_are_counted() {
     assert!(stock.hits >= 10, "the stock was used: {stock:?}");
 
     let labels = r#"{app="counter",revision="counter-00001"}"#;
-    let hits = metric(&host, &format!("berth_wasm_stock_hits_total{labels}")).await;
-    let misses = metric(&host, &format!("berth_wasm_stock_misses_total{labels}")).await;
+    let hits = admin::metric(&host, &format!("berth_wasm_stock_hits_total{labels}")).await;
+    let misses = admin::metric(&host, &format!("berth_wasm_stock_misses_total{labels}")).await;
     assert_eq!(hits, Some(stock.hits as f64));
     assert_eq!(misses, Some(stock.misses as f64));
     host.stop().await;
@@ -145,23 +110,18 @@ async fn a_stocked_instance_logs_under_its_request_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stock_drops_to_zero_when_the_app_scales_to_zero() {
     let host = TestHost::builder()
-        .app("hello", fast(art::HELLO))
+        .app("hello", fast_scaling(art::HELLO))
         .start()
         .await
         .unwrap();
     wait_stocked(&host, "hello", 1).await;
     assert!(host.apps().runtime().stocker().total() >= 1);
-    wait_until("scale to zero", Duration::from_secs(20), || {
-        let s = status(&host, "hello");
+    wait_status(&host, "hello", "scale to zero", |s| {
         let empty = s
             .stock
             .as_deref()
             .is_some_and(|st| st.stocked == 0 && st.target == 0);
-        if s.ready == 0 && s.desired == 0 && empty {
-            Ok(())
-        } else {
-            Err(s)
-        }
+        s.ready == 0 && s.desired == 0 && empty
     })
     .await;
     wait_until(
@@ -220,7 +180,7 @@ async fn past_the_resident_budget_an_idle_component_is_dropped_and_reloaded() {
             resident_budget: Some(1),
             ..EngineOptions::default()
         })
-        .app("hello", fast(art::HELLO))
+        .app("hello", fast_scaling(art::HELLO))
         .start()
         .await
         .unwrap();
@@ -261,16 +221,12 @@ async fn past_the_resident_budget_an_idle_component_is_dropped_and_reloaded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn within_the_budget_a_component_stays_resident_at_zero() {
     let host = TestHost::builder()
-        .app("hello", fast(art::HELLO))
+        .app("hello", fast_scaling(art::HELLO))
         .start()
         .await
         .unwrap();
     let runtime = host.apps().runtime().clone();
-    wait_until("scale to zero", Duration::from_secs(20), || {
-        let s = status(&host, "hello");
-        if s.ready == 0 { Ok(()) } else { Err(s) }
-    })
-    .await;
+    wait_status(&host, "hello", "scale to zero", |s| s.ready == 0).await;
     assert_eq!(runtime.resident().usage().0, 1);
     let (hits, shared) = (runtime.stats().cache_hits(), runtime.stats().shared());
     let c = client(host.addr, &["hello"]);

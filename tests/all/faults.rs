@@ -1,7 +1,7 @@
 //! Faults at start and stop: an app that cannot be deployed never keeps
 //! the host or the other apps down; it is listed as failed with its reason
 //! and retried with backoff; a host stopped at any stage of a deploy leaves
-//! nothing behind.
+//! nothing behind; a second host on a data directory in use is refused.
 
 use std::time::Duration;
 
@@ -15,19 +15,7 @@ use crate::support::fake_registry::{FakeRegistry, Serve};
 use crate::support::image::{Image, busybox_base};
 use crate::support::registry::{Registry, free_addr};
 use crate::support::serve::Served;
-use crate::support::{bridge_leftovers, get, wait_until};
-
-async fn admin_json(host: &TestHost, path: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("http://{}{path}", host.admin_addr))
-        .bearer_auth(host.admin_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
+use crate::support::{admin, bridge_leftovers, client, get, poll, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_that_cannot_deploy_is_listed_failed_and_retried_while_others_serve() {
@@ -59,7 +47,7 @@ async fn an_app_that_cannot_deploy_is_listed_failed_and_retried_while_others_ser
         (200, "hello from hello".into())
     );
     // The others are listed as failed, with why.
-    let list = admin_json(&host, "/v1/apps").await;
+    let (_, list) = admin::get_json(&host, "/v1/apps").await;
     let state = |name: &str| {
         list["apps"]
             .as_array()
@@ -85,15 +73,7 @@ async fn an_app_that_cannot_deploy_is_listed_failed_and_retried_while_others_ser
             .contains("secret `later` does not exist"),
         "{failed}"
     );
-    let metrics = reqwest::Client::new()
-        .get(format!("http://{}/metrics", host.admin_addr))
-        .bearer_auth(host.admin_token())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = admin::metrics(&host).await;
     assert!(
         metrics.contains("berth_app_deploy_failed{app=\"unpullable\"} 1"),
         "{metrics}"
@@ -118,13 +98,7 @@ async fn an_app_that_cannot_deploy_is_listed_failed_and_retried_while_others_ser
     assert_eq!(code, 200);
     assert!(body.contains("API_TOKEN=t0k3n"), "{body}");
     // A failed app can be deleted: no more retries.
-    let r = reqwest::Client::new()
-        .delete(format!("http://{}/v1/apps/unpullable", host.admin_addr))
-        .bearer_auth(host.admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(admin::delete(&host, "/v1/apps/unpullable").await, 204);
     assert!(host.apps().failed().is_empty());
     host.stop().await;
 }
@@ -195,19 +169,29 @@ async fn kill_during(
     std::fs::write(&file, config).unwrap();
     let data = dir.path().join("data");
     let (served, serving) = Served::launch(&data, &["--config", file.to_str().unwrap()]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !at_stage(&data) {
-        assert!(
-            serving.try_recv().is_err(),
-            "served before reaching the stage `{stage}`:\n{}",
+    let reached = poll(
+        Duration::from_secs(120),
+        Duration::from_millis(5),
+        async || match at_stage(&data) {
+            true => Ok(()),
+            false => {
+                assert!(
+                    serving.try_recv().is_err(),
+                    "served before reaching the stage `{stage}`:\n{}",
+                    served.stderr()
+                );
+                Err(())
+            }
+        },
+    )
+    .await;
+    if let Err(t) = reached {
+        panic!(
+            "never reached the stage `{stage}` ({} checks in {:?}):\n{}",
+            t.checks,
+            t.elapsed,
             served.stderr()
         );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never reached the stage `{stage}`:\n{}",
-            served.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let bridge = served.bridge.clone();
     // Generous: the figure that matters is printed, and what is left.
@@ -397,4 +381,39 @@ async fn the_image_size_caps_are_flags_and_name_themselves() {
         );
         served.stop();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_on_a_data_dir_in_use_is_refused_and_the_first_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = Served::start(&data, &[]);
+    let (second, _) = Served::launch(&data, &[]);
+    let (status, stderr) = second.exit_within(Duration::from_secs(30));
+    assert!(!status.success(), "{stderr}");
+    let refusal = format!(
+        "data directory {} is in use by another berth serve (pid {})",
+        data.display(),
+        first.pid()
+    );
+    assert!(stderr.contains(&refusal), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "one line: {stderr}"
+    );
+    let ready = |admin| async move {
+        client(admin, &[])
+            .get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(ready(first.admin).await, 200, "the first still serves");
+    // SIGKILL: the lock goes with the process; nothing stale is left.
+    first.kill();
+    let third = Served::start(&data, &[]);
+    assert_eq!(ready(third.admin).await, 200);
+    third.stop();
 }

@@ -13,9 +13,9 @@ use berth::testing::TestHost;
 use berth_test_artifacts as art;
 
 use crate::support::dir_names as names;
-use crate::support::get;
 use crate::support::image::{Image, Layer, RawLayer};
 use crate::support::registry::Registry;
+use crate::support::{admin, get, wait_for};
 
 fn container_app(reference: &str) -> AppSpec {
     let mut spec = AppSpec::image(reference);
@@ -205,25 +205,24 @@ async fn gc_removes_unused_rootfs_and_leftover_temp_files() {
     std::fs::write(data.join("blobs/sha256/.tmp-killed"), b"partial").unwrap();
 
     // v1's rootfs goes once its last instance (draining) has unmounted it.
-    let client = reqwest::Client::new();
-    let gc_url = format!("http://127.0.0.1:{}/v1/gc", host.admin_addr.port());
-    let mut removed = serde_json::json!({});
     let mut total = (0, 0);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while first_rootfs.exists() && tokio::time::Instant::now() < deadline {
-        let r = client
-            .post(&gc_url)
-            .bearer_auth(host.admin_token())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        removed = r.json().await.unwrap();
-        total.0 += removed["removed_rootfs"].as_u64().unwrap();
-        total.1 += removed["removed_temp"].as_u64().unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(!first_rootfs.exists(), "{removed}");
+    let removed = wait_for(
+        "v1's rootfs to be collected",
+        Duration::from_secs(60),
+        async || {
+            let (status, removed) =
+                admin::call_json(&host, reqwest::Method::POST, "/v1/gc", None).await;
+            assert_eq!(status, 200);
+            total.0 += removed["removed_rootfs"].as_u64().unwrap();
+            total.1 += removed["removed_temp"].as_u64().unwrap();
+            if first_rootfs.exists() {
+                Err(removed)
+            } else {
+                Ok(removed)
+            }
+        },
+    )
+    .await;
     assert!(removed["removed_blobs"].is_u64(), "{removed}");
     assert_eq!(total, (1, 2), "{removed}");
     assert!(!leftover_dir.exists());

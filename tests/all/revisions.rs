@@ -8,7 +8,7 @@ use berth::config::AppSpec;
 use berth::testing::TestHost;
 use berth_test_artifacts as art;
 
-use crate::support::{app_url, client};
+use crate::support::{admin, app_url, client};
 
 fn env_app(version: &str) -> AppSpec {
     let mut spec = AppSpec::wasm(art::ENV);
@@ -76,20 +76,13 @@ async fn redeploys_under_a_steady_request_stream_drop_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_90_10_split_through_the_api_lands_within_five_percent() {
     let host = TestHost::builder().start().await.unwrap();
-    let admin = format!("http://{}", host.admin_addr);
-    let api = reqwest::Client::builder().no_proxy().build().unwrap();
-    let put = |version: &str, query: &str| {
-        api.put(format!("{admin}/v1/apps/env{query}"))
-            .bearer_auth(host.admin_token())
-            .json(&serde_json::json!({
-                "wasm": art::ENV,
-                "env": { "VERSION": version },
-            }))
-            .send()
+    let put = async |version: &str, query: &str| {
+        let body = serde_json::json!({ "wasm": art::ENV, "env": { "VERSION": version } });
+        admin::put_json(&host, &format!("/v1/apps/env{query}"), &body).await
     };
-    assert!(put("1", "").await.unwrap().status().is_success());
-    let r = put("2", "?traffic=10").await.unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    assert!((200..300).contains(&put("1", "").await.0));
+    let (status, body) = put("2", "?traffic=10").await;
+    assert!((200..300).contains(&status), "{body}");
 
     let c = client(host.addr, &["env"]);
     let url = app_url(host.addr, "env", "/");
@@ -105,26 +98,24 @@ async fn a_90_10_split_through_the_api_lands_within_five_percent() {
     assert!((50..=150).contains(&v2), "10 % ± 5 % of 1000, got {v2}");
 
     // Promote the canary.
-    let r = api
-        .post(format!("{admin}/v1/apps/env/traffic"))
-        .bearer_auth(host.admin_token())
-        .json(&serde_json::json!({ "latest_percent": 100 }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let (status, body) = admin::post_json(
+        &host,
+        "/v1/apps/env/traffic",
+        &serde_json::json!({ "latest_percent": 100 }),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{body}");
     for _ in 0..20 {
         let body = c.get(&url).send().await.unwrap().text().await.unwrap();
         assert!(body.lines().any(|l| l == "VERSION=2"), "{body}");
     }
-    let r = api
-        .post(format!("{admin}/v1/apps/env/traffic"))
-        .bearer_auth(host.admin_token())
-        .json(&serde_json::json!({ "latest_percent": 50 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400, "one revision left: nothing to split with");
+    let (status, _) = admin::post_json(
+        &host,
+        "/v1/apps/env/traffic",
+        &serde_json::json!({ "latest_percent": 50 }),
+    )
+    .await;
+    assert_eq!(status, 400, "one revision left: nothing to split with");
     host.stop().await;
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::config::{self, Config};
-use crate::server::{Server, ServerOptions};
+use crate::server::{DataDirLock, Server, ServerOptions};
 
 /// Arguments of `berth serve`.
 #[derive(Debug, clap::Args)]
@@ -105,8 +105,17 @@ pub struct ServeArgs {
 /// Runs `berth serve` until SIGINT or SIGTERM.
 ///
 /// # Errors
-/// A bad config, an app that cannot be deployed, or an address in use.
+/// A data directory another `berth serve` holds, a bad config, an app that
+/// cannot be deployed, or an address in use.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(config::default_data_dir);
+    crate::files::create_private_dir(&data_dir)
+        .with_context(|| format!("cannot create data directory `{}`", data_dir.display()))?;
+    // Before anything touches the directory; held until the process exits.
+    let _lock = DataDirLock::acquire(&data_dir)?;
     let env_token = std::env::var(crate::api::TOKEN_ENV).ok();
     let admin_auth = crate::api::AdminAuth::from_sources(
         args.admin_token_file.as_deref(),
@@ -124,7 +133,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map_err(|r| anyhow::anyhow!("--domain: {r}"))?;
         cfg.domain = domain;
     }
-    let mut options = ServerOptions::new(args.data_dir.unwrap_or_else(config::default_data_dir));
+    let mut options = ServerOptions::new(data_dir);
     options.engine.max_instances = args.max_instances;
     options.engine.max_instances_per_app = args.max_instances_per_app;
     options.engine.memory_budget = args.wasm_memory_budget;

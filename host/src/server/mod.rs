@@ -1,4 +1,5 @@
-//! `berth serve`: the listeners (`conn`: connection limits and timeouts). [`Server::start`] opens the data
+//! `berth serve`: the listeners (`conn`: connection limits and timeouts;
+//! `lock`: one host per data directory). [`Server::start`] opens the data
 //! directory and deploys every app (see [`crate::apps`]) before anything
 //! listens, so a bad app is refused at start with a clear message.
 //! [`Server::run`] then serves the front door ([`crate::gateway`]) and the
@@ -7,6 +8,7 @@
 //! [`ServerOptions::drain_timeout`], and stops every instance.
 
 pub mod conn;
+pub mod lock;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,6 +24,7 @@ use tokio::net::TcpListener;
 
 pub use conn::ConnectionLimits;
 use conn::Listener;
+pub use lock::DataDirLock;
 
 use crate::api::AdminAuth;
 use crate::apps::{Apps, AppsOptions};

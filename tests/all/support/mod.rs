@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests.
 
+pub mod admin;
 pub mod containerd;
 pub mod fake_registry;
 pub mod image;
@@ -80,24 +81,99 @@ pub fn bridge_leftovers(bridge: &str) -> Vec<String> {
     left
 }
 
-/// Polls `check` every 20 ms until it holds; panics naming `what` (and the
-/// last state `check` saw) if it does not within `limit`. The limit is a
-/// safety net for a broken build, not a measurement.
-pub async fn wait_until<T: std::fmt::Debug>(
-    what: &str,
+/// The most checks one [`poll`] makes, whatever its time limit: a bound
+/// that does not rest on the clock.
+pub const MAX_CHECKS: u32 = 50_000;
+
+/// A [`poll`] whose condition never held: what `check` saw last, after how
+/// many checks and how long.
+#[derive(Debug)]
+pub struct TimedOut<E> {
+    /// The last `Err` of `check`.
+    pub last: E,
+    /// How many times `check` ran.
+    pub checks: u32,
+    /// How long the poll took.
+    pub elapsed: Duration,
+}
+
+/// Runs `check` every `every` until it returns `Ok`, for at most `limit`
+/// and at most [`MAX_CHECKS`] times; `Err` carries what it saw last. The
+/// one polling loop of the tests: [`wait_for`] and [`wait_until`] panic on
+/// `Err`, naming what they waited for.
+pub async fn poll<T, E>(
     limit: Duration,
-    mut check: impl FnMut() -> Result<(), T>,
-) {
-    let deadline = tokio::time::Instant::now() + limit;
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<T, TimedOut<E>> {
+    let start = tokio::time::Instant::now();
+    let mut checks = 0;
     loop {
-        match check() {
-            Ok(()) => return,
-            Err(last) if tokio::time::Instant::now() >= deadline => {
-                panic!("timed out waiting for {what}; last seen: {last:?}")
+        checks += 1;
+        match check().await {
+            Ok(done) => return Ok(done),
+            Err(last) if checks >= MAX_CHECKS || start.elapsed() >= limit => {
+                return Err(TimedOut {
+                    last,
+                    checks,
+                    elapsed: start.elapsed(),
+                });
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(_) => tokio::time::sleep(every).await,
         }
     }
+}
+
+/// [`poll`]s `check` every 20 ms until it returns `Ok`; panics naming
+/// `what` (and the last state `check` saw) if it does not within `limit`.
+/// The limit is a safety net for a broken build, not a measurement.
+pub async fn wait_for<T, E: std::fmt::Debug>(
+    what: &str,
+    limit: Duration,
+    check: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    match poll(limit, Duration::from_millis(20), check).await {
+        Ok(done) => done,
+        Err(t) => panic!(
+            "timed out waiting for {what} ({} checks in {:?}); last seen: {:?}",
+            t.checks, t.elapsed, t.last
+        ),
+    }
+}
+
+/// [`wait_for`] with a check that does not wait.
+pub async fn wait_until<T, E: std::fmt::Debug>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> Result<T, E>,
+) -> T {
+    wait_for(what, limit, async || check()).await
+}
+
+/// Waits (up to 20 s) until the status of `app`'s first revision
+/// satisfies `f`, naming `what` if it does not; returns that status.
+pub async fn wait_status(
+    host: &berth::testing::TestHost,
+    app: &str,
+    what: &str,
+    f: impl Fn(&berth::revision::RevisionStatus) -> bool,
+) -> berth::revision::RevisionStatus {
+    wait_until(what, Duration::from_secs(20), || {
+        let s = status(host, app);
+        if f(&s) { Ok(s) } else { Err(s) }
+    })
+    .await
+}
+
+/// A Wasm app whose autoscaler acts within a second or so: a 1 s stable
+/// window, no grace before zero, a 100 ms tick.
+pub fn fast_scaling(path: &str) -> AppSpec {
+    let mut spec = AppSpec::wasm(path);
+    let a = &mut spec.scaling.autoscale;
+    a.stable_window = Duration::from_secs(1);
+    a.scale_to_zero_grace = Duration::ZERO;
+    a.tick = Duration::from_millis(100);
+    spec
 }
 
 /// GET `path` of `app` by its host name: (status, body).

@@ -22,6 +22,7 @@ pub struct Served {
     pub bridge: String,
     child: Child,
     stderr: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Served {
@@ -57,7 +58,7 @@ impl Served {
         let (tx, rx) = std::sync::mpsc::channel();
         let pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 let serving = line.contains("berth: serving");
                 let mut all = sink.lock().unwrap();
@@ -76,6 +77,7 @@ impl Served {
             bridge,
             child,
             stderr,
+            reader: Some(reader),
         };
         (served, rx)
     }
@@ -83,6 +85,29 @@ impl Served {
     /// Everything it wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for it to exit on its own and returns how, with all it wrote
+    /// to stderr; panics (after a SIGKILL) when it still runs after `limit`.
+    pub fn exit_within(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        if let Some((status, _)) = self.exited_within(limit) {
+            // The pipe is closed: the reader ends once it read it all.
+            if let Some(reader) = self.reader.take() {
+                let _ = reader.join();
+            }
+            return (status, self.stderr());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!(
+            "berth serve did not exit within {limit:?}:\n{}",
+            self.stderr()
+        );
     }
 
     /// Runs the `berth` CLI against it (same machine: the token comes from
@@ -119,12 +144,8 @@ impl Served {
     pub fn terminate_within(mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let t = Instant::now();
-        while t.elapsed() < limit {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, t.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(exited) = self.exited_within(limit) {
+            return exited;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -143,15 +164,23 @@ impl Served {
     fn terminate(&mut self) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        if self.exited_within(Duration::from_secs(20)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Polls (every 20 ms, up to `limit`) until the process has exited:
+    /// how, and how long that took.
+    fn exited_within(&mut self, limit: Duration) -> Option<(std::process::ExitStatus, Duration)> {
         let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(20) {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
+        while t.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().ok().flatten() {
+                return Some((status, t.elapsed()));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        None
     }
 }
 
