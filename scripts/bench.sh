@@ -259,9 +259,11 @@ hit, fresh = inproc_p50("host-side start, stock hit"), inproc_p50("host-side sta
 row("Wasm host-side start p50, stock hit", fmt_us(hit), "cargo bench --bench cold_start", "≤ 5 µs", hit <= 5)
 row("Wasm host-side start p50, no stock", fmt_us(fresh), "same run, other host", "≤ 15 µs", fresh <= 15)
 w, c = cold["wasm"], cold["container"]
-wc, ww = w["cold_start_us"]["p50"], w["warm_us"]["p50"]
-row("Wasm scale-from-zero first byte p50 / warm p50", f"{wc / ww:.2f}×",
-    f"from zero {fmt_us(wc)}, warm {fmt_us(ww)}", "≤ 1.3×", wc / ww <= 1.3)
+wc, ww, wp = w["cold_start_us"]["p50"], w["warm_us"]["p50"], w["warm_after_pause_us"]["p50"]
+row("Wasm scale-from-zero first byte p50 / warm p50 (made alike)", f"{wc / wp:.2f}×",
+    f"from zero {fmt_us(wc)}, warm after the same pause {fmt_us(wp)}", "≤ 1.3×", wc / wp <= 1.3)
+row("  same, against warm back to back", f"{wc / ww:.2f}×",
+    f"warm back to back {fmt_us(ww)}", "≤ 1.3×", wc / ww <= 1.3)
 zi, wi = inproc_p50("first byte over loopback, from zero"), inproc_p50("first byte over loopback, warm")
 row("  same, cargo bench (one keep-alive connection)", f"{zi / wi:.2f}×",
     f"from zero {fmt_us(zi)}, warm {fmt_us(wi)}", "≤ 1.3×", zi / wi <= 1.3)

@@ -82,7 +82,12 @@ fn cold_start_bench_writes_a_table_json_and_svg_for_both_kinds() {
         out.status.success(),
         "berth bench failed:\n{stdout}\n{stderr}"
     );
-    for needle in ["wasm", "container", "Wasm:container cold-start ratio"] {
+    for needle in [
+        "wasm",
+        "container",
+        "Wasm:container cold-start ratio",
+        "warm after the same pause",
+    ] {
         assert!(
             stdout.contains(needle),
             "`{needle}` in the table:\n{stdout}"
@@ -102,6 +107,17 @@ fn cold_start_bench_writes_a_table_json_and_svg_for_both_kinds() {
         let k = &report[kind];
         check_stats(&format!("{kind}.cold_start_us"), &k["cold_start_us"], 3);
         check_stats(&format!("{kind}.warm_us"), &k["warm_us"], 5);
+        // One warm request made like each cold start, interleaved.
+        check_stats(
+            &format!("{kind}.warm_after_pause_us"),
+            &k["warm_after_pause_us"],
+            3,
+        );
+        assert!(
+            k["cold_to_paused_warm_p50"]
+                .as_f64()
+                .is_some_and(|r| r > 0.0)
+        );
         for phase in phases {
             check_stats(
                 &format!("{kind}.split_us.{phase}"),

@@ -70,6 +70,14 @@ pub struct KindReport {
     pub cold_start_us: Stats,
     /// A running instance: request sent → first response byte.
     pub warm_us: Stats,
+    /// A running instance, the request made as a cold one is (new
+    /// connection, the same pause before it), interleaved with them.
+    pub warm_after_pause_us: Stats,
+    /// `cold_start_us.p50 / warm_after_pause_us.p50`: what starting from
+    /// zero adds, the machine's wake-up from the pause taken out.
+    pub cold_to_paused_warm_p50: f64,
+    /// `cold_start_us.p50 / warm_us.p50`.
+    pub cold_to_warm_p50: f64,
     /// The host-side split of the cold starts, by phase.
     pub split_us: BTreeMap<String, Stats>,
     /// Wasm: the host side of every request on a warm app (a fresh wasmtime
@@ -318,37 +326,39 @@ impl Report {
         writeln!(out)?;
         writeln!(
             out,
-            "cold start from zero, request sent → first response byte; warm = instance running"
+            "cold start from zero, request sent → first response byte; warm = instance running,"
         )?;
         writeln!(
             out,
-            "{:<12} {:>10} {:>10} {:>10} {:>10}   {:>10} {:>10}",
-            "kind", "p50", "p90", "p99", "max", "warm p50", "warm p99"
+            "back to back on one connection; paused = warm, but made as a cold start is (new \
+             connection, {} ms pause)",
+            crate::bench::cold_start::SETTLE.as_millis()
         )?;
-        let row = |out: &mut dyn Write, kind: &str, c: &Stats, w: Option<&Stats>| {
+        writeln!(
+            out,
+            "{:<12} {:>10} {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10}",
+            "kind", "p50", "p90", "p99", "max", "warm p50", "warm p99", "paused p50"
+        )?;
+        let row = |out: &mut dyn Write, kind: &str, c: &Stats, k: Option<&KindReport>| {
             writeln!(
                 out,
-                "{:<12} {:>10} {:>10} {:>10} {:>10}   {:>10} {:>10}",
+                "{:<12} {:>10} {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10}",
                 kind,
                 fmt_us(c.p50),
                 fmt_us(c.p90),
                 fmt_us(c.p99),
                 fmt_us(c.max),
-                w.map_or("-".into(), |w| fmt_us(w.p50)),
-                w.map_or("-".into(), |w| fmt_us(w.p99)),
+                k.map_or("-".into(), |k| fmt_us(k.warm_us.p50)),
+                k.map_or("-".into(), |k| fmt_us(k.warm_us.p99)),
+                k.map_or("-".into(), |k| fmt_us(k.warm_after_pause_us.p50)),
             )
         };
-        row(
-            out,
-            "wasm",
-            &self.wasm.cold_start_us,
-            Some(&self.wasm.warm_us),
-        )?;
+        row(out, "wasm", &self.wasm.cold_start_us, Some(&self.wasm))?;
         row(
             out,
             "container",
             &self.container.cold_start_us,
-            Some(&self.container.warm_us),
+            Some(&self.container),
         )?;
         if let Some(b) = &self.baseline_runc {
             row(out, "bare runc", &b.cold_start_us, None)?;
@@ -358,6 +368,16 @@ impl Report {
             out,
             "Wasm:container cold-start ratio (container p50 / wasm p50): {}",
             fmt_ratio(self.ratio_cold_p50)
+        )?;
+        writeln!(
+            out,
+            "Wasm from zero / warm after the same pause (p50):          {}",
+            fmt_ratio(self.wasm.cold_to_paused_warm_p50)
+        )?;
+        writeln!(
+            out,
+            "Wasm from zero / warm back to back (p50):                  {}",
+            fmt_ratio(self.wasm.cold_to_warm_p50)
         )?;
         if let Some(r) = self.ratio_container_to_runc_p50 {
             writeln!(
@@ -481,6 +501,11 @@ pub fn definitions() -> BTreeMap<String, String> {
             "scale from zero: every idle instance stopped, then one GET / on an \
              established keep-alive HTTP/1.1 connection; first request byte written → \
              first response byte read",
+        ),
+        (
+            "warm_after_pause_us",
+            "the same GET on a running instance, made as a cold start is: a new keep-alive \
+             connection, the same pause, then the request; interleaved with the cold starts",
         ),
         (
             "warm_us",

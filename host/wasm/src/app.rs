@@ -183,7 +183,6 @@ impl WasmApp {
             }
         };
         let took = taken.elapsed();
-        self.request_refill();
 
         let (sender, mut receiver) = tokio::sync::oneshot::channel();
         let (incoming, outparam) = {
@@ -282,6 +281,9 @@ impl WasmApp {
             }
         })
         .await;
+        // Refilling the stock wakes its thread: not on the way to the
+        // handler or to the response head.
+        self.request_refill();
         let running = returned.is_none();
         // A returned guest may have set the head although the poll above
         // said pending (tokio's co-operative budget can defer a ready

@@ -253,11 +253,12 @@ impl WasmApp {
         self
     }
 
-    /// Asks the stock thread to top the stock up, unless it is full or a
-    /// refill is already queued.
+    /// Asks the stock thread to top the stock up once it is down to half
+    /// its target (so that the thread is woken for every other request at
+    /// most, not for each), unless a refill is already queued.
     pub(super) fn request_refill(self: &Arc<Self>) {
         let target = self.stock.target.load(Ordering::Acquire) as usize;
-        if target == 0 || self.stock.lock().len() >= target {
+        if target == 0 || self.stock.lock().len() > target / 2 {
             return;
         }
         if !self.stock.queued.swap(true, Ordering::AcqRel) {

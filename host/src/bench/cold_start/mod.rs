@@ -36,7 +36,7 @@ const IMAGE_REPO: &str = "berth-bench/hello:latest";
 /// Pause between stopping the instances and the measured request, so that
 /// the stop's last effects (a finished guest task releasing the component,
 /// a container's teardown) are over and not measured.
-pub(super) const SETTLE: Duration = Duration::from_millis(20);
+pub(crate) const SETTLE: Duration = Duration::from_millis(20);
 /// Attempts at one cold start whose precondition did not hold.
 pub(super) const ATTEMPTS: usize = 3;
 /// Requests before measuring, per kind (page in, fill pools).

@@ -93,6 +93,10 @@ pub(super) struct WarmSeries {
 pub(super) struct Measured {
     pub(super) wasm_cold: Vec<ColdSample>,
     pub(super) ctr_cold: Vec<ColdSample>,
+    /// Warm requests made as the cold ones are (new connection, the same
+    /// pause before), interleaved with them.
+    pub(super) wasm_paused: Vec<Duration>,
+    pub(super) ctr_paused: Vec<Duration>,
     pub(super) runc_cold: Vec<Duration>,
     pub(super) wasm_warm: WarmSeries,
     pub(super) ctr_warm: WarmSeries,
@@ -105,6 +109,9 @@ pub(super) struct Measured {
 enum Which {
     Wasm,
     Container,
+    /// A warm request to a running instance, made like a cold one.
+    WasmPaused,
+    ContainerPaused,
     BareRunc,
 }
 
@@ -138,7 +145,14 @@ pub(super) async fn measure(
         }
     }
 
-    let mut kinds = vec![Which::Wasm, Which::Container];
+    // Each kind's paused warm request sits in the rotation as far from its
+    // cold start as the kinds allow.
+    let mut kinds = vec![
+        Which::Wasm,
+        Which::Container,
+        Which::WasmPaused,
+        Which::ContainerPaused,
+    ];
     if baseline.is_some() {
         kinds.push(Which::BareRunc);
     }
@@ -154,9 +168,13 @@ pub(super) async fn measure(
         ProgressBar::hidden()
     };
     step(&format!(
-        "{} cold starts of {} kinds, interleaved",
+        "{} cold starts of 2 kinds{}, interleaved with as many warm requests made the same way",
         opts.iterations,
-        kinds.len()
+        if baseline.is_some() {
+            " and of bare runc"
+        } else {
+            ""
+        }
     ));
     for i in 0..opts.iterations {
         let mut order = kinds.clone();
@@ -170,6 +188,8 @@ pub(super) async fn measure(
             match which {
                 Which::Wasm => m.wasm_cold.push(cold(server, front, wasm).await?),
                 Which::Container => m.ctr_cold.push(cold(server, front, ctr).await?),
+                Which::WasmPaused => m.wasm_paused.push(paused_warm(front, wasm).await?),
+                Which::ContainerPaused => m.ctr_paused.push(paused_warm(front, ctr).await?),
                 Which::BareRunc => {
                     if let Some(b) = baseline.as_mut() {
                         m.runc_cold.push(b.cold_start().await?);
@@ -370,6 +390,29 @@ async fn try_cold(
         split,
         faults,
     }))
+}
+
+/// A warm request made the way [`try_cold`] makes a cold one: a new
+/// connection, the same [`SETTLE`] pause, one `GET /`; only no instance is
+/// stopped first. What it costs beyond a back-to-back warm request is the
+/// machine waking from that pause (idle CPUs, parked threads), which a cold
+/// start pays too.
+async fn paused_warm(front: SocketAddr, t: &Target) -> anyhow::Result<Duration> {
+    let mut client = TimedClient::connect(front, &t.host).await?;
+    if t.status().ready == 0 {
+        // Not counted: the previous cold start's instance is gone.
+        t.check(&client.get("/").await?)?;
+    }
+    let before = t.status().cold_starts;
+    tokio::time::sleep(SETTLE).await;
+    let timed = client.get("/").await?;
+    t.check(&timed)?;
+    anyhow::ensure!(
+        t.status().cold_starts == before,
+        "{}: an instance started during a warm request",
+        t.app
+    );
+    Ok(timed.first_byte)
 }
 
 async fn warm(

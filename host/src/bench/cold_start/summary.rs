@@ -18,7 +18,7 @@ fn stats_map<K: AsRef<str>>(
         .collect()
 }
 
-fn kind_report(cold: &[ColdSample], warm: &WarmSeries) -> KindReport {
+fn kind_report(cold: &[ColdSample], warm: &WarmSeries, paused: &[Duration]) -> KindReport {
     let first: Vec<Duration> = cold.iter().map(|s| s.first_byte).collect();
     let mut phases: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
     for s in cold {
@@ -28,9 +28,15 @@ fn kind_report(cold: &[ColdSample], warm: &WarmSeries) -> KindReport {
     }
     let counts = |v: &[u64]| Stats::of_us(v.iter().map(|&n| n as f64).collect());
     let cold_faults: Vec<u64> = cold.iter().map(|s| s.faults).collect();
+    let cold_start_us = Stats::of(&first).unwrap_or_else(empty);
+    let warm_us = Stats::of(&warm.first_byte).unwrap_or_else(empty);
+    let warm_after_pause_us = Stats::of(paused).unwrap_or_else(empty);
     KindReport {
-        cold_start_us: Stats::of(&first).unwrap_or_else(empty),
-        warm_us: Stats::of(&warm.first_byte).unwrap_or_else(empty),
+        cold_to_paused_warm_p50: cold_start_us.p50 / warm_after_pause_us.p50,
+        cold_to_warm_p50: cold_start_us.p50 / warm_us.p50,
+        cold_start_us,
+        warm_us,
+        warm_after_pause_us,
         split_us: stats_map(phases),
         per_request_us: (!warm.per_request.is_empty())
             .then(|| stats_map(warm.per_request.iter().map(|(k, v)| (k, v.clone())))),
@@ -50,9 +56,9 @@ fn kind_report(cold: &[ColdSample], warm: &WarmSeries) -> KindReport {
 
 impl Measured {
     pub(super) fn report(self, opts: &ColdStartOptions, host: HostInfo) -> Report {
-        let mut wasm = kind_report(&self.wasm_cold, &self.wasm_warm);
+        let mut wasm = kind_report(&self.wasm_cold, &self.wasm_warm, &self.wasm_paused);
         wasm.load_phases_us = Some(stats_map(self.wasm_load));
-        let mut container = kind_report(&self.ctr_cold, &self.ctr_warm);
+        let mut container = kind_report(&self.ctr_cold, &self.ctr_warm, &self.ctr_paused);
         container.proxy_us = match (Stats::of(&self.through_berth), Stats::of(&self.direct)) {
             (Some(through_berth), Some(direct)) => Some(ProxyReport {
                 overhead_p50: through_berth.p50 - direct.p50,
