@@ -33,8 +33,9 @@
 # (10), BENCH_DENSITY ("1 100 1000 10000"), BENCH_DISTINCT (1000: apps of
 # distinct components), BENCH_N (2000: requests per in-process series),
 # BENCH_WASM (the hello component), BENCH_WASMTIME (a wasmtime binary to
-# use), CARGO_TARGET_DIR, BENCH_ONLY=density (only section (d), no root
-# needed: scripts/density.sh, minutes).
+# use), CARGO_TARGET_DIR, BENCH_ROUNDS (2: wrk rounds per case),
+# BENCH_ONLY=density (only section (d), no root needed: scripts/density.sh,
+# minutes), BENCH_ONLY=wrk (only section (b), its ratios round by round).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -47,6 +48,8 @@ WRK_SECS=${BENCH_WRK_SECS:-10}
 DENSITY=${BENCH_DENSITY:-"1 100 1000 10000"}
 DISTINCT=${BENCH_DISTINCT:-1000}
 BENCH_N=${BENCH_N:-2000}
+ROUNDS=${BENCH_ROUNDS:-2}
+ONLY=${BENCH_ONLY:-}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BERTH=$TARGET_DIR/release/berth
 HELLO=${BENCH_WASM:-$ROOT/components/target/wasm32-wasip2/release/hello.wasm}
@@ -57,7 +60,7 @@ die() {
     exit 1
 }
 
-if [ "${BENCH_ONLY:-}" = density ]; then
+if [ "$ONLY" = density ]; then
     exec scripts/density.sh
 fi
 
@@ -139,6 +142,7 @@ stop() {
 }
 
 # --- (a) cold starts, bare runc, proxy overhead: one process, one run -------
+if [ -z "$ONLY" ]; then
 log "berth bench cold-start: $ITERATIONS cold starts per kind, bare-runc baseline, $WARM warm requests"
 timeout 20m "$BERTH" bench cold-start --iterations "$ITERATIONS" --warm "$WARM" --baseline-runc \
     --wasm "$HELLO" --json "$OUT/cold-start.json" --svg "$OUT/cold-start.svg" |
@@ -148,6 +152,7 @@ timeout 20m "$BERTH" bench cold-start --iterations "$ITERATIONS" --warm "$WARM" 
 log "cargo bench --bench cold_start: $BENCH_N requests per series"
 BERTH_BENCH_N=$BENCH_N timeout 30m "$CARGO" bench --quiet -p berth --bench cold_start |
     tee "$OUT/in-process.txt"
+fi
 
 # --- (b) throughput: berth serve vs wasmtime serve, same component, wrk ------
 log "throughput: berth serve vs wasmtime serve -S cli on the same component (wrk on loopback)"
@@ -196,15 +201,15 @@ for name in berth wasmtime; do # warm both up, untimed
     port=$([ $name = berth ] && echo "$BERTH_PORT" || echo "$WT_PORT")
     wrk -t1 -c50 -d2s -H "Host: hello.localhost" "http://127.0.0.1:$port/" >/dev/null
 done
-# Two rounds of every case; within a round the servers alternate, and the
-# second round runs them in the other order, so a drift of the machine hits
-# both alike.
-for round in 1 2; do
+# $ROUNDS rounds of every case; within a round the servers alternate, and
+# every other round runs them in the other order, so a drift of the machine
+# hits both alike.
+for round in $(seq "$ROUNDS"); do
     for mode in pinned unpinned; do
         pin "$mode"
         for c in 1 50; do
             order="berth wasmtime"
-            [ "$round" = 2 ] && order="wasmtime berth"
+            [ $((round % 2)) = 0 ] && order="wasmtime berth"
             for name in $order; do
                 port=$([ $name = berth ] && echo "$BERTH_PORT" || echo "$WT_PORT")
                 run_wrk "$name-$mode-c$c-r$round" "$port" "$c" "$WRK_SECS"
@@ -215,13 +220,33 @@ done
 stop "$BERTH_PID"
 stop "$WT_PID"
 
+if [ "$ONLY" = wrk ]; then
+    LOAD_END=$(cat /proc/loadavg)
+    ROUNDS=$ROUNDS OUT=$OUT python3 - <<'EOF' | tee "$OUT/wrk-summary.txt"
+import os, re
+out, rounds = os.environ["OUT"], int(os.environ["ROUNDS"])
+def rps(name):
+    return float(re.search(r"Requests/sec:\s+([0-9.]+)", open(f"{out}/wrk-{name}.txt").read()).group(1))
+print("berth rps / wasmtime serve rps, round by round (goal ≥ 1.5×)")
+for mode in ["pinned", "unpinned"]:
+    for c in [1, 50]:
+        cells = []
+        for r in range(1, rounds + 1):
+            b, t = rps(f"berth-{mode}-c{c}-r{r}"), rps(f"wasmtime-{mode}-c{c}-r{r}")
+            cells.append(f"{b:,.0f}/{t:,.0f} = {b / t:.2f}×")
+        print(f"c={c:<3} {mode:<9} " + "   ".join(cells))
+EOF
+    log "load at start: $LOAD_START; at end: $LOAD_END; results in $OUT"
+    exit 0
+fi
+
 # --- (d) density: RSS and start time of berth serve with N apps --------------
 BERTH=$BERTH BENCH_OUT=$OUT BENCH_DENSITY=$DENSITY BENCH_DISTINCT=$DISTINCT \
     BENCH_WASM=$HELLO scripts/density.sh
 LOAD_END=$(cat /proc/loadavg)
 
 # --- summary -------------------------------------------------------------------
-LOAD_START=$LOAD_START LOAD_END=$LOAD_END WASMTIME_VERSION=$WASMTIME_VERSION OUT=$OUT \
+ROUNDS=$ROUNDS LOAD_START=$LOAD_START LOAD_END=$LOAD_END WASMTIME_VERSION=$WASMTIME_VERSION OUT=$OUT \
     python3 - <<'EOF' | tee "$OUT/summary.txt"
 import json, os, re
 
@@ -269,10 +294,11 @@ row("  same, cargo bench (one keep-alive connection)", f"{zi / wi:.2f}×",
     f"from zero {fmt_us(zi)}, warm {fmt_us(wi)}", "≤ 1.3×", zi / wi <= 1.3)
 for mode in ["pinned", "unpinned"]:
     for conns in [1, 50]:
-        b = [wrk(f"berth-{mode}-c{conns}-r{r}") for r in (1, 2)]
-        t = [wrk(f"wasmtime-{mode}-c{conns}-r{r}") for r in (1, 2)]
-        br, tr = sum(x[0] for x in b) / 2, sum(x[0] for x in t) / 2
-        bl, tl = sum(x[1] for x in b) / 2, sum(x[1] for x in t) / 2
+        rounds = range(1, int(os.environ["ROUNDS"]) + 1)
+        b = [wrk(f"berth-{mode}-c{conns}-r{r}") for r in rounds]
+        t = [wrk(f"wasmtime-{mode}-c{conns}-r{r}") for r in rounds]
+        br, tr = sum(x[0] for x in b) / len(b), sum(x[0] for x in t) / len(t)
+        bl, tl = sum(x[1] for x in b) / len(b), sum(x[1] for x in t) / len(t)
         row(f"hello throughput, wrk -t1 -c{conns}, {mode}", f"{br:,.0f} rps = {br / tr:.2f}×",
             f"wasmtime serve {tr:,.0f} rps; p50 {fmt_us(bl)} vs {fmt_us(tl)}", "≥ 1.5×", br / tr >= 1.5)
 r = cold["ratio_container_to_runc_p50"]

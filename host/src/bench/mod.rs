@@ -23,6 +23,13 @@
 //! 4. the revision is checked to have made exactly one cold start, and the
 //!    host-side split is read (below).
 //!
+//! Interleaved with them in the same rotation, each kind gets as many warm
+//! requests made the same way (a new connection, the same pause, one `GET
+//! /`), only to a running instance: `warm_after_pause_us`. On a VM a request
+//! after a pause pays for waking idle CPUs and parked threads, which a cold
+//! start pays too; from zero / warm-after-pause is what starting from zero
+//! adds (both ratios are printed, and the back-to-back warm series below).
+//!
 //! The Wasm split: `instance_start` is the revision's own timing of
 //! `Backend::start_instance` (its last `recent_cold_starts` record): at zero
 //! berth keeps the compiled, pre-linked component resident (within
