@@ -166,3 +166,31 @@ fn cold_start_bench_says_what_is_missing() {
         "{stderr}"
     );
 }
+
+/// A data directory a running host holds is refused, as `berth serve`
+/// refuses it, before the bench starts anything.
+#[test]
+fn cold_start_bench_refuses_a_data_dir_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = berth::server::DataDirLock::acquire(dir.path()).unwrap();
+    let out = bench(
+        &[
+            "cold-start",
+            "--wasm",
+            art::HELLO,
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&dir.path().display().to_string()) && stderr.contains("is in use"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("containers").exists() && !dir.path().join("state.json").exists(),
+        "nothing written into the held directory"
+    );
+}

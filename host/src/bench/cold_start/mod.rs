@@ -199,6 +199,10 @@ pub async fn run_cold_start(opts: &ColdStartOptions) -> anyhow::Result<Report> {
             (t.path().to_path_buf(), Some(t))
         }
     };
+    crate::files::create_private_dir(&data_dir)
+        .with_context(|| format!("cannot create data directory `{}`", data_dir.display()))?;
+    // As `berth serve` does: a data directory a running host holds is refused.
+    let _lock = crate::server::DataDirLock::acquire(&data_dir)?;
     let held = Held::default();
     let result = tokio::select! {
         r = bench(opts, &tools, work.path(), &data_dir, &held) => r,
