@@ -139,6 +139,11 @@ fn cold_start_bench_writes_a_table_json_and_svg_for_both_kinds() {
     assert!(report["container"]["proxy_us"]["overhead_p50"].is_number());
     assert!(report["ratio_cold_p50"].as_f64().is_some_and(|r| r > 0.0));
     assert!(report["host"]["cpus"].as_u64().is_some_and(|n| n >= 1));
+    let reset = report["host"]["slot_reset"].as_str().unwrap_or_default();
+    assert!(
+        ["DirtyPages", "Madvise"].contains(&reset),
+        "host.slot_reset: {reset:?}"
+    );
     assert!(
         report["host"]["kernel"]
             .as_str()

@@ -142,6 +142,9 @@ pub struct HostInfo {
     /// The 1-minute load average when the bench started (other work on the
     /// machine skews every figure).
     pub loadavg_1m: f64,
+    /// How the Wasm engine resets a pool slot (`DirtyPages` with Linux's
+    /// `PAGEMAP_SCAN`, else `Madvise`): instance figures depend on it.
+    pub slot_reset: String,
 }
 
 impl HostInfo {
@@ -170,6 +173,7 @@ impl HostInfo {
                 })
                 .unwrap_or_default(),
             runc: runc_version,
+            slot_reset: String::new(),
             berth: env!("CARGO_PKG_VERSION").to_owned(),
             loadavg_1m: read("/proc/loadavg")
                 .split_whitespace()
@@ -307,8 +311,8 @@ impl Report {
         )?;
         writeln!(
             out,
-            "host: {} CPUs ({}), Linux {}, {}, berth {} ({} build), load average {:.2}",
-            h.cpus, h.cpu_model, h.kernel, h.runc, h.berth, h.profile, h.loadavg_1m
+            "host: {} CPUs ({}), Linux {}, {}, berth {} ({} build), Wasm slot reset {}, load average {:.2}",
+            h.cpus, h.cpu_model, h.kernel, h.runc, h.berth, h.profile, h.slot_reset, h.loadavg_1m
         )?;
         if h.loadavg_1m > h.cpus as f64 / 2.0 {
             writeln!(

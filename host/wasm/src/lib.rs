@@ -374,7 +374,10 @@ impl WasmRuntime {
         let (engine, reset) = match Engine::new(&engine_config(n, SlotReset::DirtyPages)) {
             Ok(engine) => (engine, SlotReset::DirtyPages),
             Err(e) => {
-                tracing::debug!("PAGEMAP_SCAN unavailable ({e:#}); slots reset with madvise");
+                tracing::info!(
+                    "PAGEMAP_SCAN unavailable ({e:#}): Wasm pool slots are reset with \
+                     memset and madvise, so instances fault their pages in again"
+                );
                 let config = engine_config(n, SlotReset::Madvise);
                 (
                     Engine::new(&config).map_err(anyhow::Error::from)?,

@@ -271,7 +271,7 @@ async fn bench(
     held: &Held,
 ) -> anyhow::Result<Report> {
     // Before anything of the bench runs: the load of the machine itself.
-    let host = HostInfo::detect(&tools.runc);
+    let mut host = HostInfo::detect(&tools.runc);
     step("starting docker-registry on loopback");
     let (binary, dir) = (tools.registry.clone(), work.join("registry"));
     let registry = Registry::start(&binary, &dir).await?;
@@ -291,6 +291,7 @@ async fn bench(
         ..Config::default()
     };
     let server = Arc::new(Server::start(&config, options).await?);
+    host.slot_reset = format!("{:?}", server.apps().runtime().slot_reset());
     *held.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(server.clone());
     step(&format!("deploying {}", tools.wasm.display()));
     server
