@@ -16,7 +16,7 @@ use crate::http::{
     Body, BoxError, REQUEST_ID_HEADER, RequestInfo, TIMING_REQUEST_HEADER, excerpt, plain_text,
 };
 use crate::metrics::Metrics;
-use crate::revision::{AdmitError, DispatchError};
+use crate::revision::{AdmitError, DispatchError, Undispatched};
 
 /// The front door's shared state.
 #[derive(Debug)]
@@ -60,19 +60,20 @@ impl Gateway {
         info
     }
 
+    /// The app `req` is for now; `has_host`: whether it came with an
+    /// authority (else `localhost` was filled in, and routing ignores it).
+    fn route<B>(&self, req: &Request<B>, has_host: bool) -> Option<Arc<crate::apps::RoutedApp>> {
+        let host = if has_host { host_of(req) } else { None };
+        self.apps.route(host, req.uri().path())
+    }
+
     /// Serves one request. Never fails: every error is a response.
     pub async fn handle<B>(&self, mut req: Request<B>) -> Result<Response<Body>, Infallible>
     where
         B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
         let info = self.request_info(&req);
-        let host = match req.uri().authority() {
-            Some(a) => Some(a.as_str()),
-            None => req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok()),
-        };
+        let host = host_of(&req);
         let has_host = host.is_some();
         let Some(app) = self.apps.route(host, req.uri().path()) else {
             let msg = format!(
@@ -87,17 +88,49 @@ impl Gateway {
             req.headers_mut()
                 .insert(header::HOST, HeaderValue::from_static("localhost"));
         }
-        let revision = app.pick().clone();
-        let resp = match revision
-            .dispatch(req.map(|b| b.map_err(BoxError::from).boxed_unsync()), &info)
-            .await
-        {
-            Ok(resp) => resp,
-            Err(e) => refusal(&app.name, &e),
+        let mut app = app;
+        let mut req = req.map(|b| b.map_err(BoxError::from).boxed_unsync());
+        let mut retired = 0;
+        let resp = loop {
+            let revision = app.pick().clone();
+            match revision.try_dispatch(req, &info).await {
+                Ok(resp) => break resp,
+                Err(Undispatched::Failed(e)) => break refusal(&app.name, &e),
+                // Replaced by a redeploy while this request was routed: the
+                // app's current revision takes it (bounded: a revision
+                // replaced again and again gets the refusal).
+                Err(Undispatched::Retired(back)) => {
+                    retired += 1;
+                    let current = (retired <= MAX_REROUTES)
+                        .then(|| self.route(&back, has_host))
+                        .flatten();
+                    match current {
+                        Some(current) => (app, req) = (current, *back),
+                        None => {
+                            break refusal(&app.name, &AdmitError::ShuttingDown.into());
+                        }
+                    }
+                }
+            }
         };
         // Counted (status, latency) when the response body is done.
         let resp = self.metrics.instrument(&app.name, info.accepted, resp);
         Ok(with_id(resp, &info))
+    }
+}
+
+/// How many times one request follows its app to a new revision after the
+/// one it was routed to shut down under it.
+const MAX_REROUTES: u32 = 3;
+
+/// The authority a request names: its URI's, else its `Host` header.
+fn host_of<B>(req: &Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok()),
     }
 }
 

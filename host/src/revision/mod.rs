@@ -142,6 +142,16 @@ pub enum AdmitError {
     },
 }
 
+/// Why [`Revision::try_dispatch`] has no response from the app.
+#[derive(Debug)]
+pub enum Undispatched {
+    /// The revision is shutting down (replaced or removed): the request,
+    /// untouched, for the app's current revision.
+    Retired(Box<Request<ReqBody>>),
+    /// Refused for another reason, or the instance failed.
+    Failed(DispatchError),
+}
+
 /// Why [`Revision::dispatch`] has no response from the app.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DispatchError {
@@ -389,8 +399,34 @@ impl Revision {
         req: Request<ReqBody>,
         info: &RequestInfo,
     ) -> Result<Response<Body>, DispatchError> {
-        let req = self.limit_body(req)?;
-        let guard = self.admit().await?;
+        match self.try_dispatch(req, info).await {
+            Ok(resp) => Ok(resp),
+            Err(Undispatched::Retired(_)) => Err(AdmitError::ShuttingDown.into()),
+            Err(Undispatched::Failed(e)) => Err(e),
+        }
+    }
+
+    /// As [`dispatch`](Self::dispatch), but a request this revision refuses
+    /// because it is shutting down comes back untouched
+    /// ([`Undispatched::Retired`]): a redeploy replaced the revision while
+    /// the request was being routed, and the app's current revision can
+    /// take it.
+    ///
+    /// # Errors
+    /// [`Undispatched`].
+    pub async fn try_dispatch(
+        self: &Arc<Self>,
+        req: Request<ReqBody>,
+        info: &RequestInfo,
+    ) -> Result<Response<Body>, Undispatched> {
+        self.check_declared_body(&req)
+            .map_err(|e| Undispatched::Failed(e.into()))?;
+        let guard = match self.admit().await {
+            Ok(guard) => guard,
+            Err(AdmitError::ShuttingDown) => return Err(Undispatched::Retired(Box::new(req))),
+            Err(e) => return Err(Undispatched::Failed(e.into())),
+        };
+        let req = self.limit_body(req);
         match guard.slot.instance.serve(req, info).await {
             // Hold the admission until the body is done streaming.
             Ok(resp) => Ok(resp.map(|body| GuardBody::wrap(body, guard))),
@@ -398,15 +434,13 @@ impl Revision {
                 if e.instance_broken() || !guard.slot.instance.is_alive() {
                     self.evict(&guard.slot, &e.to_string());
                 }
-                Err(e.into())
+                Err(Undispatched::Failed(e.into()))
             }
         }
     }
 
-    /// Refuses a body declared larger than `limits.request_body` at once,
-    /// and cuts one that streams past it (the instance then sees the body
-    /// end with an error).
-    fn limit_body(&self, req: Request<ReqBody>) -> Result<Request<ReqBody>, AdmitError> {
+    /// Refuses a body declared larger than `limits.request_body` at once.
+    fn check_declared_body(&self, req: &Request<ReqBody>) -> Result<(), AdmitError> {
         let limit = self.spec.limits.request_body;
         let declared = req
             .headers()
@@ -416,13 +450,20 @@ impl Revision {
         if declared.is_some_and(|n| n > limit) {
             return Err(AdmitError::BodyTooLarge { limit });
         }
-        Ok(req.map(|body| {
+        Ok(())
+    }
+
+    /// Cuts a body that streams past `limits.request_body` (the instance
+    /// then sees the body end with an error).
+    fn limit_body(&self, req: Request<ReqBody>) -> Request<ReqBody> {
+        let limit = self.spec.limits.request_body;
+        req.map(|body| {
             http_body_util::BodyExt::boxed_unsync(LimitedBody {
                 body,
                 left: limit,
                 limit,
             })
-        }))
+        })
     }
 
     /// Waits for room in an instance: at once when there is some, else in

@@ -282,6 +282,37 @@ async fn min_scale_is_held_while_idle() {
     assert_eq!(script.live(), 0);
 }
 
+/// A request a retired revision refuses comes back whole, for the app's
+/// current revision (a redeploy raced its routing): headers and body
+/// untouched, and nothing was admitted.
+#[tokio::test(start_paused = true)]
+async fn a_retired_revision_hands_the_request_back() {
+    let script = Arc::new(Script::default());
+    let rev = revision(spec(1, 1, 1), &script).await;
+    rev.shutdown().await;
+    let mut req = Request::new(
+        http_body_util::Full::new(bytes::Bytes::from_static(b"payload"))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    req.headers_mut()
+        .insert("x-mark", http::HeaderValue::from_static("kept"));
+    match rev.try_dispatch(req, &RequestInfo::new("t")).await {
+        Err(Undispatched::Retired(back)) => {
+            assert_eq!(back.headers()["x-mark"], "kept");
+            let body = back.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"payload");
+        }
+        other => panic!("expected the request back, got {other:?}"),
+    }
+    assert_eq!(rev.status().in_flight, 0);
+    // `dispatch` reports the same refusal as before.
+    assert_eq!(
+        call(&rev).await.unwrap_err(),
+        DispatchError::Admit(AdmitError::ShuttingDown)
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn shutdown_refuses_waiters() {
     let script = Arc::new(Script {
