@@ -75,7 +75,7 @@ impl Gateway {
         let info = self.request_info(&req);
         let host = host_of(&req);
         let has_host = host.is_some();
-        let Some(app) = self.apps.route(host, req.uri().path()) else {
+        let Some(mut app) = self.apps.route(host, req.uri().path()) else {
             let msg = format!(
                 "no app answers host `{}` and path `{}`\n",
                 excerpt(host.unwrap_or("(none)")),
@@ -88,12 +88,11 @@ impl Gateway {
             req.headers_mut()
                 .insert(header::HOST, HeaderValue::from_static("localhost"));
         }
-        let mut app = app;
         let mut req = req.map(|b| b.map_err(BoxError::from).boxed_unsync());
         let mut retired = 0;
         let resp = loop {
             let revision = app.pick().clone();
-            match revision.try_dispatch(req, &info).await {
+            match revision.dispatch(req, &info).await {
                 Ok(resp) => break resp,
                 Err(Undispatched::Failed(e)) => break refusal(&app.name, &e),
                 // Replaced by a redeploy while this request was routed: the

@@ -142,7 +142,7 @@ pub enum AdmitError {
     },
 }
 
-/// Why [`Revision::try_dispatch`] has no response from the app.
+/// Why [`Revision::dispatch`] has no response from the app.
 #[derive(Debug)]
 pub enum Undispatched {
     /// The revision is shutting down (replaced or removed): the request,
@@ -152,7 +152,8 @@ pub enum Undispatched {
     Failed(DispatchError),
 }
 
-/// Why [`Revision::dispatch`] has no response from the app.
+/// Why a request got no response from the app: what the front door turns
+/// into a refusal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DispatchError {
     /// The request was not admitted.
@@ -391,30 +392,14 @@ impl Revision {
 
     /// Admits a request to an instance (waiting for capacity if needed) and
     /// serves it. The admission is held until the response body is done.
+    /// A request this revision refuses because it is shutting down comes
+    /// back untouched ([`Undispatched::Retired`]): a redeploy replaced the
+    /// revision while the request was being routed, and the app's current
+    /// revision can take it.
     ///
     /// # Errors
-    /// [`DispatchError`]: the request was refused, or the instance failed.
+    /// [`Undispatched`]: the request back, refused, or the instance failed.
     pub async fn dispatch(
-        self: &Arc<Self>,
-        req: Request<ReqBody>,
-        info: &RequestInfo,
-    ) -> Result<Response<Body>, DispatchError> {
-        match self.try_dispatch(req, info).await {
-            Ok(resp) => Ok(resp),
-            Err(Undispatched::Retired(_)) => Err(AdmitError::ShuttingDown.into()),
-            Err(Undispatched::Failed(e)) => Err(e),
-        }
-    }
-
-    /// As [`dispatch`](Self::dispatch), but a request this revision refuses
-    /// because it is shutting down comes back untouched
-    /// ([`Undispatched::Retired`]): a redeploy replaced the revision while
-    /// the request was being routed, and the app's current revision can
-    /// take it.
-    ///
-    /// # Errors
-    /// [`Undispatched`].
-    pub async fn try_dispatch(
         self: &Arc<Self>,
         req: Request<ReqBody>,
         info: &RequestInfo,

@@ -108,7 +108,11 @@ fn request() -> Request<ReqBody> {
 }
 
 async fn call(rev: &Arc<Revision>) -> Result<(), DispatchError> {
-    let resp = rev.dispatch(request(), &RequestInfo::new("t")).await?;
+    let resp = match rev.dispatch(request(), &RequestInfo::new("t")).await {
+        Ok(resp) => resp,
+        Err(Undispatched::Retired(_)) => return Err(AdmitError::ShuttingDown.into()),
+        Err(Undispatched::Failed(e)) => return Err(e),
+    };
     // Hold the admission until the body is read, as the front door does.
     let _ = resp.into_body().collect().await;
     Ok(())
@@ -297,7 +301,7 @@ async fn a_retired_revision_hands_the_request_back() {
     );
     req.headers_mut()
         .insert("x-mark", http::HeaderValue::from_static("kept"));
-    match rev.try_dispatch(req, &RequestInfo::new("t")).await {
+    match rev.dispatch(req, &RequestInfo::new("t")).await {
         Err(Undispatched::Retired(back)) => {
             assert_eq!(back.headers()["x-mark"], "kept");
             let body = back.into_body().collect().await.unwrap().to_bytes();
@@ -306,7 +310,7 @@ async fn a_retired_revision_hands_the_request_back() {
         other => panic!("expected the request back, got {other:?}"),
     }
     assert_eq!(rev.status().in_flight, 0);
-    // `dispatch` reports the same refusal as before.
+    // As a refusal, it is the shutting-down one.
     assert_eq!(
         call(&rev).await.unwrap_err(),
         DispatchError::Admit(AdmitError::ShuttingDown)
