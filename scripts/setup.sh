@@ -17,6 +17,13 @@ SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
 if command -v rustup >/dev/null; then
+  # The toolchain pinned in rust-toolchain.toml (newer than the machines'
+  # default): rustup fetches it in seconds, with the targets it lists.
+  channel="$(sed -n 's/^channel = "\(.*\)"/\1/p' "$(dirname "$0")/../rust-toolchain.toml")"
+  if ! rustup toolchain list | grep -q "^$channel-"; then
+    log "installing Rust $channel (rust-toolchain.toml)"
+    rustup toolchain install "$channel" --profile minimal -c rustfmt -c clippy
+  fi
   # wasm32-wasip2: components; wasm32-wasip1: cargo-component's output;
   # x86_64-unknown-linux-musl: the static binary of the container example.
   for target in wasm32-wasip2 wasm32-wasip1 x86_64-unknown-linux-musl; do
