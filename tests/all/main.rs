@@ -21,6 +21,7 @@ mod isolation;
 mod layering;
 mod new;
 mod oci;
+mod outbound_caps;
 mod revisions;
 mod secrets;
 mod shim;

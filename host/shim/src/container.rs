@@ -12,6 +12,8 @@
 //! and berth's app settings, validated exactly as `berth.toml`'s:
 //! `BERTH_MEMORY_LIMIT` (`limits.memory`), `BERTH_TIMEOUT`
 //! (`limits.timeout`), `BERTH_REQUEST_BODY_LIMIT` (`limits.request_body`),
+//! `BERTH_OUTBOUND_CONNECTIONS` and `BERTH_OUTBOUND_CONNECTIONS_PER_REQUEST`
+//! (`limits.outbound_connections[_per_request]`),
 //! `BERTH_ALLOWED_OUTBOUND_HOSTS` (comma-separated `allowed_outbound_hosts`).
 
 use std::fs::{File, OpenOptions};
@@ -238,6 +240,18 @@ fn app_settings<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<App
     }
     if let Some(v) = get("BERTH_REQUEST_BODY_LIMIT") {
         limits.request_body = parse_size(v).map_err(|r| invalid("BERTH_REQUEST_BODY_LIMIT", r))?;
+    }
+    let count = |var: &str, v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| invalid(var, format!("`{v}` is not a count")))
+    };
+    if let Some(v) = get("BERTH_OUTBOUND_CONNECTIONS") {
+        limits.outbound_connections = count("BERTH_OUTBOUND_CONNECTIONS", v)?;
+    }
+    if let Some(v) = get("BERTH_OUTBOUND_CONNECTIONS_PER_REQUEST") {
+        limits.outbound_connections_per_request =
+            count("BERTH_OUTBOUND_CONNECTIONS_PER_REQUEST", v)?;
     }
     let settings = AppSettings {
         env: Vec::new(),

@@ -76,6 +76,11 @@ pub struct ServeArgs {
     /// --max-instances in all); 0 turns the stock off.
     #[arg(long, env = "BERTH_WASM_STOCK_PER_INSTANCE", default_value_t = crate::wasm::stock::DEFAULT_STOCK_PER_INSTANCE, value_parser = clap::value_parser!(u32).range(0..=32))]
     pub wasm_stock_per_instance: u32,
+    /// Outbound connections all Wasm guests may hold at once (each app
+    /// also has its own `limits.outbound_connections`) [default: a quarter
+    /// of the open-files limit, within 64..=16384].
+    #[arg(long, env = "BERTH_MAX_OUTBOUND_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_outbound_connections: Option<u32>,
     /// Exit when an app of the config file cannot be deployed, instead of
     /// serving the others and retrying it in the background.
     #[arg(long, env = "BERTH_STRICT")]
@@ -139,6 +144,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     options.engine.memory_budget = args.wasm_memory_budget;
     options.engine.resident_budget = args.wasm_resident_budget;
     options.engine.stock_per_instance = Some(args.wasm_stock_per_instance);
+    options.engine.max_outbound_connections = args.max_outbound_connections;
     options.connections = crate::server::ConnectionLimits {
         max_connections: args.max_connections,
         header_read_timeout: args.header_read_timeout,

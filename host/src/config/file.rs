@@ -92,6 +92,12 @@ pub struct RawLimits {
     /// Process (and thread) limit for a container (default 1024).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<i64>,
+    /// Wasm: outbound connections all of the app's requests hold at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_connections: Option<u32>,
+    /// Wasm: outbound connections one request holds at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_connections_per_request: Option<u32>,
 }
 
 impl RawLimits {

@@ -379,6 +379,12 @@ impl AppSpec {
                 }
             };
         }
+        if let Some(n) = app.limits.outbound_connections {
+            limits.outbound_connections = n;
+        }
+        if let Some(n) = app.limits.outbound_connections_per_request {
+            limits.outbound_connections_per_request = n;
+        }
 
         let mut container = ContainerSettings {
             cpu: app.limits.cpu,
@@ -470,6 +476,12 @@ impl AppSpec {
                 .then_some(SizeValue::Bytes(self.limits.request_body)),
             cpu: c.cpu,
             pids: c.pids,
+            outbound_connections: (self.limits.outbound_connections
+                != limits_default.outbound_connections)
+                .then_some(self.limits.outbound_connections),
+            outbound_connections_per_request: (self.limits.outbound_connections_per_request
+                != limits_default.outbound_connections_per_request)
+                .then_some(self.limits.outbound_connections_per_request),
         };
         let a = &self.scaling.autoscale;
         let d = KpaConfig::default();

@@ -219,11 +219,13 @@ impl Server {
         let admin_addr = admin.local_addr()?;
         let open_files = conn::raise_open_files_limit();
         let mut limits = self.options.connections.clone();
-        // Keep files for everything else (instances, the store) and one
-        // per app (its open log).
+        // Keep files for everything else (instances, the store), one per
+        // app (its open log) and the Wasm guests' outbound budget.
+        let (_, outbound) = self.apps.runtime().outbound_connections();
         let fit = usize::try_from(open_files.saturating_sub(1024))
             .unwrap_or(usize::MAX)
-            .saturating_sub(self.apps.routes().len());
+            .saturating_sub(self.apps.routes().len())
+            .saturating_sub(outbound as usize);
         if limits.max_connections > fit.max(64) {
             tracing::warn!(
                 max_connections = limits.max_connections,

@@ -112,7 +112,7 @@ impl WasmApp {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: self.outbound.clone(),
+            hooks: self.outbound.for_request(),
             limiter: Limiter {
                 memory: self.limits.memory,
                 in_use: 0,

@@ -180,6 +180,10 @@ pub struct EngineOptions {
     /// Instances stocked ahead per instance the autoscaler wants; `None` =
     /// [`stock::DEFAULT_STOCK_PER_INSTANCE`], 0 = no stock.
     pub stock_per_instance: Option<u32>,
+    /// Outbound connections all guests may hold at once; `None` =
+    /// [`outbound::caps::default_host_connections`] (a quarter of the
+    /// open-files limit).
+    pub max_outbound_connections: Option<u32>,
 }
 
 impl Default for EngineOptions {
@@ -190,6 +194,7 @@ impl Default for EngineOptions {
             memory_budget: None,
             resident_budget: None,
             stock_per_instance: None,
+            max_outbound_connections: None,
         }
     }
 }
@@ -349,6 +354,7 @@ pub struct WasmRuntime {
     resident: Arc<resident::Resident>,
     stocker: Arc<stock::Stocker>,
     reset: SlotReset,
+    outbound: Arc<outbound::caps::HostOutbound>,
     _ticker: EpochTicker,
 }
 
@@ -412,6 +418,10 @@ impl WasmRuntime {
             )),
             stocker,
             reset,
+            outbound: outbound::caps::HostOutbound::new(
+                opts.max_outbound_connections
+                    .unwrap_or_else(outbound::caps::default_host_connections),
+            ),
             _ticker: ticker,
         })
     }
@@ -439,6 +449,20 @@ impl WasmRuntime {
     /// The stock keeper (its engine-wide count and cap, the per-app size).
     pub fn stocker(&self) -> &stock::Stocker {
         &self.stocker
+    }
+
+    /// The outbound connections guests hold now, and the host's budget.
+    pub fn outbound_connections(&self) -> (u32, u32) {
+        (self.outbound.in_use(), self.outbound.limit())
+    }
+
+    /// An app's outbound caps, within the host's budget.
+    fn outbound_caps(&self, limits: &Limits) -> outbound::caps::OutboundCaps {
+        outbound::caps::OutboundCaps::new(
+            self.outbound.clone(),
+            limits.outbound_connections,
+            limits.outbound_connections_per_request,
+        )
     }
 
     /// The engine.
@@ -499,7 +523,8 @@ impl WasmRuntime {
         let mut env = settings.env;
         env.extend(extra_env.iter().cloned());
         env.push(("BERTH_APP".into(), name.into()));
-        let outbound = OutboundPolicy::new(&settings.allowed_outbound_hosts).map_err(|reason| {
+        let caps = self.outbound_caps(&settings.limits);
+        let outbound = OutboundPolicy::new(&settings.allowed_outbound_hosts, caps).map_err(|reason| {
             LoadError::Link {
                 path: shown.into(),
                 reason,

@@ -19,6 +19,14 @@ pub const MAX_MEMORY_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
 pub const MIN_MEMORY_LIMIT: u64 = 64 * 1024;
 /// Longest `limits.timeout`.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default cap on the outbound connections (and DNS lookups on their way
+/// to one) that all of an app's requests hold at once.
+pub const DEFAULT_OUTBOUND_CONNECTIONS: u32 = 256;
+/// Default cap on the outbound connections one request holds at once.
+pub const DEFAULT_OUTBOUND_CONNECTIONS_PER_REQUEST: u32 = 32;
+/// Most `limits.outbound_connections` an app may ask for (the host-wide
+/// budget, `--max-outbound-connections`, bounds all apps together).
+pub const MAX_OUTBOUND_CONNECTIONS: u32 = 10_000;
 
 /// Per-request limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +37,10 @@ pub struct Limits {
     pub timeout: Duration,
     /// Largest request body in bytes (`413` above it).
     pub request_body: u64,
+    /// Outbound connections all of the app's requests may hold at once.
+    pub outbound_connections: u32,
+    /// Outbound connections one request may hold at once.
+    pub outbound_connections_per_request: u32,
 }
 
 impl Default for Limits {
@@ -37,6 +49,8 @@ impl Default for Limits {
             memory: DEFAULT_MEMORY_LIMIT,
             timeout: DEFAULT_TIMEOUT,
             request_body: DEFAULT_REQUEST_BODY,
+            outbound_connections: DEFAULT_OUTBOUND_CONNECTIONS,
+            outbound_connections_per_request: DEFAULT_OUTBOUND_CONNECTIONS_PER_REQUEST,
         }
     }
 }
@@ -45,8 +59,8 @@ impl Limits {
     /// Checks every limit against its range.
     ///
     /// # Errors
-    /// The key (`limits.memory`, `limits.request_body`, `limits.timeout`)
-    /// and the reason.
+    /// The key (`limits.memory`, `limits.request_body`, `limits.timeout`,
+    /// `limits.outbound_connections[_per_request]`) and the reason.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let refuse = |key: &str, reason: String| Err((key.to_string(), reason));
         let iec = |n: u64| bytesize::ByteSize::b(n).display().iec().to_string();
@@ -69,6 +83,24 @@ impl Limits {
             return refuse(
                 "limits.timeout",
                 format!("{:?} is outside (0s, {MAX_TIMEOUT:?}]", self.timeout),
+            );
+        }
+        if !(1..=MAX_OUTBOUND_CONNECTIONS).contains(&self.outbound_connections) {
+            return refuse(
+                "limits.outbound_connections",
+                format!(
+                    "{} is outside 1..={MAX_OUTBOUND_CONNECTIONS}",
+                    self.outbound_connections
+                ),
+            );
+        }
+        if !(1..=self.outbound_connections).contains(&self.outbound_connections_per_request) {
+            return refuse(
+                "limits.outbound_connections_per_request",
+                format!(
+                    "{} is outside 1..={} (limits.outbound_connections)",
+                    self.outbound_connections_per_request, self.outbound_connections
+                ),
             );
         }
         Ok(())
@@ -142,6 +174,28 @@ mod tests {
                 ..d
             }),
             "limits.timeout"
+        );
+        assert_eq!(
+            key(Limits {
+                outbound_connections: 0,
+                ..d
+            }),
+            "limits.outbound_connections"
+        );
+        assert_eq!(
+            key(Limits {
+                outbound_connections: MAX_OUTBOUND_CONNECTIONS + 1,
+                ..d
+            }),
+            "limits.outbound_connections"
+        );
+        assert_eq!(
+            key(Limits {
+                outbound_connections: 8,
+                outbound_connections_per_request: 9,
+                ..d
+            }),
+            "limits.outbound_connections_per_request"
         );
     }
 }

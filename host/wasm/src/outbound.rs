@@ -14,6 +14,16 @@
 //!    nothing. TLS still verifies the certificate for the name.
 //!
 //! Redirects are never followed: a `3xx` is handed to the guest as is.
+//!
+//! 3. **How many at once**: [`caps`] bounds the connections a request, an
+//!    app and the whole host hold, and the DNS lookups in flight; past a cap
+//!    the guest gets `connection-limit-reached` at once.
+//!
+//! Errors handed to a guest are wasi:http error codes, and where a code
+//! carries text it is berth's own words: never a host path, a backtrace or
+//! another error's debug output.
+
+pub mod caps;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -26,6 +36,7 @@ use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::pattern::HostPattern;
+use caps::{CapReached, ConnectionPermit, OutboundCaps};
 
 /// How long a name may take to resolve.
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,25 +91,39 @@ pub fn is_internal(ip: IpAddr) -> bool {
     }
 }
 
-/// The allow-list of one app, shared by all its requests.
-#[derive(Debug, Clone, Default)]
+/// The allow-list and connection caps of one app, shared by all its
+/// requests ([`for_request`](Self::for_request) gives each request its own
+/// connection count).
+#[derive(Debug, Clone)]
 pub struct OutboundPolicy {
     allowed: Arc<[HostPattern]>,
+    caps: OutboundCaps,
 }
 
 impl OutboundPolicy {
-    /// Builds the policy from config entries.
+    /// Builds the policy from config entries and the app's caps.
     ///
     /// # Errors
     /// The first entry that is not a host pattern.
-    pub fn new(entries: &[String]) -> Result<Self, String> {
+    pub fn new(entries: &[String], caps: OutboundCaps) -> Result<Self, String> {
         let allowed = entries
             .iter()
             .map(|e| HostPattern::parse(e))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             allowed: allowed.into(),
+            caps,
         })
+    }
+
+    /// The policy as one request holds it: the app's allow-list and caps,
+    /// and a connection count of the request's own.
+    #[must_use]
+    pub fn for_request(&self) -> Self {
+        Self {
+            allowed: self.allowed.clone(),
+            caps: self.caps.for_request(),
+        }
     }
 
     /// Whether the request URI may be sent, by its name.
@@ -163,9 +188,19 @@ impl WasiHttpHooks for OutboundPolicy {
             tracing::debug!(uri = %request.uri(), "outbound request denied by allow-list");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
+        let permit = match self.caps.connection() {
+            Ok(permit) => permit,
+            Err(cap) => return Box::new(async move { Err(refused(cap)) }),
+        };
         let policy = self.clone();
-        Box::new(async move { policy.send(request, options).await })
+        Box::new(async move { policy.send(request, options, permit).await })
     }
+}
+
+/// What a guest over a cap gets (and berth's debug log says which).
+fn refused(cap: CapReached) -> HttpError {
+    tracing::debug!(%cap, "outbound request refused");
+    HttpError::ConnectionLimitReached
 }
 
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -176,9 +211,10 @@ impl OutboundPolicy {
         &self,
         mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
+        permit: ConnectionPermit,
     ) -> SendResult {
         let target = Target::of(request.uri()).ok_or(HttpError::HttpRequestUriInvalid)?;
-        let addrs = resolve(&target).await?;
+        let addrs = resolve(&target, &self.caps).await?;
         let allowed: Vec<SocketAddr> = addrs
             .iter()
             .copied()
@@ -211,7 +247,12 @@ impl OutboundPolicy {
         )
         .await
         .map_err(|_| HttpError::ConnectionTimeout)??;
-        let driver = tokio::spawn(conn);
+        // The driver holds the permit: the connection counts until it ends.
+        let driver = tokio::spawn(async move {
+            let ended = conn.await;
+            drop(permit);
+            ended
+        });
         // The request line carries the path only (no proxy is addressed).
         let path = request
             .uri()
@@ -226,7 +267,9 @@ impl OutboundPolicy {
             match driver.await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(HttpError::from(e)),
-                Err(e) => Err(HttpError::InternalError(Some(e.to_string()))),
+                Err(_) => Err(HttpError::InternalError(Some(
+                    "berth: the connection's task ended abnormally".into(),
+                ))),
             }
         });
         Ok((
@@ -236,11 +279,13 @@ impl OutboundPolicy {
     }
 }
 
-/// The addresses of `target`: its literal IP, or what its name resolves to.
-async fn resolve(target: &Target) -> Result<Vec<SocketAddr>, HttpError> {
+/// The addresses of `target`: its literal IP, or what its name resolves to
+/// (a lookup counted against the app's and the host's caps).
+async fn resolve(target: &Target, caps: &OutboundCaps) -> Result<Vec<SocketAddr>, HttpError> {
     if let Ok(ip) = target.host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, target.port)]);
     }
+    let _lookup = caps.lookup().map_err(refused)?;
     let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
     match tokio::time::timeout(DNS_TIMEOUT, lookup).await {
         Err(_) => Err(HttpError::DnsTimeout),
@@ -292,11 +337,14 @@ async fn tls(
 mod tests {
     use super::*;
 
-    fn allows(entries: &[&str], uri: &str) -> bool {
+    fn policy(entries: &[&str]) -> OutboundPolicy {
         let entries: Vec<String> = entries.iter().map(|s| s.to_string()).collect();
-        OutboundPolicy::new(&entries)
-            .unwrap()
-            .allows_uri(&uri.parse().unwrap())
+        let caps = OutboundCaps::new(caps::HostOutbound::new(8), 8, 8);
+        OutboundPolicy::new(&entries, caps).unwrap()
+    }
+
+    fn allows(entries: &[&str], uri: &str) -> bool {
+        policy(entries).allows_uri(&uri.parse().unwrap())
     }
 
     #[test]
@@ -362,9 +410,7 @@ mod tests {
 
     #[test]
     fn internal_addresses_need_a_literal_entry() {
-        let p = |entries: &[&str]| {
-            OutboundPolicy::new(&entries.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
-        };
+        let p = policy;
         let lo: SocketAddr = "127.0.0.1:9000".parse().unwrap();
         assert!(!p(&["*"]).allows_addr("http", lo));
         assert!(!p(&["localhost:9000"]).allows_addr("http", lo));

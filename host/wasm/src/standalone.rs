@@ -187,7 +187,7 @@ impl WasmRuntime {
                     GuestError::Internal(format!("cannot open {}: {e:#}", root.display()))
                 })?;
         }
-        let outbound = OutboundPolicy::new(&run.allowed_outbound_hosts)
+        let outbound = OutboundPolicy::new(&run.allowed_outbound_hosts, self.outbound_caps(&run.limits))
             .map_err(|reason| GuestError::Internal(format!("allowed_outbound_hosts: {reason}")))?;
         let start = Instant::now();
         // No timeout: a deadline no run reaches (100 years).

@@ -29,16 +29,30 @@ impl Served {
     /// Starts `berth serve --data-dir DATA_DIR EXTRA…` and waits for its
     /// "serving" line.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let (served, serving) = Self::launch(data_dir, extra);
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Starts `berth serve --data-dir DATA_DIR EXTRA…` without waiting; the
+    /// receiver gets a message once it serves.
+    pub fn launch(data_dir: &Path, extra: &[&str]) -> (Self, std::sync::mpsc::Receiver<()>) {
+        Self::launch_with_env(data_dir, extra, &[])
+    }
+
+    /// [`Served::start`] with `env` added to its environment.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let (served, serving) = Self::launch_with_env(data_dir, extra, env);
         if serving.recv_timeout(Duration::from_secs(120)).is_err() {
             panic!("berth serve did not start:\n{}", served.stderr());
         }
         served
     }
 
-    /// Starts `berth serve --data-dir DATA_DIR EXTRA…` without waiting; the
-    /// receiver gets a message once it serves.
-    pub fn launch(data_dir: &Path, extra: &[&str]) -> (Self, std::sync::mpsc::Receiver<()>) {
+    /// [`Served::launch`] with `env` added to its environment.
+    pub fn launch_with_env(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Self, std::sync::mpsc::Receiver<()>) {
         let addr = free_addr();
         let admin = free_addr();
         let (bridge_args, bridge) = super::bridge_args();
@@ -51,6 +65,7 @@ impl Served {
             .args(extra)
             .env("BERTH_LOG", "berth=debug,warn")
             .env_remove("BERTH_ADMIN_TOKEN")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("berth serve starts");
