@@ -12,7 +12,8 @@
 //! and berth's app settings, validated exactly as `berth.toml`'s:
 //! `BERTH_MEMORY_LIMIT` (`limits.memory`), `BERTH_TIMEOUT`
 //! (`limits.timeout`), `BERTH_REQUEST_BODY_LIMIT` (`limits.request_body`),
-//! `BERTH_ALLOWED_OUTBOUND_HOSTS` (comma-separated `allowed_outbound_hosts`).
+//! `BERTH_ALLOWED_OUTBOUND_HOSTS` (comma-separated `allowed_outbound_hosts`),
+//! `BERTH_ALLOWED_NETWORKS` (comma-separated `allowed_networks`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Read as _;
@@ -239,15 +240,19 @@ fn app_settings<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<App
     if let Some(v) = get("BERTH_REQUEST_BODY_LIMIT") {
         limits.request_body = parse_size(v).map_err(|r| invalid("BERTH_REQUEST_BODY_LIMIT", r))?;
     }
-    let settings = AppSettings {
-        env: Vec::new(),
-        allowed_outbound_hosts: get("BERTH_ALLOWED_OUTBOUND_HOSTS")
+    let list = |var: &str| -> Vec<String> {
+        get(var)
             .unwrap_or_default()
             .split(',')
             .map(str::trim)
             .filter(|h| !h.is_empty())
             .map(String::from)
-            .collect(),
+            .collect()
+    };
+    let settings = AppSettings {
+        env: Vec::new(),
+        allowed_outbound_hosts: list("BERTH_ALLOWED_OUTBOUND_HOSTS"),
+        allowed_networks: list("BERTH_ALLOWED_NETWORKS"),
         limits,
     };
     settings
@@ -360,6 +365,7 @@ mod tests {
                 "BERTH_ALLOWED_OUTBOUND_HOSTS",
                 "example.com, *.example.org:443,",
             ),
+            ("BERTH_ALLOWED_NETWORKS", "10.20.0.0/16, fd00:1::/32"),
         ])
         .unwrap();
         assert_eq!(s.limits.memory, 32 << 20);
@@ -368,6 +374,7 @@ mod tests {
             s.allowed_outbound_hosts,
             ["example.com", "*.example.org:443"]
         );
+        assert_eq!(s.allowed_networks, ["10.20.0.0/16", "fd00:1::/32"]);
         assert_eq!(settings(&[]).unwrap(), AppSettings::default());
         for (var, value, says) in [
             ("BERTH_MEMORY_LIMIT", "lots", "BERTH_MEMORY_LIMIT"),
@@ -378,6 +385,7 @@ mod tests {
                 "ftp://x",
                 "allowed_outbound_hosts",
             ),
+            ("BERTH_ALLOWED_NETWORKS", "0.0.0.0/0", "allowed_networks"),
         ] {
             let e = settings(&[(var, value)]).unwrap_err().to_string();
             assert!(e.contains(says), "{var}={value}: {e}");
