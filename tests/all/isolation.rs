@@ -122,7 +122,7 @@ async fn an_isolated_container_reaches_the_internet_and_nothing_of_the_host() {
 /// way. The per-instance rules go with the instances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_egress_to_private_networks_needs_allowed_networks() {
-    use crate::support::internet::DummyAddrs;
+    use crate::support::internet::HostAddrs;
 
     let registry = Registry::start();
     let reference = registry.reference("prober:v1");
@@ -133,8 +133,8 @@ async fn container_egress_to_private_networks_needs_allowed_networks() {
     image.push(&reference);
     let lan = FakeInternet::start_private("a private network\n");
     let lan_net = format!("{}/30", lan.host_ip() & Ipv4Addr::new(255, 255, 255, 252));
-    let dummy = DummyAddrs::new();
-    let mine = dummy.add();
+    let own_iface = HostAddrs::new();
+    let mine = own_iface.add();
     let own = upstream_on(SocketAddr::from((mine, 0)), "the host itself\n").await;
 
     let host = TestHost::builder().start().await.unwrap();

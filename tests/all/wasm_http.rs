@@ -379,12 +379,12 @@ async fn outbound_to_internal_addresses_needs_the_literal_address() {
 /// host's own address in that network still is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_to_the_hosts_own_addresses_needs_the_literal_address() {
-    use crate::support::internet::{DummyAddrs, FakeInternet};
+    use crate::support::internet::{HostAddrs, FakeInternet};
     use crate::support::upstream_on;
     use std::net::SocketAddr;
 
-    let dummy = DummyAddrs::new();
-    let mine = dummy.add();
+    let own_iface = HostAddrs::new();
+    let mine = own_iface.add();
     let up = upstream_on(SocketAddr::from((mine, 0)), "the host itself").await;
     let lan = FakeInternet::start_private("a private network\n");
     let lan_net = format!("{}/30", lan.host_ip() & std::net::Ipv4Addr::new(255, 255, 255, 252));
@@ -439,7 +439,7 @@ async fn outbound_to_the_hosts_own_addresses_needs_the_literal_address() {
         (200, "upstream 200: the host itself".to_string())
     );
     // Assigned now, after berth started and served: refused too.
-    let later = dummy.add();
+    let later = own_iface.add();
     let up_later = upstream_on(SocketAddr::from((later, 0)), "the host itself").await;
     refused(
         call("anything", format!("http://{up_later}/")).await,

@@ -13,8 +13,9 @@
 //!   re-reads the list (`getifaddrs(3)`) when events arrive, however many;
 //! - the lookup on the request path ([`OwnAddrs::contains`]) first asks the
 //!   socket, without waiting, whether an event is pending (one `poll(2)`),
-//!   and if so re-reads itself before answering; otherwise it is a read of
-//!   an [`ArcSwap`]'d set.
+//!   and if so re-reads itself before answering, or waits for the thread's
+//!   re-read if one is under way; otherwise it is a read of an
+//!   [`ArcSwap`]'d set.
 //!
 //! A periodic re-read instead would cost a `getifaddrs` every interval and
 //! leave a window (the interval) in which a new address is not yet refused.
@@ -23,14 +24,14 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::io::Errno;
-use rustix::net::netlink::{self, SocketAddrNetlink};
+use rustix::net::netlink::SocketAddrNetlink;
 use rustix::net::{AddressFamily, RecvFlags, SocketFlags, SocketType};
 
 use crate::networks::canonical;
@@ -100,8 +101,10 @@ impl OwnAddrs {
 
     /// Whether `ip` (IPv4-mapped judged as IPv4) is an address of this host.
     pub fn contains(&self, ip: IpAddr) -> bool {
+        // An event waiting, or one drained by the thread whose re-read is
+        // still under way: wait for the fresh set.
         if let Some(fd) = &self.events
-            && pending(fd)
+            && (pending(fd) || self.refreshing.try_lock().is_err())
         {
             let _ = self.catch_up();
         }
@@ -187,7 +190,7 @@ fn subscribe() -> rustix::io::Result<OwnedFd> {
         AddressFamily::NETLINK,
         SocketType::RAW,
         SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        Some(netlink::ROUTE),
+        None, // NETLINK_ROUTE
     )?;
     rustix::net::bind(
         &fd,
@@ -198,7 +201,7 @@ fn subscribe() -> rustix::io::Result<OwnedFd> {
 
 /// Whether an event waits on `fd` (a `poll(2)` that does not wait).
 fn pending(fd: &OwnedFd) -> bool {
-    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::IN)];
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
     let zero = rustix::event::Timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -216,8 +219,68 @@ mod tests {
         let own = OwnAddrs::get();
         assert!(own.contains("127.0.0.1".parse().unwrap()));
         assert!(own.contains("::ffff:127.0.0.1".parse().unwrap()));
-        assert!(!own.contains("192.0.2.255".parse().unwrap()));
+        assert!(!own.contains("233.252.0.1".parse().unwrap()), "MCAST-TEST-NET");
         let fixed = OwnAddrs::fixed(["::ffff:203.0.113.9".parse().unwrap()]);
         assert!(fixed.contains("203.0.113.9".parse().unwrap()));
+    }
+
+    /// A veth pair this test makes, both ends on the host (no `dummy`
+    /// driver needed); deleted (both ends) when dropped.
+    struct Veth(String);
+
+    impl Drop for Veth {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.0])
+                .status();
+        }
+    }
+
+    fn ip(args: &[&str]) {
+        let out = std::process::Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    }
+
+    /// An address assigned after the tracker started is seen by the very
+    /// next lookup (IPv4), or as soon as it can be connected to (IPv6), and
+    /// a removed one is gone by the next: no interval.
+    #[test]
+    fn addresses_added_and_removed_are_seen_at_once() {
+        let own = OwnAddrs::get();
+        let tag = format!("{:x}", std::process::id() % 0xfffff);
+        let dev = Veth(format!("btow{tag}"));
+        let peer = format!("btop{tag}");
+        ip(&["link", "add", &dev.0, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &dev.0, "up"]);
+        ip(&["link", "set", &peer, "up"]);
+        for round in 0..20u8 {
+            let addr: IpAddr = format!("203.0.113.{}", 200 + round % 50).parse().unwrap();
+            assert!(!own.contains(addr), "{addr} before");
+            ip(&["addr", "add", &format!("{addr}/32"), "dev", &dev.0]);
+            assert!(own.contains(addr), "{addr} right after `ip addr add`");
+            let v6: IpAddr = format!("2001:db8:77::{}", round + 1).parse().unwrap();
+            ip(&["addr", "add", &format!("{v6}/128"), "dev", &dev.0, "nodad"]);
+            // IPv6 finishes adding an address in a kernel work item that
+            // sends the event, then routes the address locally: once a
+            // connection to it can be made, it is refused.
+            let reachable = (0..200).any(|_| {
+                let ok = std::net::TcpListener::bind((v6, 0))
+                    .and_then(|l| {
+                        let a = l.local_addr()?;
+                        std::net::TcpStream::connect_timeout(&a, Duration::from_millis(100))
+                    })
+                    .is_ok();
+                if !ok {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                ok
+            });
+            assert!(reachable, "{v6} never became connectable");
+            assert!(own.contains(v6), "{v6} once connectable");
+            ip(&["addr", "del", &format!("{addr}/32"), "dev", &dev.0]);
+            ip(&["addr", "del", &format!("{v6}/128"), "dev", &dev.0]);
+            assert!(!own.contains(addr), "{addr} right after `ip addr del`");
+            assert!(!own.contains(v6), "{v6} right after `ip addr del`");
+        }
     }
 }

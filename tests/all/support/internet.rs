@@ -5,8 +5,8 @@
 //! inside it. Traffic to it never leaves the machine. Removed (server,
 //! namespace, veth) when dropped.
 //!
-//! And [`DummyAddrs`]: addresses a test assigns to the host itself, on a
-//! dummy interface it makes and removes.
+//! And [`HostAddrs`]: addresses a test assigns to the host itself, on an
+//! interface it makes and removes.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
@@ -126,22 +126,26 @@ impl Drop for FakeInternet {
     }
 }
 
-/// Addresses of the host itself, on a dummy interface this test makes
-/// (`ip link add … type dummy`); the interface goes when dropped.
-pub struct DummyAddrs {
+/// Addresses of the host itself, on an interface this test makes: one end
+/// of a veth pair whose other end is on the host too (this kernel may have
+/// no `dummy` driver). Both ends go when dropped.
+pub struct HostAddrs {
     dev: String,
 }
 
-impl DummyAddrs {
-    /// A new dummy interface, up, with no address yet.
+impl HostAddrs {
+    /// A new interface, up, with no address yet.
     pub fn new() -> Self {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dev = format!("btd{:x}{n}", std::process::id() % 0xfffff);
-        ip(&["link", "add", &dev, "type", "dummy"]);
+        let tag = format!("{:x}{n}", std::process::id() % 0xfffff);
+        let dev = format!("btha{tag}");
+        let peer = format!("bthb{tag}");
+        ip(&["link", "add", &dev, "type", "veth", "peer", "name", &peer]);
         let me = Self { dev };
         ip(&["link", "set", &me.dev, "up"]);
+        ip(&["link", "set", &peer, "up"]);
         me
     }
 
@@ -158,7 +162,7 @@ impl DummyAddrs {
     }
 }
 
-impl Drop for DummyAddrs {
+impl Drop for HostAddrs {
     fn drop(&mut self) {
         let _ = Command::new("ip")
             .args(["link", "del", &self.dev])
