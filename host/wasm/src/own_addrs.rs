@@ -111,11 +111,6 @@ impl OwnAddrs {
         self.addrs.load().contains(&canonical(ip))
     }
 
-    /// A snapshot of the set.
-    pub fn snapshot(&self) -> Arc<HashSet<IpAddr>> {
-        self.addrs.load_full()
-    }
-
     fn watch(&self) {
         loop {
             match &self.events {
