@@ -151,10 +151,17 @@ async fn container_egress_to_private_networks_needs_allowed_networks() {
         async move { get(host, app, &format!("/cgi-bin/probe?{target}")).await }
     };
     let (status, body) = probe("closed", lan.addr).await;
-    assert_eq!((status, body.trim()), (200, "blocked"), "closed → {lan_net}");
+    assert_eq!(
+        (status, body.trim()),
+        (200, "blocked"),
+        "closed → {lan_net}"
+    );
     let (status, body) = probe("open", lan.addr).await;
     assert_eq!(status, 200);
-    assert!(body.starts_with("reached: HTTP/1."), "open → {lan_net}: {body}");
+    assert!(
+        body.starts_with("reached: HTTP/1."),
+        "open → {lan_net}: {body}"
+    );
     for app in ["closed", "open"] {
         let (status, body) = probe(app, own).await;
         assert_eq!((status, body.trim()), (200, "blocked"), "{app} → own {own}");

@@ -379,7 +379,7 @@ async fn outbound_to_internal_addresses_needs_the_literal_address() {
 /// host's own address in that network still is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_to_the_hosts_own_addresses_needs_the_literal_address() {
-    use crate::support::internet::{HostAddrs, FakeInternet};
+    use crate::support::internet::{FakeInternet, HostAddrs};
     use crate::support::upstream_on;
     use std::net::SocketAddr;
 
@@ -387,7 +387,10 @@ async fn outbound_to_the_hosts_own_addresses_needs_the_literal_address() {
     let mine = own_iface.add();
     let up = upstream_on(SocketAddr::from((mine, 0)), "the host itself").await;
     let lan = FakeInternet::start_private("a private network\n");
-    let lan_net = format!("{}/30", lan.host_ip() & std::net::Ipv4Addr::new(255, 255, 255, 252));
+    let lan_net = format!(
+        "{}/30",
+        lan.host_ip() & std::net::Ipv4Addr::new(255, 255, 255, 252)
+    );
     let app = |hosts: &[String], nets: &[String]| {
         let mut spec = AppSpec::wasm(art::OUTBOUND);
         spec.allowed_outbound_hosts = hosts.to_vec();
@@ -425,7 +428,10 @@ async fn outbound_to_the_hosts_own_addresses_needs_the_literal_address() {
         answer
     };
     assert!(direct.ends_with("the host itself"), "{direct}");
-    refused(call("anything", format!("http://{up}/")).await, "own address");
+    refused(
+        call("anything", format!("http://{up}/")).await,
+        "own address",
+    );
     refused(
         call("anything", format!("http://[::ffff:{mine}]:{}/", up.port())).await,
         "own address, IPv4-mapped",
@@ -446,7 +452,10 @@ async fn outbound_to_the_hosts_own_addresses_needs_the_literal_address() {
         "own address added after start",
     );
     // A private network off the host: refused by range, unless listed.
-    refused(call("anything", format!("http://{}/", lan.addr)).await, "a private network");
+    refused(
+        call("anything", format!("http://{}/", lan.addr)).await,
+        "a private network",
+    );
     assert_eq!(
         call("lan", format!("http://{}/", lan.addr)).await,
         (200, "upstream 200: a private network\n".to_string())

@@ -653,15 +653,16 @@ mod tests {
             why
         };
         for wasm in [true, false] {
-            let spec = AppSpec::from_config("a", &app(wasm, &["10.20.0.0/16"], None), base).unwrap();
+            let spec =
+                AppSpec::from_config("a", &app(wasm, &["10.20.0.0/16"], None), base).unwrap();
             assert_eq!(spec.allowed_networks, ["10.20.0.0/16"]);
             assert_eq!(spec.to_config().allowed_networks, ["10.20.0.0/16"]);
             assert!(refused(app(wasm, &["0.0.0.0/0"], None)).contains("wider than /8"));
             assert!(refused(app(wasm, &["10.20.0.1/16"], None)).contains("bits set"));
             assert!(refused(app(wasm, &["127.0.0.0/8"], None)).contains("the host itself"));
         }
-        assert!(AppSpec::from_config("a", &app(true, &["fd00::/8"], None), base).is_ok());
-        assert!(refused(app(false, &["fd00::/8"], None)).contains("no IPv6 address"));
+        assert!(AppSpec::from_config("a", &app(true, &["fd00:1::/32"], None), base).is_ok());
+        assert!(refused(app(false, &["fd00:1::/32"], None)).contains("no IPv6 address"));
         assert!(refused(app(false, &["10.0.0.0/8"], Some("host"))).contains("isolated"));
         assert!(refused(app(false, &["10.0.0.0/8"], Some("none"))).contains("no egress"));
     }

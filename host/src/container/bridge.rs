@@ -321,20 +321,21 @@ impl BridgeNetwork {
             ];
             let mut args = vec!["-A"];
             args.extend(rule.iter().map(String::as_str));
-            // Recorded first: a failure below still removes what went in.
-            let failed = run("iptables", &args).await.err();
+            let failed = run("iptables", &args)
+                .await
+                .err()
+                .map(|e| format!("iptables {}: {e}", args.join(" ")));
             if failed.is_none() {
                 added.push(rule);
             }
+            // Recorded at once: detach (also after a failure below) removes
+            // what went in.
             self.allowances
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(id.to_owned(), added.clone());
             if let Some(e) = failed {
-                return Err(net_err(format!(
-                    "cannot open egress to {net} (iptables {}): {e}",
-                    args.join(" ")
-                )));
+                return Err(net_err(format!("cannot open egress to {net} ({e})")));
             }
         }
         Ok(())

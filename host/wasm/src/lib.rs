@@ -506,14 +506,12 @@ impl WasmRuntime {
         let mut env = settings.env;
         env.extend(extra_env.iter().cloned());
         env.push(("BERTH_APP".into(), name.into()));
-        let outbound = OutboundPolicy::new(
-            &settings.allowed_outbound_hosts,
-            &settings.allowed_networks,
-        )
-        .map_err(|(key, reason)| LoadError::Link {
-            path: shown.into(),
-            reason: format!("{key}: {reason}"),
-        })?;
+        let outbound =
+            OutboundPolicy::new(&settings.allowed_outbound_hosts, &settings.allowed_networks)
+                .map_err(|(key, reason)| LoadError::Link {
+                    path: shown.into(),
+                    reason: format!("{key}: {reason}"),
+                })?;
         Ok(WasmApp {
             name: name.into(),
             compiled,

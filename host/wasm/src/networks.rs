@@ -326,8 +326,14 @@ mod tests {
         ] {
             assert!(!is_internal(ip(a)), "{a}");
         }
-        assert_eq!(refused_range(ip("100.100.1.1")).unwrap().what, "shared (CGNAT)");
-        assert_eq!(refused_range(ip("fd12::1")).unwrap().what, "unique local (ULA)");
+        assert_eq!(
+            refused_range(ip("100.100.1.1")).unwrap().what,
+            "shared (CGNAT)"
+        );
+        assert_eq!(
+            refused_range(ip("fd12::1")).unwrap().what,
+            "unique local (ULA)"
+        );
     }
 
     #[test]
@@ -335,13 +341,24 @@ mod tests {
         let n: Network = "10.20.0.0/16".parse().unwrap();
         assert!(n.contains(ip("10.20.255.1")));
         assert!(!n.contains(ip("10.21.0.1")));
-        assert!(!n.contains(ip("::ffff:10.20.0.1")), "only canonical addresses");
+        assert!(
+            !n.contains(ip("::ffff:10.20.0.1")),
+            "only canonical addresses"
+        );
         let n: Network = "fd00::/8".parse().unwrap();
         assert!(n.contains(ip("fd12::1")));
         assert!(!n.contains(ip("fe80::1")));
-        assert!("0.0.0.0/0".parse::<Network>().unwrap().contains(ip("1.2.3.4")));
+        assert!(
+            "0.0.0.0/0"
+                .parse::<Network>()
+                .unwrap()
+                .contains(ip("1.2.3.4"))
+        );
         for (bad, why) in [
-            ("10.20.0.1/16", "bits set past its prefix: the network is 10.20.0.0/16"),
+            (
+                "10.20.0.1/16",
+                "bits set past its prefix: the network is 10.20.0.0/16",
+            ),
             ("10.20.0.0", "not a network"),
             ("10.20.0.0/33", "from 0 to 32"),
             ("fd00::/129", "from 0 to 128"),
@@ -364,9 +381,17 @@ mod tests {
         assert!(!ok.contains(ip("10.21.0.1")));
         assert!(parse(&["0.0.0.0/0"]).unwrap_err().contains("wider than /8"));
         assert!(parse(&["::/0"]).unwrap_err().contains("wider than /16"));
-        assert!(parse(&["127.0.0.0/8"]).unwrap_err().contains("the host itself"));
+        assert!(
+            parse(&["127.0.0.0/8"])
+                .unwrap_err()
+                .contains("the host itself")
+        );
         assert!(parse(&["::1/128"]).unwrap_err().contains("the host itself"));
-        assert!(parse(&["::ffff:0:0/96"]).unwrap_err().contains("the host itself"));
+        assert!(
+            parse(&["::ffff:0:0/96"])
+                .unwrap_err()
+                .contains("the host itself")
+        );
         let many: Vec<String> = (0..=MAX_ALLOWED_NETWORKS)
             .map(|i| format!("10.{i}.0.0/16"))
             .collect();

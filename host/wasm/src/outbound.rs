@@ -311,8 +311,11 @@ mod tests {
     #[test]
     fn internal_addresses_need_a_literal_entry() {
         let p = |entries: &[&str]| {
-            OutboundPolicy::new(&entries.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &[])
-                .unwrap()
+            OutboundPolicy::new(
+                &entries.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                &[],
+            )
+            .unwrap()
         };
         let lo: SocketAddr = "127.0.0.1:9000".parse().unwrap();
         assert!(!p(&["*"]).allows_addr("http", lo));

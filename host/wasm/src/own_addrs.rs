@@ -214,7 +214,10 @@ mod tests {
         let own = OwnAddrs::get();
         assert!(own.contains("127.0.0.1".parse().unwrap()));
         assert!(own.contains("::ffff:127.0.0.1".parse().unwrap()));
-        assert!(!own.contains("233.252.0.1".parse().unwrap()), "MCAST-TEST-NET");
+        assert!(
+            !own.contains("233.252.0.1".parse().unwrap()),
+            "MCAST-TEST-NET"
+        );
         let fixed = OwnAddrs::fixed(["::ffff:203.0.113.9".parse().unwrap()]);
         assert!(fixed.contains("203.0.113.9".parse().unwrap()));
     }
@@ -232,7 +235,10 @@ mod tests {
     }
 
     fn ip(args: &[&str]) {
-        let out = std::process::Command::new("ip").args(args).output().unwrap();
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "ip {args:?}: {out:?}");
     }
 

@@ -164,8 +164,6 @@ impl HostAddrs {
 
 impl Drop for HostAddrs {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.dev])
-            .status();
+        let _ = Command::new("ip").args(["link", "del", &self.dev]).status();
     }
 }
