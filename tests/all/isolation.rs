@@ -113,3 +113,64 @@ async fn an_isolated_container_reaches_the_internet_and_nothing_of_the_host() {
         Vec::<String>::new()
     );
 }
+
+/// By default an isolated container reaches the public internet only: a
+/// private network off the host (a namespace this test makes, on
+/// 10.199.100.0/24) is refused, and reached once the app's
+/// `allowed_networks` lists it; the host's own addresses (one this test
+/// assigns from TEST-NET-3, a public-looking range) stay refused either
+/// way. The per-instance rules go with the instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_egress_to_private_networks_needs_allowed_networks() {
+    use crate::support::internet::HostAddrs;
+
+    let registry = Registry::start();
+    let reference = registry.reference("prober:v1");
+    let mut image = Image::httpd();
+    image
+        .layers
+        .push(Layer::default().file("www/cgi-bin/probe", 0o755, PROBE));
+    image.push(&reference);
+    let lan = FakeInternet::start_private("a private network\n");
+    let lan_net = format!("{}/30", lan.host_ip() & Ipv4Addr::new(255, 255, 255, 252));
+    let own_iface = HostAddrs::new();
+    let mine = own_iface.add();
+    let own = upstream_on(SocketAddr::from((mine, 0)), "the host itself\n").await;
+
+    let host = TestHost::builder().start().await.unwrap();
+    host.apps()
+        .deploy("closed", &app(&reference))
+        .await
+        .unwrap();
+    let mut open = app(&reference);
+    open.allowed_networks = vec![lan_net.clone()];
+    host.apps().deploy("open", &open).await.unwrap();
+
+    let probe = |app: &'static str, target: SocketAddr| {
+        let host = &host;
+        async move { get(host, app, &format!("/cgi-bin/probe?{target}")).await }
+    };
+    let (status, body) = probe("closed", lan.addr).await;
+    assert_eq!(
+        (status, body.trim()),
+        (200, "blocked"),
+        "closed → {lan_net}"
+    );
+    let (status, body) = probe("open", lan.addr).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.starts_with("reached: HTTP/1."),
+        "open → {lan_net}: {body}"
+    );
+    for app in ["closed", "open"] {
+        let (status, body) = probe(app, own).await;
+        assert_eq!((status, body.trim()), (200, "blocked"), "{app} → own {own}");
+    }
+
+    let bridge = host.bridge().bridge.clone();
+    host.stop().await;
+    assert_eq!(
+        crate::support::bridge_leftovers(&bridge),
+        Vec::<String>::new()
+    );
+}

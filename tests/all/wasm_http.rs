@@ -371,6 +371,104 @@ async fn outbound_to_internal_addresses_needs_the_literal_address() {
     host.stop().await;
 }
 
+/// The host's own addresses, whatever their range, are refused to a guest
+/// allowed `*` unless listed literally (issue 21, case 3: a listener on
+/// 203.0.113.77 assigned to a local interface answered such a guest),
+/// including an address assigned after berth started; a private network
+/// off the host is reached only when `allowed_networks` lists it, and the
+/// host's own address in that network still is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_to_the_hosts_own_addresses_needs_the_literal_address() {
+    use crate::support::internet::{FakeInternet, HostAddrs};
+    use crate::support::upstream_on;
+    use std::net::SocketAddr;
+
+    let own_iface = HostAddrs::new();
+    let mine = own_iface.add();
+    let up = upstream_on(SocketAddr::from((mine, 0)), "the host itself").await;
+    let lan = FakeInternet::start_private("a private network\n");
+    let lan_net = format!(
+        "{}/30",
+        lan.host_ip() & std::net::Ipv4Addr::new(255, 255, 255, 252)
+    );
+    let app = |hosts: &[String], nets: &[String]| {
+        let mut spec = AppSpec::wasm(art::OUTBOUND);
+        spec.allowed_outbound_hosts = hosts.to_vec();
+        spec.allowed_networks = nets.to_vec();
+        spec
+    };
+    let any = || vec!["*".to_string()];
+    let host = TestHost::builder()
+        .app("anything", app(&any(), &[]))
+        .app("literal", app(&[up.to_string()], &[]))
+        .app("lan", app(&any(), std::slice::from_ref(&lan_net)))
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &["anything", "literal", "lan"]);
+    let call = |app: &'static str, url: String| {
+        let c = c.clone();
+        let target = app_url(host.addr, app, &format!("/?url={url}"));
+        async move {
+            let r = c.get(target).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let refused = |(status, body): (u16, String), what: &str| {
+        assert_eq!(status, 502, "{what}: {body}");
+        assert!(body.contains("DestinationIpProhibited"), "{what}: {body}");
+    };
+    // The listener answers whoever reaches it: the refusal is berth's.
+    let direct = {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut s = tokio::net::TcpStream::connect(up).await.unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    assert!(direct.ends_with("the host itself"), "{direct}");
+    refused(
+        call("anything", format!("http://{up}/")).await,
+        "own address",
+    );
+    refused(
+        call("anything", format!("http://[::ffff:{mine}]:{}/", up.port())).await,
+        "own address, IPv4-mapped",
+    );
+    refused(
+        call("lan", format!("http://{up}/")).await,
+        "own address, another app",
+    );
+    assert_eq!(
+        call("literal", format!("http://{up}/x")).await,
+        (200, "upstream 200: the host itself".to_string())
+    );
+    // Assigned now, after berth started and served: refused too.
+    let later = own_iface.add();
+    let up_later = upstream_on(SocketAddr::from((later, 0)), "the host itself").await;
+    refused(
+        call("anything", format!("http://{up_later}/")).await,
+        "own address added after start",
+    );
+    // A private network off the host: refused by range, unless listed.
+    refused(
+        call("anything", format!("http://{}/", lan.addr)).await,
+        "a private network",
+    );
+    assert_eq!(
+        call("lan", format!("http://{}/", lan.addr)).await,
+        (200, "upstream 200: a private network\n".to_string())
+    );
+    // The host's own end of that network stays refused.
+    let host_end = upstream_on(SocketAddr::from((lan.host_ip(), 0)), "the host itself").await;
+    refused(
+        call("lan", format!("http://{host_end}/")).await,
+        "own address in a listed network",
+    );
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_on_the_same_data_dir_compiles_nothing() {
     let dir = tempfile::tempdir().unwrap();

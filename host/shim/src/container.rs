@@ -14,7 +14,8 @@
 //! (`limits.timeout`), `BERTH_REQUEST_BODY_LIMIT` (`limits.request_body`),
 //! `BERTH_OUTBOUND_CONNECTIONS` and `BERTH_OUTBOUND_CONNECTIONS_PER_REQUEST`
 //! (`limits.outbound_connections[_per_request]`),
-//! `BERTH_ALLOWED_OUTBOUND_HOSTS` (comma-separated `allowed_outbound_hosts`).
+//! `BERTH_ALLOWED_OUTBOUND_HOSTS` (comma-separated `allowed_outbound_hosts`),
+//! `BERTH_ALLOWED_NETWORKS` (comma-separated `allowed_networks`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Read as _;
@@ -253,15 +254,19 @@ fn app_settings<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<App
         limits.outbound_connections_per_request =
             count("BERTH_OUTBOUND_CONNECTIONS_PER_REQUEST", v)?;
     }
-    let settings = AppSettings {
-        env: Vec::new(),
-        allowed_outbound_hosts: get("BERTH_ALLOWED_OUTBOUND_HOSTS")
+    let list = |var: &str| -> Vec<String> {
+        get(var)
             .unwrap_or_default()
             .split(',')
             .map(str::trim)
             .filter(|h| !h.is_empty())
             .map(String::from)
-            .collect(),
+            .collect()
+    };
+    let settings = AppSettings {
+        env: Vec::new(),
+        allowed_outbound_hosts: list("BERTH_ALLOWED_OUTBOUND_HOSTS"),
+        allowed_networks: list("BERTH_ALLOWED_NETWORKS"),
         limits,
     };
     settings
@@ -374,6 +379,7 @@ mod tests {
                 "BERTH_ALLOWED_OUTBOUND_HOSTS",
                 "example.com, *.example.org:443,",
             ),
+            ("BERTH_ALLOWED_NETWORKS", "10.20.0.0/16, fd00:1::/32"),
         ])
         .unwrap();
         assert_eq!(s.limits.memory, 32 << 20);
@@ -382,6 +388,7 @@ mod tests {
             s.allowed_outbound_hosts,
             ["example.com", "*.example.org:443"]
         );
+        assert_eq!(s.allowed_networks, ["10.20.0.0/16", "fd00:1::/32"]);
         assert_eq!(settings(&[]).unwrap(), AppSettings::default());
         for (var, value, says) in [
             ("BERTH_MEMORY_LIMIT", "lots", "BERTH_MEMORY_LIMIT"),
@@ -392,6 +399,7 @@ mod tests {
                 "ftp://x",
                 "allowed_outbound_hosts",
             ),
+            ("BERTH_ALLOWED_NETWORKS", "0.0.0.0/0", "allowed_networks"),
         ] {
             let e = settings(&[(var, value)]).unwrap_err().to_string();
             assert!(e.contains(says), "{var}={value}: {e}");

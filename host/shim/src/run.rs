@@ -314,6 +314,7 @@ async fn command(
         root: Some(rootfs),
         limits,
         allowed_outbound_hosts: settings.allowed_outbound_hosts,
+        allowed_networks: settings.allowed_networks,
     };
     let outcome = tokio::select! {
         outcome = runtime.run_command(&loaded, run) => outcome,

@@ -40,6 +40,10 @@ pub struct AppConfig {
     /// Outbound HTTP allow-list (Wasm).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_outbound_hosts: Vec<String>,
+    /// Networks (CIDR) in otherwise refused ranges the app may reach
+    /// (both kinds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_networks: Vec<String>,
     /// Hard limit of requests one instance serves at once (0 = unbounded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,

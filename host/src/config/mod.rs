@@ -8,6 +8,7 @@
 //! routes = ["/hello"]               # optional path prefixes; longest match wins
 //! env = { GREETING = "hi" }
 //! allowed_outbound_hosts = []       # outbound HTTP allow-list, default none
+//! allowed_networks = []             # private networks it may reach (CIDR), default none
 //! [apps.hello.limits]
 //! memory = "64MiB"
 //! timeout = "30s"

@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::file::{AppConfig, RawAutoscale, RawLimits, SizeValue};
 use super::{HostPattern, parse_duration, parse_size, validate_label};
 use crate::autoscale::KpaConfig;
+use berth_wasm::networks::AllowedNetworks;
 
 pub use berth_wasm::limits::{Limits, MAX_TIMEOUT, MIN_MEMORY_LIMIT};
 /// Longest `startup_timeout` and `shutdown_grace`.
@@ -41,6 +42,10 @@ pub struct AppSpec {
     /// Hosts (`host` or `host:port`, `*` wildcard allowed as the whole host or
     /// a leading `*.`) the guest may send HTTP requests to.
     pub allowed_outbound_hosts: Vec<String>,
+    /// Networks in refused ranges (private, shared, ULA, link-local…) the
+    /// app's code may reach all the same, Wasm guests and containers alike
+    /// ([`AllowedNetworks`]).
+    pub allowed_networks: Vec<String>,
     /// Per-request limits.
     pub limits: Limits,
     /// How many instances, and how busy each may get.
@@ -211,6 +216,7 @@ impl AppSpec {
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),
             allowed_outbound_hosts: Vec::new(),
+            allowed_networks: Vec::new(),
             limits: Limits::default(),
             scaling: Scaling::default(),
             container: ContainerSettings::default(),
@@ -256,6 +262,7 @@ impl AppSpec {
             ));
         }
         self.limits.validate()?;
+        self.validate_networks()?;
         let c = &self.container;
         if let Some(cpu) = c.cpu
             && !(cpu > 0.0 && cpu <= MAX_CPUS)
@@ -283,6 +290,37 @@ impl AppSpec {
                     format!("{d:?} is outside (0s, {MAX_CONTAINER_WAIT:?}]"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// `allowed_networks`: bounded and well formed for both kinds; for a
+    /// container, IPv4 networks (instances have no IPv6 address) on the
+    /// isolated network (the only one whose egress berth filters).
+    fn validate_networks(&self) -> Result<(), SpecError> {
+        const KEY: &str = "allowed_networks";
+        let nets = AllowedNetworks::parse(&self.allowed_networks).map_err(|r| refuse(KEY, r))?;
+        if nets.is_empty() || matches!(self.source, Source::Wasm(_)) {
+            return Ok(());
+        }
+        if self.container.network != NetworkMode::Isolated {
+            return Err(refuse(
+                KEY,
+                format!(
+                    "only the isolated network filters egress; network = \"{}\" has {}",
+                    self.container.network.as_str(),
+                    match self.container.network {
+                        NetworkMode::None => "no egress to open",
+                        _ => "the host's, unfiltered",
+                    }
+                ),
+            ));
+        }
+        if let Some(v6) = nets.networks().iter().find(|n| n.addr().is_ipv6()) {
+            return Err(refuse(
+                KEY,
+                format!("`{v6}`: container instances have no IPv6 address (IPv4 networks only)"),
+            ));
         }
         Ok(())
     }
@@ -447,6 +485,7 @@ impl AppSpec {
             env: app.env.clone(),
             secrets: app.secrets.clone(),
             allowed_outbound_hosts: app.allowed_outbound_hosts.clone(),
+            allowed_networks: app.allowed_networks.clone(),
             limits,
             scaling,
             container,
@@ -512,6 +551,7 @@ impl AppSpec {
             env: self.env.clone(),
             secrets: self.secrets.clone(),
             allowed_outbound_hosts: self.allowed_outbound_hosts.clone(),
+            allowed_networks: self.allowed_networks.clone(),
             concurrency: a.concurrency,
             min_scale: (a.min_scale != d.min_scale).then_some(a.min_scale),
             max_scale: (a.max_scale != d.max_scale).then_some(a.max_scale),
@@ -608,6 +648,36 @@ fn normalize_route(route: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_allowed_networks_key() {
+        let base = Path::new("/");
+        let app = |wasm: bool, nets: &[&str], network: Option<&str>| AppConfig {
+            wasm: wasm.then(|| "/x.wasm".into()),
+            image: (!wasm).then(|| "r/x:1".into()),
+            allowed_networks: nets.iter().map(|s| s.to_string()).collect(),
+            network: network.map(String::from),
+            ..AppConfig::default()
+        };
+        let refused = |a: AppConfig| {
+            let (key, why) = AppSpec::from_config("a", &a, base).unwrap_err();
+            assert_eq!(key, "allowed_networks");
+            why
+        };
+        for wasm in [true, false] {
+            let spec =
+                AppSpec::from_config("a", &app(wasm, &["10.20.0.0/16"], None), base).unwrap();
+            assert_eq!(spec.allowed_networks, ["10.20.0.0/16"]);
+            assert_eq!(spec.to_config().allowed_networks, ["10.20.0.0/16"]);
+            assert!(refused(app(wasm, &["0.0.0.0/0"], None)).contains("wider than /8"));
+            assert!(refused(app(wasm, &["10.20.0.1/16"], None)).contains("bits set"));
+            assert!(refused(app(wasm, &["127.0.0.0/8"], None)).contains("the host itself"));
+        }
+        assert!(AppSpec::from_config("a", &app(true, &["fd00:1::/32"], None), base).is_ok());
+        assert!(refused(app(false, &["fd00:1::/32"], None)).contains("no IPv6 address"));
+        assert!(refused(app(false, &["10.0.0.0/8"], Some("host"))).contains("isolated"));
+        assert!(refused(app(false, &["10.0.0.0/8"], Some("none"))).contains("no egress"));
+    }
 
     #[test]
     fn the_seccomp_key() {

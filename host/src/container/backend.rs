@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use berth_wasm::networks::AllowedNetworks;
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
@@ -152,6 +153,11 @@ impl Backend for ContainerBackend {
             },
             startup_timeout: c.startup_timeout,
             stop_grace: c.shutdown_grace,
+            // Checked at deploy (AppSpec::validate): IPv4, bounded.
+            allowed_networks: AllowedNetworks::parse(&self.spec.allowed_networks)
+                .map_err(anyhow::Error::msg)?
+                .networks()
+                .to_vec(),
         };
         let container = self.shim.start(&self.rootfs, spec).await?;
         // The cgroupsPath the shim gives every container (see instance.rs).

@@ -19,19 +19,31 @@
 //!
 //! # What berth adds to the host's firewall
 //! Two filter chains per bridge, jumped to first from `INPUT` and `FORWARD`
-//! (iptables, and ip6tables for IPv6), and one NAT chain, installed before
-//! the first instance is attached and removed with the bridge when the shim
-//! closes (a crashed run's are removed when the next one opens):
+//! (iptables, and ip6tables for IPv6), one for the instances'
+//! `allowed_networks`, and one NAT chain, installed before the first
+//! instance is attached and removed with the bridge when the shim closes (a
+//! crashed run's are removed when the next one opens):
 //!
 //! ```text
-//! BERTH-<bridge>-IN:   -i <bridge> ESTABLISHED,RELATED → ACCEPT   (answers to berth's proxy)
-//!                      -i <bridge> → DROP                         (no port of the host, any address)
-//! BERTH-<bridge>-FWD:  -o <bridge> ESTABLISHED,RELATED → ACCEPT   (answers to the instances' egress)
-//!                      -o <bridge> → DROP                         (nothing else in)
-//!                      -i <bridge> -o <bridge> → DROP             (no instance to instance, with br_netfilter)
-//!                      -i <bridge> -d 169.254.0.0/16 → DROP        (no link-local: cloud metadata)
-//!                      -i <bridge> → ACCEPT                       (egress)
+//! BERTH-<bridge>-IN:    -i <bridge> ESTABLISHED,RELATED → ACCEPT  (answers to berth's proxy)
+//!                       -i <bridge> → DROP                        (no port of the host, any address)
+//! BERTH-<bridge>-FWD:   -o <bridge> ESTABLISHED,RELATED → ACCEPT  (answers to the instances' egress)
+//!                       -o <bridge> → DROP                        (nothing else in)
+//!                       -i <bridge> -o <bridge> → DROP            (no instance to instance, with br_netfilter)
+//!                       -i <bridge> → BERTH-<bridge>-ALLOW        (each app's allowed_networks)
+//!                       -i <bridge> -d <resolver> udp/tcp 53 → ACCEPT  (the resolvers of the instances' resolv.conf)
+//!                       -i <bridge> -d <range> → DROP             (each IPv4 range of berth_wasm's REFUSED table:
+//!                                                                 private, CGNAT, link-local/metadata, loopback…)
+//!                       -i <bridge> → ACCEPT                      (egress: the public internet)
+//! BERTH-<bridge>-ALLOW: -i <bridge> -s <instance>/32 -d <network> → ACCEPT  (added at attach, removed at detach)
 //! ```
+//!
+//! (ip6tables: the same `IN`; `FWD` drops everything from the bridge, as
+//! instances have no IPv6 address.) The host's own addresses, whatever
+//! their range, are behind `IN`: a packet to any of them is the host's
+//! input, never forwarded, so no `allowed_networks` entry opens them. An
+//! instance of an app without `allowed_networks` costs no iptables run;
+//! one with N networks costs N at attach and N at detach.
 //!
 //! and, in the `nat` table, one chain for the whole bridge (where the
 //! `bridge` plugin's `ipMasq` would add a chain per instance, three or four
@@ -47,6 +59,7 @@
 //! berth's proxy and probes connect from the host to the instance's address
 //! (no namespace to enter); the instance sees the world through NAT.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -54,6 +67,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::AsyncWriteExt as _;
+
+use berth_wasm::networks::{Network, REFUSED, is_internal};
 
 use super::error::{ContainerError, Result};
 
@@ -148,6 +163,9 @@ pub struct BridgeNetwork {
     /// Whether berth's firewall chains are in place: installed at the first
     /// attach, so a host without isolated instances changes nothing.
     installed: tokio::sync::Mutex<bool>,
+    /// The `ALLOW` chain's rules of each attached instance that has
+    /// `allowed_networks`, by instance id (removed at detach).
+    allowances: std::sync::Mutex<HashMap<String, Vec<Vec<String>>>>,
 }
 
 fn net_err(context: impl Into<String>) -> ContainerError {
@@ -198,6 +216,7 @@ impl BridgeNetwork {
             options,
             config,
             installed: tokio::sync::Mutex::new(false),
+            allowances: std::sync::Mutex::default(),
         };
         net.remove_rules().await;
         Ok(net)
@@ -209,12 +228,13 @@ impl BridgeNetwork {
     }
 
     /// Attaches the namespace pinned at `netns` (instance `id`) to the
-    /// bridge; returns its address.
+    /// bridge, its egress open to `allowed` (IPv4 networks in refused
+    /// ranges) besides the public internet; returns its address.
     ///
     /// # Errors
-    /// A plugin failure (its message quoted), or an answer without an
-    /// IPv4 address.
-    pub async fn attach(&self, id: &str, netns: &Path) -> Result<Ipv4Addr> {
+    /// A plugin failure (its message quoted), an answer without an
+    /// IPv4 address, or a firewall rule that would not go in.
+    pub async fn attach(&self, id: &str, netns: &Path, allowed: &[Network]) -> Result<Ipv4Addr> {
         {
             let mut installed = self.installed.lock().await;
             if !*installed {
@@ -271,7 +291,54 @@ impl BridgeNetwork {
             let _ = self.detach(id, netns).await;
             return Err(net_err(format!("isolating bridge port {veth}: {e}")));
         }
+        if let Err(e) = self.allow(id, ip, allowed).await {
+            let _ = self.detach(id, netns).await;
+            return Err(e);
+        }
         Ok(ip)
+    }
+
+    /// Opens egress from `ip` (instance `id`) to `allowed`: one rule each
+    /// in the `ALLOW` chain, recorded for [`BridgeNetwork::detach`].
+    async fn allow(&self, id: &str, ip: Ipv4Addr, allowed: &[Network]) -> Result<()> {
+        if allowed.is_empty() {
+            return Ok(());
+        }
+        let chain = self.allow_chain();
+        let source = format!("{ip}/32");
+        let mut added = Vec::with_capacity(allowed.len());
+        for net in allowed {
+            let rule = vec![
+                chain.clone(),
+                "-i".into(),
+                self.options.bridge.clone(),
+                "-s".into(),
+                source.clone(),
+                "-d".into(),
+                net.to_string(),
+                "-j".into(),
+                "ACCEPT".into(),
+            ];
+            let mut args = vec!["-A"];
+            args.extend(rule.iter().map(String::as_str));
+            let failed = run("iptables", &args)
+                .await
+                .err()
+                .map(|e| format!("iptables {}: {e}", args.join(" ")));
+            if failed.is_none() {
+                added.push(rule);
+            }
+            // Recorded at once: detach (also after a failure below) removes
+            // what went in.
+            self.allowances
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.to_owned(), added.clone());
+            if let Some(e) = failed {
+                return Err(net_err(format!("cannot open egress to {net} ({e})")));
+            }
+        }
+        Ok(())
     }
 
     /// Detaches instance `id` (its namespace still pinned at `netns`):
@@ -280,6 +347,18 @@ impl BridgeNetwork {
     /// # Errors
     /// A plugin failure.
     pub async fn detach(&self, id: &str, netns: &Path) -> Result<()> {
+        let opened = self
+            .allowances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        for rule in opened.into_iter().flatten() {
+            let mut args = vec!["-D"];
+            args.extend(rule.iter().map(String::as_str));
+            if let Err(e) = run("iptables", &args).await {
+                tracing::warn!(%id, error = %e, "removing an allowed_networks rule");
+            }
+        }
         self.plugin("DEL", id, netns).await.map(|_| ())
     }
 
@@ -364,6 +443,11 @@ impl BridgeNetwork {
         (format!("BERTH-{b}-IN"), format!("BERTH-{b}-FWD"))
     }
 
+    /// The filter chain of the instances' `allowed_networks` rules.
+    fn allow_chain(&self) -> String {
+        format!("BERTH-{}-ALLOW", self.options.bridge)
+    }
+
     /// The `nat` chain masquerading the instances' egress.
     fn nat_chain(&self) -> String {
         format!("BERTH-{}-NAT", self.options.bridge)
@@ -375,6 +459,19 @@ impl BridgeNetwork {
         let b = self.options.bridge.as_str();
         let (input, forward) = self.chains();
         let nat = self.nat_chain();
+        let allow = self.allow_chain();
+        let refused: Vec<String> = REFUSED
+            .iter()
+            .filter(|r| r.network.addr().is_ipv4())
+            .map(|r| r.network.to_string())
+            .collect();
+        let resolvers: Vec<String> = std::fs::read_to_string("/etc/resolv.conf")
+            .map(|host| instance_nameservers(&host))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|ip| ip.is_ipv4() && is_internal(*ip))
+            .map(|ip| ip.to_string())
+            .collect();
         for tool in ["iptables", "ip6tables"] {
             let mut rules: Vec<Vec<&str>> = vec![
                 vec!["-N", &input],
@@ -408,16 +505,19 @@ impl BridgeNetwork {
                 vec!["-A", &forward, "-i", b, "-o", b, "-j", "DROP"],
             ];
             if tool == "iptables" {
-                rules.push(vec![
-                    "-A",
-                    &forward,
-                    "-i",
-                    b,
-                    "-d",
-                    "169.254.0.0/16",
-                    "-j",
-                    "DROP",
-                ]);
+                rules.push(vec!["-N", &allow]);
+                rules.push(vec!["-A", &forward, "-i", b, "-j", &allow]);
+                for dns in &resolvers {
+                    for proto in ["udp", "tcp"] {
+                        rules.push(vec![
+                            "-A", &forward, "-i", b, "-d", dns, "-p", proto, "--dport", "53", "-j",
+                            "ACCEPT",
+                        ]);
+                    }
+                }
+                for net in &refused {
+                    rules.push(vec!["-A", &forward, "-i", b, "-d", net, "-j", "DROP"]);
+                }
                 rules.push(vec!["-A", &forward, "-i", b, "-j", "ACCEPT"]);
             } else {
                 // Instances get no IPv6 address: nothing of theirs goes out.
@@ -462,6 +562,14 @@ impl BridgeNetwork {
                 let _ = run(tool, &["-X", chain]).await;
             }
         }
+        // Jumped to from FORWARD only: gone once FORWARD's chain is.
+        let allow = self.allow_chain();
+        let _ = run("iptables", &["-F", &allow]).await;
+        let _ = run("iptables", &["-X", &allow]).await;
+        self.allowances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let nat = self.nat_chain();
         while run("iptables", &["-t", "nat", "-D", "POSTROUTING", "-j", &nat])
             .await
@@ -492,6 +600,26 @@ async fn run(program: &str, args: &[&str]) -> std::result::Result<(), String> {
     }
 }
 
+/// The address of a `nameserver` line's value, if an instance can use it
+/// (not loopback).
+fn instance_nameserver(value: &str) -> Option<IpAddr> {
+    value.parse::<IpAddr>().ok().filter(|a| !a.is_loopback())
+}
+
+/// The resolvers [`instance_resolv_conf`] hands an instance: its egress
+/// reaches them on port 53 even in a refused range (a resolver on the
+/// host's private network is the common case).
+pub fn instance_nameservers(host: &str) -> Vec<IpAddr> {
+    host.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("nameserver"))
+                .then(|| words.next().and_then(instance_nameserver))
+                .flatten()
+        })
+        .collect()
+}
+
 /// The first nameserver lines of the host's `resolv.conf` that an instance
 /// can use through NAT (loopback resolvers, such as systemd-resolved's
 /// 127.0.0.53, are on the host only), with its `search` and `options`
@@ -502,9 +630,7 @@ pub fn instance_resolv_conf(host: &str) -> String {
         let mut words = line.split_whitespace();
         match words.next() {
             Some("nameserver") => {
-                if let Some(addr) = words.next().and_then(|a| a.parse::<IpAddr>().ok())
-                    && !addr.is_loopback()
-                {
+                if words.next().and_then(instance_nameserver).is_some() {
                     out.push_str(line.trim());
                     out.push('\n');
                 }
@@ -549,6 +675,10 @@ mod tests {
         assert_eq!(
             instance_resolv_conf(host),
             "nameserver 10.255.255.53\nsearch example.internal\noptions edns0 trust-ad\n"
+        );
+        assert_eq!(
+            instance_nameservers(host),
+            [IpAddr::from([10, 255, 255, 53])]
         );
     }
 }

@@ -329,6 +329,9 @@ pub struct InstanceSpec {
     pub limits: ContainerLimits,
     /// Networking mode.
     pub network: Network,
+    /// IPv4 networks in refused ranges its egress may reach (isolated
+    /// network only).
+    pub allowed_networks: Vec<berth_wasm::networks::Network>,
     /// Seccomp filter.
     pub seccomp: Seccomp,
     /// Readiness probe.
@@ -803,6 +806,7 @@ mod tests {
             readiness: Probe::Tcp,
             startup_timeout: Duration::from_secs(5),
             stop_grace: Duration::from_secs(1),
+            allowed_networks: Vec::new(),
         }
     }
 

@@ -274,7 +274,7 @@ async fn network_for(inner: &ShimInner, spec: &InstanceSpec, p: &Paths) -> Resul
         .map_err(io_err(id, "making the network namespace"))?;
     match bridge {
         Some(bridge) => {
-            let ip = bridge.attach(id, ns).await?;
+            let ip = bridge.attach(id, ns, &spec.allowed_networks).await?;
             let addr = std::net::SocketAddr::from((ip, spec.port));
             Ok(Endpoint::Bridge(addr))
         }

@@ -181,6 +181,7 @@ impl From<&AppSpec> for AppSettings {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             allowed_outbound_hosts: spec.allowed_outbound_hosts.clone(),
+            allowed_networks: spec.allowed_networks.clone(),
             limits: spec.limits,
         }
     }

@@ -41,7 +41,9 @@ pub mod files;
 pub mod guest;
 pub mod limits;
 pub mod logs;
+pub mod networks;
 pub mod outbound;
+pub mod own_addrs;
 pub mod pattern;
 pub mod request;
 pub mod resident;
@@ -136,21 +138,26 @@ pub struct AppSettings {
     pub env: Vec<(String, String)>,
     /// `allowed_outbound_hosts` entries ([`HostPattern`]s).
     pub allowed_outbound_hosts: Vec<String>,
+    /// `allowed_networks` entries ([`networks::AllowedNetworks`]).
+    pub allowed_networks: Vec<String>,
     /// Per-request limits.
     pub limits: Limits,
 }
 
 impl AppSettings {
-    /// Checks the limits' ranges and every allow-list entry.
+    /// Checks the limits' ranges, every allow-list entry and every listed
+    /// network.
     ///
     /// # Errors
-    /// The key (`limits.memory`, `allowed_outbound_hosts`, …) and the
-    /// reason.
+    /// The key (`limits.memory`, `allowed_outbound_hosts`,
+    /// `allowed_networks`, …) and the reason.
     pub fn validate(&self) -> Result<(), (String, String)> {
         self.limits.validate()?;
         for host in &self.allowed_outbound_hosts {
             HostPattern::parse(host).map_err(|r| ("allowed_outbound_hosts".to_string(), r))?;
         }
+        networks::AllowedNetworks::parse(&self.allowed_networks)
+            .map_err(|r| ("allowed_networks".to_string(), r))?;
         Ok(())
     }
 }
@@ -524,11 +531,14 @@ impl WasmRuntime {
         env.extend(extra_env.iter().cloned());
         env.push(("BERTH_APP".into(), name.into()));
         let caps = self.outbound_caps(&settings.limits);
-        let outbound = OutboundPolicy::new(&settings.allowed_outbound_hosts, caps).map_err(|reason| {
-            LoadError::Link {
-                path: shown.into(),
-                reason,
-            }
+        let outbound = OutboundPolicy::new(
+            &settings.allowed_outbound_hosts,
+            &settings.allowed_networks,
+            caps,
+        )
+        .map_err(|(key, reason)| LoadError::Link {
+            path: shown.into(),
+            reason: format!("{key}: {reason}"),
         })?;
         Ok(WasmApp {
             name: name.into(),

@@ -4,14 +4,18 @@
 //!    `allowed_outbound_hosts`. Anything else fails *in the guest* with
 //!    `HTTP-request-denied`, at once, without a DNS lookup or a connection.
 //! 2. **Where it connects**: berth resolves the name itself and refuses
-//!    every address that points back into the host or its private networks
-//!    ([`is_internal`]: loopback, link-local including the cloud metadata
-//!    address 169.254.169.254, private, shared, unspecified, multicast and
-//!    reserved ranges) unless the allow-list names that literal address
-//!    (`"127.0.0.1:9000"`). The guest gets `destination-IP-prohibited`. The
-//!    connection then goes to the very address that was checked, so a name
-//!    that resolves differently a moment later (DNS rebinding) gains
-//!    nothing. TLS still verifies the certificate for the name.
+//!    (the guest gets `destination-IP-prohibited`) every address that is
+//!    the host's own ([`OwnAddrs`]: any address of any interface, kept
+//!    current, the container bridge's included) or in a refused range
+//!    ([`crate::networks::REFUSED`]: loopback, link-local including the
+//!    cloud metadata address 169.254.169.254, private, shared, ULA,
+//!    unspecified, multicast and reserved), unless the allow-list names that
+//!    literal address (`"127.0.0.1:9000"`); an address in a refused range
+//!    (not the host's own) also passes when the app's `allowed_networks`
+//!    holds it. The connection then goes to the very address that was
+//!    checked, so a name that resolves differently a moment later (DNS
+//!    rebinding) gains nothing. TLS still verifies the certificate for the
+//!    name.
 //!
 //! Redirects are never followed: a `3xx` is handed to the guest as is.
 //!
@@ -35,6 +39,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::networks::{AllowedNetworks, is_internal};
+use crate::own_addrs::OwnAddrs;
 use crate::pattern::HostPattern;
 use caps::{CapReached, ConnectionPermit, OutboundCaps};
 
@@ -46,72 +52,52 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// usually ends it first).
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Whether `ip` is an address of the host itself or of a network no guest
-/// should reach by name: unspecified, loopback, link-local (169.254/16,
-/// fe80::/10), private (10/8, 172.16/12, 192.168/16, fc00::/7), shared
-/// (100.64/10), "this network" (0/8), IETF protocol assignments
-/// (192.0.0/24), benchmarking (198.18/15), multicast, broadcast and
-/// reserved (240/4). IPv4-mapped, -compatible and NAT64 IPv6 addresses are
-/// judged by the IPv4 address they carry.
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            v4.is_unspecified()
-                || v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && c == 0)
-                || (a == 198 && (b == 18 || b == 19))
-                || a >= 240
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_internal(IpAddr::V4(v4));
-            }
-            let seg = v6.segments();
-            // ::a.b.c.d (deprecated IPv4-compatible) and 64:ff9b::/96 (NAT64).
-            let embedded = (seg[..6] == [0; 6] && (seg[6] != 0 || seg[7] > 1))
-                || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
-            if embedded {
-                let [a, b] = seg[6].to_be_bytes();
-                let [c, d] = seg[7].to_be_bytes();
-                return is_internal(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
-            }
-            v6.is_unspecified()
-                || v6.is_loopback()
-                || v6.is_multicast()
-                || (seg[0] & 0xffc0) == 0xfe80
-                || (seg[0] & 0xfe00) == 0xfc00
-        }
-    }
-}
-
-/// The allow-list and connection caps of one app, shared by all its
-/// requests ([`for_request`](Self::for_request) gives each request its own
-/// connection count).
+/// The allow-list, address rule and connection caps of one app, shared by
+/// all its requests ([`for_request`](Self::for_request) gives each request
+/// its own connection count).
 #[derive(Debug, Clone)]
 pub struct OutboundPolicy {
     allowed: Arc<[HostPattern]>,
+    networks: AllowedNetworks,
+    own: Arc<OwnAddrs>,
     caps: OutboundCaps,
 }
 
 impl OutboundPolicy {
-    /// Builds the policy from config entries and the app's caps.
+    /// Builds the policy from config entries: `allowed_outbound_hosts`,
+    /// `allowed_networks`; the host's own addresses come from the
+    /// process's tracker ([`OwnAddrs::get`]); `caps` are the app's.
     ///
     /// # Errors
-    /// The first entry that is not a host pattern.
-    pub fn new(entries: &[String], caps: OutboundCaps) -> Result<Self, String> {
-        let allowed = entries
+    /// The key of the first entry refused, and why.
+    pub fn new(
+        hosts: &[String],
+        networks: &[String],
+        caps: OutboundCaps,
+    ) -> Result<Self, (&'static str, String)> {
+        Self::with_own(hosts, networks, OwnAddrs::get(), caps)
+    }
+
+    /// [`OutboundPolicy::new`] with the host's addresses taken from `own`.
+    ///
+    /// # Errors
+    /// As [`OutboundPolicy::new`].
+    pub fn with_own(
+        hosts: &[String],
+        networks: &[String],
+        own: Arc<OwnAddrs>,
+        caps: OutboundCaps,
+    ) -> Result<Self, (&'static str, String)> {
+        let allowed = hosts
             .iter()
             .map(|e| HostPattern::parse(e))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|r| ("allowed_outbound_hosts", r))?;
+        let networks = AllowedNetworks::parse(networks).map_err(|r| ("allowed_networks", r))?;
         Ok(Self {
             allowed: allowed.into(),
+            networks,
+            own,
             caps,
         })
     }
@@ -121,8 +107,8 @@ impl OutboundPolicy {
     #[must_use]
     pub fn for_request(&self) -> Self {
         Self {
-            allowed: self.allowed.clone(),
             caps: self.caps.for_request(),
+            ..self.clone()
         }
     }
 
@@ -136,13 +122,22 @@ impl OutboundPolicy {
             .any(|p| p.allows(target.scheme, &target.host, target.port))
     }
 
-    /// Whether a connection to `addr` may be made: an outside address, or
-    /// one the allow-list names literally.
+    /// Whether a connection to `addr` may be made: one the allow-list names
+    /// literally; otherwise never the host's own address, and an address in
+    /// a refused range only when `allowed_networks` holds it.
     pub fn allows_addr(&self, scheme: &str, addr: SocketAddr) -> bool {
-        !is_internal(addr.ip())
-            || self.allowed.iter().any(|p| {
+        let literal = || {
+            self.allowed.iter().any(|p| {
                 p.names_literal_ip() && p.allows(scheme, &addr.ip().to_string(), addr.port())
             })
+        };
+        let ip = addr.ip();
+        let open = if self.own.contains(ip) {
+            false
+        } else {
+            !is_internal(ip) || self.networks.contains(ip)
+        };
+        open || literal()
     }
 }
 
@@ -224,7 +219,7 @@ impl OutboundPolicy {
             tracing::debug!(
                 host = %target.host,
                 addrs = ?addrs,
-                "outbound request refused: the name resolves only to internal addresses"
+                "outbound request refused: the name resolves only to the host's own or refused addresses"
             );
             return Err(HttpError::DestinationIpProhibited);
         }
@@ -337,10 +332,13 @@ async fn tls(
 mod tests {
     use super::*;
 
+    fn test_caps() -> OutboundCaps {
+        OutboundCaps::new(caps::HostOutbound::new(8), 8, 8)
+    }
+
     fn policy(entries: &[&str]) -> OutboundPolicy {
         let entries: Vec<String> = entries.iter().map(|s| s.to_string()).collect();
-        let caps = OutboundCaps::new(caps::HostOutbound::new(8), 8, 8);
-        OutboundPolicy::new(&entries, caps).unwrap()
+        OutboundPolicy::new(&entries, &[], test_caps()).unwrap()
     }
 
     fn allows(entries: &[&str], uri: &str) -> bool {
@@ -367,48 +365,6 @@ mod tests {
     }
 
     #[test]
-    fn internal_addresses() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "172.31.255.255",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "0.1.2.3",
-            "224.0.0.1",
-            "255.255.255.255",
-            "240.0.0.1",
-            "192.0.0.8",
-            "198.18.0.1",
-            "::",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "fc00::1",
-            "ff02::1",
-            "::ffff:127.0.0.1",
-            "::ffff:169.254.169.254",
-            "64:ff9b::a9fe:a9fe",
-            "::7f00:1",
-        ] {
-            assert!(is_internal(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in [
-            "8.8.8.8",
-            "203.0.113.7",
-            "172.32.0.1",
-            "100.128.0.1",
-            "2001:db8::1",
-            "2606:4700::1",
-        ] {
-            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
-        }
-    }
-
-    #[test]
     fn internal_addresses_need_a_literal_entry() {
         let p = policy;
         let lo: SocketAddr = "127.0.0.1:9000".parse().unwrap();
@@ -421,5 +377,39 @@ mod tests {
         assert!(!p(&["*", "*.internal"]).allows_addr("http", meta));
         let public: SocketAddr = "203.0.113.7:443".parse().unwrap();
         assert!(p(&["*"]).allows_addr("https", public));
+    }
+
+    #[test]
+    fn own_addresses_need_a_literal_entry_and_networks_open_ranges() {
+        let strings = |e: &[&str]| e.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let own = OwnAddrs::fixed(["203.0.113.77".parse().unwrap(), "10.9.0.1".parse().unwrap()]);
+        let p = |hosts: &[&str], nets: &[&str]| {
+            OutboundPolicy::with_own(&strings(hosts), &strings(nets), own.clone(), test_caps())
+                .unwrap()
+        };
+        let mine: SocketAddr = "203.0.113.77:8080".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:203.0.113.77]:8080".parse().unwrap();
+        assert!(!p(&["*"], &[]).allows_addr("http", mine));
+        assert!(!p(&["*"], &[]).allows_addr("http", mapped));
+        assert!(!p(&["*"], &["203.0.113.0/24"]).allows_addr("http", mine));
+        assert!(p(&["203.0.113.77:8080"], &[]).allows_addr("http", mine));
+        assert!(p(&["203.0.113.77"], &[]).allows_addr("http", mine));
+        let lan: SocketAddr = "10.9.0.20:80".parse().unwrap();
+        assert!(!p(&["*"], &[]).allows_addr("http", lan));
+        assert!(p(&["*"], &["10.9.0.0/16"]).allows_addr("http", lan));
+        assert!(!p(&["*"], &["10.8.0.0/16"]).allows_addr("http", lan));
+        // The host's own address inside a listed network stays refused.
+        let gw: SocketAddr = "10.9.0.1:80".parse().unwrap();
+        assert!(!p(&["*"], &["10.9.0.0/16"]).allows_addr("http", gw));
+        assert!(p(&["10.9.0.1:80"], &["10.9.0.0/16"]).allows_addr("http", gw));
+        let ula: SocketAddr = "[fd00:1::5]:80".parse().unwrap();
+        assert!(!p(&["*"], &[]).allows_addr("http", ula));
+        assert!(p(&["*"], &["fd00:1::/32"]).allows_addr("http", ula));
+        assert_eq!(
+            OutboundPolicy::with_own(&[], &strings(&["0.0.0.0/0"]), own.clone(), test_caps())
+                .unwrap_err()
+                .0,
+            "allowed_networks"
+        );
     }
 }

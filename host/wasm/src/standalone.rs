@@ -85,6 +85,8 @@ pub struct CommandRun {
     pub limits: Limits,
     /// Outbound HTTP allow-list, as `allowed_outbound_hosts`.
     pub allowed_outbound_hosts: Vec<String>,
+    /// Networks in refused ranges it may reach, as `allowed_networks`.
+    pub allowed_networks: Vec<String>,
 }
 
 /// How a command component ended.
@@ -187,8 +189,10 @@ impl WasmRuntime {
                     GuestError::Internal(format!("cannot open {}: {e:#}", root.display()))
                 })?;
         }
-        let outbound = OutboundPolicy::new(&run.allowed_outbound_hosts, self.outbound_caps(&run.limits))
-            .map_err(|reason| GuestError::Internal(format!("allowed_outbound_hosts: {reason}")))?;
+        let caps = self.outbound_caps(&run.limits);
+        let outbound =
+            OutboundPolicy::new(&run.allowed_outbound_hosts, &run.allowed_networks, caps)
+                .map_err(|(key, reason)| GuestError::Internal(format!("{key}: {reason}")))?;
         let start = Instant::now();
         // No timeout: a deadline no run reaches (100 years).
         let deadline = start

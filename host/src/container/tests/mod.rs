@@ -150,6 +150,7 @@ fn sh(prefix: &str, script: &str) -> InstanceSpec {
         readiness: Probe::Tcp,
         startup_timeout: Duration::from_secs(10),
         stop_grace: Duration::from_secs(5),
+        allowed_networks: Vec::new(),
     }
 }
 
