@@ -321,7 +321,8 @@ mod tests {
     #[test]
     fn terminal_controls_in_tenant_text_become_visible_escapes() {
         let hostile = "title\u{1b}]0;pwned\u{7}clip\u{1b}]52;c;aGk=\u{7}\u{1b}[2K\rover\u{7f}\u{9b}31m\u{202e}txt\tok\n";
-        let want = r"title\x1b]0;pwned\x07clip\x1b]52;c;aGk=\x07\x1b[2K\x0dover\x7f\x9b31m\u{202e}txt" ;
+        let want =
+            r"title\x1b]0;pwned\x07clip\x1b]52;c;aGk=\x07\x1b[2K\x0dover\x7f\x9b31m\u{202e}txt";
         assert_eq!(escape_controls(hostile), format!("{want}\tok\n"));
         assert!(matches!(
             escape_controls("plain ünïcode\tand\nlines"),

@@ -366,7 +366,11 @@ async fn the_admin_api_always_needs_the_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let out = berth(&host, &["apps", "--token", "s3cret-token-of-32-characters-at-least"]).await;
+    let out = berth(
+        &host,
+        &["apps", "--token", "s3cret-token-of-32-characters-at-least"],
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",

@@ -126,7 +126,8 @@ async fn logs_escape_a_tenants_terminal_sequences_unless_raw_from_files_and_the_
         .unwrap();
     // Window title, clipboard write (OSC 52), erase line and carriage
     // return, an 8-bit CSI (C1, as UTF-8), a bidi override.
-    let hostile = "%1B%5D0%3Bpwned%07%1B%5D52%3Bc%3BcHduZWQ%3D%07%1B%5B2K%0Dfake%C2%9B2J%E2%80%AEtxt";
+    let hostile =
+        "%1B%5D0%3Bpwned%07%1B%5D52%3Bc%3BcHduZWQ%3D%07%1B%5B2K%0Dfake%C2%9B2J%E2%80%AEtxt";
     let r = client(host.addr, &["logger"])
         .get(app_url(host.addr, "logger", &format!("/?line={hostile}")))
         .send()
@@ -139,8 +140,19 @@ async fn logs_escape_a_tenants_terminal_sequences_unless_raw_from_files_and_the_
     let token = host.admin_token().to_string();
     let data_dir = host.data_dir().to_path_buf();
     let runs: Vec<(&str, Vec<String>)> = vec![
-        ("files", vec!["--data-dir".into(), data_dir.display().to_string()]),
-        ("the API", vec!["--admin".into(), admin.clone(), "--token".into(), token.clone()]),
+        (
+            "files",
+            vec!["--data-dir".into(), data_dir.display().to_string()],
+        ),
+        (
+            "the API",
+            vec![
+                "--admin".into(),
+                admin.clone(),
+                "--token".into(),
+                token.clone(),
+            ],
+        ),
     ];
     for (how, args) in runs {
         for raw_flag in [false, true] {
@@ -150,7 +162,11 @@ async fn logs_escape_a_tenants_terminal_sequences_unless_raw_from_files_and_the_
                 cmd.arg("--raw");
             }
             let out = cmd.env_remove("BERTH_ADMIN_TOKEN").output().unwrap();
-            assert!(out.status.success(), "{how}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{how}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let text = String::from_utf8(out.stdout).unwrap();
             if raw_flag {
                 assert!(text.contains(raw), "{how} --raw: {text:?}");
@@ -160,7 +176,10 @@ async fn logs_escape_a_tenants_terminal_sequences_unless_raw_from_files_and_the_
                     !text.contains('\x1b') && !text.contains('\r') && !text.contains('\u{9b}'),
                     "{how}: {text:?}"
                 );
-                assert!(text.contains("stdout line\n"), "{how}: newlines kept: {text:?}");
+                assert!(
+                    text.contains("stdout line\n"),
+                    "{how}: newlines kept: {text:?}"
+                );
             }
         }
     }

@@ -442,7 +442,10 @@ async fn ten_thousand_connections_from_one_client_hold_only_its_share_of_the_fro
     let other = raw_request_from("127.0.0.2", addr, &get_request("hello.localhost", "")).await;
     assert!(other.starts_with("HTTP/1.1 200"), "{other}");
     let same = raw_request_from("127.0.0.1", addr, &get_request("hello.localhost", "")).await;
-    assert!(same.starts_with("HTTP/1.1 503") && same.contains(&words), "{same}");
+    assert!(
+        same.starts_with("HTTP/1.1 503") && same.contains(&words),
+        "{same}"
+    );
     drop(held);
     host.stop().await;
 }
@@ -509,7 +512,11 @@ async fn hundreds_of_silent_sockets_never_lock_a_token_holder_out_of_the_admin_l
         })
     };
     let (out, took) = cli.await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(took < timeout, "the CLI took {took:?}");
     // Every silent socket is closed by the server, by the header-read
     // timeout from its accept (or earlier, to make room).
@@ -521,7 +528,10 @@ async fn hundreds_of_silent_sockets_never_lock_a_token_holder_out_of_the_admin_l
             open += 1;
         }
     }
-    assert_eq!(open, 0, "silent sockets still open past the header-read timeout");
+    assert_eq!(
+        open, 0,
+        "silent sockets still open past the header-read timeout"
+    );
     host.stop().await;
 }
 
@@ -592,7 +602,10 @@ async fn wrong_admin_tokens_are_answered_ever_later_per_address_and_a_right_one_
     assert!(took[0] < Duration::from_millis(600), "{took:?}");
     for (k, t) in took.iter().enumerate() {
         let due = Duration::from_millis(100 << k);
-        assert!(*t >= due, "guess {k} answered after {t:?}, before {due:?}: {took:?}");
+        assert!(
+            *t >= due,
+            "guess {k} answered after {t:?}, before {due:?}: {took:?}"
+        );
     }
     // Another address with the right token: at once.
     let t = tokio::time::Instant::now();
@@ -603,7 +616,11 @@ async fn wrong_admin_tokens_are_answered_ever_later_per_address_and_a_right_one_
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(t.elapsed() < Duration::from_millis(300), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
     // The right token from the guessing address too, and it clears the
     // count: the next wrong one is quick again.
     let r = attacker
@@ -621,7 +638,11 @@ async fn wrong_admin_tokens_are_answered_ever_later_per_address_and_a_right_one_
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    assert!(t.elapsed() < Duration::from_millis(600), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
     host.stop().await;
 }
 
@@ -667,7 +688,10 @@ async fn out_of_descriptors_the_listeners_pause_and_serve_again_once_the_pressur
         log.contains("Too many open files") && warnings >= 1,
         "the server never ran out of descriptors:\n{log}"
     );
-    assert!(warnings <= 8, "{warnings} accept warnings in {wall:?}:\n{log}");
+    assert!(
+        warnings <= 8,
+        "{warnings} accept warnings in {wall:?}:\n{log}"
+    );
     assert!(
         cpu < wall / 4,
         "{cpu:?} of CPU in {wall:?} out of descriptors: a loop of errors"
@@ -675,12 +699,14 @@ async fn out_of_descriptors_the_listeners_pause_and_serve_again_once_the_pressur
     // The pressure goes: both listeners answer again.
     drop(silent);
     let healthz = format!("http://{admin}/healthz");
-    wait_until("/healthz after the pressure", Duration::from_secs(10), || {
-        match raw_get_path(admin, "127.0.0.1", "/healthz") {
+    wait_until(
+        "/healthz after the pressure",
+        Duration::from_secs(10),
+        || match raw_get_path(admin, "127.0.0.1", "/healthz") {
             line if line.starts_with("HTTP/1.1 200") => Ok(()),
             line => Err(format!("{healthz}: {line}")),
-        }
-    })
+        },
+    )
     .await;
     let line = raw_get(front, "nosuch.localhost");
     assert!(line.starts_with("HTTP/1.1 404"), "{line}");

@@ -146,13 +146,8 @@ impl FailedAttempts {
     }
 
     /// Addresses remembered now.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.records.len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
     }
 }
 
@@ -430,8 +425,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_configured_token_is_always_required() {
         let auth = AdminAuth::with_token(&format!("{TOKEN}\n")).unwrap();
-        assert!(auth.check(&req(Some(&format!("Bearer {TOKEN}")))).await.is_ok());
-        assert!(auth.check(&req(Some(&format!("bearer  {TOKEN} ")))).await.is_ok());
+        assert!(
+            auth.check(&req(Some(&format!("Bearer {TOKEN}"))))
+                .await
+                .is_ok()
+        );
+        assert!(
+            auth.check(&req(Some(&format!("bearer  {TOKEN} "))))
+                .await
+                .is_ok()
+        );
         let basic = format!("Basic {TOKEN}");
         for bad in [None, Some("Bearer wrong"), Some(&basic), Some(TOKEN)] {
             let resp = auth.check(&req(bad)).await.unwrap_err();
@@ -474,11 +477,7 @@ mod tests {
         );
         assert!(AdminAuth::from_sources(Some(&file), Some(&abc)).is_ok());
         assert!(AdminAuth::from_sources(Some(&file), Some(&xyz)).is_err());
-        assert!(
-            AdminAuth::from_sources(None, Some(&xyz))
-                .unwrap()
-                .is_some()
-        );
+        assert!(AdminAuth::from_sources(None, Some(&xyz)).unwrap().is_some());
         assert!(AdminAuth::from_sources(None, Some("  ")).unwrap().is_none());
         assert!(AdminAuth::from_sources(None, None).unwrap().is_none());
         std::fs::write(&file, "\n").unwrap();
@@ -488,8 +487,13 @@ mod tests {
 
     #[test]
     fn a_short_operator_token_is_refused_naming_the_minimum() {
-        let e = AdminAuth::with_token(&"x".repeat(31)).unwrap_err().to_string();
-        assert!(e.contains("31 characters") && e.contains("at least 32"), "{e}");
+        let e = AdminAuth::with_token(&"x".repeat(31))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("31 characters") && e.contains("at least 32"),
+            "{e}"
+        );
         assert!(AdminAuth::with_token(&"x".repeat(32)).is_ok());
         let dir = tempfile::tempdir().unwrap();
         let e = AdminAuth::from_sources(None, Some("a"))
@@ -502,7 +506,10 @@ mod tests {
     }
 
     fn from(ip: &str) -> Option<ClientAddr> {
-        Some(ClientAddr(std::net::SocketAddr::new(ip.parse().unwrap(), 4000)))
+        Some(ClientAddr(std::net::SocketAddr::new(
+            ip.parse().unwrap(),
+            4000,
+        )))
     }
 
     #[tokio::test(start_paused = true)]
@@ -513,19 +520,34 @@ mod tests {
         let mut waits = Vec::new();
         for _ in 0..9 {
             let t = Instant::now();
-            assert_eq!(auth.attempt(from("10.0.0.1"), "wrong").await, Attempt::Wrong);
+            assert_eq!(
+                auth.attempt(from("10.0.0.1"), "wrong").await,
+                Attempt::Wrong
+            );
             waits.push(t.elapsed().as_millis());
         }
-        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
+        assert_eq!(
+            waits,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]
+        );
         // Another address: its first wrong one waits 100 ms, a right one
         // not at all.
         let t = Instant::now();
-        assert_eq!(auth.attempt(from("10.0.0.2"), TOKEN).await, Attempt::Accepted);
+        assert_eq!(
+            auth.attempt(from("10.0.0.2"), TOKEN).await,
+            Attempt::Accepted
+        );
         assert_eq!(t.elapsed(), Duration::ZERO);
         // A right token clears the record: the next wrong one is quick again.
-        assert_eq!(auth.attempt(from("10.0.0.1"), TOKEN).await, Attempt::Accepted);
+        assert_eq!(
+            auth.attempt(from("10.0.0.1"), TOKEN).await,
+            Attempt::Accepted
+        );
         let t = Instant::now();
-        assert_eq!(auth.attempt(from("10.0.0.1"), "wrong").await, Attempt::Wrong);
+        assert_eq!(
+            auth.attempt(from("10.0.0.1"), "wrong").await,
+            Attempt::Wrong
+        );
         assert_eq!(t.elapsed(), FIRST_DELAY);
         assert!(start.elapsed() < Duration::from_secs(40));
     }
@@ -544,6 +566,12 @@ mod tests {
             // Let it take its place in the schedule.
             tokio::task::yield_now().await;
         }
+        // While the queue is past a minute, even the right token is
+        // refused unchecked.
+        assert!(matches!(
+            auth.attempt(from("10.0.0.3"), TOKEN).await,
+            Attempt::TooMany(_)
+        ));
         let mut answers = tasks.join_all().await;
         answers.sort_by_key(|(_, t)| *t);
         let wrong: Vec<u128> = answers
@@ -556,18 +584,23 @@ mod tests {
         // being asked).
         assert_eq!(
             wrong,
-            [100, 300, 700, 1500, 3100, 6300, 12_700, 22_700, 32_700, 42_700, 52_700, 62_700]
+            [
+                100, 300, 700, 1500, 3100, 6300, 12_700, 22_700, 32_700, 42_700, 52_700, 62_700
+            ]
         );
         // The rest were refused at once, unchecked: even the right token.
-        assert!(answers.iter().any(|(r, t)| matches!(r, Attempt::TooMany(_)) && t.is_zero()));
+        assert!(
+            answers
+                .iter()
+                .any(|(r, t)| matches!(r, Attempt::TooMany(_)) && t.is_zero())
+        );
         assert_eq!(answers.len(), 20);
-        assert!(matches!(
-            auth.attempt(from("10.0.0.3"), TOKEN).await,
-            Attempt::TooMany(_)
-        ));
         // Once the queue has drained, the right token gets in.
         tokio::time::sleep(Duration::from_secs(70)).await;
-        assert_eq!(auth.attempt(from("10.0.0.3"), TOKEN).await, Attempt::Accepted);
+        assert_eq!(
+            auth.attempt(from("10.0.0.3"), TOKEN).await,
+            Attempt::Accepted
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -52,9 +52,9 @@ pub fn run(args: LogsArgs) -> anyhow::Result<()> {
         let follow = if args.follow { "?follow=true" } else { "" };
         let path = format!("/v1/apps/{}/logs{follow}", args.name);
         let raw = args.raw;
-        return super::client::block_on(async move {
-            client.stream(&path, &mut output(raw)).await
-        });
+        return super::client::block_on(
+            async move { client.stream(&path, &mut output(raw)).await },
+        );
     }
     let dir = args
         .admin

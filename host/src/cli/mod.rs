@@ -121,11 +121,17 @@ mod tests {
         let mut all = Vec::new();
         leaves(&Cli::command(), "", &mut all);
         let help = |cmd: &clap::Command, id: &str| {
-            cmd.get_arguments()
-                .find(|a| a.get_id() == id)
-                .map(|a| (a.get_long().map(str::to_string), a.get_help().map(|h| h.to_string())))
+            cmd.get_arguments().find(|a| a.get_id() == id).map(|a| {
+                (
+                    a.get_long().map(str::to_string),
+                    a.get_help().map(|h| h.to_string()),
+                )
+            })
         };
-        let reference = help(&Cli::command().find_subcommand("apps").unwrap().clone(), "token");
+        let reference = help(
+            &Cli::command().find_subcommand("apps").unwrap().clone(),
+            "token",
+        );
         let mut talking = Vec::new();
         for (path, cmd) in &all {
             let has = |id| help(cmd, id).is_some();
@@ -141,8 +147,16 @@ mod tests {
         assert_eq!(
             talking,
             [
-                "app", "apps", "delete", "deploy", "logs", "scale", "secret delete", "secret list",
-                "secret set", "traffic"
+                "app",
+                "apps",
+                "delete",
+                "deploy",
+                "logs",
+                "scale",
+                "secret delete",
+                "secret list",
+                "secret set",
+                "traffic"
             ]
         );
         // And each parses the pair.

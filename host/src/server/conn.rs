@@ -436,17 +436,7 @@ impl Listener {
     /// At a cap: one attempt to say which, then a lingering close.
     fn refuse(&self, stream: TcpStream, peer: SocketAddr, full: Full) {
         let n = self.refused.fetch_add(1, Ordering::Relaxed);
-        let name = self.role.name();
-        let body = match full {
-            Full::Listener => format!(
-                "berth: {name} is at its limit of {} connections\n",
-                self.limits.max_connections
-            ),
-            Full::Client(_) => format!(
-                "berth: {name} allows {} connections per client address, and this address has them all open\n",
-                self.limits.per_client()
-            ),
-        };
+        let body = refusal(self.role, &self.limits, full);
         if n.is_power_of_two() {
             tracing::warn!(%peer, refused = n + 1, "connection refused: {}", body.trim_start_matches("berth: ").trim_end());
         }
@@ -581,6 +571,21 @@ impl Listener {
     pub async fn accept_failed(&self, error: std::io::Error) {
         self.accept_errors.record(self.role, &error);
         tokio::time::sleep(ACCEPT_PAUSE).await;
+    }
+}
+
+/// The body of a refusal: which listener, which cap, its number.
+fn refusal(role: Role, limits: &ConnectionLimits, full: Full) -> String {
+    let name = role.name();
+    match full {
+        Full::Listener => format!(
+            "berth: {name} is at its limit of {} connections\n",
+            limits.max_connections
+        ),
+        Full::Client(_) => format!(
+            "berth: {name} allows {} connections per client address, and this address has them all open\n",
+            limits.per_client()
+        ),
     }
 }
 
@@ -730,6 +735,25 @@ mod tests {
         assert_eq!(
             (admin.max_connections, admin.per_client()),
             (ADMIN_MAX_CONNECTIONS, ADMIN_MAX_CONNECTIONS_PER_CLIENT)
+        );
+    }
+
+    #[test]
+    fn each_listener_refuses_in_its_own_words() {
+        let front = ConnectionLimits::default();
+        let admin = front.admin();
+        let key = ClientKey::of("127.0.0.1".parse().unwrap());
+        assert_eq!(
+            refusal(Role::Admin, &admin, Full::Listener),
+            "berth: the admin listener is at its limit of 256 connections\n"
+        );
+        assert_eq!(
+            refusal(Role::Admin, &admin, Full::Client(key)),
+            "berth: the admin listener allows 64 connections per client address, and this address has them all open\n"
+        );
+        assert_eq!(
+            refusal(Role::FrontDoor, &front, Full::Listener),
+            "berth: the front door is at its limit of 10000 connections\n"
         );
     }
 
