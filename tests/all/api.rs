@@ -354,19 +354,23 @@ async fn the_admin_api_always_needs_the_token() {
     // also on a non-loopback bind.
     let host = TestHost::builder()
         .admin_bind("0.0.0.0:0".parse().unwrap())
-        .admin_token("s3cret-token")
+        .admin_token("s3cret-token-of-32-characters-at-least")
         .start()
         .await
         .unwrap();
     assert!(host.admin_addr.ip().is_unspecified(), "{}", host.admin_addr);
     let r = c
         .get(admin::url(&host, "/v1/apps"))
-        .bearer_auth("s3cret-token")
+        .bearer_auth("s3cret-token-of-32-characters-at-least")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let out = berth(&host, &["apps", "--token", "s3cret-token"]).await;
+    let out = berth(
+        &host,
+        &["apps", "--token", "s3cret-token-of-32-characters-at-least"],
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",

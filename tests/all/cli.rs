@@ -117,6 +117,75 @@ async fn logs_command_prints_guest_output_tagged_with_request_ids() {
     host.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_escape_a_tenants_terminal_sequences_unless_raw_from_files_and_the_api() {
+    let host = TestHost::builder()
+        .wasm_app("logger", art::LOGGER)
+        .start()
+        .await
+        .unwrap();
+    // Window title, clipboard write (OSC 52), erase line and carriage
+    // return, an 8-bit CSI (C1, as UTF-8), a bidi override.
+    let hostile =
+        "%1B%5D0%3Bpwned%07%1B%5D52%3Bc%3BcHduZWQ%3D%07%1B%5B2K%0Dfake%C2%9B2J%E2%80%AEtxt";
+    let r = client(host.addr, &["logger"])
+        .get(app_url(host.addr, "logger", &format!("/?line={hostile}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let escaped = r"\x1b]0;pwned\x07\x1b]52;c;cHduZWQ=\x07\x1b[2K\x0dfake\x9b2J\u{202e}txt";
+    let raw = "\x1b]0;pwned\x07\x1b]52;c;cHduZWQ=\x07\x1b[2K\rfake\u{9b}2J\u{202e}txt";
+    let admin = format!("http://127.0.0.1:{}", host.admin_addr.port());
+    let token = host.admin_token().to_string();
+    let data_dir = host.data_dir().to_path_buf();
+    let runs: Vec<(&str, Vec<String>)> = vec![
+        (
+            "files",
+            vec!["--data-dir".into(), data_dir.display().to_string()],
+        ),
+        (
+            "the API",
+            vec![
+                "--admin".into(),
+                admin.clone(),
+                "--token".into(),
+                token.clone(),
+            ],
+        ),
+    ];
+    for (how, args) in runs {
+        for raw_flag in [false, true] {
+            let mut cmd = berth();
+            cmd.args(["logs", "logger"]).args(&args);
+            if raw_flag {
+                cmd.arg("--raw");
+            }
+            let out = cmd.env_remove("BERTH_ADMIN_TOKEN").output().unwrap();
+            assert!(
+                out.status.success(),
+                "{how}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8(out.stdout).unwrap();
+            if raw_flag {
+                assert!(text.contains(raw), "{how} --raw: {text:?}");
+            } else {
+                assert!(text.contains(escaped), "{how}: {text:?}");
+                assert!(
+                    !text.contains('\x1b') && !text.contains('\r') && !text.contains('\u{9b}'),
+                    "{how}: {text:?}"
+                );
+                assert!(
+                    text.contains("stdout line\n"),
+                    "{how}: newlines kept: {text:?}"
+                );
+            }
+        }
+    }
+    host.stop().await;
+}
+
 /// Picks a free loopback port (racy in theory, fine for a test).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -41,7 +41,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
 use serde::Serialize;
 
-pub use auth::{AdminAuth, TOKEN_ENV, TOKEN_FILE, read_token_file};
+pub use auth::{AdminAuth, Attempt, MIN_TOKEN_CHARS, TOKEN_ENV, TOKEN_FILE, read_token_file};
 pub use model::{
     AppList, AppState, AppView, ErrorBody, Instances, RevisionView, ScaleRequest, SecretList,
     SecretView,
@@ -63,7 +63,7 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    if let Err(resp) = auth.check(&req) {
+    if let Err(resp) = auth.check(&req).await {
         return resp;
     }
     route(apps, req).await

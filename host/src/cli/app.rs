@@ -14,6 +14,9 @@ pub struct AppArgs {
     /// The admin API.
     #[command(flatten)]
     pub admin: AdminArgs,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Prints the app (or its JSON with `--json`).
@@ -25,7 +28,7 @@ pub fn run(args: AppArgs) -> anyhow::Result<()> {
         crate::config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
         let client = AdminClient::new(&args.admin)?;
         let app: AppView = client.get(&format!("/v1/apps/{}", args.name)).await?;
-        if args.admin.json {
+        if args.json {
             return print_json(&app);
         }
         super::client::write_stdout(describe(&app).as_bytes())

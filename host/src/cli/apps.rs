@@ -11,6 +11,9 @@ pub struct AppsArgs {
     /// The admin API.
     #[command(flatten)]
     pub admin: AdminArgs,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Prints the apps as a table (or JSON with `--json`).
@@ -21,7 +24,7 @@ pub fn run(args: AppsArgs) -> anyhow::Result<()> {
     block_on(async move {
         let client = AdminClient::new(&args.admin)?;
         let list: AppList = client.get("/v1/apps").await?;
-        if args.admin.json {
+        if args.json {
             return print_json(&list);
         }
         if list.apps.is_empty() {

@@ -28,12 +28,13 @@ pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:8081";
 /// How long a request may take (a deploy may pull and compile).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Where the admin API is and how to authenticate to it.
-#[derive(Debug, Clone, clap::Args)]
+/// Where the admin API is and how to authenticate to it: the one pair of
+/// flags every command that talks to the API flattens in.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct AdminArgs {
-    /// The admin API of the berth server.
-    #[arg(long = "admin", env = "BERTH_ADMIN", default_value = DEFAULT_ADMIN, value_name = "URL")]
-    pub admin: String,
+    /// The admin API of the berth server [default: http://127.0.0.1:8081].
+    #[arg(long = "admin", env = "BERTH_ADMIN", value_name = "URL")]
+    pub admin: Option<String>,
     /// Bearer token [default: the server's DATA_DIR/admin-token].
     #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
     pub token: Option<String>,
@@ -41,9 +42,13 @@ pub struct AdminArgs {
     /// $XDG_DATA_HOME/berth].
     #[arg(long, env = "BERTH_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<std::path::PathBuf>,
-    /// Print the server's JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl AdminArgs {
+    /// The admin API's URL, given or the default.
+    pub fn url(&self) -> &str {
+        self.admin.as_deref().unwrap_or(DEFAULT_ADMIN)
+    }
 }
 
 /// An error the admin API answered with.
@@ -73,14 +78,14 @@ impl AdminClient {
     /// A URL that is not `http://HOST[:PORT]`, or a token that cannot be sent
     /// in a header.
     pub fn new(args: &AdminArgs) -> anyhow::Result<Self> {
-        let base = args.admin.trim_end_matches('/').to_string();
+        let base = args.url().trim_end_matches('/').to_string();
         let uri: Uri = base
             .parse()
-            .with_context(|| format!("--admin `{}` is not a URL", args.admin))?;
+            .with_context(|| format!("--admin `{}` is not a URL", args.url()))?;
         anyhow::ensure!(
             uri.scheme_str() == Some("http") && uri.authority().is_some(),
             "--admin `{}`: the admin API is plain HTTP; give http://HOST:PORT",
-            args.admin
+            args.url()
         );
         let token = match args.token.as_deref().map(str::trim) {
             Some(t) if !t.is_empty() => Some(t.to_string()),
@@ -369,10 +374,9 @@ mod tests {
     #[test]
     fn admin_urls_are_checked() {
         let args = |admin: &str| AdminArgs {
-            admin: admin.into(),
+            admin: Some(admin.into()),
             token: Some("t".into()),
             data_dir: None,
-            json: false,
         };
         assert!(AdminClient::new(&args("http://127.0.0.1:8081/")).is_ok());
         assert!(AdminClient::new(&args("https://127.0.0.1:8081")).is_err());

@@ -10,6 +10,9 @@ pub struct DeleteArgs {
     /// The admin API.
     #[command(flatten)]
     pub admin: AdminArgs,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Deletes the app; its in-flight requests finish first.
@@ -21,7 +24,7 @@ pub fn run(args: DeleteArgs) -> anyhow::Result<()> {
         crate::config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
         let client = AdminClient::new(&args.admin)?;
         client.delete(&format!("/v1/apps/{}", args.name)).await?;
-        if args.admin.json {
+        if args.json {
             print_json(&serde_json::json!({ "deleted": args.name }))
         } else {
             write_stdout(format!("deleted {}\n", args.name).as_bytes())

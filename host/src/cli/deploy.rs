@@ -61,6 +61,9 @@ pub struct DeployArgs {
     /// The admin API.
     #[command(flatten)]
     pub admin: AdminArgs,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `/v1/apps/NAME`, with `?traffic=N` for a canary.
@@ -91,7 +94,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
         let (status, app): (_, AppView) = client
             .send(Method::PUT, &deploy_path(&args.name, args.traffic), &config)
             .await?;
-        if args.admin.json {
+        if args.json {
             return print_json(&app);
         }
         let verb = if status == StatusCode::CREATED {

@@ -1,11 +1,11 @@
 //! `berth logs NAME`: print an app's captured guest output.
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
+use super::client::{AdminArgs, AdminClient};
 use crate::config;
 use crate::logs;
 
@@ -14,17 +14,31 @@ use crate::logs;
 pub struct LogsArgs {
     /// The app.
     pub name: String,
-    /// berth's data directory [default: $XDG_DATA_HOME/berth].
-    #[arg(long, env = "BERTH_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
     /// Keep printing new lines as they arrive.
     #[arg(long, short)]
     pub follow: bool,
-    /// Read the log through a server's admin API (e.g.
-    /// http://127.0.0.1:8081) instead of the data dir; the token comes from
-    /// BERTH_ADMIN_TOKEN.
-    #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
-    pub admin: Option<String>,
+    /// Where the log is read: through the admin API when `--admin` or
+    /// `--token` is given, else straight from the data directory's files
+    /// (`--data-dir`), which needs no running server.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Print the tenant's bytes as they are, control characters included
+    /// (for a pipe or a file); without it, control characters are escaped.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// Where the log goes: standard output, with tenant control characters
+/// escaped unless `raw`. Escaped by default even into a pipe or a file: a
+/// saved log is read later with `cat` or `less -R` on a terminal, so only an
+/// explicit `--raw` gets the bytes as they are.
+fn output(raw: bool) -> Box<dyn Write> {
+    let out = std::io::stdout().lock();
+    if raw {
+        Box::new(out)
+    } else {
+        Box::new(crate::http::EscapingWriter::new(out))
+    }
 }
 
 /// Prints the log.
@@ -33,26 +47,23 @@ pub struct LogsArgs {
 /// When the app has no log.
 pub fn run(args: LogsArgs) -> anyhow::Result<()> {
     config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
-    if let Some(admin) = &args.admin {
-        let client = super::client::AdminClient::new(&super::client::AdminArgs {
-            admin: admin.clone(),
-            token: std::env::var(crate::api::TOKEN_ENV).ok(),
-            data_dir: None,
-            json: false,
-        })?;
+    if args.admin.admin.is_some() || args.admin.token.is_some() {
+        let client = AdminClient::new(&args.admin)?;
         let follow = if args.follow { "?follow=true" } else { "" };
         let path = format!("/v1/apps/{}/logs{follow}", args.name);
-        return super::client::block_on(async move {
-            client.stream(&path, &mut std::io::stdout().lock()).await
-        });
+        let raw = args.raw;
+        return super::client::block_on(
+            async move { client.stream(&path, &mut output(raw)).await },
+        );
     }
     let dir = args
+        .admin
         .data_dir
         .unwrap_or_else(config::default_data_dir)
         .join("logs");
     let text = logs::read_all(&dir, &args.name)
         .with_context(|| format!("no logs for app `{}` in `{}`", args.name, dir.display()))?;
-    let mut out = std::io::stdout().lock();
+    let mut out = output(args.raw);
     out.write_all(text.as_bytes())?;
     out.flush()?;
     if args.follow {

@@ -101,3 +101,87 @@ impl Cli {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    /// Every leaf subcommand, with its path (`secret set`).
+    fn leaves(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Command)>) {
+        if cmd.get_subcommands().next().is_none() {
+            out.push((path.trim().to_string(), cmd.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            leaves(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_command_that_talks_to_the_api_takes_the_same_admin_and_token_pair() {
+        let mut all = Vec::new();
+        leaves(&Cli::command(), "", &mut all);
+        let help = |cmd: &clap::Command, id: &str| {
+            cmd.get_arguments().find(|a| a.get_id() == id).map(|a| {
+                (
+                    a.get_long().map(str::to_string),
+                    a.get_help().map(|h| h.to_string()),
+                )
+            })
+        };
+        let reference = help(
+            &Cli::command().find_subcommand("apps").unwrap().clone(),
+            "token",
+        );
+        let mut talking = Vec::new();
+        for (path, cmd) in &all {
+            let has = |id| help(cmd, id).is_some();
+            // Both or neither, and the very same flags (one struct).
+            assert_eq!(has("admin"), has("token"), "{path}");
+            if has("admin") {
+                assert_eq!(help(cmd, "token"), reference, "{path}");
+                assert!(has("data_dir"), "{path}");
+                talking.push(path.clone());
+            }
+        }
+        talking.sort();
+        assert_eq!(
+            talking,
+            [
+                "app",
+                "apps",
+                "delete",
+                "deploy",
+                "logs",
+                "scale",
+                "secret delete",
+                "secret list",
+                "secret set",
+                "traffic"
+            ]
+        );
+        // And each parses the pair.
+        let extra: &[(&str, &[&str])] = &[
+            ("app", &["x"]),
+            ("delete", &["x"]),
+            ("deploy", &["x", "--wasm", "a.wasm"]),
+            ("logs", &["x"]),
+            ("scale", &["x", "--min", "1"]),
+            ("secret delete", &["x"]),
+            ("secret set", &["x"]),
+            ("traffic", &["x", "--latest", "50"]),
+        ];
+        for path in &talking {
+            let mut argv: Vec<&str> = vec!["berth"];
+            argv.extend(path.split(' '));
+            if let Some((_, more)) = extra.iter().find(|(p, _)| p == path) {
+                argv.extend(*more);
+            }
+            argv.extend(["--admin", "http://127.0.0.1:9", "--token", "t"]);
+            if let Err(e) = Cli::try_parse_from(argv.iter().copied()) {
+                panic!("{argv:?}: {e}");
+            }
+        }
+    }
+}

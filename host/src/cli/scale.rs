@@ -23,6 +23,9 @@ pub struct ScaleArgs {
     /// The admin API.
     #[command(flatten)]
     pub admin: AdminArgs,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Changes the bounds.
@@ -45,7 +48,7 @@ pub fn run(args: ScaleArgs) -> anyhow::Result<()> {
                 &body,
             )
             .await?;
-        if args.admin.json {
+        if args.json {
             return print_json(&app);
         }
         let text = format!(

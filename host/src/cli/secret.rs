@@ -30,6 +30,9 @@ pub struct SetArgs {
     /// The admin API.
     #[command(flatten)]
     pub admin: AdminArgs,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `berth secret list`.
@@ -38,6 +41,9 @@ pub struct ListArgs {
     /// The admin API.
     #[command(flatten)]
     pub admin: AdminArgs,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `berth secret delete`.
@@ -48,6 +54,9 @@ pub struct DeleteArgs {
     /// The admin API.
     #[command(flatten)]
     pub admin: AdminArgs,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs a `berth secret` subcommand.
@@ -87,7 +96,7 @@ fn set(args: SetArgs) -> anyhow::Result<()> {
         let (status, info): (_, Option<SecretView>) = client
             .put_bytes(&format!("/v1/secrets/{}", args.name), value)
             .await?;
-        if args.admin.json {
+        if args.json {
             return print_json(&info);
         }
         let verb = if status == http::StatusCode::CREATED {
@@ -103,7 +112,7 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
     block_on(async move {
         let client = AdminClient::new(&args.admin)?;
         let list: SecretList = client.get("/v1/secrets").await?;
-        if args.admin.json {
+        if args.json {
             return print_json(&list);
         }
         let rows: Vec<Vec<String>> = list
@@ -127,7 +136,7 @@ fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     block_on(async move {
         let client = AdminClient::new(&args.admin)?;
         client.delete(&format!("/v1/secrets/{}", args.name)).await?;
-        if args.admin.json {
+        if args.json {
             print_json(&serde_json::json!({ "deleted": args.name }))
         } else {
             write_stdout(format!("deleted secret {}\n", args.name).as_bytes())

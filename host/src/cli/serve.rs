@@ -97,9 +97,14 @@ pub struct ServeArgs {
     /// with 503.
     #[arg(long, env = "BERTH_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
-    /// Time a client has to send a request head (and to finish a TLS
-    /// handshake); an idle HTTP/1.1 keep-alive connection is closed after it
-    /// too.
+    /// Front-door connections one client address (an IPv6 /64) keeps open
+    /// at once; more are refused with 503 [default: a sixteenth of
+    /// --max-connections, at least 8].
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS_PER_CLIENT")]
+    pub max_connections_per_client: Option<usize>,
+    /// Time a client has from accept to send its first request head (a TLS
+    /// handshake included), and to send each later one; a silent
+    /// connection, and an idle HTTP/1.1 keep-alive one, is closed after it.
     #[arg(long, env = "BERTH_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration_arg)]
     pub header_read_timeout: std::time::Duration,
     /// A connection with no request in flight for this long is closed.
@@ -147,6 +152,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     options.engine.max_outbound_connections = args.max_outbound_connections;
     options.connections = crate::server::ConnectionLimits {
         max_connections: args.max_connections,
+        max_connections_per_client: args.max_connections_per_client,
         header_read_timeout: args.header_read_timeout,
         idle_timeout: args.idle_timeout,
         ..crate::server::ConnectionLimits::default()

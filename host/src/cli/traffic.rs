@@ -18,6 +18,9 @@ pub struct TrafficArgs {
     /// The admin API.
     #[command(flatten)]
     pub admin: AdminArgs,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Moves the split and prints each serving revision's share.
@@ -37,7 +40,7 @@ pub fn run(args: TrafficArgs) -> anyhow::Result<()> {
                 &body,
             )
             .await?;
-        if args.admin.json {
+        if args.json {
             return print_json(&app);
         }
         let shares: Vec<String> = app

@@ -44,7 +44,7 @@ use minijinja::{Environment, Value, context};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::api::{AdminAuth, AppList, AppView, ErrorBody};
+use crate::api::{AdminAuth, AppList, AppView, Attempt, ErrorBody};
 use crate::apps::Apps;
 use crate::http::{Body, BoxError, full};
 
@@ -211,18 +211,33 @@ impl Console {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let client = req.extensions().get::<crate::http::ClientAddr>().copied();
         let form = match read_form(req).await {
             Ok(f) => f,
             Err(resp) => return resp,
         };
         let token = form.get("token").map(String::as_str).unwrap_or("");
-        if !self.auth.verify(token) {
-            tracing::warn!("console sign-in refused: wrong token");
-            return self.page(
-                StatusCode::UNAUTHORIZED,
-                "login.html",
-                context! { error => "That is not the admin token." },
-            );
+        match self.auth.attempt(client, token).await {
+            Attempt::Accepted => {}
+            Attempt::Wrong => {
+                tracing::warn!(client = ?client.map(|c| c.0), "console sign-in refused: wrong token");
+                return self.page(
+                    StatusCode::UNAUTHORIZED,
+                    "login.html",
+                    context! { error => "That is not the admin token." },
+                );
+            }
+            Attempt::TooMany(wait) => {
+                let error = format!(
+                    "Too many wrong tokens from this address; this one was not checked. Try again in {} s.",
+                    wait.as_secs().max(1)
+                );
+                return self.page(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "login.html",
+                    context! { error => error },
+                );
+            }
         }
         let id = random_hex();
         let key: [u8; 32] = Sha256::digest(id.as_bytes()).into();
@@ -512,7 +527,8 @@ impl Console {
                     let mut out = String::new();
                     for line in String::from_utf8_lossy(&complete).lines() {
                         out.push_str("data: ");
-                        out.push_str(&line.replace('\r', ""));
+                        // Visible escapes: a person reads the tail.
+                        out.push_str(&crate::http::escape_controls(line));
                         out.push_str("\n\n");
                     }
                     return Some((Ok(Frame::data(Bytes::from(out))), (stream, pending)));

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
 pub use conn::ConnectionLimits;
-use conn::Listener;
+use conn::{Listener, Role};
 pub use lock::DataDirLock;
 
 use crate::api::AdminAuth;
@@ -234,8 +234,12 @@ impl Server {
             );
             limits.max_connections = fit.max(64);
         }
-        let front = Arc::new(Listener::new(limits.clone(), self.options.tls.clone()));
-        let back = Arc::new(Listener::new(limits.admin(), None));
+        let front = Arc::new(Listener::new(
+            Role::FrontDoor,
+            limits.clone(),
+            self.options.tls.clone(),
+        ));
+        let back = Arc::new(Listener::new(Role::Admin, limits.admin(), None));
         let sampler = {
             let apps = Arc::downgrade(&self.apps);
             self.apps
@@ -244,14 +248,17 @@ impl Server {
                     apps.upgrade().map(|a| a.snapshots())
                 })
         };
-        tracing::info!(front = %front_addr, admin = %admin_addr, apps = self.apps.routes().len(), max_connections = limits.max_connections, "berth is serving");
+        tracing::info!(front = %front_addr, admin = %admin_addr, apps = self.apps.routes().len(), max_connections = limits.max_connections, max_connections_per_client = limits.per_client(), "berth is serving");
         self.ready.store(true, Ordering::Release);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => {
-                    let Some((stream, peer)) = conn::accept_ok(accepted).await else { continue };
+                    let (stream, peer) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => { front.accept_failed(e).await; continue }
+                    };
                     let gw = self.gateway.clone();
                     front.accept(stream, peer, move |req: Request<Incoming>| {
                         let gw = gw.clone();
@@ -259,7 +266,10 @@ impl Server {
                     });
                 }
                 accepted = admin.accept() => {
-                    let Some((stream, peer)) = conn::accept_ok(accepted).await else { continue };
+                    let (stream, peer) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => { back.accept_failed(e).await; continue }
+                    };
                     let me = self.clone();
                     back.accept(stream, peer, move |req: Request<Incoming>| {
                         let me = me.clone();

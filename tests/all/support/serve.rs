@@ -53,10 +53,42 @@ impl Served {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> (Self, std::sync::mpsc::Receiver<()>) {
+        Self::launch_under(&[], env, data_dir, extra)
+    }
+
+    /// Starts `berth serve` with at most `files` open files (soft and hard
+    /// limit, through `prlimit`), and waits for its "serving" line.
+    pub fn start_with_open_files(files: u64, data_dir: &Path, extra: &[&str]) -> Self {
+        let nofile = format!("--nofile={files}:{files}");
+        let (served, serving) =
+            Self::launch_under(&["prlimit", &nofile, "--"], &[], data_dir, extra);
+        if serving.recv_timeout(Duration::from_secs(120)).is_err() {
+            panic!("berth serve did not start:\n{}", served.stderr());
+        }
+        served
+    }
+
+    /// [`launch`](Self::launch) with `wrapper` (a program and its
+    /// arguments) running `berth`, and `env` added to its environment.
+    fn launch_under(
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> (Self, std::sync::mpsc::Receiver<()>) {
         let addr = free_addr();
         let admin = free_addr();
         let (bridge_args, bridge) = super::bridge_args();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        let berth = env!("CARGO_BIN_EXE_berth");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(berth);
+                c
+            }
+            None => Command::new(berth),
+        };
+        let mut child = command
             .args(["serve", "--listen", &addr.to_string()])
             .args(["--admin-listen", &admin.to_string()])
             .args(&bridge_args)
