@@ -382,7 +382,7 @@ mod tests {
         );
         // The read ends are closed: a write fails with EPIPE.
         let mut out = std::fs::File::from(ends.stdout);
-        let err = std::io::Write::write_all(&mut out, b"late\n").unwrap_err();
+        let err = io::Write::write_all(&mut out, b"late\n").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
 }
