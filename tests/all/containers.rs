@@ -688,7 +688,11 @@ async fn a_container_flooding_stdout_loses_the_excess_with_a_marker() {
 fn disk_use(dir: &Path) -> (u64, u64) {
     let du = |flags: &[&str]| -> u64 {
         let out = Command::new("du").args(flags).arg(dir).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         text.split_whitespace().next().unwrap().parse().unwrap()
     };
@@ -701,8 +705,7 @@ fn open_pipes(pid: u32) -> usize {
         .unwrap()
         .flatten()
         .filter(|e| {
-            std::fs::read_link(e.path())
-                .is_ok_and(|t| t.to_string_lossy().starts_with("pipe:"))
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("pipe:"))
         })
         .count()
 }
@@ -714,7 +717,11 @@ fn berth_logs(data: &Path, app: &str) -> String {
         .arg(data)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -771,21 +778,34 @@ echo ok
         let r = c.get(app_url(host.addr, app, path)).send().await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     };
-    assert_eq!(get("trick", "/").await, (200, "hello from a container\n".into()));
+    assert_eq!(
+        get("trick", "/").await,
+        (200, "hello from a container\n".into())
+    );
     let pipes_before = open_pipes(host.pid());
     let before = disk_use(&data);
 
-    assert_eq!(get("trick", "/cgi-bin/trick").await, (200, "started\n".into()));
+    assert_eq!(
+        get("trick", "/cgi-bin/trick").await,
+        (200, "started\n".into())
+    );
     let t = std::time::Instant::now();
     let mut answered = 0;
     loop {
-        assert_eq!(get("hello", "/").await.0, 200, "another app answers during the attack");
+        assert_eq!(
+            get("hello", "/").await.0,
+            200,
+            "another app answers during the attack"
+        );
         assert_eq!(get("trick", "/").await.0, 200, "the app itself answers");
         answered += 2;
         if berth_logs(&data, "trick").contains(" stdout trick-done\n") {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(120), "the flood never ended");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the flood never ended"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = t.elapsed();
@@ -801,8 +821,14 @@ echo ok
     );
     let log = berth_logs(&data, "trick");
     // The truncation failed on the pipe; dd wrote all of its gigabyte.
-    assert!(log.contains(" stderr truncate: /proc/1/fd/1: "), "no truncate error");
-    assert!(log.contains(" stderr 1024+0 records out"), "dd did not finish");
+    assert!(
+        log.contains(" stderr truncate: /proc/1/fd/1: "),
+        "no truncate error"
+    );
+    assert!(
+        log.contains(" stderr 1024+0 records out"),
+        "dd did not finish"
+    );
     let dropped: u64 = log
         .lines()
         .filter_map(|l| l.split(" stdout berth: dropped ").nth(1))
@@ -816,30 +842,42 @@ echo ok
     );
 
     // Later lines still arrive.
-    assert_eq!(get("trick", "/cgi-bin/say?later-1").await, (200, "ok\n".into()));
-    wait_until("a later line in berth logs", Duration::from_secs(10), || {
-        match berth_logs(&data, "trick").contains(" stdout said later-1\n") {
+    assert_eq!(
+        get("trick", "/cgi-bin/say?later-1").await,
+        (200, "ok\n".into())
+    );
+    wait_until(
+        "a later line in berth logs",
+        Duration::from_secs(10),
+        || match berth_logs(&data, "trick").contains(" stdout said later-1\n") {
             true => Ok(()),
             false => Err(()),
-        }
-    })
+        },
+    )
     .await;
 
     // Gone: no pipe of it in berth, no file of it in the data dir.
     let (ok, _, err) = host.cli(&["delete", "trick"], b"");
     assert!(ok, "{err}");
+    // The delete stops the instance in the background: runc's container,
+    // then its directory (the tmpfs with its bundle) go, and its pipes close.
+    let instances = data.join("containers/instances");
     wait_until("the instance gone", Duration::from_secs(30), || {
-        match runc_list(&data).is_empty() && open_pipes(host.pid()) <= pipes_before - 2 {
+        let left = (
+            runc_list(&data),
+            crate::support::dir_names(&instances),
+            open_pipes(host.pid()),
+        );
+        match left.0.is_empty() && left.1.is_empty() && left.2 <= pipes_before - 2 {
             true => Ok(()),
-            false => Err((runc_list(&data), open_pipes(host.pid()))),
+            false => Err(left),
         }
     })
     .await;
-    assert_eq!(
-        crate::support::dir_names(&data.join("containers/instances")),
-        Vec::<String>::new()
+    assert!(
+        !data.join("containers/logs").exists(),
+        "no raw output files"
     );
-    assert!(!data.join("containers/logs").exists(), "no raw output files");
     let end = disk_use(&data);
     assert!(
         end.0 <= before.0 + cap && end.1 <= before.1 + cap,

@@ -182,14 +182,21 @@ async fn a_secret_reaches_the_guest_and_nothing_else() {
         "the bundle's tmpfs is mounted at {}",
         scratch.display()
     );
-    assert!(scratch.join("bundle/rootfs/www").is_dir(), "the rootfs is in the bundle");
+    assert!(
+        scratch.join("bundle/rootfs/www").is_dir(),
+        "the rootfs is in the bundle"
+    );
     let (read, skipped) = scan_for_value(&data);
     assert!(read > 20, "{read} files read, {skipped} skipped");
     let configs: Vec<_> = files(&data)
         .into_iter()
         .filter(|f| f.file_name().is_some_and(|n| n == "config.json"))
         .collect();
-    assert_eq!(configs, Vec::<std::path::PathBuf>::new(), "a runc config.json is left");
+    assert_eq!(
+        configs,
+        Vec::<std::path::PathBuf>::new(),
+        "a runc config.json is left"
+    );
 
     // In use: cannot be deleted.
     let (ok, _, err) = host.cli(&["secret", "delete", "db-password"], b"");
@@ -208,7 +215,10 @@ async fn a_secret_reaches_the_guest_and_nothing_else() {
     // tmpfs is gone with it.
     assert_eq!(crate::support::dir_names(&instances), Vec::<String>::new());
     let (checked, skipped) = scan_for_value(&data);
-    assert!(checked > 5 && skipped == 0, "{checked} files, {skipped} skipped");
+    assert!(
+        checked > 5 && skipped == 0,
+        "{checked} files, {skipped} skipped"
+    );
     let store = std::fs::read_to_string(data.join("secrets.json")).unwrap();
     assert!(
         store.contains("db-password") && store.contains("ciphertext"),

@@ -151,7 +151,10 @@ impl Backend for ContainerBackend {
             startup_timeout: c.startup_timeout,
             stop_grace: c.shutdown_grace,
         };
-        let container = self.shim.start(&self.rootfs, spec, self.log.clone()).await?;
+        let container = self
+            .shim
+            .start(&self.rootfs, spec, self.log.clone())
+            .await?;
         // The cgroupsPath the shim gives every container (see instance.rs).
         let metering = self.metrics.clone().map(|metrics| {
             let cgroup = Path::new("/berth").join(container.id());

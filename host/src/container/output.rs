@@ -153,7 +153,11 @@ impl Drop for Output {
 }
 
 /// Reads one pipe until EOF, or until [`DRAIN_WAIT`] after `stop`.
-async fn read_stream(mut reader: pipe::Receiver, mut out: Forward, mut stop: watch::Receiver<bool>) {
+async fn read_stream(
+    mut reader: pipe::Receiver,
+    mut out: Forward,
+    mut stop: watch::Receiver<bool>,
+) {
     let give_up = async move {
         // `Err`: the `Output` is gone, which is a stop too.
         let _ = stop.wait_for(|s| *s).await;
@@ -315,7 +319,10 @@ mod tests {
         assert_eq!(output.stderr_tail(), "to stderr");
         let text = crate::logs::read_all(dir.path(), "app").unwrap();
         let stdout: Vec<&str> = text.lines().filter(|l| l.contains(" stdout ")).collect();
-        let full = stdout.iter().filter(|l| l.ends_with(&"x".repeat(1023))).count();
+        let full = stdout
+            .iter()
+            .filter(|l| l.ends_with(&"x".repeat(1023)))
+            .count();
         let dropped: u64 = stdout
             .iter()
             .filter_map(|l| l.split("berth: dropped ").nth(1))
@@ -328,10 +335,16 @@ mod tests {
             .filter(|l| !l.contains("berth: dropped"))
             .map(|l| l.split(" stdout ").nth(1).unwrap().len() as u64)
             .sum();
-        let lines = stdout.iter().filter(|l| !l.contains("berth: dropped")).count() as u64;
+        let lines = stdout
+            .iter()
+            .filter(|l| !l.contains("berth: dropped"))
+            .count() as u64;
         let written = (64u64 << 20) + 7;
         assert!(dropped > 0, "a marker: {}", stdout.len());
-        assert!(full >= (OUTPUT_BURST >> 10) as usize - 1, "{full} full lines");
+        assert!(
+            full >= (OUTPUT_BURST >> 10) as usize - 1,
+            "{full} full lines"
+        );
         assert!(
             forwarded + lines >= written - dropped && forwarded <= written - dropped,
             "forwarded {forwarded} in {lines} lines, dropped {dropped}, written {written}"

@@ -269,10 +269,7 @@ async fn instances_share_only_the_image() {
     let a = httpd("a", "hostname > /www/who");
     let b = httpd("b", "hostname > /www/who");
     let (a_id, b_id, a_port, b_port) = (a.id.clone(), b.id.clone(), a.port, b.port);
-    let (ia, ib) = tokio::join!(
-        env.start(a),
-        env.start(b)
-    );
+    let (ia, ib) = tokio::join!(env.start(a), env.start(b));
     let (ia, ib) = (ia.unwrap(), ib.unwrap());
     assert_eq!(host_get(a_port, "/who").await.1, format!("{a_id}\n"));
     assert_eq!(host_get(b_port, "/who").await.1, format!("{b_id}\n"));

@@ -47,7 +47,9 @@ impl Env {
 
     /// Starts `spec` on the test image, its output into [`Self::log`].
     async fn start(&self, spec: InstanceSpec) -> Result<Container, ContainerError> {
-        self.shim.start(&self.rootfs, spec, Arc::clone(&self.log)).await
+        self.shim
+            .start(&self.rootfs, spec, Arc::clone(&self.log))
+            .await
     }
 
     /// The lines of instance `id` in the log: `stream text` each.
