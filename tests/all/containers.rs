@@ -358,6 +358,13 @@ async fn after_a_kill_9_the_next_start_removes_the_old_containers() {
 
     let mut second = serve(&empty);
     assert!(runc_list(&data).is_empty(), "{:?}", runc_list(&data));
+    // Their directories went too, the tmpfs holding each bundle unmounted
+    // (below); no output file was ever made.
+    assert_eq!(
+        crate::support::dir_names(&data.join("containers/instances")),
+        Vec::<String>::new()
+    );
+    assert!(!data.join("containers/logs").exists());
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(
         !mounts.contains(&data.display().to_string()),
@@ -622,13 +629,11 @@ async fn writing_past_the_memory_limit_into_tmp_fails_and_the_host_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_flooding_stdout_loses_the_excess_with_a_marker() {
-    use std::os::unix::fs::MetadataExt as _;
-
     let registry = Registry::start();
     let reference = registry.reference("flood:v1");
     let mut image = Image::httpd();
-    // 32768 lines of 1000 bytes before it serves: far more than is
-    // forwarded before the first pump.
+    // 32768 lines of 1000 bytes (32 MB) before it serves: far more than
+    // the burst of the output budget.
     let line = "x".repeat(999);
     image.cmd = vec![format!(
         "yes {line} | head -n 32768; echo flood-done; \
@@ -641,7 +646,6 @@ async fn a_container_flooding_stdout_loses_the_excess_with_a_marker() {
         .await
         .unwrap();
     let data = host.data_dir().to_path_buf();
-    let id = runc_list(&data).pop().expect("one instance");
     let log = data.join("logs/flood.log");
     let read_log = || berth::logs::read_all(&data.join("logs"), "flood").unwrap_or_default();
     wait_until(
@@ -663,9 +667,9 @@ async fn a_container_flooding_stdout_loses_the_excess_with_a_marker() {
         .find(|l| l.contains("berth: dropped"))
         .unwrap_or_else(|| panic!("no marker in {}", log.display()));
     assert!(marker.contains(" stdout berth: dropped "), "{marker}");
-    let cap = berth::container::backend::MAX_LOG_BACKLOG;
+    let burst = berth::container::output::OUTPUT_BURST;
     assert!(
-        marker.contains(&format!("(at most {cap} bytes wait)")),
+        marker.contains(&format!("(at most {burst} bytes at once")),
         "{marker}"
     );
     let forwarded = text.lines().filter(|l| l.ends_with(&line)).count();
@@ -673,27 +677,214 @@ async fn a_container_flooding_stdout_loses_the_excess_with_a_marker() {
         forwarded > 0 && forwarded < 32_768,
         "{forwarded} lines forwarded"
     );
-    // The raw file keeps its offsets (sparse), and holds next to nothing on
-    // disk once forwarded.
-    let raw = data
-        .join("containers/logs")
-        .join(format!("{id}.stdout.log"));
-    wait_until("the raw log freed", Duration::from_secs(10), || {
-        let m = std::fs::metadata(&raw).unwrap();
-        if m.len() >= 32_768_000 && m.blocks() * 512 <= 64 << 10 {
-            Ok(())
-        } else {
-            Err((m.len(), m.blocks() * 512))
+    assert_eq!(get(&host, "flood", "/").await.0, 200);
+    host.stop().await;
+    // Its output never was a file of its own.
+    assert!(!data.join("containers/logs").exists());
+}
+
+/// `du -sx` of `dir`: (bytes on disk, apparent bytes), this filesystem only
+/// (an instance's tmpfs under it is memory, not disk).
+fn disk_use(dir: &Path) -> (u64, u64) {
+    let du = |flags: &[&str]| -> u64 {
+        let out = Command::new("du").args(flags).arg(dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    (du(&["-sx", "--block-size=1"]), du(&["-sxb"]))
+}
+
+/// How many pipes process `pid` holds open.
+fn open_pipes(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("pipe:"))
+        })
+        .count()
+}
+
+/// `berth logs NAME --data-dir DATA` (the raw bytes, as a pipe gets them).
+fn berth_logs(data: &Path, app: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["logs", app, "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 21's attack, as written there, on the container's own stdout:
+/// `truncate -s 100G /proc/1/fd/1; : > /proc/1/fd/1; dd if=/dev/zero
+/// of=/proc/1/fd/1 bs=1M count=1024`. Its stdout is a pipe berth reads: the
+/// truncation fails, the gigabyte goes through the pipe and all but the
+/// budget is dropped with a marker; the data dir grows by at most the app
+/// log's cap; the host and the app go on answering during the attack;
+/// later lines still arrive; once the instance is gone, berth holds no pipe
+/// of it and the data dir no file of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_truncating_and_flooding_its_stdout_cannot_fill_the_disk() {
+    let registry = Registry::start();
+    let reference = registry.reference("trick:v1");
+    let mut image = Image::httpd();
+    image.layers.push(
+        Layer::default()
+            .symlink("bin/truncate", "busybox")
+            .file(
+                "www/cgi-bin/trick",
+                0o755,
+                "#!/bin/sh
+echo 'Content-Type: text/plain'
+echo
+                 ( truncate -s 100G /proc/1/fd/1; : > /proc/1/fd/1;                  dd if=/dev/zero of=/proc/1/fd/1 bs=1M count=1024;                  echo trick-done > /proc/1/fd/1 ) </dev/null >/dev/null 2>/proc/1/fd/2 &
+                 echo started
+",
+            )
+            .file(
+                "www/cgi-bin/say",
+                0o755,
+                "#!/bin/sh
+echo 'Content-Type: text/plain'
+echo
+                 echo \"said $QUERY_STRING\" > /proc/1/fd/1
+echo ok
+",
+            ),
+    );
+    image.push(&reference);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let host = Served::start(&data, &[]);
+    for args in [
+        &["deploy", "hello", "--wasm", art::HELLO][..],
+        &["deploy", "trick", "--image", &reference, "--min-scale", "1"],
+    ] {
+        let (ok, _, err) = host.cli(args, b"");
+        assert!(ok, "{args:?}: {err}");
+    }
+    let c = client(host.addr, &["hello", "trick"]);
+    let get = async |app: &str, path: &str| -> (u16, String) {
+        let r = c.get(app_url(host.addr, app, path)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(
+        get("trick", "/").await,
+        (200, "hello from a container\n".into())
+    );
+    let pipes_before = open_pipes(host.pid());
+    let before = disk_use(&data);
+
+    assert_eq!(
+        get("trick", "/cgi-bin/trick").await,
+        (200, "started\n".into())
+    );
+    let t = std::time::Instant::now();
+    let mut answered = 0;
+    loop {
+        assert_eq!(
+            get("hello", "/").await.0,
+            200,
+            "another app answers during the attack"
+        );
+        assert_eq!(get("trick", "/").await.0, 200, "the app itself answers");
+        answered += 2;
+        if berth_logs(&data, "trick").contains(" stdout trick-done\n") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the flood never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = t.elapsed();
+    let after = disk_use(&data);
+    let cap = 2 * berth::logs::MAX_LOG_BYTES;
+    eprintln!(
+        "1 GiB through stdout in {took:?}; data dir {before:?} -> {after:?} (on disk, apparent); \
+         {answered} requests answered meanwhile"
+    );
+    assert!(
+        after.0 <= before.0 + cap && after.1 <= before.1 + cap,
+        "the data dir grew past the log cap ({cap}): {before:?} -> {after:?}"
+    );
+    let log = berth_logs(&data, "trick");
+    // The truncation failed on the pipe; dd wrote all of its gigabyte.
+    assert!(
+        log.contains(" stderr truncate: /proc/1/fd/1: "),
+        "no truncate error"
+    );
+    assert!(
+        log.contains(" stderr 1024+0 records out"),
+        "dd did not finish"
+    );
+    let dropped: u64 = log
+        .lines()
+        .filter_map(|l| l.split(" stdout berth: dropped ").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    let forwarded = (1u64 << 30) - dropped;
+    eprintln!("forwarded {forwarded} bytes of the flood, dropped {dropped}");
+    assert!(
+        dropped > 0 && forwarded >= berth::container::output::OUTPUT_BURST,
+        "forwarded {forwarded}, dropped {dropped}"
+    );
+
+    // Later lines still arrive.
+    assert_eq!(
+        get("trick", "/cgi-bin/say?later-1").await,
+        (200, "ok\n".into())
+    );
+    wait_until(
+        "a later line in berth logs",
+        Duration::from_secs(10),
+        || match berth_logs(&data, "trick").contains(" stdout said later-1\n") {
+            true => Ok(()),
+            false => Err(()),
+        },
+    )
+    .await;
+
+    // Gone: no pipe of it in berth, no file of it in the data dir.
+    let (ok, _, err) = host.cli(&["delete", "trick"], b"");
+    assert!(ok, "{err}");
+    // The delete stops the instance in the background: runc's container,
+    // then its directory (the tmpfs with its bundle) go, and its pipes close.
+    let instances = data.join("containers/instances");
+    wait_until("the instance gone", Duration::from_secs(30), || {
+        let left = (
+            runc_list(&data),
+            crate::support::dir_names(&instances),
+            open_pipes(host.pid()),
+        );
+        match left.0.is_empty() && left.1.is_empty() && left.2 <= pipes_before - 2 {
+            true => Ok(()),
+            false => Err(left),
         }
     })
     .await;
-    assert_eq!(get(&host, "flood", "/").await.0, 200);
-    host.stop().await;
-    // Stopped: everything is in the app log, the raw files are gone.
-    assert_eq!(
-        crate::support::dir_names(&data.join("containers/logs")),
-        Vec::<String>::new()
+    assert!(
+        !data.join("containers/logs").exists(),
+        "no raw output files"
     );
+    let end = disk_use(&data);
+    assert!(
+        end.0 <= before.0 + cap && end.1 <= before.1 + cap,
+        "{before:?} -> {end:?}"
+    );
+    assert_eq!(get("hello", "/").await.0, 200);
+    host.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

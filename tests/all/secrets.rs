@@ -32,6 +32,26 @@ fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Reads every file under `dir` and fails if one holds [`VALUE`]; returns
+/// (files read, files that cannot be read: pinned network namespaces).
+fn scan_for_value(dir: &std::path::Path) -> (usize, usize) {
+    let (mut read, mut skipped) = (0, 0);
+    for f in files(dir) {
+        let Ok(bytes) = std::fs::read(&f) else {
+            skipped += 1;
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains(VALUE),
+            "{} holds the value in the clear",
+            f.display()
+        );
+        read += 1;
+    }
+    (read, skipped)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_reaches_the_guest_and_nothing_else() {
     let registry = Registry::start();
@@ -146,6 +166,38 @@ async fn a_secret_reaches_the_guest_and_nothing_else() {
     let (_, app, _) = host.cli(&["app", "ctr-app", "--json"], b"");
     assert!(app.contains("\"DB_PASSWORD\": \"db-password\""), "{app}");
 
+    // While the container runs, the value is nowhere in the data dir, the
+    // instance's tmpfs (its bundle) and runc's state included: `config.json`
+    // was removed once runc had read it.
+    let instances = data.join("containers/instances");
+    let running = crate::support::dir_names(&instances);
+    assert_eq!(running.len(), 1, "{running:?}");
+    let scratch = std::fs::canonicalize(instances.join(&running[0]).join("scratch")).unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(scratch.to_str().unwrap())
+                && l.contains(" - tmpfs ")),
+        "the bundle's tmpfs is mounted at {}",
+        scratch.display()
+    );
+    assert!(
+        scratch.join("bundle/rootfs/www").is_dir(),
+        "the rootfs is in the bundle"
+    );
+    let (read, skipped) = scan_for_value(&data);
+    assert!(read > 20, "{read} files read, {skipped} skipped");
+    let configs: Vec<_> = files(&data)
+        .into_iter()
+        .filter(|f| f.file_name().is_some_and(|n| n == "config.json"))
+        .collect();
+    assert_eq!(
+        configs,
+        Vec::<std::path::PathBuf>::new(),
+        "a runc config.json is left"
+    );
+
     // In use: cannot be deleted.
     let (ok, _, err) = host.cli(&["secret", "delete", "db-password"], b"");
     assert!(!ok);
@@ -159,21 +211,14 @@ async fn a_secret_reaches_the_guest_and_nothing_else() {
         Vec::<String>::new()
     );
     assert!(!log.contains(VALUE), "the server log shows it:\n{log}");
-    // On disk, the value is only in the encrypted store... and nowhere in
-    // the clear but in the runc state of a running container, which is
-    // gone now that the host stopped.
-    let mut checked = 0;
-    for f in files(&data) {
-        let bytes = std::fs::read(&f).unwrap();
-        let text = String::from_utf8_lossy(&bytes);
-        assert!(
-            !text.contains(VALUE),
-            "{} holds the value in the clear",
-            f.display()
-        );
-        checked += 1;
-    }
-    assert!(checked > 5, "{checked} files");
+    // On disk, the value is only in the encrypted store; the instance's
+    // tmpfs is gone with it.
+    assert_eq!(crate::support::dir_names(&instances), Vec::<String>::new());
+    let (checked, skipped) = scan_for_value(&data);
+    assert!(
+        checked > 5 && skipped == 0,
+        "{checked} files, {skipped} skipped"
+    );
     let store = std::fs::read_to_string(data.join("secrets.json")).unwrap();
     assert!(
         store.contains("db-password") && store.contains("ciphertext"),

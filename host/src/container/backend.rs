@@ -2,11 +2,9 @@
 //! the [`Shim`]), reached by a keep-alive HTTP connection pool.
 
 use std::fmt;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -159,7 +157,10 @@ impl Backend for ContainerBackend {
                 .networks()
                 .to_vec(),
         };
-        let container = self.shim.start(&self.rootfs, spec).await?;
+        let container = self
+            .shim
+            .start(&self.rootfs, spec, self.log.clone())
+            .await?;
         // The cgroupsPath the shim gives every container (see instance.rs).
         let metering = self.metrics.clone().map(|metrics| {
             let cgroup = Path::new("/berth").join(container.id());
@@ -181,14 +182,6 @@ impl Backend for ContainerBackend {
             cold_start = %split,
             "container ready"
         );
-        let done = Arc::new(AtomicBool::new(false));
-        let (stdout, stderr) = container.log_paths();
-        let logs = Arc::new(LogForwarder {
-            log: self.log.clone(),
-            instance: container.id().to_string(),
-            tails: std::sync::Mutex::new((OutputTail::new(stdout), OutputTail::new(stderr))),
-        });
-        tokio::spawn(forward_logs(logs.clone(), done.clone()));
         let container = Arc::new(RwLock::new(Some(container)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -198,9 +191,7 @@ impl Backend for ContainerBackend {
         Ok(Arc::new(ContainerInstance {
             container,
             client,
-            logs_done: done,
             metering,
-            logs,
             split,
             timeout: self.spec.limits.timeout,
         }))
@@ -238,10 +229,8 @@ impl tower_service::Service<Uri> for Dial {
 pub struct ContainerInstance {
     container: Arc<RwLock<Option<Container>>>,
     client: Client<Dial, ReqBody>,
-    logs_done: Arc<AtomicBool>,
     /// Where its usage is metered, and its cgroup.
     metering: Option<(Arc<Metrics>, PathBuf)>,
-    logs: Arc<LogForwarder>,
     /// Where its cold start spent its time.
     split: ColdStartSplit,
     /// The app's `limits.timeout`: from the request's arrival to the end of
@@ -344,259 +333,5 @@ impl Instance for ContainerInstance {
                 tracing::warn!(instance = %id, "stopping the container: {e}");
             }
         }
-        self.logs_done.store(true, Ordering::Release);
-        // What the container wrote while stopping; then the raw files go:
-        // everything in them is in the app log.
-        self.logs.pump(true);
-        self.logs.remove();
-    }
-}
-
-/// Most bytes of a container's raw stdout (and, apart, stderr) file that wait
-/// to be forwarded: a container writing faster than its log is forwarded
-/// (up to 1 MiB every 200 ms, 5 MiB/s a stream) loses
-/// the oldest of what waits beyond this, with a marker line saying how much.
-pub const MAX_LOG_BACKLOG: u64 = 4 << 20;
-
-/// What one pump forwards at most, per stream.
-const FORWARD_CHUNK: u64 = 1 << 20;
-
-/// How often a running instance's output is forwarded.
-const FORWARD_EVERY: Duration = Duration::from_millis(200);
-
-/// Copies a container's stdout and stderr files into the app log, line by
-/// line, tagged with the instance id, and frees what it has copied.
-///
-/// The files are the container's own stdout and stderr (opened `O_APPEND`
-/// by the shim, removed once the instance has stopped and they are
-/// forwarded), so they cannot be rotated under it:
-/// forwarded bytes are instead punched out (`fallocate(PUNCH_HOLE)`), which
-/// frees their blocks and keeps every offset valid (the file's size goes on
-/// growing, sparse). What waits is bounded by [`MAX_LOG_BACKLOG`] at each
-/// pump: a raw log holds at most that on disk, plus what the container
-/// writes between two pumps.
-struct LogForwarder {
-    log: Arc<AppLog>,
-    instance: String,
-    tails: std::sync::Mutex<(OutputTail, OutputTail)>,
-}
-
-impl LogForwarder {
-    /// Removes the raw files (once the instance has stopped and everything
-    /// was pumped).
-    fn remove(&self) {
-        let tails = self.tails.lock().unwrap_or_else(|e| e.into_inner());
-        for tail in [&tails.0, &tails.1] {
-            match std::fs::remove_file(&tail.path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(path = %tail.path.display(), "cannot remove a raw container log: {e}");
-                }
-            }
-        }
-    }
-
-    fn pump(&self, finish: bool) {
-        let mut tails = self.tails.lock().unwrap_or_else(|e| e.into_inner());
-        let (out, err) = &mut *tails;
-        for (tail, stream) in [(out, "stdout"), (err, "stderr")] {
-            let mut read = tail.pump(&self.log, &self.instance, stream);
-            // At the end, everything that waits (at most the backlog cap).
-            while finish && read > 0 {
-                read = tail.pump(&self.log, &self.instance, stream);
-            }
-            if finish {
-                tail.flush(&self.log, &self.instance, stream);
-            }
-        }
-    }
-}
-
-/// Forwards every [`FORWARD_EVERY`] until the instance has stopped.
-async fn forward_logs(logs: Arc<LogForwarder>, done: Arc<AtomicBool>) {
-    while !done.load(Ordering::Acquire) {
-        logs.pump(false);
-        tokio::time::sleep(FORWARD_EVERY).await;
-    }
-}
-
-/// One raw output file and how far it has been forwarded.
-struct OutputTail {
-    path: PathBuf,
-    /// The next byte to forward.
-    pos: u64,
-    /// Bytes before this are punched out.
-    freed: u64,
-    partial: Vec<u8>,
-    /// Punching failed once (e.g. a filesystem without it): said, not again.
-    cannot_free: bool,
-}
-
-impl OutputTail {
-    fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            pos: 0,
-            freed: 0,
-            partial: Vec::new(),
-            cannot_free: false,
-        }
-    }
-
-    /// Forwards what was written since the last pump (up to
-    /// [`FORWARD_CHUNK`]), first dropping what waits beyond
-    /// [`MAX_LOG_BACKLOG`]; frees what it forwarded. Returns how many bytes
-    /// it read.
-    fn pump(&mut self, log: &AppLog, instance: &str, stream: &str) -> u64 {
-        let Ok(mut file) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.path)
-        else {
-            return 0;
-        };
-        let Ok(len) = file.metadata().map(|m| m.len()) else {
-            return 0;
-        };
-        if len.saturating_sub(self.pos) > MAX_LOG_BACKLOG {
-            // The line in progress loses its end: forward its start apart.
-            self.flush(log, instance, stream);
-            let skip_to = len - MAX_LOG_BACKLOG;
-            let dropped = skip_to - self.pos;
-            self.pos = skip_to;
-            let marker = format!(
-                "berth: dropped {dropped} bytes of {stream}: the container wrote faster than its \
-                 output is forwarded (at most {MAX_LOG_BACKLOG} bytes wait)"
-            );
-            log.line(instance, stream, marker.as_bytes());
-        }
-        let bytes = read_from(&mut file, self.pos, len).unwrap_or_default();
-        self.pos += bytes.len() as u64;
-        self.partial.extend_from_slice(&bytes);
-        while let Some(nl) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=nl).collect();
-            log.line(instance, stream, &line);
-        }
-        if self.partial.len() > crate::logs::MAX_LINE_BYTES {
-            let line = std::mem::take(&mut self.partial);
-            log.line(instance, stream, &line);
-        }
-        self.free(&file);
-        bytes.len() as u64
-    }
-
-    /// Punches out the whole 4 KiB blocks before `pos`, all forwarded (or
-    /// dropped). The partial line kept in memory is past them or copied.
-    fn free(&mut self, file: &std::fs::File) {
-        use rustix::fs::FallocateFlags;
-        let end = self.pos - self.pos % 4096;
-        if end <= self.freed || self.cannot_free {
-            return;
-        }
-        let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
-        match rustix::fs::fallocate(file, flags, self.freed, end - self.freed) {
-            Ok(()) => self.freed = end,
-            Err(e) => {
-                self.cannot_free = true;
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot free forwarded container output; the file keeps growing");
-            }
-        }
-    }
-
-    fn flush(&mut self, log: &AppLog, instance: &str, stream: &str) {
-        if !self.partial.is_empty() {
-            let line = std::mem::take(&mut self.partial);
-            log.line(instance, stream, &line);
-        }
-    }
-}
-
-/// Up to [`FORWARD_CHUNK`] bytes of `file` from `pos` (its length `len`).
-fn read_from(file: &mut std::fs::File, pos: u64, len: u64) -> std::io::Result<Vec<u8>> {
-    if len <= pos {
-        return Ok(Vec::new());
-    }
-    file.seek(SeekFrom::Start(pos))?;
-    let mut buf = Vec::with_capacity((len - pos).min(FORWARD_CHUNK) as usize);
-    file.take(FORWARD_CHUNK).read_to_end(&mut buf)?;
-    Ok(buf)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn blocks(path: &Path) -> u64 {
-        use std::os::unix::fs::MetadataExt as _;
-        std::fs::metadata(path).unwrap().blocks() * 512
-    }
-
-    #[test]
-    fn forwarded_output_is_freed_and_a_flood_is_capped() {
-        use std::io::Write as _;
-        let dir = tempfile::tempdir().unwrap();
-        let log = AppLog::open(&dir.path().join("logs"), "app").unwrap();
-        let raw = dir.path().join("x.stdout.log");
-        let mut writer = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&raw)
-            .unwrap();
-        let mut tail = OutputTail::new(raw.clone());
-
-        // Forwarded, then freed; the writer's appends still land at the end.
-        let line = format!("{}\n", "a".repeat(1023));
-        for _ in 0..256 {
-            writer.write_all(line.as_bytes()).unwrap();
-        }
-        assert!(blocks(&raw) >= 256 << 10);
-        while tail.pump(&log, "i", "stdout") > 0 {}
-        assert_eq!(tail.pos, 256 << 10);
-        assert!(blocks(&raw) < 8 << 10, "freed: {}", blocks(&raw));
-        writer.write_all(b"after\n").unwrap();
-        assert_eq!(std::fs::metadata(&raw).unwrap().len(), (256 << 10) + 6);
-        tail.pump(&log, "i", "stdout");
-        let text = std::fs::read_to_string(log.path()).unwrap();
-        assert_eq!(text.lines().count(), 257);
-        assert!(
-            text.ends_with(" i stdout after\n"),
-            "{}",
-            &text[text.len() - 100..]
-        );
-
-        // A flood: what waits beyond the cap is dropped, with a marker.
-        let flood = 3 * MAX_LOG_BACKLOG;
-        for i in 0..flood / 1024 {
-            writer.write_all(format!("{i:>1023}\n").as_bytes()).unwrap();
-        }
-        writer.write_all(b"last\n").unwrap();
-        tail.pump(&log, "i", "stdout");
-        assert!(
-            blocks(&raw) <= MAX_LOG_BACKLOG + (8 << 10),
-            "capped: {}",
-            blocks(&raw)
-        );
-        while tail.pump(&log, "i", "stdout") > 0 {}
-        assert!(blocks(&raw) < 8 << 10, "freed: {}", blocks(&raw));
-        let text = std::fs::read_to_string(log.path()).unwrap();
-        let marker = format!(
-            "berth: dropped {} bytes of stdout",
-            flood + 5 - MAX_LOG_BACKLOG
-        );
-        assert!(text.contains(&marker), "{marker}");
-        let after: Vec<&str> = text
-            .lines()
-            .skip_while(|l| !l.contains(&marker))
-            .skip(1)
-            .collect();
-        // The newest 4 MiB are forwarded in order: the end of the line the
-        // cut fell in (line 8192, less its first 5 bytes), the lines after
-        // it, `last`.
-        assert_eq!(after.len(), (MAX_LOG_BACKLOG / 1024) as usize + 1);
-        assert!(after.last().unwrap().ends_with(" i stdout last"));
-        let number = |l: &str| -> u64 { l.rsplit(' ').next().unwrap().parse().unwrap() };
-        assert_eq!(number(after[0]), (flood + 5 - MAX_LOG_BACKLOG) / 1024);
-        assert_eq!(number(after[1]), number(after[0]) + 1);
     }
 }

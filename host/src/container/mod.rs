@@ -16,6 +16,8 @@
 //!   timed out.
 //! - `process`: the container's init process: exit through a pidfd, reaping
 //!   as a child subreaper.
+//! - [`output`]: the container's stdout and stderr, pipes read into the app
+//!   log within a budget per stream (never files on the host).
 //! - `state_dir`: where an instance's files live under the shim's state
 //!   directory, and their teardown.
 //! - [`error`]: why a start or a stop failed ([`ContainerError`]).
@@ -42,14 +44,16 @@
 //!
 //! Dependencies point one way, down this list: `shim` → `start` →
 //! `running` → `probe`, `state_dir` → `process`, `netns` → `sys`; all of
-//! them may use `error`, `runc`, `overlay`, `accounts` and `spec` (`error`
-//! and `accounts` use `spec`; `spec` uses only `seccomp`, which uses none).
+//! them may use `error`, `runc`, `overlay`, `output`, `accounts` and `spec`
+//! (`error` and `accounts` use `spec`; `spec` uses only `seccomp`, which
+//! uses none; `output` uses none).
 
 pub mod accounts;
 pub mod backend;
 pub mod bridge;
 pub mod error;
 pub mod netns;
+pub mod output;
 pub mod overlay;
 mod probe;
 mod process;

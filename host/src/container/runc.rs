@@ -4,9 +4,11 @@
 //! the containers berth made (and only those) can be listed and reaped after a
 //! crash. Each call has a deadline; a runc that hangs is killed.
 //!
-//! `create` and `run --detach` are the calls whose stdio is not captured: the
-//! container's init inherits runc's stdout and stderr, so they must be files (runc#1721: a
-//! detached runc given pipes keeps the caller waiting for EOF forever).
+//! `run --detach` is the call whose stdio is not captured: the container's
+//! init inherits runc's stdout and stderr (the shim gives it pipes it reads
+//! on tasks of their own, `output.rs`). Only runc's exit is awaited, never
+//! EOF on those: the container holds them open (runc#1721: a caller that
+//! waits for EOF on a detached runc's pipes waits forever).
 //!
 //! # Which runc
 //! [`inspect`] runs `runc --version` once, when the [`Shim`](super::Shim) is
@@ -503,7 +505,7 @@ impl Runc {
     ///
     /// # Errors
     /// When runc fails. [`RuncError::Failed::stderr`] is then empty: runc
-    /// wrote its message to the `stderr` file, which the caller reads.
+    /// wrote its message to `stderr`, which the caller reads.
     pub async fn run_detached(
         &self,
         id: &str,

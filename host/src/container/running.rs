@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +18,7 @@ use super::error::{Result, describe_exit};
 use std::net::{Ipv4Addr, SocketAddr};
 
 use super::netns::Netns;
+use super::output::Output;
 use super::probe::{connect_direct, connect_inside};
 use super::process::{ExitWatch, wait_exit};
 use super::runc::Runc;
@@ -119,6 +119,8 @@ pub struct Container {
     pub(super) endpoint: Option<Endpoint>,
     pub(super) split: StartTimings,
     pub(super) stop_grace: Duration,
+    /// The readers of its stdout and stderr pipes.
+    pub(super) output: Output,
     /// Torn down in the background on drop unless `stop` succeeded.
     pub(super) armed: bool,
 }
@@ -137,12 +139,6 @@ impl Container {
     /// Host pid of the container's init process.
     pub fn pid(&self) -> u32 {
         self.pid
-    }
-
-    /// The container's stdout and stderr log files (removed by the backend
-    /// once the instance has stopped and they are forwarded).
-    pub fn log_paths(&self) -> (PathBuf, PathBuf) {
-        (self.paths.stdout.clone(), self.paths.stderr.clone())
     }
 
     /// Where berth reaches it.
@@ -187,7 +183,9 @@ impl Container {
 
     /// Stops the instance: SIGTERM, up to `grace` for it to exit, SIGKILL,
     /// `runc delete --force`, unmount the overlay, remove the instance
-    /// directory. Fine on an instance that already exited.
+    /// directory; returns once its output is in the app log (at most
+    /// [`DRAIN_WAIT`](super::output::DRAIN_WAIT) more). Fine on an instance
+    /// that already exited.
     ///
     /// # Errors
     /// When runc cannot delete the container or the directory cannot be
@@ -219,6 +217,8 @@ impl Container {
         if result.is_ok() {
             self.armed = false;
         }
+        // Its processes are gone: what they wrote last reaches the app log.
+        self.output.finish().await;
         tracing::info!(%id, status = %describe_exit(self.exit.borrow().unwrap_or(None)), took = ?t.elapsed(), ok = result.is_ok(), "container instance stopped");
         result
     }

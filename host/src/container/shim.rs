@@ -8,8 +8,8 @@
 //! ([`super::spec::runtime_spec`]), mounts the overlay while it makes the
 //! instance's network namespace (unless it shares the host's; `lo` up, and
 //! for [`Network::Isolated`](super::Network::Isolated) attached to the
-//! bridge), runs one `runc run --detach` (stdio to the log files) whose spec
-//! joins that namespace, then probes the instance's port (on the bridge,
+//! bridge), runs one `runc run --detach` (stdio: pipes berth reads into the
+//! app log, `output.rs`) whose spec joins that namespace, then probes the instance's port (on the bridge,
 //! from inside its namespace for `none`, on loopback for the host network)
 //! until it answers, the process exits
 //! ([`ContainerError::Exited`], with the exit status and the end of its
@@ -47,6 +47,7 @@ use super::running::Container;
 use super::spec::{self, InstanceSpec};
 use super::start::start_instance;
 use super::state_dir::{ShimInner, remove_instance_dir, set_mode};
+use crate::logs::AppLog;
 
 /// Runs container instances with runc. One per host; cheap to clone.
 #[derive(Debug, Clone)]
@@ -96,8 +97,7 @@ impl Shim {
             .map_err(io_err("", "resolving the state directory"))?;
         let root = state_dir.join("runc");
         let instances = state_dir.join("instances");
-        let logs = state_dir.join("logs");
-        for d in [&root, &instances, &logs] {
+        for d in [&root, &instances] {
             std::fs::create_dir_all(d).map_err(io_err("", format!("creating {}", d.display())))?;
         }
         // runc keeps its state private; so do we (0700).
@@ -113,7 +113,6 @@ impl Shim {
                 closing: tokio::sync::watch::Sender::new(false),
                 active_starts: AtomicUsize::new(0),
                 instances,
-                logs,
                 state_dir,
             }),
         })
@@ -217,7 +216,14 @@ impl Shim {
             }
         }
         let dirs = inner.instances.clone();
+        let old_logs = inner.state_dir.join("logs");
         let removed = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Result<()>)>> {
+            // Raw output files of a berth from before the output pipes.
+            match std::fs::remove_dir_all(&old_logs) {
+                Ok(()) => tracing::info!(dir = %old_logs.display(), "removed the raw container logs of an older berth"),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(dir = %old_logs.display(), error = %e, "cannot remove the raw container logs of an older berth"),
+            }
             let mut out = Vec::new();
             let entries = std::fs::read_dir(&dirs).map_err(io_err("", "listing instances"))?;
             for entry in entries {
@@ -252,7 +258,8 @@ impl Shim {
     }
 
     /// Starts one instance on `lower_rootfs` (the image's unpacked rootfs,
-    /// used read-only) and waits until it is ready.
+    /// used read-only) and waits until it is ready. Its stdout and stderr
+    /// go, line by line and tagged with its id, to `log` (`output.rs`).
     ///
     /// `spec.startup_timeout` bounds the readiness phase (after `runc start`).
     ///
@@ -261,7 +268,12 @@ impl Shim {
     /// [`ContainerError::NotReady`] if it is not ready in time, and others for
     /// a bad spec or a failing runc. Nothing of the instance is left behind
     /// on error.
-    pub async fn start(&self, lower_rootfs: &Path, spec: InstanceSpec) -> Result<Container> {
+    pub async fn start(
+        &self,
+        lower_rootfs: &Path,
+        spec: InstanceSpec,
+        log: Arc<AppLog>,
+    ) -> Result<Container> {
         spec::validate(&spec)?;
         let id = spec.id.clone();
         if *self.inner.closing.borrow() {
@@ -275,7 +287,7 @@ impl Shim {
         // runs to its end and the instance it yields is dropped, which tears
         // it down, so nothing is left half made.
         tokio::spawn(async move {
-            let result = start_instance(Arc::clone(&inner), lower, spec).await;
+            let result = start_instance(Arc::clone(&inner), lower, spec, log).await;
             inner.active_starts.fetch_sub(1, Ordering::AcqRel);
             result
         })

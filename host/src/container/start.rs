@@ -3,14 +3,16 @@
 //!
 //! The runtime spec is made first (a bad spec leaves nothing to undo), then
 //! the instance directory; then, at the same time, the overlay mount with
-//! `config.json` (a blocking thread) and the network (unless the instance
-//! shares the host's: a namespace berth makes and pins with `lo` up,
-//! [`super::netns::create_pinned`], attached to berth's bridge when
-//! isolated, [`super::bridge`]); then one `runc run --detach` (stdio to the
-//! log files), whose spec joins that namespace; then the readiness probe
-//! ([`super::probe`]). On any failure everything is undone before the error
-//! is returned: a [`ContainerError::Exited`] quotes the exit status and the
-//! end of the process's stderr.
+//! `config.json`, both on the instance's tmpfs (a blocking thread), and the
+//! network (unless the instance shares the host's: a namespace berth makes
+//! and pins with `lo` up, [`super::netns::create_pinned`], attached to
+//! berth's bridge when isolated, [`super::bridge`]); then one `runc run
+//! --detach` (stdio: the output pipes, [`super::output`]), whose spec joins
+//! that namespace, after which `config.json` (the app's env, secrets
+//! included) is removed; then the readiness probe ([`super::probe`]). On any
+//! failure everything is undone before the error is returned: a
+//! [`ContainerError::Exited`] quotes the exit status and the end of the
+//! process's stderr.
 //!
 //! Why not `runc create` + `runc start`: nothing has to happen between the
 //! two any more (the namespace, and its network, exist before the
@@ -18,8 +20,9 @@
 //! state load) on every cold start.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read as _, Seek as _, SeekFrom};
+use std::io::{self, Write as _};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +30,7 @@ use std::time::Instant;
 use super::accounts::{Accounts, resolve_user};
 use super::error::{ContainerError, Result, io_err};
 use super::netns::{self, Netns};
+use super::output::Output;
 use super::overlay;
 use super::probe::{ReadyError, wait_ready};
 use super::process::{ExitWatch, watch_exit};
@@ -34,16 +38,14 @@ use super::runc::RuncError;
 use super::running::{Container, Endpoint, StartTimings};
 use super::spec::{self, InstanceSpec, Network};
 use super::state_dir::{Paths, ShimInner, set_mode, spawn_teardown};
-
-/// How much of the stderr log an [`ContainerError::Exited`] quotes.
-const STDERR_TAIL_LINES: usize = 20;
-const STDERR_TAIL_BYTES: u64 = 8 * 1024;
+use crate::logs::AppLog;
 
 /// The body of [`Shim::start`](super::Shim::start).
 pub(super) async fn start_instance(
     inner: Arc<ShimInner>,
     lower_rootfs: PathBuf,
     spec: InstanceSpec,
+    log: Arc<AppLog>,
 ) -> Result<Container> {
     let id = spec.id.clone();
     let paths = inner.paths(&id);
@@ -121,7 +123,7 @@ pub(super) async fn start_instance(
         }
     };
 
-    let result = launch(&inner, &spec, &paths, endpoint).await;
+    let result = launch(&inner, &spec, &paths, endpoint, &log).await;
     let mut launched = match result {
         Ok(l) => l,
         Err(e) => {
@@ -144,11 +146,15 @@ pub(super) async fn start_instance(
     launched.split.total = started.elapsed();
     if let Err(e) = ready {
         let e = match e {
-            ReadyError::Exited(status) => ContainerError::Exited {
-                id: id.clone(),
-                status,
-                stderr: log_tail(&paths.stderr, launched.stderr_offset),
-            },
+            ReadyError::Exited(status) => {
+                // Its processes are gone: the streams end at once.
+                launched.output.finish().await;
+                ContainerError::Exited {
+                    id: id.clone(),
+                    status,
+                    stderr: launched.output.stderr_tail(),
+                }
+            }
             ReadyError::Closing => ContainerError::Closing(id.clone()),
             ReadyError::Timeout(last_probe) => ContainerError::NotReady {
                 id: id.clone(),
@@ -174,6 +180,7 @@ pub(super) async fn start_instance(
         endpoint: Some(launched.endpoint),
         split: launched.split,
         stop_grace: spec.stop_grace,
+        output: launched.output,
         armed: true,
     })
 }
@@ -245,11 +252,18 @@ fn prepare(
             p.rootfs.display()
         ),
     ))?;
-    let config = p.bundle.join("config.json");
-    oci.save(&config)
-        .map_err(|e| io_err(id, "writing config.json")(io::Error::other(e)))?;
-    // It carries the app's environment, secrets included.
-    set_mode(&config, 0o600).map_err(io_err(id, "chmod of config.json"))
+    // It carries the app's environment, secrets included: made 0600 before
+    // anything is written, on the tmpfs, and removed once runc has read it.
+    let config = p.config();
+    let json = serde_json::to_vec(oci)
+        .map_err(|e| io_err(id, "serialising config.json")(io::Error::other(e)))?;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&config)
+        .and_then(|mut f| f.write_all(&json))
+        .map_err(io_err(id, "writing config.json"))
 }
 
 /// The instance's network, ready before its process runs: nothing to do on
@@ -322,40 +336,46 @@ struct Launched {
     exit: ExitWatch,
     endpoint: Endpoint,
     split: StartTimings,
-    stderr_offset: u64,
+    output: Output,
 }
 
-/// `runc run --detach`, then the pid and a watch on its exit.
+/// `runc run --detach` with the output pipes as its stdio, then the pid and
+/// a watch on its exit. `config.json` is removed once runc has returned:
+/// runc reads it only at create.
 async fn launch(
     inner: &ShimInner,
     spec: &InstanceSpec,
     p: &Paths,
     endpoint: Endpoint,
+    log: &Arc<AppLog>,
 ) -> Result<Launched> {
     let id = spec.id.as_str();
     let mut split = StartTimings::default();
     let t = Instant::now();
-    let open_log = |path: &Path| {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io_err(id, format!("opening {}", path.display())))
-    };
-    let stdout = open_log(&p.stdout)?;
-    let stderr = open_log(&p.stderr)?;
-    let stderr_offset = stderr.metadata().map(|m| m.len()).unwrap_or(0);
-    if let Err(e) = inner
+    let (mut output, ends) =
+        Output::open(log, id).map_err(io_err(id, "making the output pipes"))?;
+    let ran = inner
         .runc
-        .run_detached(id, &p.bundle, &p.pid_file, stdout, stderr)
-        .await
-    {
+        .run_detached(
+            id,
+            &p.bundle,
+            &p.pid_file,
+            File::from(ends.stdout),
+            File::from(ends.stderr),
+        )
+        .await;
+    remove_config(id, &p.config())?;
+    if let Err(e) = ran {
         return Err(match e {
-            RuncError::Failed { status, .. } => ContainerError::Create {
-                id: id.to_owned(),
-                status,
-                stderr: super::runc::humanize_log(&log_tail(&p.stderr, stderr_offset)),
-            },
+            RuncError::Failed { status, .. } => {
+                // runc said why on the stderr pipe, and holds it no more.
+                output.finish().await;
+                ContainerError::Create {
+                    id: id.to_owned(),
+                    status,
+                    stderr: super::runc::humanize_log(&output.stderr_tail()),
+                }
+            }
             e => e.into(),
         });
     }
@@ -370,8 +390,17 @@ async fn launch(
         exit,
         endpoint,
         split,
-        stderr_offset,
+        output,
     })
+}
+
+/// Removes `config.json` (the app's environment, secrets included).
+fn remove_config(id: &str, config: &Path) -> Result<()> {
+    match std::fs::remove_file(config) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(id, "removing config.json")(e)),
+    }
 }
 
 /// Fails when something already listens on `port` on the host.
@@ -393,46 +422,4 @@ fn read_pid(path: &Path) -> io::Result<u32> {
         .ok()
         .filter(|p| *p > 1)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad pid {text:?}")))
-}
-
-/// The last lines written to `path` after `from`.
-fn log_tail(path: &Path, from: u64) -> String {
-    let read = || -> io::Result<String> {
-        let mut f = File::open(path)?;
-        let len = f.metadata()?.len();
-        let start = from.max(len.saturating_sub(STDERR_TAIL_BYTES));
-        f.seek(SeekFrom::Start(start))?;
-        let mut buf = Vec::new();
-        f.take(STDERR_TAIL_BYTES).read_to_end(&mut buf)?;
-        let text = String::from_utf8_lossy(&buf);
-        let lines: Vec<&str> = text.lines().collect();
-        let skip = lines.len().saturating_sub(STDERR_TAIL_LINES);
-        Ok(lines[skip..].join("\n"))
-    };
-    match read() {
-        Ok(t) if t.trim().is_empty() => "(nothing)".to_owned(),
-        Ok(t) => t,
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_tails() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("err.log");
-        let old = "old run\n".repeat(3);
-        let new: String = (0..30).map(|i| format!("line {i}\n")).collect();
-        std::fs::write(&p, format!("{old}{new}")).unwrap();
-        let tail = log_tail(&p, old.len() as u64);
-        assert!(
-            tail.starts_with("line 10\n") && tail.ends_with("line 29"),
-            "{tail}"
-        );
-        std::fs::write(&p, &old).unwrap();
-        assert_eq!(log_tail(&p, old.len() as u64), "(nothing)");
-    }
 }

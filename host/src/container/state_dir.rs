@@ -5,17 +5,22 @@
 //! ```text
 //! <state_dir>/runc/                       runc --root (container state)
 //! <state_dir>/instances/<id>/scratch/     a tmpfs sized to the memory limit:
-//! <state_dir>/instances/<id>/scratch/upper/  overlay upper (the instance's writes)
-//! <state_dir>/instances/<id>/scratch/work/   overlay work dir
-//! <state_dir>/instances/<id>/bundle/      config.json, rootfs/ (the overlay mount)
+//! <state_dir>/instances/<id>/scratch/upper/   overlay upper (the instance's writes)
+//! <state_dir>/instances/<id>/scratch/work/    overlay work dir
+//! <state_dir>/instances/<id>/scratch/bundle/  the runc bundle: config.json (from its
+//!                                              write until `runc run` returns), rootfs/
+//!                                              (the overlay mount)
 //! <state_dir>/instances/<id>/etc/         hosts, hostname, resolv.conf (bind-mounted)
 //! <state_dir>/instances/<id>/init.pid     runc --pid-file
 //! <state_dir>/instances/<id>/netns        the pinned network namespace (isolated: on the bridge)
 //! <state_dir>/instances/<id>/lo-netns     the pinned network namespace (`none`: loopback only)
 //! <state_dir>/cni/                        IPAM leases of the bridge network
-//! <state_dir>/logs/<id>.stdout.log        the container's stdout (removed once stopped and forwarded)
-//! <state_dir>/logs/<id>.stderr.log        the container's stderr, and runc's
 //! ```
+//!
+//! The bundle lives on the instance's tmpfs because `config.json` carries
+//! the app's environment, secret values included: they never reach the
+//! disk. The container's stdout and stderr are pipes (`output.rs`), not
+//! files.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,8 +49,6 @@ pub(super) struct Paths {
     pub(super) netns: PathBuf,
     /// A `network = "none"` instance's namespace (never attached).
     pub(super) lo_netns: PathBuf,
-    pub(super) stdout: PathBuf,
-    pub(super) stderr: PathBuf,
 }
 
 impl Paths {
@@ -57,6 +60,11 @@ impl Paths {
             Network::None => Some(&self.lo_netns),
             Network::Host => None,
         }
+    }
+
+    /// The bundle's `config.json` (on the tmpfs; gone once runc has read it).
+    pub(super) fn config(&self) -> PathBuf {
+        self.bundle.join("config.json")
     }
 }
 
@@ -75,15 +83,14 @@ pub(super) struct ShimInner {
     /// Starts under way.
     pub(super) active_starts: std::sync::atomic::AtomicUsize,
     pub(super) instances: PathBuf,
-    pub(super) logs: PathBuf,
     pub(super) state_dir: PathBuf,
 }
 
 impl ShimInner {
     pub(super) fn paths(&self, id: &str) -> Paths {
         let dir = self.instances.join(id);
-        let bundle = dir.join("bundle");
         let scratch = dir.join("scratch");
+        let bundle = scratch.join("bundle");
         Paths {
             upper: scratch.join("upper"),
             work: scratch.join("work"),
@@ -95,8 +102,6 @@ impl ShimInner {
             etc: dir.join("etc"),
             bundle,
             dir,
-            stdout: self.logs.join(format!("{id}.stdout.log")),
-            stderr: self.logs.join(format!("{id}.stderr.log")),
         }
     }
 

@@ -218,8 +218,19 @@ impl StdoutStream for GuestOutput {
     }
 }
 
-/// Splits what a guest writes into lines and appends them to the app log.
-struct LineWriter {
+impl GuestOutput {
+    /// A line splitter writing into this sink, for output that is not a
+    /// guest's WASI stream (a container's stdout or stderr pipe).
+    pub fn lines(&self) -> LineWriter {
+        LineWriter::new(self.clone())
+    }
+}
+
+/// Splits what a guest writes into lines (at most [`MAX_LINE_BYTES`] each,
+/// without their `\n`) and appends them to the app log; what is left of a
+/// line is written when it is dropped or [`flushed`](Self::flush_line).
+#[derive(Debug)]
+pub struct LineWriter {
     out: GuestOutput,
     buf: Vec<u8>,
 }
@@ -232,7 +243,15 @@ impl LineWriter {
         }
     }
 
-    fn push(&mut self, mut bytes: &[u8]) {
+    /// Writes the line in progress, if any, as a line of its own.
+    pub fn flush_line(&mut self) {
+        if !self.buf.is_empty() {
+            self.emit();
+        }
+    }
+
+    /// Appends `bytes`: every line they complete goes to the log.
+    pub fn push(&mut self, mut bytes: &[u8]) {
         while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
             self.buf.extend_from_slice(&bytes[..nl]);
             self.emit();
@@ -256,9 +275,7 @@ impl LineWriter {
 
 impl Drop for LineWriter {
     fn drop(&mut self) {
-        if !self.buf.is_empty() {
-            self.emit();
-        }
+        self.flush_line();
     }
 }
 

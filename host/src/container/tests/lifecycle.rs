@@ -28,7 +28,7 @@ async fn host_network_serves_and_sees_the_contract() {
     spec.env.insert("EXTRA".into(), "x".into());
     spec.env.insert("HOST_PORT".into(), host_port.to_string());
     let (id, port) = (spec.id.clone(), spec.port);
-    let inst = env.shim.start(&env.rootfs, spec).await.unwrap();
+    let inst = env.start(spec).await.unwrap();
     let split = inst.start_timings();
     eprintln!("host network cold start: {split}");
     assert_eq!((inst.id(), inst.port()), (id.as_str(), port));
@@ -63,9 +63,6 @@ async fn host_network_serves_and_sees_the_contract() {
         "host network reaches host ports"
     );
     assert!(hits.load(Ordering::SeqCst) >= 1);
-    let (out, err) = inst.log_paths();
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "to-stdout\n");
-    assert!(std::fs::read_to_string(&err).unwrap().contains("to-stderr"));
     // The image layer is untouched.
     assert!(!env.rootfs.join("www/k").exists());
 
@@ -79,7 +76,11 @@ async fn host_network_serves_and_sees_the_contract() {
         "SIGTERM should have stopped it well before the 10 s grace: {took:?}"
     );
     assert_gone(&env, &id, Some(pid)).await;
-    assert!(out.exists(), "logs are kept after stop");
+    // Its output went through the pipes into the log, tagged; no file of
+    // its own is left anywhere under the state directory.
+    let lines = env.output_of(&id);
+    assert!(lines.contains(&"stdout to-stdout".to_owned()), "{lines:?}");
+    assert!(lines.contains(&"stderr to-stderr".to_owned()), "{lines:?}");
 }
 
 #[tokio::test]
@@ -97,7 +98,7 @@ async fn user_workdir_and_limits() {
         pids: Some(64),
     };
     let (id, port) = (spec.id.clone(), spec.port);
-    let inst = env.shim.start(&env.rootfs, spec).await.unwrap();
+    let inst = env.start(spec).await.unwrap();
     assert_eq!(host_get(port, "/uid").await.1, "33\n");
     assert_eq!(host_get(port, "/gid").await.1, "33\n");
     assert_eq!(host_get(port, "/groups").await.1, "33 50\n");
@@ -143,7 +144,7 @@ async fn ignoring_sigterm_gets_sigkill_after_the_grace() {
     // trap makes that explicit (SIG_IGN survives exec).
     let spec = sh("term", "trap '' TERM; exec httpd -f -p $PORT -h /www");
     let id = spec.id.clone();
-    let inst = env.shim.start(&env.rootfs, spec).await.unwrap();
+    let inst = env.start(spec).await.unwrap();
     let pid = inst.pid();
     let t = Instant::now();
     inst.stop(Duration::from_secs(1)).await.unwrap();
@@ -163,7 +164,7 @@ async fn exit_at_start_is_reported_with_stderr() {
     let spec = sh("exit", "echo 'cannot open /etc/app.conf' >&2; exit 3");
     let id = spec.id.clone();
     let t = Instant::now();
-    let err = env.shim.start(&env.rootfs, spec).await.unwrap_err();
+    let err = env.start(spec).await.unwrap_err();
     eprintln!("exit at start reported after {:?}: {err}", t.elapsed());
     match &err {
         ContainerError::Exited { status, stderr, .. } => {
@@ -183,7 +184,7 @@ async fn missing_executable_is_a_create_error() {
     spec.image.entrypoint = vec!["/no/such/server".into()];
     spec.image.cmd.clear();
     let id = spec.id.clone();
-    let err = env.shim.start(&env.rootfs, spec).await.unwrap_err();
+    let err = env.start(spec).await.unwrap_err();
     eprintln!("{err}");
     assert!(
         matches!(&err, ContainerError::Create { stderr, .. }
@@ -200,7 +201,7 @@ async fn never_ready_times_out_and_leaves_nothing() {
     spec.startup_timeout = Duration::from_millis(500);
     let id = spec.id.clone();
     let t = Instant::now();
-    let err = env.shim.start(&env.rootfs, spec).await.unwrap_err();
+    let err = env.start(spec).await.unwrap_err();
     let took = t.elapsed();
     eprintln!("not ready after {took:?}: {err}");
     assert!(
@@ -222,7 +223,7 @@ async fn http_probe_needs_a_2xx_or_3xx() {
     ok.readiness = Probe::Http {
         path: "/index.html".into(),
     };
-    let inst = env.shim.start(&env.rootfs, ok).await.unwrap();
+    let inst = env.start(ok).await.unwrap();
     eprintln!("HTTP probe cold start: {}", inst.start_timings());
     inst.stop(Duration::from_secs(5)).await.unwrap();
 
@@ -232,7 +233,7 @@ async fn http_probe_needs_a_2xx_or_3xx() {
     };
     missing.startup_timeout = Duration::from_millis(400);
     let id = missing.id.clone();
-    let err = env.shim.start(&env.rootfs, missing).await.unwrap_err();
+    let err = env.start(missing).await.unwrap_err();
     assert!(
         matches!(&err, ContainerError::NotReady { last_probe, .. } if last_probe.contains("status 404")),
         "{err}"
@@ -247,7 +248,7 @@ async fn exit_after_ready_is_observed_and_stop_still_works() {
     // taking the whole pid namespace with it.
     let spec = sh("later", "httpd -p $PORT -h /www; sleep 0.5; exit 7");
     let id = spec.id.clone();
-    let inst = env.shim.start(&env.rootfs, spec).await.unwrap();
+    let inst = env.start(spec).await.unwrap();
     let status = tokio::time::timeout(Duration::from_secs(5), inst.exited())
         .await
         .unwrap();
@@ -268,10 +269,7 @@ async fn instances_share_only_the_image() {
     let a = httpd("a", "hostname > /www/who");
     let b = httpd("b", "hostname > /www/who");
     let (a_id, b_id, a_port, b_port) = (a.id.clone(), b.id.clone(), a.port, b.port);
-    let (ia, ib) = tokio::join!(
-        env.shim.start(&env.rootfs, a),
-        env.shim.start(&env.rootfs, b)
-    );
+    let (ia, ib) = tokio::join!(env.start(a), env.start(b));
     let (ia, ib) = (ia.unwrap(), ib.unwrap());
     assert_eq!(host_get(a_port, "/who").await.1, format!("{a_id}\n"));
     assert_eq!(host_get(b_port, "/who").await.1, format!("{b_id}\n"));
@@ -281,13 +279,13 @@ async fn instances_share_only_the_image() {
     let mut dup = httpd("dup", "");
     dup.id = a_id.clone();
     assert!(matches!(
-        env.shim.start(&env.rootfs, dup).await,
+        env.start(dup).await,
         Err(ContainerError::AlreadyExists(_))
     ));
     let mut clash = httpd("clash", "");
     clash.port = a_port;
     assert!(matches!(
-        env.shim.start(&env.rootfs, clash).await,
+        env.start(clash).await,
         Err(ContainerError::PortInUse { .. })
     ));
     assert_eq!(
@@ -298,7 +296,7 @@ async fn instances_share_only_the_image() {
     let mut bad = httpd("bad", "");
     bad.id = "Not Valid".into();
     assert!(matches!(
-        env.shim.start(&env.rootfs, bad).await,
+        env.start(bad).await,
         Err(ContainerError::Spec(SpecError::InvalidId(_)))
     ));
 
@@ -315,7 +313,7 @@ async fn instances_share_only_the_image() {
     );
     again.id = a_id.clone();
     let port = again.port;
-    let inst = env.shim.start(&env.rootfs, again).await.unwrap();
+    let inst = env.start(again).await.unwrap();
     assert_eq!(
         host_get(port, "/seen").await.1,
         "none\n",
@@ -331,7 +329,7 @@ async fn leftovers_of_a_crashed_run_are_reaped() {
     let env = setup();
     let spec = httpd("crash", "");
     let id = spec.id.clone();
-    let inst = env.shim.start(&env.rootfs, spec).await.unwrap();
+    let inst = env.start(spec).await.unwrap();
     let pid = inst.pid();
     // A crash: no stop(), no Drop.
     std::mem::forget(inst);
@@ -373,7 +371,7 @@ async fn dropped_instance_is_torn_down() {
     let env = setup();
     let spec = sh("dropped", "exec httpd -f -p $PORT -h /www");
     let id = spec.id.clone();
-    let inst = env.shim.start(&env.rootfs, spec).await.unwrap();
+    let inst = env.start(spec).await.unwrap();
     drop(inst);
     for _ in 0..200 {
         if env.shim.runc().state(&id).await.unwrap().is_none()
@@ -399,7 +397,7 @@ async fn a_none_network_is_reachable_only_through_berth() {
     spec.network = Network::None;
     spec.env.insert("HOST_PORT".into(), host_port.to_string());
     let (id, port) = (spec.id.clone(), spec.port);
-    let inst = env.shim.start(&env.rootfs, spec).await.unwrap();
+    let inst = env.start(spec).await.unwrap();
     eprintln!("isolated cold start: {}", inst.start_timings());
 
     assert_eq!(
@@ -462,7 +460,7 @@ async fn cold_start_timings() {
             let mut spec = sh("bench", "exec httpd -f -p $PORT -h /www");
             spec.network = network;
             let t = Instant::now();
-            let inst = env.shim.start(&env.rootfs, spec).await.unwrap();
+            let inst = env.start(spec).await.unwrap();
             let wall = t.elapsed();
             let first = get(inst.connect().await.unwrap(), "/").await;
             let first_byte = t.elapsed();

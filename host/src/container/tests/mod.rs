@@ -15,7 +15,11 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use super::runc::find_runc;
-use super::{ContainerLimits, ImageConfig, InstanceSpec, Network, Probe, Seccomp, Shim, overlay};
+use super::{
+    Container, ContainerError, ContainerLimits, ImageConfig, InstanceSpec, Network, Probe, Seccomp,
+    Shim, overlay,
+};
+use crate::logs::AppLog;
 
 mod lifecycle;
 
@@ -32,11 +36,29 @@ struct Env {
     dir: tempfile::TempDir,
     shim: Shim,
     rootfs: PathBuf,
+    /// Where every instance's output goes.
+    log: Arc<AppLog>,
 }
 
 impl Env {
     fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
+    }
+
+    /// Starts `spec` on the test image, its output into [`Self::log`].
+    async fn start(&self, spec: InstanceSpec) -> Result<Container, ContainerError> {
+        self.shim
+            .start(&self.rootfs, spec, Arc::clone(&self.log))
+            .await
+    }
+
+    /// The lines of instance `id` in the log: `stream text` each.
+    fn output_of(&self, id: &str) -> Vec<String> {
+        let text = crate::logs::read_all(&self.dir.path().join("logs"), "app").unwrap();
+        let tag = format!(" {id} ");
+        text.lines()
+            .filter_map(|l| l.split_once(&tag).map(|(_, rest)| rest.to_owned()))
+            .collect()
     }
 }
 
@@ -74,7 +96,13 @@ fn setup() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let rootfs = make_rootfs(&dir.path().join("image"));
     let shim = Shim::new(&dir.path().join("state"), runc_bin()).unwrap();
-    Env { dir, shim, rootfs }
+    let log = Arc::new(AppLog::open(&dir.path().join("logs"), "app").unwrap());
+    Env {
+        dir,
+        shim,
+        rootfs,
+        log,
+    }
 }
 
 /// A tiny image: static busybox, a `www` user, a web root.
