@@ -8,6 +8,8 @@
 #     iptables and iproute2 (its firewall chains, bridge and test namespaces),
 #     chromium and chromium-driver (the console's browser tests)
 #     containerd (ctr; the containerd shim's tests run a private daemon),
+#     and containerd 1.7.24 from Debian trixie, unpacked under
+#     /opt/berth/containerd-1.7 without replacing the system's (below),
 #     curl (requests from inside the shim tests' network namespaces)
 #   - PyPI: oras (oras-py, an ORAS client used by interop tests)
 set -euo pipefail
@@ -58,4 +60,33 @@ fi
 if ! python3 -c 'import oras.client' 2>/dev/null; then
   log "installing oras-py from PyPI"
   python3 -m pip install --quiet --disable-pip-version-check oras
+fi
+
+# containerd 1.7.24 (Debian trixie) beside the system's 1.6: the shim's tests
+# run against both, and only >= 1.7.7 hands Wasm layers to a shim. The .deb
+# is fetched with a private apt state (a sources list naming trixie, its own
+# lists and cache) and unpacked with `dpkg-deb -x`: nothing is installed,
+# the system's apt sources and containerd are not touched. It depends only on
+# runc and libc6 >= 2.34 (bookworm has 2.36).
+CONTAINERD17_VERSION="1.7.24~ds1-6+deb13u1"
+CONTAINERD17_DIR="${BERTH_CONTAINERD17_DIR:-/opt/berth/containerd-1.7}"
+if ! "$CONTAINERD17_DIR/usr/bin/containerd" --version 2>/dev/null | grep -q ' 1\.7\.24'; then
+  log "fetching containerd $CONTAINERD17_VERSION (Debian trixie) into $CONTAINERD17_DIR"
+  apt_dir="$(mktemp -d)"
+  trap 'rm -rf "$apt_dir"' EXIT
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
+  echo "deb http://deb.debian.org/debian trixie main" >"$apt_dir/sources.list"
+  apt_opts=(-o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o "Dir::Etc::sourceparts=-"
+    -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
+    -o "APT::Get::List-Cleanup=0" -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")
+  apt-get -qq "${apt_opts[@]}" update
+  (cd "$apt_dir" && apt-get -qq "${apt_opts[@]}" download "containerd=$CONTAINERD17_VERSION")
+  $SUDO rm -rf "$CONTAINERD17_DIR.new"
+  $SUDO mkdir -p "$CONTAINERD17_DIR.new"
+  $SUDO dpkg-deb -x "$apt_dir"/containerd_*.deb "$CONTAINERD17_DIR.new"
+  "$CONTAINERD17_DIR.new/usr/bin/containerd" --version | grep -q ' 1\.7\.24'
+  $SUDO rm -rf "$CONTAINERD17_DIR"
+  $SUDO mv "$CONTAINERD17_DIR.new" "$CONTAINERD17_DIR"
+  rm -rf "$apt_dir"
+  trap - EXIT
 fi

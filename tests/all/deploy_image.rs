@@ -208,3 +208,69 @@ async fn unreferenced_blobs_are_collected() {
     assert_eq!(r.text().await.unwrap(), "still here");
     host.stop().await;
 }
+
+/// `berth push --image`'s index holds three forms of one component; berth
+/// deploys the `wasi/wasm` one (runwasi's form: an ordinary image config,
+/// the component as its one layer) as it deploys the CNCF artifact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wasi_wasm_image_of_berth_push_image_deploys_and_serves() {
+    let registry = Registry::start();
+    let reference = registry.reference("hello:v1");
+    let bytes = std::fs::read(art::HELLO).unwrap();
+    oci::push_component_image(&RegistryClient::anonymous(), &reference, &bytes)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let fetch = |what: String, accept: &'static str| {
+        let http = http.clone();
+        let url = format!("http://{}/v2/hello/manifests/{what}", registry.host());
+        async move {
+            http.get(url)
+                .header("accept", accept)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let index = fetch("v1".into(), oci::media_type::OCI_INDEX).await;
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}/{}", e["platform"]["os"], e["platform"]["architecture"]))
+        .collect();
+    assert_eq!(
+        platforms[..2],
+        [r#""wasip2"/"wasm""#, r#""wasi"/"wasm""#],
+        "{index}"
+    );
+    let wasi = index["manifests"][1]["digest"].as_str().unwrap().to_owned();
+    let manifest = fetch(wasi.clone(), oci::media_type::OCI_MANIFEST).await;
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        oci::media_type::OCI_IMAGE_CONFIG
+    );
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "{manifest}");
+    assert_eq!(
+        layers[0]["mediaType"],
+        oci::media_type::BYTECODEALLIANCE_COMPONENT_LAYER
+    );
+    assert_eq!(
+        layers[0]["digest"].as_str(),
+        Some(oci::Digest::of(&bytes).to_string().as_str()),
+        "the layer is the component's bytes"
+    );
+
+    let by_digest = format!("{}/hello@{wasi}", registry.host());
+    let host = TestHost::builder()
+        .app("wasi", image_app(&by_digest))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(get(&host, "wasi", "/").await, (200, "hello from wasi".into()));
+    host.stop().await;
+}

@@ -57,7 +57,7 @@ pub enum Workload {
 #[derive(Debug)]
 pub struct Sandbox {
     /// The holder (killed if dropped).
-    pub holder: tokio::process::Child,
+    pub holder: crate::pause::Holder,
     /// The task's stdout and stderr, held open while it runs and closed at
     /// its end, as a process's would be (`None`: not connected).
     pub _stdio: (Option<File>, Option<File>),
@@ -69,7 +69,11 @@ pub struct Sandbox {
 /// # Errors
 /// When the spec cannot be read or, for a sandbox, its holder started or
 /// its stdio opened.
-pub fn sandbox(bundle: &Path, stdout: &str, stderr: &str) -> anyhow::Result<Option<Sandbox>> {
+pub async fn sandbox(
+    bundle: &Path,
+    stdout: &str,
+    stderr: &str,
+) -> anyhow::Result<Option<Sandbox>> {
     let spec = load_spec(bundle)?;
     let is_sandbox = spec
         .annotations()
@@ -79,7 +83,8 @@ pub fn sandbox(bundle: &Path, stdout: &str, stderr: &str) -> anyhow::Result<Opti
     if !is_sandbox {
         return Ok(None);
     }
-    let holder = crate::pause::spawn(&Network::from_spec(&spec))
+    let holder = crate::pause::Holder::spawn(&Network::from_spec(&spec))
+        .await
         .context("cannot start the sandbox's holder process")?;
     Ok(Some(Sandbox {
         holder,
@@ -152,7 +157,10 @@ pub fn unmount_rootfs(target: &Path) {
     }
 }
 
-/// Reads the bundle's spec and the component, compiles (or maps) it.
+/// Reads the bundle's spec and the component, compiles (or maps) it. The
+/// component is the rootfs file `process.args[0]` names; when there is none,
+/// `wasm_layer` is asked for the image's Wasm layer (containerd >= 1.7.7
+/// pulls one without unpacking it: [`crate::content`]).
 ///
 /// # Errors
 /// What is wrong with the spec, the image or the component, named.
@@ -162,6 +170,7 @@ pub fn prepare(
     bundle: &Path,
     stdout: &str,
     stderr: &str,
+    wasm_layer: &dyn Fn() -> anyhow::Result<Option<crate::content::WasmLayer>>,
 ) -> anyhow::Result<Prepared> {
     let spec = load_spec(bundle)?;
     let process = spec
@@ -198,9 +207,29 @@ pub fn prepare(
         bundle.join(root)
     };
     let cwd = process.cwd().clone();
-    let in_image = resolve_in_image(&rootfs, entry, &cwd, get("PATH"))?;
-    let bytes = read_in_root(&rootfs, &in_image)?;
-    let shown = in_image.display().to_string();
+    // The component is the file the entrypoint names in the rootfs; when
+    // the rootfs has none, the image's Wasm layer, if it has one.
+    let (shown, bytes) = match resolve_in_image(&rootfs, entry, &cwd, get("PATH"))
+        .and_then(|p| Ok((p.display().to_string(), read_in_root(&rootfs, &p)?)))
+    {
+        Ok(found) => found,
+        Err(in_rootfs) => match wasm_layer() {
+            Ok(Some(layer)) => {
+                tracing::info!(
+                    id,
+                    digest = %layer.digest,
+                    media_type = %layer.media_type,
+                    bytes = layer.bytes.len(),
+                    "the component is the image's Wasm layer, read from containerd's content store"
+                );
+                (format!("layer {}", layer.digest), layer.bytes)
+            }
+            Ok(None) => return Err(in_rootfs),
+            Err(e) => bail!(
+                "{in_rootfs:#}; and the image's Wasm layer cannot be read from containerd: {e:#}"
+            ),
+        },
+    };
     let loaded = runtime
         .load_component(&shown, &bytes)
         .map_err(anyhow::Error::from)?;

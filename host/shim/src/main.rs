@@ -11,6 +11,8 @@
 //!   and its events.
 //! - [`container`]: what `Create` prepares: the bundle's `config.json`, the
 //!   rootfs mounts, the component named by `process.args[0]`, stdio FIFOs.
+//! - [`content`]: a component that is an image's Wasm layer, read from
+//!   containerd's content store (containerd >= 1.7.7).
 //! - [`run`]: a wasi:http proxy served on `0.0.0.0:$PORT` in the task's
 //!   network namespace (a fresh instance per request; `SIGTERM` stops
 //!   accepting, drains, exits 0), or a wasi:cli command run to its exit code.
@@ -22,6 +24,7 @@
 
 mod conns;
 mod container;
+mod content;
 mod logging;
 mod netns;
 mod pause;

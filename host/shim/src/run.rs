@@ -182,14 +182,10 @@ async fn serve(
 /// Runs a pod's sandbox until it is killed: the `Kill`'s signal goes to
 /// its holder process, whose end is the task's exit status.
 pub async fn pause(mut sandbox: Sandbox, mut stop: watch::Receiver<Stop>) -> u32 {
-    let pid = sandbox
-        .holder
-        .id()
-        .and_then(|p| rustix::process::Pid::from_raw(p as i32));
     let mut stopped = false;
-    let status = loop {
+    let ended = loop {
         tokio::select! {
-            exited = sandbox.holder.wait() => break exited,
+            ended = sandbox.holder.wait() => break ended,
             changed = stop.changed(), if !stopped => {
                 let sig = match (changed, *stop.borrow_and_update()) {
                     (Err(_), _) => {
@@ -203,29 +199,21 @@ pub async fn pause(mut sandbox: Sandbox, mut stop: watch::Receiver<Stop>) -> u32
                     .ok()
                     .and_then(rustix::process::Signal::from_named_raw)
                     .unwrap_or(rustix::process::Signal::KILL);
-                if let Some(pid) = pid
-                    && let Err(e) = rustix::process::kill_process(pid, signal)
-                {
+                if let Err(e) = sandbox.holder.signal(signal) {
                     tracing::warn!("cannot signal the sandbox's holder: {e}");
                 }
             }
         }
     };
+    tracing::info!(
+        holder = sandbox.holder.pid(),
+        exit_status = ended.status,
+        path = ended.path,
+        "the sandbox's holder ended"
+    );
     // Its stdio closes as the process's would at its exit.
     drop(sandbox);
-    match status {
-        Ok(st) => {
-            use std::os::unix::process::ExitStatusExt as _;
-            st.code()
-                .map(|c| c as u32)
-                .or_else(|| st.signal().map(|s| 128 + s as u32))
-                .unwrap_or(TRAP_STATUS)
-        }
-        Err(e) => {
-            tracing::error!("cannot wait for the sandbox's holder: {e}");
-            TRAP_STATUS
-        }
-    }
+    ended.status
 }
 
 /// Resolves once a `Stop::Now` arrives (or the sender is gone).

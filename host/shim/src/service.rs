@@ -47,6 +47,8 @@ pub struct BerthShim {
     exit: Arc<ExitSignal>,
     namespace: String,
     bundle: String,
+    /// containerd's gRPC socket (the `-address` it starts shims with).
+    address: String,
 }
 
 impl std::fmt::Debug for BerthShim {
@@ -67,6 +69,7 @@ impl Shim for BerthShim {
             exit: Arc::new(ExitSignal::default()),
             namespace: args.namespace.clone(),
             bundle: args.bundle.clone(),
+            address: args.address.clone(),
         }
     }
 
@@ -122,6 +125,7 @@ impl Shim for BerthShim {
                 runtime: OnceCell::new(),
                 publisher,
                 namespace: self.namespace.clone(),
+                address: self.address.clone(),
                 exit: self.exit.clone(),
             }),
         }
@@ -139,6 +143,7 @@ struct Inner {
     runtime: OnceCell<Arc<WasmRuntime>>,
     publisher: RemotePublisher,
     namespace: String,
+    address: String,
     exit: Arc<ExitSignal>,
 }
 
@@ -255,8 +260,19 @@ impl Inner {
                 req.stdout.clone(),
                 req.stderr.clone(),
             );
+            let (address, namespace) = (self.address.clone(), self.namespace.clone());
+            let handle = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
-                container::prepare(&runtime, &id, &bundle, &out, &err)
+                // Asked only when the rootfs holds no component.
+                let wasm_layer = || {
+                    handle.block_on(async {
+                        crate::content::Client::connect(&address, &namespace)
+                            .await?
+                            .wasm_layer(&id)
+                            .await
+                    })
+                };
+                container::prepare(&runtime, &id, &bundle, &out, &err, &wasm_layer)
             })
             .await
             .map_err(|e| status(Code::INTERNAL, e.to_string()))
@@ -361,14 +377,16 @@ impl Task for Service {
         }
         let bundle = PathBuf::from(&req.bundle);
         let rootfs = bundle.join("rootfs");
-        let sandbox = container::sandbox(&bundle, &req.stdout, &req.stderr).map_err(|e| {
+        let sandbox = container::sandbox(&bundle, &req.stdout, &req.stderr)
+            .await
+            .map_err(|e| {
             tracing::warn!(id = %req.id, "create failed: {e:#}");
             status(Code::FAILED_PRECONDITION, format!("{e:#}"))
         })?;
         let mut entry_pid = std::process::id();
         let (workload, mounted) = match sandbox {
             Some(sandbox) => {
-                entry_pid = sandbox.holder.id().unwrap_or(entry_pid);
+                entry_pid = sandbox.holder.pid();
                 tracing::info!(id = %req.id, holder = entry_pid, "pod sandbox created");
                 (Workload::Sandbox(sandbox), false)
             }

@@ -2,7 +2,7 @@
 //!
 //! The component is pushed as a CNCF Wasm artifact (see
 //! [`crate::oci::push_component`]), or with `--image` as an index of that
-//! artifact and an ordinary image for containerd
+//! artifact and two images for containerd
 //! ([`crate::oci::push_component_image`]); the digest is printed on stdout.
 //! [`RegistryArgs`] are the registry flags shared with `berth pull`.
 
@@ -19,11 +19,14 @@ pub struct PushArgs {
     pub reference: String,
     /// The Wasm component to push.
     pub file: PathBuf,
-    /// Push an image index holding both packagings: the CNCF Wasm artifact
-    /// (what berth pulls) and an ordinary linux image whose rootfs holds the
-    /// component as `/app.wasm` and whose entrypoint names it (what
-    /// containerd, 1.6 included, runs with the `io.containerd.berth.v1`
-    /// runtime, `containerd-shim-berth-v1`).
+    /// Push an image index holding three packagings: the CNCF Wasm artifact
+    /// (`wasip2/wasm`, what berth pulls), a `wasi/wasm` image whose one
+    /// layer is the component (runwasi's form: containerd >= 1.7.7 pulls
+    /// it with `--platform wasi/wasm`, and `containerd-shim-berth-v1` reads
+    /// the layer from containerd's content store), and an ordinary linux
+    /// image whose rootfs holds the component as `/app.wasm` and whose
+    /// entrypoint names it (what containerd, 1.6 included, runs with the
+    /// `io.containerd.berth.v1` runtime).
     #[arg(long)]
     pub image: bool,
     /// Registry access.

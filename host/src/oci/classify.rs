@@ -334,6 +334,8 @@ mod tests {
         ] {
             for config in [
                 media_type::WASM_CONFIG,
+                // runwasi's form (`berth push --image`'s `wasi/wasm` entry).
+                media_type::OCI_IMAGE_CONFIG,
                 "application/vnd.oci.empty.v1+json",
                 "application/vnd.unknown.config.v1+json",
             ] {

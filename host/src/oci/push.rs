@@ -133,6 +133,12 @@ pub const IMAGE_COMPONENT_PATH: &str = "/app.wasm";
 /// - platform `wasip2/wasm`: the CNCF Wasm artifact of [`push_component`]
 ///   (what `berth` pulls: it picks the `wasm` entry of an index first, and
 ///   what containerd >= 1.7.7 hands to Wasm shims as layers);
+/// - platform `wasi/wasm`: runwasi's form for containerd >= 1.7.7, an
+///   ordinary image config (os `wasi`, architecture `wasm`) whose one layer
+///   is the component (media type
+///   [`media_type::BYTECODEALLIANCE_COMPONENT_LAYER`]): containerd pulls it
+///   without unpacking, and berth's shim reads the layer from its content
+///   store (what `ctr run --platform wasi/wasm` serves);
 /// - platform `linux/<this machine's architecture>`: an ordinary image with
 ///   one layer holding the component at [`IMAGE_COMPONENT_PATH`] and that
 ///   path as its entrypoint (what every containerd, 1.6 included, pulls and
@@ -228,6 +234,44 @@ pub async fn push_component_image(
         serde_json::to_vec(&image).map_err(|e| invalid(format!("cannot serialise: {e}")))?,
     );
 
+    // runwasi's form for containerd >= 1.7.7: an ordinary image config (os
+    // `wasi`, architecture `wasm`, no filesystem layers) and the component
+    // itself as the one layer, under a Wasm layer media type. containerd
+    // pulls it without unpacking the layer; a Wasm shim reads the layer
+    // from containerd's content store. The layer is the CNCF artifact's
+    // blob (same bytes, same digest), so nothing more is uploaded for it.
+    let wasi_config = serde_json::to_vec(&serde_json::json!({
+        "created": rfc3339_utc(created),
+        "architecture": "wasm",
+        "os": "wasi",
+        "config": {
+            "Entrypoint": [IMAGE_COMPONENT_PATH],
+            "Labels": { "dev.berth.component": "layer" },
+        },
+        "rootfs": { "type": "layers", "diff_ids": [] },
+    }))
+    .map_err(|e| invalid(format!("cannot serialise: {e}")))?;
+    let wasi_config = Bytes::from(wasi_config);
+    let wasi_config_digest = Digest::of(&wasi_config);
+    let wasi_image = OciImageManifest {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_MANIFEST.to_owned()),
+        config: descriptor(
+            media_type::OCI_IMAGE_CONFIG,
+            &wasi_config_digest,
+            wasi_config.len(),
+        ),
+        layers: vec![descriptor(
+            media_type::BYTECODEALLIANCE_COMPONENT_LAYER,
+            &wasm_layer_digest,
+            wasm_layer.len(),
+        )],
+        ..OciImageManifest::default()
+    };
+    let wasi_image = Bytes::from(
+        serde_json::to_vec(&wasi_image).map_err(|e| invalid(format!("cannot serialise: {e}")))?,
+    );
+
     let entry = |manifest: &Bytes, os: &str, arch: &str| {
         serde_json::json!({
             "mediaType": media_type::OCI_MANIFEST,
@@ -239,7 +283,11 @@ pub async fn push_component_image(
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": media_type::OCI_INDEX,
-        "manifests": [entry(&artifact, "wasip2", "wasm"), entry(&image, "linux", arch)],
+        "manifests": [
+            entry(&artifact, "wasip2", "wasm"),
+            entry(&wasi_image, "wasi", "wasm"),
+            entry(&image, "linux", arch),
+        ],
     }))
     .map_err(|e| invalid(format!("cannot serialise: {e}")))?;
     let index = Bytes::from(index);
@@ -249,6 +297,7 @@ pub async fn push_component_image(
     for (blob, digest) in [
         (wasm_layer, wasm_layer_digest),
         (wasm_config, wasm_config_digest),
+        (wasi_config, wasi_config_digest),
         (image_layer, image_layer_digest),
         (image_config, image_config_digest),
     ] {
@@ -256,6 +305,7 @@ pub async fn push_component_image(
     }
     for (body, media) in [
         (artifact, media_type::OCI_MANIFEST),
+        (wasi_image, media_type::OCI_MANIFEST),
         (image, media_type::OCI_MANIFEST),
         (index, media_type::OCI_INDEX),
     ] {
@@ -283,7 +333,7 @@ pub async fn push_component_image(
             })
             .await?;
     }
-    tracing::info!(%reference, digest = %index_digest, "pushed the component as an artifact and an image");
+    tracing::info!(%reference, digest = %index_digest, "pushed the component as an artifact and two images (wasi/wasm, linux)");
     Ok(index_digest.to_string())
 }
 

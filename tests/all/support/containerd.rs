@@ -1,5 +1,7 @@
-//! A private containerd (Debian's `containerd` 1.6, package `containerd`)
-//! for the shim's tests, and what they use around it.
+//! A private containerd for the shim's tests, and what they use around it:
+//! Debian bookworm's `containerd` 1.6.20 (the system's, `/usr/bin`) or
+//! Debian trixie's 1.7.24, which `scripts/setup.sh` unpacks under
+//! `/opt/berth/containerd-1.7` without installing it ([`Version`]).
 //!
 //! Each [`Containerd`] runs its own daemon with its own root, state
 //! directory, sockets and `/opt` plugin directory under a temporary
@@ -71,6 +73,36 @@ pub fn shim_binary() -> &'static Path {
     })
 }
 
+/// Which containerd a test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// 1.6.20, Debian bookworm's package (`/usr/bin`).
+    V1_6,
+    /// 1.7.24, Debian trixie's, unpacked by `scripts/setup.sh` into
+    /// `/opt/berth/containerd-1.7` (`BERTH_CONTAINERD17_DIR` overrides it).
+    V1_7,
+}
+
+impl Version {
+    /// The directory holding its `containerd`, `ctr` and runc shim.
+    pub fn bin_dir(self) -> PathBuf {
+        match self {
+            Self::V1_6 => PathBuf::from("/usr/bin"),
+            Self::V1_7 => std::env::var_os("BERTH_CONTAINERD17_DIR")
+                .map_or_else(|| PathBuf::from("/opt/berth/containerd-1.7"), PathBuf::from)
+                .join("usr/bin"),
+        }
+    }
+
+    /// The version `containerd --version` must print.
+    fn expected(self) -> &'static str {
+        match self {
+            Self::V1_6 => " 1.6.",
+            Self::V1_7 => " 1.7.24",
+        }
+    }
+}
+
 /// A private containerd daemon, stopped on drop.
 #[derive(Debug)]
 pub struct Containerd {
@@ -80,15 +112,27 @@ pub struct Containerd {
     pub socket: PathBuf,
     /// Its stdout and stderr (the shims' logs are copied here too).
     pub log: PathBuf,
+    /// Which one it is.
+    pub version: Version,
     child: Option<Child>,
 }
 
 impl Containerd {
-    /// Starts a daemon that finds `containerd-shim-berth-v1` on its `PATH`.
-    pub fn start() -> Self {
+    /// Starts a daemon of `version` that finds `containerd-shim-berth-v1`
+    /// (and its own runc shim) on its `PATH`.
+    pub fn start(version: Version) -> Self {
+        let bin = version.bin_dir();
+        let out = Command::new(bin.join("containerd"))
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
         assert!(
-            Path::new("/usr/bin/containerd").is_file() && Path::new("/usr/bin/ctr").is_file(),
-            "containerd is missing: install the Debian package `containerd` (scripts/setup.sh does)"
+            out.contains(version.expected()),
+            "containerd{} is missing from {} (`containerd --version` said {out:?}): \
+             scripts/setup.sh installs 1.6 (Debian's package) and unpacks 1.7.24",
+            version.expected(),
+            bin.display()
         );
         let shim_dir = shim_binary().parent().expect("shim dir").to_path_buf();
         let dir = tempfile::Builder::new()
@@ -118,12 +162,16 @@ impl Containerd {
         .expect("write config");
         let log = d.join("containerd.log");
         let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new("/usr/bin/containerd")
+        let child = Command::new(bin.join("containerd"))
             .arg("--config")
             .arg(&config)
             .env(
                 "PATH",
-                format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", shim_dir.display()),
+                format!(
+                    "{}:{}:/usr/sbin:/usr/bin:/sbin:/bin",
+                    shim_dir.display(),
+                    bin.display()
+                ),
             )
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup log"))
@@ -134,6 +182,7 @@ impl Containerd {
             dir,
             socket,
             log,
+            version,
             child: Some(child),
         };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
@@ -153,7 +202,7 @@ impl Containerd {
 
     /// `ctr --address SOCKET --namespace berth-test ARGS`, as a command.
     pub fn ctr_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("/usr/bin/ctr");
+        let mut cmd = Command::new(self.version.bin_dir().join("ctr"));
         cmd.arg("--address")
             .arg(&self.socket)
             .args(["--namespace", NAMESPACE])
