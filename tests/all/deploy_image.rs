@@ -271,6 +271,9 @@ async fn the_wasi_wasm_image_of_berth_push_image_deploys_and_serves() {
         .start()
         .await
         .unwrap();
-    assert_eq!(get(&host, "wasi", "/").await, (200, "hello from wasi".into()));
+    assert_eq!(
+        get(&host, "wasi", "/").await,
+        (200, "hello from wasi".into())
+    );
     host.stop().await;
 }

@@ -62,24 +62,25 @@ async fn idle_and_slow_sockets_by_the_thousand_neither_starve_requests_nor_stay(
         .await
         .unwrap();
     let addr = host.addr;
-    // 2,000 idle sockets (connected, nothing sent) and 200 slow ones (a
-    // request head that never ends).
-    let (mut idle, mut slow) = tokio::task::spawn_blocking(move || {
-        let idle: Vec<TcpStream> = (0..2000)
-            .map(|_| TcpStream::connect(addr).unwrap())
-            .collect();
-        let slow: Vec<TcpStream> = (0..200)
-            .map(|_| {
-                let mut s = TcpStream::connect(addr).unwrap();
-                s.write_all(b"GET / HTTP/1.1\r\nHost: hello.localhost\r\nX-Slow: ")
-                    .unwrap();
-                s
-            })
-            .collect();
-        (idle, slow)
-    })
-    .await
-    .unwrap();
+    // 2,000 idle sockets (connected, nothing sent) from four addresses and
+    // 200 slow ones (a request head that never ends) from a fifth: each
+    // address within the per-client cap (625), so none is refused.
+    let mut idle: Vec<TcpStream> = Vec::new();
+    for i in 0..2000 {
+        let s = connect_from(&format!("127.0.2.{}", i % 4 + 1), addr).await;
+        let s = s.into_std().unwrap();
+        s.set_nonblocking(false).unwrap();
+        idle.push(s);
+    }
+    let mut slow: Vec<TcpStream> = Vec::new();
+    for _ in 0..200 {
+        let s = connect_from("127.0.2.5", addr).await;
+        let mut s = s.into_std().unwrap();
+        s.set_nonblocking(false).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: hello.localhost\r\nX-Slow: ")
+            .unwrap();
+        slow.push(s);
+    }
     // Real clients are served meanwhile.
     let c = client(addr, &["hello"]);
     for _ in 0..50 {
@@ -117,6 +118,9 @@ async fn past_the_connection_cap_a_connection_gets_a_503_and_is_closed() {
         .wasm_app("hello", art::HELLO)
         .connections(ConnectionLimits {
             max_connections: 20,
+            // The listener's cap, not the per-client one, is what this
+            // test meets.
+            max_connections_per_client: Some(20),
             ..ConnectionLimits::default()
         })
         .start()
@@ -589,7 +593,8 @@ async fn wrong_admin_tokens_are_answered_ever_later_per_address_and_a_right_one_
         } else {
             attacker
                 .post(admin::url(&host, "/ui/login"))
-                .form(&[("token", format!("wrong-guess-{i}"))])
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token=wrong-guess-{i}"))
                 .send()
                 .await
                 .unwrap()
@@ -672,18 +677,24 @@ async fn out_of_descriptors_the_listeners_pause_and_serve_again_once_the_pressur
     // 400 silent connections from eight addresses (within the admin
     // listener's per-client cap, so none is displaced): the server runs out
     // of descriptors and the rest wait in the backlog.
-    let mut silent = Vec::new();
+    // Connects run on their own tasks: once the backlog is full too, the
+    // kernel holds them in SYN_SENT, which is the pressure we want.
+    let mut silent = tokio::task::JoinSet::new();
     for i in 0..400 {
-        silent.push(connect_from(&format!("127.0.3.{}", i % 8 + 1), admin).await);
+        let from = format!("127.0.3.{}", i % 8 + 1);
+        silent.spawn(async move { connect_from(&from, admin).await });
     }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     // Under the pressure for three seconds: a few warnings, not a loop.
+    let count = |log: &str| log.lines().filter(|l| l.contains("accept failed")).count();
+    let warned_before = count(&served.stderr());
     let before = cpu_time(served.pid());
     let start = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cpu = cpu_time(served.pid()) - before;
     let wall = start.elapsed();
     let log = served.stderr();
-    let warnings = log.lines().filter(|l| l.contains("accept failed")).count();
+    let warnings = count(&log) - warned_before;
     assert!(
         log.contains("Too many open files") && warnings >= 1,
         "the server never ran out of descriptors:\n{log}"
@@ -697,6 +708,7 @@ async fn out_of_descriptors_the_listeners_pause_and_serve_again_once_the_pressur
         "{cpu:?} of CPU in {wall:?} out of descriptors: a loop of errors"
     );
     // The pressure goes: both listeners answer again.
+    silent.abort_all();
     drop(silent);
     let healthz = format!("http://{admin}/healthz");
     wait_until(

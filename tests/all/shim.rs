@@ -120,12 +120,7 @@ fn holder_ends(cd: &Containerd, pid: u32) -> Vec<(u32, String)> {
     log_lines(cd, "the sandbox's holder ended")
         .iter()
         .filter(|l| field(l, "holder=").as_deref() == Some(&pid.to_string()))
-        .filter_map(|l| {
-            Some((
-                field(l, "exit_status=")?.parse().ok()?,
-                field(l, "path=")?,
-            ))
-        })
+        .filter_map(|l| Some((field(l, "exit_status=")?.parse().ok()?, field(l, "path=")?)))
         .collect()
 }
 
@@ -607,7 +602,9 @@ fn wasm_layer_image_is_read_from_containerds_content_store() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a corrupt layer ran");
     assert!(
-        said.contains(&format!("sha256:{digest}: the content store's bytes hash to")),
+        said.contains(&format!(
+            "sha256:{digest}: the content store's bytes hash to"
+        )),
         "{said}"
     );
 

@@ -69,11 +69,7 @@ pub struct Sandbox {
 /// # Errors
 /// When the spec cannot be read or, for a sandbox, its holder started or
 /// its stdio opened.
-pub async fn sandbox(
-    bundle: &Path,
-    stdout: &str,
-    stderr: &str,
-) -> anyhow::Result<Option<Sandbox>> {
+pub async fn sandbox(bundle: &Path, stdout: &str, stderr: &str) -> anyhow::Result<Option<Sandbox>> {
     let spec = load_spec(bundle)?;
     let is_sandbox = spec
         .annotations()

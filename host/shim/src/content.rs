@@ -333,13 +333,14 @@ impl Client {
         let platform = |e: &serde_json::Value| {
             (
                 e["platform"]["os"].as_str().unwrap_or("").to_owned(),
-                e["platform"]["architecture"].as_str().unwrap_or("").to_owned(),
+                e["platform"]["architecture"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
             )
         };
-        let mut wasm: Vec<&serde_json::Value> = entries
-            .iter()
-            .filter(|e| platform(e).1 == "wasm")
-            .collect();
+        let mut wasm: Vec<&serde_json::Value> =
+            entries.iter().filter(|e| platform(e).1 == "wasm").collect();
         wasm.sort_by_key(|e| platform(e).0 != "wasi");
         let mut errors = Vec::new();
         for entry in wasm {

@@ -17,8 +17,10 @@ use tracing_subscriber::EnvFilter;
 pub fn init(debug: bool) {
     let default = if debug { "debug" } else { "info" };
     let filter = EnvFilter::try_from_env("BERTH_SHIM_LOG").unwrap_or_else(|_| {
+        // A target directive matches by prefix: `containerd_shim=warn` alone
+        // also quieted this crate's own `containerd_shim_berth_v1` lines.
         EnvFilter::new(format!(
-            "{default},containerd_shim=warn,ttrpc=warn,wasmtime=warn,cranelift=warn"
+            "{default},containerd_shim=warn,containerd_shim_berth_v1={default},ttrpc=warn,wasmtime=warn,cranelift=warn"
         ))
     });
     // O_NONBLOCK: an open for writing fails at once (ENXIO) instead of

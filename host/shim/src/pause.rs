@@ -14,7 +14,9 @@ use std::io;
 use std::os::fd::AsFd as _;
 use std::path::Path;
 
-use containerd_shim::asynchronous::monitor::{Subscription, monitor_subscribe, monitor_unsubscribe};
+use containerd_shim::asynchronous::monitor::{
+    Subscription, monitor_subscribe, monitor_unsubscribe,
+};
 use containerd_shim::monitor::{Subject, Topic};
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 use tokio::signal::unix::{SignalKind, signal};

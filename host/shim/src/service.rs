@@ -380,9 +380,9 @@ impl Task for Service {
         let sandbox = container::sandbox(&bundle, &req.stdout, &req.stderr)
             .await
             .map_err(|e| {
-            tracing::warn!(id = %req.id, "create failed: {e:#}");
-            status(Code::FAILED_PRECONDITION, format!("{e:#}"))
-        })?;
+                tracing::warn!(id = %req.id, "create failed: {e:#}");
+                status(Code::FAILED_PRECONDITION, format!("{e:#}"))
+            })?;
         let mut entry_pid = std::process::id();
         let (workload, mounted) = match sandbox {
             Some(sandbox) => {

@@ -163,9 +163,6 @@ pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 pub const MAX_LINGERING: usize = 64;
 /// What a lingering refusal reads and drops at most.
 const LINGER_BYTES: usize = 64 * 1024;
-/// How long a new admin connection waits for the slot of the idle one it
-/// displaced to come free.
-const DISPLACE_WAIT: Duration = Duration::from_millis(500);
 /// The pause after an accept error before the next accept.
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -205,7 +202,6 @@ struct Conn {
     activity: Arc<Activity>,
     /// Told when an admin connection takes this one's slot.
     displace: Notify,
-    displaced: AtomicBool,
 }
 
 /// The listener's open connections.
@@ -214,6 +210,18 @@ struct Slots {
     per_client: HashMap<ClientKey, usize>,
     conns: HashMap<u64, Arc<Conn>>,
     next_id: u64,
+}
+
+impl Slots {
+    /// One connection of `key` fewer.
+    fn release(&mut self, key: ClientKey) {
+        if let Some(n) = self.per_client.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&key);
+            }
+        }
+    }
 }
 
 /// A connection's slot; given back when dropped.
@@ -227,12 +235,9 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let open = {
             let mut slots = self.listener.lock_slots();
-            slots.conns.remove(&self.id);
-            if let Some(n) = slots.per_client.get_mut(&self.conn.key) {
-                *n -= 1;
-                if *n == 0 {
-                    slots.per_client.remove(&self.conn.key);
-                }
+            // A displaced connection gave its slot away already.
+            if slots.conns.remove(&self.id).is_some() {
+                slots.release(self.conn.key);
             }
             slots.conns.len()
         };
@@ -316,17 +321,29 @@ impl Listener {
         self.accept_errors.count.load(Ordering::Relaxed)
     }
 
-    /// A slot for a connection from `key`, or the cap that is full.
+    /// A slot for a connection from `key`, or the cap that is full. On the
+    /// admin listener, a full cap first hands over the slot of the
+    /// connection within its reach that has had nothing in flight for
+    /// longest (told to close; it no longer counts), under the same lock,
+    /// so no other newcomer can take it meanwhile.
     fn admit(self: &Arc<Self>, key: ClientKey) -> Result<Slot, Full> {
         let (slot, open) = {
             let mut slots = self.lock_slots();
-            if slots.conns.len() >= self.limits.max_connections {
-                return Err(Full::Listener);
+            loop {
+                let full = if slots.conns.len() >= self.limits.max_connections {
+                    Full::Listener
+                } else if slots.per_client.get(&key).copied().unwrap_or(0)
+                    >= self.limits.per_client()
+                {
+                    Full::Client(key)
+                } else {
+                    break;
+                };
+                if self.role != Role::Admin || !self.displace_idle(&mut slots, full) {
+                    return Err(full);
+                }
             }
             let of_client = slots.per_client.entry(key).or_insert(0);
-            if *of_client >= self.limits.per_client() {
-                return Err(Full::Client(key));
-            }
             *of_client += 1;
             let id = slots.next_id;
             slots.next_id += 1;
@@ -334,7 +351,6 @@ impl Listener {
                 key,
                 activity: Arc::new(Activity::new()),
                 displace: Notify::new(),
-                displaced: AtomicBool::new(false),
             });
             slots.conns.insert(id, conn.clone());
             let slot = Slot {
@@ -348,24 +364,26 @@ impl Listener {
         Ok(slot)
     }
 
-    /// Tells the connection within `full`'s reach that has had nothing in
-    /// flight for longest to close. Returns whether there was one.
-    fn displace_idle(&self, full: Full) -> bool {
-        let slots = self.lock_slots();
+    /// Takes the slot of the connection within `full`'s reach that has had
+    /// nothing in flight for longest, and tells it to close. Returns
+    /// whether there was one.
+    fn displace_idle(&self, slots: &mut Slots, full: Full) -> bool {
         let victim = slots
             .conns
-            .values()
-            .filter(|c| match full {
+            .iter()
+            .filter(|(_, c)| match full {
                 Full::Listener => true,
                 Full::Client(key) => c.key == key,
             })
-            .filter(|c| !c.displaced.load(Ordering::Acquire))
-            .filter_map(|c| c.activity.idle_for().map(|idle| (idle, c)))
+            .filter_map(|(id, c)| c.activity.idle_for().map(|idle| (idle, *id)))
             .max_by_key(|(idle, _)| *idle);
-        let Some((_, conn)) = victim else {
+        let Some((_, id)) = victim else {
             return false;
         };
-        conn.displaced.store(true, Ordering::Release);
+        let Some(conn) = slots.conns.remove(&id) else {
+            return false;
+        };
+        slots.release(conn.key);
         conn.displace.notify_one();
         self.displaced.fetch_add(1, Ordering::Relaxed);
         true
@@ -381,31 +399,13 @@ impl Listener {
         let accepted = Instant::now();
         let key = ClientKey::of(peer.ip());
         let _ = stream.set_nodelay(true);
-        let full = match self.admit(key) {
+        match self.admit(key) {
             Ok(slot) => {
                 let me = Arc::clone(self);
                 tokio::spawn(async move { me.serve(stream, peer, svc, slot, accepted).await });
-                return;
             }
-            Err(full) => full,
-        };
-        if self.role == Role::Admin && self.displace_idle(full) {
-            let me = Arc::clone(self);
-            tokio::spawn(async move {
-                let deadline = Instant::now() + DISPLACE_WAIT;
-                loop {
-                    match me.admit(key) {
-                        Ok(slot) => return me.serve(stream, peer, svc, slot, accepted).await,
-                        Err(full) if Instant::now() >= deadline => {
-                            return me.refuse(stream, peer, full);
-                        }
-                        Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-                    }
-                }
-            });
-            return;
+            Err(full) => self.refuse(stream, peer, full),
         }
-        self.refuse(stream, peer, full);
     }
 
     /// A connection that has its slot: the TLS handshake if any, then HTTP.
@@ -529,10 +529,9 @@ impl Listener {
                     break;
                 }
                 () = slot.conn.displace.notified() => {
-                    if activity.idle_for().is_some() {
-                        tracing::debug!(%peer, "closed: an idle admin connection gave its slot to a new one");
-                        break;
-                    }
+                    // Its slot is gone: close, even if a request just began.
+                    tracing::debug!(%peer, "closed: an idle admin connection gave its slot to a new one");
+                    break;
                 }
                 changed = shutdown.changed(), if !closing => {
                     if changed.is_err() || *shutdown.borrow() {

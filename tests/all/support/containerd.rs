@@ -365,9 +365,12 @@ pub struct TestNetns {
 }
 
 impl TestNetns {
-    /// Creates a namespace named after this process and `tag`.
+    /// Creates a namespace named after this process, `tag` and a counter
+    /// (the same test runs once per containerd version, at the same time).
     pub fn new(tag: &str) -> Self {
-        let name = format!("berth-shim-{}-{tag}", std::process::id());
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("berth-shim-{}-{n}-{tag}", std::process::id());
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
