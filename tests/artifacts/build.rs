@@ -21,6 +21,7 @@ const COMPONENTS: &[&str] = &[
     "alloc-bomb",
     "slow",
     "outbound",
+    "fanout",
     "env",
     "logger",
     "counter",
