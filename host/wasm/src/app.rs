@@ -151,9 +151,10 @@ impl WasmApp {
         self.limits
     }
 
-    /// Runs one request in a fresh instance. The response head is returned as
-    /// soon as the guest sets it; the body streams while the guest runs, until
-    /// the deadline.
+    /// Runs one request in a fresh instance, or (serial reuse, WASIp3) in
+    /// an idle one that finished its last request cleanly. The response head
+    /// is returned as soon as the guest sets it; the body streams while the
+    /// guest runs, until the deadline.
     ///
     /// The guest runs on the caller's task — no task is spawned and no other
     /// thread is woken on the way to its handler: this future drives it until
