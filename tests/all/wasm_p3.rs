@@ -31,7 +31,7 @@ async fn p3_hello_is_served_and_its_world_is_detected() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().contains_key("x-berth-request-id"));
-    assert_eq!(r.headers()["content-length"], "16");
+    assert_eq!(r.headers()["content-length"], "17");
     assert_eq!(r.text().await.unwrap(), "hello from hello3");
     let world = |app: &str| {
         host.apps()
@@ -65,9 +65,9 @@ async fn p3_echo_streams_the_body_and_sends_trailers() {
     tokio::spawn(conn);
 
     let (tx, rx) = tokio::sync::mpsc::channel::<hyper::body::Frame<Bytes>>(4);
-    let body = http_body_util::StreamBody::new(
+    let body = http_body_util::StreamBody::new(Box::pin(
         tokio_stream_of(rx).map(Ok::<_, std::convert::Infallible>),
-    );
+    ));
     let req = http::Request::post(format!(
         "http://echo3.localhost:{}/up?status=201",
         host.addr.port()
@@ -98,7 +98,9 @@ async fn p3_echo_streams_the_body_and_sends_trailers() {
         .unwrap();
     let mut trailers = http::HeaderMap::new();
     trailers.insert("x-sent", "yes".parse().unwrap());
-    tx.send(hyper::body::Frame::trailers(trailers)).await.unwrap();
+    tx.send(hyper::body::Frame::trailers(trailers))
+        .await
+        .unwrap();
     drop(tx);
     let rest = tokio::time::timeout(Duration::from_secs(20), body.collect())
         .await
@@ -131,11 +133,7 @@ async fn p3_trap_is_500_and_a_spinning_guest_504_while_others_are_served() {
     }
     let host = b.start().await.unwrap();
     let c = client(host.addr, &["hello", "trap", "loop"]);
-    let r = c
-        .get(app_url(host.addr, "trap", "/"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(app_url(host.addr, "trap", "/")).send().await.unwrap();
     assert_eq!(r.status(), 500);
     let body = r.text().await.unwrap();
     assert!(body.contains("trapped"), "{body}");
@@ -358,7 +356,7 @@ async fn instance_settings_are_validated_with_named_errors() {
             "longer than the maximum",
         ),
     ] {
-        let (k, reason) = berth::config::AppSpec::from_config("a", &with(raw), base).unwrap_err();
+        let (k, reason) = AppSpec::from_config("a", &with(raw), base).unwrap_err();
         assert_eq!(k, key, "{reason}");
         assert!(reason.contains(says), "{key}: {reason}");
     }

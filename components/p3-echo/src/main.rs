@@ -35,7 +35,9 @@ impl wasip3::exports::http::handler::Guest for Echo {
             Method::Trace => "TRACE".to_owned(),
             Method::Other(m) => m,
         };
-        let path = request.get_path_with_query().unwrap_or_else(|| "/".to_owned());
+        let path = request
+            .get_path_with_query()
+            .unwrap_or_else(|| "/".to_owned());
         let status = path
             .split_once('?')
             .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("status=")))

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use berth_wasm::limits::{Limits, parse_duration, parse_size};
-use berth_wasm::standalone::LoadedComponent;
 use berth_wasm::reuse::{InstanceReuse, ReuseMode};
+use berth_wasm::standalone::LoadedComponent;
 use berth_wasm::{AppSettings, WasmRuntime};
 use containerd_shim::protos::types::mount::Mount;
 use rustix::fs::{Mode, OFlags, ResolveFlags};

@@ -439,7 +439,8 @@ impl WasmApp {
                 && let Some((cell, served)) = keep
                 && served + 1 < app.reuse.max_requests_per_instance
             {
-                app.idle.put(store, service, cell, served + 1, app.per_app as usize);
+                app.idle
+                    .put(store, service, cell, served + 1, app.per_app as usize);
             }
             result
         });
