@@ -29,3 +29,4 @@ mod start;
 mod support;
 mod tls;
 mod wasm_http;
+mod wasm_p3;

@@ -525,7 +525,8 @@ async fn non_components_are_refused_at_deploy() {
         .unwrap_err();
     let msg = format!("{err:#}");
     assert!(
-        msg.contains("does not export wasi:http/incoming-handler"),
+        msg.contains("exports neither wasi:http/incoming-handler@0.2 nor wasi:http/handler@0.3")
+            && msg.contains("it exports nothing"),
         "{msg}"
     );
 

@@ -26,6 +26,12 @@ const COMPONENTS: &[&str] = &[
     "logger",
     "counter",
     "command",
+    "p3-hello",
+    "p3-echo",
+    "p3-trap",
+    "p3-loop",
+    "p3-outbound",
+    "p3-counter",
 ];
 
 /// Environment variables that the outer cargo sets for this build script (or

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use berth_wasm::limits::{Limits, parse_duration, parse_size};
+use berth_wasm::reuse::{InstanceReuse, ReuseMode};
 use berth_wasm::standalone::LoadedComponent;
 use berth_wasm::{AppSettings, WasmRuntime};
 use containerd_shim::protos::types::mount::Mount;
@@ -279,6 +280,7 @@ fn app_settings<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<App
         limits.outbound_connections_per_request =
             count("BERTH_OUTBOUND_CONNECTIONS_PER_REQUEST", v)?;
     }
+    let reuse = reuse_settings(get).map_err(|(var, reason)| invalid(var, reason))?;
     let list = |var: &str| -> Vec<String> {
         get(var)
             .unwrap_or_default()
@@ -289,6 +291,7 @@ fn app_settings<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<App
             .collect()
     };
     let settings = AppSettings {
+        reuse,
         env: Vec::new(),
         allowed_outbound_hosts: list("BERTH_ALLOWED_OUTBOUND_HOSTS"),
         allowed_networks: list("BERTH_ALLOWED_NETWORKS"),
@@ -298,6 +301,40 @@ fn app_settings<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<App
         .validate()
         .map_err(|(key, reason)| invalid(&key, reason))?;
     Ok(settings)
+}
+
+/// `[instances]` from `BERTH_INSTANCE_REUSE` (`none` | `serial`),
+/// `BERTH_MAX_REQUESTS_PER_INSTANCE` and `BERTH_INSTANCE_IDLE_TIMEOUT`;
+/// `None` when none is set (the component's world decides).
+fn reuse_settings<'a>(
+    get: &dyn Fn(&str) -> Option<&'a str>,
+) -> Result<Option<InstanceReuse>, (&'static str, String)> {
+    let mode = get("BERTH_INSTANCE_REUSE");
+    let max = get("BERTH_MAX_REQUESTS_PER_INSTANCE");
+    let idle = get("BERTH_INSTANCE_IDLE_TIMEOUT");
+    if mode.is_none() && max.is_none() && idle.is_none() {
+        return Ok(None);
+    }
+    let mode = match mode {
+        Some(m) => ReuseMode::parse(m).map_err(|r| ("BERTH_INSTANCE_REUSE", r))?,
+        None => ReuseMode::Serial,
+    };
+    let mut reuse = match mode {
+        ReuseMode::None => InstanceReuse::NONE,
+        ReuseMode::Serial => InstanceReuse::SERIAL,
+    };
+    if let Some(v) = max {
+        reuse.max_requests_per_instance = v.parse().map_err(|_| {
+            (
+                "BERTH_MAX_REQUESTS_PER_INSTANCE",
+                format!("{v:?} is not a count"),
+            )
+        })?;
+    }
+    if let Some(v) = idle {
+        reuse.idle_timeout = parse_duration(v).map_err(|r| ("BERTH_INSTANCE_IDLE_TIMEOUT", r))?;
+    }
+    Ok(Some(reuse))
 }
 
 /// The component's path inside the image: `entry` as is when it has a `/`
@@ -393,6 +430,35 @@ mod tests {
     fn settings(vars: &[(&str, &str)]) -> anyhow::Result<AppSettings> {
         let get = |key: &str| vars.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
         app_settings(&get)
+    }
+
+    #[test]
+    fn instance_reuse_comes_from_the_environment() {
+        assert_eq!(settings(&[]).unwrap().reuse, None);
+        let s = settings(&[
+            ("BERTH_INSTANCE_REUSE", "serial"),
+            ("BERTH_MAX_REQUESTS_PER_INSTANCE", "7"),
+            ("BERTH_INSTANCE_IDLE_TIMEOUT", "5s"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.reuse,
+            Some(InstanceReuse {
+                mode: ReuseMode::Serial,
+                max_requests_per_instance: 7,
+                idle_timeout: std::time::Duration::from_secs(5),
+            })
+        );
+        let none = settings(&[("BERTH_INSTANCE_REUSE", "none")]).unwrap();
+        assert_eq!(none.reuse, Some(InstanceReuse::NONE));
+        for (var, value, says) in [
+            ("BERTH_INSTANCE_REUSE", "concurrent", "not supported yet"),
+            ("BERTH_MAX_REQUESTS_PER_INSTANCE", "0", "outside 1..="),
+            ("BERTH_MAX_REQUESTS_PER_INSTANCE", "many", "not a count"),
+        ] {
+            let err = format!("{:#}", settings(&[(var, value)]).unwrap_err());
+            assert!(err.contains(says), "{var}={value}: {err}");
+        }
     }
 
     #[test]

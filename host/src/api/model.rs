@@ -126,6 +126,10 @@ pub struct AppView {
     pub pinned: Option<String>,
     /// sha256 of the code that serves.
     pub sha256: String,
+    /// For a component, the wasi:http world it exports: `wasi:http@0.2`
+    /// (incoming-handler) or `wasi:http@0.3` (handler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world: Option<String>,
     /// Path prefixes routed to it.
     pub routes: Vec<String>,
     /// Its settings, in the shape of a deploy body.
@@ -215,6 +219,7 @@ impl AppView {
             revision: status.deployed.revision.clone(),
             pinned: status.deployed.pinned.clone(),
             sha256: status.deployed.sha256.clone(),
+            world: status.deployed.world.clone(),
             routes: status.routes.clone(),
             config: stored.map(|s| s.config.clone()).unwrap_or_default(),
             origin: stored.map_or(Origin::Api, |s| s.origin),
@@ -242,6 +247,7 @@ impl AppView {
             revision: field(|s| &s.revision),
             pinned: stored.and_then(|s| s.pinned.clone()),
             sha256: field(|s| &s.sha256),
+            world: None,
             routes: f.record.config.routes.clone(),
             config: f.record.config.clone(),
             origin: f.record.origin,
@@ -271,6 +277,7 @@ impl AppView {
             revision: stored.revision.clone(),
             pinned: stored.pinned.clone(),
             sha256: stored.sha256.clone(),
+            world: None,
             routes: stored.config.routes.clone(),
             config: stored.config.clone(),
             origin: stored.origin,

@@ -120,6 +120,7 @@ impl Apps {
             kind: Kind::Wasm,
             pinned,
             sha256: loaded.sha256().to_string(),
+            world: Some(loaded.world().to_string()),
             pulled_bytes,
         };
         let backend = Arc::new(
@@ -225,6 +226,7 @@ impl Apps {
             kind: Kind::Container,
             pinned: Some(pulled.pinned.clone()),
             sha256: pulled.digest.clone(),
+            world: None,
             pulled_bytes: pulled.pulled_bytes,
         };
         let revision = self.activate(&info, spec, backend).await?;

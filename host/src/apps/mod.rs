@@ -77,6 +77,9 @@ pub struct Deployed {
     pub kind: Kind,
     /// sha256 of the component (or image manifest) that serves.
     pub sha256: String,
+    /// For a component, the wasi:http world it exports (`wasi:http@0.2` or
+    /// `wasi:http@0.3`), told at deploy.
+    pub world: Option<String>,
     /// Bytes pulled from a registry for this deploy (0 when all was local).
     pub pulled_bytes: u64,
 }

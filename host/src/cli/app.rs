@@ -61,6 +61,9 @@ pub fn describe(app: &AppView) -> String {
         field("image", or_dash(app.config.image.as_deref()));
     }
     field("sha256", app.sha256.clone());
+    if let Some(world) = &app.world {
+        field("world", world.clone());
+    }
     field("routes", or_dash(Some(&app.routes.join(", "))));
     field("origin", app.origin.as_str().to_string());
     field("deployed", or_dash(Some(&app.deployed_at)));

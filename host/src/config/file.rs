@@ -75,6 +75,32 @@ pub struct AppConfig {
     /// Autoscaler settings.
     #[serde(default, skip_serializing_if = "RawAutoscale::is_empty")]
     pub autoscale: RawAutoscale,
+    /// Instance reuse (Wasm).
+    #[serde(default, skip_serializing_if = "RawInstances::is_empty")]
+    pub instances: RawInstances,
+}
+
+/// `[apps.NAME.instances]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInstances {
+    /// `none` (a fresh instance per request) or `serial` (one request at a
+    /// time per instance, many one after another); default: `none` for
+    /// WASIp2 components, `serial` for WASIp3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<String>,
+    /// Requests one instance serves before it is retired (128).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_instance: Option<u32>,
+    /// How long an unused instance is kept (`"30s"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+}
+
+impl RawInstances {
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// `[apps.NAME.limits]` as written.

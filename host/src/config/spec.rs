@@ -10,12 +10,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::file::{AppConfig, RawAutoscale, RawLimits, SizeValue};
+use super::file::{AppConfig, RawAutoscale, RawInstances, RawLimits, SizeValue};
 use super::{HostPattern, parse_duration, parse_size, validate_label};
 use crate::autoscale::KpaConfig;
 use berth_wasm::networks::AllowedNetworks;
 
 pub use berth_wasm::limits::{Limits, MAX_TIMEOUT, MIN_MEMORY_LIMIT};
+pub use berth_wasm::reuse::{InstanceReuse, MAX_IDLE_TIMEOUT, ReuseMode};
 /// Longest `startup_timeout` and `shutdown_grace`.
 pub const MAX_CONTAINER_WAIT: Duration = Duration::from_secs(3600);
 /// Longest `autoscale.queue_timeout`.
@@ -52,6 +53,9 @@ pub struct AppSpec {
     pub scaling: Scaling,
     /// Settings that only containers use.
     pub container: ContainerSettings,
+    /// `[instances]`: how requests share Wasm instances; `None` = the
+    /// component's world decides (WASIp2 `none`, WASIp3 `serial`).
+    pub instances: Option<InstanceReuse>,
 }
 
 /// The autoscaler's configuration and the activator's queue.
@@ -220,6 +224,7 @@ impl AppSpec {
             limits: Limits::default(),
             scaling: Scaling::default(),
             container: ContainerSettings::default(),
+            instances: None,
         }
     }
 
@@ -263,6 +268,9 @@ impl AppSpec {
         }
         self.limits.validate()?;
         self.validate_networks()?;
+        if let Some(reuse) = &self.instances {
+            reuse.validate()?;
+        }
         let c = &self.container;
         if let Some(cpu) = c.cpu
             && !(cpu > 0.0 && cpu <= MAX_CPUS)
@@ -489,6 +497,7 @@ impl AppSpec {
             limits,
             scaling,
             container,
+            instances: instances(&app.instances)?,
         };
         spec.validate()?;
         Ok(spec)
@@ -562,8 +571,51 @@ impl AppSpec {
             shutdown_grace: changed(c.shutdown_grace, container_default.shutdown_grace),
             limits,
             autoscale,
+            instances: self
+                .instances
+                .map(|r| RawInstances {
+                    reuse: Some(r.mode.as_str().into()),
+                    max_requests_per_instance: Some(r.max_requests_per_instance),
+                    idle_timeout: Some(dur(r.idle_timeout)),
+                })
+                .unwrap_or_default(),
         }
     }
+}
+
+/// The `[instances]` table: `None` when it is empty (the world's default);
+/// a missing count or timeout takes [`InstanceReuse::SERIAL`]'s.
+fn instances(raw: &RawInstances) -> Result<Option<InstanceReuse>, SpecError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let mode = match &raw.reuse {
+        Some(r) => ReuseMode::parse(r).map_err(|reason| refuse("instances.reuse", reason))?,
+        None => ReuseMode::Serial,
+    };
+    let defaults = match mode {
+        ReuseMode::None => InstanceReuse::NONE,
+        ReuseMode::Serial => InstanceReuse::SERIAL,
+    };
+    if mode == ReuseMode::None && raw.max_requests_per_instance.is_some_and(|n| n != 1) {
+        return Err(refuse(
+            "instances.max_requests_per_instance",
+            "must be 1 (or left out) with reuse = \"none\"",
+        ));
+    }
+    Ok(Some(InstanceReuse {
+        mode,
+        max_requests_per_instance: raw
+            .max_requests_per_instance
+            .unwrap_or(defaults.max_requests_per_instance),
+        idle_timeout: duration(
+            "instances.idle_timeout",
+            raw.idle_timeout.as_ref(),
+            false,
+            MAX_IDLE_TIMEOUT,
+        )?
+        .unwrap_or(defaults.idle_timeout),
+    }))
 }
 
 /// The `[autoscale]` table, `concurrency`, `min_scale` and `max_scale` over

@@ -183,6 +183,7 @@ impl From<&AppSpec> for AppSettings {
             allowed_outbound_hosts: spec.allowed_outbound_hosts.clone(),
             allowed_networks: spec.allowed_networks.clone(),
             limits: spec.limits,
+            reuse: spec.instances,
         }
     }
 }
@@ -249,7 +250,7 @@ fn serve_error(e: GuestError) -> ServeError {
         GuestError::MemoryLimit(limit) => ServeError::MemoryLimit { limit },
         GuestError::Deadline(timeout) => ServeError::Timeout(timeout),
         GuestError::NoResponse => ServeError::NoResponse,
-        GuestError::ErrorCode(code) => ServeError::BadUpstream(format!("{code:?}")),
+        GuestError::ErrorCode(code) => ServeError::BadUpstream(code),
         e @ GuestError::Overloaded(_) => ServeError::Overloaded(e.to_string()),
         GuestError::Internal(why) => ServeError::Internal(why),
         // `GuestError` is the engine's (non-exhaustive): a kind added there

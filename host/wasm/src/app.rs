@@ -13,7 +13,8 @@ use http::{HeaderValue, Request, Response};
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::handler::Proxy;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode as P2ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
@@ -21,6 +22,7 @@ use super::cache::LoadedFrom;
 use super::guest::{GuestError, GuestState, Limiter, classify};
 use super::outbound::OutboundPolicy;
 use super::resident::{Compiled, Resident};
+use super::reuse::{Idle, IdleInstance, InstanceReuse, ReuseMode};
 use super::stock::{Stock, Stocked, Stocker};
 use crate::UsageMeter;
 use crate::limits::Limits;
@@ -37,6 +39,8 @@ pub struct ColdStart {
     pub instantiate: Duration,
     /// Whether the instance came from the stock.
     pub stock_hit: bool,
+    /// Whether the instance served requests before (serial reuse).
+    pub reused: bool,
 }
 
 /// One app's resident compiled component.
@@ -57,6 +61,10 @@ pub struct WasmApp {
     pub(super) per_app: u32,
     pub(super) budget: Arc<super::guest::MemoryBudget>,
     pub(super) metrics: Option<Arc<dyn UsageMeter>>,
+    /// Whether and how requests share instances.
+    pub(super) reuse: InstanceReuse,
+    /// Instances between two requests (serial reuse).
+    pub(super) idle: Idle,
 }
 
 impl fmt::Debug for WasmApp {
@@ -87,6 +95,11 @@ impl WasmApp {
     /// sha256 (hex) of the component's bytes.
     pub fn sha256(&self) -> &str {
         &self.compiled.sha256
+    }
+
+    /// The wasi:http world the component exports.
+    pub fn world(&self) -> crate::World {
+        self.compiled.world()
     }
 
     /// Whether the component was compiled or mapped from the cache when it
@@ -120,7 +133,17 @@ impl WasmApp {
             },
             deadline,
         }
-        .into_store(self.compiled.pre.engine())
+        .into_store(self.compiled.engine())
+    }
+
+    /// How the app's requests share instances.
+    pub fn reuse(&self) -> InstanceReuse {
+        self.reuse
+    }
+
+    /// Reusable instances idle now.
+    pub fn idle_instances(&self) -> usize {
+        self.idle.len()
     }
 
     /// The app's limits.
@@ -128,9 +151,10 @@ impl WasmApp {
         self.limits
     }
 
-    /// Runs one request in a fresh instance. The response head is returned as
-    /// soon as the guest sets it; the body streams while the guest runs, until
-    /// the deadline.
+    /// Runs one request in a fresh instance, or (serial reuse, WASIp3) in
+    /// an idle one that finished its last request cleanly. The response head
+    /// is returned as soon as the guest sets it; the body streams while the
+    /// guest runs, until the deadline.
     ///
     /// The guest runs on the caller's task — no task is spawned and no other
     /// thread is woken on the way to its handler: this future drives it until
@@ -162,8 +186,32 @@ impl WasmApp {
             ))
         })?;
         let taken = Instant::now();
-        let (mut store, stocked) = match self.stock.take() {
-            Some(s) => {
+        let idle = match self.reuse.mode {
+            ReuseMode::Serial => self.idle.take(self.reuse.idle_timeout),
+            ReuseMode::None => None,
+        };
+        let stocked = if idle.is_none() {
+            self.stock.take()
+        } else {
+            None
+        };
+        let (mut store, ready, id, served) = match (idle, stocked) {
+            (Some(i), _) => {
+                // Served requests before, one at a time, and finished them
+                // cleanly: now this request's.
+                let IdleInstance {
+                    mut store,
+                    service,
+                    id,
+                    served,
+                    ..
+                } = i;
+                id.set(info.id.clone());
+                store.data_mut().deadline = deadline;
+                store.set_epoch_deadline(1);
+                (store, Some(Proxy::P3(service)), id, served)
+            }
+            (None, Some(s)) => {
                 // Made ahead, touched by no request: now this request's.
                 let Stocked {
                     mut store,
@@ -174,37 +222,19 @@ impl WasmApp {
                 id.set(info.id.clone());
                 store.data_mut().deadline = deadline;
                 store.set_epoch_deadline(1);
-                (store, Some(proxy))
+                (store, Some(proxy), id, 0)
             }
-            None => {
+            (None, None) => {
                 let id = RequestIdCell::default();
                 id.set(info.id.clone());
-                (self.new_store(id, deadline), None)
+                (self.new_store(id.clone(), deadline), None, id, 0)
             }
         };
         let took = taken.elapsed();
 
-        let (sender, mut receiver) = tokio::sync::oneshot::channel();
-        let (incoming, outparam) = {
-            let mut http = store.data_mut().http();
-            let incoming = http
-                .new_incoming_request(
-                    if info.tls {
-                        Scheme::Https
-                    } else {
-                        Scheme::Http
-                    },
-                    req,
-                )
-                .map_err(|e| GuestError::Internal(format!("{e:#}")))?;
-            let outparam = http
-                .new_response_outparam(sender)
-                .map_err(|e| GuestError::Internal(format!("{e:#}")))?;
-            (incoming, outparam)
-        };
-
-        let stock_hit = stocked.is_some();
-        let (proxy, instantiate) = match stocked {
+        let reused = served > 0;
+        let stock_hit = ready.is_some() && !reused;
+        let (proxy, instantiate) = match ready {
             Some(proxy) => (proxy, took),
             None => {
                 let t = Instant::now();
@@ -221,40 +251,16 @@ impl WasmApp {
             host: info.accepted.elapsed(),
             instantiate,
             stock_hit,
+            reused,
         };
 
-        let app = self.clone();
-        let id = info.id.clone();
-        let mut guest: Guest = Box::pin(async move {
-            let _slot = slot;
-            let started = Instant::now();
-            let run = proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, outparam);
-            let mut busy = Busy::new(run);
-            let outcome = tokio::time::timeout_at(deadline.into(), &mut busy).await;
-            let busy_time = busy.busy;
-            drop(busy);
-            if let Some(metrics) = &app.metrics {
-                // CPU: the time this request's future spent being polled (the
-                // guest and the host calls it made); memory: the instance's
-                // linear memory for the request's wall time.
-                let memory = store.data().limiter.in_use as f64;
-                metrics.record_usage(
-                    &app.name,
-                    busy_time,
-                    memory * started.elapsed().as_secs_f64() / 1e9,
-                );
+        let (mut guest, mut receiver) = match proxy {
+            Proxy::P2(proxy) => self.run_p2(store, proxy, req, info, slot, deadline)?,
+            Proxy::P3(service) => {
+                let keep = (self.reuse.mode == ReuseMode::Serial).then_some((id, served));
+                self.run_p3(store, service, req, info, slot, deadline, keep)
             }
-            let result = match outcome {
-                Ok(result) => result.map_err(|e| classify(e, &app.limits, app.max_instances)),
-                Err(_) => Err(GuestError::Deadline(app.limits.timeout)),
-            };
-            if let Err(e) = &result {
-                app.log_failure(&id, e);
-            }
-            result
-        });
+        };
 
         // Drive the guest here until it sets the response head or returns.
         // (A guest that returned has dropped its store, so the channel is
@@ -268,9 +274,9 @@ impl WasmApp {
                 returned = Some(r);
             }
             if !closed {
-                match Pin::new(&mut receiver).poll(cx) {
-                    Poll::Ready(Ok(head)) => return Poll::Ready(Some(head)),
-                    Poll::Ready(Err(_)) => closed = true,
+                match receiver.poll(cx) {
+                    Poll::Ready(Some(head)) => return Poll::Ready(Some(head)),
+                    Poll::Ready(None) => closed = true,
                     Poll::Pending => {}
                 }
             }
@@ -288,7 +294,7 @@ impl WasmApp {
         // A returned guest may have set the head although the poll above
         // said pending (tokio's co-operative budget can defer a ready
         // channel): ask the channel directly.
-        let Some(head) = head.or_else(|| receiver.try_recv().ok()) else {
+        let Some(head) = head.or_else(|| receiver.try_recv()) else {
             // Returned without a response; a failure is logged already.
             return Err(match returned {
                 Some(Err(e)) => e,
@@ -315,8 +321,7 @@ impl WasmApp {
                 }
                 Ok(resp)
             }
-            Err(code) => {
-                let err = GuestError::ErrorCode(code);
+            Err(err) => {
                 self.log_failure(&info.id, &err);
                 if let Some(guest) = guest {
                     finish_detached(guest);
@@ -324,6 +329,153 @@ impl WasmApp {
                 Err(err)
             }
         }
+    }
+
+    /// Hands `req` to a WASIp2 proxy: an `incoming-request` and a
+    /// `response-outparam` whose value comes back through the [`Head`].
+    fn run_p2<B>(
+        self: &Arc<Self>,
+        mut store: Store<GuestState>,
+        proxy: wasmtime_wasi_http::p2::bindings::Proxy,
+        req: Request<B>,
+        info: &RequestInfo,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        deadline: Instant,
+    ) -> Result<(Guest, Head), GuestError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (incoming, outparam) = {
+            let mut http = store.data_mut().http();
+            let scheme = if info.tls {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            };
+            let incoming = http
+                .new_incoming_request(scheme, req)
+                .map_err(|e| GuestError::Internal(format!("{e:#}")))?;
+            let outparam = http
+                .new_response_outparam(sender)
+                .map_err(|e| GuestError::Internal(format!("{e:#}")))?;
+            (incoming, outparam)
+        };
+        let app = self.clone();
+        let id = info.id.clone();
+        let guest: Guest = Box::pin(async move {
+            let _slot = slot;
+            let started = Instant::now();
+            let run = proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, outparam);
+            let mut busy = Busy::new(run);
+            let outcome = tokio::time::timeout_at(deadline.into(), &mut busy).await;
+            let busy_time = busy.busy;
+            drop(busy);
+            app.ended(&store, &id, started, busy_time, outcome)
+        });
+        Ok((guest, Head::P2(receiver)))
+    }
+
+    /// Hands `req` to a WASIp3 service: its `handle` runs inside the
+    /// store's event loop ([`Store::run_concurrent`]), which then keeps
+    /// running (streaming the body, writing the trailers) until the guest's
+    /// tasks are all done. With `keep` (the instance's request id cell and
+    /// the requests it served before), an instance whose request ended
+    /// cleanly goes back to the idle list for the next request, until it
+    /// served `max_requests_per_instance`; one that trapped, overran its
+    /// deadline or hit a limit is dropped.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one request's parts, handed over once"
+    )]
+    fn run_p3<B>(
+        self: &Arc<Self>,
+        mut store: Store<GuestState>,
+        service: wasmtime_wasi_http::p3::bindings::Service,
+        req: Request<B>,
+        info: &RequestInfo,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        deadline: Instant,
+        keep: Option<(RequestIdCell, u32)>,
+    ) -> (Guest, Head)
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = with_scheme(req, info.tls);
+        let (request, io) = {
+            let http = store.data_mut().http();
+            wasmtime_wasi_http::p3::Request::from_http(http.hooks, req)
+        };
+        let app = self.clone();
+        let id = info.id.clone();
+        let guest: Guest = Box::pin(async move {
+            let _slot = slot;
+            let started = Instant::now();
+            let handler = &service;
+            let run = store.run_concurrent(async move |accessor| {
+                let head = match handler.handle(accessor, request).await? {
+                    Ok(response) => accessor
+                        .with(|mut access| response.into_http(&mut access, io))
+                        .map_err(|e| GuestError::Internal(format!("{e:#}"))),
+                    Err(code) => Err(GuestError::ErrorCode(format!("{code:?}"))),
+                };
+                let _ = sender.send(head);
+                // The body and trailers are written by the guest's tasks,
+                // which live on after `handle` returned.
+                std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
+                wasmtime::Result::<()>::Ok(())
+            });
+            let mut busy = Busy::new(async move { run.await.and_then(|r| r) });
+            let outcome = tokio::time::timeout_at(deadline.into(), &mut busy).await;
+            let busy_time = busy.busy;
+            drop(busy);
+            let result = app.ended(&store, &id, started, busy_time, outcome);
+            if result.is_ok()
+                && let Some((cell, served)) = keep
+                && served + 1 < app.reuse.max_requests_per_instance
+            {
+                app.idle
+                    .put(store, service, cell, served + 1, app.per_app as usize);
+            }
+            result
+        });
+        (guest, Head::P3(receiver))
+    }
+
+    /// A guest's run is over: its usage reported, its outcome classified and
+    /// a failure logged.
+    fn ended(
+        &self,
+        store: &Store<GuestState>,
+        id: &str,
+        started: Instant,
+        busy: Duration,
+        outcome: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>,
+    ) -> Result<(), GuestError> {
+        if let Some(metrics) = &self.metrics {
+            // CPU: the time this request's future spent being polled (the
+            // guest and the host calls it made); memory: the instance's
+            // linear memory for the request's wall time.
+            let memory = store.data().limiter.in_use as f64;
+            metrics.record_usage(
+                &self.name,
+                busy,
+                memory * started.elapsed().as_secs_f64() / 1e9,
+            );
+        }
+        let result = match outcome {
+            Ok(result) => result.map_err(|e| classify(e, &self.limits, self.max_instances)),
+            Err(_) => Err(GuestError::Deadline(self.limits.timeout)),
+        };
+        if let Err(e) = &result {
+            self.log_failure(id, e);
+        }
+        result
     }
 
     fn log_failure(&self, id: &str, err: &GuestError) {
@@ -369,6 +521,68 @@ impl<F: Future> Future for Busy<F> {
 /// A guest's run after its request was handed to it: the handler's call,
 /// metered, bounded by the deadline, its failure logged.
 type Guest = Pin<Box<dyn Future<Output = Result<(), GuestError>> + Send>>;
+
+/// Where a guest's response head comes back: a p2 `response-outparam`'s
+/// channel, or the p3 handler's result.
+enum Head {
+    P2(tokio::sync::oneshot::Receiver<Result<Response<GuestBody>, P2ErrorCode>>),
+    P3(tokio::sync::oneshot::Receiver<Result<Response<GuestBody>, GuestError>>),
+}
+
+impl Head {
+    /// The head once set (`Some`), or `None` once the guest dropped the
+    /// sender without setting it.
+    fn poll(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Response<GuestBody>, GuestError>>> {
+        match self {
+            Head::P2(rx) => Pin::new(rx).poll(cx).map(|r| r.ok().map(p2_head)),
+            Head::P3(rx) => Pin::new(rx).poll(cx).map(Result::ok),
+        }
+    }
+
+    /// The head if it is set already.
+    fn try_recv(&mut self) -> Option<Result<Response<GuestBody>, GuestError>> {
+        match self {
+            Head::P2(rx) => rx.try_recv().ok().map(p2_head),
+            Head::P3(rx) => rx.try_recv().ok(),
+        }
+    }
+}
+
+fn p2_head(
+    head: Result<Response<GuestBody>, P2ErrorCode>,
+) -> Result<Response<GuestBody>, GuestError> {
+    head.map_err(|code| GuestError::ErrorCode(format!("{code:?}")))
+}
+
+/// `req` with the absolute URI a WASIp3 request carries: the scheme the
+/// client came with and the authority of its `Host` header.
+fn with_scheme<B>(req: Request<B>, tls: bool) -> Request<B> {
+    let (mut parts, body) = req.into_parts();
+    let authority = parts.uri.authority().cloned().or_else(|| {
+        parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse().ok())
+    });
+    let mut uri = parts.uri.clone().into_parts();
+    uri.scheme = Some(if tls {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    uri.authority = authority;
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(absolute) = http::Uri::from_parts(uri) {
+        parts.uri = absolute;
+    }
+    Request::from_parts(parts, body)
+}
 
 /// A running guest finishes on its own task (its response is no longer
 /// wanted, or fully sent while the guest still runs).

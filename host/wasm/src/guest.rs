@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::outbound::OutboundPolicy;
@@ -30,9 +29,10 @@ pub enum GuestError {
     /// The guest returned without setting a response.
     #[error("the component returned without sending a response")]
     NoResponse,
-    /// The guest set an error code instead of a response.
-    #[error("the component answered with an error: {0:?}")]
-    ErrorCode(ErrorCode),
+    /// The guest set an error code instead of a response (the
+    /// `wasi:http` `error-code`, as wasmtime prints it).
+    #[error("the component answered with an error: {0}")]
+    ErrorCode(String),
     /// No instance slot or memory is free for it: the engine's pool, the
     /// app's share of it, or the host's memory budget (which, is said).
     #[error("{0}")]

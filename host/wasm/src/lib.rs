@@ -47,6 +47,7 @@ pub mod own_addrs;
 pub mod pattern;
 pub mod request;
 pub mod resident;
+pub mod reuse;
 pub mod standalone;
 pub mod stock;
 
@@ -59,7 +60,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, PoolingAllocationConfig};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::handler::ProxyPre;
 
 pub use app::{ColdStart, DrivenBody, GuestBody, WasmApp};
 pub use guest::{GuestError, GuestState};
@@ -123,8 +124,63 @@ fn engine_config(n: u32, reset: SlotReset) -> wasmtime::Config {
         .epoch_interruption(true)
         .memory_init_cow(true)
         .wasm_component_model(true)
+        // WASIp3 (`wasi:http/handler@0.3`): async exports, streams, futures.
+        .wasm_component_model_async(true)
         .parallel_compilation(true);
     config
+}
+
+/// The wasi:http world a component is served as, told from its exports at
+/// deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum World {
+    /// Exports `wasi:http/incoming-handler@0.2.x` (WASIp2): a fresh handler
+    /// call per request, the response through a `response-outparam`.
+    P2,
+    /// Exports `wasi:http/handler@0.3.x` (WASIp3): an async handler that
+    /// returns its response; bodies are `stream<u8>` with trailers as a
+    /// `future`.
+    P3,
+}
+
+impl World {
+    /// How the API, CLI and console name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::P2 => "wasi:http@0.2",
+            World::P3 => "wasi:http@0.3",
+        }
+    }
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The export that makes a component a WASIp3 service.
+const P3_HANDLER: &str = "wasi:http/handler@0.3";
+/// The export that makes a component a WASIp2 proxy.
+const P2_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+
+/// The world `component` exports (p3 first when it exports both), or the
+/// list of what it exports instead.
+pub(crate) fn world_of(component: &Component, engine: &Engine) -> Result<World, String> {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if exports.iter().any(|e| e.starts_with(P3_HANDLER)) {
+        Ok(World::P3)
+    } else if exports.iter().any(|e| e.starts_with(P2_HANDLER)) {
+        Ok(World::P2)
+    } else if exports.is_empty() {
+        Err("it exports nothing".into())
+    } else {
+        Err(format!("it exports {}", exports.join(", ")))
+    }
 }
 
 /// How often the engine's epoch advances.
@@ -142,6 +198,10 @@ pub struct AppSettings {
     pub allowed_networks: Vec<String>,
     /// Per-request limits.
     pub limits: Limits,
+    /// `[instances]`: how requests share instances; `None` = the world's
+    /// default ([`reuse::InstanceReuse::NONE`] for WASIp2,
+    /// [`reuse::InstanceReuse::SERIAL`] for WASIp3).
+    pub reuse: Option<reuse::InstanceReuse>,
 }
 
 impl AppSettings {
@@ -153,6 +213,9 @@ impl AppSettings {
     /// `allowed_networks`, …) and the reason.
     pub fn validate(&self) -> Result<(), (String, String)> {
         self.limits.validate()?;
+        if let Some(reuse) = &self.reuse {
+            reuse.validate()?;
+        }
         for host in &self.allowed_outbound_hosts {
             HostPattern::parse(host).map_err(|r| ("allowed_outbound_hosts".to_string(), r))?;
         }
@@ -277,9 +340,9 @@ pub enum LoadError {
         "`{0}` is a core Wasm module, not a component; build for wasm32-wasip2 or wrap it with `wasm-tools component new`"
     )]
     CoreModule(String),
-    /// A component that is not a wasi:http proxy.
+    /// A component that exports neither wasi:http handler.
     #[error(
-        "`{path}` does not export wasi:http/incoming-handler (not a wasi:http proxy component): {reason}"
+        "`{path}` exports neither wasi:http/incoming-handler@0.2 nor wasi:http/handler@0.3 (not a wasi:http component): {reason}"
     )]
     NotHttp {
         /// The file.
@@ -293,6 +356,14 @@ pub enum LoadError {
         /// The file.
         path: String,
         /// What wasmtime said.
+        reason: String,
+    },
+    /// `[instances]` settings the component cannot have.
+    #[error("`{path}`: {reason}")]
+    Reuse {
+        /// The file.
+        path: String,
+        /// Why.
         reason: String,
     },
     /// The file no longer has the bytes the revision was deployed with.
@@ -403,6 +474,8 @@ impl WasmRuntime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
 
         let cache = CompileCache::new(data_dir.join("compiled"), &engine)?;
         let ticker = EpochTicker::start(engine.clone())?;
@@ -527,6 +600,21 @@ impl WasmRuntime {
         log: Arc<AppLog>,
         shown: &str,
     ) -> Result<WasmApp, LoadError> {
+        let world = compiled.world();
+        let reuse = match (settings.reuse, world) {
+            (Some(r), World::P2) if r.mode != reuse::ReuseMode::None => {
+                return Err(LoadError::Reuse {
+                    path: shown.into(),
+                    reason: format!(
+                        "instances.reuse = \"{}\" needs a wasi:http@0.3 component; this one exports wasi:http@0.2 and gets a fresh instance per request",
+                        r.mode.as_str()
+                    ),
+                });
+            }
+            (Some(r), _) => r,
+            (None, World::P2) => reuse::InstanceReuse::NONE,
+            (None, World::P3) => reuse::InstanceReuse::SERIAL,
+        };
         let mut env = settings.env;
         env.extend(extra_env.iter().cloned());
         env.push(("BERTH_APP".into(), name.into()));
@@ -555,6 +643,8 @@ impl WasmRuntime {
             per_app: self.per_app,
             budget: self.budget.clone(),
             metrics: None,
+            reuse,
+            idle: reuse::Idle::default(),
         })
     }
 
@@ -649,7 +739,12 @@ impl WasmRuntime {
         }))
     }
 
+    /// Pre-links `component` as the world it exports.
     fn pre(&self, component: &Component, shown: &str) -> Result<ProxyPre<GuestState>, LoadError> {
+        let world = world_of(component, &self.engine).map_err(|reason| LoadError::NotHttp {
+            path: shown.into(),
+            reason,
+        })?;
         let instance_pre = self
             .linker
             .instantiate_pre(component)
@@ -657,9 +752,18 @@ impl WasmRuntime {
                 path: shown.into(),
                 reason: format!("{e:#}"),
             })?;
-        ProxyPre::new(instance_pre).map_err(|e| LoadError::NotHttp {
+        let not_http = |e: wasmtime::Error| LoadError::NotHttp {
             path: shown.into(),
             reason: format!("{e:#}"),
+        };
+        Ok(match world {
+            World::P2 => ProxyPre::P2(
+                wasmtime_wasi_http::p2::bindings::ProxyPre::new(instance_pre).map_err(not_http)?,
+            ),
+            World::P3 => ProxyPre::P3(
+                wasmtime_wasi_http::p3::bindings::ServicePre::new(instance_pre)
+                    .map_err(not_http)?,
+            ),
         })
     }
 }

@@ -176,21 +176,25 @@ pub fn read_all(logs_dir: &Path, app: &str) -> std::io::Result<String> {
     Ok(out)
 }
 
-/// The id of the one request an instance serves, set once when the request
-/// takes the instance (which may have been made before the request came).
+/// The id of the request an instance serves now, set when the request
+/// takes the instance (which may have been made before the request came, or
+/// served other requests before it, one at a time, under serial reuse).
 #[derive(Debug, Clone, Default)]
-pub struct RequestIdCell(Arc<std::sync::OnceLock<Arc<str>>>);
+pub struct RequestIdCell(Arc<std::sync::RwLock<Option<Arc<str>>>>);
 
 impl RequestIdCell {
-    /// Sets the id; an instance serves one request, so a second call is
-    /// ignored.
+    /// Sets the id of the request the instance serves from now on.
     pub fn set(&self, id: Arc<str>) {
-        let _ = self.0.set(id);
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(id);
     }
 
     /// The id, or `-` before it is set.
-    pub fn get(&self) -> &str {
-        self.0.get().map_or("-", |id| id)
+    pub fn get(&self) -> Arc<str> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| Arc::from("-"))
     }
 }
 
@@ -268,7 +272,7 @@ impl LineWriter {
     fn emit(&mut self) {
         self.out
             .log
-            .line(self.out.request_id.get(), self.out.stream, &self.buf);
+            .line(&self.out.request_id.get(), self.out.stream, &self.buf);
         self.buf.clear();
     }
 }

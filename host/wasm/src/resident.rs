@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::handler::ProxyPre;
 
 use super::cache::LoadedFrom;
 use super::guest::GuestState;
@@ -21,13 +21,32 @@ use super::guest::GuestState;
 /// operator says otherwise (`--wasm-resident-budget`).
 pub const DEFAULT_RESIDENT_BUDGET: u64 = 256 << 20;
 
-/// One compiled, pre-linked component.
+/// One compiled, pre-linked component: a `wasi:http/incoming-handler@0.2`
+/// proxy or a `wasi:http/handler@0.3` service ([`ProxyPre`] says which).
 pub struct Compiled {
     pub(super) pre: ProxyPre<GuestState>,
     pub(super) sha256: String,
     pub(super) loaded_from: LoadedFrom,
     /// Bytes of the compiled image mapped in memory.
     pub(super) bytes: u64,
+}
+
+impl Compiled {
+    /// The engine it was compiled for.
+    pub(super) fn engine(&self) -> &wasmtime::Engine {
+        match &self.pre {
+            ProxyPre::P2(pre) => pre.engine(),
+            ProxyPre::P3(pre) => pre.engine(),
+        }
+    }
+
+    /// The wasi:http world the component exports.
+    pub fn world(&self) -> crate::World {
+        match self.pre {
+            ProxyPre::P2(_) => crate::World::P2,
+            ProxyPre::P3(_) => crate::World::P3,
+        }
+    }
 }
 
 impl fmt::Debug for Compiled {

@@ -22,7 +22,6 @@ use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx};
 use wasmtime_wasi_http::WasiHttpCtx;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use super::cache::LoadedFrom;
 use super::guest::{GuestError, GuestState, Limiter, classify};
@@ -115,15 +114,19 @@ impl WasmRuntime {
                 path: shown.into(),
                 reason: format!("{e:#}"),
             })?;
-        let kind = if ProxyPre::new(pre.clone()).is_ok() {
-            ComponentKind::Http
-        } else if CommandPre::new(pre).is_ok() {
-            ComponentKind::Command
-        } else {
-            return Err(LoadError::Link {
-                path: shown.into(),
-                reason: "exports neither wasi:http/incoming-handler (a proxy) nor wasi:cli/run (a command)".into(),
-            });
+        // A wasi:http component that also exports wasi:cli/run (as
+        // toolchains often emit) is served as its handler.
+        let kind = match crate::world_of(&component, &self.engine) {
+            Ok(_) => ComponentKind::Http,
+            Err(_) if CommandPre::new(pre).is_ok() => ComponentKind::Command,
+            Err(exports) => {
+                return Err(LoadError::Link {
+                    path: shown.into(),
+                    reason: format!(
+                        "exports neither wasi:http/incoming-handler@0.2 or wasi:http/handler@0.3 (a wasi:http component) nor wasi:cli/run (a command): {exports}"
+                    ),
+                });
+            }
         };
         Ok(LoadedComponent {
             component,

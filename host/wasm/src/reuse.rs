@@ -1,0 +1,176 @@
+//! Instance reuse: whether a request gets an instance of its own or one
+//! that served requests before it ([`InstanceReuse`]), and the idle
+//! instances kept for that ([`Idle`]).
+//!
+//! Isolation rules (each has a test in `tests/all/wasm_p3.rs`):
+//! - `none`: every request gets a fresh instance; no request ever sees
+//!   another's memory.
+//! - `serial`: an instance serves one request at a time, up to
+//!   `max_requests_per_instance` of them, and is dropped after
+//!   `idle_timeout` without one. A request that traps, overruns its
+//!   deadline or hits the memory limit retires its instance: it is never
+//!   handed another request. An instance goes back to the idle list only
+//!   once its guest's tasks are all done (body and trailers written).
+//! - `concurrent` is refused at deploy: berth does not yet run several
+//!   requests in one instance.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use wasmtime::Store;
+use wasmtime_wasi_http::p3::bindings::Service;
+
+use crate::guest::GuestState;
+use crate::logs::RequestIdCell;
+
+/// Most `max_requests_per_instance`.
+pub const MAX_REQUESTS_PER_INSTANCE: u32 = 1_000_000;
+/// Longest `idle_timeout`.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// `max_requests_per_instance` unless set: `wasmtime serve`'s default.
+pub const DEFAULT_MAX_REQUESTS: u32 = 128;
+/// `idle_timeout` unless set.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How requests share instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReuseMode {
+    /// A fresh instance per request.
+    None,
+    /// One request at a time per instance, many one after another.
+    Serial,
+}
+
+impl ReuseMode {
+    /// As written in the settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReuseMode::None => "none",
+            ReuseMode::Serial => "serial",
+        }
+    }
+
+    /// `none` or `serial`.
+    ///
+    /// # Errors
+    /// The reason, naming the accepted values.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(ReuseMode::None),
+            "serial" => Ok(ReuseMode::Serial),
+            "concurrent" => Err(
+                "`concurrent` is not supported yet: berth runs one request at a time per instance; use `serial` or `none`"
+                    .into(),
+            ),
+            other => Err(format!("`{other}` is not one of `none`, `serial`")),
+        }
+    }
+}
+
+/// An app's `[instances]` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceReuse {
+    /// How requests share instances.
+    pub mode: ReuseMode,
+    /// Requests one instance serves before it is retired.
+    pub max_requests_per_instance: u32,
+    /// How long an unused instance is kept.
+    pub idle_timeout: Duration,
+}
+
+impl InstanceReuse {
+    /// No reuse: what WASIp2 components get unless they ask.
+    pub const NONE: Self = Self {
+        mode: ReuseMode::None,
+        max_requests_per_instance: 1,
+        idle_timeout: DEFAULT_IDLE_TIMEOUT,
+    };
+
+    /// Serial reuse with `wasmtime serve`'s count: what WASIp3 components
+    /// get unless they ask.
+    pub const SERIAL: Self = Self {
+        mode: ReuseMode::Serial,
+        max_requests_per_instance: DEFAULT_MAX_REQUESTS,
+        idle_timeout: DEFAULT_IDLE_TIMEOUT,
+    };
+
+    /// Checks the ranges.
+    ///
+    /// # Errors
+    /// The key (`instances.max_requests_per_instance`,
+    /// `instances.idle_timeout`) and the reason.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if !(1..=MAX_REQUESTS_PER_INSTANCE).contains(&self.max_requests_per_instance) {
+            return Err((
+                "instances.max_requests_per_instance".into(),
+                format!(
+                    "{} is outside 1..={MAX_REQUESTS_PER_INSTANCE}",
+                    self.max_requests_per_instance
+                ),
+            ));
+        }
+        if self.idle_timeout.is_zero() || self.idle_timeout > MAX_IDLE_TIMEOUT {
+            return Err((
+                "instances.idle_timeout".into(),
+                format!(
+                    "{:?} is outside (0s, {MAX_IDLE_TIMEOUT:?}]",
+                    self.idle_timeout
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An instance between two requests.
+pub(crate) struct IdleInstance {
+    pub(crate) store: Store<GuestState>,
+    pub(crate) service: Service,
+    pub(crate) id: RequestIdCell,
+    /// Requests it served.
+    pub(crate) served: u32,
+    since: Instant,
+}
+
+/// One app's idle reusable instances, most recently used last.
+#[derive(Default)]
+pub(crate) struct Idle {
+    list: Mutex<Vec<IdleInstance>>,
+}
+
+impl Idle {
+    /// The most recently used instance idle for less than `timeout`;
+    /// older ones are dropped.
+    pub(crate) fn take(&self, timeout: Duration) -> Option<IdleInstance> {
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|i| i.since.elapsed() < timeout);
+        list.pop()
+    }
+
+    /// Keeps an instance that finished a request cleanly, unless `cap`
+    /// are idle already.
+    pub(crate) fn put(
+        &self,
+        store: Store<GuestState>,
+        service: Service,
+        id: RequestIdCell,
+        served: u32,
+        cap: usize,
+    ) {
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        if list.len() < cap {
+            list.push(IdleInstance {
+                store,
+                service,
+                id,
+                served,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Instances idle now.
+    pub(crate) fn len(&self) -> usize {
+        self.list.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
