@@ -83,8 +83,16 @@ fn a_fan_out_guest_is_held_to_its_caps_and_the_host_keeps_answering() {
     let url = format!("/?url=http%3A%2F%2F{upstream}%2F&n=");
 
     // Warm both apps, then take the baseline.
-    assert_eq!(get(served.addr, "hello", "/", Duration::from_secs(30)).0, 200);
-    let (status, body) = get(served.addr, "fanout", &format!("{url}1"), Duration::from_secs(30));
+    assert_eq!(
+        get(served.addr, "hello", "/", Duration::from_secs(30)).0,
+        200
+    );
+    let (status, body) = get(
+        served.addr,
+        "fanout",
+        &format!("{url}1"),
+        Duration::from_secs(30),
+    );
     assert_eq!(status, 200, "{body}");
     std::thread::sleep(Duration::from_millis(500));
     let before = open_fds(pid);
@@ -118,7 +126,10 @@ fn a_fan_out_guest_is_held_to_its_caps_and_the_host_keeps_answering() {
     let mut peak = 0;
     let mut answered = 0;
     while t.elapsed() < Duration::from_secs(3) || attack.iter().any(|a| !a.is_finished()) {
-        assert!(t.elapsed() < Duration::from_secs(90), "the attack did not end");
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "the attack did not end"
+        );
         peak = peak.max(open_fds(pid));
         let (status, body) = get(served.addr, "hello", "/", Duration::from_secs(10));
         assert_eq!(status, 200, "hello during the attack: {body}");
@@ -244,8 +255,18 @@ fn an_error_a_guest_reads_has_no_host_backtrace_even_with_rust_backtrace_set() {
     assert!(body.starts_with("outbound error: "), "{body}");
     let text = body.trim_end();
     assert!(!text.contains('\n'), "one line, got:\n{text}");
-    for leak in ["backtrace", "Backtrace", ".rs:", "/rustc/", "/root/", "cargo/registry"] {
-        assert!(!text.contains(leak), "`{leak}` in what the guest read:\n{text}");
+    for leak in [
+        "backtrace",
+        "Backtrace",
+        ".rs:",
+        "/rustc/",
+        "/root/",
+        "cargo/registry",
+    ] {
+        assert!(
+            !text.contains(leak),
+            "`{leak}` in what the guest read:\n{text}"
+        );
     }
     served.stop();
 }

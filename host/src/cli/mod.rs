@@ -29,6 +29,10 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value, parsed once at start: boxing `serve`'s flags buys nothing"
+)]
 pub enum Command {
     /// Serve the apps of a config file over HTTP.
     Serve(serve::ServeArgs),

@@ -174,9 +174,7 @@ impl OutboundCaps {
             .clone()
             .try_acquire_owned()
             .map_err(|_| CapReached::HostLookups(HOST_LOOKUPS))?;
-        Ok(LookupPermit {
-            _held: [app, host],
-        })
+        Ok(LookupPermit { _held: [app, host] })
     }
 }
 
