@@ -78,13 +78,15 @@ fn start(uri: &Uri) -> Result<FutureIncomingResponse, String> {
         .set_first_byte_timeout(Some(TIMEOUT_NS))
         .map_err(invalid)?;
     let body = req.body().map_err(invalid)?;
-    let future = outgoing_handler::handle(req, Some(options)).map_err(|e| name(&format!("{e:?}")))?;
+    let future =
+        outgoing_handler::handle(req, Some(options)).map_err(|e| name(&format!("{e:?}")))?;
     OutgoingBody::finish(body, None).map_err(|e| name(&format!("{e:?}")))?;
     Ok(future)
 }
 
-/// An error code's variant name (`DnsError(…)` → `DnsError`).
+/// An error code's variant name (`ErrorCode::DnsError(…)` → `DnsError`).
 fn name(debug: &str) -> String {
+    let debug = debug.rsplit_once("::").map_or(debug, |(_, v)| v);
     debug
         .split(['(', ' ', '{'])
         .next()

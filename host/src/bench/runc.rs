@@ -86,10 +86,12 @@ impl BareRunc {
             .with_context(|| format!("cannot read berth's spec {}", berth_spec.display()))?;
         let mut spec: serde_json::Value =
             serde_json::from_slice(&text).context("berth's config.json is not JSON")?;
-        // berth's instance directory (`…/instances/<id>`), whose files the
-        // spec bind-mounts; they go when the instance stops.
+        // berth's instance directory (`…/instances/<id>`, the spec being
+        // in its `scratch/bundle/`), whose files the spec bind-mounts; they
+        // go when the instance stops.
         let instance_dir = berth_spec
             .parent()
+            .and_then(Path::parent)
             .and_then(Path::parent)
             .context("berth's spec is not in an instance bundle")?
             .to_path_buf();

@@ -75,3 +75,4 @@ pub use error::ContainerError;
 pub use running::{Container, Endpoint, StartTimings};
 pub use shim::Shim;
 pub use spec::{ContainerLimits, ImageConfig, InstanceSpec, Network, Probe, Seccomp};
+pub use start::keep_runtime_specs;

@@ -394,8 +394,23 @@ async fn launch(
     })
 }
 
+/// Set by [`keep_runtime_specs`]: `config.json` stays in the bundle.
+static KEEP_RUNTIME_SPECS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Leaves every instance's `config.json` in its bundle (on the instance's
+/// tmpfs) for the life of this process. Only for `berth bench`, whose
+/// instances carry no secrets and whose bare-runc baseline takes berth's
+/// runtime spec as its template; `berth serve` never calls it.
+pub fn keep_runtime_specs() {
+    KEEP_RUNTIME_SPECS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Removes `config.json` (the app's environment, secrets included).
 fn remove_config(id: &str, config: &Path) -> Result<()> {
+    if KEEP_RUNTIME_SPECS.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
     match std::fs::remove_file(config) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -283,6 +283,8 @@ async fn bench(
     let container_body = format!("hello from {CONTAINER_APP}");
     Image::hello(&container_body)?.push(&reference).await?;
 
+    // The baseline's template is berth's own spec, read from the bundle.
+    crate::container::keep_runtime_specs();
     let mut options = ServerOptions::new(data_dir);
     options.runc = Some(tools.runc.clone());
     options.drain_timeout = Duration::from_secs(5);
@@ -363,7 +365,11 @@ pub(super) fn instance_spec(data_dir: &Path) -> anyhow::Result<PathBuf> {
     for entry in std::fs::read_dir(&instances)
         .with_context(|| format!("cannot list {}", instances.display()))?
     {
-        let spec = entry?.path().join("bundle").join("config.json");
+        let spec = entry?
+            .path()
+            .join("scratch")
+            .join("bundle")
+            .join("config.json");
         if spec.is_file() {
             found.push(spec);
         }
