@@ -319,10 +319,7 @@ fn reuse_settings<'a>(
         Some(m) => ReuseMode::parse(m).map_err(|r| ("BERTH_INSTANCE_REUSE", r))?,
         None => ReuseMode::Serial,
     };
-    let mut reuse = match mode {
-        ReuseMode::None => InstanceReuse::NONE,
-        ReuseMode::Serial => InstanceReuse::SERIAL,
-    };
+    let mut reuse = mode.defaults();
     if let Some(v) = max {
         reuse.max_requests_per_instance = v.parse().map_err(|_| {
             (
@@ -446,13 +443,14 @@ mod tests {
             Some(InstanceReuse {
                 mode: ReuseMode::Serial,
                 max_requests_per_instance: 7,
+                max_concurrent_per_instance: 1,
                 idle_timeout: std::time::Duration::from_secs(5),
             })
         );
         let none = settings(&[("BERTH_INSTANCE_REUSE", "none")]).unwrap();
         assert_eq!(none.reuse, Some(InstanceReuse::NONE));
         for (var, value, says) in [
-            ("BERTH_INSTANCE_REUSE", "concurrent", "not supported yet"),
+            ("BERTH_INSTANCE_REUSE", "sometimes", "not one of"),
             ("BERTH_MAX_REQUESTS_PER_INSTANCE", "0", "outside 1..="),
             ("BERTH_MAX_REQUESTS_PER_INSTANCE", "many", "not a count"),
         ] {

@@ -84,14 +84,19 @@ pub struct AppConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawInstances {
-    /// `none` (a fresh instance per request) or `serial` (one request at a
-    /// time per instance, many one after another); default: `none` for
-    /// WASIp2 components, `serial` for WASIp3.
+    /// `none` (a fresh instance per request), `serial` (one request at a
+    /// time per instance, many one after another) or `concurrent` (several
+    /// at once per instance); default: `none` for WASIp2 components,
+    /// `serial` for WASIp3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse: Option<String>,
     /// Requests one instance serves before it is retired (128).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests_per_instance: Option<u32>,
+    /// Requests one instance serves at once, with `reuse = "concurrent"`
+    /// (16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_per_instance: Option<u32>,
     /// How long an unused instance is kept (`"30s"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<String>,

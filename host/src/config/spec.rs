@@ -576,6 +576,8 @@ impl AppSpec {
                 .map(|r| RawInstances {
                     reuse: Some(r.mode.as_str().into()),
                     max_requests_per_instance: Some(r.max_requests_per_instance),
+                    max_concurrent_per_instance: (r.mode == ReuseMode::Concurrent)
+                        .then_some(r.max_concurrent_per_instance),
                     idle_timeout: Some(dur(r.idle_timeout)),
                 })
                 .unwrap_or_default(),
@@ -593,10 +595,7 @@ fn instances(raw: &RawInstances) -> Result<Option<InstanceReuse>, SpecError> {
         Some(r) => ReuseMode::parse(r).map_err(|reason| refuse("instances.reuse", reason))?,
         None => ReuseMode::Serial,
     };
-    let defaults = match mode {
-        ReuseMode::None => InstanceReuse::NONE,
-        ReuseMode::Serial => InstanceReuse::SERIAL,
-    };
+    let defaults = mode.defaults();
     if mode == ReuseMode::None && raw.max_requests_per_instance.is_some_and(|n| n != 1) {
         return Err(refuse(
             "instances.max_requests_per_instance",
@@ -608,6 +607,9 @@ fn instances(raw: &RawInstances) -> Result<Option<InstanceReuse>, SpecError> {
         max_requests_per_instance: raw
             .max_requests_per_instance
             .unwrap_or(defaults.max_requests_per_instance),
+        max_concurrent_per_instance: raw
+            .max_concurrent_per_instance
+            .unwrap_or(defaults.max_concurrent_per_instance),
         idle_timeout: duration(
             "instances.idle_timeout",
             raw.idle_timeout.as_ref(),

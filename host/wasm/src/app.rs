@@ -65,6 +65,8 @@ pub struct WasmApp {
     pub(super) reuse: InstanceReuse,
     /// Instances between two requests (serial reuse).
     pub(super) idle: Idle,
+    /// Live instances (concurrent reuse).
+    pub(super) workers: crate::concurrent::Workers,
 }
 
 impl fmt::Debug for WasmApp {
@@ -132,6 +134,7 @@ impl WasmApp {
                 budget: self.budget.clone(),
             },
             deadline,
+            tasks: None,
         }
         .into_store(self.compiled.engine())
     }
@@ -141,9 +144,15 @@ impl WasmApp {
         self.reuse
     }
 
-    /// Reusable instances idle now.
+    /// Reusable instances idle now (serial reuse).
     pub fn idle_instances(&self) -> usize {
         self.idle.len()
+    }
+
+    /// Live instances of a concurrently used app, and the requests they
+    /// hold now.
+    pub fn concurrent_instances(&self) -> (usize, u32) {
+        (self.workers.len(), self.workers.load())
     }
 
     /// The app's limits.
@@ -185,10 +194,13 @@ impl WasmApp {
                 self.name, self.per_app
             ))
         })?;
+        if self.reuse.mode == ReuseMode::Concurrent {
+            return self.handle_shared(req, info, slot, deadline).await;
+        }
         let taken = Instant::now();
         let idle = match self.reuse.mode {
             ReuseMode::Serial => self.idle.take(self.reuse.idle_timeout),
-            ReuseMode::None => None,
+            ReuseMode::None | ReuseMode::Concurrent => None,
         };
         let stocked = if idle.is_none() {
             self.stock.take()
@@ -307,20 +319,11 @@ impl WasmApp {
         };
         let guest = running.then_some(guest);
         match head {
-            Ok(resp) => {
-                let mut resp = resp.map(|body| DrivenBody { body, guest });
-                resp.extensions_mut().insert(cold);
-                if info.timing
-                    && let Ok(v) = HeaderValue::from_str(&format!(
-                        "berth-host;dur={:.3}, berth-instantiate;dur={:.3}",
-                        cold.host.as_secs_f64() * 1e3,
-                        cold.instantiate.as_secs_f64() * 1e3
-                    ))
-                {
-                    resp.headers_mut().append("server-timing", v);
-                }
-                Ok(resp)
-            }
+            Ok(resp) => Ok(with_cold_start(
+                resp.map(|body| DrivenBody { body, guest }),
+                cold,
+                info,
+            )),
             Err(err) => {
                 self.log_failure(&info.id, &err);
                 if let Some(guest) = guest {
@@ -329,6 +332,41 @@ impl WasmApp {
                 Err(err)
             }
         }
+    }
+
+    /// Runs one request on a concurrently used instance
+    /// ([`crate::concurrent`]): its head comes back from the instance's
+    /// worker task; its body streams from there.
+    async fn handle_shared<B>(
+        self: &Arc<Self>,
+        req: Request<B>,
+        info: &RequestInfo,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        deadline: Instant,
+    ) -> Result<Response<DrivenBody>, GuestError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        use http_body_util::BodyExt as _;
+        let request = with_scheme(req, info.tls).map(|b| b.map_err(Into::into).boxed_unsync());
+        let (reply, head) = tokio::sync::oneshot::channel();
+        let entry = crate::tasks::Entry::new(
+            info.id.clone(),
+            deadline,
+            reply,
+            self.outbound.request_caps(),
+            slot,
+        );
+        let (resp, cold) = self
+            .handle_concurrent(request, entry, head, info.accepted)
+            .await?;
+        self.request_refill();
+        Ok(with_cold_start(
+            resp.map(|body| DrivenBody { body, guest: None }),
+            cold,
+            info,
+        ))
     }
 
     /// Hands `req` to a WASIp2 proxy: an `incoming-request` and a
@@ -478,7 +516,7 @@ impl WasmApp {
         result
     }
 
-    fn log_failure(&self, id: &str, err: &GuestError) {
+    pub(super) fn log_failure(&self, id: &str, err: &GuestError) {
         tracing::warn!(app = %self.name, request_id = id, "request failed: {err}");
         self.log
             .line(id, "berth", format!("request failed: {err}").as_bytes());
@@ -582,6 +620,26 @@ fn with_scheme<B>(req: Request<B>, tls: bool) -> Request<B> {
         parts.uri = absolute;
     }
     Request::from_parts(parts, body)
+}
+
+/// `resp` with its [`ColdStart`] figures, and a `Server-Timing` header when
+/// `info.timing` asks for one.
+fn with_cold_start(
+    mut resp: Response<DrivenBody>,
+    cold: ColdStart,
+    info: &RequestInfo,
+) -> Response<DrivenBody> {
+    resp.extensions_mut().insert(cold);
+    if info.timing
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "berth-host;dur={:.3}, berth-instantiate;dur={:.3}",
+            cold.host.as_secs_f64() * 1e3,
+            cold.instantiate.as_secs_f64() * 1e3
+        ))
+    {
+        resp.headers_mut().append("server-timing", v);
+    }
+    resp
 }
 
 /// A running guest finishes on its own task (its response is no longer

@@ -26,6 +26,11 @@ pub enum GuestError {
     /// The deadline passed.
     #[error("the component did not answer within its timeout of {0:?}")]
     Deadline(Duration),
+    /// The instance serving the request was retired before it answered:
+    /// another request on it trapped, overran its deadline or hit a limit,
+    /// or the instance ended (why, is said).
+    #[error("the instance serving it was retired: {0}")]
+    Retired(String),
     /// The guest returned without setting a response.
     #[error("the component returned without sending a response")]
     NoResponse,
@@ -174,6 +179,9 @@ pub struct GuestState {
     pub(super) hooks: OutboundPolicy,
     pub(super) limiter: Limiter,
     pub(super) deadline: Instant,
+    /// The requests of a concurrently used instance (`None` when the
+    /// store serves one request at a time).
+    pub(super) tasks: Option<std::sync::Arc<crate::tasks::Tasks>>,
 }
 
 impl GuestState {
@@ -186,7 +194,14 @@ impl GuestState {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
+            // Under concurrent reuse, the running request's own deadline.
+            let data = ctx.data();
+            let deadline = data
+                .tasks
+                .as_ref()
+                .and_then(|t| t.current_deadline())
+                .unwrap_or(data.deadline);
+            if Instant::now() >= deadline {
                 Err(DeadlineExceeded.into())
             } else {
                 Ok(wasmtime::UpdateDeadline::YieldCustom(

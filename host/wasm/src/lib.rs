@@ -37,6 +37,7 @@
 
 pub mod app;
 pub mod cache;
+mod concurrent;
 pub mod files;
 pub mod guest;
 pub mod limits;
@@ -50,6 +51,7 @@ pub mod resident;
 pub mod reuse;
 pub mod standalone;
 pub mod stock;
+pub mod tasks;
 
 use std::fmt;
 use std::path::Path;
@@ -645,6 +647,7 @@ impl WasmRuntime {
             metrics: None,
             reuse,
             idle: reuse::Idle::default(),
+            workers: concurrent::Workers::default(),
         })
     }
 

@@ -232,11 +232,15 @@ impl GuestOutput {
 
 /// Splits what a guest writes into lines (at most [`MAX_LINE_BYTES`] each,
 /// without their `\n`) and appends them to the app log; what is left of a
-/// line is written when it is dropped or [`flushed`](Self::flush_line).
+/// line is written when it is dropped or [`flushed`](Self::flush_line), or
+/// when a write comes from another request (several requests share an
+/// instance's stdout under concurrent reuse: a line never mixes two).
 #[derive(Debug)]
 pub struct LineWriter {
     out: GuestOutput,
     buf: Vec<u8>,
+    /// The request whose line is in `buf`.
+    buf_id: Option<Arc<str>>,
 }
 
 impl LineWriter {
@@ -244,6 +248,7 @@ impl LineWriter {
         Self {
             out,
             buf: Vec::new(),
+            buf_id: None,
         }
     }
 
@@ -256,6 +261,11 @@ impl LineWriter {
 
     /// Appends `bytes`: every line they complete goes to the log.
     pub fn push(&mut self, mut bytes: &[u8]) {
+        let id = self.out.request_id.get();
+        if self.buf_id.as_ref() != Some(&id) {
+            self.flush_line();
+            self.buf_id = Some(id);
+        }
         while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
             self.buf.extend_from_slice(&bytes[..nl]);
             self.emit();
@@ -270,9 +280,11 @@ impl LineWriter {
     }
 
     fn emit(&mut self) {
-        self.out
-            .log
-            .line(&self.out.request_id.get(), self.out.stream, &self.buf);
+        let id = match &self.buf_id {
+            Some(id) => id.clone(),
+            None => self.out.request_id.get(),
+        };
+        self.out.log.line(&id, self.out.stream, &self.buf);
         self.buf.clear();
     }
 }

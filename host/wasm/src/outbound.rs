@@ -61,6 +61,9 @@ pub struct OutboundPolicy {
     networks: AllowedNetworks,
     own: Arc<OwnAddrs>,
     caps: OutboundCaps,
+    /// Set for a concurrently used instance: each connection counts
+    /// against the request whose task opens it.
+    tasks: Option<Arc<crate::tasks::Tasks>>,
 }
 
 impl OutboundPolicy {
@@ -99,6 +102,7 @@ impl OutboundPolicy {
             networks,
             own,
             caps,
+            tasks: None,
         })
     }
 
@@ -110,6 +114,17 @@ impl OutboundPolicy {
             caps: self.caps.for_request(),
             ..self.clone()
         }
+    }
+
+    /// The app's caps with a connection count for one more request.
+    pub(crate) fn request_caps(&self) -> OutboundCaps {
+        self.caps.for_request()
+    }
+
+    /// This store's policy serves the requests of `tasks`, each with its
+    /// own connection count.
+    pub(crate) fn serve_tasks(&mut self, tasks: Arc<crate::tasks::Tasks>) {
+        self.tasks = Some(tasks);
     }
 
     /// Whether the request URI may be sent, by its name.
@@ -183,7 +198,11 @@ impl WasiHttpHooks for OutboundPolicy {
             tracing::debug!(uri = %request.uri(), "outbound request denied by allow-list");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
-        let permit = match self.caps.connection() {
+        let counted = match &self.tasks {
+            Some(tasks) => tasks.connection(&mut self.caps),
+            None => self.caps.connection(),
+        };
+        let permit = match counted {
             Ok(permit) => permit,
             Err(cap) => return Box::new(async move { Err(refused(cap)) }),
         };

@@ -25,6 +25,11 @@ use crate::logs::RequestIdCell;
 
 /// Most `max_requests_per_instance`.
 pub const MAX_REQUESTS_PER_INSTANCE: u32 = 1_000_000;
+/// Most `max_concurrent_per_instance`.
+pub const MAX_CONCURRENT_PER_INSTANCE: u32 = 1_000;
+/// `max_concurrent_per_instance` unless set (`reuse = "concurrent"`):
+/// `wasmtime serve`'s default.
+pub const DEFAULT_MAX_CONCURRENT: u32 = 16;
 /// Longest `idle_timeout`.
 pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// `max_requests_per_instance` unless set: `wasmtime serve`'s default.
@@ -39,6 +44,8 @@ pub enum ReuseMode {
     None,
     /// One request at a time per instance, many one after another.
     Serial,
+    /// Several requests at once in one instance, many one after another.
+    Concurrent,
 }
 
 impl ReuseMode {
@@ -47,10 +54,20 @@ impl ReuseMode {
         match self {
             ReuseMode::None => "none",
             ReuseMode::Serial => "serial",
+            ReuseMode::Concurrent => "concurrent",
         }
     }
 
-    /// `none` or `serial`.
+    /// The settings of this mode when only the mode is given.
+    pub fn defaults(self) -> InstanceReuse {
+        match self {
+            ReuseMode::None => InstanceReuse::NONE,
+            ReuseMode::Serial => InstanceReuse::SERIAL,
+            ReuseMode::Concurrent => InstanceReuse::CONCURRENT,
+        }
+    }
+
+    /// `none`, `serial` or `concurrent`.
     ///
     /// # Errors
     /// The reason, naming the accepted values.
@@ -58,11 +75,10 @@ impl ReuseMode {
         match s {
             "none" => Ok(ReuseMode::None),
             "serial" => Ok(ReuseMode::Serial),
-            "concurrent" => Err(
-                "`concurrent` is not supported yet: berth runs one request at a time per instance; use `serial` or `none`"
-                    .into(),
-            ),
-            other => Err(format!("`{other}` is not one of `none`, `serial`")),
+            "concurrent" => Ok(ReuseMode::Concurrent),
+            other => Err(format!(
+                "`{other}` is not one of `none`, `serial`, `concurrent`"
+            )),
         }
     }
 }
@@ -74,6 +90,8 @@ pub struct InstanceReuse {
     pub mode: ReuseMode,
     /// Requests one instance serves before it is retired.
     pub max_requests_per_instance: u32,
+    /// Requests one instance serves at once (1 unless `concurrent`).
+    pub max_concurrent_per_instance: u32,
     /// How long an unused instance is kept.
     pub idle_timeout: Duration,
 }
@@ -83,6 +101,7 @@ impl InstanceReuse {
     pub const NONE: Self = Self {
         mode: ReuseMode::None,
         max_requests_per_instance: 1,
+        max_concurrent_per_instance: 1,
         idle_timeout: DEFAULT_IDLE_TIMEOUT,
     };
 
@@ -91,15 +110,54 @@ impl InstanceReuse {
     pub const SERIAL: Self = Self {
         mode: ReuseMode::Serial,
         max_requests_per_instance: DEFAULT_MAX_REQUESTS,
+        max_concurrent_per_instance: 1,
         idle_timeout: DEFAULT_IDLE_TIMEOUT,
     };
+
+    /// Concurrent reuse with `wasmtime serve`'s counts: 16 requests at
+    /// once, 128 in all, per instance.
+    pub const CONCURRENT: Self = Self {
+        mode: ReuseMode::Concurrent,
+        max_requests_per_instance: DEFAULT_MAX_REQUESTS,
+        max_concurrent_per_instance: DEFAULT_MAX_CONCURRENT,
+        idle_timeout: DEFAULT_IDLE_TIMEOUT,
+    };
+
+    /// Requests one instance takes at once: its capacity, the unit the
+    /// autoscaler counts instances in.
+    pub fn capacity(&self) -> u32 {
+        match self.mode {
+            ReuseMode::Concurrent => self.max_concurrent_per_instance,
+            ReuseMode::None | ReuseMode::Serial => 1,
+        }
+    }
 
     /// Checks the ranges.
     ///
     /// # Errors
     /// The key (`instances.max_requests_per_instance`,
-    /// `instances.idle_timeout`) and the reason.
+    /// `instances.max_concurrent_per_instance`, `instances.idle_timeout`)
+    /// and the reason.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        let concurrent = self.max_concurrent_per_instance;
+        match self.mode {
+            ReuseMode::Concurrent if !(1..=MAX_CONCURRENT_PER_INSTANCE).contains(&concurrent) => {
+                return Err((
+                    "instances.max_concurrent_per_instance".into(),
+                    format!("{concurrent} is outside 1..={MAX_CONCURRENT_PER_INSTANCE}"),
+                ));
+            }
+            ReuseMode::None | ReuseMode::Serial if concurrent != 1 => {
+                return Err((
+                    "instances.max_concurrent_per_instance".into(),
+                    format!(
+                        "must be 1 (or left out) unless reuse = \"concurrent\" (got {concurrent} with reuse = \"{}\")",
+                        self.mode.as_str()
+                    ),
+                ));
+            }
+            _ => {}
+        }
         if !(1..=MAX_REQUESTS_PER_INSTANCE).contains(&self.max_requests_per_instance) {
             return Err((
                 "instances.max_requests_per_instance".into(),

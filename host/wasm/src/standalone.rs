@@ -213,6 +213,7 @@ impl WasmRuntime {
                 budget: self.budget.clone(),
             },
             deadline,
+            tasks: None,
         }
         .into_store(&self.engine);
         let limits = run.limits;

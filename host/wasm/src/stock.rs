@@ -50,6 +50,14 @@ pub(super) struct Stocked {
     _count: Counted,
 }
 
+impl Stocked {
+    /// The store, the instance and the id cell its log sinks read, out of
+    /// the stock's count.
+    pub(super) fn into_parts(self) -> (Store<GuestState>, Proxy, RequestIdCell) {
+        (self.store, self.proxy, self.id)
+    }
+}
+
 /// Holds one unit of the engine-wide stock count while alive.
 struct Counted(Arc<AtomicU32>);
 
