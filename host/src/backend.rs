@@ -132,6 +132,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// The autoscaler's desired instance count, after each decision (a
     /// backend may size work done ahead of requests from it).
     fn scale_hint(&self, _desired: u32) {}
+    /// Requests one instance takes at once, when the backend knows it (a
+    /// Wasm app with instance reuse: `max_concurrent_per_instance`, or 1
+    /// for `serial`): the autoscaler then counts instances in that unit,
+    /// as Knative's `containerConcurrency`, unless the app sets
+    /// `concurrency` itself.
+    fn instance_capacity(&self) -> Option<u32> {
+        None
+    }
     /// The stock of ready-made instances, for backends that keep one.
     fn stock(&self) -> Option<StockStatus> {
         None

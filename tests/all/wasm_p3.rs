@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 
 use berth::config::spec::{InstanceReuse, ReuseMode};
 
-use crate::support::{app_url, client, upstream};
+use crate::support::{app_url, client, fast_scaling, status, upstream, wait_status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p3_hello_is_served_and_its_world_is_detected() {
@@ -243,11 +243,16 @@ async fn count(c: &reqwest::Client, host: &TestHost, query: &str) -> (u16, Strin
 }
 
 fn serial(max_requests: u32) -> AppSpec {
+    reused(ReuseMode::Serial, max_requests)
+}
+
+/// The counter app reused in `mode`, retired after `max_requests`.
+fn reused(mode: ReuseMode, max_requests: u32) -> AppSpec {
     let mut spec = AppSpec::wasm(art::P3_COUNTER);
     spec.instances = Some(InstanceReuse {
-        mode: ReuseMode::Serial,
         max_requests_per_instance: max_requests,
         idle_timeout: Duration::from_secs(30),
+        ..mode.defaults()
     });
     spec.limits.timeout = Duration::from_secs(2);
     spec.limits.memory = 32 << 20;
@@ -259,8 +264,18 @@ fn serial(max_requests: u32) -> AppSpec {
 /// `max_requests_per_instance` of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p3_serial_reuse_serves_in_turn_and_retires_after_max_requests() {
+    serves_in_turn_and_retires_after_max_requests(serial(3)).await;
+}
+
+/// Concurrent reuse, one request after another: the same as serial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p3_concurrent_reuse_retires_after_max_requests() {
+    serves_in_turn_and_retires_after_max_requests(reused(ReuseMode::Concurrent, 3)).await;
+}
+
+async fn serves_in_turn_and_retires_after_max_requests(spec: AppSpec) {
     let host = TestHost::builder()
-        .app("counter", serial(3))
+        .app("counter", spec)
         .start()
         .await
         .unwrap();
@@ -285,8 +300,18 @@ async fn p3_serial_reuse_serves_in_turn_and_retires_after_max_requests() {
 /// reused instance: the request after it starts on a fresh one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p3_a_failed_request_retires_its_reused_instance() {
+    a_failed_request_retires_its_instance(serial(128)).await;
+}
+
+/// The same rule under concurrent reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p3_a_failed_request_retires_its_concurrently_used_instance() {
+    a_failed_request_retires_its_instance(reused(ReuseMode::Concurrent, 128)).await;
+}
+
+async fn a_failed_request_retires_its_instance(spec: AppSpec) {
     let host = TestHost::builder()
-        .app("counter", serial(128))
+        .app("counter", spec)
         .start()
         .await
         .unwrap();
@@ -326,10 +351,29 @@ async fn instance_settings_are_validated_with_named_errors() {
         (
             RawInstances {
                 reuse: Some("concurrent".into()),
+                max_concurrent_per_instance: Some(0),
                 ..RawInstances::default()
             },
-            "instances.reuse",
-            "not supported yet",
+            "instances.max_concurrent_per_instance",
+            "outside 1..=1000",
+        ),
+        (
+            RawInstances {
+                reuse: Some("concurrent".into()),
+                max_concurrent_per_instance: Some(1001),
+                ..RawInstances::default()
+            },
+            "instances.max_concurrent_per_instance",
+            "outside 1..=1000",
+        ),
+        (
+            RawInstances {
+                reuse: Some("serial".into()),
+                max_concurrent_per_instance: Some(4),
+                ..RawInstances::default()
+            },
+            "instances.max_concurrent_per_instance",
+            "must be 1 (or left out) unless reuse = \"concurrent\"",
         ),
         (
             RawInstances {
@@ -360,17 +404,253 @@ async fn instance_settings_are_validated_with_named_errors() {
         assert_eq!(k, key, "{reason}");
         assert!(reason.contains(says), "{key}: {reason}");
     }
+    // `concurrent` alone takes `wasmtime serve`'s counts.
+    let spec = AppSpec::from_config(
+        "a",
+        &with(RawInstances {
+            reuse: Some("concurrent".into()),
+            ..RawInstances::default()
+        }),
+        base,
+    )
+    .unwrap();
+    assert_eq!(spec.instances, Some(InstanceReuse::CONCURRENT));
+    assert_eq!(
+        (
+            InstanceReuse::CONCURRENT.max_concurrent_per_instance,
+            InstanceReuse::CONCURRENT.max_requests_per_instance
+        ),
+        (16, 128)
+    );
     // A WASIp2 component cannot be reused: refused at deploy, named.
-    let mut spec = AppSpec::wasm(art::COUNTER);
-    spec.instances = Some(InstanceReuse::SERIAL);
-    let err = TestHost::builder()
-        .app("p2", spec)
+    for reuse in [InstanceReuse::SERIAL, InstanceReuse::CONCURRENT] {
+        let mut spec = AppSpec::wasm(art::COUNTER);
+        spec.instances = Some(reuse);
+        let err = TestHost::builder()
+            .app("p2", spec)
+            .start()
+            .await
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        let says = format!(
+            "instances.reuse = \"{}\" needs a wasi:http@0.3 component",
+            reuse.mode.as_str()
+        );
+        assert!(msg.contains(&says), "{msg}");
+    }
+}
+
+/// The loop app (a slow handler that yields, or spins) with concurrent
+/// reuse: `at_once` requests per instance, `timeout` each.
+fn concurrent_loop(at_once: u32, timeout: Duration) -> AppSpec {
+    let mut spec = fast_scaling(art::P3_LOOP);
+    spec.instances = Some(InstanceReuse {
+        max_concurrent_per_instance: at_once,
+        ..InstanceReuse::CONCURRENT
+    });
+    spec.limits.timeout = timeout;
+    spec
+}
+
+/// GET `path` of the loop app: status, request id, body.
+async fn get_loop(c: &reqwest::Client, host: &TestHost, path: &str) -> (u16, String, String) {
+    let r = c
+        .get(app_url(host.addr, "loop", path))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let id = r.headers()["x-berth-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    (status, id, r.text().await.unwrap())
+}
+
+/// The lines of the loop app's log: (request id, stream, text).
+fn log_lines(host: &TestHost) -> Vec<(String, String, String)> {
+    let text = berth::logs::read_all(&host.data_dir().join("logs"), "loop").unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(4, ' ');
+            let (_ts, id, stream, rest) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            Some((id.to_string(), stream.to_string(), rest.to_string()))
+        })
+        .collect()
+}
+
+/// Concurrent reuse: eight slow requests at once share one instance (they
+/// number 1 to 8 in it) and every line each writes carries its own
+/// request's id, though their lines interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p3_concurrent_requests_share_an_instance_and_keep_their_own_ids() {
+    let host = TestHost::builder()
+        .app("loop", concurrent_loop(16, Duration::from_secs(20)))
         .start()
         .await
-        .unwrap_err();
-    let msg = format!("{err:#}");
-    assert!(
-        msg.contains("instances.reuse = \"serial\" needs a wasi:http@0.3 component"),
-        "{msg}"
-    );
+        .unwrap();
+    let c = client(host.addr, &["loop"]);
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let (c, host_addr) = (c.clone(), host.addr);
+            tokio::spawn(async move {
+                let r = c
+                    .get(app_url(host_addr, "loop", &format!("/?sleep_ms=700&mark=m{i}")))
+                    .send()
+                    .await
+                    .unwrap();
+                let id = r.headers()["x-berth-request-id"].to_str().unwrap().to_string();
+                (i, r.status().as_u16(), id, r.text().await.unwrap())
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashMap::new();
+    for call in calls {
+        let (i, code, id, body) = call.await.unwrap();
+        assert_eq!((code, body.as_str()), (200, "ok"), "m{i}");
+        ids.insert(format!("m{i}"), id);
+    }
+    let lines = log_lines(&host);
+    let mut numbers = Vec::new();
+    for (mark, id) in &ids {
+        let mine: Vec<_> = lines
+            .iter()
+            .filter(|(_, _, t)| t.split(' ').nth(1) == Some(mark.as_str()))
+            .collect();
+        assert_eq!(mine.len(), 2, "{mark}: {lines:?}");
+        for (line_id, stream, text) in &mine {
+            assert_eq!((line_id, stream.as_str()), (id, "stdout"), "{mark}: {text}");
+        }
+        let start = mine.iter().find(|(_, _, t)| t.starts_with("start ")).unwrap();
+        numbers.push(start.2.rsplit(' ').next().unwrap().parse::<u32>().unwrap());
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=8).collect::<Vec<_>>(), "one instance took all eight");
+    // The lines did interleave: every start came before the first end.
+    let first_end = lines.iter().position(|(_, _, t)| t.starts_with("end ")).unwrap();
+    let last_start = lines.iter().rposition(|(_, _, t)| t.starts_with("start ")).unwrap();
+    assert!(last_start < first_end, "{lines:?}");
+    let stock = status(&host, "loop").stock.unwrap();
+    assert_eq!(stock.live, 1, "{stock:?}");
+    host.stop().await;
+}
+
+/// Concurrent reuse: a request that overruns its deadline while waiting
+/// ends with 504 while the others on its instance finish; the instance then
+/// takes no more requests (the next one starts a fresh instance). A guest
+/// that spins past its deadline poisons the instance: it gets 504 and every
+/// other request in flight on that instance finishes or gets a 503 naming
+/// the retirement and its cause; none hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p3_a_late_request_on_a_shared_instance_is_504_and_the_others_finish_or_get_503() {
+    let timeout = Duration::from_secs(2);
+    let host = TestHost::builder()
+        .app("loop", concurrent_loop(16, timeout))
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &["loop"]);
+    let bounded = Duration::from_secs(30);
+    let spawn = |path: String| {
+        let (c, addr) = (c.clone(), host.addr);
+        tokio::spawn(async move {
+            let r = tokio::time::timeout(bounded, c.get(app_url(addr, "loop", &path)).send())
+                .await
+                .expect("answered")
+                .unwrap();
+            let id = r.headers()["x-berth-request-id"].to_str().unwrap().to_string();
+            (r.status().as_u16(), id, r.text().await.unwrap())
+        })
+    };
+    // Waiting past the deadline: 504; the others finish.
+    let late = spawn("/?sleep_ms=60000&mark=late".into());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let quick: Vec<_> = (0..3)
+        .map(|i| spawn(format!("/?sleep_ms=500&mark=q{i}")))
+        .collect();
+    for q in quick {
+        let (code, _, body) = q.await.unwrap();
+        assert_eq!((code, body.as_str()), (200, "ok"));
+    }
+    let (code, _, body) = late.await.unwrap();
+    assert_eq!(code, 504, "{body}");
+    assert!(body.contains(&format!("did not answer within its timeout of {timeout:?}")), "{body}");
+    // The instance that had a late request takes no more: a fresh one.
+    let (code, _, _) = get_loop(&c, &host, "/?mark=after").await;
+    assert_eq!(code, 200);
+    let after = log_lines(&host)
+        .into_iter()
+        .find(|(_, _, t)| t.starts_with("start after "))
+        .unwrap();
+    assert_eq!(after.2, "start after 1", "a fresh instance");
+
+    // Spinning past the deadline: 504 for it, the others finish or 503.
+    let spin = spawn("/spin".into());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let others: Vec<_> = (0..3)
+        .map(|i| spawn(format!("/?sleep_ms=100&mark=s{i}")))
+        .collect();
+    let (code, spin_id, body) = spin.await.unwrap();
+    assert_eq!(code, 504, "{body}");
+    let mut outcomes = Vec::new();
+    for o in others {
+        let (code, _, body) = o.await.unwrap();
+        match code {
+            200 => assert_eq!(body, "ok"),
+            503 => {
+                assert!(body.contains("the instance serving it was retired"), "{body}");
+                assert!(body.contains(&format!("request {spin_id} on it failed")), "{body}");
+                assert!(body.contains("did not answer within its timeout"), "{body}");
+            }
+            other => panic!("{other}: {body}"),
+        }
+        outcomes.push(code);
+    }
+    eprintln!("requests beside the spinning one: {outcomes:?}");
+    // And the app still serves.
+    assert_eq!(get_loop(&c, &host, "/").await.0, 200);
+    host.stop().await;
+}
+
+/// The autoscaler counts capacity: with concurrent reuse an instance takes
+/// `max_concurrent_per_instance` requests, so 32 slow requests at once ask
+/// for 2 instances of 16 (utilization 100 %), and 2 wasmtime instances
+/// serve them; with serial reuse each instance takes one, so the same load
+/// asks for as many instances as `max_scale` allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p3_the_autoscaler_counts_instances_in_capacity_units() {
+    let mut shared = concurrent_loop(16, Duration::from_secs(20));
+    shared.scaling.autoscale.utilization = 1.0;
+    let mut serial = fast_scaling(art::P3_LOOP);
+    serial.instances = Some(InstanceReuse::SERIAL);
+    serial.limits.timeout = Duration::from_secs(20);
+    serial.scaling.autoscale.utilization = 1.0;
+    serial.scaling.autoscale.max_scale = 8;
+    let host = TestHost::builder()
+        .app("loop", shared)
+        .app("serial", serial)
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &["loop", "serial"]);
+    for (app, n, want) in [("loop", 32, 2), ("serial", 16, 8)] {
+        let calls: Vec<_> = (0..n)
+            .map(|_| {
+                let url = app_url(host.addr, app, "/?sleep_ms=3000");
+                let c = c.clone();
+                tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
+            })
+            .collect();
+        let s = wait_status(&host, app, "the capacity asked for", |s| {
+            s.desired == want && s.ready == want && s.stock.as_ref().is_some_and(|k| k.live == want)
+        })
+        .await;
+        assert_eq!(s.in_flight as u32, want * if app == "loop" { 16 } else { 1 }, "{s:?}");
+        for call in calls {
+            assert_eq!(call.await.unwrap(), 200);
+        }
+        let s = status(&host, app);
+        assert!(s.desired <= want, "never more than the load asks for: {s:?}");
+    }
+    host.stop().await;
 }

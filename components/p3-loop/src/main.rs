@@ -2,8 +2,14 @@
 //! without yielding (only epoch interruption stops it); any other path
 //! answers `ok` after `?sleep_ms=<n>` milliseconds (default 0) of waiting on
 //! the host's monotonic clock (a slow handler that yields).
+//!
+//! With `?mark=<m>` it prints `start <m> <n>` to stdout before it waits and
+//! `end <m>` after, `<n>` numbering the requests its instance has seen, so
+//! a test can tell which request wrote which line, and which requests
+//! shared an instance.
 
 use core::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasip3::clocks::monotonic_clock;
 use wasip3::http::types::{ErrorCode, Fields, Request, Response};
@@ -12,6 +18,8 @@ use wasip3::{wit_future, wit_stream};
 wasip3::http::service::export!(Loop);
 
 struct Loop;
+
+static SEEN: AtomicU64 = AtomicU64::new(0);
 
 impl wasip3::exports::http::handler::Guest for Loop {
     async fn handle(request: Request) -> Result<Response, ErrorCode> {
@@ -22,13 +30,25 @@ impl wasip3::exports::http::handler::Guest for Loop {
                 counter = black_box(counter.wrapping_add(1));
             }
         }
-        let sleep_ms = path
-            .split_once('?')
-            .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("sleep_ms=")))
+        let query = |key: &str| {
+            path.split_once('?').and_then(|(_, q)| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            })
+        };
+        let sleep_ms = query("sleep_ms")
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0);
+        let n = SEEN.fetch_add(1, Ordering::Relaxed) + 1;
+        let mark = query("mark");
+        if let Some(mark) = mark {
+            println!("start {mark} {n}");
+        }
         if sleep_ms > 0 {
             monotonic_clock::wait_for(sleep_ms * 1_000_000).await;
+        }
+        if let Some(mark) = mark {
+            println!("end {mark}");
         }
         let (mut tx, rx) = wit_stream::new();
         let (_, trailers) = wit_future::new(|| Ok(None));

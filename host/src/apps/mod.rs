@@ -117,6 +117,7 @@ impl AppStatus {
                         hits: s.hits,
                         misses: s.misses,
                         stocked: s.stocked,
+                        live: s.live,
                     }),
                 })
                 .collect(),

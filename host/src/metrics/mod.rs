@@ -180,6 +180,8 @@ pub struct StockSnapshot {
     pub misses: u64,
     /// Instances in stock now.
     pub stocked: u32,
+    /// Reusable wasmtime instances alive now (instance reuse).
+    pub live: u32,
 }
 
 /// Ready instances per (app, kind) at the last sample.
@@ -432,6 +434,7 @@ fn gauges(apps: &[AppSnapshot]) -> Registry {
     let stock_hits = Family::<RevisionLabels, Counter>::default();
     let stock_misses = Family::<RevisionLabels, Counter>::default();
     let stocked = Family::<RevisionLabels, Gauge>::default();
+    let live = Family::<RevisionLabels, Gauge>::default();
     for app in apps {
         if app.deploy_failed {
             failed
@@ -470,6 +473,7 @@ fn gauges(apps: &[AppSnapshot]) -> Registry {
                 stock_hits.get_or_create(&labels).inc_by(stock.hits);
                 stock_misses.get_or_create(&labels).inc_by(stock.misses);
                 stocked.get_or_create(&labels).set(i64::from(stock.stocked));
+                live.get_or_create(&labels).set(i64::from(stock.live));
             }
             queued += i64::try_from(revision.queued).unwrap_or(i64::MAX);
             serving += i64::try_from(revision.in_flight).unwrap_or(i64::MAX);
@@ -504,6 +508,11 @@ fn gauges(apps: &[AppSnapshot]) -> Registry {
         "wasm_stocked_instances",
         "Pre-instantiated instances in the revision's stock now",
         stocked,
+    );
+    registry.register(
+        "wasm_live_instances",
+        "Reusable wasmtime instances of the revision alive now (instance reuse; 0 without)",
+        live,
     );
     registry.register(
         "app_deploy_failed",
@@ -549,6 +558,7 @@ mod tests {
                     hits: 7,
                     misses: 3,
                     stocked: 4,
+                    live: 0,
                 }),
             }],
         }

@@ -241,9 +241,11 @@ impl Revision {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let mut kpa = spec.scaling.autoscale.clone();
-        let concurrency = *kpa
-            .concurrency
-            .get_or_insert(default_concurrency(backend.kind()));
+        let concurrency = *kpa.concurrency.get_or_insert(
+            backend
+                .instance_capacity()
+                .unwrap_or_else(|| default_concurrency(backend.kind())),
+        );
         let queue_depth = spec.scaling.queue_depth.unwrap_or_else(|| {
             (10 * concurrency.max(1) as usize * kpa.max_scale.max(1) as usize).clamp(100, 10_000)
         });

@@ -21,6 +21,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt as _;
 
 use berth_wasm::logs::AppLog;
+use berth_wasm::reuse::ReuseMode;
 use berth_wasm::stock::StockCounters;
 use berth_wasm::{AppSettings, GuestError, UsageMeter, WasmApp, WasmRuntime};
 
@@ -46,6 +47,8 @@ pub struct WasmBackend {
     /// The autoscaler's last desired count (sizes the stock).
     desired: AtomicU32,
     counters: Arc<StockCounters>,
+    /// Requests one wasmtime instance takes at once, with instance reuse.
+    capacity: Option<u32>,
 }
 
 impl fmt::Debug for WasmBackend {
@@ -83,6 +86,10 @@ impl WasmBackend {
             sha256: loaded.sha256().to_string(),
             desired: AtomicU32::new(0),
             counters: loaded.stock_counters().clone(),
+            capacity: match loaded.reuse().mode {
+                ReuseMode::None => None,
+                ReuseMode::Serial | ReuseMode::Concurrent => Some(loaded.reuse().capacity()),
+            },
         }
     }
 
@@ -115,8 +122,12 @@ impl Backend for WasmBackend {
     fn scale_hint(&self, desired: u32) {
         self.desired.store(desired, Ordering::Release);
         if let Some(app) = self.app() {
-            app.set_stock_target(self.runtime.stocker().target_for(desired));
+            app.scale_to(desired);
         }
+    }
+
+    fn instance_capacity(&self) -> Option<u32> {
+        self.capacity
     }
 
     fn stock(&self) -> Option<StockStatus> {
@@ -162,11 +173,7 @@ impl Backend for WasmBackend {
         let app = resident.upgrade().unwrap_or(app);
         *resident = Arc::downgrade(&app);
         drop(resident);
-        app.set_stock_target(
-            self.runtime
-                .stocker()
-                .target_for(self.desired.load(Ordering::Acquire)),
-        );
+        app.scale_to(self.desired.load(Ordering::Acquire));
         Ok(Arc::new(WasmInstance { app }))
     }
 }
@@ -251,7 +258,9 @@ fn serve_error(e: GuestError) -> ServeError {
         GuestError::Deadline(timeout) => ServeError::Timeout(timeout),
         GuestError::NoResponse => ServeError::NoResponse,
         GuestError::ErrorCode(code) => ServeError::BadUpstream(code),
-        e @ GuestError::Overloaded(_) => ServeError::Overloaded(e.to_string()),
+        e @ (GuestError::Overloaded(_) | GuestError::Retired(_)) => {
+            ServeError::Overloaded(e.to_string())
+        }
         GuestError::Internal(why) => ServeError::Internal(why),
         // `GuestError` is the engine's (non-exhaustive): a kind added there
         // is an internal error here until it is mapped.

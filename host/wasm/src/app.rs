@@ -149,10 +149,23 @@ impl WasmApp {
         self.idle.len()
     }
 
-    /// Live instances of a concurrently used app, and the requests they
-    /// hold now.
-    pub fn concurrent_instances(&self) -> (usize, u32) {
-        (self.workers.len(), self.workers.load())
+    /// Reusable instances alive now: serial reuse's idle ones and those
+    /// serving a request, concurrent reuse's live ones; 0 without reuse.
+    pub fn live_instances(&self) -> u32 {
+        let n = match self.reuse.mode {
+            ReuseMode::None => 0,
+            ReuseMode::Serial => {
+                let busy = (self.per_app as usize).saturating_sub(self.slots.available_permits());
+                self.idle.len() + busy
+            }
+            ReuseMode::Concurrent => self.workers.len(),
+        };
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Requests in the live instances of a concurrently used app.
+    pub fn concurrent_load(&self) -> u32 {
+        self.workers.load()
     }
 
     /// The app's limits.

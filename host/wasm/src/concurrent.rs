@@ -32,7 +32,7 @@
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,9 @@ pub(crate) struct Worker {
     taken: AtomicU32,
     /// It takes no more requests.
     closed: AtomicBool,
+    /// Once its instance is ready: when, how long instantiation took, and
+    /// whether the instance came from the stock.
+    ready: OnceLock<(Instant, Duration, bool)>,
 }
 
 /// An app's live concurrently used instances.
@@ -147,22 +150,12 @@ impl WasmApp {
         let deadline = entry.deadline;
         let at_once = self.reuse.max_concurrent_per_instance;
         let in_all = self.reuse.max_requests_per_instance;
-        let job = Job { request, entry };
-        let taken = Instant::now();
-        let (worker, instantiate, stock_hit, reused) = match self.workers.pick(at_once, in_all) {
-            Some(w) => (w, taken.elapsed(), false, true),
-            None => {
-                let (w, stock_hit) = self.start_worker(in_all).await?;
-                (w, taken.elapsed(), stock_hit, false)
-            }
+        let (worker, created) = match self.workers.pick(at_once, in_all) {
+            Some(w) => (w, false),
+            None => (self.start_worker(at_once, in_all), true),
         };
-        let cold = ColdStart {
-            host: accepted.elapsed(),
-            instantiate,
-            stock_hit,
-            reused,
-        };
-        if let Err(e) = worker.tx.try_send(job) {
+        let sent = Instant::now();
+        if let Err(e) = worker.tx.try_send(Job { request, entry }) {
             // Only when the instance ended between the pick and the send.
             let mut job = match e {
                 tokio::sync::mpsc::error::TrySendError::Full(j)
@@ -173,23 +166,78 @@ impl WasmApp {
                 "it ended before it took the request".into(),
             )));
         }
-        drop(worker);
         // The worker answers by the deadline; the margin only guards
         // against a worker that cannot (a host call that never yields).
         let last = deadline + Duration::from_secs(1);
-        match tokio::time::timeout_at(last.into(), reply).await {
-            Ok(Ok(head)) => head.map(|resp| (resp, cold)),
-            Ok(Err(_)) => Err(GuestError::Retired(
-                "it ended without answering the request".into(),
-            )),
-            Err(_) => Err(GuestError::Deadline(self.limits.timeout)),
+        let head = match tokio::time::timeout_at(last.into(), reply).await {
+            Ok(Ok(head)) => head?,
+            Ok(Err(_)) => {
+                return Err(GuestError::Retired(
+                    "it ended without answering the request".into(),
+                ));
+            }
+            Err(_) => return Err(GuestError::Deadline(self.limits.timeout)),
+        };
+        let (ready_at, instantiate, stock_hit) = worker
+            .ready
+            .get()
+            .copied()
+            .unwrap_or((sent, Duration::ZERO, false));
+        let cold = ColdStart {
+            host: ready_at.max(sent).saturating_duration_since(accepted),
+            instantiate: if created { instantiate } else { Duration::ZERO },
+            stock_hit: created && stock_hit,
+            reused: !created,
+        };
+        Ok((head, cold))
+    }
+
+    /// A new instance's worker, listed at once (requests that come while
+    /// it starts wait in its channel) and already counting one request;
+    /// its task instantiates (or takes one from the stock) and runs it.
+    fn start_worker(self: &Arc<Self>, at_once: u32, in_all: u32) -> Arc<Worker> {
+        let (tx, rx) = tokio::sync::mpsc::channel(at_once as usize);
+        let worker = Arc::new(Worker {
+            tx,
+            load: AtomicU32::new(1),
+            taken: AtomicU32::new(1),
+            closed: AtomicBool::new(in_all <= 1),
+            ready: OnceLock::new(),
+        });
+        self.workers.lock().push(worker.clone());
+        tokio::spawn(self.clone().start_and_run(worker.clone(), rx));
+        worker
+    }
+
+    async fn start_and_run(
+        self: Arc<Self>,
+        worker: Arc<Worker>,
+        mut rx: tokio::sync::mpsc::Receiver<Job>,
+    ) {
+        let t = Instant::now();
+        match self.instance_for_worker().await {
+            Ok((store, service, tasks, stock_hit)) => {
+                let _ = worker.ready.set((Instant::now(), t.elapsed(), stock_hit));
+                self.run_worker(store, service, worker, rx, tasks).await;
+            }
+            Err(err) => {
+                // Every request waiting for it learns why.
+                self.workers.retire(&worker, false);
+                rx.close();
+                while let Ok(mut job) = rx.try_recv() {
+                    self.log_failure(&job.entry.id, &err);
+                    job.entry.answer(Err(err.clone()));
+                }
+            }
         }
     }
 
-    /// A new instance and its worker task, already counting one request.
-    /// (And whether the instance came from the stock.)
-    async fn start_worker(self: &Arc<Self>, in_all: u32) -> Result<(Arc<Worker>, bool), GuestError> {
-        let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    /// A store and instance from the stock, or made now, set up to serve
+    /// several requests at once (and whether it came from the stock).
+    async fn instance_for_worker(
+        &self,
+    ) -> Result<(Store<GuestState>, Service, Arc<Tasks>, bool), GuestError> {
+        let far = far_off_std();
         let stocked = self.stock.take();
         let stock_hit = stocked.is_some();
         let (mut store, proxy, id) = match stocked {
@@ -217,17 +265,7 @@ impl WasmApp {
         store.data_mut().tasks = Some(tasks.clone());
         store.data_mut().hooks.serve_tasks(tasks.clone());
         store.set_epoch_deadline(1);
-        let at_once = self.reuse.max_concurrent_per_instance as usize;
-        let (tx, rx) = tokio::sync::mpsc::channel(at_once);
-        let worker = Arc::new(Worker {
-            tx,
-            load: AtomicU32::new(1),
-            taken: AtomicU32::new(1),
-            closed: AtomicBool::new(in_all <= 1),
-        });
-        self.workers.lock().push(worker.clone());
-        tokio::spawn(self.clone().run_worker(store, service, worker.clone(), rx, tasks));
-        Ok((worker, stock_hit))
+        Ok((store, service, tasks, stock_hit))
     }
 
     /// A worker's life: its event loop, then its retirement.

@@ -14,7 +14,7 @@ use super::outbound::OutboundPolicy;
 use crate::limits::Limits;
 
 /// What ended a request that produced no response.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum GuestError {
     /// The guest trapped (unreachable, panic, out of bounds, …).

@@ -79,6 +79,9 @@ pub struct StockStatus {
     pub stocked: u32,
     /// How many the stock is being filled to.
     pub target: u32,
+    /// Reusable instances alive now (serial reuse: idle and busy ones;
+    /// concurrent reuse: live ones; 0 without reuse).
+    pub live: u32,
 }
 
 /// Hits and misses of one revision's stock, kept across scale to zero.
@@ -96,6 +99,7 @@ impl StockCounters {
             misses: self.misses.load(Ordering::Relaxed),
             stocked: 0,
             target: 0,
+            live: 0,
         }
     }
 }
@@ -243,9 +247,27 @@ impl WasmApp {
         self.request_refill();
     }
 
-    /// This app's stock as counted so far.
+    /// This app's stock as counted so far, and its live reusable
+    /// instances.
     pub fn stock_status(&self) -> StockStatus {
-        self.stock.status()
+        StockStatus {
+            live: self.live_instances(),
+            ..self.stock.status()
+        }
+    }
+
+    /// Sizes the stock for an autoscaler that wants `desired` instances of
+    /// this app's capacity ([`InstanceReuse::capacity`](crate::reuse::InstanceReuse::capacity)):
+    /// without reuse, `stock_per_instance` per instance (each request
+    /// takes one); with reuse, the instances wanted that are not alive yet
+    /// (each serves many requests).
+    pub fn scale_to(self: &Arc<Self>, desired: u32) {
+        let target = match self.reuse.mode {
+            crate::reuse::ReuseMode::None => self.stocker.target_for(desired),
+            _ if self.stocker.per_instance == 0 => 0,
+            _ => desired.saturating_sub(self.live_instances()),
+        };
+        self.set_stock_target(target);
     }
 
     /// Where this app's stock counts its hits and misses.

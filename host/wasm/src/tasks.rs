@@ -89,8 +89,10 @@ pub(crate) struct Inner {
     /// The group whose thread runs now.
     current: Option<TaskGroupId>,
     entered_at: Option<Instant>,
-    /// The group that ran last (the culprit when the store fails).
-    pub(crate) last_entered: Option<TaskGroupId>,
+    /// The request whose group ran last: the culprit when the store fails
+    /// (wasmtime finishes every group of a failed store before the error
+    /// comes back, so the number is kept, not the group).
+    last_entered: Option<u64>,
     /// The group of the call prepared last.
     pub(crate) last_started: Option<TaskGroupId>,
     /// Live groups and their request (wasmtime reuses a group's id once it
@@ -124,7 +126,7 @@ impl Inner {
 
     /// The number of the request whose task ran last.
     pub(crate) fn last_number(&self) -> Option<u64> {
-        self.groups.get(&self.last_entered?).copied()
+        self.last_entered
     }
 }
 
@@ -207,7 +209,7 @@ impl TaskGroupHook for Hook {
     fn handle_enter(&mut self, id: TaskGroupId) -> wasmtime::Result<()> {
         let mut inner = self.0.lock();
         inner.current = Some(id);
-        inner.last_entered = Some(id);
+        inner.last_entered = inner.groups.get(&id).copied();
         inner.entered_at = Some(Instant::now());
         if let Some(entry) = inner.of_group(id) {
             self.0.id.set(entry.id.clone());
