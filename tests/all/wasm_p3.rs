@@ -473,7 +473,8 @@ fn log_lines(host: &TestHost) -> Vec<(String, String, String)> {
     text.lines()
         .filter_map(|l| {
             let mut parts = l.splitn(4, ' ');
-            let (_ts, id, stream, rest) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            let (_ts, id, stream, rest) =
+                (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
             Some((id.to_string(), stream.to_string(), rest.to_string()))
         })
         .collect()
@@ -495,11 +496,18 @@ async fn p3_concurrent_requests_share_an_instance_and_keep_their_own_ids() {
             let (c, host_addr) = (c.clone(), host.addr);
             tokio::spawn(async move {
                 let r = c
-                    .get(app_url(host_addr, "loop", &format!("/?sleep_ms=700&mark=m{i}")))
+                    .get(app_url(
+                        host_addr,
+                        "loop",
+                        &format!("/?sleep_ms=700&mark=m{i}"),
+                    ))
                     .send()
                     .await
                     .unwrap();
-                let id = r.headers()["x-berth-request-id"].to_str().unwrap().to_string();
+                let id = r.headers()["x-berth-request-id"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
                 (i, r.status().as_u16(), id, r.text().await.unwrap())
             })
         })
@@ -521,14 +529,27 @@ async fn p3_concurrent_requests_share_an_instance_and_keep_their_own_ids() {
         for (line_id, stream, text) in &mine {
             assert_eq!((line_id, stream.as_str()), (id, "stdout"), "{mark}: {text}");
         }
-        let start = mine.iter().find(|(_, _, t)| t.starts_with("start ")).unwrap();
+        let start = mine
+            .iter()
+            .find(|(_, _, t)| t.starts_with("start "))
+            .unwrap();
         numbers.push(start.2.rsplit(' ').next().unwrap().parse::<u32>().unwrap());
     }
     numbers.sort_unstable();
-    assert_eq!(numbers, (1..=8).collect::<Vec<_>>(), "one instance took all eight");
+    assert_eq!(
+        numbers,
+        (1..=8).collect::<Vec<_>>(),
+        "one instance took all eight"
+    );
     // The lines did interleave: every start came before the first end.
-    let first_end = lines.iter().position(|(_, _, t)| t.starts_with("end ")).unwrap();
-    let last_start = lines.iter().rposition(|(_, _, t)| t.starts_with("start ")).unwrap();
+    let first_end = lines
+        .iter()
+        .position(|(_, _, t)| t.starts_with("end "))
+        .unwrap();
+    let last_start = lines
+        .iter()
+        .rposition(|(_, _, t)| t.starts_with("start "))
+        .unwrap();
     assert!(last_start < first_end, "{lines:?}");
     let stock = status(&host, "loop").stock.unwrap();
     assert_eq!(stock.live, 1, "{stock:?}");
@@ -558,7 +579,10 @@ async fn p3_a_late_request_on_a_shared_instance_is_504_and_the_others_finish_or_
                 .await
                 .expect("answered")
                 .unwrap();
-            let id = r.headers()["x-berth-request-id"].to_str().unwrap().to_string();
+            let id = r.headers()["x-berth-request-id"]
+                .to_str()
+                .unwrap()
+                .to_string();
             (r.status().as_u16(), id, r.text().await.unwrap())
         })
     };
@@ -574,7 +598,10 @@ async fn p3_a_late_request_on_a_shared_instance_is_504_and_the_others_finish_or_
     }
     let (code, _, body) = late.await.unwrap();
     assert_eq!(code, 504, "{body}");
-    assert!(body.contains(&format!("did not answer within its timeout of {timeout:?}")), "{body}");
+    assert!(
+        body.contains(&format!("did not answer within its timeout of {timeout:?}")),
+        "{body}"
+    );
     // The instance that had a late request takes no more: a fresh one.
     let (code, _, _) = get_loop(&c, &host, "/?mark=after").await;
     assert_eq!(code, 200);
@@ -598,8 +625,14 @@ async fn p3_a_late_request_on_a_shared_instance_is_504_and_the_others_finish_or_
         match code {
             200 => assert_eq!(body, "ok"),
             503 => {
-                assert!(body.contains("the instance serving it was retired"), "{body}");
-                assert!(body.contains(&format!("request {spin_id} on it failed")), "{body}");
+                assert!(
+                    body.contains("the instance serving it was retired"),
+                    "{body}"
+                );
+                assert!(
+                    body.contains(&format!("request {spin_id} on it failed")),
+                    "{body}"
+                );
                 assert!(body.contains("did not answer within its timeout"), "{body}");
             }
             other => panic!("{other}: {body}"),
@@ -645,12 +678,100 @@ async fn p3_the_autoscaler_counts_instances_in_capacity_units() {
             s.desired == want && s.ready == want && s.stock.as_ref().is_some_and(|k| k.live == want)
         })
         .await;
-        assert_eq!(s.in_flight as u32, want * if app == "loop" { 16 } else { 1 }, "{s:?}");
+        assert_eq!(
+            s.in_flight as u32,
+            want * if app == "loop" { 16 } else { 1 },
+            "{s:?}"
+        );
         for call in calls {
             assert_eq!(call.await.unwrap(), 200);
         }
         let s = status(&host, app);
-        assert!(s.desired <= want, "never more than the load asks for: {s:?}");
+        assert!(
+            s.desired <= want,
+            "never more than the load asks for: {s:?}"
+        );
     }
+    host.stop().await;
+}
+
+/// An upstream that answers `slow ok` after `delay`, and the most
+/// connections it held at once.
+async fn slow_upstream(
+    delay: Duration,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (open, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let held = peak.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (open, peak) = (open.clone(), peak.clone());
+            tokio::spawn(async move {
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nslow ok",
+                    )
+                    .await;
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, held)
+}
+
+/// Outbound connections count against their own request under concurrent
+/// reuse: four requests sharing one instance, each allowed one connection
+/// (`limits.outbound_connections_per_request = 1`), reach a slow upstream
+/// at the same time; one count for the whole instance would refuse three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p3_concurrent_requests_each_have_their_own_outbound_connection_count() {
+    let (up, peak) = slow_upstream(Duration::from_millis(800)).await;
+    let mut spec = AppSpec::wasm(art::P3_OUTBOUND);
+    spec.allowed_outbound_hosts = vec![format!("127.0.0.1:{}", up.port())];
+    spec.limits.outbound_connections_per_request = 1;
+    spec.instances = Some(InstanceReuse::CONCURRENT);
+    let host = TestHost::builder().app("out", spec).start().await.unwrap();
+    let c = client(host.addr, &["out"]);
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let url = app_url(
+                host.addr,
+                "out",
+                &format!("/?url=http://127.0.0.1:{}/x", up.port()),
+            );
+            let c = c.clone();
+            tokio::spawn(async move {
+                let r = c.get(url).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(
+            call.await.unwrap(),
+            (200, "upstream 200: slow ok".to_string())
+        );
+    }
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(peak >= 2, "the connections overlapped: {peak} at most");
+    assert_eq!(status(&host, "out").stock.unwrap().live, 1, "one instance");
     host.stop().await;
 }

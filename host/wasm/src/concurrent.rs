@@ -178,11 +178,12 @@ impl WasmApp {
             }
             Err(_) => return Err(GuestError::Deadline(self.limits.timeout)),
         };
-        let (ready_at, instantiate, stock_hit) = worker
-            .ready
-            .get()
-            .copied()
-            .unwrap_or((sent, Duration::ZERO, false));
+        let (ready_at, instantiate, stock_hit) =
+            worker
+                .ready
+                .get()
+                .copied()
+                .unwrap_or((sent, Duration::ZERO, false));
         let cold = ColdStart {
             host: ready_at.max(sent).saturating_duration_since(accepted),
             instantiate: if created { instantiate } else { Duration::ZERO },
@@ -437,14 +438,10 @@ impl WasmApp {
         let mut err = err;
         for (n, mut entry) in entries {
             if !entry.expired {
-                let failure = if Some(n) == culprit {
-                    err.take()
-                } else {
-                    None
-                }
-                .unwrap_or_else(|| {
-                    GuestError::Retired(why.clone().unwrap_or_else(|| "it ended".into()))
-                });
+                let failure =
+                    if Some(n) == culprit { err.take() } else { None }.unwrap_or_else(|| {
+                        GuestError::Retired(why.clone().unwrap_or_else(|| "it ended".into()))
+                    });
                 if entry.reply.is_some() {
                     self.log_failure(&entry.id, &failure);
                 }
@@ -542,7 +539,9 @@ impl WasmApp {
 
     /// What a failed `handle` call means to its request.
     fn head_error(&self, e: wasmtime::Error) -> GuestError {
-        if let Some(code) = e.downcast_ref::<wasmtime_wasi_http::p3::bindings::http::types::ErrorCode>() {
+        if let Some(code) =
+            e.downcast_ref::<wasmtime_wasi_http::p3::bindings::http::types::ErrorCode>()
+        {
             return GuestError::ErrorCode(format!("{code:?}"));
         }
         classify(e, &self.limits, self.max_instances)

@@ -10,8 +10,10 @@
 //!   [`AppSettings`]: what an app's guests get (env, limits, allow-list);
 //!   [`UsageMeter`]: where each request's CPU and memory use is reported.
 //! - [`app`]: [`WasmApp`], one app's context (env, limits, log, outbound
-//!   policy, stock) around a compiled component; every request gets a
-//!   `Store` and instance of its own, limits and captured stdio.
+//!   policy, stock) around a compiled component; a request gets a `Store`
+//!   and instance of its own, limits and captured stdio, or with
+//!   [`reuse`] one that served others before it (`serial`) or serves
+//!   others beside it (`concurrent`: `concurrent`, [`tasks`]).
 //! - [`resident`]: compiled components ([`ProxyPre`]) by sha256, shared by
 //!   every app of the same code, kept at zero within a budget (LRU).
 //! - [`stock`]: instances made ahead of their requests on the

@@ -1,6 +1,7 @@
 //! Instance reuse: whether a request gets an instance of its own or one
-//! that served requests before it ([`InstanceReuse`]), and the idle
-//! instances kept for that ([`Idle`]).
+//! that served requests before it, or serves others beside it
+//! ([`InstanceReuse`]); the idle instances kept for serial reuse ([`Idle`]).
+//! Concurrent reuse's live instances are in [`crate::concurrent`].
 //!
 //! Isolation rules (each has a test in `tests/all/wasm_p3.rs`):
 //! - `none`: every request gets a fresh instance; no request ever sees
@@ -11,8 +12,19 @@
 //!   deadline or hits the memory limit retires its instance: it is never
 //!   handed another request. An instance goes back to the idle list only
 //!   once its guest's tasks are all done (body and trailers written).
-//! - `concurrent` is refused at deploy: berth does not yet run several
-//!   requests in one instance.
+//! - `concurrent`: an instance serves up to `max_concurrent_per_instance`
+//!   requests at once, `max_requests_per_instance` in all, and is dropped
+//!   after `idle_timeout` without one. A trap, a memory-limit hit or a
+//!   guest running past its own request's deadline retires the instance at
+//!   once: that request gets its error, every other one in flight a clear
+//!   `503` ([`GuestError::Retired`](crate::GuestError::Retired)). A request
+//!   whose deadline passes while its guest waits gets `504`; the others
+//!   finish, and the instance takes no more requests. Ids, log lines,
+//!   epoch deadlines, outbound connection counts and CPU time stay per
+//!   request ([`crate::tasks`]).
+//!
+//! [`InstanceReuse::capacity`] is what the autoscaler counts an instance
+//! as: 1, or `max_concurrent_per_instance` under `concurrent`.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
