@@ -649,7 +649,8 @@ async fn p3_a_late_request_on_a_shared_instance_is_504_and_the_others_finish_or_
 /// `max_concurrent_per_instance` requests, so 32 slow requests at once ask
 /// for 2 instances of 16 (utilization 100 %), and 2 wasmtime instances
 /// serve them; with serial reuse each instance takes one, so the same load
-/// asks for as many instances as `max_scale` allows.
+/// asks for as many instances as `max_scale` allows. Both go back to zero,
+/// live instances included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p3_the_autoscaler_counts_instances_in_capacity_units() {
     let mut shared = concurrent_loop(16, Duration::from_secs(20));
@@ -691,6 +692,11 @@ async fn p3_the_autoscaler_counts_instances_in_capacity_units() {
             s.desired <= want,
             "never more than the load asks for: {s:?}"
         );
+        // Idle: to zero, and no wasmtime instance stays alive.
+        wait_status(&host, app, "zero instances", |s| {
+            s.desired == 0 && s.ready == 0 && s.stock.as_ref().is_some_and(|k| k.live == 0)
+        })
+        .await;
     }
     host.stop().await;
 }

@@ -68,6 +68,8 @@ pub(crate) struct Worker {
     /// Once its instance is ready: when, how long instantiation took, and
     /// whether the instance came from the stock.
     ready: OnceLock<(Instant, Duration, bool)>,
+    /// Wakes its task to look at `closed` again.
+    wake: tokio::sync::Notify,
 }
 
 /// An app's live concurrently used instances.
@@ -113,6 +115,20 @@ impl Workers {
             w.closed.store(true, Ordering::Release);
         }
         Some(w)
+    }
+
+    /// Ends the instances without a request now (the app went to zero):
+    /// they take no more and their tasks end.
+    pub(crate) fn close_idle(&self) {
+        let mut list = self.lock();
+        list.retain(|w| {
+            if w.load.load(Ordering::Acquire) > 0 {
+                return true;
+            }
+            w.closed.store(true, Ordering::Release);
+            w.wake.notify_one();
+            false
+        });
     }
 
     /// Takes `worker` out of the list (it takes no more requests), unless
@@ -204,6 +220,7 @@ impl WasmApp {
             taken: AtomicU32::new(1),
             closed: AtomicBool::new(in_all <= 1),
             ready: OnceLock::new(),
+            wake: tokio::sync::Notify::new(),
         });
         self.workers.lock().push(worker.clone());
         tokio::spawn(self.clone().start_and_run(worker.clone(), rx));
@@ -368,6 +385,7 @@ impl WasmApp {
             let mut events = pin!(events);
             let mut timer = pin!(tokio::time::sleep_until(far_off()));
             let mut idle_since = None::<Instant>;
+            let mut woken = Box::pin(worker.wake.notified());
             std::future::poll_fn(|cx| {
                 loop {
                     let polled = events.as_mut().poll(cx);
@@ -409,6 +427,10 @@ impl WasmApp {
                         .min()
                         .unwrap_or_else(far_off_std);
                     timer.as_mut().reset(next.into());
+                    if woken.as_mut().poll(cx).is_ready() {
+                        woken = Box::pin(worker.wake.notified());
+                        continue;
+                    }
                     if timer.as_mut().poll(cx).is_ready() {
                         continue;
                     }
@@ -457,7 +479,8 @@ impl WasmApp {
             ));
             job.entry.answer(Err(failure));
         }
-        drop(proxy);
+        // The store (and with it what the late requests still ran) goes
+        // only now, after every request of it was answered.
         drop(store);
     }
 

@@ -260,8 +260,12 @@ impl WasmApp {
     /// this app's capacity ([`InstanceReuse::capacity`](crate::reuse::InstanceReuse::capacity)):
     /// without reuse, `stock_per_instance` per instance (each request
     /// takes one); with reuse, the instances wanted that are not alive yet
-    /// (each serves many requests).
+    /// (each serves many requests). At zero, concurrently used instances
+    /// without a request end now rather than after `idle_timeout`.
     pub fn scale_to(self: &Arc<Self>, desired: u32) {
+        if desired == 0 {
+            self.workers.close_idle();
+        }
         let target = match self.reuse.mode {
             crate::reuse::ReuseMode::None => self.stocker.target_for(desired),
             _ if self.stocker.per_instance == 0 => 0,
