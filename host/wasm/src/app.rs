@@ -33,13 +33,16 @@ use crate::request::RequestInfo;
 /// How long the host spent before the guest's handler was entered.
 #[derive(Debug, Clone, Copy)]
 pub struct ColdStart {
-    /// From acceptance to a ready instance (store, WASI context, instantiation).
+    /// From acceptance to a ready instance (store, WASI context,
+    /// instantiation); under concurrent reuse, to the call of the handler
+    /// for this request on its instance's worker.
     pub host: Duration,
     /// Instantiation alone (taking it from the stock, on a hit).
     pub instantiate: Duration,
     /// Whether the instance came from the stock.
     pub stock_hit: bool,
-    /// Whether the instance served requests before (serial reuse).
+    /// Whether the instance served requests before (serial reuse), or was
+    /// live already (concurrent reuse).
     pub reused: bool,
 }
 

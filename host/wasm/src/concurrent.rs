@@ -164,6 +164,7 @@ impl WasmApp {
         accepted: Instant,
     ) -> Result<(Response<GuestBody>, ColdStart), GuestError> {
         let deadline = entry.deadline;
+        let begun = entry.begun.clone();
         let at_once = self.reuse.max_concurrent_per_instance;
         let in_all = self.reuse.max_requests_per_instance;
         let (worker, created) = match self.workers.pick(at_once, in_all) {
@@ -194,14 +195,17 @@ impl WasmApp {
             }
             Err(_) => return Err(GuestError::Deadline(self.limits.timeout)),
         };
-        let (ready_at, instantiate, stock_hit) =
+        let (_, instantiate, stock_hit) =
             worker
                 .ready
                 .get()
                 .copied()
                 .unwrap_or((sent, Duration::ZERO, false));
+        // Under concurrent reuse the host-side start ends when the worker
+        // calls the handler for this request.
+        let begun = begun.get().copied().unwrap_or(sent);
         let cold = ColdStart {
-            host: ready_at.max(sent).saturating_duration_since(accepted),
+            host: begun.saturating_duration_since(accepted),
             instantiate: if created { instantiate } else { Duration::ZERO },
             stock_hit: created && stock_hit,
             reused: !created,
@@ -339,6 +343,7 @@ impl WasmApp {
                             && let Poll::Ready(Some(job)) = rx.poll_recv(cx)
                         {
                             let Job { request, mut entry } = job;
+                            let _ = entry.begun.set(Instant::now());
                             let (tx, head) = futures::channel::oneshot::channel();
                             let prepared = accessor.with(|mut s| {
                                 Prepared::new(s.as_context_mut(), proxy, request, view, tx)

@@ -1,7 +1,7 @@
 //! Instance reuse: whether a request gets an instance of its own or one
 //! that served requests before it, or serves others beside it
 //! ([`InstanceReuse`]); the idle instances kept for serial reuse ([`Idle`]).
-//! Concurrent reuse's live instances are in [`crate::concurrent`].
+//! Concurrent reuse's live instances are in the `concurrent` module.
 //!
 //! Isolation rules (each has a test in `tests/all/wasm_p3.rs`):
 //! - `none`: every request gets a fresh instance; no request ever sees

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::Response;
@@ -46,6 +46,9 @@ pub(crate) struct Entry {
     pub(crate) cpu: Duration,
     /// When it was handed to the instance.
     pub(crate) started: Instant,
+    /// When the instance's worker called the handler for it (the end of
+    /// the host-side start, for [`crate::app::ColdStart`]).
+    pub(crate) begun: Arc<OnceLock<Instant>>,
     /// Its deadline passed (answered 504, or its body cut).
     pub(crate) expired: bool,
     /// Its task group finished.
@@ -69,6 +72,7 @@ impl Entry {
             caps,
             cpu: Duration::ZERO,
             started: Instant::now(),
+            begun: Arc::default(),
             expired: false,
             finished: false,
             _slot: slot,
