@@ -83,6 +83,9 @@ async fn sdk_and_cargo_component_examples_serve() {
     host.stop().await;
 }
 
+/// One request: method, path and an optional body.
+type Call = (&'static str, &'static str, Option<&'static str>);
+
 /// What a test compares: status, content type and body.
 async fn answer(r: reqwest::RequestBuilder) -> (u16, Option<String>, String) {
     let r = r.send().await.expect("request");
@@ -116,7 +119,7 @@ async fn spin_sdk_and_componentize_py_apps_answer_as_on_wasmtime_serve() {
         assert_eq!(world.as_deref(), Some("wasi:http@0.3"), "{app}");
     }
     let plain = reqwest::Client::builder().no_proxy().build().unwrap();
-    let cases: [(&str, &std::path::Path, &[(&str, &str, Option<&str>)]); 2] = [
+    let cases: [(&str, &std::path::Path, &[Call]); 2] = [
         (
             "spin-hello",
             &spin,
@@ -149,5 +152,55 @@ async fn spin_sdk_and_componentize_py_apps_answer_as_on_wasmtime_serve() {
             assert_eq!(got.0, 200, "{app}: {method} {path}: {got:?}");
         }
     }
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_service_example_is_a_wasip3_app_that_streams_and_keeps_its_instance() {
+    let mut spec = AppSpec::wasm(built(
+        "examples/target/wasm32-wasip2/release/sdk-service.wasm",
+    ));
+    spec.env.insert("GREETING".into(), "howdy".into());
+    let host = TestHost::builder()
+        .app("sdk-service", spec)
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &["sdk-service"]);
+    let url = |path: &str| app_url(host.addr, "sdk-service", path);
+
+    let r = c.get(url("/?name=Ferris")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "howdy, Ferris!\n");
+
+    let r = c
+        .post(url("/api/greet"))
+        .body(r#"{"name":"Ferris","excited":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["greeting"], "HOWDY, FERRIS!");
+    // Over the SDK's JSON limit: refused, not buffered.
+    let r = c
+        .post(url("/api/greet"))
+        .body(vec![b' '; 65 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // A 2 MiB body goes back out as it arrives.
+    let big: Vec<u8> = (0..2 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let r = c.post(url("/echo")).body(big.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == big, "the echo differs");
+
+    // Serial reuse: one instance served all of the above, in order.
+    let r = c.get(url("/api/instance")).send().await.unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["app"], "sdk-service");
+    assert_eq!(v["served"], 5, "{v}");
     host.stop().await;
 }
