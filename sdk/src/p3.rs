@@ -37,8 +37,7 @@ pub use wasip3;
 use wasip3::http::types::ErrorCode;
 use wasip3::http_compat::{IncomingRequestBody, IncomingResponseBody};
 
-use crate::http::header::CONTENT_TYPE;
-use crate::{Error, HeaderValue, StatusCode};
+use crate::{Error, StatusCode};
 
 /// An HTTP request; its body streams from the host as it is read.
 pub type Request<B = IncomingRequestBody> = http::Request<B>;
@@ -175,14 +174,10 @@ impl<B: Into<Body>> IntoResponse for http::Response<B> {
 
 impl<T: IntoResponse, E: Into<Error>> IntoResponse for Result<T, E> {
     fn into_response(self) -> Response {
-        match self {
-            Ok(response) => response.into_response(),
-            Err(err) => {
-                let err: Error = err.into();
-                eprintln!("berth-sdk: handler failed: {err:?}");
-                text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
-            }
-        }
+        self.map_or_else(
+            |e| crate::response::failed(e, text),
+            IntoResponse::into_response,
+        )
     }
 }
 
@@ -216,18 +211,11 @@ pub fn json<T: serde::Serialize + ?Sized>(
 
 /// A response with `status` and no body.
 pub fn empty(status: StatusCode) -> Response {
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = status;
-    response
+    crate::response::build(status, None, Body::empty())
 }
 
 fn with_body(status: StatusCode, content_type: &'static str, body: Body) -> Response {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
+    crate::response::build(status, Some(content_type), body)
 }
 
 /// Reads a whole body (a request's or an upstream response's) into memory,

@@ -17,18 +17,7 @@ use syn::{FnArg, ItemFn, parse_macro_input};
 /// component's `wasi:http/incoming-handler` export.
 #[proc_macro_attribute]
 pub fn http_component(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        return syn::Error::new(
-            TokenStream2::from(attr).span(),
-            "#[http_component] takes no arguments",
-        )
-        .to_compile_error()
-        .into();
-    }
-    let handler = parse_macro_input!(item as ItemFn);
-    expand(handler)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    attribute("http_component", attr, item, expand)
 }
 
 /// Turns `[async] fn NAME(request: berth_sdk::p3::Request) -> impl
@@ -36,16 +25,26 @@ pub fn http_component(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `wasi:http/handler@0.3` export.
 #[proc_macro_attribute]
 pub fn http_service(attr: TokenStream, item: TokenStream) -> TokenStream {
+    attribute("http_service", attr, item, expand_service)
+}
+
+/// An attribute without arguments on a function, expanded by `expand`.
+fn attribute(
+    name: &str,
+    attr: TokenStream,
+    item: TokenStream,
+    expand: fn(ItemFn) -> syn::Result<TokenStream2>,
+) -> TokenStream {
     if !attr.is_empty() {
         return syn::Error::new(
             TokenStream2::from(attr).span(),
-            "#[http_service] takes no arguments",
+            format!("#[{name}] takes no arguments"),
         )
         .to_compile_error()
         .into();
     }
     let handler = parse_macro_input!(item as ItemFn);
-    expand_service(handler)
+    expand(handler)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }
