@@ -9,6 +9,7 @@ mod cli;
 mod completions;
 mod console;
 mod containers;
+mod cri;
 mod cred_helpers;
 mod deploy_image;
 mod deploy_manifests;
