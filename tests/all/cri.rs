@@ -9,7 +9,11 @@
 //! The pods' addresses are in the test's CNI subnet on the test's bridge;
 //! the host reaches them there, and nothing else is contacted.
 
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::shim::push_image;
@@ -54,7 +58,10 @@ impl Pod {
             .run_pod_sandbox(&config, handler)
             .unwrap_or_else(|e| panic!("{e}; containerd's log:\n{}", node.cd.log_text()));
         let status = node.cri.pod_sandbox_status(&id);
-        let s = status.status.as_ref().expect("PodSandboxStatus without a status");
+        let s = status
+            .status
+            .as_ref()
+            .expect("PodSandboxStatus without a status");
         assert_eq!(s.state, SANDBOX_READY, "pod {name}");
         assert_eq!(s.runtime_handler, handler, "pod {name}");
         let ip = s.network.as_ref().map(|n| n.ip.clone()).unwrap_or_default();
@@ -108,6 +115,66 @@ impl Pod {
     /// `http://IP:PORT/`.
     fn url(&self, port: u16) -> String {
         format!("http://{}:{port}/", self.ip)
+    }
+}
+
+/// An HTTP server on an address of the test's bridge that answers every
+/// request with the peer's IP address; stopped on drop.
+struct PeerEcho {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PeerEcho {
+    /// Bound on the server's life, whatever the test does.
+    const LIFE: Duration = Duration::from_secs(120);
+
+    fn start(ip: IpAddr) -> Self {
+        let listener = TcpListener::bind((ip, 0)).expect("bind on the bridge's gateway");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("local addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            while !flag.load(Ordering::Relaxed) && start.elapsed() < Self::LIFE {
+                let Ok((mut conn, peer)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = peer.ip().to_string();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for PeerEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -247,6 +314,8 @@ fn a_berth_pod_and_a_runc_pod_live_and_die_through_the_cri() {
     let registry = Registry::start();
     let logger = registry.reference("logger:v1");
     push_image(&logger, berth_test_artifacts::LOGGER);
+    let outbound = registry.reference("outbound:v1");
+    push_image(&outbound, berth_test_artifacts::OUTBOUND);
     let httpd = registry.reference("busybox-httpd:v1");
     Image::httpd().push(&httpd);
     let mut node = CriNode::start(&registry);
@@ -258,6 +327,32 @@ fn a_berth_pod_and_a_runc_pod_live_and_die_through_the_cri() {
     let answer = wait_answer("the berth pod", &wasm.url(8080));
     let berth_first_byte = created.elapsed();
     assert_eq!(answer, (200, "logged".to_string()));
+
+    // A second component in the same pod, on 8081, whose outbound request
+    // goes to a server of the test's on the bridge's gateway (an address of
+    // the bridge the test's CNI made): it sees the pod's address, because
+    // the guest's connections leave from the pod's network namespace.
+    let gateway = node.subnet.replace(".0/24", ".1");
+    let upstream = PeerEcho::start(gateway.parse().expect("gateway address"));
+    let allowed = format!("http://{}", upstream.addr);
+    wasm.start(
+        &node,
+        "outbound",
+        &outbound,
+        &[("PORT", "8081"), ("BERTH_ALLOWED_OUTBOUND_HOSTS", &allowed)],
+        &[],
+    );
+    let target = format!("http%3A%2F%2F{}%2F", upstream.addr);
+    let (status, body) = wait_answer(
+        "the pod's outbound component",
+        &format!("{}?url={target}", wasm.url(8081)),
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (200, format!("upstream 200: {}", wasm.ip).as_str()),
+        "the upstream saw the request come from the pod's IP {}",
+        wasm.ip
+    );
 
     // The container pod beside it: the node's default handler, runc.
     let created = Instant::now();
@@ -290,7 +385,9 @@ fn a_berth_pod_and_a_runc_pod_live_and_die_through_the_cri() {
         assert!(status.started_at > 0, "{name}: {status:?}");
         assert_eq!(
             Path::new(&status.log_path),
-            Path::new(&pod.config.log_directory).join(name).join("0.log"),
+            Path::new(&pod.config.log_directory)
+                .join(name)
+                .join("0.log"),
             "{name}"
         );
     }
@@ -379,10 +476,7 @@ fn two_containers_in_a_pod_and_two_pods_compile_once_and_keep_their_networks() {
     // share the pod's loopback.
     let short = Duration::from_secs(2);
     assert_eq!(curl(None, &b.url(8081), short), None);
-    assert_eq!(
-        curl(Some(&b.netns), "http://127.0.0.1:8081/", short),
-        None
-    );
+    assert_eq!(curl(Some(&b.netns), "http://127.0.0.1:8081/", short), None);
     assert_eq!(
         curl(Some(&b.netns), "http://127.0.0.1:8080/", short),
         Some(ok("b1"))
@@ -414,7 +508,9 @@ fn two_containers_in_a_pod_and_two_pods_compile_once_and_keep_their_networks() {
         .filter(|n| n.ends_with(".cwasm"))
         .count();
     assert_eq!(artifacts, 1, "{}", cache_dir.display());
-    eprintln!("3 containers in 2 pods: {compiled} compilation, {from_cache} loads from the node's cache");
+    eprintln!(
+        "3 containers in 2 pods: {compiled} compilation, {from_cache} loads from the node's cache"
+    );
 
     // The kubelet deleting both pods: StopPodSandbox stops their
     // containers too.

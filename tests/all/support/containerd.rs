@@ -5,7 +5,8 @@
 //!
 //! Each [`Containerd`] runs its own daemon with its own root, state
 //! directory, sockets and `/opt` plugin directory under a temporary
-//! directory, the CRI plugin disabled, and a `PATH` that starts with the
+//! directory, the CRI plugin disabled (unless started with
+//! [`Containerd::start_with_cri`]), and a `PATH` that starts with the
 //! directory of `containerd-shim-berth-v1`: no system service or
 //! configuration is read or touched. Its log (which includes the shims'
 //! logs) is kept for assertions. Dropping it kills what is left of its

@@ -796,11 +796,7 @@ impl CriNode {
 
     /// Interfaces still attached to the bridge (each pod's veth).
     pub fn bridge_ports(&self) -> Vec<String> {
-        crate::support::dir_names(
-            &Path::new("/sys/class/net")
-                .join(&self.bridge)
-                .join("brif"),
-        )
+        crate::support::dir_names(&Path::new("/sys/class/net").join(&self.bridge).join("brif"))
     }
 }
 
@@ -810,7 +806,10 @@ impl Drop for CriNode {
         // (CNI releases its address), then the daemon.
         for pod in self
             .cri
-            .call::<_, ListPodSandboxResponse>("/runtime.v1.RuntimeService/ListPodSandbox", Empty {})
+            .call::<_, ListPodSandboxResponse>(
+                "/runtime.v1.RuntimeService/ListPodSandbox",
+                Empty {},
+            )
             .map(|r| r.items)
             .unwrap_or_default()
         {
