@@ -131,7 +131,14 @@ async fn serve(
         }
     };
     let addr = listener.local_addr().ok();
-    tracing::info!(app = %name, ?addr, sha256 = %app.sha256(), "serving the wasi:http component");
+    tracing::info!(
+        app = %name,
+        ?addr,
+        sha256 = %app.sha256(),
+        world = app.world().as_str(),
+        reuse = app.reuse().mode.as_str(),
+        "serving the wasi:http component"
+    );
     let conns = Conns::new();
     let counter = Arc::new(AtomicU64::new(0));
     let prefix = format!("{:08x}", std::process::id());

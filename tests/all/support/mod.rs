@@ -8,6 +8,7 @@ pub mod image;
 pub mod internet;
 pub mod registry;
 pub mod serve;
+pub mod wasmtime_serve;
 
 use std::net::SocketAddr;
 use std::time::Duration;
