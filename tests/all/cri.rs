@@ -309,6 +309,12 @@ fn remove_and_leftovers(node: &mut CriNode, pods: &[&Pod]) -> Vec<String> {
     left
 }
 
+/// The kubelet's calls for a Wasm pod (`runtime_handler = "berth"`) and a
+/// runc pod on the same node, from `RunPodSandbox` to `RemovePodSandbox`:
+/// each answers on its pod IP from the host, logs in the CRI format where
+/// the kubelet said, stops on SIGTERM (berth: drained, exit 0), and leaves
+/// nothing behind. A second component in the berth pod shows that a
+/// guest's outbound request leaves from the pod's address.
 #[test]
 fn a_berth_pod_and_a_runc_pod_live_and_die_through_the_cri() {
     let registry = Registry::start();
@@ -436,6 +442,9 @@ fn a_berth_pod_and_a_runc_pod_live_and_die_through_the_cri() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// Two berth pods on one node, one with two containers of the same
+/// component: one compilation on the node for the three, one shim per pod,
+/// and each pod's ports in its own network namespace.
 #[test]
 fn two_containers_in_a_pod_and_two_pods_compile_once_and_keep_their_networks() {
     let registry = Registry::start();
