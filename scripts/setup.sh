@@ -4,7 +4,8 @@
 #   - Rust targets wasm32-wasip2, wasm32-wasip1, x86_64-unknown-linux-musl
 #   - Debian: runc, docker-registry (CNCF distribution), skopeo, umoci,
 #     apache2-utils (htpasswd for registry auth tests), busybox-static, wrk,
-#     containernetworking-plugins (the isolated container network),
+#     containernetworking-plugins (the isolated container network, and CNI for
+#     the CRI test's containerd: bridge + host-local),
 #     iptables and iproute2 (its firewall chains, bridge and test namespaces),
 #     chromium and chromium-driver (the console's browser tests)
 #     containerd (ctr; the containerd shim's tests run a private daemon),

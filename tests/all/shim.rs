@@ -23,7 +23,7 @@ const EXIT_AFTER_KILL: Duration = Duration::from_secs(30);
 const COMMAND_RUN: Duration = Duration::from_secs(60);
 
 /// `berth push --image REF FILE` (the CLI, as a user runs it).
-fn push_image(reference: &str, wasm: &str) {
+pub(crate) fn push_image(reference: &str, wasm: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["push", "--image", reference, wasm])
         .output()

@@ -53,6 +53,17 @@ pub enum Stop {
 /// # Errors
 /// When binding fails.
 pub fn bind(prepared: &Prepared) -> anyhow::Result<Option<std::net::TcpListener>> {
+    // The guest's outbound connections leave from the pod's namespace too
+    // (its address, its network policy): one shim serves one pod.
+    if let netns::Network::Path(ns) = &prepared.network {
+        berth_wasm::outbound::connect_from_namespace(ns).map_err(|set| {
+            anyhow::anyhow!(
+                "this shim's outbound connections leave from {}, not {}: one shim serves one pod",
+                set.display(),
+                ns.display()
+            )
+        })?;
+    }
     if prepared.loaded.kind != ComponentKind::Http {
         return Ok(None);
     }

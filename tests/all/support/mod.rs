@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod containerd;
+pub mod cri;
 pub mod fake_registry;
 pub mod image;
 pub mod internet;
