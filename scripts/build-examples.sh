@@ -6,7 +6,11 @@
 #       cargo-component when `cargo component --version` fails (a from-source
 #       `cargo install`: about 11 minutes the first time) and builds it;
 #       without the flag (`make run`) it is built only when cargo-component
-#       is already installed, and skipped otherwise.
+#       is already installed, and skipped otherwise;
+#   - examples/spin-hello, a Rust `spin-sdk` 7 app (WASIp3), with plain
+#     `cargo build --target wasm32-wasip2 --release`, as Spin's template does;
+#   - examples/python-hello with componentize-py (from target/tools-venv,
+#     which scripts/setup.sh fills), against wit/p3.
 # Idempotent: a second run only checks that everything is up to date.
 set -euo pipefail
 
@@ -71,3 +75,23 @@ if [ "$with_cc" = 1 ]; then
 else
   log "skipping examples/cargo-component-hello: cargo-component is not installed (make test installs it)"
 fi
+
+log "examples/spin-hello (cargo build --target wasm32-wasip2 --release)"
+(cd "$root/examples/spin-hello" && "$cargo" build --release --target wasm32-wasip2)
+check_component "$root/examples/spin-hello/target/wasm32-wasip2/release/spin_hello.wasm"
+
+componentize_py="$root/target/tools-venv/bin/componentize-py"
+if [ ! -x "$componentize_py" ]; then
+  log "componentize-py missing: running scripts/setup.sh"
+  bash "$root/scripts/setup.sh"
+fi
+py_out="$root/examples/python-hello/target/python-hello.wasm"
+if [ ! -f "$py_out" ] || [ -n "$(find "$root/examples/python-hello/app.py" "$root/wit/p3" -newer "$py_out" -print -quit)" ]; then
+  log "examples/python-hello (componentize-py -w wasi:http/service@0.3.0)"
+  mkdir -p "$root/examples/python-hello/target"
+  (cd "$root/examples/python-hello" &&
+    "$componentize_py" --quiet -d ../../wit/p3 -w wasi:http/service@0.3.0 \
+      componentize app -o target/python-hello.wasm.tmp &&
+    mv target/python-hello.wasm.tmp target/python-hello.wasm)
+fi
+check_component "$py_out"

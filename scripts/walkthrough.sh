@@ -2,7 +2,8 @@
 # The README walkthrough, end to end, as CI runs it (`make test` calls this):
 # build a component -> push it with oras-py and with `berth push` to a local
 # registry -> deploy both by reference -> curl -> serve the SDK and
-# cargo-component examples.
+# cargo-component examples, and WASIp3 apps made by spin-sdk (pushed with
+# `berth push`) and componentize-py.
 # Everything runs on loopback on free ports and is stopped on exit.
 set -euo pipefail
 
@@ -71,6 +72,9 @@ PY
 grep -q '^digest: sha256:' "$work/push.out" && expect "berth push prints a digest" yes yes \
   || expect "berth push prints a digest" yes no
 
+spin="$root/examples/spin-hello/target/wasm32-wasip2/release/spin_hello.wasm"
+"$BERTH" push "$registry/spin-hello:v1" "$spin" >/dev/null
+
 log "4. build the container example and push it with umoci + skopeo"
 bash examples/container-hello/build-and-push.sh "$registry/container-hello:v1" >/dev/null
 
@@ -91,6 +95,12 @@ wasm = "$root/examples/cargo-component-hello/target/wasm32-wasip1/release/cargo_
 
 [apps.container-hello]
 image = "$registry/container-hello:v1"
+
+[apps.spin-hello]
+image = "$registry/spin-hello:v1"
+
+[apps.python-hello]
+wasm = "$root/examples/python-hello/target/python-hello.wasm"
 TOML
 "$BERTH" serve --config "$work/berth.toml" --listen "127.0.0.1:$port" \
   --admin-listen "127.0.0.1:$admin" --data-dir "$work/data" 2>"$work/berth.log" &
@@ -105,6 +115,14 @@ expect "cargo-component hello" "hello from cc-hello (cargo-component): GET /x" \
   "$(curl -fsS "http://cc-hello.localhost:$port/x")"
 expect "container example" "hello from container-hello (a container)" \
   "$(curl -fsS "http://container-hello.localhost:$port/")"
+expect "spin-sdk app (WASIp3, berth push)" "hello from spin-sdk: GET /a?b=1" \
+  "$(curl -fsS "http://spin-hello.localhost:$port/a?b=1")"
+expect "componentize-py app (WASIp3)" "hello from componentize-py: GET /" \
+  "$(curl -fsS "http://python-hello.localhost:$port/")"
+expect "componentize-py app streams a body back" "round trip" \
+  "$(curl -fsS --data-binary 'round trip' "http://python-hello.localhost:$port/echo")"
+expect "berth app shows the world" "wasi:http@0.3" \
+  "$(BERTH_ADMIN="http://127.0.0.1:$admin" "$BERTH" app spin-hello --data-dir "$work/data" | awk '$1 == "world:" {print $2}')"
 expect "unknown app is 404" 404 "$(curl -s -o /dev/null -w '%{http_code}' "http://nope.localhost:$port/")"
 grep -q "pinned=$registry/hello@sha256:" "$work/berth.log" && expect "the tag is pinned to a digest" yes yes \
   || expect "the tag is pinned to a digest" yes no

@@ -76,6 +76,9 @@ impl Gateway {
         let host = host_of(&req);
         let has_host = host.is_some();
         let Some(mut app) = self.apps.route(host, req.uri().path()) else {
+            if let Some(failed) = self.apps.failed_for(host, req.uri().path()) {
+                return Ok(with_id(not_deployed(&failed), &info));
+            }
             let msg = format!(
                 "no app answers host `{}` and path `{}`\n",
                 excerpt(host.unwrap_or("(none)")),
@@ -149,6 +152,28 @@ fn with_id(mut resp: Response<Body>, info: &RequestInfo) -> Response<Body> {
 
 /// When to try again after a refusal that capacity will cure.
 const RETRY_AFTER_SECONDS: HeaderValue = HeaderValue::from_static("1");
+
+/// The answer for an app that could not be deployed and is being retried:
+/// 503 naming why, with `Retry-After` at its next attempt (Knative answers
+/// a revision that failed to become ready alike, not with a 404).
+fn not_deployed(failed: &crate::apps::FailedApp) -> Response<Body> {
+    let wait = failed
+        .next_retry
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default()
+        .as_secs()
+        .max(1);
+    let msg = format!(
+        "app `{}` is not serving: it could not be deployed ({} attempt(s) so far; the next in {wait} s): {}\n",
+        failed.name,
+        failed.attempts,
+        excerpt(&failed.reason)
+    );
+    let mut resp = plain_text(StatusCode::SERVICE_UNAVAILABLE, msg);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+    resp
+}
 
 /// The one mapping from a request that `app` did not answer to the response
 /// the client gets: status, a one-line plain-text body, and `Retry-After`

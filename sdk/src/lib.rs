@@ -27,6 +27,9 @@
 //!
 //! - [`http_component`]: the entry point attribute; [`IntoResponse`] is what a
 //!   handler may return.
+//! - [`http_service`] and [`p3`]: the same for a WASIp3 handler
+//!   (`wasi:http/handler@0.3`, async with streamed bodies and trailers; berth
+//!   reuses its instances).
 //! - [`text`], [`json`], [`empty`]: responses, with the content type set.
 //! - [`query`], [`header`]: read a request.
 //! - [`app_name`], [`env()`], [`config()`]: the app's configuration, which berth
@@ -39,10 +42,15 @@
 //! # Features
 //!
 //! - `json` (default): [`json`] responses and
-//!   [`Body::json`](wstd::http::Body::json) request bodies, with `serde_json`.
+//!   [`Body::json`](wstd::http::Body::json) request bodies, with `serde_json`
+//!   (and `p3::json`, `p3::read_json`).
+//! - `p3` (default): [`http_service`] and the [`p3`] module, on the `wasip3`
+//!   crate.
 
 mod config;
 mod outbound;
+#[cfg(feature = "p3")]
+pub mod p3;
 mod request;
 mod response;
 
@@ -79,6 +87,28 @@ pub use response::{IntoResponse, empty, text};
 /// exported as `wasi:cli/run`, which HTTP hosts never call. Use the attribute
 /// at the crate root, in a crate without a `main` of its own.
 pub use berth_sdk_macro::http_component;
+
+/// Makes a function the component's WASIp3 HTTP handler
+/// (`wasi:http/handler@0.3`): the same contract as [`http_component`], with
+/// the request, response and helpers of [`p3`].
+///
+/// ```no_run
+/// use berth_sdk::StatusCode;
+/// use berth_sdk::p3::{Request, Response};
+///
+/// #[berth_sdk::http_service]
+/// async fn handle(request: Request) -> Response {
+///     let name = berth_sdk::query(&request, "name").unwrap_or_else(|| "world".into());
+///     berth_sdk::p3::text(StatusCode::OK, format!("hello, {name}\n"))
+/// }
+/// ```
+///
+/// berth reuses a WASIp3 instance for further requests unless the app sets
+/// `instances.reuse = "none"`, so what a handler keeps in statics carries
+/// over between requests of one instance; never rely on it for correctness
+/// (another instance may take the next request).
+#[cfg(feature = "p3")]
+pub use berth_sdk_macro::http_service;
 
 pub use http;
 pub use wstd;

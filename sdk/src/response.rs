@@ -28,15 +28,16 @@ impl<B: Into<Body>> IntoResponse for Response<B> {
 
 impl<T: IntoResponse, E: Into<Error>> IntoResponse for Result<T, E> {
     fn into_response(self) -> Response {
-        match self {
-            Ok(response) => response.into_response(),
-            Err(err) => {
-                let err: Error = err.into();
-                eprintln!("berth-sdk: handler failed: {err:?}");
-                text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
-            }
-        }
+        self.map_or_else(|e| failed(e, text), IntoResponse::into_response)
     }
+}
+
+/// A handler's error: written to stderr (the app's log), answered with an
+/// opaque 500 made by `text` (either world's).
+pub(crate) fn failed<R>(err: impl Into<Error>, text: fn(StatusCode, &'static str) -> R) -> R {
+    let err: Error = err.into();
+    eprintln!("berth-sdk: handler failed: {err:?}");
+    text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
 }
 
 /// A response with `status` and a `text/plain; charset=utf-8` body.
@@ -89,17 +90,26 @@ pub fn json<T: serde::Serialize + ?Sized>(
 /// assert_eq!(berth_sdk::empty(StatusCode::NO_CONTENT).status(), 204);
 /// ```
 pub fn empty(status: StatusCode) -> Response {
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = status;
-    response
+    build(status, None, Body::empty())
 }
 
 fn with_body(status: StatusCode, content_type: &'static str, body: Body) -> Response {
-    let mut response = Response::new(body);
+    build(status, Some(content_type), body)
+}
+
+/// A response of either world: `status`, `body`, and a content type.
+pub(crate) fn build<B>(
+    status: StatusCode,
+    content_type: Option<&'static str>,
+    body: B,
+) -> http::Response<B> {
+    let mut response = http::Response::new(body);
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(content_type) = content_type {
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
     response
 }
 

@@ -455,12 +455,19 @@ async fn an_app_that_cannot_be_restored_is_shown_and_can_be_deleted() {
         "{app}"
     );
     assert_eq!(app["deployed_at"], deployed_at);
+    // Its callers hear why (a 503 naming the missing file), not a 404.
     let r = c
         .get(app_url(second.addr, "gone", "/"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body = r.text().await.unwrap();
+    assert!(
+        body.starts_with("app `gone` is not serving") && body.contains("gone.wasm"),
+        "{body}"
+    );
     // Deploying it again brings it back; deleting it forgets it.
     std::fs::copy(art::HELLO, &wasm).unwrap();
     let (status, app) = admin::put_json(&second, "/v1/apps/gone", &json!({"wasm": wasm})).await;

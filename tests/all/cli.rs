@@ -14,6 +14,40 @@ fn berth() -> Command {
 }
 
 #[test]
+fn a_port_in_use_fails_the_start_before_any_app_is_compiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = dir.path().join("berth.toml");
+    std::fs::write(&config, format!("[apps.hello]\nwasm = {:?}\n", art::HELLO)).unwrap();
+    let data = dir.path().join("data");
+    let started = Instant::now();
+    let out = berth()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    // Refused before the app was deployed: nothing compiled, nothing stored.
+    let compiled = std::fs::read_dir(data.join("compiled"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(compiled, 0, "{stderr}");
+    assert!(!stderr.contains("compiled component"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    drop(taken);
+}
+
+#[test]
 fn malformed_config_is_refused_with_file_key_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [

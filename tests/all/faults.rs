@@ -20,6 +20,7 @@ use crate::support::{admin, bridge_leftovers, client, get, poll, wait_until};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_that_cannot_deploy_is_listed_failed_and_retried_while_others_serve() {
     let mut needs_secret = AppSpec::wasm(art::ENV);
+    needs_secret.routes = vec!["/needs".into()];
     needs_secret
         .secrets
         .insert("API_TOKEN".into(), "later".into());
@@ -73,6 +74,31 @@ async fn an_app_that_cannot_deploy_is_listed_failed_and_retried_while_others_ser
             .contains("secret `later` does not exist"),
         "{failed}"
     );
+    // Its callers hear why, not a 404: by host, and by route prefix.
+    let (code, body) = get(&host, "unpullable", "/").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.starts_with("app `unpullable` is not serving: it could not be deployed (")
+            && body.contains("unreachable"),
+        "{body}"
+    );
+    let c = client(host.addr, &[]);
+    let r = c
+        .get(format!("http://{}/needs/x", host.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=300).contains(&wait), "{wait}");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("secret `later` does not exist"), "{body}");
+    // An app nobody deployed is still a 404.
+    assert_eq!(get(&host, "nobody", "/").await.0, 404);
     let metrics = admin::metrics(&host).await;
     assert!(
         metrics.contains("berth_app_deploy_failed{app=\"unpullable\"} 1"),

@@ -10,6 +10,7 @@ mod completions;
 mod console;
 mod containers;
 mod cred_helpers;
+mod cri;
 mod deploy_image;
 mod deploy_manifests;
 mod examples;

@@ -1,7 +1,8 @@
-//! `berth new NAME --template rust|container`: the projects build with
-//! plain cargo, and the component serves.
+//! `berth new NAME --template rust|rust-p3|container`: the projects build
+//! with plain cargo, and the components serve (the WASIp3 one as
+//! `wasi:http@0.3`, its instance reused).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use berth::config::AppSpec;
@@ -28,17 +29,21 @@ fn berth_new(dir: &Path, name: &str, template: &str) {
     assert!(!again.status.success(), "an existing directory is kept");
 }
 
-fn cargo_build(project: &Path, extra: &[&str]) {
+/// Builds `project` into a target directory the template tests share (the
+/// dependencies are the same crates: built once) and returns that directory.
+fn cargo_build(project: &Path, extra: &[&str]) -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("berth-new-templates");
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "--quiet"])
         .args(extra)
         .current_dir(project)
-        .env_remove("CARGO_TARGET_DIR")
+        .env("CARGO_TARGET_DIR", &target)
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("RUSTFLAGS")
         .status()
         .expect("cargo runs");
     assert!(status.success(), "cargo build in {}", project.display());
+    target
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,8 +51,7 @@ async fn the_rust_template_builds_a_component_that_serves() {
     let dir = tempfile::tempdir().unwrap();
     berth_new(dir.path(), "demo", "rust");
     let project = dir.path().join("demo");
-    cargo_build(&project, &[]);
-    let wasm = project.join("target/wasm32-wasip2/release/demo.wasm");
+    let wasm = cargo_build(&project, &[]).join("wasm32-wasip2/release/demo.wasm");
     let host = TestHost::builder()
         .app("demo", AppSpec::wasm(wasm.to_str().unwrap()))
         .start()
@@ -58,15 +62,45 @@ async fn the_rust_template_builds_a_component_that_serves() {
     host.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_p3_template_builds_a_wasip3_component_that_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    berth_new(dir.path(), "demo3", "rust-p3");
+    let project = dir.path().join("demo3");
+    let wasm = cargo_build(&project, &[]).join("wasm32-wasip2/release/demo3.wasm");
+    let host = TestHost::builder()
+        .app("demo3", AppSpec::wasm(wasm.to_str().unwrap()))
+        .start()
+        .await
+        .unwrap();
+    let world = host
+        .apps()
+        .status()
+        .into_iter()
+        .find(|s| s.deployed.name == "demo3")
+        .and_then(|s| s.deployed.world);
+    assert_eq!(world.as_deref(), Some("wasi:http@0.3"));
+    let (status, body) = get(&host, "demo3", "/?name=Ferris").await;
+    assert_eq!((status, body.as_str()), (200, "hello, Ferris!\n"));
+    // Serial reuse (WASIp3's default): the second request meets the
+    // instance the first one left.
+    let (status, body) = get(&host, "demo3", "/api/instance").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"app":"demo3","served":2}"#)
+    );
+    host.stop().await;
+}
+
 #[test]
 fn the_container_template_builds_a_static_server() {
     let dir = tempfile::tempdir().unwrap();
     berth_new(dir.path(), "web-demo", "container");
     let project = dir.path().join("web-demo");
-    cargo_build(&project, &["--target", "x86_64-unknown-linux-musl"]);
+    let target = cargo_build(&project, &["--target", "x86_64-unknown-linux-musl"]);
     assert!(
-        project
-            .join("target/x86_64-unknown-linux-musl/release/web-demo")
+        target
+            .join("x86_64-unknown-linux-musl/release/web-demo")
             .is_file()
     );
     let check = Command::new("bash")

@@ -214,3 +214,45 @@ async fn wasm_requests_are_metered_for_cpu_and_memory() {
     assert!(mem > 0.0 && mem < 1.0, "{mem}");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deploys_use_up_no_revision_numbers() {
+    let host = TestHost::builder().start().await.unwrap();
+    // A component that does not link (it imports Spin's variables), as a
+    // user deploys it before learning that, then a registry that is down.
+    let unlinkable = serde_json::json!({ "wasm": art::FOREIGN_IMPORT });
+    let unreachable = serde_json::json!({
+        "image": format!("{}/nothing:v1", crate::support::registry::free_addr())
+    });
+    for (attempt, bad) in [&unlinkable, &unreachable].into_iter().enumerate() {
+        let (status, body) = admin::put_json(&host, "/v1/apps/x", bad).await;
+        assert!(status >= 400, "attempt {attempt}: {status} {body}");
+    }
+    let (status, body) = admin::put_json(
+        &host,
+        "/v1/apps/x",
+        &serde_json::json!({ "wasm": art::HELLO }),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    let revision = |host: &TestHost| {
+        host.apps()
+            .status()
+            .into_iter()
+            .find(|a| a.deployed.name == "x")
+            .map(|a| a.deployed.revision)
+    };
+    assert_eq!(revision(&host).as_deref(), Some("x-00001"));
+    // A bad redeploy leaves the number for the next good one.
+    let (status, _) = admin::put_json(&host, "/v1/apps/x", &unlinkable).await;
+    assert!(status >= 400);
+    let (status, body) = admin::put_json(
+        &host,
+        "/v1/apps/x",
+        &serde_json::json!({ "wasm": art::ENV }),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    assert_eq!(revision(&host).as_deref(), Some("x-00002"));
+    host.stop().await;
+}

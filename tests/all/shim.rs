@@ -23,7 +23,7 @@ const EXIT_AFTER_KILL: Duration = Duration::from_secs(30);
 const COMMAND_RUN: Duration = Duration::from_secs(60);
 
 /// `berth push --image REF FILE` (the CLI, as a user runs it).
-fn push_image(reference: &str, wasm: &str) {
+pub(crate) fn push_image(reference: &str, wasm: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["push", "--image", reference, wasm])
         .output()
@@ -224,6 +224,98 @@ fn wasi_http_component_serves_drains_on_sigterm_and_compiles_once(version: Versi
 
     let mut left = cd.stop();
     left.extend(cd.leftover_sockets(&["hello-a", "hello-b"]));
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A WASIp3 component under the shim: served on the p3 path, its instance
+/// reused one request after another (WASIp3's default, as on `berth
+/// serve`) unless the container's environment says
+/// `BERTH_INSTANCE_REUSE=none`; a trap retires the reused instance.
+fn wasip3_component_reuses_its_instance_unless_its_environment_says_none(version: Version) {
+    let registry = Registry::start();
+    let image = registry.reference("p3-counter:v1");
+    push_image(&image, berth_test_artifacts::P3_COUNTER);
+    let mut cd = Containerd::start(version);
+    cd.ctr_ok(&["images", "pull", "--plain-http", &image]);
+    let (ns_a, ns_b) = (TestNetns::new("p3a"), TestNetns::new("p3b"));
+    let (wa, wb) = (
+        format!("network:{}", ns_a.path()),
+        format!("network:{}", ns_b.path()),
+    );
+    let mut reused = Running::start(
+        &cd,
+        &["--runtime", RUNTIME, "--with-ns", &wa],
+        &image,
+        "p3-reused",
+        &[],
+    );
+    let mut fresh = Running::start(
+        &cd,
+        &[
+            "--runtime",
+            RUNTIME,
+            "--with-ns",
+            &wb,
+            "--env",
+            "BERTH_INSTANCE_REUSE=none",
+        ],
+        &image,
+        "p3-fresh",
+        &[],
+    );
+    let url = |q: &str| format!("http://127.0.0.1:8080/?{q}");
+    let get = |ns: &TestNetns, q: &str| ns.get(&url(q), Duration::from_secs(10));
+    let answer = |n: u32, previous: &str| Some((200, format!("count {n} previous {previous}")));
+
+    let ((status, body), _) = ns_a.wait_for("p3-reused", &url("mark=a0"), FIRST_ANSWER);
+    assert_eq!((status, body.as_str()), (200, "count 1 previous none"));
+    assert_eq!(
+        get(&ns_a, "mark=a1"),
+        answer(2, "a0"),
+        "serial: the instance carries over"
+    );
+    assert_eq!(get(&ns_a, "mark=a2"), answer(3, "a1"));
+    // A trap answers 500 and retires the instance: the next starts over.
+    let trapped = get(&ns_a, "mark=t&fail=trap").expect("an answer to the trap");
+    assert_eq!(trapped.0, 500, "{trapped:?}");
+    assert_eq!(
+        get(&ns_a, "mark=a3"),
+        answer(1, "none"),
+        "a trapped instance is never reused"
+    );
+
+    let ((status, body), _) = ns_b.wait_for("p3-fresh", &url("mark=b0"), FIRST_ANSWER);
+    assert_eq!((status, body.as_str()), (200, "count 1 previous none"));
+    for i in 1..=5 {
+        assert_eq!(
+            get(&ns_b, &format!("mark=b{i}")),
+            answer(1, "none"),
+            "none: request {i}"
+        );
+    }
+    let world = log_lines(&cd, "wasi:http@0.3");
+    assert!(
+        !world.is_empty(),
+        "the shim names the world it serves; log:\n{}",
+        cd.log_text()
+    );
+
+    cd.ctr_ok(&["tasks", "kill", "p3-reused"]);
+    cd.ctr_ok(&["tasks", "kill", "p3-fresh"]);
+    assert_eq!(
+        reused.wait("p3-reused after SIGTERM", EXIT_AFTER_KILL),
+        Some(0),
+        "{}",
+        reused.stderr()
+    );
+    assert_eq!(
+        fresh.wait("p3-fresh after SIGTERM", EXIT_AFTER_KILL),
+        Some(0),
+        "{}",
+        fresh.stderr()
+    );
+    let mut left = cd.stop();
+    left.extend(cd.leftover_sockets(&["p3-reused", "p3-fresh"]));
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -634,6 +726,7 @@ macro_rules! per_version {
 
 per_version!(
     wasi_http_component_serves_drains_on_sigterm_and_compiles_once,
+    wasip3_component_reuses_its_instance_unless_its_environment_says_none,
     guest_output_is_the_tasks_stdout_and_stderr,
     wasi_cli_command_exit_status_is_the_tasks,
     busybox_through_runc_next_to_the_wasm_task,

@@ -530,6 +530,21 @@ async fn non_components_are_refused_at_deploy() {
         "{msg}"
     );
 
+    // A Spin app reading a variable imports Spin's own interface: refused
+    // naming it, not with wasmtime's "function implementation is missing".
+    let err = TestHost::builder()
+        .wasm_app("spin-vars", berth_test_artifacts::FOREIGN_IMPORT)
+        .start()
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("cannot be instantiated by berth: it imports `spin:variables/variables@3.0.0`, which berth does not provide")
+            && msg.contains("Spin's own")
+            && !msg.contains("implementation is missing"),
+        "{msg}"
+    );
+
     let junk = dir.path().join("junk.wasm");
     std::fs::write(&junk, b"not wasm at all").unwrap();
     let err = TestHost::builder()

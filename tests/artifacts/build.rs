@@ -32,6 +32,7 @@ const COMPONENTS: &[&str] = &[
     "p3-loop",
     "p3-outbound",
     "p3-counter",
+    "foreign-import",
 ];
 
 /// Environment variables that the outer cargo sets for this build script (or

@@ -53,6 +53,17 @@ pub enum Stop {
 /// # Errors
 /// When binding fails.
 pub fn bind(prepared: &Prepared) -> anyhow::Result<Option<std::net::TcpListener>> {
+    // The guest's outbound connections leave from the pod's namespace too
+    // (its address, its network policy): one shim serves one pod.
+    if let netns::Network::Path(ns) = &prepared.network {
+        berth_wasm::outbound::connect_from_namespace(ns).map_err(|set| {
+            anyhow::anyhow!(
+                "this shim's outbound connections leave from {}, not {}: one shim serves one pod",
+                set.display(),
+                ns.display()
+            )
+        })?;
+    }
     if prepared.loaded.kind != ComponentKind::Http {
         return Ok(None);
     }
@@ -120,7 +131,14 @@ async fn serve(
         }
     };
     let addr = listener.local_addr().ok();
-    tracing::info!(app = %name, ?addr, sha256 = %app.sha256(), "serving the wasi:http component");
+    tracing::info!(
+        app = %name,
+        ?addr,
+        sha256 = %app.sha256(),
+        world = app.world().as_str(),
+        reuse = app.reuse().mode.as_str(),
+        "serving the wasi:http component"
+    );
     let conns = Conns::new();
     let counter = Arc::new(AtomicU64::new(0));
     let prefix = format!("{:08x}", std::process::id());

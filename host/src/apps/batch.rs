@@ -150,6 +150,15 @@ impl Apps {
             outcomes[i] = Some(r);
         }
         let all_built = started.elapsed();
+        // Numbers of the builds that failed go back, the latest first (a
+        // number goes back only while it is the latest handed out).
+        for (i, id) in ids.iter().enumerate().rev() {
+            if let Some(id) = id
+                && matches!(outcomes[i], Some(Err(_)))
+            {
+                self.give_back_revision_id(id, &batch[i].record);
+            }
+        }
         // One write of the state file and one publish for the whole batch.
         let count = outcomes.iter().filter(|o| matches!(o, Some(Ok(_)))).count();
         let written = {

@@ -381,10 +381,13 @@ impl Apps {
         self.check_deploy(name, spec)?;
         self.check_routes(name, spec)?;
         let revision_id = self.revision_id(name, &record);
-        let (revision, info) = self
-            .build_revision(name, &revision_id, spec, None)
-            .await
-            .with_context(|| format!("cannot deploy app `{name}`"))?;
+        let (revision, info) = match self.build_revision(name, &revision_id, spec, None).await {
+            Ok(built) => built,
+            Err(e) => {
+                self.give_back_revision_id(&revision_id, &record);
+                return Err(e.context(format!("cannot deploy app `{name}`")));
+            }
+        };
         // Persist, then route, under the app table's lock: the state file
         // and the running apps agree on the last deploy of each app.
         let swapped = {
@@ -429,6 +432,7 @@ impl Apps {
             Ok(old) => old,
             Err(e) => {
                 revision.shutdown().await;
+                self.give_back_revision_id(&revision_id, &record);
                 return Err(anyhow::Error::new(e).context(format!("cannot deploy app `{name}`")));
             }
         };
@@ -473,6 +477,23 @@ impl Apps {
                 let number = self.revisions.fetch_add(1, Ordering::Relaxed) + 1;
                 format!("{name}-{number:05}")
             }
+        }
+    }
+
+    /// Gives back the number of a revision whose deploy failed, so that
+    /// revision numbers count revisions that existed: only while no later
+    /// deploy has taken one (else it stays a gap). A number that `record`
+    /// carried (a restore) is not this host's to give back.
+    pub(super) fn give_back_revision_id(&self, id: &str, record: &Record) {
+        if record.revision.is_some() {
+            return;
+        }
+        if let Some(n) = crate::state::revision_number(id)
+            && n > 0
+        {
+            let _ = self
+                .revisions
+                .compare_exchange(n, n - 1, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 

@@ -93,6 +93,29 @@ impl Apps {
         self.lock_failed().get(name).map(|f| f.info.clone())
     }
 
+    /// The failed app that would answer `host` and `path` if it were
+    /// deployed: the one the host names, else the one with the longest
+    /// route prefix covering the path. Asked only when no deployed app
+    /// answers, so that the caller hears why instead of a 404.
+    pub fn failed_for(&self, host: Option<&str>, path: &str) -> Option<FailedApp> {
+        let failed = self.lock_failed();
+        if failed.is_empty() {
+            return None;
+        }
+        let routes = self.routes();
+        if let Some(label) = host.and_then(|h| routes.label(h))
+            && let Some(f) = failed.get(&label.to_ascii_lowercase())
+        {
+            return Some(f.info.clone());
+        }
+        failed
+            .values()
+            .flat_map(|f| f.spec.routes.iter().map(move |r| (r, f)))
+            .filter(|(route, _)| super::routes::prefix_matches(route, path))
+            .max_by_key(|(route, _)| route.len())
+            .map(|(_, f)| f.info.clone())
+    }
+
     /// Stops retrying app `name` (deployed or deleted otherwise). Returns
     /// whether it was waiting.
     pub(super) fn forget_failed(&self, name: &str) -> bool {

@@ -94,26 +94,33 @@ impl RouteTable {
 
     /// Finds the app for a host (may carry a port) and path.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<RoutedApp>> {
-        if let Some(host) = host {
-            let host = strip_port(host).trim_end_matches('.');
-            if let Some(label) = host.len().checked_sub(self.domain.len() + 1).and_then(|n| {
-                let (label, rest) = host.split_at(n);
-                (rest.len() == self.domain.len() + 1
-                    && rest.as_bytes()[0] == b'.'
-                    && rest[1..].eq_ignore_ascii_case(&self.domain))
-                .then_some(label)
-            }) && let Some(app) = if label.bytes().any(|b| b.is_ascii_uppercase()) {
+        if let Some(label) = host.and_then(|h| self.label(h)) {
+            let app = if label.bytes().any(|b| b.is_ascii_uppercase()) {
                 self.by_name.get(&label.to_ascii_lowercase())
             } else {
                 self.by_name.get(label)
-            } {
-                return Some(app);
+            };
+            if app.is_some() {
+                return app;
             }
         }
         self.prefixes
             .iter()
             .find(|(prefix, _)| prefix_matches(prefix, path))
             .map(|(_, app)| app)
+    }
+
+    /// The app name a host (may carry a port) asks for: its first label,
+    /// when the rest is the domain; as written (any case).
+    pub fn label<'h>(&self, host: &'h str) -> Option<&'h str> {
+        let host = strip_port(host).trim_end_matches('.');
+        host.len().checked_sub(self.domain.len() + 1).and_then(|n| {
+            let (label, rest) = host.split_at_checked(n)?;
+            (rest.len() == self.domain.len() + 1
+                && rest.as_bytes()[0] == b'.'
+                && rest[1..].eq_ignore_ascii_case(&self.domain))
+            .then_some(label)
+        })
     }
 
     /// Number of apps.
@@ -134,7 +141,8 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-fn prefix_matches(prefix: &str, path: &str) -> bool {
+/// Whether route `prefix` covers `path` (whole segments only).
+pub(super) fn prefix_matches(prefix: &str, path: &str) -> bool {
     prefix == "/"
         || path
             .strip_prefix(prefix)
@@ -144,6 +152,17 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_names_its_app_by_the_first_label_before_the_domain() {
+        let t = RouteTable::new("example.test", Vec::new());
+        assert_eq!(t.label("hello.example.test"), Some("hello"));
+        assert_eq!(t.label("Hello.EXAMPLE.test.:8080"), Some("Hello"));
+        assert_eq!(t.label("example.test"), None);
+        assert_eq!(t.label("hello.example.test.evil"), None);
+        assert_eq!(t.label("helloexample.test"), None);
+        assert_eq!(t.label("é.example.test"), Some("é"));
+    }
 
     #[test]
     fn prefixes_match_on_segments() {

@@ -1,6 +1,7 @@
-//! `berth new NAME --template rust|container`: a project that builds as it
-//! is, made from the examples berth is tested with (`examples/sdk-hello`,
-//! `examples/container-hello`), renamed.
+//! `berth new NAME --template rust|rust-p3|container`: a project that builds
+//! as it is, made from the examples berth is tested with
+//! (`examples/sdk-hello`, `examples/sdk-service`, `examples/container-hello`),
+//! renamed.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,10 @@ pub enum Template {
     /// A Wasm component written with berth-sdk, built with plain cargo for
     /// wasm32-wasip2.
     Rust,
+    /// A WASIp3 component (`wasi:http/handler@0.3`, an async
+    /// `#[http_service]` handler) written with berth-sdk, built with plain
+    /// cargo for wasm32-wasip2.
+    RustP3,
     /// A static HTTP server (x86_64-unknown-linux-musl) and a script that
     /// packs it into an image and pushes it.
     Container,
@@ -36,6 +41,7 @@ pub struct NewArgs {
 }
 
 const SDK_MAIN: &str = include_str!("../../../examples/sdk-hello/src/main.rs");
+const SDK_SERVICE_MAIN: &str = include_str!("../../../examples/sdk-service/src/main.rs");
 const CONTAINER_MAIN: &str = include_str!("../../../examples/container-hello/src/main.rs");
 const CONTAINER_PUSH: &str = include_str!("../../../examples/container-hello/build-and-push.sh");
 
@@ -54,7 +60,16 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
         dir.display()
     );
     let files = match args.template {
-        Template::Rust => rust_files(&args.name, &sdk_path(args.sdk.as_deref())?),
+        Template::Rust => rust_files(
+            &args.name,
+            &sdk_path(args.sdk.as_deref())?,
+            ("sdk-hello", SDK_MAIN),
+        ),
+        Template::RustP3 => rust_files(
+            &args.name,
+            &sdk_path(args.sdk.as_deref())?,
+            ("sdk-service", SDK_SERVICE_MAIN),
+        ),
         Template::Container => container_files(&args.name),
     };
     for (path, text, executable) in &files {
@@ -72,7 +87,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
     }
     let name = &args.name;
     let next = match args.template {
-        Template::Rust => format!(
+        Template::Rust | Template::RustP3 => format!(
             "created {dir}\n\n  cd {dir} && cargo build --release\n  berth deploy {name} --wasm target/wasm32-wasip2/release/{name}.wasm\n  curl http://{name}.localhost:8080/\n",
             dir = dir.display()
         ),
@@ -102,7 +117,9 @@ fn sdk_path(given: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 type Files = Vec<(&'static str, String, bool)>;
 
-fn rust_files(name: &str, sdk: &Path) -> Files {
+/// The Rust templates: `example` is the example crate's name and its
+/// `src/main.rs`.
+fn rust_files(name: &str, sdk: &Path, (example, source): (&str, &str)) -> Files {
     let manifest = format!(
         r#"[package]
 name = "{name}"
@@ -123,8 +140,8 @@ debug = false
 "#,
         sdk = sdk.display().to_string()
     );
-    let main = SDK_MAIN
-        .replace("sdk-hello", name)
+    let main = source
+        .replace(example, name)
         .replace(
             "(cd examples && cargo build --release)",
             "cargo build --release",

@@ -190,6 +190,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
+        // Before any app is pulled or compiled: a port in use fails the
+        // start at once, not after minutes of compiling. Connections made
+        // meanwhile wait in the backlog; `/readyz` says when apps serve.
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let admin = tokio::net::TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
         let server = Arc::new(Server::open(&cfg, options).await?);
         // SIGTERM while apps are being pulled, unpacked or started: stop
         // what was started, leave nothing behind, exit.
@@ -208,12 +217,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
         }
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let admin = tokio::net::TcpListener::bind(args.admin_listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
         let scheme = if args.tls_cert.is_some() {
             "https"
         } else {

@@ -755,7 +755,7 @@ impl WasmRuntime {
             .instantiate_pre(component)
             .map_err(|e| LoadError::Link {
                 path: shown.into(),
-                reason: format!("{e:#}"),
+                reason: link_reason(component, &self.engine, &e),
             })?;
         let not_http = |e: wasmtime::Error| LoadError::NotHttp {
             path: shown.into(),
@@ -771,6 +771,45 @@ impl WasmRuntime {
             ),
         })
     }
+}
+
+/// The packages whose interfaces berth links for guests (WASI 0.2 and 0.3).
+const PROVIDED_PACKAGES: &[&str] = &[
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:http/",
+    "wasi:io/",
+    "wasi:random/",
+    "wasi:sockets/",
+];
+
+/// Why `component` does not link, in a user's words: the imports berth
+/// does not provide by name, else wasmtime's account of the one that does
+/// not match (a WASI interface of a shape or version berth lacks).
+pub(crate) fn link_reason(component: &Component, engine: &Engine, e: &wasmtime::Error) -> String {
+    let foreign: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name)
+        .filter(|name| !PROVIDED_PACKAGES.iter().any(|p| name.starts_with(p)))
+        .map(|name| format!("`{name}`"))
+        .collect();
+    if foreign.is_empty() {
+        return format!("one of its WASI imports does not match what berth provides: {e:#}");
+    }
+    let spin = foreign
+        .iter()
+        .any(|n| n.starts_with("`spin:") || n.starts_with("`fermyon:"));
+    format!(
+        "it imports {}, which berth does not provide (berth links WASI 0.2 and 0.3: cli, clocks, filesystem, http, io, random, sockets){}",
+        foreign.join(", "),
+        if spin {
+            "; `spin:` and `fermyon:` interfaces are Spin's own (variables, key-value, databases, ...)"
+        } else {
+            ""
+        }
+    )
 }
 
 /// Refuses anything but a component by its header.

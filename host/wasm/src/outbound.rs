@@ -311,17 +311,78 @@ async fn resolve(target: &Target, caps: &OutboundCaps) -> Result<Vec<SocketAddr>
     }
 }
 
+/// The network namespace this process's outbound connections are made
+/// from, when it is not the process's own (see [`connect_from_namespace`]).
+static CONNECT_NAMESPACE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Makes every outbound connection of this process from the network
+/// namespace at `path` (a namespace file: `/proc/<pid>/ns/net`, a bind
+/// mount) instead of the process's own: the containerd shim serves one pod,
+/// and a pod's traffic leaves from the pod's address, under its network
+/// policy. Names are still resolved by the process's resolver. The first
+/// call wins; `berth serve` never calls it.
+///
+/// # Errors
+/// When a namespace was already set to another path.
+pub fn connect_from_namespace(path: &std::path::Path) -> Result<(), std::path::PathBuf> {
+    let set = CONNECT_NAMESPACE.get_or_init(|| path.to_path_buf());
+    if set == path {
+        Ok(())
+    } else {
+        Err(set.clone())
+    }
+}
+
 /// A connection to the first of `addrs` that accepts.
 async fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, HttpError> {
     let mut last = HttpError::ConnectionRefused;
     for addr in addrs {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        let attempt = async {
+            match CONNECT_NAMESPACE.get() {
+                None => TcpStream::connect(addr).await,
+                Some(ns) => socket_in(ns, *addr).await?.connect(*addr).await,
+            }
+        };
+        match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(s)) => return Ok(s),
             Ok(Err(e)) => last = HttpError::Connect(e),
             Err(_) => last = HttpError::ConnectionTimeout,
         }
     }
     Err(last)
+}
+
+/// A TCP socket for `addr`'s family made inside the namespace at `ns`. A
+/// socket belongs for its whole life to the namespace of the thread that
+/// created it, so it is made on a short-lived OS thread that joined the
+/// namespace (never a tokio worker or a pooled blocking thread, which would
+/// stay there).
+async fn socket_in(
+    ns: &std::path::Path,
+    addr: SocketAddr,
+) -> std::io::Result<tokio::net::TcpSocket> {
+    use std::os::fd::AsFd as _;
+    let ns = ns.to_path_buf();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("berth-outbound-netns".into())
+        .spawn(move || {
+            let made = (|| {
+                let file = std::fs::File::open(&ns)?;
+                rustix::thread::move_into_link_name_space(
+                    file.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )?;
+                if addr.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                }
+            })();
+            let _ = tx.send(made);
+        })?;
+    rx.await
+        .map_err(|_| std::io::Error::other("the namespace thread ended without a socket"))?
 }
 
 /// TLS over `tcp`, verifying the certificate for `host` against the

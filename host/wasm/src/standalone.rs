@@ -112,7 +112,7 @@ impl WasmRuntime {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link {
                 path: shown.into(),
-                reason: format!("{e:#}"),
+                reason: crate::link_reason(&component, &self.engine, &e),
             })?;
         // A wasi:http component that also exports wasi:cli/run (as
         // toolchains often emit) is served as its handler.

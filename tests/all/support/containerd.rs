@@ -5,7 +5,8 @@
 //!
 //! Each [`Containerd`] runs its own daemon with its own root, state
 //! directory, sockets and `/opt` plugin directory under a temporary
-//! directory, the CRI plugin disabled, and a `PATH` that starts with the
+//! directory, the CRI plugin disabled (unless started with
+//! [`Containerd::start_with_cri`]), and a `PATH` that starts with the
 //! directory of `containerd-shim-berth-v1`: no system service or
 //! configuration is read or touched. Its log (which includes the shims'
 //! logs) is kept for assertions. Dropping it kills what is left of its
@@ -119,8 +120,18 @@ pub struct Containerd {
 
 impl Containerd {
     /// Starts a daemon of `version` that finds `containerd-shim-berth-v1`
-    /// (and its own runc shim) on its `PATH`.
+    /// (and its own runc shim) on its `PATH`, its CRI plugin disabled.
     pub fn start(version: Version) -> Self {
+        Self::start_with(version, None)
+    }
+
+    /// Starts a daemon of `version` with its CRI plugin enabled, `cri`
+    /// merged into its config (table by table, `cri` winning).
+    pub fn start_with_cri(version: Version, cri: toml::Table) -> Self {
+        Self::start_with(version, Some(cri))
+    }
+
+    fn start_with(version: Version, cri: Option<toml::Table>) -> Self {
         let bin = version.bin_dir();
         let out = Command::new(bin.join("containerd"))
             .arg("--version")
@@ -142,24 +153,30 @@ impl Containerd {
         let d = dir.path();
         let socket = d.join("containerd.sock");
         let config = d.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 2\n\
-                 root = \"{root}\"\n\
-                 state = \"{state}\"\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-                 [grpc]\n  address = \"{sock}\"\n\
-                 [ttrpc]\n  address = \"{sock}.ttrpc\"\n\
-                 [debug]\n  level = \"info\"\n\
-                 [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n",
-                root = d.join("root").display(),
-                state = d.join("state").display(),
-                sock = socket.display(),
-                opt = d.join("opt").display(),
-            ),
-        )
-        .expect("write config");
+        let base = format!(
+            "version = 2\n\
+             root = \"{root}\"\n\
+             state = \"{state}\"\n\
+             {disabled}\
+             [grpc]\n  address = \"{sock}\"\n\
+             [ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+             [debug]\n  level = \"info\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n",
+            root = d.join("root").display(),
+            state = d.join("state").display(),
+            disabled = if cri.is_some() {
+                ""
+            } else {
+                "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
+            },
+            sock = socket.display(),
+            opt = d.join("opt").display(),
+        );
+        let mut table: toml::Table = base.parse().expect("the base config is TOML");
+        if let Some(cri) = cri {
+            merge_tables(&mut table, cri);
+        }
+        std::fs::write(&config, table.to_string()).expect("write config");
         let log = d.join("containerd.log");
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(bin.join("containerd"))
@@ -270,10 +287,16 @@ impl Containerd {
     /// shim's socket is named by the sha256 of `ADDRESS/NAMESPACE/ID`, the
     /// rule containerd and the shim crate share).
     pub fn leftover_sockets(&self, ids: &[&str]) -> Vec<String> {
+        self.leftover_sockets_in(NAMESPACE, ids)
+    }
+
+    /// [`leftover_sockets`](Self::leftover_sockets) of tasks in containerd
+    /// namespace `namespace` (the CRI's is `k8s.io`).
+    pub fn leftover_sockets_in(&self, namespace: &str, ids: &[&str]) -> Vec<String> {
         use sha2::Digest as _;
         ids.iter()
             .map(|id| {
-                let key = format!("{}/{NAMESPACE}/{id}", self.socket.display());
+                let key = format!("{}/{namespace}/{id}", self.socket.display());
                 format!(
                     "/run/containerd/s/{}",
                     hex::encode(sha2::Sha256::digest(key))
@@ -356,6 +379,19 @@ impl Drop for Containerd {
     }
 }
 
+/// Merges `from` into `into`: tables key by key (recursively), anything
+/// else replaced.
+pub fn merge_tables(into: &mut toml::Table, from: toml::Table) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(old)), toml::Value::Table(new)) => merge_tables(old, new),
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
 /// A network namespace made for a test (`ip netns add`), with `lo` up;
 /// deleted on drop.
 #[derive(Debug)]
@@ -390,21 +426,9 @@ impl TestNetns {
         format!("/run/netns/{}", self.name)
     }
 
-    /// `curl` inside the namespace: (status, body), or `None` if nothing
-    /// answered within `timeout`.
+    /// [`curl`] inside the namespace.
     pub fn get(&self, url: &str, timeout: Duration) -> Option<(u16, String)> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "curl", "-s", "-m"])
-            .arg(format!("{:.1}", timeout.as_secs_f64()))
-            .args(["-w", "\n%{http_code}", url])
-            .output()
-            .expect("curl");
-        if !out.status.success() {
-            return None;
-        }
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n')?;
-        Some((code.trim().parse().ok()?, body.to_string()))
+        curl(Some(Path::new(&self.path())), url, timeout)
     }
 
     /// Polls [`get`](Self::get) until something answers; panics naming
@@ -448,4 +472,29 @@ pub fn wait_exit(child: &mut Child, what: &str, limit: Duration) -> Option<i32> 
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `curl` from the host (or inside `netns`, a namespace file): (status,
+/// body), or `None` when nothing answered within `timeout`.
+pub fn curl(netns: Option<&Path>, url: &str, timeout: Duration) -> Option<(u16, String)> {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", ns.display())).arg("curl");
+            c
+        }
+        None => Command::new("curl"),
+    };
+    let out = cmd
+        .args(["-s", "--noproxy", "*", "-m"])
+        .arg(format!("{:.1}", timeout.as_secs_f64()))
+        .args(["-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl");
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n')?;
+    Some((code.trim().parse().ok()?, body.to_string()))
 }

@@ -2,11 +2,13 @@
 
 pub mod admin;
 pub mod containerd;
+pub mod cri;
 pub mod fake_registry;
 pub mod image;
 pub mod internet;
 pub mod registry;
 pub mod serve;
+pub mod wasmtime_serve;
 
 use std::net::SocketAddr;
 use std::time::Duration;
