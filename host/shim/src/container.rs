@@ -303,16 +303,18 @@ fn app_settings<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<App
     Ok(settings)
 }
 
-/// `[instances]` from `BERTH_INSTANCE_REUSE` (`none` | `serial`),
-/// `BERTH_MAX_REQUESTS_PER_INSTANCE` and `BERTH_INSTANCE_IDLE_TIMEOUT`;
+/// `[instances]` from `BERTH_INSTANCE_REUSE` (`none` | `serial` |
+/// `concurrent`), `BERTH_MAX_REQUESTS_PER_INSTANCE`,
+/// `BERTH_MAX_CONCURRENT_PER_INSTANCE` and `BERTH_INSTANCE_IDLE_TIMEOUT`;
 /// `None` when none is set (the component's world decides).
 fn reuse_settings<'a>(
     get: &dyn Fn(&str) -> Option<&'a str>,
 ) -> Result<Option<InstanceReuse>, (&'static str, String)> {
     let mode = get("BERTH_INSTANCE_REUSE");
     let max = get("BERTH_MAX_REQUESTS_PER_INSTANCE");
+    let at_once = get("BERTH_MAX_CONCURRENT_PER_INSTANCE");
     let idle = get("BERTH_INSTANCE_IDLE_TIMEOUT");
-    if mode.is_none() && max.is_none() && idle.is_none() {
+    if mode.is_none() && max.is_none() && at_once.is_none() && idle.is_none() {
         return Ok(None);
     }
     let mode = match mode {
@@ -324,6 +326,14 @@ fn reuse_settings<'a>(
         reuse.max_requests_per_instance = v.parse().map_err(|_| {
             (
                 "BERTH_MAX_REQUESTS_PER_INSTANCE",
+                format!("{v:?} is not a count"),
+            )
+        })?;
+    }
+    if let Some(v) = at_once {
+        reuse.max_concurrent_per_instance = v.parse().map_err(|_| {
+            (
+                "BERTH_MAX_CONCURRENT_PER_INSTANCE",
                 format!("{v:?} is not a count"),
             )
         })?;
@@ -449,10 +459,23 @@ mod tests {
         );
         let none = settings(&[("BERTH_INSTANCE_REUSE", "none")]).unwrap();
         assert_eq!(none.reuse, Some(InstanceReuse::NONE));
+        let concurrent = settings(&[
+            ("BERTH_INSTANCE_REUSE", "concurrent"),
+            ("BERTH_MAX_CONCURRENT_PER_INSTANCE", "4"),
+        ])
+        .unwrap();
+        assert_eq!(
+            concurrent.reuse,
+            Some(InstanceReuse {
+                max_concurrent_per_instance: 4,
+                ..InstanceReuse::CONCURRENT
+            })
+        );
         for (var, value, says) in [
             ("BERTH_INSTANCE_REUSE", "sometimes", "not one of"),
             ("BERTH_MAX_REQUESTS_PER_INSTANCE", "0", "outside 1..="),
             ("BERTH_MAX_REQUESTS_PER_INSTANCE", "many", "not a count"),
+            ("BERTH_MAX_CONCURRENT_PER_INSTANCE", "lots", "not a count"),
         ] {
             let err = format!("{:#}", settings(&[(var, value)]).unwrap_err());
             assert!(err.contains(says), "{var}={value}: {err}");
