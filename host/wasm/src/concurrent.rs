@@ -97,24 +97,37 @@ impl Workers {
     }
 
     /// The fullest live instance that still has room for a request
-    /// (packing requests into few instances), with the request counted in.
-    fn pick(&self, at_once: u32, in_all: u32) -> Option<Arc<Worker>> {
-        let list = self.lock();
-        let w = list
+    /// (packing requests into few instances), with the request counted in;
+    /// else the one `make` returns, listed under the same lock, so that a
+    /// burst on no live instance shares the first one made instead of
+    /// starting one each. `true` when it is new.
+    fn pick_or_add(
+        &self,
+        at_once: u32,
+        in_all: u32,
+        make: impl FnOnce() -> Arc<Worker>,
+    ) -> (Arc<Worker>, bool) {
+        let mut list = self.lock();
+        let found = list
             .iter()
             .filter(|w| {
                 !w.closed.load(Ordering::Acquire)
                     && w.load.load(Ordering::Acquire) < at_once
                     && w.taken.load(Ordering::Acquire) < in_all
             })
-            .max_by_key(|w| w.load.load(Ordering::Acquire))?
-            .clone();
+            .max_by_key(|w| w.load.load(Ordering::Acquire))
+            .cloned();
+        let Some(w) = found else {
+            let w = make();
+            list.push(w.clone());
+            return (w, true);
+        };
         w.load.fetch_add(1, Ordering::AcqRel);
         w.taken.fetch_add(1, Ordering::AcqRel);
         if w.taken.load(Ordering::Acquire) >= in_all {
             w.closed.store(true, Ordering::Release);
         }
-        Some(w)
+        (w, false)
     }
 
     /// Ends the instances without a request now (the app went to zero):
@@ -153,6 +166,23 @@ enum Ended {
     Failed(Option<u64>, GuestError),
 }
 
+/// A new instance's worker, already counting one request, and the
+/// receiving end of its channel (requests that come while it starts wait
+/// there); its task instantiates (or takes one from the stock) and runs
+/// them.
+fn new_worker(at_once: u32, in_all: u32) -> (Arc<Worker>, tokio::sync::mpsc::Receiver<Job>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(at_once as usize);
+    let worker = Arc::new(Worker {
+        tx,
+        load: AtomicU32::new(1),
+        taken: AtomicU32::new(1),
+        closed: AtomicBool::new(in_all <= 1),
+        ready: OnceLock::new(),
+        wake: tokio::sync::Notify::new(),
+    });
+    (worker, rx)
+}
+
 impl WasmApp {
     /// Runs one request on a concurrently used instance: a live one with
     /// room, or a new one (from the stock, else instantiated here).
@@ -167,10 +197,15 @@ impl WasmApp {
         let begun = entry.begun.clone();
         let at_once = self.reuse.max_concurrent_per_instance;
         let in_all = self.reuse.max_requests_per_instance;
-        let (worker, created) = match self.workers.pick(at_once, in_all) {
-            Some(w) => (w, false),
-            None => (self.start_worker(at_once, in_all), true),
-        };
+        let mut new_rx = None;
+        let (worker, created) = self.workers.pick_or_add(at_once, in_all, || {
+            let (worker, rx) = new_worker(at_once, in_all);
+            new_rx = Some(rx);
+            worker
+        });
+        if let Some(rx) = new_rx {
+            tokio::spawn(self.clone().start_and_run(worker.clone(), rx));
+        }
         let sent = Instant::now();
         if let Err(e) = worker.tx.try_send(Job { request, entry }) {
             // Only when the instance ended between the pick and the send.
@@ -211,24 +246,6 @@ impl WasmApp {
             reused: !created,
         };
         Ok((head, cold))
-    }
-
-    /// A new instance's worker, listed at once (requests that come while
-    /// it starts wait in its channel) and already counting one request;
-    /// its task instantiates (or takes one from the stock) and runs it.
-    fn start_worker(self: &Arc<Self>, at_once: u32, in_all: u32) -> Arc<Worker> {
-        let (tx, rx) = tokio::sync::mpsc::channel(at_once as usize);
-        let worker = Arc::new(Worker {
-            tx,
-            load: AtomicU32::new(1),
-            taken: AtomicU32::new(1),
-            closed: AtomicBool::new(in_all <= 1),
-            ready: OnceLock::new(),
-            wake: tokio::sync::Notify::new(),
-        });
-        self.workers.lock().push(worker.clone());
-        tokio::spawn(self.clone().start_and_run(worker.clone(), rx));
-        worker
     }
 
     async fn start_and_run(
