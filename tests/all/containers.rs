@@ -633,10 +633,12 @@ async fn a_container_flooding_stdout_loses_the_excess_with_a_marker() {
     let reference = registry.reference("flood:v1");
     let mut image = Image::httpd();
     // 32768 lines of 1000 bytes (32 MB) before it serves: far more than
-    // the burst of the output budget.
+    // the burst of the output budget. The pause lets the budget refill, so
+    // the closing line is forwarded however long the flood took (on a busy
+    // machine it outlasted the burst and the line fell in the dropped part).
     let line = "x".repeat(999);
     image.cmd = vec![format!(
-        "yes {line} | head -n 32768; echo flood-done; \
+        "yes {line} | head -n 32768; sleep 2; echo flood-done; \
          exec httpd -f -p 0.0.0.0:$PORT -h /www"
     )];
     image.push(&reference);
