@@ -8,7 +8,7 @@ use berth_test_artifacts as art;
 use serde_json::Value;
 
 /// Runs `berth bench ARGS`, killed if it outlives `limit`.
-fn bench(args: &[&str], limit: Duration) -> Output {
+pub(crate) fn bench(args: &[&str], limit: Duration) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .arg("bench")
         .args(args)

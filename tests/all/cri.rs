@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::shim::push_image;
-use crate::support::containerd::curl;
+use crate::support::containerd::{Version, curl, shim_binary};
 use crate::support::cri::{
     BERTH_HANDLER, CONTAINER_EXITED, CONTAINER_RUNNING, CriNode, K8S_NAMESPACE, PodSandboxConfig,
     SANDBOX_NOTREADY, SANDBOX_READY, container_config, pod_config,
@@ -524,5 +524,172 @@ fn two_containers_in_a_pod_and_two_pods_compile_once_and_keep_their_networks() {
     // The kubelet deleting both pods: StopPodSandbox stops their
     // containers too.
     let left = remove_and_leftovers(&mut node, &[&a, &b]);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// `berth bench containerd --cri` against the test's node: both runtime
+/// handlers measured from `RunPodSandbox` to the first byte, each sample's
+/// marks in order (sandbox ready, then container started, then first
+/// byte), and the node left with no pod, container, shim or address.
+#[test]
+fn the_cri_bench_measures_both_handlers_and_leaves_nothing() {
+    let registry = Registry::start();
+    let mut node = CriNode::start(&registry);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("cri.json");
+    let out = crate::bench::bench(
+        &[
+            "containerd",
+            "--cri",
+            "--socket",
+            node.cd.socket.to_str().unwrap(),
+            "--iterations",
+            "3",
+            "--wasm",
+            berth_test_artifacts::HELLO,
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Duration::from_secs(300),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "berth bench containerd --cri failed:\n{stdout}\n{}\ncontainerd's log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        node.cd.log_text()
+    );
+    assert!(stdout.contains("runc / berth (first byte)"), "{stdout}");
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["iterations"], 3);
+    assert!(
+        report["containerd"]
+            .as_str()
+            .is_some_and(|v| v.contains("1.7.24")),
+        "{}",
+        report["containerd"]
+    );
+    assert_eq!(report["calls"][0], "RunPodSandbox");
+    for (kind, handler) in [("berth", "berth"), ("runc", "runc")] {
+        let k = &report[kind];
+        assert_eq!(k["handler"], handler);
+        let samples = |mark: &str| -> Vec<f64> {
+            let stats = &k[mark];
+            assert_eq!(stats["n"], 3, "{kind}.{mark}: {stats}");
+            stats["samples"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{kind}.{mark}.samples"))
+                .iter()
+                .map(|v| v.as_f64().expect("a number"))
+                .collect()
+        };
+        let (ready, started, first) = (
+            samples("sandbox_ready_us"),
+            samples("container_started_us"),
+            samples("first_byte_us"),
+        );
+        for i in 0..3 {
+            assert!(
+                0.0 < ready[i] && ready[i] < started[i] && started[i] < first[i],
+                "{kind} sample {i}: sandbox ready {} µs, started {} µs, first byte {} µs",
+                ready[i],
+                started[i],
+                first[i]
+            );
+            // Bounded by the bench's own timeouts: nothing took longer.
+            assert!(first[i] < 120e6, "{kind} sample {i}: {} µs", first[i]);
+        }
+        assert!(k["warmup_first_byte_us"].as_f64().is_some_and(|v| v > 0.0));
+    }
+    assert!(report["ratio_p50"].as_f64().is_some_and(|r| r > 0.0));
+
+    // Nothing left: the CRI lists no pod or container, no shim runs, no
+    // address is held, no veth is on the bridge.
+    assert_eq!(node.cri.list_pod_sandboxes(), Vec::<String>::new());
+    assert_eq!(node.cri.list_containers(), Vec::<String>::new());
+    let start = Instant::now();
+    while !node.cd.shim_pids().is_empty() && start.elapsed() < CLEAN {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(node.cd.shim_pids(), Vec::<u32>::new(), "shim processes");
+    assert_eq!(node.ip_allocations(), Vec::<String>::new());
+    assert_eq!(node.bridge_ports(), Vec::<String>::new());
+    let left = node.cd.stop();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// `berth bench containerd --cri --private-node`: the bench starts its own
+/// containerd 1.7.24 (CRI, the `berth` handler from the deploy snippet,
+/// CNI on a bridge of its own), measures both handlers and removes it all:
+/// no containerd or shim of its directory left running, no mount under
+/// it, no bridge.
+#[test]
+fn the_cri_bench_runs_its_own_private_node_and_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("cri.json");
+    let containerd_dir = Version::V1_7.bin_dir();
+    let containerd_dir = containerd_dir
+        .parent()
+        .and_then(Path::parent)
+        .expect("<dir>/usr/bin");
+    let out = crate::bench::bench(
+        &[
+            "containerd",
+            "--cri",
+            "--private-node",
+            "--containerd-dir",
+            containerd_dir.to_str().unwrap(),
+            "--shim",
+            shim_binary().to_str().unwrap(),
+            "--iterations",
+            "2",
+            "--wasm",
+            berth_test_artifacts::HELLO,
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Duration::from_secs(300),
+    );
+    assert!(
+        out.status.success(),
+        "berth bench containerd --cri --private-node failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["node"], "private");
+    assert!(
+        report["containerd"]
+            .as_str()
+            .is_some_and(|v| v.contains("1.7.24")),
+        "{}",
+        report["containerd"]
+    );
+    for kind in ["berth", "runc"] {
+        assert_eq!(report[kind]["first_byte_us"]["n"], 2, "{kind}");
+    }
+    // The node lived in `berth-cri-bench-*/node`: nothing of it is left.
+    let mut left = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("berth-cri-bench-") && cmdline.contains("containerd") {
+            left.push(format!("process {cmdline}"));
+        }
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    left.extend(
+        mountinfo
+            .lines()
+            .filter(|l| l.contains("berth-cri-bench-"))
+            .map(|l| format!("mount {l}")),
+    );
+    left.extend(
+        crate::support::dir_names(Path::new("/sys/class/net"))
+            .into_iter()
+            .filter(|n| n.starts_with("bbench"))
+            .map(|n| format!("bridge {n}")),
+    );
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -140,6 +140,27 @@ impl Image {
         })
     }
 
+    /// A pod's sandbox image ("pause") for a CRI node of the bench's own:
+    /// busybox's `sleep`, which containerd stops with SIGKILL.
+    ///
+    /// # Errors
+    /// When [`BUSYBOX`] cannot be read.
+    pub fn pause() -> anyhow::Result<Self> {
+        let busybox = std::fs::read(BUSYBOX).with_context(|| {
+            format!("cannot read {BUSYBOX} (install the Debian package `busybox-static`)")
+        })?;
+        let layer = Layer::default()
+            .dir("bin")
+            .file("bin/busybox", 0o755, busybox)
+            .symlink("bin/sleep", "busybox");
+        Ok(Self {
+            layers: vec![layer],
+            entrypoint: vec!["/bin/sleep".into()],
+            cmd: vec!["2147483647".into()],
+            env: vec!["PATH=/bin".into()],
+        })
+    }
+
     /// The gzip layers and the config document.
     fn blobs(&self) -> anyhow::Result<(Vec<ImageLayer>, Config)> {
         let mut layers = Vec::new();

@@ -64,6 +64,8 @@
 pub mod client;
 pub mod cold_start;
 pub mod containerd;
+pub mod cri;
+pub mod cri_bench;
 pub mod image;
 pub mod registry;
 pub mod report;

@@ -21,7 +21,10 @@ pub enum BenchCommand {
     /// component on berth's shim (`io.containerd.berth.v1`) next to busybox
     /// httpd on runc (`io.containerd.runc.v2`), each in a fresh network
     /// namespace. Needs root, ctr, `containerd-shim-berth-v1` on
-    /// containerd's PATH, docker-registry and busybox-static.
+    /// containerd's PATH, docker-registry and busybox-static. With `--cri`:
+    /// pod created → first byte through the CRI, as the kubelet makes pods
+    /// (runtime handler `berth` against `runc`), on the node at `--socket`
+    /// or on a private containerd 1.7 (`--private-node`).
     Containerd(ContainerdArgs),
 }
 
@@ -35,6 +38,25 @@ pub struct ContainerdArgs {
         default_value = "/run/containerd/containerd.sock"
     )]
     pub socket: PathBuf,
+    /// Drive containerd's CRI plugin as the kubelet does: per sample a new
+    /// pod (RunPodSandbox with runtime handler `berth` or `runc`), its
+    /// container created and started, timed to the first byte from the
+    /// pod's IP. The node at `--socket` needs both handlers and CNI.
+    #[arg(long)]
+    pub cri: bool,
+    /// With `--cri`: start a private containerd 1.7 for the run (own root,
+    /// state, socket, CNI bridge and subnet; `--socket` unused) and stop it
+    /// after.
+    #[arg(long, requires = "cri")]
+    pub private_node: bool,
+    /// The private node's containerd: the directory holding
+    /// `usr/bin/containerd` (what scripts/setup.sh unpacks).
+    #[arg(long, value_name = "DIR", default_value = crate::bench::cri_bench::DEFAULT_CONTAINERD17_DIR, requires = "private_node")]
+    pub containerd_dir: PathBuf,
+    /// The private node's `containerd-shim-berth-v1` [default: next to
+    /// this berth, else on PATH].
+    #[arg(long, value_name = "PATH", requires = "private_node")]
+    pub shim: Option<PathBuf>,
     /// Samples per runtime.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub iterations: u32,
@@ -94,6 +116,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 
 fn containerd(args: ContainerdArgs) -> anyhow::Result<()> {
     use crate::bench::containerd::{ContainerdBenchOptions, run_containerd_bench};
+    if args.cri {
+        return containerd_cri(args);
+    }
     let opts = ContainerdBenchOptions {
         socket: args.socket,
         iterations: args.iterations as usize,
@@ -116,6 +141,48 @@ fn containerd(args: ContainerdArgs) -> anyhow::Result<()> {
         svg::write(
             path,
             "task start → first byte through containerd",
+            &report.series(),
+        )?;
+    }
+    Ok(())
+}
+
+fn containerd_cri(args: ContainerdArgs) -> anyhow::Result<()> {
+    use crate::bench::cri_bench::{CriBenchOptions, Node, find_shim, run_cri_bench};
+    let node = if args.private_node {
+        let shim = args.shim.or_else(find_shim).context(
+            "containerd-shim-berth-v1 is neither next to berth nor on PATH \
+             (cargo build --release -p berth-shim, or --shim PATH)",
+        )?;
+        Node::Private {
+            containerd_dir: args.containerd_dir,
+            shim,
+        }
+    } else {
+        Node::Socket(args.socket)
+    };
+    let opts = CriBenchOptions {
+        node,
+        iterations: args.iterations as usize,
+        wasm: args
+            .wasm
+            .unwrap_or_else(|| PathBuf::from(crate::bench::cold_start::HELLO_WASM)),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = rt.block_on(run_cri_bench(&opts))?;
+    let mut out = std::io::stdout().lock();
+    report.print(&mut out)?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        svg::write(
+            path,
+            "pod created → first byte through the CRI",
             &report.series(),
         )?;
     }
