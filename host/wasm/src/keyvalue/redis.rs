@@ -211,19 +211,22 @@ impl RedisStore {
         for (k, v) in pairs {
             inv.arg(k.as_str()).arg(v.as_slice());
         }
-        let (ok, what, n): (i64, Option<String>, Option<i64>) = inv
+        let reply: Vec<redis::Value> = inv
             .invoke_async(&mut c)
             .await
             .map_err(|e| store_err(&self.name, &e))?;
-        if ok == 1 {
-            Ok(())
-        } else {
-            Err(refusal(
+        match reply.as_slice() {
+            [redis::Value::Int(1)] => Ok(()),
+            [_, what, n] => Err(refusal(
                 &ns.app,
-                what.as_deref().unwrap_or(""),
-                n.unwrap_or(0),
+                &redis::from_redis_value_ref::<String>(what).unwrap_or_default(),
+                redis::from_redis_value_ref(n).unwrap_or(0),
                 quota,
-            ))
+            )),
+            _ => Err(KvError::Store(format!(
+                "key-value store `{}` (redis): unexpected reply to set",
+                self.name
+            ))),
         }
     }
 
