@@ -221,7 +221,6 @@ impl Apps {
                 };
             }
         }
-        drop(kv_secrets);
         let runtime = Arc::new(
             WasmRuntime::new(&options.data_dir, &engine)
                 .context("cannot set up the Wasm engine")?,
