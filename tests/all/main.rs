@@ -19,6 +19,7 @@ mod faults;
 mod front_door;
 mod hostile;
 mod isolation;
+mod keyvalue;
 mod layering;
 mod new;
 mod oci;

@@ -33,6 +33,8 @@ const COMPONENTS: &[&str] = &[
     "p3-outbound",
     "p3-counter",
     "foreign-import",
+    "kv",
+    "p3-kv",
 ];
 
 /// Environment variables that the outer cargo sets for this build script (or

@@ -15,7 +15,9 @@
 //! `BERTH_OUTBOUND_CONNECTIONS` and `BERTH_OUTBOUND_CONNECTIONS_PER_REQUEST`
 //! (`limits.outbound_connections[_per_request]`),
 //! `BERTH_ALLOWED_OUTBOUND_HOSTS` (comma-separated `allowed_outbound_hosts`),
-//! `BERTH_ALLOWED_NETWORKS` (comma-separated `allowed_networks`).
+//! `BERTH_ALLOWED_NETWORKS` (comma-separated `allowed_networks`),
+//! `BERTH_KEYVALUE` (comma-separated `wasi:keyvalue` buckets, on the
+//! embedded store under the shim's data dir).
 
 use std::fs::{File, OpenOptions};
 use std::io::Read as _;
@@ -296,6 +298,10 @@ fn app_settings<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<App
         allowed_outbound_hosts: list("BERTH_ALLOWED_OUTBOUND_HOSTS"),
         allowed_networks: list("BERTH_ALLOWED_NETWORKS"),
         limits,
+        // Buckets on the embedded store under the shim's data dir; the
+        // quotas are the defaults.
+        keyvalue: list("BERTH_KEYVALUE"),
+        keyvalue_limits: berth_wasm::keyvalue::KvQuota::default(),
     };
     settings
         .validate()

@@ -92,6 +92,16 @@ where
         (["v1", "apps", name, "scale"], &Method::POST) => scale_app(apps, name, req).await,
         (["v1", "apps", name, "logs"], &Method::GET) => app_logs(apps, name, &req).await,
         (["v1", "apps", name, "traffic"], &Method::POST) => traffic(apps, name, req).await,
+        (["v1", "apps", name, "config"], &Method::GET) => match view(apps, name) {
+            Some(_) => json(StatusCode::OK, &apps.live_config().values(name)),
+            None => unknown_app(name),
+        },
+        (["v1", "apps", name, "config", key], &Method::PUT) => {
+            put_config(apps, name, key, Some(req)).await
+        }
+        (["v1", "apps", name, "config", key], &Method::DELETE) => {
+            put_config::<B>(apps, name, key, None).await
+        }
         (["v1", "secrets"], &Method::GET) => json(StatusCode::OK, &secret_list(apps)),
         (["v1", "secrets", name], &Method::PUT) => put_secret(apps, name, req).await,
         (["v1", "secrets", name], &Method::DELETE) => delete_secret(apps, name),
@@ -111,6 +121,8 @@ where
         (["v1", "apps", _, "scale"], _) => method_not_allowed("POST"),
         (["v1", "apps", _, "logs"], _) => method_not_allowed("GET"),
         (["v1", "apps", _, "traffic"], _) => method_not_allowed("POST"),
+        (["v1", "apps", _, "config"], _) => method_not_allowed("GET"),
+        (["v1", "apps", _, "config", _], _) => method_not_allowed("PUT, DELETE"),
         (["v1", "gc"], _) => method_not_allowed("POST"),
         (["v1", "secrets"], _) => method_not_allowed("GET"),
         (["v1", "secrets", _], _) => method_not_allowed("PUT, DELETE"),
@@ -419,6 +431,53 @@ fn secret_list(apps: &Apps) -> SecretList {
 
 /// `PUT /v1/secrets/{name}`: the body is the value. The value never
 /// appears in an answer, a log line or an error.
+/// Sets (a body) or removes (`None`) a `wasi:config` value of `name`:
+/// seen by its guests' next read, no new revision.
+async fn put_config<B>(
+    apps: &Arc<Apps>,
+    name: &str,
+    key: &str,
+    req: Option<Request<B>>,
+) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if view(apps, name).is_none() {
+        return unknown_app(name);
+    }
+    let value = match req {
+        None => None,
+        Some(req) => {
+            let bytes = match read_body(req, crate::config::spec::MAX_CONFIG_VALUE).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            match String::from_utf8(bytes.to_vec()) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        "a config value must be UTF-8",
+                        Some("value"),
+                    );
+                }
+            }
+        }
+    };
+    match apps.live_config().set(name, key, value) {
+        Ok(()) => {
+            tracing::info!(
+                app = name,
+                key,
+                "config value changed through the admin API"
+            );
+            json(StatusCode::OK, &apps.live_config().values(name))
+        }
+        Err(e) => error_response(StatusCode::BAD_REQUEST, &e, Some("value")),
+    }
+}
+
 async fn put_secret<B>(apps: &Arc<Apps>, name: &str, req: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,

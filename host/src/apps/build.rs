@@ -113,7 +113,13 @@ impl Apps {
             loaded
         };
         let loaded = loaded?;
-        let loaded = Arc::new(loaded.with_metrics(self.metrics.clone()));
+        let config: Arc<dyn berth_wasm::keyvalue::ConfigSource> =
+            Arc::new(self.live_config.source(name, spec, self.secrets.clone()));
+        let loaded = Arc::new(
+            loaded
+                .with_metrics(self.metrics.clone())
+                .with_config(config.clone()),
+        );
         let info = Deployed {
             name: name.to_string(),
             revision: revision_id.to_string(),
@@ -133,7 +139,8 @@ impl Apps {
                 self.secrets.clone(),
                 &loaded,
             )
-            .with_metrics(self.metrics.clone()),
+            .with_metrics(self.metrics.clone())
+            .with_config(config),
         );
         let revision = self.activate(&info, spec, backend).await?;
         drop(loaded);

@@ -171,6 +171,8 @@ pub struct Apps {
     state: StateStore,
     /// The values apps get from their `secrets`.
     secrets: Arc<SecretStore>,
+    /// `wasi:config` values set through the API.
+    live_config: Arc<crate::wasm::config::LiveConfig>,
     metrics: Arc<Metrics>,
     table: Mutex<AppTable>,
     /// What the front door routes by; replaced whole after each change.
@@ -205,8 +207,22 @@ impl Apps {
                 options.data_dir.display()
             )
         })?;
+        // Key-value stores whose URL is a secret: resolved before the
+        // engine starts (the value never leaves the engine's store).
+        let mut engine = options.engine.clone();
+        let kv_secrets = SecretStore::open(&options.data_dir, options.secrets_key.as_deref())?;
+        for (name, store) in &mut engine.keyvalue_stores {
+            if let berth_wasm::keyvalue::StoreConfig::RedisFromSecret { secret } = store {
+                let url = kv_secrets
+                    .get(secret)
+                    .with_context(|| format!("keyvalue.stores.{name}.url_secret"))?;
+                *store = berth_wasm::keyvalue::StoreConfig::Redis {
+                    url: url.expose().to_string(),
+                };
+            }
+        }
         let runtime = Arc::new(
-            WasmRuntime::new(&options.data_dir, &options.engine)
+            WasmRuntime::new(&options.data_dir, &engine)
                 .context("cannot set up the Wasm engine")?,
         );
         let store =
@@ -218,8 +234,10 @@ impl Apps {
             &options.data_dir,
             options.secrets_key.as_deref(),
         )?);
+        let live_config = Arc::new(crate::wasm::config::LiveConfig::open(&options.data_dir)?);
         let shim = build::open_shim(&options).await;
         Ok(Self {
+            live_config,
             domain: domain.to_string(),
             runtime,
             puller,
@@ -308,6 +326,11 @@ impl Apps {
     /// The secrets apps may name.
     pub fn secrets(&self) -> &Arc<SecretStore> {
         &self.secrets
+    }
+
+    /// The `wasi:config` values set through the API.
+    pub fn live_config(&self) -> &Arc<crate::wasm::config::LiveConfig> {
+        &self.live_config
     }
 
     /// The apps (running or remembered) whose settings name secret `name`.

@@ -150,6 +150,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     options.engine.resident_budget = args.wasm_resident_budget;
     options.engine.stock_per_instance = Some(args.wasm_stock_per_instance);
     options.engine.max_outbound_connections = args.max_outbound_connections;
+    options.engine.keyvalue_stores = cfg.keyvalue_stores.clone();
     options.connections = crate::server::ConnectionLimits {
         max_connections: args.max_connections,
         max_connections_per_client: args.max_connections_per_client,

@@ -13,6 +13,29 @@ pub(super) struct RawConfig {
     pub(super) domain: Option<String>,
     #[serde(default)]
     pub(super) apps: BTreeMap<String, AppConfig>,
+    #[serde(default)]
+    pub(super) keyvalue: RawKeyvalue,
+}
+
+/// `[keyvalue]`: the host's key-value stores.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeyvalue {
+    #[serde(default)]
+    pub(super) stores: BTreeMap<String, RawStore>,
+}
+
+/// `[keyvalue.stores.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    /// `redis` or `embedded`.
+    pub(super) backend: String,
+    /// Redis: `redis://[user:password@]host:port[/db]`.
+    pub(super) url: Option<String>,
+    /// Redis: the name of a berth secret whose value is the URL (for one
+    /// with credentials).
+    pub(super) url_secret: Option<String>,
 }
 
 /// One `[apps.NAME]` table as written (also the JSON body of a deploy through
@@ -78,6 +101,43 @@ pub struct AppConfig {
     /// Instance reuse (Wasm).
     #[serde(default, skip_serializing_if = "RawInstances::is_empty")]
     pub instances: RawInstances,
+    /// Key-value buckets the app's guests may open (Wasm, `wasi:keyvalue`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keyvalue: Vec<String>,
+    /// The app's key-value quotas.
+    #[serde(default, skip_serializing_if = "RawKvLimits::is_empty")]
+    pub keyvalue_limits: RawKvLimits,
+    /// Values its Wasm guests read through `wasi:config/store`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+    /// `wasi:config` keys whose values are secrets: key → secret name
+    /// (resolved at each read, never stored or shown).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config_secrets: BTreeMap<String, String>,
+}
+
+/// `[apps.NAME.keyvalue_limits]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKvLimits {
+    /// Keys the app may hold in one store (10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
+    /// Largest value (`"1MiB"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_size: Option<SizeValue>,
+    /// Bytes of keys and values the app may hold in one store (`"64MiB"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_size: Option<SizeValue>,
+    /// Keys one batch call may name (1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
+}
+
+impl RawKvLimits {
+    pub(crate) fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// `[apps.NAME.instances]` as written.

@@ -51,6 +51,8 @@ pub struct Config {
     pub domain: String,
     /// Apps by name, in name order.
     pub apps: BTreeMap<String, AppSpec>,
+    /// `[keyvalue.stores.NAME]`: key-value stores besides the embedded one.
+    pub keyvalue_stores: BTreeMap<String, berth_wasm::keyvalue::StoreConfig>,
 }
 
 /// A configuration that cannot be used, with where and why.
@@ -158,7 +160,54 @@ impl Config {
             }
             apps.insert(name, spec);
         }
-        Ok(Self { domain, apps })
+        let mut keyvalue_stores = BTreeMap::new();
+        for (name, store) in raw.keyvalue.stores {
+            let key = format!("keyvalue.stores.{name}");
+            berth_wasm::keyvalue::validate_bucket(&name).map_err(|r| invalid(key.clone(), r))?;
+            let config = match (store.backend.as_str(), store.url, store.url_secret) {
+                ("redis", Some(url), None) => {
+                    if !(url.starts_with("redis://")
+                        || url.starts_with("rediss://")
+                        || url.starts_with("redis+unix://"))
+                    {
+                        return Err(invalid(
+                            format!("{key}.url"),
+                            "must start with redis://, rediss:// or redis+unix://".into(),
+                        ));
+                    }
+                    berth_wasm::keyvalue::StoreConfig::Redis { url }
+                }
+                ("redis", None, Some(secret)) => {
+                    crate::secrets::validate_name(&secret)
+                        .map_err(|e| invalid(format!("{key}.url_secret"), e.to_string()))?;
+                    berth_wasm::keyvalue::StoreConfig::RedisFromSecret { secret }
+                }
+                ("redis", _, _) => {
+                    return Err(invalid(
+                        key,
+                        "backend = \"redis\" needs exactly one of `url` and `url_secret`".into(),
+                    ));
+                }
+                ("embedded", None, None) => berth_wasm::keyvalue::StoreConfig::Embedded,
+                ("embedded", _, _) => {
+                    return Err(invalid(key, "the embedded store has no url".into()));
+                }
+                (other, _, _) => {
+                    return Err(invalid(
+                        format!("{key}.backend"),
+                        format!(
+                            "`{other}` is not a key-value backend; use \"redis\" or \"embedded\""
+                        ),
+                    ));
+                }
+            };
+            keyvalue_stores.insert(name, config);
+        }
+        Ok(Self {
+            domain,
+            apps,
+            keyvalue_stores,
+        })
     }
 }
 
@@ -228,6 +277,83 @@ mod tests {
         assert_eq!(app.env["GREETING"], "hi");
         assert_eq!(app.limits.memory, 64 * 1024 * 1024);
         assert_eq!(app.limits.timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn keyvalue_and_config_settings_parse_and_name_their_key() {
+        let cfg = parse(
+            r#"
+            [keyvalue.stores.sessions]
+            backend = "redis"
+            url = "redis://127.0.0.1:6379"
+            [keyvalue.stores.cache]
+            backend = "redis"
+            url_secret = "redis-url"
+            [apps.a]
+            wasm = "a.wasm"
+            keyvalue = ["default", "sessions"]
+            [apps.a.keyvalue_limits]
+            value_size = "4KiB"
+            batch = 10
+            [apps.a.config]
+            greeting = "hi"
+            [apps.a.config_secrets]
+            token = "api-token"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.keyvalue_stores["cache"],
+            berth_wasm::keyvalue::StoreConfig::RedisFromSecret {
+                secret: "redis-url".into()
+            }
+        );
+        let app = &cfg.apps["a"];
+        assert_eq!(app.keyvalue, vec!["default", "sessions"]);
+        assert_eq!(app.keyvalue_limits.value_size, 4096);
+        assert_eq!(app.keyvalue_limits.batch, 10);
+        assert_eq!(app.config["greeting"], "hi");
+        // Round trip through the API's shape.
+        let back = AppSpec::from_config("a", &app.to_config(), Path::new("/")).unwrap();
+        assert_eq!(&back, app);
+
+        for (text, key) in [
+            (
+                "[keyvalue.stores.x]\nbackend = \"memcached\"\n",
+                "keyvalue.stores.x.backend",
+            ),
+            (
+                "[keyvalue.stores.x]\nbackend = \"redis\"\nurl = \"http://h\"\n",
+                "keyvalue.stores.x.url",
+            ),
+            (
+                "[keyvalue.stores.x]\nbackend = \"redis\"\n",
+                "keyvalue.stores.x",
+            ),
+            (
+                "[apps.a]\nwasm = \"x\"\nkeyvalue = [\"A\"]\n",
+                "apps.a.keyvalue",
+            ),
+            (
+                "[apps.a]\nwasm = \"x\"\nkeyvalue = [\"a\", \"a\"]\n",
+                "apps.a.keyvalue",
+            ),
+            (
+                "[apps.a]\nwasm = \"x\"\n[apps.a.keyvalue_limits]\nbatch = 0\n",
+                "apps.a.keyvalue_limits.batch",
+            ),
+            (
+                "[apps.a]\nwasm = \"x\"\n[apps.a.config]\n\"bad key\" = \"v\"\n",
+                "apps.a.config",
+            ),
+            (
+                "[apps.a]\nwasm = \"x\"\n[apps.a.config]\nk = \"v\"\n[apps.a.config_secrets]\nk = \"s\"\n",
+                "apps.a.config_secrets.k",
+            ),
+        ] {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(msg.contains(&format!("key `{key}`")), "{text}: {msg}");
+        }
     }
 
     #[test]

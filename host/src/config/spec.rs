@@ -10,11 +10,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::file::{AppConfig, RawAutoscale, RawInstances, RawLimits, SizeValue};
+use super::file::{AppConfig, RawAutoscale, RawInstances, RawKvLimits, RawLimits, SizeValue};
 use super::{HostPattern, parse_duration, parse_size, validate_label};
 use crate::autoscale::KpaConfig;
 use berth_wasm::networks::AllowedNetworks;
 
+pub use berth_wasm::keyvalue::KvQuota;
 pub use berth_wasm::limits::{Limits, MAX_TIMEOUT, MIN_MEMORY_LIMIT};
 pub use berth_wasm::reuse::{InstanceReuse, MAX_IDLE_TIMEOUT, ReuseMode};
 /// Longest `startup_timeout` and `shutdown_grace`.
@@ -56,6 +57,14 @@ pub struct AppSpec {
     /// `[instances]`: how requests share Wasm instances; `None` = the
     /// component's world decides (WASIp2 `none`, WASIp3 `serial`).
     pub instances: Option<InstanceReuse>,
+    /// `keyvalue`: buckets its Wasm guests may open.
+    pub keyvalue: Vec<String>,
+    /// `[keyvalue_limits]`: its key-value quotas.
+    pub keyvalue_limits: KvQuota,
+    /// `[config]`: what its Wasm guests read through `wasi:config/store`.
+    pub config: BTreeMap<String, String>,
+    /// `[config_secrets]`: `wasi:config` keys → secret names.
+    pub config_secrets: BTreeMap<String, String>,
 }
 
 /// The autoscaler's configuration and the activator's queue.
@@ -225,6 +234,10 @@ impl AppSpec {
             scaling: Scaling::default(),
             container: ContainerSettings::default(),
             instances: None,
+            keyvalue: Vec::new(),
+            keyvalue_limits: KvQuota::default(),
+            config: BTreeMap::new(),
+            config_secrets: BTreeMap::new(),
         }
     }
 
@@ -270,6 +283,30 @@ impl AppSpec {
         self.validate_networks()?;
         if let Some(reuse) = &self.instances {
             reuse.validate()?;
+        }
+        berth_wasm::keyvalue::validate_buckets(&self.keyvalue)
+            .map_err(|r| refuse("keyvalue", r))?;
+        self.keyvalue_limits.validate()?;
+        if self.config.len() + self.config_secrets.len() > MAX_CONFIG_KEYS {
+            return Err(refuse(
+                "config",
+                format!("more than {MAX_CONFIG_KEYS} keys (config and config_secrets together)"),
+            ));
+        }
+        for (key, value) in &self.config {
+            validate_config_key(key).map_err(|r| refuse("config", r))?;
+            validate_config_value(value).map_err(|r| refuse(&format!("config.{key}"), r))?;
+        }
+        for (key, secret) in &self.config_secrets {
+            validate_config_key(key).map_err(|r| refuse("config_secrets", r))?;
+            if self.config.contains_key(key) {
+                return Err(refuse(
+                    &format!("config_secrets.{key}"),
+                    format!("`{key}` is also set in `config`; give it one source"),
+                ));
+            }
+            crate::secrets::validate_name(secret)
+                .map_err(|e| refuse(&format!("config_secrets.{key}"), e.to_string()))?;
         }
         let c = &self.container;
         if let Some(cpu) = c.cpu
@@ -498,6 +535,10 @@ impl AppSpec {
             scaling,
             container,
             instances: instances(&app.instances)?,
+            keyvalue: app.keyvalue.clone(),
+            keyvalue_limits: kv_limits(&app.keyvalue_limits)?,
+            config: app.config.clone(),
+            config_secrets: app.config_secrets.clone(),
         };
         spec.validate()?;
         Ok(spec)
@@ -581,8 +622,87 @@ impl AppSpec {
                     idle_timeout: Some(dur(r.idle_timeout)),
                 })
                 .unwrap_or_default(),
+            keyvalue: self.keyvalue.clone(),
+            keyvalue_limits: {
+                let q = &self.keyvalue_limits;
+                let d = KvQuota::default();
+                RawKvLimits {
+                    keys: (q.keys != d.keys).then_some(q.keys),
+                    value_size: (q.value_size != d.value_size)
+                        .then_some(SizeValue::Bytes(q.value_size)),
+                    total_size: (q.total_size != d.total_size)
+                        .then_some(SizeValue::Bytes(q.total_size)),
+                    batch: (q.batch != d.batch).then_some(q.batch),
+                }
+            },
+            config: self.config.clone(),
+            config_secrets: self.config_secrets.clone(),
         }
     }
+}
+
+/// Most `wasi:config` keys an app may have.
+pub const MAX_CONFIG_KEYS: usize = 256;
+/// Longest `wasi:config` value, in bytes.
+pub const MAX_CONFIG_VALUE: usize = 64 << 10;
+
+/// A `wasi:config` key: 1..=128 of `a-z`, `A-Z`, `0-9`, `_`, `-`, `.`.
+///
+/// # Errors
+/// Why the key is refused.
+pub fn validate_config_key(key: &str) -> Result<(), String> {
+    let ok = !key.is_empty()
+        && key.len() <= 128
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a config key (1 to 128 of a-z, A-Z, 0-9, `_`, `-`, `.`)",
+            key.escape_debug()
+        ))
+    }
+}
+
+/// A `wasi:config` value: at most [`MAX_CONFIG_VALUE`] bytes, no NUL.
+///
+/// # Errors
+/// Why the value is refused.
+pub fn validate_config_value(value: &str) -> Result<(), String> {
+    if value.len() > MAX_CONFIG_VALUE {
+        return Err(format!(
+            "{} bytes is over the limit of {MAX_CONFIG_VALUE} bytes",
+            value.len()
+        ));
+    }
+    if value.contains('\0') {
+        return Err("contains a NUL byte".into());
+    }
+    Ok(())
+}
+
+/// The `[keyvalue_limits]` table over [`KvQuota`]'s defaults.
+fn kv_limits(raw: &RawKvLimits) -> Result<KvQuota, SpecError> {
+    let mut q = KvQuota::default();
+    let size = |key: &str, v: &SizeValue| match v {
+        SizeValue::Bytes(n) => Ok(*n),
+        SizeValue::Text(t) => parse_size(t).map_err(|r| refuse(key, r)),
+    };
+    if let Some(n) = raw.keys {
+        q.keys = n;
+    }
+    if let Some(v) = &raw.value_size {
+        q.value_size = size("keyvalue_limits.value_size", v)?;
+    }
+    if let Some(v) = &raw.total_size {
+        q.total_size = size("keyvalue_limits.total_size", v)?;
+    }
+    if let Some(n) = raw.batch {
+        q.batch = n;
+    }
+    Ok(q)
 }
 
 /// The `[instances]` table: `None` when it is empty (the world's default);

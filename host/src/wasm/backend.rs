@@ -49,6 +49,8 @@ pub struct WasmBackend {
     counters: Arc<StockCounters>,
     /// Requests one wasmtime instance takes at once, with instance reuse.
     capacity: Option<u32>,
+    /// Where its guests read `wasi:config`.
+    config: Option<Arc<dyn berth_wasm::keyvalue::ConfigSource>>,
 }
 
 impl fmt::Debug for WasmBackend {
@@ -90,6 +92,7 @@ impl WasmBackend {
                 ReuseMode::None => None,
                 ReuseMode::Serial | ReuseMode::Concurrent => Some(loaded.reuse().capacity()),
             },
+            config: None,
         }
     }
 
@@ -97,6 +100,13 @@ impl WasmBackend {
     #[must_use]
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Serves `wasi:config` to the components this backend loads.
+    #[must_use]
+    pub fn with_config(mut self, config: Arc<dyn berth_wasm::keyvalue::ConfigSource>) -> Self {
+        self.config = Some(config);
         self
     }
 
@@ -167,6 +177,9 @@ impl Backend for WasmBackend {
         if let Some(metrics) = &self.metrics {
             app = app.with_metrics(metrics.clone());
         }
+        if let Some(config) = &self.config {
+            app = app.with_config(config.clone());
+        }
         let app = Arc::new(app);
         let mut resident = self.resident.lock().unwrap_or_else(|e| e.into_inner());
         // Another start may have won the race; share its component.
@@ -191,6 +204,8 @@ impl From<&AppSpec> for AppSettings {
             allowed_networks: spec.allowed_networks.clone(),
             limits: spec.limits,
             reuse: spec.instances,
+            keyvalue: spec.keyvalue.clone(),
+            keyvalue_limits: spec.keyvalue_limits,
         }
     }
 }

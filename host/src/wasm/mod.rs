@@ -11,5 +11,6 @@
 //!   [`Metrics`](crate::metrics::Metrics).
 
 pub mod backend;
+pub mod config;
 
 pub use berth_wasm::*;

@@ -49,6 +49,10 @@ pub struct ColdStart {
 /// One app's resident compiled component.
 pub struct WasmApp {
     pub(super) name: String,
+    /// Its key-value buckets (`None`: it declares none).
+    pub(super) kv: Option<Arc<crate::keyvalue::AppKv>>,
+    /// Where `wasi:config/store` reads its values.
+    pub(super) config: Option<Arc<dyn crate::keyvalue::ConfigSource>>,
     /// The compiled component, shared by every app of the same sha256.
     pub(super) compiled: Arc<Compiled>,
     pub(super) resident: Arc<Resident>,
@@ -89,6 +93,13 @@ impl WasmApp {
     #[must_use]
     pub fn with_metrics(mut self, metrics: Arc<dyn UsageMeter>) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Serves `wasi:config/store` from `config` (read at each call).
+    #[must_use]
+    pub fn with_config(mut self, config: Arc<dyn crate::keyvalue::ConfigSource>) -> Self {
+        self.config = Some(config);
         self
     }
 
@@ -138,6 +149,7 @@ impl WasmApp {
             },
             deadline,
             tasks: None,
+            kv: crate::keyvalue::GuestKv::new(self.kv.clone(), self.config.clone()),
         }
         .into_store(self.compiled.engine())
     }

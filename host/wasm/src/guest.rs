@@ -182,6 +182,8 @@ pub struct GuestState {
     /// The requests of a concurrently used instance (`None` when the
     /// store serves one request at a time).
     pub(super) tasks: Option<std::sync::Arc<crate::tasks::Tasks>>,
+    /// `wasi:keyvalue` buckets and `wasi:config` values.
+    pub(super) kv: crate::keyvalue::GuestKv,
 }
 
 impl GuestState {

@@ -42,6 +42,7 @@ pub mod cache;
 mod concurrent;
 pub mod files;
 pub mod guest;
+pub mod keyvalue;
 pub mod limits;
 pub mod logs;
 pub mod networks;
@@ -206,6 +207,11 @@ pub struct AppSettings {
     /// default ([`reuse::InstanceReuse::NONE`] for WASIp2,
     /// [`reuse::InstanceReuse::SERIAL`] for WASIp3).
     pub reuse: Option<reuse::InstanceReuse>,
+    /// `keyvalue`: the buckets the app's guests may open
+    /// ([`keyvalue`]); empty = none.
+    pub keyvalue: Vec<String>,
+    /// `[keyvalue_limits]`: the app's key-value quotas.
+    pub keyvalue_limits: keyvalue::KvQuota,
 }
 
 impl AppSettings {
@@ -225,6 +231,8 @@ impl AppSettings {
         }
         networks::AllowedNetworks::parse(&self.allowed_networks)
             .map_err(|r| ("allowed_networks".to_string(), r))?;
+        keyvalue::validate_buckets(&self.keyvalue).map_err(|r| ("keyvalue".to_string(), r))?;
+        self.keyvalue_limits.validate()?;
         Ok(())
     }
 }
@@ -258,6 +266,9 @@ pub struct EngineOptions {
     /// [`outbound::caps::default_host_connections`] (a quarter of the
     /// open-files limit).
     pub max_outbound_connections: Option<u32>,
+    /// `[keyvalue.stores.NAME]`: stores other than the embedded one; a
+    /// bucket of the same name lives there.
+    pub keyvalue_stores: std::collections::BTreeMap<String, keyvalue::StoreConfig>,
 }
 
 impl Default for EngineOptions {
@@ -269,6 +280,7 @@ impl Default for EngineOptions {
             resident_budget: None,
             stock_per_instance: None,
             max_outbound_connections: None,
+            keyvalue_stores: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -390,6 +402,11 @@ pub enum LoadError {
     },
 }
 
+/// What the `wasi:keyvalue` and `wasi:config` bindings see of a store.
+fn kv_view(s: &mut GuestState) -> keyvalue::KvView<'_> {
+    keyvalue::KvView::new(&mut s.table, &mut s.kv)
+}
+
 /// Bumps the engine epoch from one thread until dropped.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
@@ -437,6 +454,7 @@ pub struct WasmRuntime {
     stocker: Arc<stock::Stocker>,
     reset: SlotReset,
     outbound: Arc<outbound::caps::HostOutbound>,
+    kv: Arc<keyvalue::KvStores>,
     _ticker: EpochTicker,
 }
 
@@ -480,6 +498,11 @@ impl WasmRuntime {
             .map_err(anyhow::Error::from)?;
         wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        keyvalue::add_to_linker(&mut linker, kv_view).map_err(anyhow::Error::from)?;
+        let kv = Arc::new(keyvalue::KvStores::new(
+            data_dir.join("keyvalue").join("embedded.redb"),
+            &opts.keyvalue_stores,
+        )?);
 
         let cache = CompileCache::new(data_dir.join("compiled"), &engine)?;
         let ticker = EpochTicker::start(engine.clone())?;
@@ -506,6 +529,7 @@ impl WasmRuntime {
                 opts.max_outbound_connections
                     .unwrap_or_else(outbound::caps::default_host_connections),
             ),
+            kv,
             _ticker: ticker,
         })
     }
@@ -547,6 +571,11 @@ impl WasmRuntime {
             limits.outbound_connections,
             limits.outbound_connections_per_request,
         )
+    }
+
+    /// The key-value stores (the embedded one and the configured ones).
+    pub fn keyvalue(&self) -> &Arc<keyvalue::KvStores> {
+        &self.kv
     }
 
     /// The engine.
@@ -632,8 +661,17 @@ impl WasmRuntime {
             path: shown.into(),
             reason: format!("{key}: {reason}"),
         })?;
+        let kv = self
+            .kv
+            .for_app(name, &settings.keyvalue, settings.keyvalue_limits)
+            .map_err(|reason| LoadError::Link {
+                path: shown.into(),
+                reason: format!("keyvalue: {reason}"),
+            })?;
         Ok(WasmApp {
             name: name.into(),
+            kv,
+            config: None,
             compiled,
             resident: self.resident.clone(),
             stock: stock::Stock::new(Arc::default()),

@@ -214,6 +214,7 @@ impl WasmRuntime {
             },
             deadline,
             tasks: None,
+            kv: crate::keyvalue::GuestKv::default(),
         }
         .into_store(&self.engine);
         let limits = run.limits;
