@@ -13,10 +13,13 @@ use http_body_util::BodyExt as _;
 use crate::apps::Apps;
 use crate::backend::ServeError;
 use crate::http::{
-    Body, BoxError, REQUEST_ID_HEADER, RequestInfo, TIMING_REQUEST_HEADER, excerpt, plain_text,
+    Admitted, Body, BoxError, EndOnDrop, GuardBody, REQUEST_ID_HEADER, RequestInfo,
+    TIMING_REQUEST_HEADER, excerpt, plain_text,
 };
 use crate::metrics::Metrics;
 use crate::revision::{AdmitError, DispatchError, Undispatched};
+use crate::trace::Tracing;
+use opentelemetry::KeyValue;
 
 /// The front door's shared state.
 #[derive(Debug)]
@@ -25,6 +28,10 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// Whether connections arrive over TLS (guests then see `https`).
     tls: bool,
+    /// Each request's root span (when tracing is on).
+    tracing: Arc<Tracing>,
+    /// Write a line per request (target `berth::access`).
+    access_log: bool,
     id_prefix: u32,
     next_id: AtomicU64,
 }
@@ -39,9 +46,30 @@ impl Gateway {
             apps,
             metrics,
             tls,
+            tracing: Arc::new(Tracing::off()),
+            access_log: false,
             id_prefix: seed as u32,
             next_id: AtomicU64::new(0),
         }
+    }
+
+    /// The same gateway, tracing requests with `tracing`.
+    #[must_use]
+    pub fn with_tracing(mut self, tracing: Arc<Tracing>) -> Self {
+        self.tracing = tracing;
+        self
+    }
+
+    /// The same gateway, writing an access log line per request when `on`.
+    #[must_use]
+    pub fn with_access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
+    }
+
+    /// The host's tracing.
+    pub fn tracing(&self) -> &Arc<Tracing> {
+        &self.tracing
     }
 
     /// A new request's identity: `{prefix}-{n}` in hex, made without the
@@ -57,6 +85,9 @@ impl Gateway {
         let mut info = RequestInfo::new(id);
         info.tls = self.tls;
         info.timing = req.headers().contains_key(TIMING_REQUEST_HEADER);
+        if self.tracing.is_on() {
+            info.trace = self.tracing.server_span(req, &info.id, self.tls);
+        }
         info
     }
 
@@ -77,24 +108,45 @@ impl Gateway {
         let has_host = host.is_some();
         let Some(mut app) = self.apps.route(host, req.uri().path()) else {
             if let Some(failed) = self.apps.failed_for(host, req.uri().path()) {
-                return Ok(with_id(not_deployed(&failed), &info));
+                return Ok(traced(with_id(not_deployed(&failed), &info), &info));
             }
             let msg = format!(
                 "no app answers host `{}` and path `{}`\n",
                 excerpt(host.unwrap_or("(none)")),
                 excerpt(req.uri().path())
             );
-            return Ok(with_id(plain_text(StatusCode::NOT_FOUND, msg), &info));
+            return Ok(traced(
+                with_id(plain_text(StatusCode::NOT_FOUND, msg), &info),
+                &info,
+            ));
         };
+        info.trace
+            .set_attribute(KeyValue::new("berth.app", app.name.clone()));
         if !has_host {
             // HTTP/1.0 without Host: wasi:http needs an authority.
             req.headers_mut()
                 .insert(header::HOST, HeaderValue::from_static("localhost"));
         }
+        let access = self.access_log.then(|| Access {
+            method: req.method().clone(),
+            path: excerpt(req.uri().path()),
+            app: app.name.clone(),
+            revision: String::new(),
+            status: 0,
+            admitted: Admitted::default(),
+            trace_id: info.trace.trace_id(),
+            request_id: info.id.clone(),
+            accepted: info.accepted,
+            bytes: 0,
+        });
         let mut req = req.map(|b| b.map_err(BoxError::from).boxed_unsync());
         let mut retired = 0;
+        let mut revision_id = None;
         let resp = loop {
             let revision = app.pick().clone();
+            if access.is_some() {
+                revision_id = Some(revision.id().to_owned());
+            }
             match revision.dispatch(req, &info).await {
                 Ok(resp) => break resp,
                 Err(Undispatched::Failed(e)) => break refusal(&app.name, &e),
@@ -117,7 +169,130 @@ impl Gateway {
         };
         // Counted (status, latency) when the response body is done.
         let resp = self.metrics.instrument(&app.name, info.accepted, resp);
-        Ok(with_id(resp, &info))
+        let resp = match access {
+            Some(mut access) => {
+                access.app.clone_from(&app.name);
+                access.revision = revision_id.unwrap_or_default();
+                access.status = resp.status().as_u16();
+                access.admitted = resp
+                    .extensions()
+                    .get::<Admitted>()
+                    .copied()
+                    .unwrap_or_default();
+                resp.map(|body| {
+                    AccessBody {
+                        body,
+                        access: Some(access),
+                    }
+                    .boxed_unsync()
+                })
+            }
+            None => resp,
+        };
+        Ok(traced(with_id(resp, &info), &info))
+    }
+}
+
+/// `resp` with its status on the request's server span, which ends when
+/// the body is done (or dropped).
+fn traced(resp: Response<Body>, info: &RequestInfo) -> Response<Body> {
+    if !info.trace.is_sampled() {
+        return resp;
+    }
+    let status = resp.status().as_u16();
+    info.trace.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
+    if status >= 500 {
+        info.trace.set_error(status.to_string());
+    }
+    let end = EndOnDrop(info.trace.clone());
+    resp.map(|body| GuardBody::wrap(body, end))
+}
+
+/// One access log line in the making: written when the response body is
+/// done (or the client went away), with the bytes sent by then.
+#[derive(Debug)]
+struct Access {
+    method: http::Method,
+    path: String,
+    app: String,
+    revision: String,
+    status: u16,
+    admitted: Admitted,
+    trace_id: Option<String>,
+    request_id: Arc<str>,
+    accepted: std::time::Instant,
+    bytes: u64,
+}
+
+impl Access {
+    fn write(&self) {
+        tracing::info!(
+            target: "berth::access",
+            app = %self.app,
+            revision = %self.revision,
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            bytes = self.bytes,
+            duration_ms = self.accepted.elapsed().as_secs_f64() * 1e3,
+            queued_ms = self.admitted.queued.as_secs_f64() * 1e3,
+            cold_start = self.admitted.cold_start,
+            request_id = %self.request_id,
+            trace_id = self.trace_id.as_deref().unwrap_or("-"),
+            "request"
+        );
+    }
+}
+
+/// A response body that counts what it sends and writes the access log
+/// line once it is done or dropped.
+struct AccessBody {
+    body: Body,
+    access: Option<Access>,
+}
+
+impl hyper::body::Body for AccessBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(access)) = (frame.data_ref(), self.access.as_mut()) {
+                    access.bytes += data.len() as u64;
+                }
+            }
+            std::task::Poll::Ready(None) => {
+                if let Some(access) = self.access.take() {
+                    access.write();
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for AccessBody {
+    fn drop(&mut self) {
+        if let Some(access) = self.access.take() {
+            access.write();
+        }
     }
 }
 

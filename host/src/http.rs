@@ -46,10 +46,21 @@ impl ClientKey {
     }
 }
 
+/// How a request was admitted to an instance, in its response's
+/// extensions (the access log reads it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Admitted {
+    /// Time spent waiting for capacity in the activator's queue.
+    pub queued: std::time::Duration,
+    /// Whether an instance was started for this request while it waited.
+    pub cold_start: bool,
+}
+
 /// Header carrying the request id on every response.
 pub const REQUEST_ID_HEADER: &str = "x-berth-request-id";
 
-pub use berth_wasm::{RequestInfo, TIMING_REQUEST_HEADER};
+pub use berth_wasm::trace::EndOnDrop;
+pub use berth_wasm::{RequestInfo, TIMING_REQUEST_HEADER, Trace};
 
 /// How much of a client's or an artifact's text an error message quotes.
 pub const EXCERPT_CHARS: usize = 200;

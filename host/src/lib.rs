@@ -33,7 +33,8 @@
 //!   [`http`] (body types, request identity, plain-text responses), [`logs`]
 //!   (guest output per app) and [`files`] (atomic writes), both
 //!   re-exported from `berth_wasm`, [`tls`] (the
-//!   front door's rustls config).
+//!   front door's rustls config), [`trace`] (OpenTelemetry: the sampler,
+//!   the OTLP export queue, each request's root span).
 
 pub mod api;
 pub mod apps;
@@ -53,6 +54,7 @@ pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod trace;
 pub mod wasm;
 
 // Leaves that are the Wasm engine's, at the paths they always had.

@@ -50,6 +50,7 @@ pub struct TestHostBuilder {
     connections: Option<crate::server::ConnectionLimits>,
     lenient: bool,
     admin_bind: Option<SocketAddr>,
+    traces: Option<crate::trace::TraceSettings>,
 }
 
 impl TestHost {
@@ -69,6 +70,7 @@ impl TestHost {
             connections: None,
             lenient: false,
             admin_bind: None,
+            traces: None,
         }
     }
 
@@ -146,6 +148,12 @@ fn test_bridge() -> crate::container::BridgeOptions {
 }
 
 impl TestHostBuilder {
+    /// Exports traces as `settings` say.
+    pub fn traces(mut self, settings: crate::trace::TraceSettings) -> Self {
+        self.traces = Some(settings);
+        self
+    }
+
     /// Adds an app serving a component file with default settings.
     pub fn wasm_app(self, name: &str, path: impl Into<PathBuf>) -> Self {
         self.app(name, AppSpec::wasm(path))
@@ -240,6 +248,9 @@ impl TestHostBuilder {
             options.registry = registry;
         }
         options.tls = self.tls;
+        if let Some(traces) = self.traces {
+            options.traces = traces;
+        }
         options.bridge = test_bridge();
         options.strict = !self.lenient;
         if let Some(token) = &self.admin_token {

@@ -26,6 +26,7 @@ const LAYERS: &[&[&str]] = &[
         "files",
         "tls",
         "secrets",
+        "trace",
     ],
 ];
 

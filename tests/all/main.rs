@@ -30,5 +30,6 @@ mod shim;
 mod start;
 mod support;
 mod tls;
+mod traces;
 mod wasm_http;
 mod wasm_p3;

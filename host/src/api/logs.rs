@@ -2,14 +2,16 @@
 //!
 //! Without `follow`, the whole log (the rotated part first, see
 //! [`crate::logs`]). With it, the same, then every line appended later, as
-//! a streaming body: the file is polled every [`POLL`]. A rotation (the file
-//! replaced by a new one) is noticed by its inode changing or its length
-//! shrinking; the rest of the old file is sent before the new one. The stream
-//! ends when the client goes away or the server begins to shut down.
+//! a streaming body, from the app log's in-process broadcast
+//! ([`crate::logs::AppLog::follow`]: no line missed or sent twice between
+//! the history and the stream, and no polling). A follower more than
+//! [`crate::logs::FOLLOW_BUFFER`] lines behind gets a line
+//! `berth: N lines missed (this follower fell behind)` in their place. The
+//! stream ends when the client goes away or the server begins to shut down.
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,22 +19,21 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Frame;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::apps::Apps;
 use crate::http::{Body, BoxError};
-use crate::logs::log_path;
+use crate::logs::{AppLog, log_path};
 
-/// How often a followed log is polled.
-pub const POLL: Duration = Duration::from_millis(250);
-/// Largest chunk read from the file at once.
-const CHUNK: u64 = 1024 * 1024;
+/// How often a follower with nothing to send checks for shutdown.
+const SHUTDOWN_CHECK: Duration = Duration::from_secs(1);
 
-/// Where a follower has read up to.
+/// Where a read of a file ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Position {
     /// Inode of the file read (0 where there is none).
     ino: u64,
-    /// Bytes of it sent.
+    /// Bytes of it read.
     offset: u64,
 }
 
@@ -45,33 +46,32 @@ pub async fn response(
     logs_dir: &Path,
     app: &str,
     follow: bool,
-    apps: Weak<Apps>,
+    apps: &Arc<Apps>,
 ) -> std::io::Result<Response<Body>> {
-    let path = log_path(logs_dir, app);
-    let mut rotated = path.clone().into_os_string();
-    rotated.push(".1");
-    let rotated = PathBuf::from(rotated);
-    let mut text = read_or_empty(&rotated).await?;
-    let (current, pos) = read_whole(&path).await?;
-    text.extend_from_slice(&current);
     let body: Body = if follow {
-        let first = Bytes::from(text);
+        let log = apps.app_log(app).map_err(std::io::Error::other)?;
+        let follow_log = log.clone();
+        let (history, rx) = tokio::task::spawn_blocking(move || follow_log.follow())
+            .await
+            .map_err(std::io::Error::other)??;
         let tail = LogFollower {
-            path,
-            rotated,
-            pos,
-            apps,
-            first: (!first.is_empty()).then_some(first),
+            _log: log,
+            rx,
+            apps: Arc::downgrade(apps),
+            first: (!history.is_empty()).then(|| Bytes::from(history)),
         };
         let stream = futures::stream::unfold(tail, |mut tail| async move {
             let chunk = tail.next_chunk().await?;
-            Some((
-                chunk.map(Frame::data).map_err(|e| Box::new(e) as BoxError),
-                tail,
-            ))
+            Some((Ok::<_, BoxError>(Frame::data(chunk)), tail))
         });
         StreamBody::new(stream).boxed_unsync()
     } else {
+        let path = log_path(logs_dir, app);
+        let mut rotated = path.clone().into_os_string();
+        rotated.push(".1");
+        let mut text = read_or_empty(&PathBuf::from(rotated)).await?;
+        let (current, _) = read_whole(&path).await?;
+        text.extend_from_slice(&current);
         Full::new(Bytes::from(text))
             .map_err(|never| match never {})
             .boxed_unsync()
@@ -92,75 +92,36 @@ pub async fn response(
 }
 
 struct LogFollower {
-    path: PathBuf,
-    rotated: PathBuf,
-    pos: Position,
+    /// Held so the log (and its broadcast) lives while it is followed.
+    _log: Arc<AppLog>,
+    rx: tokio::sync::broadcast::Receiver<Bytes>,
     apps: Weak<Apps>,
     first: Option<Bytes>,
 }
 
 impl LogFollower {
     /// The next bytes to send; `None` ends the stream.
-    async fn next_chunk(&mut self) -> Option<std::io::Result<Bytes>> {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
         if let Some(first) = self.first.take() {
-            return Some(Ok(first));
+            return Some(first);
         }
         loop {
             match self.apps.upgrade() {
                 Some(apps) if !apps.is_shutting_down() => {}
                 _ => return None,
             }
-            match self.poll_file().await {
-                Ok(Some(bytes)) => return Some(Ok(bytes)),
-                Ok(None) => tokio::time::sleep(POLL).await,
-                Err(e) => return Some(Err(e)),
+            match tokio::time::timeout(SHUTDOWN_CHECK, self.rx.recv()).await {
+                Err(_) => continue,
+                Ok(Ok(line)) => return Some(line),
+                Ok(Err(RecvError::Lagged(n))) => {
+                    return Some(Bytes::from(format!(
+                        "berth: {n} lines missed (this follower fell behind)\n"
+                    )));
+                }
+                Ok(Err(RecvError::Closed)) => return None,
             }
         }
     }
-
-    /// New bytes, if any.
-    async fn poll_file(&mut self) -> std::io::Result<Option<Bytes>> {
-        let now = match tokio::fs::metadata(&self.path).await {
-            Ok(m) => Position {
-                ino: inode(&m),
-                offset: m.len(),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Position { ino: 0, offset: 0 },
-            Err(e) => return Err(e),
-        };
-        if now.ino != self.pos.ino || now.offset < self.pos.offset {
-            // Rotated: what is left of the file we were reading is now the
-            // `.1` file (when it is the same file), then start the new one.
-            let mut rest = Vec::new();
-            if let Ok(m) = tokio::fs::metadata(&self.rotated).await
-                && self.pos.ino != 0
-                && inode(&m) == self.pos.ino
-            {
-                rest = read_from(&self.rotated, self.pos.offset).await?.0;
-            }
-            self.pos = Position {
-                ino: now.ino,
-                offset: 0,
-            };
-            if !rest.is_empty() {
-                return Ok(Some(Bytes::from(rest)));
-            }
-        }
-        if now.offset > self.pos.offset {
-            let (bytes, pos) = read_from(&self.path, self.pos.offset).await?;
-            self.pos = pos;
-            if !bytes.is_empty() {
-                return Ok(Some(Bytes::from(bytes)));
-            }
-        }
-        Ok(None)
-    }
-}
-
-/// Reads `path` from `offset` (at most [`CHUNK`] bytes); returns what was
-/// read and the position after it. A missing file reads as empty.
-async fn read_from(path: &Path, offset: u64) -> std::io::Result<(Vec<u8>, Position)> {
-    read_at_most(path, offset, CHUNK).await
 }
 
 /// Reads all of `path`; returns it and the position after it. A missing

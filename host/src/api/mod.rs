@@ -404,7 +404,7 @@ async fn app_logs<B>(apps: &Arc<Apps>, name: &str, req: &Request<B>) -> Response
     if !known {
         return unknown_app(name);
     }
-    match logs::response(&logs_dir, name, follow, Arc::downgrade(apps)).await {
+    match logs::response(&logs_dir, name, follow, apps).await {
         Ok(resp) => resp,
         Err(e) => error_response(
             StatusCode::INTERNAL_SERVER_ERROR,

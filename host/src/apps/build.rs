@@ -261,10 +261,7 @@ impl Apps {
     }
 
     fn open_log(&self, name: &str) -> anyhow::Result<Arc<AppLog>> {
-        Ok(Arc::new(
-            AppLog::open(&self.options.data_dir.join("logs"), name)
-                .with_context(|| format!("cannot open the log of app `{name}`"))?,
-        ))
+        self.app_log(name)
     }
 }
 

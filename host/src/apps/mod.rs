@@ -188,6 +188,10 @@ pub struct Apps {
     unpacking: Arc<AtomicUsize>,
     /// Apps that could not be deployed at start, retried in the background.
     failed: Mutex<BTreeMap<String, retry::Failed>>,
+    /// Each app's one open log, shared by its revisions and its followers
+    /// (so a follower sees every revision's lines, and rotation has one
+    /// owner).
+    logs: Mutex<std::collections::HashMap<String, std::sync::Weak<crate::logs::AppLog>>>,
 }
 
 impl Apps {
@@ -252,6 +256,7 @@ impl Apps {
             shutting_down: Arc::new(AtomicBool::new(false)),
             unpacking: Arc::new(AtomicUsize::new(0)),
             failed: Mutex::new(BTreeMap::new()),
+            logs: Mutex::default(),
             options,
         })
     }
@@ -708,6 +713,25 @@ impl Apps {
             deploy_failed: true,
         }));
         all
+    }
+
+    /// The open log of app `name` (opened, creating its file, when no
+    /// revision or follower holds it).
+    ///
+    /// # Errors
+    /// The log file cannot be opened.
+    pub fn app_log(&self, name: &str) -> anyhow::Result<Arc<crate::logs::AppLog>> {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(log) = logs.get(name).and_then(std::sync::Weak::upgrade) {
+            return Ok(log);
+        }
+        logs.retain(|_, w| w.strong_count() > 0);
+        let log = Arc::new(
+            crate::logs::AppLog::open(&self.options.data_dir.join("logs"), name)
+                .with_context(|| format!("cannot open the log of app `{name}`"))?,
+        );
+        logs.insert(name.to_owned(), Arc::downgrade(&log));
+        Ok(log)
     }
 
     /// Marks the host as shutting down: followers of logs stop following

@@ -110,6 +110,47 @@ pub struct ServeArgs {
     /// A connection with no request in flight for this long is closed.
     #[arg(long, env = "BERTH_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration_arg)]
     pub idle_timeout: std::time::Duration,
+    /// Write one line per front-door request to berth's log (target
+    /// `berth::access`): app, revision, method, path, status, bytes,
+    /// duration, queued time, cold start, request id, trace id.
+    #[arg(long, env = "BERTH_ACCESS_LOG")]
+    pub access_log: bool,
+    /// Send traces over OTLP to this base URL (`http://HOST:4318`; spans
+    /// go to `/v1/traces` under it). Unset: no traces.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// The full URL traces are sent to (wins over --otlp-endpoint).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value_name = "URL")]
+    pub otlp_traces_endpoint: Option<String>,
+    /// The OTLP protocol; berth speaks `http/protobuf`.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default_value = "http/protobuf"
+    )]
+    pub otlp_protocol: String,
+    /// `service.name` of berth's spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "berth")]
+    pub otel_service_name: String,
+    /// Which requests are traced: always_on, always_off, traceidratio,
+    /// parentbased_always_on, parentbased_always_off,
+    /// parentbased_traceidratio.
+    #[arg(
+        long,
+        env = "OTEL_TRACES_SAMPLER",
+        default_value = "parentbased_always_on"
+    )]
+    pub traces_sampler: String,
+    /// The ratio of the *traceidratio samplers (0 to 1; default 1).
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG")]
+    pub traces_sampler_arg: Option<String>,
+    /// Ended spans waiting for export at most; more are dropped and counted
+    /// in `berth_trace_spans_dropped_total`.
+    #[arg(long, env = "OTEL_BSP_MAX_QUEUE_SIZE", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=crate::trace::MAX_QUEUE as u64))]
+    pub trace_queue: u64,
+    /// Milliseconds a batch of spans waits to fill before it is sent.
+    #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub trace_export_delay_ms: u64,
 }
 
 /// Runs `berth serve` until SIGINT or SIGTERM.
@@ -167,6 +208,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .client()?
         .with_max_image_bytes(args.max_image_size);
     options.unpack.max_bytes = args.max_unpacked_size;
+    options.access_log = args.access_log;
+    options.traces = crate::trace::TraceSettings {
+        endpoint: crate::trace::TraceSettings::endpoint_from(
+            args.otlp_endpoint.as_deref(),
+            args.otlp_traces_endpoint.as_deref(),
+            &args.otlp_protocol,
+        )
+        .map_err(|e| anyhow::anyhow!("--otlp-endpoint: {e}"))?,
+        service_name: args.otel_service_name.clone(),
+        sampler: crate::trace::SamplerSetting::parse(
+            &args.traces_sampler,
+            args.traces_sampler_arg.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!("--traces-sampler: {e}"))?,
+        queue: args.trace_queue as usize,
+        delay: std::time::Duration::from_millis(args.trace_export_delay_ms),
+    };
     options.progress = true;
     options.admin_auth = admin_auth;
     options.runc = args.runc.clone();

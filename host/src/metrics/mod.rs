@@ -20,6 +20,8 @@
 //! | `berth_instance_seconds_total` | counter | `app`, `kind` | metering: ready instances × time |
 //! | `berth_cpu_seconds_total` | counter | `app` | metering: CPU time, for apps whose backend reports it |
 //! | `berth_memory_gb_seconds_total` | counter | `app` | metering: memory (GB, 10⁹ bytes) × time, for apps whose backend reports it |
+//! | `berth_trace_spans_exported_total` | counter | | spans sent to the OTLP endpoint |
+//! | `berth_trace_spans_dropped_total` | counter | `reason` | spans lost: `queue_full` (the export queue was full), `export_failed` (the endpoint refused or was down) |
 //!
 //! # Metering
 //! *Instance-seconds* are integrated by sampling: every [`Metrics::sample`]
@@ -137,6 +139,22 @@ struct RevisionLabels {
     revision: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// The trace exporter's counters (the exporter feeds them).
+#[derive(Debug, Clone)]
+pub struct TraceCounters {
+    /// Spans the endpoint took.
+    pub exported: Counter,
+    /// Spans dropped because the export queue was full.
+    pub dropped_queue_full: Counter,
+    /// Spans dropped because their export failed.
+    pub dropped_export_failed: Counter,
+}
+
 /// One app's gauges at a moment, as the caller sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppSnapshot {
@@ -203,6 +221,7 @@ pub struct Metrics {
     instance_seconds: Family<AppKindLabels, FloatCounter>,
     cpu_seconds: Family<AppLabels, FloatCounter>,
     memory_gb_seconds: Family<AppLabels, FloatCounter>,
+    trace: TraceCounters,
     sample: Mutex<Sample>,
     cgroup_root: PathBuf,
     /// Tracked container cgroups, by cgroup path.
@@ -273,8 +292,38 @@ impl Metrics {
             "Metering: memory in GB (1e9 bytes) times seconds, where the backend measures it",
             memory_gb_seconds.clone(),
         );
+        let exported = Counter::default();
+        registry.register(
+            "trace_spans_exported",
+            "Spans sent to the OTLP endpoint",
+            exported.clone(),
+        );
+        let dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Spans lost: queue_full (the export queue was full), export_failed (the endpoint refused or was down)",
+            dropped.clone(),
+        );
+        // (Each guard of `get_or_create` is dropped before the next call:
+        // it holds the family's lock.)
+        let dropped_queue_full = dropped
+            .get_or_create(&ReasonLabels {
+                reason: "queue_full",
+            })
+            .clone();
+        let dropped_export_failed = dropped
+            .get_or_create(&ReasonLabels {
+                reason: "export_failed",
+            })
+            .clone();
+        let trace = TraceCounters {
+            exported,
+            dropped_queue_full,
+            dropped_export_failed,
+        };
         Self {
             registry,
+            trace,
             requests,
             request_duration,
             cold_starts,
@@ -287,6 +336,11 @@ impl Metrics {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             cgroups: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The counters the trace exporter feeds.
+    pub fn trace_counters(&self) -> TraceCounters {
+        self.trace.clone()
     }
 
     /// Reads cgroups under `root` instead of `/sys/fs/cgroup` (for tests).

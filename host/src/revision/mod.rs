@@ -43,8 +43,12 @@ use tokio::time::Instant;
 use crate::autoscale::Kpa;
 use crate::backend::{Backend, ColdStartSplit, Instance, Kind, ServeError, StockStatus};
 use crate::config::AppSpec;
-use crate::http::{Body, BodyTooLarge, BoxError, GuardBody, ReqBody, RequestInfo};
+use crate::http::{
+    Admitted, Body, BodyTooLarge, BoxError, EndOnDrop, GuardBody, ReqBody, RequestInfo, Trace,
+};
 use crate::metrics::Metrics;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 /// How many cold starts each revision remembers.
 const COLD_START_HISTORY: usize = 256;
@@ -217,6 +221,19 @@ pub struct Revision {
     in_flight: AtomicUsize,
     next_instance: AtomicU64,
     stopped: AtomicBool,
+    /// The queued request that asked for the next instance start (its
+    /// access log line says so; when traced, the cold start's span hangs
+    /// under its queue span).
+    trigger: Mutex<Option<Trigger>>,
+}
+
+/// A queued request's claim to the next cold start (see
+/// [`Revision::dispatch`]).
+struct Trigger {
+    /// Its `activator.queue` span.
+    trace: Trace,
+    /// Set when an instance start took the claim.
+    started: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Revision {
@@ -267,6 +284,7 @@ impl Revision {
             in_flight: AtomicUsize::new(0),
             next_instance: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
+            trigger: Mutex::new(None),
             spec,
             backend,
             metrics,
@@ -408,22 +426,79 @@ impl Revision {
     ) -> Result<Response<Body>, Undispatched> {
         self.check_declared_body(&req)
             .map_err(|e| Undispatched::Failed(e.into()))?;
-        let guard = match self.admit().await {
-            Ok(guard) => guard,
+        let (guard, started, queued) = match self.admit(info).await {
+            Ok(admitted) => admitted,
             Err(AdmitError::ShuttingDown) => return Err(Undispatched::Retired(Box::new(req))),
             Err(e) => return Err(Undispatched::Failed(e.into())),
         };
-        let req = self.limit_body(req);
+        let mut req = self.limit_body(req);
+        // The guest's handler or the container proxy, as a span; the
+        // instance sees it as the caller in `traceparent`.
+        let handler = self.handler_span(info, guard.slot.id, started);
+        handler.inject(req.headers_mut());
+        let traced;
+        let info = if handler.is_sampled() {
+            traced = RequestInfo {
+                trace: handler.clone(),
+                ..info.clone()
+            };
+            &traced
+        } else {
+            info
+        };
         match guard.slot.instance.serve(req, info).await {
-            // Hold the admission until the body is done streaming.
-            Ok(resp) => Ok(resp.map(|body| GuardBody::wrap(body, guard))),
+            // Hold the admission (and the span) until the body is done
+            // streaming.
+            Ok(resp) => {
+                handler.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(resp.status().as_u16()),
+                ));
+                let end = EndOnDrop(handler);
+                let mut resp = resp.map(|body| GuardBody::wrap(body, (guard, end)));
+                resp.extensions_mut().insert(Admitted {
+                    queued,
+                    cold_start: started,
+                });
+                Ok(resp)
+            }
             Err(e) => {
+                handler.set_error(e.to_string());
+                handler.end();
                 if e.instance_broken() || !guard.slot.instance.is_alive() {
                     self.evict(&guard.slot, &e.to_string());
                 }
                 Err(Undispatched::Failed(e.into()))
             }
         }
+    }
+
+    /// The span of a request on instance `instance`: `wasm.handle` or
+    /// `container.proxy`, naming the app, revision, kind, instance and
+    /// whether this request's wait started the instance.
+    fn handler_span(&self, info: &RequestInfo, instance: u64, started: bool) -> Trace {
+        if !info.trace.is_sampled() {
+            return info.trace.clone();
+        }
+        if started {
+            info.trace
+                .set_attribute(KeyValue::new("berth.cold_start", true));
+        }
+        let (name, kind) = match self.kind() {
+            Kind::Wasm => ("wasm.handle", SpanKind::Internal),
+            Kind::Container => ("container.proxy", SpanKind::Client),
+        };
+        info.trace.child(
+            name,
+            kind,
+            vec![
+                KeyValue::new("berth.app", self.app.clone()),
+                KeyValue::new("berth.revision", self.id.clone()),
+                KeyValue::new("berth.kind", self.kind().as_str()),
+                KeyValue::new("berth.instance", instance as i64),
+                KeyValue::new("berth.cold_start", started),
+            ],
+        )
     }
 
     /// Refuses a body declared larger than `limits.request_body` at once.
@@ -455,12 +530,17 @@ impl Revision {
 
     /// Waits for room in an instance: at once when there is some, else in
     /// the activator's bounded queue.
-    async fn admit(self: &Arc<Self>) -> Result<AdmitGuard, AdmitError> {
+    /// Also says whether an instance start took this request's claim (the
+    /// request "started" it), and how long it waited.
+    async fn admit(
+        self: &Arc<Self>,
+        info: &RequestInfo,
+    ) -> Result<(AdmitGuard, bool, Duration), AdmitError> {
         if self.stopped.load(Ordering::Acquire) {
             return Err(AdmitError::ShuttingDown);
         }
         if let Some(guard) = self.try_admit() {
-            return Ok(guard);
+            return Ok((guard, false, Duration::ZERO));
         }
         // Queue only when needed; the reservation is taken before the
         // bound is checked, so concurrent arrivals cannot overshoot it.
@@ -470,9 +550,54 @@ impl Revision {
                 depth: self.queue_depth,
             });
         }
+        let queue = info.trace.child(
+            "activator.queue",
+            SpanKind::Internal,
+            vec![
+                KeyValue::new("berth.app", self.app.clone()),
+                KeyValue::new("berth.revision", self.id.clone()),
+            ],
+        );
+        let claim = self.claim(&queue);
+        let entered = Instant::now();
         let result = self.wait_in_queue().await;
+        let waited = entered.elapsed();
         self.queued.fetch_sub(1, Ordering::AcqRel);
-        result
+        let started = self.unclaim(&claim);
+        if queue.is_sampled() {
+            queue.set_attribute(KeyValue::new("berth.cold_start", started));
+            if let Err(e) = &result {
+                queue.set_error(e.to_string());
+            }
+            queue.end();
+        }
+        result.map(|guard| (guard, started, waited))
+    }
+
+    /// Claims the next instance start for the request queued in `queue`,
+    /// unless another request holds the claim.
+    fn claim(&self, queue: &Trace) -> Arc<AtomicBool> {
+        let started = Arc::new(AtomicBool::new(false));
+        let mut trigger = self.trigger.lock().unwrap_or_else(|e| e.into_inner());
+        if trigger.is_none() {
+            *trigger = Some(Trigger {
+                trace: queue.clone(),
+                started: started.clone(),
+            });
+        }
+        started
+    }
+
+    /// Drops this request's claim if no start took it; whether one did.
+    fn unclaim(&self, started: &Arc<AtomicBool>) -> bool {
+        let mut trigger = self.trigger.lock().unwrap_or_else(|e| e.into_inner());
+        if trigger
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(&t.started, started))
+        {
+            *trigger = None;
+        }
+        started.load(Ordering::Acquire)
     }
 
     async fn wait_in_queue(self: &Arc<Self>) -> Result<AdmitGuard, AdmitError> {

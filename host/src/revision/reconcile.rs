@@ -41,9 +41,30 @@ impl Revision {
     /// Starts one instance whose place in `starting` is already counted.
     async fn start_reserved(self: Arc<Self>) -> anyhow::Result<()> {
         let id = self.next_instance.fetch_add(1, Ordering::Relaxed);
+        let span = self.cold_start_span(id);
         let t = Instant::now();
+        let began = SystemTime::now();
         let result = self.backend.start_instance(id).await;
         let duration = t.elapsed();
+        if let Some(span) = span {
+            match &result {
+                Ok(instance) => {
+                    // The backend's phases, recorded as they ran.
+                    // (A container's `network` runs beside `prepare`.)
+                    if let Some(split) = instance.cold_start_split() {
+                        let (mut at, mut prev) = (began, began);
+                        for (phase, took) in &split.phases {
+                            let start = if *phase == "network" { prev } else { at };
+                            span.record(*phase, Vec::new(), start, start + *took);
+                            prev = start;
+                            at = at.max(start + *took);
+                        }
+                    }
+                }
+                Err(e) => span.set_error(format!("{e:#}")),
+            }
+            span.end();
+        }
         let stopped = self.stopped.load(Ordering::Acquire);
         let outcome = {
             let mut pool = self.lock_pool();
@@ -94,6 +115,31 @@ impl Revision {
                 Err(e)
             }
         }
+    }
+
+    /// Marks the queued request that asked for an instance (if one waits) as
+    /// having started instance `id`; when that request is traced, the
+    /// start's span, under the request's queue span.
+    fn cold_start_span(&self, id: u64) -> Option<crate::http::Trace> {
+        let trigger = self
+            .trigger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        trigger.started.store(true, Ordering::Release);
+        if !trigger.trace.is_sampled() {
+            return None;
+        }
+        Some(trigger.trace.child(
+            "cold_start",
+            opentelemetry::trace::SpanKind::Internal,
+            vec![
+                opentelemetry::KeyValue::new("berth.app", self.app.clone()),
+                opentelemetry::KeyValue::new("berth.revision", self.id.clone()),
+                opentelemetry::KeyValue::new("berth.kind", self.kind().as_str()),
+                opentelemetry::KeyValue::new("berth.instance", id as i64),
+            ],
+        ))
     }
 
     /// Takes a failed instance out of the pool and stops it in the

@@ -67,6 +67,10 @@ pub struct ServerOptions {
     pub bridge: crate::container::BridgeOptions,
     /// Caps on unpacking one container image.
     pub unpack: crate::container::rootfs::UnpackLimits,
+    /// Where traces go (nowhere by default).
+    pub traces: crate::trace::TraceSettings,
+    /// Write an access log line per front-door request.
+    pub access_log: bool,
 }
 
 impl ServerOptions {
@@ -86,6 +90,8 @@ impl ServerOptions {
             secrets_key: None,
             bridge: crate::container::BridgeOptions::default(),
             unpack: crate::container::rootfs::UnpackLimits::default(),
+            traces: crate::trace::TraceSettings::default(),
+            access_log: false,
         }
     }
 }
@@ -162,7 +168,12 @@ impl Server {
             )
             .await?,
         );
-        let gateway = Arc::new(Gateway::new(apps.clone(), metrics, options.tls.is_some()));
+        let tracing = Arc::new(crate::trace::Tracing::start(&options.traces, &metrics)?);
+        let gateway = Arc::new(
+            Gateway::new(apps.clone(), metrics, options.tls.is_some())
+                .with_tracing(tracing)
+                .with_access_log(options.access_log),
+        );
         let console = crate::console::Console::new(apps.clone(), admin_auth.clone());
         Ok(Self {
             options,
@@ -296,6 +307,7 @@ impl Server {
             );
         }
         self.apps.stop_all().await;
+        self.gateway.tracing().shutdown().await;
         Ok(())
     }
 

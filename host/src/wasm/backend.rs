@@ -247,10 +247,42 @@ impl Instance for WasmInstance {
     ) -> Result<Response<Body>, ServeError> {
         let req = req.map(|b| b.map_err(wasi_body_error));
         let resp = self.app.handle(req, info).await.map_err(serve_error)?;
+        if info.trace.is_sampled()
+            && let Some(cold) = resp.extensions().get::<berth_wasm::ColdStart>()
+        {
+            trace_instantiation(info, cold);
+        }
         Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
     }
 
     async fn stop(&self, _grace: Duration) {}
+}
+
+/// How the request got its wasm instance, on its `wasm.handle` span
+/// (`berth.wasm.instance`: `stock` (made ahead), `new` (instantiated on
+/// the request's path) or `reused`), and the instantiation as a
+/// `wasm.instantiate` span when it happened on the request's path.
+fn trace_instantiation(info: &RequestInfo, cold: &berth_wasm::ColdStart) {
+    use opentelemetry::KeyValue;
+    let how = if cold.reused {
+        "reused"
+    } else if cold.stock_hit {
+        "stock"
+    } else {
+        "new"
+    };
+    info.trace
+        .set_attribute(KeyValue::new("berth.wasm.instance", how));
+    info.trace
+        .set_attribute(KeyValue::new("berth.wasm.stock_hit", cold.stock_hit));
+    if how == "new" {
+        // Instantiation ended when the host part ended; times are turned
+        // from the monotonic clock into wall time once.
+        let since_ready = info.accepted.elapsed().saturating_sub(cold.host);
+        let end = std::time::SystemTime::now() - since_ready;
+        info.trace
+            .record("wasm.instantiate", Vec::new(), end - cold.instantiate, end);
+    }
 }
 
 /// A request body's error as wasi:http reports it to the guest.

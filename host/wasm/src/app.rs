@@ -271,6 +271,7 @@ impl WasmApp {
             }
         };
         let took = taken.elapsed();
+        store.data_mut().hooks.set_trace(info.trace.clone());
 
         let reused = served > 0;
         let stock_hit = ready.is_some() && !reused;
@@ -379,13 +380,14 @@ impl WasmApp {
         use http_body_util::BodyExt as _;
         let request = with_scheme(req, info.tls).map(|b| b.map_err(Into::into).boxed_unsync());
         let (reply, head) = tokio::sync::oneshot::channel();
-        let entry = crate::tasks::Entry::new(
+        let mut entry = crate::tasks::Entry::new(
             info.id.clone(),
             deadline,
             reply,
             self.outbound.request_caps(),
             slot,
         );
+        entry.trace = info.trace.clone();
         let (resp, cold) = self
             .handle_concurrent(request, entry, head, info.accepted)
             .await?;

@@ -27,7 +27,8 @@
 //!   bytes, proxy or command).
 //! - Leaves shared with the host: [`limits`] ([`Limits`], their ranges and
 //!   parsers), [`request`] ([`RequestInfo`]), [`logs`] (guest output: an
-//!   app's log file, or a task's stdout/stderr), [`files`] (atomic writes).
+//!   app's log file, or a task's stdout/stderr), [`files`] (atomic writes),
+//!   [`trace`] ([`Trace`]: a request's place in an OpenTelemetry trace).
 //!
 //! # Limits
 //! Memory: each linear memory of a request's instance may grow to the app's
@@ -55,6 +56,7 @@ pub mod reuse;
 pub mod standalone;
 pub mod stock;
 pub mod tasks;
+pub mod trace;
 
 use std::fmt;
 use std::path::Path;
@@ -72,6 +74,7 @@ pub use guest::{GuestError, GuestState};
 pub use limits::Limits;
 pub use pattern::HostPattern;
 pub use request::{RequestInfo, TIMING_REQUEST_HEADER};
+pub use trace::Trace;
 
 use cache::{CompileCache, LoadedFrom};
 use logs::AppLog;

@@ -9,6 +9,11 @@
 //!
 //! (timestamp, request id, stream, text). The file is rotated to `<app>.log.1`
 //! when it passes [`MAX_LOG_BYTES`]; `berth logs NAME` prints both.
+//!
+//! Followers ([`AppLog::follow`]) get the files' text and then each new line
+//! from an in-process broadcast (at most [`FOLLOW_BUFFER`] lines behind; one
+//! that falls further behind is told how many it missed): the files are the
+//! store for history, never polled.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -25,6 +30,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 pub const MAX_LOG_BYTES: u64 = 16 * 1024 * 1024;
 /// A guest line longer than this is split.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
+/// Lines a follower may fall behind before it misses some.
+pub const FOLLOW_BUFFER: usize = 512;
 
 /// Where an app's log file lives.
 pub fn log_path(logs_dir: &Path, app: &str) -> PathBuf {
@@ -38,6 +45,8 @@ pub struct AppLog {
     file: Mutex<(File, u64)>,
     /// Set by [`AppLog::stdio`]: lines go, untagged, to these.
     stdio: Option<Stdio>,
+    /// Each line written, for followers.
+    tx: tokio::sync::broadcast::Sender<Bytes>,
 }
 
 /// A process's stdout and stderr, for [`AppLog::stdio`].
@@ -75,6 +84,7 @@ impl AppLog {
             path,
             file: Mutex::new((file, len)),
             stdio: None,
+            tx: tokio::sync::broadcast::Sender::new(FOLLOW_BUFFER),
         })
     }
 
@@ -94,6 +104,7 @@ impl AppLog {
                 stdout: Mutex::new(stdout),
                 stderr: Mutex::new(stderr),
             }),
+            tx: tokio::sync::broadcast::Sender::new(1),
         })
     }
 
@@ -134,6 +145,37 @@ impl AppLog {
             Ok(()) => guard.1 += record.len() as u64,
             Err(e) => tracing::warn!(path = %self.path.display(), "cannot write log: {e}"),
         }
+        // Under the lock, so a follower's history and its lines meet
+        // exactly (see `follow`).
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(Bytes::from(record));
+        }
+    }
+
+    /// The log so far (the rotated part first) and every line written
+    /// after it, from the moment of the call: nothing is missed between the
+    /// two, and nothing comes twice. Reads the files: call it off the
+    /// async runtime's workers (`spawn_blocking`).
+    ///
+    /// # Errors
+    /// When the current file cannot be read.
+    pub fn follow(&self) -> std::io::Result<(Vec<u8>, tokio::sync::broadcast::Receiver<Bytes>)> {
+        let guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let rx = self.tx.subscribe();
+        let mut rotated = self.path.clone().into_os_string();
+        rotated.push(".1");
+        let mut text = match std::fs::read(&rotated) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        match std::fs::read(&self.path) {
+            Ok(t) => text.extend_from_slice(&t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        drop(guard);
+        Ok((text, rx))
     }
 
     fn rotate(&self, guard: &mut (File, u64)) -> std::io::Result<()> {
@@ -155,11 +197,12 @@ impl AppLog {
     /// A sink whose request id is set later, once, through `id` (an instance
     /// made ahead of its request). Lines written before that are tagged `-`.
     pub fn sink_for(self: &Arc<Self>, id: RequestIdCell, stream: &'static str) -> GuestOutput {
-        GuestOutput {
+        GuestOutput(Arc::new(Shared {
             log: self.clone(),
             request_id: id,
             stream,
-        }
+            pending: Mutex::new(Pending::default()),
+        }))
     }
 }
 
@@ -198,12 +241,39 @@ impl RequestIdCell {
     }
 }
 
-/// A guest's stdout or stderr for one request, as handed to WASI.
+/// A guest's stdout or stderr for one store (one request, or the requests
+/// of a reused instance), as handed to WASI. Every stream handle the guest
+/// opens on it writes into one line buffer, so a line written through
+/// several handles (`print!` then `println!`, each getting its own
+/// `get-stdout`) is one line of the log, as `wasmtime serve` shows it.
 #[derive(Debug, Clone)]
-pub struct GuestOutput {
+pub struct GuestOutput(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
     log: Arc<AppLog>,
     request_id: RequestIdCell,
     stream: &'static str,
+    pending: Mutex<Pending>,
+}
+
+/// The line in progress.
+#[derive(Debug, Default)]
+struct Pending {
+    buf: Vec<u8>,
+    /// The request whose line is in `buf`.
+    id: Option<Arc<str>>,
+}
+
+impl Drop for Shared {
+    /// The store is gone: what is left of a line is a line.
+    fn drop(&mut self) {
+        let pending = self.pending.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !pending.buf.is_empty() {
+            let id = pending.id.clone().unwrap_or_else(|| self.request_id.get());
+            self.log.line(&id, self.stream, &pending.buf);
+        }
+    }
 }
 
 impl IsTerminal for GuestOutput {
@@ -230,69 +300,80 @@ impl GuestOutput {
     }
 }
 
-/// Splits what a guest writes into lines (at most [`MAX_LINE_BYTES`] each,
-/// without their `\n`) and appends them to the app log; what is left of a
-/// line is written when it is dropped or [`flushed`](Self::flush_line), or
-/// when a write comes from another request (several requests share an
-/// instance's stdout under concurrent reuse: a line never mixes two).
+/// The marker ending each piece of a line longer than [`MAX_LINE_BYTES`]
+/// but the last: the line goes on in the next log line.
+pub const SPLIT_MARKER: &str = " [line continues]";
+
+/// One handle on a [`GuestOutput`]: splits what is written into lines (at
+/// most [`MAX_LINE_BYTES`] each, without their `\n`; a longer one is cut,
+/// each piece but the last ending in [`SPLIT_MARKER`]) and appends them to
+/// the app log. The line in progress is shared by every handle of the
+/// store's stream; it is written when a newline ends it, when it is
+/// [`flushed`](Self::flush_line), when the store goes away, or when a write
+/// comes from another request (several requests share an instance's stdout
+/// under concurrent reuse: a line never mixes two).
 #[derive(Debug)]
 pub struct LineWriter {
     out: GuestOutput,
-    buf: Vec<u8>,
-    /// The request whose line is in `buf`.
-    buf_id: Option<Arc<str>>,
 }
 
 impl LineWriter {
     fn new(out: GuestOutput) -> Self {
-        Self {
-            out,
-            buf: Vec::new(),
-            buf_id: None,
-        }
+        Self { out }
     }
 
     /// Writes the line in progress, if any, as a line of its own.
     pub fn flush_line(&mut self) {
-        if !self.buf.is_empty() {
-            self.emit();
+        let shared = &self.out.0;
+        let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if !pending.buf.is_empty() {
+            emit(shared, &mut pending, false);
         }
     }
 
     /// Appends `bytes`: every line they complete goes to the log.
     pub fn push(&mut self, mut bytes: &[u8]) {
-        let id = self.out.request_id.get();
-        if self.buf_id.as_ref() != Some(&id) {
-            self.flush_line();
-            self.buf_id = Some(id);
+        let shared = &self.out.0;
+        let id = shared.request_id.get();
+        let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.id.as_ref() != Some(&id) {
+            if !pending.buf.is_empty() {
+                emit(shared, &mut pending, false);
+            }
+            pending.id = Some(id);
         }
         while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
-            self.buf.extend_from_slice(&bytes[..nl]);
-            self.emit();
-            bytes = &bytes[nl + 1..];
+            let (line, rest) = bytes.split_at(nl);
+            take_bounded(shared, &mut pending, line);
+            emit(shared, &mut pending, false);
+            bytes = &rest[1..];
         }
-        self.buf.extend_from_slice(bytes);
-        while self.buf.len() >= MAX_LINE_BYTES {
-            let rest = self.buf.split_off(MAX_LINE_BYTES);
-            self.emit();
-            self.buf = rest;
-        }
-    }
-
-    fn emit(&mut self) {
-        let id = match &self.buf_id {
-            Some(id) => id.clone(),
-            None => self.out.request_id.get(),
-        };
-        self.out.log.line(&id, self.out.stream, &self.buf);
-        self.buf.clear();
+        take_bounded(shared, &mut pending, bytes);
     }
 }
 
-impl Drop for LineWriter {
-    fn drop(&mut self) {
-        self.flush_line();
+/// Adds `bytes` to the line in progress, cutting it (marked) each time it
+/// reaches [`MAX_LINE_BYTES`].
+fn take_bounded(shared: &Shared, pending: &mut Pending, mut bytes: &[u8]) {
+    while pending.buf.len() + bytes.len() > MAX_LINE_BYTES {
+        let room = MAX_LINE_BYTES - pending.buf.len();
+        pending.buf.extend_from_slice(&bytes[..room]);
+        bytes = &bytes[room..];
+        emit(shared, pending, true);
     }
+    pending.buf.extend_from_slice(bytes);
+}
+
+fn emit(shared: &Shared, pending: &mut Pending, split: bool) {
+    let id = match &pending.id {
+        Some(id) => id.clone(),
+        None => shared.request_id.get(),
+    };
+    if split {
+        pending.buf.extend_from_slice(SPLIT_MARKER.as_bytes());
+    }
+    shared.log.line(&id, shared.stream, &pending.buf);
+    pending.buf.clear();
 }
 
 #[async_trait::async_trait]
@@ -353,5 +434,82 @@ mod tests {
         assert!(lines[0].ends_with(" req-1 stdout one"), "{text}");
         assert!(lines[1].ends_with(" req-1 stdout two"), "{text}");
         assert!(lines[2].ends_with(" req-1 stdout three"), "{text}");
+    }
+
+    /// A line written through several handles of one stream (as `print!`
+    /// then `println!` do in a guest) is one line; the other stream's lines
+    /// stay apart; what is left when the store goes is a line.
+    #[test]
+    fn handles_of_one_stream_share_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(AppLog::open(dir.path(), "app").unwrap());
+        let out = log.sink("req-1".into(), "stdout");
+        let err = log.sink("req-1".into(), "stderr");
+        {
+            let mut a = out.lines();
+            a.push(b"hello ");
+        }
+        err.lines().push(b"oops\n");
+        {
+            let mut b = out.lines();
+            b.push(b"world\nand ");
+        }
+        out.lines().push(b"the rest");
+        drop((out, err));
+        let text = read_all(dir.path(), "app").unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].ends_with(" req-1 stderr oops"), "{text}");
+        assert!(lines[1].ends_with(" req-1 stdout hello world"), "{text}");
+        assert!(lines[2].ends_with(" req-1 stdout and the rest"), "{text}");
+    }
+
+    /// A follower gets the history, then each new line once; one that falls
+    /// more than [`FOLLOW_BUFFER`] lines behind is told how many it missed.
+    #[test]
+    fn followers_get_history_then_lines() {
+        use tokio::sync::broadcast::error::TryRecvError;
+        let dir = tempfile::tempdir().unwrap();
+        let log = AppLog::open(dir.path(), "app").unwrap();
+        log.line("r1", "stdout", b"before");
+        let (history, mut rx) = log.follow().unwrap();
+        assert!(
+            String::from_utf8(history)
+                .unwrap()
+                .ends_with(" r1 stdout before\n")
+        );
+        log.line("r2", "stdout", b"after");
+        let next = rx.try_recv().unwrap();
+        assert!(next.ends_with(b" r2 stdout after\n"), "{next:?}");
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+        for i in 0..FOLLOW_BUFFER + 5 {
+            log.line("r3", "stdout", format!("{i}").as_bytes());
+        }
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Lagged(5))));
+        let next = rx.try_recv().unwrap();
+        assert!(next.ends_with(b" r3 stdout 5\n"), "{next:?}");
+    }
+
+    /// A line over the bound is cut into marked pieces, none longer than
+    /// the bound (and its marker).
+    #[test]
+    fn long_lines_are_split_and_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(AppLog::open(dir.path(), "app").unwrap());
+        {
+            let out = log.sink("r".into(), "stdout");
+            let mut w = out.lines();
+            w.push(&vec![b'a'; MAX_LINE_BYTES + 10]);
+            w.push(&vec![b'b'; MAX_LINE_BYTES - 20]);
+            w.push(b"\n");
+        }
+        let text = read_all(dir.path(), "app").unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{}", text.len());
+        let first = lines[0].split(" r stdout ").nth(1).unwrap();
+        assert_eq!(first.len(), MAX_LINE_BYTES + SPLIT_MARKER.len());
+        assert!(first.ends_with(SPLIT_MARKER));
+        let second = lines[1].split(" r stdout ").nth(1).unwrap();
+        assert_eq!(second, "a".repeat(10) + &"b".repeat(MAX_LINE_BYTES - 20));
     }
 }

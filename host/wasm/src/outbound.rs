@@ -64,6 +64,9 @@ pub struct OutboundPolicy {
     /// Set for a concurrently used instance: each connection counts
     /// against the request whose task opens it.
     tasks: Option<Arc<crate::tasks::Tasks>>,
+    /// The trace of the request this store serves (set when the request
+    /// takes the store): each outbound request is a client span under it.
+    trace: crate::trace::Trace,
 }
 
 impl OutboundPolicy {
@@ -103,6 +106,7 @@ impl OutboundPolicy {
             own,
             caps,
             tasks: None,
+            trace: crate::trace::Trace::default(),
         })
     }
 
@@ -119,6 +123,11 @@ impl OutboundPolicy {
     /// The app's caps with a connection count for one more request.
     pub(crate) fn request_caps(&self) -> OutboundCaps {
         self.caps.for_request()
+    }
+
+    /// The request this store now serves is in `trace`.
+    pub fn set_trace(&mut self, trace: crate::trace::Trace) {
+        self.trace = trace;
     }
 
     /// This store's policy serves the requests of `tasks`, each with its
@@ -189,7 +198,7 @@ type SendResult = Result<(http::Response<WasiBody>, ErrFuture), HttpError>;
 impl WasiHttpHooks for OutboundPolicy {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: ErrFuture,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
@@ -206,8 +215,22 @@ impl WasiHttpHooks for OutboundPolicy {
             Ok(permit) => permit,
             Err(cap) => return Box::new(async move { Err(refused(cap)) }),
         };
+        let trace = match &self.tasks {
+            Some(tasks) => tasks.current_trace(),
+            None => self.trace.clone(),
+        };
+        let span = crate::trace::ClientSpan::start(&trace, &mut request);
         let policy = self.clone();
-        Box::new(async move { policy.send(request, options, permit).await })
+        Box::new(async move {
+            let sent = policy.send(request, options, permit).await;
+            if let Some(span) = span {
+                span.finish(match &sent {
+                    Ok((resp, _)) => Ok(resp.status().as_u16()),
+                    Err(e) => Err(e.to_string()),
+                });
+            }
+            sent
+        })
     }
 }
 

@@ -25,6 +25,9 @@ pub struct RequestInfo {
     /// Whether the client asked for `Server-Timing` (with
     /// [`TIMING_REQUEST_HEADER`]).
     pub timing: bool,
+    /// Its place in a trace (empty when tracing is off): the span that work
+    /// done for it hangs under.
+    pub trace: crate::trace::Trace,
 }
 
 impl RequestInfo {
@@ -37,6 +40,7 @@ impl RequestInfo {
             accepted: Instant::now(),
             tls: false,
             timing: false,
+            trace: crate::trace::Trace::default(),
         }
     }
 }

@@ -38,6 +38,8 @@ pub(crate) struct Entry {
     pub(crate) id: Arc<str>,
     /// When its time is up (head and body).
     pub(crate) deadline: Instant,
+    /// Its trace: its outbound requests are client spans under it.
+    pub(crate) trace: crate::trace::Trace,
     /// Until the head is answered.
     pub(crate) reply: Option<Reply>,
     /// Its own outbound connection count.
@@ -68,6 +70,7 @@ impl Entry {
         Self {
             id,
             deadline,
+            trace: crate::trace::Trace::default(),
             reply: Some(reply),
             caps,
             cpu: Duration::ZERO,
@@ -181,6 +184,14 @@ impl Tasks {
             Some(entry) => entry.caps.connection(),
             None => fallback.connection(),
         }
+    }
+
+    /// The trace of the request whose task runs now (empty if none).
+    pub(crate) fn current_trace(&self) -> crate::trace::Trace {
+        self.lock()
+            .running()
+            .map(|e| e.trace.clone())
+            .unwrap_or_default()
     }
 
     /// The id of the request whose task runs now (`-` if none).

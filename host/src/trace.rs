@@ -1,0 +1,480 @@
+//! Traces: one OpenTelemetry span tree per request, exported over OTLP
+//! (HTTP/protobuf) when an endpoint is configured, nothing at all otherwise.
+//!
+//! [`TraceSettings`] holds what `berth serve` was told (its flags read the
+//! standard `OTEL_*` variables); [`Tracing::start`] builds the SDK's tracer
+//! provider with the chosen sampler and an [`ExportQueue`]; the gateway asks
+//! [`Tracing::server_span`] for each request's root span, and everything
+//! below hangs under it through [`crate::http::RequestInfo::trace`].
+//!
+//! Exporting never blocks a request: an ended span is put in a bounded queue
+//! with `try_send`; when the queue is full the span is dropped and counted
+//! (`berth_trace_spans_dropped_total{reason="queue_full"}`). One task takes
+//! batches off the queue and exports them; a batch the exporter fails on
+//! (endpoint down, timeout) is dropped and counted
+//! (`reason="export_failed"`). The SDK's own batch processor is not used
+//! because it keeps its drop count to itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
+use opentelemetry::trace::{SpanKind, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{
+    Sampler, SdkTracerProvider, SpanData, SpanExporter as _, SpanProcessor,
+};
+use tokio::sync::mpsc;
+
+use crate::http::Trace;
+use crate::metrics::{Metrics, TraceCounters};
+
+/// The largest export queue `--trace-queue` takes.
+pub const MAX_QUEUE: usize = 1_000_000;
+/// Spans per export request at most.
+const MAX_BATCH: usize = 512;
+/// How long shutdown waits for the last spans to go out.
+const FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// How spans are sampled (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SamplerSetting {
+    /// `always_on`
+    AlwaysOn,
+    /// `always_off`
+    AlwaysOff,
+    /// `traceidratio` with its ratio
+    Ratio(f64),
+    /// `parentbased_always_on` (the default): follow the caller's
+    /// `traceparent` decision, else sample.
+    ParentBasedOn,
+    /// `parentbased_always_off`
+    ParentBasedOff,
+    /// `parentbased_traceidratio` with its ratio
+    ParentBasedRatio(f64),
+}
+
+impl SamplerSetting {
+    /// Parses the standard names; `arg` is the ratio of the two ratio
+    /// samplers (default 1.0; from 0 to 1).
+    ///
+    /// # Errors
+    /// An unknown name or a ratio that is not a number from 0 to 1, quoted.
+    pub fn parse(name: &str, arg: Option<&str>) -> Result<Self, String> {
+        let ratio = || -> Result<f64, String> {
+            match arg {
+                None => Ok(1.0),
+                Some(a) => match a.trim().parse::<f64>() {
+                    Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                    _ => Err(format!(
+                        "the sampler argument `{}` is not a ratio from 0 to 1 (OTEL_TRACES_SAMPLER_ARG)",
+                        crate::http::excerpt(a)
+                    )),
+                },
+            }
+        };
+        Ok(match name.trim() {
+            "always_on" => Self::AlwaysOn,
+            "always_off" => Self::AlwaysOff,
+            "traceidratio" => Self::Ratio(ratio()?),
+            "parentbased_always_on" => Self::ParentBasedOn,
+            "parentbased_always_off" => Self::ParentBasedOff,
+            "parentbased_traceidratio" => Self::ParentBasedRatio(ratio()?),
+            other => {
+                return Err(format!(
+                    "unknown sampler `{}` (OTEL_TRACES_SAMPLER): one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio",
+                    crate::http::excerpt(other)
+                ));
+            }
+        })
+    }
+
+    fn sampler(self) -> Sampler {
+        match self {
+            Self::AlwaysOn => Sampler::AlwaysOn,
+            Self::AlwaysOff => Sampler::AlwaysOff,
+            Self::Ratio(r) => Sampler::TraceIdRatioBased(r),
+            Self::ParentBasedOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            Self::ParentBasedOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+            Self::ParentBasedRatio(r) => {
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
+            }
+        }
+    }
+}
+
+/// Where and how traces go. `endpoint: None` (the default): tracing off.
+#[derive(Debug, Clone)]
+pub struct TraceSettings {
+    /// The full URL spans are POSTed to (`…/v1/traces`).
+    pub endpoint: Option<String>,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// The sampler.
+    pub sampler: SamplerSetting,
+    /// Ended spans waiting for export at most; more are dropped.
+    pub queue: usize,
+    /// How long a batch waits to fill before it is sent.
+    pub delay: Duration,
+}
+
+impl Default for TraceSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            service_name: "berth".into(),
+            sampler: SamplerSetting::ParentBasedOn,
+            queue: 2048,
+            delay: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TraceSettings {
+    /// The traces URL from `OTEL_EXPORTER_OTLP_ENDPOINT`'s kind of base URL
+    /// (`http://collector:4318` → `http://collector:4318/v1/traces`), or a
+    /// full `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, which wins; `protocol`
+    /// must be `http/protobuf`.
+    ///
+    /// # Errors
+    /// Another protocol, or a URL that is not `http://` (this build's
+    /// exporter speaks plain HTTP).
+    pub fn endpoint_from(
+        base: Option<&str>,
+        traces: Option<&str>,
+        protocol: &str,
+    ) -> Result<Option<String>, String> {
+        let url = match (traces, base) {
+            (Some(t), _) if !t.trim().is_empty() => t.trim().to_owned(),
+            (_, Some(b)) if !b.trim().is_empty() => {
+                format!("{}/v1/traces", b.trim().trim_end_matches('/'))
+            }
+            _ => return Ok(None),
+        };
+        if protocol.trim() != "http/protobuf" {
+            return Err(format!(
+                "OTLP protocol `{}` is not supported (OTEL_EXPORTER_OTLP_PROTOCOL): berth exports http/protobuf",
+                crate::http::excerpt(protocol)
+            ));
+        }
+        match url.parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => Ok(Some(url)),
+            _ => Err(format!(
+                "the OTLP endpoint `{}` is not an http:// URL (OTEL_EXPORTER_OTLP_ENDPOINT); put a collector on loopback for TLS",
+                crate::http::excerpt(&url)
+            )),
+        }
+    }
+}
+
+/// The host's tracing: off, or a tracer whose ended spans go to an
+/// [`ExportQueue`].
+pub struct Tracing {
+    on: Option<On>,
+}
+
+struct On {
+    tracer: Arc<BoxedTracer>,
+    provider: SdkTracerProvider,
+    propagator: TraceContextPropagator,
+    /// Ends the export task; it answers when the queue is flushed.
+    stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>>>,
+}
+
+impl std::fmt::Debug for Tracing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracing")
+            .field("on", &self.on.is_some())
+            .finish()
+    }
+}
+
+impl Tracing {
+    /// No tracing: no spans, nothing exported, headers untouched.
+    pub fn off() -> Self {
+        Self { on: None }
+    }
+
+    /// Tracing as `settings` say (off without an endpoint); spawns the
+    /// export task on the current runtime.
+    ///
+    /// # Errors
+    /// The exporter could not be built.
+    pub fn start(settings: &TraceSettings, metrics: &Metrics) -> anyhow::Result<Self> {
+        let Some(endpoint) = &settings.endpoint else {
+            return Ok(Self::off());
+        };
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(endpoint.clone())
+            .build()
+            .with_context(|| format!("cannot set up the OTLP exporter for `{endpoint}`"))?;
+        let resource = Resource::builder()
+            .with_service_name(settings.service_name.clone())
+            .build();
+        exporter.set_resource(&resource);
+        let counters = metrics.trace_counters();
+        let (tx, rx) = mpsc::channel(settings.queue.max(1));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(export_loop(
+            exporter,
+            rx,
+            counters.clone(),
+            settings.delay,
+            stop_rx,
+        ));
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(settings.sampler.sampler())
+            .with_resource(resource)
+            .with_span_processor(ExportQueue { tx, counters })
+            .build();
+        let tracer = Arc::new(BoxedTracer::new(Box::new(provider.tracer("berth"))));
+        tracing::info!(%endpoint, sampler = ?settings.sampler, "exporting traces over OTLP/HTTP");
+        Ok(Self {
+            on: Some(On {
+                tracer,
+                provider,
+                propagator: TraceContextPropagator::new(),
+                stop: std::sync::Mutex::new(Some(stop_tx)),
+            }),
+        })
+    }
+
+    /// Whether spans may be made.
+    pub fn is_on(&self) -> bool {
+        self.on.is_some()
+    }
+
+    /// The root span of a request, under the caller's `traceparent` when it
+    /// sent a valid one: `HTTP <method>`, kind server, with the HTTP
+    /// semantic-convention attributes known at its start. Empty when off.
+    pub fn server_span<B>(&self, req: &http::Request<B>, request_id: &str, tls: bool) -> Trace {
+        let Some(on) = &self.on else {
+            return Trace::default();
+        };
+        let parent = on.propagator.extract(&Headers(req.headers()));
+        let root = Trace::new(on.tracer.clone(), parent);
+        let mut attrs = Vec::with_capacity(8);
+        attrs.push(KeyValue::new(
+            "http.request.method",
+            req.method().as_str().to_owned(),
+        ));
+        attrs.push(KeyValue::new("url.path", req.uri().path().to_owned()));
+        attrs.push(KeyValue::new(
+            "url.scheme",
+            if tls { "https" } else { "http" },
+        ));
+        if let Some(q) = req.uri().query() {
+            attrs.push(KeyValue::new("url.query", q.to_owned()));
+        }
+        if let Some(host) = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or(req.uri().host())
+        {
+            attrs.push(KeyValue::new("server.address", host.to_owned()));
+        }
+        attrs.push(KeyValue::new(
+            "network.protocol.version",
+            match req.version() {
+                http::Version::HTTP_10 => "1.0",
+                http::Version::HTTP_11 => "1.1",
+                http::Version::HTTP_2 => "2",
+                _ => "other",
+            },
+        ));
+        if let Some(ua) = req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|h| h.to_str().ok())
+        {
+            attrs.push(KeyValue::new("user_agent.original", ua.to_owned()));
+        }
+        if let Some(peer) = req.extensions().get::<crate::http::ClientAddr>() {
+            attrs.push(KeyValue::new("client.address", peer.0.ip().to_string()));
+        }
+        attrs.push(KeyValue::new("berth.request_id", request_id.to_owned()));
+        root.root_child(req.method().as_str().to_owned(), SpanKind::Server, attrs)
+    }
+
+    /// Sends what is queued and stops exporting (waits at most 5 s).
+    pub async fn shutdown(&self) {
+        let Some(on) = &self.on else { return };
+        let stop = on.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(stop) = stop {
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            if stop.send(done_tx).is_ok() {
+                let _ = tokio::time::timeout(FLUSH_ON_SHUTDOWN, done_rx).await;
+            }
+        }
+        let _ = on.provider.shutdown();
+    }
+}
+
+/// A request's headers as the propagator reads them.
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// The span processor: ended, sampled spans into a bounded queue, without
+/// waiting (see the module doc).
+#[derive(Debug)]
+struct ExportQueue {
+    tx: mpsc::Sender<SpanData>,
+    counters: TraceCounters,
+}
+
+impl SpanProcessor for ExportQueue {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        match self.tx.try_send(span) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.counters.dropped_queue_full.inc();
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.counters.dropped_export_failed.inc();
+            }
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+type Stop = tokio::sync::oneshot::Receiver<tokio::sync::oneshot::Sender<()>>;
+
+/// Takes batches off the queue (up to [`MAX_BATCH`] spans, or what came
+/// within `delay` of the first) and exports them, one export at a time;
+/// on `stop`, sends what is left and answers.
+async fn export_loop(
+    exporter: opentelemetry_otlp::SpanExporter,
+    mut rx: mpsc::Receiver<SpanData>,
+    counters: TraceCounters,
+    delay: Duration,
+    mut stop: Stop,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let done = loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, MAX_BATCH) => if n == 0 { break None },
+            done = &mut stop => break done.ok(),
+        }
+        let until = tokio::time::Instant::now() + delay;
+        let mut stopping = None;
+        while batch.len() < MAX_BATCH {
+            let room = MAX_BATCH - batch.len();
+            tokio::select! {
+                n = rx.recv_many(&mut batch, room) => if n == 0 { break },
+                () = tokio::time::sleep_until(until) => break,
+                done = &mut stop => { stopping = Some(done.ok()); break }
+            }
+        }
+        export(&exporter, &mut batch, &counters).await;
+        if let Some(done) = stopping {
+            break done;
+        }
+    };
+    // Stopping: what is queued goes out too.
+    rx.close();
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        export(&exporter, &mut batch, &counters).await;
+    }
+    if let Some(done) = done {
+        let _ = done.send(());
+    }
+}
+
+async fn export(
+    exporter: &opentelemetry_otlp::SpanExporter,
+    batch: &mut Vec<SpanData>,
+    counters: &TraceCounters,
+) {
+    let spans = std::mem::replace(batch, Vec::with_capacity(MAX_BATCH));
+    let n = spans.len() as u64;
+    if n == 0 {
+        return;
+    }
+    match exporter.export(spans).await {
+        Ok(()) => {
+            counters.exported.inc_by(n);
+        }
+        Err(e) => {
+            counters.dropped_export_failed.inc_by(n);
+            tracing::debug!("trace export failed, {n} span(s) dropped: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samplers_parse_by_their_standard_names() {
+        assert_eq!(
+            SamplerSetting::parse("parentbased_traceidratio", Some("0.25")),
+            Ok(SamplerSetting::ParentBasedRatio(0.25))
+        );
+        assert_eq!(
+            SamplerSetting::parse("traceidratio", None),
+            Ok(SamplerSetting::Ratio(1.0))
+        );
+        assert_eq!(
+            SamplerSetting::parse("always_off", Some("ignored")),
+            Ok(SamplerSetting::AlwaysOff)
+        );
+        let bad = SamplerSetting::parse("traceidratio", Some("2")).unwrap_err();
+        assert!(
+            bad.contains("`2`") && bad.contains("OTEL_TRACES_SAMPLER_ARG"),
+            "{bad}"
+        );
+        let bad = SamplerSetting::parse("sometimes", None).unwrap_err();
+        assert!(bad.contains("`sometimes`"), "{bad}");
+    }
+
+    #[test]
+    fn endpoints_follow_the_otlp_variables() {
+        let e = |b, t, p| TraceSettings::endpoint_from(b, t, p);
+        assert_eq!(e(None, None, "http/protobuf"), Ok(None));
+        assert_eq!(
+            e(Some("http://127.0.0.1:4318/"), None, "http/protobuf"),
+            Ok(Some("http://127.0.0.1:4318/v1/traces".into()))
+        );
+        assert_eq!(
+            e(Some("http://a:4318"), Some("http://b:9/x"), "http/protobuf"),
+            Ok(Some("http://b:9/x".into()))
+        );
+        assert!(
+            e(Some("http://a:4318"), None, "grpc")
+                .unwrap_err()
+                .contains("`grpc`")
+        );
+        assert!(e(Some("https://a:4318"), None, "http/protobuf").is_err());
+    }
+}
