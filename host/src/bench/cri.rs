@@ -657,3 +657,29 @@ pub fn container_config(
         log_path: format!("{name}/0.log"),
     }
 }
+
+/// The CNI network a test or bench node gives its pods: one `bridge` plugin
+/// (the gateway on `bridge`, no masquerade) with `host-local` addresses
+/// from `subnet`, kept under `ipam_dir`.
+pub fn bridge_conflist(
+    network: &str,
+    bridge: &str,
+    subnet: &str,
+    ipam_dir: &Path,
+) -> serde_json::Value {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": network,
+        "plugins": [{
+            "type": "bridge",
+            "bridge": bridge,
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{ "subnet": subnet }]],
+                "dataDir": ipam_dir.display().to_string(),
+            },
+        }],
+    })
+}

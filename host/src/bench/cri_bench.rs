@@ -589,21 +589,7 @@ impl PrivateNode {
         let network = format!("berth-bench-{pid}");
         let conf_dir = dir.join("net.d");
         std::fs::create_dir_all(&conf_dir)?;
-        let conflist = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": network,
-            "plugins": [{
-                "type": "bridge",
-                "bridge": bridge,
-                "isGateway": true,
-                "ipMasq": false,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{ "subnet": subnet }]],
-                    "dataDir": dir.join("ipam").display().to_string(),
-                },
-            }],
-        });
+        let conflist = cri::bridge_conflist(&network, &bridge, &subnet, &dir.join("ipam"));
         std::fs::write(
             conf_dir.join("10-berth-bench.conflist"),
             serde_json::to_vec_pretty(&conflist)?,

@@ -226,21 +226,8 @@ impl CriNode {
         let d = dir.path();
         let conf_dir = d.join("net.d");
         std::fs::create_dir_all(&conf_dir).expect("CNI conf dir");
-        let conflist = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": network,
-            "plugins": [{
-                "type": "bridge",
-                "bridge": bridge,
-                "isGateway": true,
-                "ipMasq": false,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{ "subnet": subnet }]],
-                    "dataDir": d.join("ipam").display().to_string(),
-                },
-            }],
-        });
+        let conflist =
+            berth::bench::cri::bridge_conflist(&network, &bridge, &subnet, &d.join("ipam"));
         std::fs::write(
             conf_dir.join("10-berth-test.conflist"),
             serde_json::to_vec_pretty(&conflist).unwrap(),
