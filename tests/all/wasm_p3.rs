@@ -666,24 +666,32 @@ async fn p3_the_autoscaler_counts_instances_in_capacity_units() {
         .start()
         .await
         .unwrap();
-    let c = client(host.addr, &["loop", "serial"]);
     for (app, n, want) in [("loop", 32, 2), ("serial", 16, 8)] {
+        // A client of its own: a keep-alive connection left idle by the
+        // first app's load could be closed by the host's header-read
+        // timeout just as this one reuses it.
+        let c = client(host.addr, &[app]);
         let calls: Vec<_> = (0..n)
             .map(|_| {
-                let url = app_url(host.addr, app, "/?sleep_ms=3000");
+                let url = app_url(host.addr, app, "/?sleep_ms=5000");
                 let c = c.clone();
                 tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
             })
             .collect();
+        // As many requests in flight as the capacity takes (on a loaded
+        // machine the last ones can reach the host after the scale-up; the
+        // serial app queues the other 8), then the instances
+        // the autoscaler asked for and the wasmtime instances serving them.
+        let per = if app == "loop" { 16 } else { 1 };
+        wait_status(&host, app, "a full capacity in flight", |s| {
+            s.in_flight as u32 == want * per
+        })
+        .await;
         let s = wait_status(&host, app, "the capacity asked for", |s| {
             s.desired == want && s.ready == want && s.stock.as_ref().is_some_and(|k| k.live == want)
         })
         .await;
-        assert_eq!(
-            s.in_flight as u32,
-            want * if app == "loop" { 16 } else { 1 },
-            "{s:?}"
-        );
+        assert_eq!(s.in_flight as u32, want * per, "{s:?}");
         for call in calls {
             assert_eq!(call.await.unwrap(), 200);
         }
