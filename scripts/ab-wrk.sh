@@ -5,7 +5,7 @@
 # order reversed every other round. Loopback only.
 # usage: scripts/ab-wrk.sh ROUNDS SECS COMPONENT.wasm NAME=BERTH [NAME=BERTH ...]
 set -euo pipefail
-ROUNDS=$1; SECS=$2; HELLO=$3; shift 3
+ROUNDS=$1; SECS=$2; HELLO=$(realpath "$3"); shift 3
 WT=$(cd "$(dirname "$0")/.." && pwd)/target/tools-venv/bin/wasmtime
 W=$(mktemp -d); PIDS=(); declare -A PORT
 trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null||true; done; sleep 1; rm -rf $W' EXIT
@@ -19,7 +19,7 @@ for nb in "$@"; do
 done
 p=$(fp); $WT serve -S cli --addr 127.0.0.1:$p "$HELLO" >$W/wt.log 2>&1 & PIDS+=($!); PORT[wt]=$p; NAMES+=(wt)
 for n in "${NAMES[@]}"; do
-  for i in $(seq 600); do curl -sf -H "Host: hello.localhost" http://127.0.0.1:${PORT[$n]}/ >/dev/null && break; sleep 0.1; done
+  ok=; for i in $(seq 600); do curl -sf -H "Host: hello.localhost" http://127.0.0.1:${PORT[$n]}/ >/dev/null && ok=1 && break; sleep 0.1; done; [ -n "$ok" ] || { echo "$n never answered 200: $(tail -2 $W/$n.log 2>/dev/null)" >&2; exit 1; }
   wrk -t1 -c50 -d2s -H "Host: hello.localhost" http://127.0.0.1:${PORT[$n]}/ >/dev/null
 done
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -28,8 +28,8 @@ for r in $(seq $ROUNDS); do
     order="${NAMES[*]}"; [ $((r%2)) = 0 ] && order=$(echo $order | tr ' ' '\n' | tac | tr '\n' ' ')
     line="r$r c=$c"
     for n in $order; do
-      rps=$(wrk -t1 -c$c -d${SECS}s -H "Host: hello.localhost" http://127.0.0.1:${PORT[$n]}/ | awk '/Requests\/sec/{print int($2)}')
-      line="$line $n=$rps"
+      out=$(wrk -t1 -c$c -d${SECS}s -H "Host: hello.localhost" http://127.0.0.1:${PORT[$n]}/); rps=$(echo "$out" | awk '/Requests\/sec/{print int($2)}'); bad=$(echo "$out" | awk '/Non-2xx/{print "!"$NF}')
+      line="$line $n=$rps$bad"
     done
     echo "$line"
   done

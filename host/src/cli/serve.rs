@@ -81,6 +81,11 @@ pub struct ServeArgs {
     /// of the open-files limit, within 64..=16384].
     #[arg(long, env = "BERTH_MAX_OUTBOUND_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_outbound_connections: Option<u32>,
+    /// How a Wasm pool slot is reset for its next instance: `madvise`
+    /// (memset of the first 64 KiB, madvise past it) or `dirty-pages`
+    /// (Linux's PAGEMAP_SCAN; slower with this wasmtime, see README).
+    #[arg(long, env = "BERTH_WASM_SLOT_RESET", default_value = "madvise", hide = true)]
+    pub wasm_slot_reset: crate::wasm::SlotReset,
     /// Exit when an app of the config file cannot be deployed, instead of
     /// serving the others and retrying it in the background.
     #[arg(long, env = "BERTH_STRICT")]
@@ -191,6 +196,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     options.engine.resident_budget = args.wasm_resident_budget;
     options.engine.stock_per_instance = Some(args.wasm_stock_per_instance);
     options.engine.max_outbound_connections = args.max_outbound_connections;
+    options.engine.slot_reset = args.wasm_slot_reset;
     options.engine.keyvalue_stores = cfg.keyvalue_stores.clone();
     options.connections = crate::server::ConnectionLimits {
         max_connections: args.max_connections,

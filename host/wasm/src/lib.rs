@@ -90,16 +90,54 @@ pub const LINEAR_MEMORY_KEEP_RESIDENT: usize = 1 << 20;
 pub const LINEAR_MEMORY_MEMSET: usize = 64 << 10;
 
 /// How a pool slot is made clean for its next instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// [`SlotReset::Madvise`] is the default. With wasmtime 50.0.1 Linux's
+/// `PAGEMAP_SCAN` costs more than it saves: its scan asks for pages that
+/// are *written*, no longer also *present* (so that a dirty page in swap is
+/// reset too), and on a memory not registered with userfaultfd the kernel
+/// reports every page that was never touched as written as well (checked
+/// on Linux 6.18: of 256 pages with 2 written, the scan returns 255). The
+/// reset then copies back the whole `keep_resident` budget on every
+/// instance and `madvise`s the rest: 1 MiB of `memset` and a TLB shootdown
+/// per request, a third of berth's CPU under `wrk -c50` (README,
+/// "Performance"). Asking for pages written *and* present-or-swapped would
+/// find the two written pages; until the engine does, `madvise` is the
+/// cheaper reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SlotReset {
-    /// Linux's `PAGEMAP_SCAN` (6.7+) finds the pages the instance wrote;
-    /// they are copied back from the memory image and stay resident, so the
-    /// next instance takes no page faults on them (up to
-    /// [`LINEAR_MEMORY_KEEP_RESIDENT`]).
+    /// Linux's `PAGEMAP_SCAN` (6.7+) finds the pages to reset; they are
+    /// copied back from the memory image and stay resident (up to
+    /// [`LINEAR_MEMORY_KEEP_RESIDENT`]). Falls back to [`SlotReset::Madvise`]
+    /// where the kernel has no `PAGEMAP_SCAN`.
     DirtyPages,
     /// The first [`LINEAR_MEMORY_MEMSET`] bytes with `memset`, the rest with
     /// `madvise`: written pages fault in again for the next instance.
+    #[default]
     Madvise,
+}
+
+impl SlotReset {
+    /// How `--wasm-slot-reset` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotReset::DirtyPages => "dirty-pages",
+            SlotReset::Madvise => "madvise",
+        }
+    }
+}
+
+impl std::str::FromStr for SlotReset {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dirty-pages" => Ok(SlotReset::DirtyPages),
+            "madvise" => Ok(SlotReset::Madvise),
+            other => Err(format!(
+                "unknown slot reset `{other}` (expected `madvise` or `dirty-pages`)"
+            )),
+        }
+    }
 }
 
 /// The engine's configuration: the pooling allocator sized for `n`
@@ -272,6 +310,8 @@ pub struct EngineOptions {
     /// `[keyvalue.stores.NAME]`: stores other than the embedded one; a
     /// bucket of the same name lives there.
     pub keyvalue_stores: std::collections::BTreeMap<String, keyvalue::StoreConfig>,
+    /// How a pool slot is reset for its next instance.
+    pub slot_reset: SlotReset,
 }
 
 impl Default for EngineOptions {
@@ -284,6 +324,7 @@ impl Default for EngineOptions {
             stock_per_instance: None,
             max_outbound_connections: None,
             keyvalue_stores: std::collections::BTreeMap::new(),
+            slot_reset: SlotReset::default(),
         }
     }
 }
@@ -479,20 +520,27 @@ impl WasmRuntime {
     /// the pool) or the cache directory cannot be created.
     pub fn new(data_dir: &Path, opts: &EngineOptions) -> anyhow::Result<Self> {
         let n = opts.max_instances.max(1);
-        // With PAGEMAP_SCAN, or else the plain reset.
-        let (engine, reset) = match Engine::new(&engine_config(n, SlotReset::DirtyPages)) {
-            Ok(engine) => (engine, SlotReset::DirtyPages),
-            Err(e) => {
-                tracing::info!(
-                    "PAGEMAP_SCAN unavailable ({e:#}): Wasm pool slots are reset with \
-                     memset and madvise, so instances fault their pages in again"
-                );
-                let config = engine_config(n, SlotReset::Madvise);
-                (
-                    Engine::new(&config).map_err(anyhow::Error::from)?,
-                    SlotReset::Madvise,
-                )
-            }
+        // With PAGEMAP_SCAN when asked for and the kernel has it, or else
+        // the plain reset.
+        let (engine, reset) = match opts.slot_reset {
+            SlotReset::DirtyPages => match Engine::new(&engine_config(n, SlotReset::DirtyPages)) {
+                Ok(engine) => (engine, SlotReset::DirtyPages),
+                Err(e) => {
+                    tracing::info!(
+                        "PAGEMAP_SCAN unavailable ({e:#}): Wasm pool slots are reset with \
+                         memset and madvise"
+                    );
+                    let config = engine_config(n, SlotReset::Madvise);
+                    (
+                        Engine::new(&config).map_err(anyhow::Error::from)?,
+                        SlotReset::Madvise,
+                    )
+                }
+            },
+            SlotReset::Madvise => (
+                Engine::new(&engine_config(n, SlotReset::Madvise)).map_err(anyhow::Error::from)?,
+                SlotReset::Madvise,
+            ),
         };
 
         let mut linker = Linker::new(&engine);
