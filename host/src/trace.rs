@@ -33,8 +33,8 @@ use opentelemetry_sdk::trace::{
 use tokio::sync::mpsc;
 
 use crate::http::Trace;
-use berth_wasm::trace::{TRACEPARENT, TRACESTATE};
 use crate::metrics::{Metrics, TraceCounters};
+use berth_wasm::trace::{TRACEPARENT, TRACESTATE};
 
 /// The largest export queue `--trace-queue` takes.
 pub const MAX_QUEUE: usize = 1_000_000;
@@ -265,7 +265,11 @@ impl Tracing {
         };
         let parent = on.propagator.extract(&Headers::of(req.headers()));
         let root = Trace::new(on.tracer.clone(), parent);
-        let span = root.root_child(req.method().as_str().to_owned(), SpanKind::Server, Vec::new());
+        let span = root.root_child(
+            req.method().as_str().to_owned(),
+            SpanKind::Server,
+            Vec::new(),
+        );
         if span.is_sampled() {
             span.set_attributes(Self::server_attributes(req, request_id, tls));
         }
@@ -613,7 +617,10 @@ mod tests {
         assert_eq!(h.get(TRACEPARENT), Some(parent), "the parent stays");
         let h = headers(&[
             (TRACEPARENT, parent.into()),
-            (TRACESTATE, format!("k={}", "v".repeat(MAX_TRACESTATE_BYTES))),
+            (
+                TRACESTATE,
+                format!("k={}", "v".repeat(MAX_TRACESTATE_BYTES)),
+            ),
         ]);
         assert_eq!(h.get(TRACESTATE), None, "too long");
 

@@ -369,11 +369,7 @@ async fn logs_follow_on_a_data_dir_streams_from_its_server() {
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("berth.toml");
-    std::fs::write(
-        &cfg,
-        format!("[apps.logger]\nwasm = \"{}\"\n", art::LOGGER),
-    )
-    .unwrap();
+    std::fs::write(&cfg, format!("[apps.logger]\nwasm = \"{}\"\n", art::LOGGER)).unwrap();
     let data = dir.path().join("data");
     let served = Served::start(&data, &["--config", cfg.to_str().unwrap()]);
     let url_file = data.join(berth::cli::serve::ADMIN_URL_FILE);

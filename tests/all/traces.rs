@@ -674,11 +674,8 @@ async fn bad_or_oversized_trace_context_is_not_passed_on() {
             .collect::<Vec<_>>()
             .join(",")
     };
-    let (seen, state, _) = send(&[
-        ("traceparent", parent.clone()),
-        ("tracestate", members(32)),
-    ])
-    .await;
+    let (seen, state, _) =
+        send(&[("traceparent", parent.clone()), ("tracestate", members(32))]).await;
     assert_eq!(seen.split('-').nth(1), Some(caller_trace));
     assert_eq!(state, Some(members(32)), "32 members pass");
     for oversized in [members(33), format!("k={}", "v".repeat(600))] {
@@ -717,7 +714,10 @@ async fn guest_log_lines_carry_the_trace_id() {
         };
         let r = c
             .get(app_url(host.addr, "logger", "/"))
-            .header("traceparent", format!("00-{trace}-1111222233334444-{flags}"))
+            .header(
+                "traceparent",
+                format!("00-{trace}-1111222233334444-{flags}"),
+            )
             .send()
             .await
             .unwrap();

@@ -290,7 +290,10 @@ pub fn block_on<T, F: Future<Output = anyhow::Result<T>>>(f: F) -> anyhow::Resul
 ///
 /// # Errors
 /// The body broke off, or a write failed.
-pub async fn copy_body(mut body: hyper::body::Incoming, out: &mut impl Write) -> anyhow::Result<()> {
+pub async fn copy_body(
+    mut body: hyper::body::Incoming,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
             match out.write_all(&data).and_then(|()| out.flush()) {

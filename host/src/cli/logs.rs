@@ -59,10 +59,7 @@ pub fn run(args: LogsArgs) -> anyhow::Result<()> {
             async move { client.stream(&path, &mut output(raw)).await },
         );
     }
-    let data_dir = args
-        .admin
-        .data_dir
-        .unwrap_or_else(config::default_data_dir);
+    let data_dir = args.admin.data_dir.unwrap_or_else(config::default_data_dir);
     if args.follow && follow_server(&data_dir, &args.name, args.raw)? {
         return Ok(());
     }

@@ -313,8 +313,11 @@ impl Instance for ContainerInstance {
         // What the container printed cannot be told apart by request; a
         // request berth failed on can: its line carries the request's tag.
         if let Err(e) = &result {
-            self.log
-                .line(&info.log_tag, "berth", format!("request failed: {e}").as_bytes());
+            self.log.line(
+                &info.log_tag,
+                "berth",
+                format!("request failed: {e}").as_bytes(),
+            );
         }
         result
     }

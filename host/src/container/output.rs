@@ -358,7 +358,7 @@ mod tests {
             forwarded <= OUTPUT_BURST + OUTPUT_RATE * 12,
             "forwarded {forwarded}"
         );
-        assert!(text.contains(" i-1 stderr to stderr\n"), "stderr tagged");
+        assert!(text.contains(" i-1 - stderr to stderr\n"), "stderr tagged");
     }
 
     #[tokio::test]
