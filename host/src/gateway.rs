@@ -86,7 +86,8 @@ impl Gateway {
         info.tls = self.tls;
         info.timing = req.headers().contains_key(TIMING_REQUEST_HEADER);
         if self.tracing.is_on() {
-            info.trace = self.tracing.server_span(req, &info.id, self.tls);
+            let trace = self.tracing.server_span(req, &info.id, self.tls);
+            info.set_trace(trace);
         }
         info
     }

@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::http::Trace;
 use crate::metrics::{Metrics, TraceCounters};
+use berth_wasm::trace::{TRACEPARENT, TRACESTATE};
 
 /// The largest export queue `--trace-queue` takes.
 pub const MAX_QUEUE: usize = 1_000_000;
@@ -255,12 +256,29 @@ impl Tracing {
     /// The root span of a request, under the caller's `traceparent` when it
     /// sent a valid one: `HTTP <method>`, kind server, with the HTTP
     /// semantic-convention attributes known at its start. Empty when off.
+    /// The attributes are made only for a sampled span (the samplers berth
+    /// offers do not read them): a request sampled out costs the span's
+    /// context and no more.
     pub fn server_span<B>(&self, req: &http::Request<B>, request_id: &str, tls: bool) -> Trace {
         let Some(on) = &self.on else {
             return Trace::default();
         };
-        let parent = on.propagator.extract(&Headers(req.headers()));
+        let parent = on.propagator.extract(&Headers::of(req.headers()));
         let root = Trace::new(on.tracer.clone(), parent);
+        let span = root.root_child(
+            req.method().as_str().to_owned(),
+            SpanKind::Server,
+            Vec::new(),
+        );
+        if span.is_sampled() {
+            span.set_attributes(Self::server_attributes(req, request_id, tls));
+        }
+        span
+    }
+
+    /// The server span's attributes: the HTTP semantic conventions' known
+    /// at the request's head, and its id.
+    fn server_attributes<B>(req: &http::Request<B>, request_id: &str, tls: bool) -> Vec<KeyValue> {
         let mut attrs = Vec::with_capacity(8);
         attrs.push(KeyValue::new(
             "http.request.method",
@@ -302,7 +320,7 @@ impl Tracing {
             attrs.push(KeyValue::new("client.address", peer.0.ip().to_string()));
         }
         attrs.push(KeyValue::new("berth.request_id", request_id.to_owned()));
-        root.root_child(req.method().as_str().to_owned(), SpanKind::Server, attrs)
+        attrs
     }
 
     /// Sends what is queued and stops exporting (waits at most 5 s).
@@ -319,17 +337,103 @@ impl Tracing {
     }
 }
 
-/// A request's headers as the propagator reads them.
-struct Headers<'a>(&'a http::HeaderMap);
+/// The most `tracestate` list members a caller may send (W3C: a longer
+/// list is discarded whole).
+pub const MAX_TRACESTATE_MEMBERS: usize = 32;
+/// The longest `tracestate` taken, in bytes (the size W3C asks every
+/// participant to pass on); a longer one is discarded.
+pub const MAX_TRACESTATE_BYTES: usize = 512;
 
-impl Extractor for Headers<'_> {
+/// A caller's trace context as the propagator reads it: a `traceparent`
+/// only when it is well formed (W3C), `tracestate` only beside such a
+/// `traceparent` and within [`MAX_TRACESTATE_MEMBERS`] and
+/// [`MAX_TRACESTATE_BYTES`]. Whatever fails is ignored: the request starts
+/// a new trace (or keeps the valid parent without the state), and the
+/// instance is handed berth's own headers, never the bad ones.
+struct Headers {
+    parent: Option<String>,
+    state: Option<String>,
+}
+
+impl Headers {
+    fn of(headers: &http::HeaderMap) -> Self {
+        let mut parents = headers.get_all(TRACEPARENT).iter();
+        let parent = match (parents.next(), parents.next()) {
+            (Some(p), None) => p.to_str().ok().filter(|p| valid_traceparent(p)),
+            // None, or several: W3C says ignore them all.
+            _ => None,
+        };
+        let state = parent.and_then(|_| bounded_tracestate(headers));
+        Self {
+            parent: parent.map(str::to_owned),
+            state,
+        }
+    }
+}
+
+impl Extractor for Headers {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        match key {
+            TRACEPARENT => self.parent.as_deref(),
+            TRACESTATE => self.state.as_deref(),
+            _ => None,
+        }
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
+        let mut keys = Vec::with_capacity(2);
+        if self.parent.is_some() {
+            keys.push(TRACEPARENT);
+        }
+        if self.state.is_some() {
+            keys.push(TRACESTATE);
+        }
+        keys
     }
+}
+
+/// Whether `v` is a W3C `traceparent`: `version-traceid-parentid-flags` in
+/// lowercase hex, version not `ff`, ids not all zero; version `00` exactly
+/// that, a later version possibly followed by `-` and more.
+fn valid_traceparent(v: &str) -> bool {
+    let b = v.as_bytes();
+    let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let nonzero = |s: &[u8]| s.iter().any(|&c| c != b'0');
+    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return false;
+    }
+    let (version, trace, span, flags) = (&b[..2], &b[3..35], &b[36..52], &b[53..55]);
+    if !(hex(version) && hex(trace) && hex(span) && hex(flags)) || version == b"ff" {
+        return false;
+    }
+    if !(nonzero(trace) && nonzero(span)) {
+        return false;
+    }
+    match version {
+        b"00" => b.len() == 55,
+        _ => b.len() == 55 || b[55] == b'-',
+    }
+}
+
+/// The caller's `tracestate` (several headers joined with `,`, as W3C
+/// says), or `None` when it has more than [`MAX_TRACESTATE_MEMBERS`] list
+/// members, is longer than [`MAX_TRACESTATE_BYTES`] or is not text. The
+/// members themselves are checked by the propagator (one malformed member
+/// discards the whole state).
+fn bounded_tracestate(headers: &http::HeaderMap) -> Option<String> {
+    let mut state = String::new();
+    for v in headers.get_all(TRACESTATE) {
+        let v = v.to_str().ok()?;
+        if !state.is_empty() {
+            state.push(',');
+        }
+        if state.len() + v.len() > MAX_TRACESTATE_BYTES {
+            return None;
+        }
+        state.push_str(v);
+    }
+    let members = state.split(',').filter(|m| !m.trim().is_empty()).count();
+    (members > 0 && members <= MAX_TRACESTATE_MEMBERS).then_some(state)
 }
 
 /// The span processor: ended, sampled spans into a bounded queue, without
@@ -456,6 +560,79 @@ mod tests {
         );
         let bad = SamplerSetting::parse("sometimes", None).unwrap_err();
         assert!(bad.contains("`sometimes`"), "{bad}");
+    }
+
+    #[test]
+    fn traceparents_are_checked_as_w3c_says() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(valid_traceparent(ok));
+        assert!(valid_traceparent(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"
+        ));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+        ] {
+            assert!(!valid_traceparent(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tracestate_is_bounded_and_needs_a_valid_parent() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let headers = |pairs: &[(&'static str, String)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, http::HeaderValue::from_str(v).unwrap());
+            }
+            Headers::of(&h)
+        };
+        let h = headers(&[
+            (TRACEPARENT, parent.into()),
+            (TRACESTATE, "a=1".into()),
+            (TRACESTATE, "b=2".into()),
+        ]);
+        assert_eq!(h.get(TRACEPARENT), Some(parent));
+        assert_eq!(h.get(TRACESTATE), Some("a=1,b=2"), "joined");
+
+        let members = |n: usize| (0..n).map(|i| format!("k{i}=v")).collect::<Vec<_>>();
+        let h = headers(&[
+            (TRACEPARENT, parent.into()),
+            (TRACESTATE, members(32).join(",")),
+        ]);
+        assert!(h.get(TRACESTATE).is_some(), "32 members");
+        let h = headers(&[
+            (TRACEPARENT, parent.into()),
+            (TRACESTATE, members(33).join(",")),
+        ]);
+        assert_eq!(h.get(TRACESTATE), None, "33 members");
+        assert_eq!(h.get(TRACEPARENT), Some(parent), "the parent stays");
+        let h = headers(&[
+            (TRACEPARENT, parent.into()),
+            (
+                TRACESTATE,
+                format!("k={}", "v".repeat(MAX_TRACESTATE_BYTES)),
+            ),
+        ]);
+        assert_eq!(h.get(TRACESTATE), None, "too long");
+
+        // A bad or doubled parent: neither header is read.
+        let h = headers(&[
+            (TRACEPARENT, parent.to_uppercase()),
+            (TRACESTATE, "a=1".into()),
+        ]);
+        assert_eq!((h.get(TRACEPARENT), h.get(TRACESTATE)), (None, None));
+        assert!(h.keys().is_empty());
+        let h = headers(&[(TRACEPARENT, parent.into()), (TRACEPARENT, parent.into())]);
+        assert_eq!(h.get(TRACEPARENT), None);
     }
 
     #[test]

@@ -614,7 +614,7 @@ async fn logs_are_served_and_followed() {
     let text = r.text().await.unwrap();
     assert!(
         text.lines()
-            .any(|l| l.ends_with(&format!("{id} stdout stdout line"))),
+            .any(|l| l.ends_with(&format!("{id} - stdout stdout line"))),
         "{text}"
     );
 
@@ -630,7 +630,7 @@ async fn logs_are_served_and_followed() {
     assert!(seen.contains(&id), "{seen}");
     let later = call().await;
     let t = Instant::now();
-    while !seen.contains(&format!("{later} stderr stderr line")) {
+    while !seen.contains(&format!("{later} - stderr stderr line")) {
         let chunk = tokio::time::timeout(Duration::from_secs(10), follow.chunk())
             .await
             .expect("a followed log delivers new lines")

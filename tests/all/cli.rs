@@ -132,12 +132,12 @@ async fn logs_command_prints_guest_output_tagged_with_request_ids() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.lines()
-            .any(|l| l.ends_with(&format!("{id} stdout stdout line"))),
+            .any(|l| l.ends_with(&format!("{id} - stdout stdout line"))),
         "{text}"
     );
     assert!(
         text.lines()
-            .any(|l| l.ends_with(&format!("{id} stderr stderr line"))),
+            .any(|l| l.ends_with(&format!("{id} - stderr stderr line"))),
         "{text}"
     );
 
@@ -356,4 +356,76 @@ async fn push_and_pull_commands_round_trip_through_a_registry() {
         .output()
         .unwrap();
     assert!(!missing.status.success());
+}
+
+/// `berth logs -f` on the data directory of a running `berth serve` (no
+/// `--admin`) follows through that server's admin API: a new line comes as
+/// it is written, and the follow ends when the server stops (a watched
+/// file would be watched for ever). The server names its admin URL in the
+/// data directory while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_on_a_data_dir_streams_from_its_server() {
+    use crate::support::serve::Served;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("berth.toml");
+    std::fs::write(&cfg, format!("[apps.logger]\nwasm = \"{}\"\n", art::LOGGER)).unwrap();
+    let data = dir.path().join("data");
+    let served = Served::start(&data, &["--config", cfg.to_str().unwrap()]);
+    let url_file = data.join(berth::cli::serve::ADMIN_URL_FILE);
+    assert_eq!(
+        std::fs::read_to_string(&url_file).unwrap().trim(),
+        format!("http://{}", served.admin)
+    );
+    let mut follower = berth()
+        .args(["logs", "logger", "-f", "--data-dir"])
+        .arg(&data)
+        .env_remove("BERTH_ADMIN_TOKEN")
+        .env_remove("BERTH_ADMIN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let r = client(served.addr, &["logger"])
+        .get(app_url(served.addr, "logger", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-berth-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let want = format!("{id} - stdout stdout line");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.ends_with(&want)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("`{want}` not followed: {seen:#?}"),
+        }
+    }
+
+    served.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = follower.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = follower.kill();
+            let _ = follower.wait();
+            panic!("berth logs -f still follows after the server stopped");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!url_file.exists(), "removed when the server stops");
 }

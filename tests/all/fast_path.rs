@@ -97,8 +97,8 @@ async fn a_stocked_instance_logs_under_its_request_id() {
     let log = host.data_dir().join("logs/logger.log");
     wait_until("the request's lines", Duration::from_secs(10), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let ok = text.contains(&format!(" {id} stdout stdout line"))
-            && text.contains(&format!(" {id} stderr stderr line"));
+        let ok = text.contains(&format!(" {id} - stdout stdout line"))
+            && text.contains(&format!(" {id} - stderr stderr line"));
         if ok { Ok(()) } else { Err(text) }
     })
     .await;

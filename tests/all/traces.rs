@@ -488,3 +488,276 @@ async fn an_endpoint_down_costs_requests_nothing_and_drops_are_counted() {
     }
     host.stop().await;
 }
+
+/// The trace id of a W3C `traceparent`, as bytes.
+fn trace_bytes(hex_id: &str) -> Vec<u8> {
+    (0..16)
+        .map(|i| u8::from_str_radix(&hex_id[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+/// A container app at zero: its first request is one trace, server span →
+/// `activator.queue` → `cold_start` with a span per phase of the container's
+/// start, and `container.proxy` (a client span) under the server span; the
+/// container sees a `traceparent` naming that proxy span in the caller's
+/// trace, and the caller's `tracestate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_request_is_one_trace_and_the_container_sees_it() {
+    use crate::support::image::{Image, Layer};
+    use crate::support::registry::Registry;
+
+    let (otlp, received) = receiver().await;
+    let registry = Registry::start();
+    let reference = registry.reference("traced:v1");
+    let mut image = Image::httpd();
+    image.layers.push(Layer::default().file(
+        "www/cgi-bin/trace",
+        0o755,
+        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"traceparent=$HTTP_TRACEPARENT\"\necho \"tracestate=$HTTP_TRACESTATE\"\n",
+    ));
+    image.push(&reference);
+    let mut spec = AppSpec::image(&reference);
+    spec.container.shutdown_grace = Duration::from_secs(2);
+    spec.container.startup_timeout = Duration::from_secs(20);
+    spec.scaling.autoscale.initial_scale = 0;
+    let host = TestHost::builder()
+        .traces(settings(otlp))
+        .app("web", spec)
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &["web"]);
+    let caller_trace = "aaaabbbbccccddddeeeeffff00001111";
+    let caller_span = "2222333344445555";
+    let r = c
+        .get(app_url(host.addr, "web", "/cgi-bin/trace"))
+        .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+        .header("tracestate", "vendor=opaque")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    let seen = body
+        .lines()
+        .find_map(|l| l.strip_prefix("traceparent="))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        body.lines().any(|l| l == "tracestate=vendor=opaque"),
+        "{body}"
+    );
+    let parts: Vec<&str> = seen.split('-').collect();
+    assert_eq!(parts.len(), 4, "{body}");
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", caller_trace, "01"));
+
+    // server, queue, cold_start, its phases (prepare, network, run,
+    // ready), container.proxy.
+    let spans = received.trace(&trace_bytes(caller_trace), 8).await;
+    let server = server_of(&spans, "web");
+    assert_eq!(hex(&server.parent_span_id), caller_span, "under the caller");
+    assert_eq!(int_attr(server, "http.response.status_code"), Some(200));
+    assert_eq!(str_attr(server, "url.path"), Some("/cgi-bin/trace"));
+    assert_eq!(bool_attr(server, "berth.cold_start"), Some(true));
+
+    let queue = find(&spans, "activator.queue", "web");
+    assert_eq!(queue.parent_span_id, server.span_id);
+    let cold = find(&spans, "cold_start", "web");
+    assert_eq!(cold.parent_span_id, queue.span_id);
+    assert_eq!(str_attr(cold, "berth.kind"), Some("container"));
+    assert_eq!(int_attr(cold, "berth.instance"), Some(1));
+    let phases: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == cold.span_id)
+        .collect();
+    let mut phase_names: Vec<&str> = phases.iter().map(|s| s.name.as_str()).collect();
+    phase_names.sort_unstable();
+    assert_eq!(phase_names, ["network", "prepare", "ready", "run"]);
+    for p in &phases {
+        assert!(
+            p.start_time_unix_nano >= cold.start_time_unix_nano
+                && p.end_time_unix_nano <= cold.end_time_unix_nano,
+            "phase `{}` within the cold start",
+            p.name
+        );
+    }
+    let at = |name: &str| phases.iter().find(|s| s.name == name).unwrap();
+    assert!(
+        at("prepare").end_time_unix_nano <= at("run").start_time_unix_nano
+            && at("run").end_time_unix_nano <= at("ready").start_time_unix_nano,
+        "prepare, run and ready one after the other"
+    );
+
+    // A client span (which `find` leaves out: those are a guest's calls).
+    let proxy = spans
+        .iter()
+        .find(|s| s.name == "container.proxy")
+        .expect("a container.proxy span");
+    assert_eq!(str_attr(proxy, "berth.app"), Some("web"));
+    assert_eq!(proxy.kind, 3, "SPAN_KIND_CLIENT");
+    assert_eq!(proxy.parent_span_id, server.span_id);
+    assert_eq!(str_attr(proxy, "berth.kind"), Some("container"));
+    assert_eq!(bool_attr(proxy, "berth.cold_start"), Some(true));
+    assert_eq!(int_attr(proxy, "http.response.status_code"), Some(200));
+    assert_eq!(hex(&proxy.span_id), parts[2], "the container's caller");
+    assert!(
+        proxy.start_time_unix_nano >= cold.end_time_unix_nano,
+        "proxied once the instance is ready"
+    );
+    host.stop().await;
+}
+
+/// A caller's malformed `traceparent` is ignored: the request starts a new
+/// trace, and the guest is handed berth's `traceparent`, never the bad one,
+/// nor the `tracestate` beside it; a `tracestate` past the W3C bounds (more
+/// than 32 members, longer than 512 bytes) is dropped and the valid parent
+/// kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_or_oversized_trace_context_is_not_passed_on() {
+    let (otlp, received) = receiver().await;
+    let host = TestHost::builder()
+        .traces(settings(otlp))
+        .wasm_app("echo", art::ECHO)
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &["echo"]);
+    let send = async |headers: &[(&str, String)]| {
+        let mut req = c.get(app_url(host.addr, "echo", "/"));
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let h = |name: &str| {
+            r.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        (
+            h("x-echo-header-traceparent").expect("berth hands a traceparent"),
+            h("x-echo-header-tracestate"),
+            h("x-berth-request-id").unwrap(),
+        )
+    };
+    let bad_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    for bad in [
+        format!("00-{}-00f067aa0ba902b7-01", bad_trace.to_uppercase()),
+        format!("ff-{bad_trace}-00f067aa0ba902b7-01"),
+        format!("00-{bad_trace}-0000000000000000-01"),
+        format!("00-{bad_trace}-00f067aa0ba902b7-01-extra"),
+        format!("00-{bad_trace}-00f067aa0ba902b7"),
+        "x".repeat(1000),
+    ] {
+        let (seen, state, id) = send(&[
+            ("traceparent", bad.clone()),
+            ("tracestate", "vendor=opaque".into()),
+        ])
+        .await;
+        assert_ne!(seen, bad);
+        let parts: Vec<&str> = seen.split('-').collect();
+        assert_eq!(parts.len(), 4, "{seen}");
+        assert_ne!(parts[1], bad_trace, "a new trace for {bad}");
+        assert_eq!(state, None, "no tracestate without a valid parent");
+        // The new trace's server span is a root.
+        let spans = received.trace(&trace_bytes(parts[1]), 2).await;
+        let server = server_of(&spans, "echo");
+        assert!(
+            server.parent_span_id.iter().all(|b| *b == 0),
+            "a root for {bad}"
+        );
+        assert_eq!(str_attr(server, "berth.request_id"), Some(id.as_str()));
+    }
+
+    let caller_trace = "0123456789abcdef0123456789abcdef";
+    let parent = format!("00-{caller_trace}-0123456789abcdef-01");
+    let members = |n: usize| {
+        (0..n)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (seen, state, _) =
+        send(&[("traceparent", parent.clone()), ("tracestate", members(32))]).await;
+    assert_eq!(seen.split('-').nth(1), Some(caller_trace));
+    assert_eq!(state, Some(members(32)), "32 members pass");
+    for oversized in [members(33), format!("k={}", "v".repeat(600))] {
+        let (seen, state, _) = send(&[
+            ("traceparent", parent.clone()),
+            ("tracestate", oversized.clone()),
+        ])
+        .await;
+        assert_eq!(
+            seen.split('-').nth(1),
+            Some(caller_trace),
+            "the parent is kept"
+        );
+        assert_eq!(state, None, "dropped: {} bytes", oversized.len());
+    }
+    host.stop().await;
+}
+
+/// A traced request's lines in the app log carry its request id and trace
+/// id; a request that is sampled out carries `-` for the trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_log_lines_carry_the_trace_id() {
+    let (otlp, _received) = receiver().await;
+    let host = TestHost::builder()
+        .traces(settings(otlp))
+        .wasm_app("logger", art::LOGGER)
+        .start()
+        .await
+        .unwrap();
+    let c = client(host.addr, &["logger"]);
+    let call = async |flags: &str| {
+        let trace = if flags == "01" {
+            "feedfacefeedfacefeedfacefeedface"
+        } else {
+            "0badcafe0badcafe0badcafe0badcafe"
+        };
+        let r = c
+            .get(app_url(host.addr, "logger", "/"))
+            .header(
+                "traceparent",
+                format!("00-{trace}-1111222233334444-{flags}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let id = r.headers()["x-berth-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(r.text().await.unwrap(), "logged");
+        (id, trace)
+    };
+    let (sampled, trace) = call("01").await;
+    let (sampled_out, _) = call("00").await;
+    let dir = host.data_dir().join("logs");
+    let want = [
+        format!(" {sampled} {trace} stdout stdout line"),
+        format!(" {sampled} {trace} stderr stderr line"),
+        format!(" {sampled_out} - stdout stdout line"),
+    ];
+    let text = poll(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        async || {
+            let text = berth::logs::read_all(&dir, "logger").unwrap_or_default();
+            if want
+                .iter()
+                .all(|w| text.lines().any(|l| l.ends_with(w.as_str())))
+            {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
+    if let Err(t) = text {
+        panic!("{want:#?} not all in:\n{}", t.last);
+    }
+    host.stop().await;
+}

@@ -172,23 +172,23 @@ impl AdminClient {
     /// # Errors
     /// As [`get`](Self::get), and write errors.
     pub async fn stream(&self, path: &str, out: &mut impl Write) -> anyhow::Result<()> {
+        let body = self.open_stream(path).await?;
+        copy_body(body, out).await
+    }
+
+    /// `GET path`, answered with success: its body, still to be read.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn open_stream(&self, path: &str) -> anyhow::Result<hyper::body::Incoming> {
         let resp = self.request(Method::GET, path, None).await?;
         let status = resp.status();
-        let mut body = resp.into_body();
+        let body = resp.into_body();
         if !status.is_success() {
             let bytes = body.collect().await?.to_bytes();
             return Err(api_error(status, &bytes).into());
         }
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame?.into_data() {
-                match out.write_all(&data).and_then(|()| out.flush()) {
-                    // The reader went away (`berth logs -f | head`).
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-                    other => other?,
-                }
-            }
-        }
-        Ok(())
+        Ok(body)
     }
 
     async fn call(
@@ -277,12 +277,33 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> anyhow::Result<T> {
 ///
 /// # Errors
 /// Whatever `f` returns, or a runtime that cannot start.
-pub fn block_on<F: Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+pub fn block_on<T, F: Future<Output = anyhow::Result<T>>>(f: F) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
         .block_on(f)
+}
+
+/// Copies `body` to `out` as it arrives (a reader that went away ends it
+/// quietly).
+///
+/// # Errors
+/// The body broke off, or a write failed.
+pub async fn copy_body(
+    mut body: hyper::body::Incoming,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            match out.write_all(&data).and_then(|()| out.flush()) {
+                // The reader went away (`berth logs -f | head`).
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                other => other?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Prints `value` as pretty JSON on stdout.

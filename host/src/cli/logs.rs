@@ -19,7 +19,10 @@ pub struct LogsArgs {
     pub follow: bool,
     /// Where the log is read: through the admin API when `--admin` or
     /// `--token` is given, else straight from the data directory's files
-    /// (`--data-dir`), which needs no running server.
+    /// (`--data-dir`), which needs no running server; `--follow` then
+    /// streams from the admin API of the server holding that directory,
+    /// when one runs and takes the directory's token, and else watches
+    /// the file.
     #[command(flatten)]
     pub admin: AdminArgs,
     /// Print the tenant's bytes as they are, control characters included
@@ -56,11 +59,11 @@ pub fn run(args: LogsArgs) -> anyhow::Result<()> {
             async move { client.stream(&path, &mut output(raw)).await },
         );
     }
-    let dir = args
-        .admin
-        .data_dir
-        .unwrap_or_else(config::default_data_dir)
-        .join("logs");
+    let data_dir = args.admin.data_dir.unwrap_or_else(config::default_data_dir);
+    if args.follow && follow_server(&data_dir, &args.name, args.raw)? {
+        return Ok(());
+    }
+    let dir = data_dir.join("logs");
     let text = logs::read_all(&dir, &args.name)
         .with_context(|| format!("no logs for app `{}` in `{}`", args.name, dir.display()))?;
     let mut out = output(args.raw);
@@ -87,4 +90,41 @@ pub fn run(args: LogsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Follows the log through the admin API of the `berth serve` holding
+/// `data_dir` (it names its admin URL there, [`super::serve::ADMIN_URL_FILE`];
+/// the directory's token authenticates). `false` when there is no such
+/// server to ask or it does not answer with the log: the caller reads the
+/// files then. Once the stream is open, until the server ends it.
+///
+/// # Errors
+/// The stream broke off, or standard output could not be written.
+fn follow_server(data_dir: &std::path::Path, app: &str, raw: bool) -> anyhow::Result<bool> {
+    let Some(url) = super::serve::read_admin_url(data_dir) else {
+        return Ok(false);
+    };
+    let client = match AdminClient::new(&AdminArgs {
+        admin: Some(url),
+        token: None,
+        data_dir: Some(data_dir.to_path_buf()),
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!("not following through the admin API: {e:#}");
+            return Ok(false);
+        }
+    };
+    let path = format!("/v1/apps/{app}/logs?follow=true");
+    super::client::block_on(async move {
+        match client.open_stream(&path).await {
+            Ok(body) => super::client::copy_body(body, &mut output(raw))
+                .await
+                .map(|()| true),
+            Err(e) => {
+                tracing::debug!("not following through the admin API: {e:#}");
+                Ok(false)
+            }
+        }
+    })
 }

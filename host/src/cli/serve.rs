@@ -189,7 +189,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map_err(|r| anyhow::anyhow!("--domain: {r}"))?;
         cfg.domain = domain;
     }
-    let mut options = ServerOptions::new(data_dir);
+    let mut options = ServerOptions::new(data_dir.clone());
     options.engine.max_instances = args.max_instances;
     options.engine.max_instances_per_app = args.max_instances_per_app;
     options.engine.memory_budget = args.wasm_memory_budget;
@@ -264,6 +264,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let admin = tokio::net::TcpListener::bind(args.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
+        let admin_url = write_admin_url(&data_dir, admin.local_addr()?);
         let server = Arc::new(Server::open(&cfg, options).await?);
         // SIGTERM while apps are being pulled, unpacked or started: stop
         // what was started, leave nothing behind, exit.
@@ -300,8 +301,45 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 listener.local_addr()?.port()
             );
         }
-        server.run(listener, admin, stop).await
+        let served = server.run(listener, admin, stop).await;
+        if let Some(file) = admin_url {
+            let _ = std::fs::remove_file(file);
+        }
+        served
     })
+}
+
+/// The file in the data directory naming the admin API of the `berth serve`
+/// that holds it (`http://HOST:PORT`), for `berth logs -f`; removed when the
+/// server stops (a killed server leaves it: readers must cope with a URL
+/// nothing answers on).
+pub const ADMIN_URL_FILE: &str = "admin-url";
+
+/// Writes [`ADMIN_URL_FILE`] for the admin API on `addr` (an unspecified
+/// address is reached on loopback); the file's path, or `None` when it
+/// could not be written (said, and nothing else depends on it).
+fn write_admin_url(data_dir: &std::path::Path, addr: SocketAddr) -> Option<PathBuf> {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let path = data_dir.join(ADMIN_URL_FILE);
+    let url = format!("http://{}\n", SocketAddr::new(ip, addr.port()));
+    match std::fs::write(&path, url) {
+        Ok(()) => Some(path),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "cannot write the admin URL file: {e}");
+            None
+        }
+    }
+}
+
+/// The admin URL [`ADMIN_URL_FILE`] in `data_dir` names, if there is one.
+pub fn read_admin_url(data_dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(data_dir.join(ADMIN_URL_FILE)).ok()?;
+    let url = text.trim();
+    (url.starts_with("http://") && url.len() < 256).then(|| url.to_owned())
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {

@@ -193,6 +193,7 @@ impl Backend for ContainerBackend {
             client,
             metering,
             split,
+            log: self.log.clone(),
             timeout: self.spec.limits.timeout,
         }))
     }
@@ -233,6 +234,8 @@ pub struct ContainerInstance {
     metering: Option<(Arc<Metrics>, PathBuf)>,
     /// Where its cold start spent its time.
     split: ColdStartSplit,
+    /// The app's log, for the requests berth failed on.
+    log: Arc<AppLog>,
     /// The app's `limits.timeout`: from the request's arrival to the end of
     /// the response.
     timeout: Duration,
@@ -293,7 +296,7 @@ impl Instance for ContainerInstance {
         strip_hop_by_hop(&mut parts.headers);
         let req = Request::from_parts(parts, body);
         let deadline = tokio::time::Instant::from_std(info.accepted + self.timeout);
-        match tokio::time::timeout_at(deadline, self.client.request(req)).await {
+        let result = match tokio::time::timeout_at(deadline, self.client.request(req)).await {
             Err(_) => Err(ServeError::Timeout(self.timeout)),
             Ok(Ok(mut resp)) => {
                 strip_hop_by_hop(resp.headers_mut());
@@ -306,7 +309,17 @@ impl Instance for ContainerInstance {
                 Err(ServeError::Crashed(format!("{e}")))
             }
             Ok(Err(e)) => Err(ServeError::BadUpstream(format!("{e}"))),
+        };
+        // What the container printed cannot be told apart by request; a
+        // request berth failed on can: its line carries the request's tag.
+        if let Err(e) = &result {
+            self.log.line(
+                &info.log_tag,
+                "berth",
+                format!("request failed: {e}").as_bytes(),
+            );
         }
+        result
     }
 
     fn cold_start_split(&self) -> Option<ColdStartSplit> {

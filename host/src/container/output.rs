@@ -88,7 +88,8 @@ pub(super) struct Output {
 
 impl Output {
     /// Makes both pipes and starts reading them into `log`, lines tagged
-    /// with `instance`. Call it inside a tokio runtime.
+    /// with `instance` (no request can be told for a container's output:
+    /// its trace id is `-`). Call it inside a tokio runtime.
     ///
     /// # Errors
     /// When a pipe cannot be made or registered with the reactor.
@@ -97,6 +98,7 @@ impl Output {
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_BYTES)));
         let mut tasks = Vec::with_capacity(2);
         let mut ends = Vec::with_capacity(2);
+        let tag = crate::logs::log_tag(instance, None);
         for stream in ["stdout", "stderr"] {
             // The write end stays blocking (it is the container's fd 1 or
             // 2); tokio makes the read end non-blocking.
@@ -106,7 +108,8 @@ impl Output {
                 log: Arc::clone(log),
                 instance: instance.to_owned(),
                 stream,
-                lines: log.sink(Arc::from(instance), stream).lines(),
+                tag: tag.clone(),
+                lines: log.sink(tag.clone(), stream).lines(),
                 budget: Budget::new(Instant::now()),
                 dropped: 0,
                 tail: (stream == "stderr").then(|| Arc::clone(&tail)),
@@ -190,6 +193,8 @@ async fn read_stream(
 struct Forward {
     log: Arc<AppLog>,
     instance: String,
+    /// Its lines' tag in the app log.
+    tag: Arc<str>,
     stream: &'static str,
     lines: LineWriter,
     budget: Budget,
@@ -233,7 +238,7 @@ impl Forward {
              forwarded (at most {OUTPUT_BURST} bytes at once, then {OUTPUT_RATE} bytes a second)",
             self.dropped, self.stream
         );
-        self.log.line(&self.instance, self.stream, text.as_bytes());
+        self.log.line(&self.tag, self.stream, text.as_bytes());
         self.dropped = 0;
     }
 
@@ -353,7 +358,7 @@ mod tests {
             forwarded <= OUTPUT_BURST + OUTPUT_RATE * 12,
             "forwarded {forwarded}"
         );
-        assert!(text.contains(" i-1 stderr to stderr\n"), "stderr tagged");
+        assert!(text.contains(" i-1 - stderr to stderr\n"), "stderr tagged");
     }
 
     #[tokio::test]

@@ -246,7 +246,7 @@ impl WasmApp {
                     served,
                     ..
                 } = i;
-                id.set(info.id.clone());
+                id.set(info.log_tag.clone());
                 store.data_mut().deadline = deadline;
                 store.set_epoch_deadline(1);
                 (store, Some(Proxy::P3(service)), id, served)
@@ -259,14 +259,14 @@ impl WasmApp {
                     id,
                     ..
                 } = s;
-                id.set(info.id.clone());
+                id.set(info.log_tag.clone());
                 store.data_mut().deadline = deadline;
                 store.set_epoch_deadline(1);
                 (store, Some(proxy), id, 0)
             }
             (None, None) => {
                 let id = RequestIdCell::default();
-                id.set(info.id.clone());
+                id.set(info.log_tag.clone());
                 (self.new_store(id.clone(), deadline), None, id, 0)
             }
         };
@@ -341,7 +341,7 @@ impl WasmApp {
                 Some(Err(e)) => e,
                 _ => {
                     let err = GuestError::NoResponse;
-                    self.log_failure(&info.id, &err);
+                    self.log_failure(&info.log_tag, &err);
                     err
                 }
             });
@@ -354,7 +354,7 @@ impl WasmApp {
                 info,
             )),
             Err(err) => {
-                self.log_failure(&info.id, &err);
+                self.log_failure(&info.log_tag, &err);
                 if let Some(guest) = guest {
                     finish_detached(guest);
                 }
@@ -381,7 +381,7 @@ impl WasmApp {
         let request = with_scheme(req, info.tls).map(|b| b.map_err(Into::into).boxed_unsync());
         let (reply, head) = tokio::sync::oneshot::channel();
         let mut entry = crate::tasks::Entry::new(
-            info.id.clone(),
+            info.log_tag.clone(),
             deadline,
             reply,
             self.outbound.request_caps(),
@@ -431,7 +431,7 @@ impl WasmApp {
             (incoming, outparam)
         };
         let app = self.clone();
-        let id = info.id.clone();
+        let id = info.log_tag.clone();
         let guest: Guest = Box::pin(async move {
             let _slot = slot;
             let started = Instant::now();
@@ -480,7 +480,7 @@ impl WasmApp {
             wasmtime_wasi_http::p3::Request::from_http(http.hooks, req)
         };
         let app = self.clone();
-        let id = info.id.clone();
+        let id = info.log_tag.clone();
         let guest: Guest = Box::pin(async move {
             let _slot = slot;
             let started = Instant::now();
@@ -546,10 +546,13 @@ impl WasmApp {
         result
     }
 
-    pub(super) fn log_failure(&self, id: &str, err: &GuestError) {
-        tracing::warn!(app = %self.name, request_id = id, "request failed: {err}");
+    /// Says in the host log and the app log that the request tagged `tag`
+    /// ([`crate::logs::log_tag`]) failed.
+    pub(super) fn log_failure(&self, tag: &str, err: &GuestError) {
+        let (request_id, trace_id) = tag.split_once(' ').unwrap_or((tag, "-"));
+        tracing::warn!(app = %self.name, request_id, trace_id, "request failed: {err}");
         self.log
-            .line(id, "berth", format!("request failed: {err}").as_bytes());
+            .line(tag, "berth", format!("request failed: {err}").as_bytes());
     }
 }
 

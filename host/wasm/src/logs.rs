@@ -4,10 +4,12 @@
 //! writes to stdout or stderr becomes one line of that file:
 //!
 //! ```text
-//! 2026-11-30T12:00:00.123456Z 5f2a9c01d3e4b6a7-0000002a stdout hello
+//! 2026-11-30T12:00:00.123456Z 5f2a9c01-0000002a 4bf92f3577b34da6a3ce929d0e0e4736 stdout hello
+//! 2026-11-30T12:00:00.123789Z 5f2a9c01-0000002b - stdout hello
 //! ```
 //!
-//! (timestamp, request id, stream, text). The file is rotated to `<app>.log.1`
+//! (timestamp, request id, trace id or `-` when the request is not traced,
+//! stream, text: the first three space-free, see [`log_tag`]). The file is rotated to `<app>.log.1`
 //! when it passes [`MAX_LOG_BYTES`]; `berth logs NAME` prints both.
 //!
 //! Followers ([`AppLog::follow`]) get the files' text and then each new line
@@ -32,6 +34,21 @@ pub const MAX_LOG_BYTES: u64 = 16 * 1024 * 1024;
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Lines a follower may fall behind before it misses some.
 pub const FOLLOW_BUFFER: usize = 512;
+
+/// The tag of a request's lines: `<request id> <trace id>`, or
+/// `<request id> -` when the request is not traced (or, for output no
+/// request can be told for, `<instance id> -` or `- -`).
+pub fn log_tag(request_id: &str, trace_id: Option<&str>) -> Arc<str> {
+    let trace_id = trace_id.unwrap_or("-");
+    let mut tag = String::with_capacity(request_id.len() + 1 + trace_id.len());
+    tag.push_str(request_id);
+    tag.push(' ');
+    tag.push_str(trace_id);
+    Arc::from(tag)
+}
+
+/// The tag of lines no request is known for.
+pub const NO_REQUEST: &str = "- -";
 
 /// Where an app's log file lives.
 pub fn log_path(logs_dir: &Path, app: &str) -> PathBuf {
@@ -113,16 +130,17 @@ impl AppLog {
         &self.path
     }
 
-    /// Appends one line. Errors are reported through tracing, never to the
-    /// guest: a full disk must not fail requests.
-    pub fn line(&self, request_id: &str, stream: &str, text: &[u8]) {
+    /// Appends one line tagged `tag` ([`log_tag`]). Errors are reported
+    /// through tracing, never to the guest: a full disk must not fail
+    /// requests.
+    pub fn line(&self, tag: &str, stream: &str, text: &[u8]) {
         if let Some(stdio) = &self.stdio {
             let (file, record) = match stream {
                 "stdout" => (&stdio.stdout, [text, b"\n"].concat()),
                 "stderr" => (&stdio.stderr, [text, b"\n"].concat()),
                 _ => (
                     &stdio.stderr,
-                    [format!("{stream}: {request_id} ").as_bytes(), text, b"\n"].concat(),
+                    [format!("{stream}: {tag} ").as_bytes(), text, b"\n"].concat(),
                 ),
             };
             let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
@@ -134,7 +152,7 @@ impl AppLog {
         let text = String::from_utf8_lossy(text);
         let text = text.trim_end_matches(['\n', '\r']);
         let ts = humantime::format_rfc3339_micros(std::time::SystemTime::now());
-        let record = format!("{ts} {request_id} {stream} {text}\n");
+        let record = format!("{ts} {tag} {stream} {text}\n");
         let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if guard.1 + record.len() as u64 > MAX_LOG_BYTES
             && let Err(e) = self.rotate(&mut guard)
@@ -187,15 +205,17 @@ impl AppLog {
         Ok(())
     }
 
-    /// A sink for one request's `stream` ("stdout" or "stderr").
-    pub fn sink(self: &Arc<Self>, request_id: Arc<str>, stream: &'static str) -> GuestOutput {
+    /// A sink for `stream` ("stdout" or "stderr"), its lines tagged `tag`
+    /// ([`log_tag`]).
+    pub fn sink(self: &Arc<Self>, tag: Arc<str>, stream: &'static str) -> GuestOutput {
         let id = RequestIdCell::default();
-        id.set(request_id);
+        id.set(tag);
         self.sink_for(id, stream)
     }
 
-    /// A sink whose request id is set later, once, through `id` (an instance
-    /// made ahead of its request). Lines written before that are tagged `-`.
+    /// A sink whose request's tag is set later, once, through `id` (an
+    /// instance made ahead of its request). Lines written before that are
+    /// tagged [`NO_REQUEST`].
     pub fn sink_for(self: &Arc<Self>, id: RequestIdCell, stream: &'static str) -> GuestOutput {
         GuestOutput(Arc::new(Shared {
             log: self.clone(),
@@ -219,25 +239,25 @@ pub fn read_all(logs_dir: &Path, app: &str) -> std::io::Result<String> {
     Ok(out)
 }
 
-/// The id of the request an instance serves now, set when the request
+/// The tag ([`log_tag`]) of the request an instance serves now, set when the request
 /// takes the instance (which may have been made before the request came, or
 /// served other requests before it, one at a time, under serial reuse).
 #[derive(Debug, Clone, Default)]
 pub struct RequestIdCell(Arc<std::sync::RwLock<Option<Arc<str>>>>);
 
 impl RequestIdCell {
-    /// Sets the id of the request the instance serves from now on.
+    /// Sets the tag of the request the instance serves from now on.
     pub fn set(&self, id: Arc<str>) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(id);
     }
 
-    /// The id, or `-` before it is set.
+    /// The tag, or [`NO_REQUEST`] before it is set.
     pub fn get(&self) -> Arc<str> {
         self.0
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .unwrap_or_else(|| Arc::from("-"))
+            .unwrap_or_else(|| Arc::from(NO_REQUEST))
     }
 }
 

@@ -28,6 +28,9 @@ pub struct RequestInfo {
     /// Its place in a trace (empty when tracing is off): the span that work
     /// done for it hangs under.
     pub trace: crate::trace::Trace,
+    /// What tags the request's lines in the app log: its id and, when it is
+    /// traced, its trace id ([`crate::logs::log_tag`]).
+    pub log_tag: Arc<str>,
 }
 
 impl RequestInfo {
@@ -41,6 +44,18 @@ impl RequestInfo {
             tls: false,
             timing: false,
             trace: crate::trace::Trace::default(),
+            log_tag: crate::logs::log_tag(id, None),
         }
+    }
+
+    /// Puts the request in `trace`; when it is sampled, its log lines carry
+    /// the trace id from now on.
+    pub fn set_trace(&mut self, trace: crate::trace::Trace) {
+        if trace.is_sampled()
+            && let Some(trace_id) = trace.trace_id()
+        {
+            self.log_tag = crate::logs::log_tag(&self.id, Some(&trace_id));
+        }
+        self.trace = trace;
     }
 }

@@ -34,7 +34,7 @@ pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<Response<GuestBody>,
 
 /// One request in a concurrently used instance.
 pub(crate) struct Entry {
-    /// The request's id.
+    /// The request's log tag ([`crate::logs::log_tag`]).
     pub(crate) id: Arc<str>,
     /// When its time is up (head and body).
     pub(crate) deadline: Instant,
@@ -194,11 +194,12 @@ impl Tasks {
             .unwrap_or_default()
     }
 
-    /// The id of the request whose task runs now (`-` if none).
+    /// The log tag of the request whose task runs now
+    /// ([`crate::logs::NO_REQUEST`] if none).
     pub fn current_id(&self) -> Arc<str> {
         self.lock()
             .running()
-            .map_or_else(|| Arc::from("-"), |e| e.id.clone())
+            .map_or_else(|| Arc::from(crate::logs::NO_REQUEST), |e| e.id.clone())
     }
 
     /// The memory last sampled.

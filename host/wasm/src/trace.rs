@@ -148,6 +148,13 @@ impl Trace {
         }
     }
 
+    /// Adds `attrs` to this span (if it is ours and recording).
+    pub fn set_attributes(&self, attrs: Vec<KeyValue>) {
+        if let Some(i) = &self.0 {
+            i.cx.span().set_attributes(attrs);
+        }
+    }
+
     /// Marks this span failed with `description`.
     pub fn set_error(&self, description: impl Into<Cow<'static, str>>) {
         if let Some(i) = &self.0 {

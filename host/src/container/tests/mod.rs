@@ -55,7 +55,8 @@ impl Env {
     /// The lines of instance `id` in the log: `stream text` each.
     fn output_of(&self, id: &str) -> Vec<String> {
         let text = crate::logs::read_all(&self.dir.path().join("logs"), "app").unwrap();
-        let tag = format!(" {id} ");
+        // An instance's lines: its id, and `-` for the trace.
+        let tag = format!(" {id} - ");
         text.lines()
             .filter_map(|l| l.split_once(&tag).map(|(_, rest)| rest.to_owned()))
             .collect()
