@@ -241,6 +241,7 @@ mod tests {
         assert_eq!(
             key(Limits {
                 outbound_connections: 8,
+                outbound_connections_per_request: 8,
                 outbound_pool_idle_per_host: 9,
                 ..d
             }),

@@ -752,7 +752,7 @@ mod tests {
             )
             .unwrap()
         };
-        let (mut a, mut b) = (app(PoolSettings::default()), app(PoolSettings::default()));
+        let (a, b) = (app(PoolSettings::default()), app(PoolSettings::default()));
         for _ in 0..3 {
             assert_eq!(get(&mut a.for_request(), addr).await.unwrap(), "ok");
             eventually("a's connection pooled", || a.pool.idle_count() == 1).await;
@@ -775,7 +775,7 @@ mod tests {
         assert_eq!(host.in_use(), 1);
 
         // With pooling off nothing stays: the place comes back at once.
-        let mut off = app(PoolSettings {
+        let off = app(PoolSettings {
             idle_per_host: 0,
             ..PoolSettings::default()
         });

@@ -96,7 +96,10 @@ impl HostOutbound {
     /// connections of (and forgets pools that are gone).
     pub(super) fn register_pool(&self, pool: &Arc<PoolShared>) {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-        pools.retain(|p| p.strong_count() > 0);
+        // Swept only when the list would grow: amortised O(1) per pool.
+        if pools.len() == pools.capacity() {
+            pools.retain(|p| p.strong_count() > 0);
+        }
         pools.push(Arc::downgrade(pool));
     }
 
