@@ -124,6 +124,10 @@ impl fmt::Display for ColdStartSplit {
 /// engine's, re-exported).
 pub use berth_wasm::stock::StockStatus;
 
+/// What a backend's outbound connections did so far (the Wasm engine's,
+/// re-exported).
+pub use berth_wasm::outbound::pool::OutboundStatus;
+
 /// Starts instances of one revision.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + fmt::Debug {
@@ -142,6 +146,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     }
     /// The stock of ready-made instances, for backends that keep one.
     fn stock(&self) -> Option<StockStatus> {
+        None
+    }
+    /// Its guests' outbound connections, for backends that make them.
+    fn outbound(&self) -> Option<OutboundStatus> {
         None
     }
     /// Starts one instance; returns when it is ready to serve.

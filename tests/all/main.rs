@@ -24,6 +24,7 @@ mod layering;
 mod new;
 mod oci;
 mod outbound_caps;
+mod outbound_pool;
 mod revisions;
 mod secrets;
 mod shim;

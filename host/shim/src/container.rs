@@ -14,6 +14,8 @@
 //! (`limits.timeout`), `BERTH_REQUEST_BODY_LIMIT` (`limits.request_body`),
 //! `BERTH_OUTBOUND_CONNECTIONS` and `BERTH_OUTBOUND_CONNECTIONS_PER_REQUEST`
 //! (`limits.outbound_connections[_per_request]`),
+//! `BERTH_OUTBOUND_POOL_IDLE_PER_HOST` and `BERTH_OUTBOUND_POOL_IDLE_TIMEOUT`
+//! (`limits.outbound_pool_idle_*`),
 //! `BERTH_ALLOWED_OUTBOUND_HOSTS` (comma-separated `allowed_outbound_hosts`),
 //! `BERTH_ALLOWED_NETWORKS` (comma-separated `allowed_networks`),
 //! `BERTH_KEYVALUE` (comma-separated `wasi:keyvalue` buckets, on the
@@ -281,6 +283,13 @@ fn app_settings<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<App
     if let Some(v) = get("BERTH_OUTBOUND_CONNECTIONS_PER_REQUEST") {
         limits.outbound_connections_per_request =
             count("BERTH_OUTBOUND_CONNECTIONS_PER_REQUEST", v)?;
+    }
+    if let Some(v) = get("BERTH_OUTBOUND_POOL_IDLE_PER_HOST") {
+        limits.outbound_pool_idle_per_host = count("BERTH_OUTBOUND_POOL_IDLE_PER_HOST", v)?;
+    }
+    if let Some(v) = get("BERTH_OUTBOUND_POOL_IDLE_TIMEOUT") {
+        limits.outbound_pool_idle_timeout =
+            parse_duration(v).map_err(|r| invalid("BERTH_OUTBOUND_POOL_IDLE_TIMEOUT", r))?;
     }
     let reuse = reuse_settings(get).map_err(|(var, reason)| invalid(var, reason))?;
     let list = |var: &str| -> Vec<String> {

@@ -119,6 +119,12 @@ impl AppStatus {
                         stocked: s.stocked,
                         live: s.live,
                     }),
+                    outbound: r.outbound.as_deref().map(|o| metrics::OutboundSnapshot {
+                        opened: o.opened,
+                        reused: o.reused,
+                        refused: o.refused,
+                        idle: o.idle,
+                    }),
                 })
                 .collect(),
         }

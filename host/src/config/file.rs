@@ -193,6 +193,12 @@ pub struct RawLimits {
     /// Wasm: outbound connections one request holds at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound_connections_per_request: Option<u32>,
+    /// Wasm: idle outbound connections kept per destination (0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_pool_idle_per_host: Option<u32>,
+    /// Wasm: how long an idle outbound connection is kept, `"30s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_pool_idle_timeout: Option<String>,
 }
 
 impl RawLimits {

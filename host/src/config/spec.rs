@@ -16,7 +16,9 @@ use crate::autoscale::KpaConfig;
 use berth_wasm::networks::AllowedNetworks;
 
 pub use berth_wasm::keyvalue::KvQuota;
-pub use berth_wasm::limits::{Limits, MAX_TIMEOUT, MIN_MEMORY_LIMIT};
+pub use berth_wasm::limits::{
+    Limits, MAX_OUTBOUND_POOL_IDLE_TIMEOUT, MAX_TIMEOUT, MIN_MEMORY_LIMIT,
+};
 pub use berth_wasm::reuse::{InstanceReuse, MAX_IDLE_TIMEOUT, ReuseMode};
 /// Longest `startup_timeout` and `shutdown_grace`.
 pub const MAX_CONTAINER_WAIT: Duration = Duration::from_secs(3600);
@@ -468,6 +470,17 @@ impl AppSpec {
         if let Some(n) = app.limits.outbound_connections_per_request {
             limits.outbound_connections_per_request = n;
         }
+        if let Some(n) = app.limits.outbound_pool_idle_per_host {
+            limits.outbound_pool_idle_per_host = n;
+        }
+        if let Some(t) = duration(
+            "limits.outbound_pool_idle_timeout",
+            app.limits.outbound_pool_idle_timeout.as_ref(),
+            false,
+            MAX_OUTBOUND_POOL_IDLE_TIMEOUT,
+        )? {
+            limits.outbound_pool_idle_timeout = t;
+        }
 
         let mut container = ContainerSettings {
             cpu: app.limits.cpu,
@@ -571,6 +584,13 @@ impl AppSpec {
             outbound_connections_per_request: (self.limits.outbound_connections_per_request
                 != limits_default.outbound_connections_per_request)
                 .then_some(self.limits.outbound_connections_per_request),
+            outbound_pool_idle_per_host: (self.limits.outbound_pool_idle_per_host
+                != limits_default.outbound_pool_idle_per_host)
+                .then_some(self.limits.outbound_pool_idle_per_host),
+            outbound_pool_idle_timeout: changed(
+                self.limits.outbound_pool_idle_timeout,
+                limits_default.outbound_pool_idle_timeout,
+            ),
         };
         let a = &self.scaling.autoscale;
         let d = KpaConfig::default();

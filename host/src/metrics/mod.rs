@@ -20,6 +20,10 @@
 //! | `berth_instance_seconds_total` | counter | `app`, `kind` | metering: ready instances × time |
 //! | `berth_cpu_seconds_total` | counter | `app` | metering: CPU time, for apps whose backend reports it |
 //! | `berth_memory_gb_seconds_total` | counter | `app` | metering: memory (GB, 10⁹ bytes) × time, for apps whose backend reports it |
+//! | `berth_outbound_connections_opened_total` | counter | `app` | Wasm guests' outbound connections opened (TCP, with TLS for `https`) |
+//! | `berth_outbound_connections_reused_total` | counter | `app` | Wasm guests' outbound requests sent on a pooled connection |
+//! | `berth_outbound_requests_refused_total` | counter | `app` | Wasm guests' outbound requests refused by a connection or DNS lookup cap (`connection-limit-reached`) |
+//! | `berth_outbound_idle_connections` | gauge | `app` | idle outbound connections in the app's pool now |
 //! | `berth_trace_spans_exported_total` | counter | | spans sent to the OTLP endpoint |
 //! | `berth_trace_spans_dropped_total` | counter | `reason` | spans lost: `queue_full` (the export queue was full), `export_failed` (the endpoint refused or was down) |
 //!
@@ -187,6 +191,21 @@ pub struct RevisionSnapshot {
     pub in_flight: usize,
     /// Its stock of pre-instantiated instances (Wasm).
     pub stock: Option<StockSnapshot>,
+    /// Its guests' outbound connections (Wasm).
+    pub outbound: Option<OutboundSnapshot>,
+}
+
+/// A revision's outbound connections: counts so far and idle ones now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboundSnapshot {
+    /// Connections opened.
+    pub opened: u64,
+    /// Requests sent on a pooled connection.
+    pub reused: u64,
+    /// Requests refused by a cap.
+    pub refused: u64,
+    /// Idle connections in the pool now.
+    pub idle: u32,
 }
 
 /// A revision's stock of instances made ahead of their requests.
@@ -489,6 +508,10 @@ fn gauges(apps: &[AppSnapshot]) -> Registry {
     let stock_misses = Family::<RevisionLabels, Counter>::default();
     let stocked = Family::<RevisionLabels, Gauge>::default();
     let live = Family::<RevisionLabels, Gauge>::default();
+    let opened = Family::<AppLabels, Counter>::default();
+    let reused = Family::<AppLabels, Counter>::default();
+    let refused = Family::<AppLabels, Counter>::default();
+    let idle = Family::<AppLabels, Gauge>::default();
     for app in apps {
         if app.deploy_failed {
             failed
@@ -535,6 +558,22 @@ fn gauges(apps: &[AppSnapshot]) -> Registry {
         let labels = AppLabels { app: name.clone() };
         queue.get_or_create(&labels).set(queued);
         in_flight.get_or_create(&labels).set(serving);
+        // Per app: the sum over its revisions (each has its own pool).
+        let outbound = app.revisions.iter().filter_map(|r| r.outbound);
+        let mut total: Option<OutboundSnapshot> = None;
+        for o in outbound {
+            let t = total.get_or_insert_with(OutboundSnapshot::default);
+            t.opened += o.opened;
+            t.reused += o.reused;
+            t.refused += o.refused;
+            t.idle += o.idle;
+        }
+        if let Some(t) = total {
+            opened.get_or_create(&labels).inc_by(t.opened);
+            reused.get_or_create(&labels).inc_by(t.reused);
+            refused.get_or_create(&labels).inc_by(t.refused);
+            idle.get_or_create(&labels).set(i64::from(t.idle));
+        }
     }
     registry.register(
         "instances",
@@ -567,6 +606,26 @@ fn gauges(apps: &[AppSnapshot]) -> Registry {
         "wasm_live_instances",
         "Reusable wasmtime instances of the revision alive now (instance reuse; 0 without)",
         live,
+    );
+    registry.register(
+        "outbound_connections_opened",
+        "Outbound connections the app's Wasm guests opened (TCP, with TLS for https)",
+        opened,
+    );
+    registry.register(
+        "outbound_connections_reused",
+        "Outbound requests of the app's Wasm guests sent on a pooled connection",
+        reused,
+    );
+    registry.register(
+        "outbound_requests_refused",
+        "Outbound requests of the app's Wasm guests refused by a connection or DNS lookup cap",
+        refused,
+    );
+    registry.register(
+        "outbound_idle_connections",
+        "Idle outbound connections in the app's pool now",
+        idle,
     );
     registry.register(
         "app_deploy_failed",
@@ -614,6 +673,12 @@ mod tests {
                     stocked: 4,
                     live: 0,
                 }),
+                outbound: Some(OutboundSnapshot {
+                    opened: 5,
+                    reused: 40,
+                    refused: 1,
+                    idle: 2,
+                }),
             }],
         }
     }
@@ -641,6 +706,10 @@ mod tests {
             "berth_queue_depth{app=\"hello\"} 5",
             "berth_in_flight{app=\"hello\"} 2",
             "berth_traffic_percent{app=\"hello\",revision=\"hello-00001\"} 100",
+            "berth_outbound_connections_opened_total{app=\"hello\"} 5",
+            "berth_outbound_connections_reused_total{app=\"hello\"} 40",
+            "berth_outbound_requests_refused_total{app=\"hello\"} 1",
+            "berth_outbound_idle_connections{app=\"hello\"} 2",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -41,7 +41,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::autoscale::Kpa;
-use crate::backend::{Backend, ColdStartSplit, Instance, Kind, ServeError, StockStatus};
+use crate::backend::{
+    Backend, ColdStartSplit, Instance, Kind, OutboundStatus, ServeError, StockStatus,
+};
 use crate::config::AppSpec;
 use crate::http::{
     Admitted, Body, BodyTooLarge, BoxError, EndOnDrop, GuardBody, ReqBody, RequestInfo, Trace,
@@ -102,6 +104,8 @@ pub struct RevisionStatus {
     /// The backend's stock of instances made ahead (Wasm); boxed, so the
     /// status stays small.
     pub stock: Option<Box<StockStatus>>,
+    /// Its guests' outbound connections (Wasm); boxed as `stock` is.
+    pub outbound: Option<Box<OutboundStatus>>,
 }
 
 /// Why a request was not admitted to an instance.
@@ -407,6 +411,7 @@ impl Revision {
             recent_cold_starts: pool.history.iter().cloned().collect(),
             last_error: pool.last_error.clone(),
             stock: self.backend.stock().map(Box::new),
+            outbound: self.backend.outbound().map(Box::new),
         }
     }
 

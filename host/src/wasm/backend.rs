@@ -21,11 +21,12 @@ use http::{Request, Response};
 use http_body_util::BodyExt as _;
 
 use berth_wasm::logs::AppLog;
+use berth_wasm::outbound::pool::OutboundCounters;
 use berth_wasm::reuse::ReuseMode;
 use berth_wasm::stock::StockCounters;
 use berth_wasm::{AppSettings, GuestError, UsageMeter, WasmApp, WasmRuntime};
 
-use crate::backend::{Backend, Instance, Kind, ServeError, StockStatus};
+use crate::backend::{Backend, Instance, Kind, OutboundStatus, ServeError, StockStatus};
 use crate::config::AppSpec;
 use crate::http::{Body, BodyTooLarge, BoxError, ReqBody, RequestInfo};
 use crate::metrics::Metrics;
@@ -47,6 +48,8 @@ pub struct WasmBackend {
     /// The autoscaler's last desired count (sizes the stock).
     desired: AtomicU32,
     counters: Arc<StockCounters>,
+    /// Its outbound connections, counted across scale to zero.
+    outbound: Arc<OutboundCounters>,
     /// Requests one wasmtime instance takes at once, with instance reuse.
     capacity: Option<u32>,
     /// Where its guests read `wasi:config`.
@@ -88,6 +91,7 @@ impl WasmBackend {
             sha256: loaded.sha256().to_string(),
             desired: AtomicU32::new(0),
             counters: loaded.stock_counters().clone(),
+            outbound: loaded.outbound_counters().clone(),
             capacity: match loaded.reuse().mode {
                 ReuseMode::None => None,
                 ReuseMode::Serial | ReuseMode::Concurrent => Some(loaded.reuse().capacity()),
@@ -147,6 +151,10 @@ impl Backend for WasmBackend {
         })
     }
 
+    fn outbound(&self) -> Option<OutboundStatus> {
+        Some(self.outbound.status())
+    }
+
     async fn start_instance(&self, _id: u64) -> anyhow::Result<Arc<dyn Instance>> {
         if let Some(app) = self
             .resident
@@ -173,7 +181,8 @@ impl Backend for WasmBackend {
         } else {
             tokio::task::spawn_blocking(load).await??
         }
-        .with_stock_counters(self.counters.clone());
+        .with_stock_counters(self.counters.clone())
+        .with_outbound_counters(self.outbound.clone());
         if let Some(metrics) = &self.metrics {
             app = app.with_metrics(metrics.clone());
         }

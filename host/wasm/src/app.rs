@@ -96,6 +96,23 @@ impl WasmApp {
         self
     }
 
+    /// Counts its outbound connections into `counters` (a revision's,
+    /// kept across scale to zero), with a new, empty pool.
+    #[must_use]
+    pub fn with_outbound_counters(
+        mut self,
+        counters: Arc<crate::outbound::pool::OutboundCounters>,
+    ) -> Self {
+        let settings = self.outbound.pool().settings();
+        self.outbound = self.outbound.clone().with_pool(settings, counters);
+        self
+    }
+
+    /// Where its outbound connections are counted.
+    pub fn outbound_counters(&self) -> &Arc<crate::outbound::pool::OutboundCounters> {
+        self.outbound.pool().counters()
+    }
+
     /// Serves `wasi:config/store` from `config` (read at each call).
     #[must_use]
     pub fn with_config(mut self, config: Arc<dyn crate::keyvalue::ConfigSource>) -> Self {

@@ -20,7 +20,8 @@
 //!   `berth-stock` thread.
 //! - [`guest`]: what a request's store holds (WASI, wasi:http, limiter,
 //!   deadline) and [`GuestError`], what ended a request without a response.
-//! - [`outbound`]: the outbound HTTP allow-list; [`pattern`]: its entries
+//! - [`outbound`]: the outbound HTTP allow-list, caps and per-app connection
+//!   pool; [`pattern`]: its entries
 //!   ([`HostPattern`]).
 //! - [`cache`]: the on-disk compile cache.
 //! - [`standalone`]: entry points for the containerd shim (a component from
@@ -707,6 +708,7 @@ impl WasmRuntime {
             &settings.allowed_outbound_hosts,
             &settings.allowed_networks,
             caps,
+            settings.limits.outbound_pool(),
         )
         .map_err(|(key, reason)| LoadError::Link {
             path: shown.into(),

@@ -27,6 +27,11 @@ pub const DEFAULT_OUTBOUND_CONNECTIONS_PER_REQUEST: u32 = 32;
 /// Most `limits.outbound_connections` an app may ask for (the host-wide
 /// budget, `--max-outbound-connections`, bounds all apps together).
 pub const MAX_OUTBOUND_CONNECTIONS: u32 = 10_000;
+pub use crate::outbound::pool::{
+    DEFAULT_IDLE_PER_HOST as DEFAULT_OUTBOUND_POOL_IDLE_PER_HOST,
+    DEFAULT_IDLE_TIMEOUT as DEFAULT_OUTBOUND_POOL_IDLE_TIMEOUT,
+    MAX_IDLE_TIMEOUT as MAX_OUTBOUND_POOL_IDLE_TIMEOUT,
+};
 
 /// Per-request limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +46,11 @@ pub struct Limits {
     pub outbound_connections: u32,
     /// Outbound connections one request may hold at once.
     pub outbound_connections_per_request: u32,
+    /// Idle outbound connections the app keeps per destination for its
+    /// next requests (0: none, each request opens its own).
+    pub outbound_pool_idle_per_host: u32,
+    /// How long an idle outbound connection is kept.
+    pub outbound_pool_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -51,6 +61,8 @@ impl Default for Limits {
             request_body: DEFAULT_REQUEST_BODY,
             outbound_connections: DEFAULT_OUTBOUND_CONNECTIONS,
             outbound_connections_per_request: DEFAULT_OUTBOUND_CONNECTIONS_PER_REQUEST,
+            outbound_pool_idle_per_host: DEFAULT_OUTBOUND_POOL_IDLE_PER_HOST,
+            outbound_pool_idle_timeout: DEFAULT_OUTBOUND_POOL_IDLE_TIMEOUT,
         }
     }
 }
@@ -60,7 +72,8 @@ impl Limits {
     ///
     /// # Errors
     /// The key (`limits.memory`, `limits.request_body`, `limits.timeout`,
-    /// `limits.outbound_connections[_per_request]`) and the reason.
+    /// `limits.outbound_connections[_per_request]`,
+    /// `limits.outbound_pool_idle_*`) and the reason.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let refuse = |key: &str, reason: String| Err((key.to_string(), reason));
         let iec = |n: u64| bytesize::ByteSize::b(n).display().iec().to_string();
@@ -103,7 +116,35 @@ impl Limits {
                 ),
             );
         }
+        if self.outbound_pool_idle_per_host > self.outbound_connections {
+            return refuse(
+                "limits.outbound_pool_idle_per_host",
+                format!(
+                    "{} is outside 0..={} (limits.outbound_connections)",
+                    self.outbound_pool_idle_per_host, self.outbound_connections
+                ),
+            );
+        }
+        if self.outbound_pool_idle_timeout.is_zero()
+            || self.outbound_pool_idle_timeout > MAX_OUTBOUND_POOL_IDLE_TIMEOUT
+        {
+            return refuse(
+                "limits.outbound_pool_idle_timeout",
+                format!(
+                    "{:?} is outside (0s, {MAX_OUTBOUND_POOL_IDLE_TIMEOUT:?}]",
+                    self.outbound_pool_idle_timeout
+                ),
+            );
+        }
         Ok(())
+    }
+
+    /// How the app pools its idle outbound connections.
+    pub fn outbound_pool(&self) -> crate::outbound::pool::PoolSettings {
+        crate::outbound::pool::PoolSettings {
+            idle_per_host: self.outbound_pool_idle_per_host,
+            idle_timeout: self.outbound_pool_idle_timeout,
+        }
     }
 }
 
@@ -197,5 +238,31 @@ mod tests {
             }),
             "limits.outbound_connections_per_request"
         );
+        assert_eq!(
+            key(Limits {
+                outbound_connections: 8,
+                outbound_connections_per_request: 8,
+                outbound_pool_idle_per_host: 9,
+                ..d
+            }),
+            "limits.outbound_pool_idle_per_host"
+        );
+        assert_eq!(
+            Limits {
+                outbound_pool_idle_per_host: 0,
+                ..d
+            }
+            .validate(),
+            Ok(())
+        );
+        for timeout in [Duration::ZERO, Duration::from_secs(601)] {
+            assert_eq!(
+                key(Limits {
+                    outbound_pool_idle_timeout: timeout,
+                    ..d
+                }),
+                "limits.outbound_pool_idle_timeout"
+            );
+        }
     }
 }

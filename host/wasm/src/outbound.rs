@@ -23,17 +23,24 @@
 //!    app and the whole host hold, and the DNS lookups in flight; past a cap
 //!    the guest gets `connection-limit-reached` at once.
 //!
+//! Connections are HTTP/1.1 and kept for the app's next requests
+//! ([`pool`]): under the checked address and the verified name, so the two
+//! checks above hold for a reused connection exactly as for a new one.
+//!
 //! Errors handed to a guest are wasi:http error codes, and where a code
 //! carries text it is berth's own words: never a host path, a backtrace or
 //! another error's debug output.
 
 pub mod caps;
+pub mod pool;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http_body_util::BodyExt as _;
+use hyper::body::{Body, Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -42,7 +49,8 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 use crate::networks::{AllowedNetworks, is_internal};
 use crate::own_addrs::OwnAddrs;
 use crate::pattern::HostPattern;
-use caps::{CapReached, ConnectionPermit, OutboundCaps};
+use caps::{CapReached, HeldConnection, OutboundCaps, RequestPermit};
+use pool::{Conn, ConnHold, OutboundCounters, OutboundPool, PoolKey, PoolSettings};
 
 /// How long a name may take to resolve.
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,6 +69,8 @@ pub struct OutboundPolicy {
     networks: AllowedNetworks,
     own: Arc<OwnAddrs>,
     caps: OutboundCaps,
+    /// The app's idle connections.
+    pool: OutboundPool,
     /// Set for a concurrently used instance: each connection counts
     /// against the request whose task opens it.
     tasks: Option<Arc<crate::tasks::Tasks>>,
@@ -72,7 +82,8 @@ pub struct OutboundPolicy {
 impl OutboundPolicy {
     /// Builds the policy from config entries: `allowed_outbound_hosts`,
     /// `allowed_networks`; the host's own addresses come from the
-    /// process's tracker ([`OwnAddrs::get`]); `caps` are the app's.
+    /// process's tracker ([`OwnAddrs::get`]); `caps` are the app's; its
+    /// connections are pooled as `pool` says.
     ///
     /// # Errors
     /// The key of the first entry refused, and why.
@@ -80,8 +91,30 @@ impl OutboundPolicy {
         hosts: &[String],
         networks: &[String],
         caps: OutboundCaps,
+        pool: PoolSettings,
     ) -> Result<Self, (&'static str, String)> {
-        Self::with_own(hosts, networks, OwnAddrs::get(), caps)
+        Self::with_own(hosts, networks, OwnAddrs::get(), caps).map(|p| p.pooled(pool))
+    }
+
+    /// The same policy with a new, empty pool of connections as `settings`
+    /// say (counting into the pool's counters so far).
+    #[must_use]
+    pub fn pooled(self, settings: PoolSettings) -> Self {
+        let counters = self.pool.counters().clone();
+        self.with_pool(settings, counters)
+    }
+
+    /// The same policy with a new, empty pool as `settings` say, counting
+    /// into `counters` (an app's, kept across scale to zero).
+    #[must_use]
+    pub fn with_pool(self, settings: PoolSettings, counters: Arc<OutboundCounters>) -> Self {
+        let pool = OutboundPool::new(settings, counters, self.caps.host());
+        Self { pool, ..self }
+    }
+
+    /// The app's pool of idle connections.
+    pub fn pool(&self) -> &OutboundPool {
+        &self.pool
     }
 
     /// [`OutboundPolicy::new`] with the host's addresses taken from `own`.
@@ -100,10 +133,12 @@ impl OutboundPolicy {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|r| ("allowed_outbound_hosts", r))?;
         let networks = AllowedNetworks::parse(networks).map_err(|r| ("allowed_networks", r))?;
+        let pool = OutboundPool::new(PoolSettings::default(), Arc::default(), caps.host());
         Ok(Self {
             allowed: allowed.into(),
             networks,
             own,
+            pool,
             caps,
             tasks: None,
             trace: crate::trace::Trace::default(),
@@ -207,13 +242,23 @@ impl WasiHttpHooks for OutboundPolicy {
             tracing::debug!(uri = %request.uri(), "outbound request denied by allow-list");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
-        let counted = match &self.tasks {
-            Some(tasks) => tasks.connection(&mut self.caps),
-            None => self.caps.connection(),
+        let slot = match &self.tasks {
+            Some(tasks) => tasks.request_slot(&mut self.caps),
+            None => self.caps.request_slot(),
         };
-        let permit = match counted {
-            Ok(permit) => permit,
-            Err(cap) => return Box::new(async move { Err(refused(cap)) }),
+        let slot = match slot {
+            Ok(slot) => slot,
+            Err(cap) => return refusal(cap, self.pool.counters()),
+        };
+        // The app's and the host's places for a new connection. When they
+        // are full but idle connections hold some, the request may still
+        // reuse one of its destination or close another to make room:
+        // decided once the destination is known.
+        let held = match self.caps.hold() {
+            Ok(held) => Some(held),
+            Err(CapReached::App(_)) if self.pool.idle_count() > 0 => None,
+            Err(CapReached::Host(_)) if self.caps.host().has_idle() => None,
+            Err(cap) => return refusal(cap, self.pool.counters()),
         };
         let trace = match &self.tasks {
             Some(tasks) => tasks.current_trace(),
@@ -222,7 +267,7 @@ impl WasiHttpHooks for OutboundPolicy {
         let span = crate::trace::ClientSpan::start(&trace, &mut request);
         let policy = self.clone();
         Box::new(async move {
-            let sent = policy.send(request, options, permit).await;
+            let sent = policy.send(request, options, slot, held).await;
             if let Some(span) = span {
                 span.finish(match &sent {
                     Ok((resp, _)) => Ok(resp.status().as_u16()),
@@ -235,9 +280,19 @@ impl WasiHttpHooks for OutboundPolicy {
 }
 
 /// What a guest over a cap gets (and berth's debug log says which).
-fn refused(cap: CapReached) -> HttpError {
+fn refused(cap: CapReached, counters: &OutboundCounters) -> HttpError {
     tracing::debug!(%cap, "outbound request refused");
+    counters.refused();
     HttpError::ConnectionLimitReached
+}
+
+/// [`refused`] as the future [`WasiHttpHooks::send_request`] returns.
+fn refusal(
+    cap: CapReached,
+    counters: &OutboundCounters,
+) -> Box<dyn Future<Output = SendResult> + Send> {
+    let refused = refused(cap, counters);
+    Box::new(async move { Err(refused) })
 }
 
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -248,10 +303,11 @@ impl OutboundPolicy {
         &self,
         mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
-        permit: ConnectionPermit,
+        slot: RequestPermit,
+        held: Option<HeldConnection>,
     ) -> SendResult {
         let target = Target::of(request.uri()).ok_or(HttpError::HttpRequestUriInvalid)?;
-        let addrs = resolve(&target, &self.caps).await?;
+        let addrs = resolve(&target, &self.caps, self.pool.counters()).await?;
         let allowed: Vec<SocketAddr> = addrs
             .iter()
             .copied()
@@ -271,9 +327,51 @@ impl OutboundPolicy {
         let first_byte_timeout = options
             .and_then(|o| o.first_byte_timeout)
             .unwrap_or(FIRST_BYTE_TIMEOUT);
-        let tcp = connect(&allowed, connect_timeout).await?;
+        // The request line carries the path only (no proxy is addressed).
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        *request.uri_mut() = path.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+        let https = target.scheme == "https";
+        let key = |addr: SocketAddr| PoolKey {
+            https,
+            addr,
+            server_name: https.then(|| Arc::from(target.host.as_str())),
+        };
+
+        // A pooled connection to a checked address, most recent first. One
+        // the peer closed before the request went out gives the request
+        // back, to try the next (or a new connection).
+        for addr in &allowed {
+            let key = key(*addr);
+            while let Some(mut conn) = self.pool.take(&key) {
+                let sent =
+                    tokio::time::timeout(first_byte_timeout, conn.sender.try_send_request(request))
+                        .await
+                        .map_err(|_| HttpError::ConnectionReadTimeout)?;
+                match sent {
+                    Ok(response) => {
+                        self.pool.counters().reused();
+                        return Ok(self.respond(response, slot, conn, key));
+                    }
+                    Err(mut e) => match e.take_message() {
+                        Some(back) => request = back,
+                        None => return Err(HttpError::from(e.into_error())),
+                    },
+                }
+            }
+        }
+
+        // A new connection, with the places it holds for its whole life.
+        let held = match held {
+            Some(held) => held,
+            None => self.hold_by_evicting()?,
+        };
+        let (tcp, addr) = connect(&allowed, connect_timeout).await?;
         let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn Stream> = if target.scheme == "https" {
+        let stream: Box<dyn Stream> = if https {
             Box::new(tls(tcp, &target.host).await?)
         } else {
             Box::new(tcp)
@@ -284,45 +382,182 @@ impl OutboundPolicy {
         )
         .await
         .map_err(|_| HttpError::ConnectionTimeout)??;
-        // The driver holds the permit: the connection counts until it ends.
-        let driver = tokio::spawn(async move {
-            let ended = conn.await;
-            drop(permit);
-            ended
+        self.pool.counters().opened();
+        // The connection counts until it ends (or the pool closes it).
+        let hold = ConnHold::new(held);
+        let ends = hold.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "outbound connection ended");
+            }
+            ends.release();
         });
-        // The request line carries the path only (no proxy is addressed).
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        *request.uri_mut() = path.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
         let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
             .await
             .map_err(|_| HttpError::ConnectionReadTimeout)??;
-        let io: ErrFuture = Box::new(async move {
-            match driver.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(HttpError::from(e)),
-                Err(_) => Err(HttpError::InternalError(Some(
-                    "berth: the connection's task ended abnormally".into(),
-                ))),
+        Ok(self.respond(response, slot, Conn { sender, hold }, key(addr)))
+    }
+
+    /// The app's and the host's places for a new connection when the
+    /// request found them full: each idle connection closed makes room for
+    /// one (the app's own at its cap, any app's at the host's budget).
+    fn hold_by_evicting(&self) -> Result<HeldConnection, HttpError> {
+        loop {
+            let cap = match self.caps.hold() {
+                Ok(held) => return Ok(held),
+                Err(cap) => cap,
+            };
+            let evicted = match cap {
+                CapReached::App(_) => self.pool.evict_oldest(),
+                CapReached::Host(_) => self.caps.host().evict_idle(),
+                _ => false,
+            };
+            if !evicted {
+                return Err(refused(cap, self.pool.counters()));
             }
-        });
-        Ok((
-            response.map(|b| b.map_err(HttpError::from).boxed_unsync()),
-            io,
-        ))
+        }
+    }
+
+    /// The guest's response: its body holds the request's place in its
+    /// count until read or dropped, and gives the connection back to the
+    /// pool when read to the end.
+    fn respond(
+        &self,
+        response: http::Response<Incoming>,
+        slot: RequestPermit,
+        conn: Conn,
+        key: PoolKey,
+    ) -> (http::Response<WasiBody>, ErrFuture) {
+        let (done, io) = tokio::sync::oneshot::channel();
+        let back = self.pool.enabled().then(|| (self.pool.clone(), key));
+        let (parts, inner) = response.into_parts();
+        let mut body = PooledBody {
+            inner,
+            after: Some(AfterBody {
+                _slot: slot,
+                conn,
+                back,
+                done,
+            }),
+        };
+        if body.inner.is_end_stream() {
+            body.finish(Ok(()));
+        }
+        let io: ErrFuture = Box::new(async move { io.await.unwrap_or(Ok(())) });
+        (http::Response::from_parts(parts, body.boxed_unsync()), io)
     }
 }
 
+/// A response body from the upstream, with what its end settles.
+struct PooledBody {
+    inner: Incoming,
+    after: Option<AfterBody>,
+}
+
+struct AfterBody {
+    /// The request's place in its own count.
+    _slot: RequestPermit,
+    conn: Conn,
+    /// Where the connection goes back to (pooling on).
+    back: Option<(OutboundPool, PoolKey)>,
+    /// The connection's outcome for wasi:http.
+    done: tokio::sync::oneshot::Sender<Result<(), HttpError>>,
+}
+
+impl PooledBody {
+    /// The body ended (`Ok`: read to its end) or failed.
+    fn finish(&mut self, outcome: Result<(), HttpError>) {
+        let Some(after) = self.after.take() else {
+            return;
+        };
+        let read = outcome.is_ok();
+        let _ = after.done.send(outcome);
+        match after.back {
+            Some((pool, key)) if read && tokio::runtime::Handle::try_current().is_ok() => {
+                let mut conn = after.conn;
+                // hyper takes the next request once it has seen the end of
+                // this exchange (at once, or after its own task ran).
+                if conn.sender.is_ready() {
+                    pool.put(key, conn);
+                } else {
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(RETURN_TIMEOUT, conn.sender.ready()).await {
+                            Ok(Ok(())) => pool.put(key, conn),
+                            _ => conn.hold.release(),
+                        }
+                    });
+                }
+            }
+            // Not pooled: the connection ends after this exchange (hyper
+            // closes it once its sender is gone).
+            _ => drop(after.conn.sender),
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let polled = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx));
+        match polled {
+            Some(Ok(frame)) => {
+                if self.inner.is_end_stream() {
+                    self.finish(Ok(()));
+                }
+                std::task::Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                self.finish(Err(HttpError::ConnectionTerminated));
+                std::task::Poll::Ready(Some(Err(HttpError::from(e))))
+            }
+            None => {
+                self.finish(Ok(()));
+                std::task::Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Dropped at its end (a reader that stopped at `is_end_stream`)
+        // it was read; dropped before, the connection is not reused.
+        if self.inner.is_end_stream() {
+            self.finish(Ok(()));
+        } else if let Some(after) = self.after.take() {
+            let _ = after.done.send(Ok(()));
+        }
+    }
+}
+
+/// How long a connection whose response was read may take to be ready for
+/// the next request before it is closed instead of pooled.
+const RETURN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The addresses of `target`: its literal IP, or what its name resolves to
 /// (a lookup counted against the app's and the host's caps).
-async fn resolve(target: &Target, caps: &OutboundCaps) -> Result<Vec<SocketAddr>, HttpError> {
+async fn resolve(
+    target: &Target,
+    caps: &OutboundCaps,
+    counters: &OutboundCounters,
+) -> Result<Vec<SocketAddr>, HttpError> {
     if let Ok(ip) = target.host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, target.port)]);
     }
-    let _lookup = caps.lookup().map_err(refused)?;
+    let _lookup = caps.lookup().map_err(|cap| refused(cap, counters))?;
     let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
     match tokio::time::timeout(DNS_TIMEOUT, lookup).await {
         Err(_) => Err(HttpError::DnsTimeout),
@@ -356,8 +591,11 @@ pub fn connect_from_namespace(path: &std::path::Path) -> Result<(), std::path::P
     }
 }
 
-/// A connection to the first of `addrs` that accepts.
-async fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, HttpError> {
+/// A connection to the first of `addrs` that accepts, and its address.
+async fn connect(
+    addrs: &[SocketAddr],
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr), HttpError> {
     let mut last = HttpError::ConnectionRefused;
     for addr in addrs {
         let attempt = async {
@@ -367,7 +605,7 @@ async fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, H
             }
         };
         match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(s)) => return Ok(s),
+            Ok(Ok(s)) => return Ok((s, *addr)),
             Ok(Err(e)) => last = HttpError::Connect(e),
             Err(_) => last = HttpError::ConnectionTimeout,
         }
@@ -441,11 +679,114 @@ mod tests {
 
     fn policy(entries: &[&str]) -> OutboundPolicy {
         let entries: Vec<String> = entries.iter().map(|s| s.to_string()).collect();
-        OutboundPolicy::new(&entries, &[], test_caps()).unwrap()
+        OutboundPolicy::new(&entries, &[], test_caps(), PoolSettings::default()).unwrap()
     }
 
     fn allows(entries: &[&str], uri: &str) -> bool {
         policy(entries).allows_uri(&uri.parse().unwrap())
+    }
+
+    /// A loopback upstream answering `ok`; the connections it accepted.
+    async fn counting_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from_static(b"ok")),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// One GET of `addr` through `policy`, its body read to the end.
+    async fn get(policy: &mut OutboundPolicy, addr: SocketAddr) -> Result<Bytes, HttpError> {
+        let request = http::Request::builder()
+            .uri(format!("http://{addr}/"))
+            .header("host", addr.to_string())
+            .body(
+                http_body_util::Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .unwrap();
+        let sent = policy.send_request(request, None, Box::new(async { Ok(()) }));
+        let (response, _io) = Box::into_pin(sent).await?;
+        Ok(response.into_body().collect().await?.to_bytes())
+    }
+
+    /// Waits (up to 5 s) for `f` to hold.
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_reused_and_make_room_across_apps() {
+        use std::sync::atomic::Ordering;
+        let (addr, accepted) = counting_upstream().await;
+        let host = caps::HostOutbound::new(1);
+        let app = |settings| {
+            OutboundPolicy::new(
+                &[addr.to_string()],
+                &[],
+                OutboundCaps::new(host.clone(), 4, 4),
+                settings,
+            )
+            .unwrap()
+        };
+        let (a, b) = (app(PoolSettings::default()), app(PoolSettings::default()));
+        for _ in 0..3 {
+            assert_eq!(get(&mut a.for_request(), addr).await.unwrap(), "ok");
+            eventually("a's connection pooled", || a.pool.idle_count() == 1).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        let counts = a.pool.counters().status();
+        assert_eq!((counts.opened, counts.reused, counts.idle), (1, 2, 1));
+        assert_eq!(
+            host.in_use(),
+            1,
+            "the idle connection holds the host's place"
+        );
+
+        // The host's budget (1) is held by a's idle connection: b's request
+        // closes it and gets the place; b never gets a's connection.
+        assert_eq!(get(&mut b.for_request(), addr).await.unwrap(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(a.pool.idle_count(), 0);
+        eventually("b's connection pooled", || b.pool.idle_count() == 1).await;
+        assert_eq!(host.in_use(), 1);
+
+        // With pooling off nothing stays: the place comes back at once.
+        let off = app(PoolSettings {
+            idle_per_host: 0,
+            ..PoolSettings::default()
+        });
+        drop(b);
+        eventually("b's pool gone", || host.in_use() == 0).await;
+        for n in 3..5 {
+            assert_eq!(get(&mut off.for_request(), addr).await.unwrap(), "ok");
+            assert_eq!(accepted.load(Ordering::SeqCst), n);
+            eventually("the place given back", || host.in_use() == 0).await;
+        }
+        assert_eq!(off.pool.counters().status().refused, 0);
     }
 
     #[test]

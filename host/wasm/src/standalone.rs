@@ -193,9 +193,13 @@ impl WasmRuntime {
                 })?;
         }
         let caps = self.outbound_caps(&run.limits);
-        let outbound =
-            OutboundPolicy::new(&run.allowed_outbound_hosts, &run.allowed_networks, caps)
-                .map_err(|(key, reason)| GuestError::Internal(format!("{key}: {reason}")))?;
+        let outbound = OutboundPolicy::new(
+            &run.allowed_outbound_hosts,
+            &run.allowed_networks,
+            caps,
+            run.limits.outbound_pool(),
+        )
+        .map_err(|(key, reason)| GuestError::Internal(format!("{key}: {reason}")))?;
         let start = Instant::now();
         // No timeout: a deadline no run reaches (100 years).
         let deadline = start

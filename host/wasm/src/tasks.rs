@@ -27,7 +27,7 @@ use wasmtime::component::{TaskGroupHook, TaskGroupId};
 use crate::app::GuestBody;
 use crate::guest::GuestError;
 use crate::logs::RequestIdCell;
-use crate::outbound::caps::{CapReached, ConnectionPermit, OutboundCaps};
+use crate::outbound::caps::{CapReached, OutboundCaps, RequestPermit};
 
 /// Where a request's response head (or why there is none) goes.
 pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<Response<GuestBody>, GuestError>>;
@@ -171,18 +171,18 @@ impl Tasks {
         self.lock().running().map(|e| e.deadline)
     }
 
-    /// An outbound connection counted against the running request's own
-    /// count (or `fallback`'s when no request's task runs).
+    /// A place in the running request's own outbound connection count
+    /// (or `fallback`'s when no request's task runs).
     ///
     /// # Errors
-    /// [`CapReached`] naming the cap.
-    pub(crate) fn connection(
+    /// [`CapReached::Request`].
+    pub(crate) fn request_slot(
         &self,
         fallback: &mut OutboundCaps,
-    ) -> Result<ConnectionPermit, CapReached> {
+    ) -> Result<RequestPermit, CapReached> {
         match self.lock().running() {
-            Some(entry) => entry.caps.connection(),
-            None => fallback.connection(),
+            Some(entry) => entry.caps.request_slot(),
+            None => fallback.request_slot(),
         }
     }
 

@@ -6,13 +6,21 @@
 //! dir need (a fan-out to a listener that never accepts did exactly that).
 //!
 //! A guest over a cap gets `connection-limit-reached` at once: nothing
-//! waits, nothing is queued. A connection's permits live as long as the
-//! connection does (its driver task holds them), so a response body the
-//! guest keeps reading still counts.
+//! waits, nothing is queued. A connection's places in the app's and the
+//! host's counts ([`HeldConnection`]) live as long as the connection does,
+//! idle in the app's pool ([`super::pool`]) included; its place in a
+//! request's count ([`RequestPermit`]) lives until the request is done
+//! with it (its response body read or dropped), so a response body the
+//! guest keeps reading still counts. An idle connection never keeps a
+//! connection from being made: at the app's cap the app's oldest idle
+//! connection is closed, at the host's budget the oldest idle one of any
+//! app ([`HostOutbound::evict_idle`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::pool::PoolShared;
 
 /// Most DNS lookups in flight across the host (tokio's blocking pool,
 /// which runs them, has 512 threads).
@@ -69,6 +77,8 @@ pub struct HostOutbound {
     connections: Arc<Semaphore>,
     limit: u32,
     lookups: Arc<Semaphore>,
+    /// Every app's pool of idle connections, for [`Self::evict_idle`].
+    pools: Mutex<Vec<Weak<PoolShared>>>,
 }
 
 impl HostOutbound {
@@ -78,7 +88,47 @@ impl HostOutbound {
             connections: Arc::new(Semaphore::new(connections as usize)),
             limit: connections,
             lookups: Arc::new(Semaphore::new(HOST_LOOKUPS as usize)),
+            pools: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Lists an app's pool among those [`Self::evict_idle`] may close
+    /// connections of (and forgets pools that are gone).
+    pub(super) fn register_pool(&self, pool: &Arc<PoolShared>) {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        // Swept only when the list would grow: amortised O(1) per pool.
+        if pools.len() == pools.capacity() {
+            pools.retain(|p| p.strong_count() > 0);
+        }
+        pools.push(Arc::downgrade(pool));
+    }
+
+    /// Whether any app has an idle connection [`Self::evict_idle`] could
+    /// close.
+    pub(super) fn has_idle(&self) -> bool {
+        self.pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .any(|p| p.idle_count() > 0)
+    }
+
+    /// Closes the oldest idle connection of the app that has the most,
+    /// giving its places in the app's and the host's counts back at once.
+    /// Returns whether there was one.
+    pub(super) fn evict_idle(&self) -> bool {
+        let pools: Vec<_> = self
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        pools
+            .iter()
+            .max_by_key(|p| p.idle_count())
+            .is_some_and(|p| p.evict_oldest())
     }
 
     /// The configured budget.
@@ -129,19 +179,27 @@ impl OutboundCaps {
         }
     }
 
-    /// Takes one connection from the request's, the app's and the host's
-    /// counts, or names the first that is full.
+    /// Takes one connection from the request's own count.
     ///
     /// # Errors
-    /// [`CapReached`] naming the cap.
-    pub fn connection(&mut self) -> Result<ConnectionPermit, CapReached> {
+    /// [`CapReached::Request`].
+    pub fn request_slot(&mut self) -> Result<RequestPermit, CapReached> {
         let per_request = self.per_request;
-        let request = self
+        let held = self
             .request
             .get_or_insert_with(|| Arc::new(Semaphore::new(per_request as usize)))
             .clone()
             .try_acquire_owned()
             .map_err(|_| CapReached::Request(per_request))?;
+        Ok(RequestPermit { _held: held })
+    }
+
+    /// Takes one connection from the app's and the host's counts, for as
+    /// long as the connection lives.
+    ///
+    /// # Errors
+    /// [`CapReached::App`] or [`CapReached::Host`].
+    pub fn hold(&self) -> Result<HeldConnection, CapReached> {
         let app = self
             .app
             .clone()
@@ -153,9 +211,23 @@ impl OutboundCaps {
             .clone()
             .try_acquire_owned()
             .map_err(|_| CapReached::Host(self.host.limit))?;
-        Ok(ConnectionPermit {
-            _held: [request, app, host],
-        })
+        Ok(HeldConnection { _held: [app, host] })
+    }
+
+    /// Takes one connection from the request's, the app's and the host's
+    /// counts, or names the first that is full.
+    ///
+    /// # Errors
+    /// [`CapReached`] naming the cap.
+    pub fn connection(&mut self) -> Result<ConnectionPermit, CapReached> {
+        let request = self.request_slot()?;
+        let held = self.hold()?;
+        Ok(ConnectionPermit { request, held })
+    }
+
+    /// The host's budget these caps draw from.
+    pub(super) fn host(&self) -> &Arc<HostOutbound> {
+        &self.host
     }
 
     /// Takes one DNS lookup from the app's and the host's counts.
@@ -181,7 +253,23 @@ impl OutboundCaps {
 /// One connection's place in each count, given back when dropped.
 #[derive(Debug)]
 pub struct ConnectionPermit {
-    _held: [OwnedSemaphorePermit; 3],
+    /// Its place in the request's count.
+    pub request: RequestPermit,
+    /// Its places in the app's and the host's counts.
+    pub held: HeldConnection,
+}
+
+/// A connection's place in one request's count, given back when dropped.
+#[derive(Debug)]
+pub struct RequestPermit {
+    _held: OwnedSemaphorePermit,
+}
+
+/// A connection's places in its app's and the host's counts, given back
+/// when dropped.
+#[derive(Debug)]
+pub struct HeldConnection {
+    _held: [OwnedSemaphorePermit; 2],
 }
 
 /// One DNS lookup's place in each count, given back when dropped.
