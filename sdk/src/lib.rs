@@ -61,12 +61,12 @@ mod response;
 mod settings;
 mod wit;
 
-pub use settings::{ConfigError, app_name, config, env};
 pub use outbound::get;
 pub use request::{header, query};
 #[cfg(feature = "json")]
 pub use response::json;
 pub use response::{IntoResponse, empty, text};
+pub use settings::{ConfigError, app_name, config, env};
 
 /// Makes a function the component's HTTP handler.
 ///

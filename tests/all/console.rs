@@ -535,7 +535,9 @@ async fn the_app_page_shows_buckets_by_count_and_bytes_not_values() {
         "{page}"
     );
     assert!(
-        page.contains("<tr><td><code>sessions</code></td><td>embedded</td><td>0</td><td>0</td></tr>"),
+        page.contains(
+            "<tr><td><code>sessions</code></td><td>embedded</td><td>0</td><td>0</td></tr>"
+        ),
         "{page}"
     );
     assert!(!page.contains("value-never-shown"), "{page}");

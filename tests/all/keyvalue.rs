@@ -256,7 +256,8 @@ async fn suite(redis: Option<&RedisServer>) {
     kv.ok("DELETE", "a", "/delete/default/a-new", b"").await;
     kv.ok("POST", "a", "/set-many/default?prefix=k&n=2&size=1", b"")
         .await;
-    kv.ok("PUT", "a", "/set/default/greeting", b"hi again").await;
+    kv.ok("PUT", "a", "/set/default/greeting", b"hi again")
+        .await;
     // b sees only its own key.
     assert_eq!(
         kv.ok("GET", "b", "/list/default", b"").await,

@@ -760,7 +760,9 @@ fn keyvalue_outlives_the_task_on_the_embedded_store_and_on_redis(version: Versio
         assert!(Instant::now() < deadline, "kv-1's shim did not exit");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let store = cd.root().join("io.containerd.berth.v1/keyvalue/embedded.redb");
+    let store = cd
+        .root()
+        .join("io.containerd.berth.v1/keyvalue/embedded.redb");
     assert!(store.is_file(), "{} is missing", store.display());
     let mut second = run(&wa, "kv-2", &embedded);
     let ((status, body), _) = ns_a.wait_for("kv-2", url, FIRST_ANSWER);

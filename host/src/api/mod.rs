@@ -145,11 +145,7 @@ where
 
 /// What each of `buckets` of app `name` holds.
 pub async fn keyvalue(apps: &Apps, name: &str, buckets: &[String]) -> KeyvalueView {
-    let usage = apps
-        .runtime()
-        .keyvalue()
-        .bucket_usage(name, buckets)
-        .await;
+    let usage = apps.runtime().keyvalue().bucket_usage(name, buckets).await;
     KeyvalueView {
         buckets: usage
             .into_iter()

@@ -336,7 +336,10 @@ impl Embedded {
     }
 
     /// Keys and bytes bucket `ns` holds.
-    pub(crate) async fn bucket_usage(self: &Arc<Self>, ns: &Namespace) -> Result<(u64, u64), String> {
+    pub(crate) async fn bucket_usage(
+        self: &Arc<Self>,
+        ns: &Namespace,
+    ) -> Result<(u64, u64), String> {
         let p = prefix(ns);
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(store_err)?;

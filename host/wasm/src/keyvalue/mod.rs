@@ -903,7 +903,10 @@ mod tests {
         let first = c.make(&a, "k99".into());
         let second = c.make(&a, "k99".into());
         assert_ne!(first, second, "each page gets a cursor of its own");
-        assert!(first.abs_diff(second) > 1_000, "not a counter: {first} {second}");
+        assert!(
+            first.abs_diff(second) > 1_000,
+            "not a counter: {first} {second}"
+        );
         assert_eq!(c.after(first, &a).as_deref(), Some("k99"));
         assert_eq!(c.after(first, &a).as_deref(), Some("k99"), "reusable");
         assert_eq!(c.after(first, &b), None, "another app's");
