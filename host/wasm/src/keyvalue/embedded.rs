@@ -241,7 +241,7 @@ impl Embedded {
             let mut keys = Vec::new();
             let mut more = false;
             for entry in data
-                .range::<&[u8]>((from, Bound::Excluded(end.as_slice())))
+                .range((from, Bound::Excluded(end.as_slice())))
                 .map_err(store_err)?
             {
                 let (k, _) = entry.map_err(store_err)?;
