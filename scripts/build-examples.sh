@@ -67,6 +67,7 @@ check_component() {
 log "examples/ workspace (cargo build --release)"
 (cd "$root/examples" && "$cargo" build --release)
 check_component "$root/examples/target/wasm32-wasip2/release/sdk-hello.wasm"
+check_component "$root/examples/target/wasm32-wasip2/release/counter.wasm"
 
 if [ "$with_cc" = 1 ]; then
   log "examples/cargo-component-hello (cargo component build --release)"

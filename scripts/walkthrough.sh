@@ -3,7 +3,8 @@
 # build a component -> push it with oras-py and with `berth push` to a local
 # registry -> deploy both by reference -> curl -> serve the SDK and
 # cargo-component examples, and WASIp3 apps made by spin-sdk (pushed with
-# `berth push`) and componentize-py.
+# `berth push`) and componentize-py -> count visits with the key-value
+# counter example across a restart of berth.
 # Everything runs on loopback on free ports and is stopped on exit.
 set -euo pipefail
 
@@ -101,11 +102,19 @@ image = "$registry/spin-hello:v1"
 
 [apps.python-hello]
 wasm = "$root/examples/python-hello/target/python-hello.wasm"
+
+[apps.counter]
+wasm = "$root/examples/target/wasm32-wasip2/release/counter.wasm"
+keyvalue = ["default"]
 TOML
-"$BERTH" serve --config "$work/berth.toml" --listen "127.0.0.1:$port" \
-  --admin-listen "127.0.0.1:$admin" --data-dir "$work/data" 2>"$work/berth.log" &
-pids+=($!)
-wait_http "http://127.0.0.1:$admin/readyz"
+serve() {
+  "$BERTH" serve --config "$work/berth.toml" --listen "127.0.0.1:$port" \
+    --admin-listen "127.0.0.1:$admin" --data-dir "$work/data" 2>>"$work/berth.log" &
+  berth_pid=$!
+  pids+=("$berth_pid")
+  wait_http "http://127.0.0.1:$admin/readyz"
+}
+serve
 
 log "6. curl"
 expect "hello (berth push)" "hello from hello" "$(curl -fsS "http://hello.localhost:$port/")"
@@ -127,7 +136,17 @@ expect "unknown app is 404" 404 "$(curl -s -o /dev/null -w '%{http_code}' "http:
 grep -q "pinned=$registry/hello@sha256:" "$work/berth.log" && expect "the tag is pinned to a digest" yes yes \
   || expect "the tag is pinned to a digest" yes no
 
-log "7. compare cold starts (a short run; see README for the full one)"
+log "7. count visits in key-value storage, restart berth, count on"
+expect "counter, first visit" 1 "$(curl -fsS "http://counter.localhost:$port/")"
+expect "counter, second visit" 2 "$(curl -fsS "http://counter.localhost:$port/")"
+kill "$berth_pid"
+wait "$berth_pid" 2>/dev/null || true
+serve
+expect "counter after a restart" 3 "$(curl -fsS "http://counter.localhost:$port/")"
+expect "the counter's bucket in berth app" "default" \
+  "$(BERTH_ADMIN="http://127.0.0.1:$admin" "$BERTH" app counter --data-dir "$work/data" | awk '$1 == "bucket:" {print $2}')"
+
+log "8. compare cold starts (a short run; see README for the full one)"
 if "$BERTH" bench cold-start --iterations 3 --warm 5 --json "$work/bench.json" --svg "$work/bench.svg" \
     >"$work/bench.out" 2>&1 && grep -q '"ratio_cold_p50"' "$work/bench.json"; then
   expect "berth bench cold-start writes its table, JSON and SVG" yes yes

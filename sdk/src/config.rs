@@ -1,91 +1,84 @@
-//! The app's configuration.
+//! The app's configuration values through `wasi:config/store`: the
+//! `[apps.NAME.config]` table of `berth.toml`, where a value may be a
+//! secret's (resolved when read). Each call reads the host's current
+//! values, so a value changed with `berth config set` is seen by the next
+//! call, without a redeploy.
 //!
-//! berth passes it as environment variables (`wasi:cli/environment`): the
-//! app's name as `BERTH_APP`, and every entry of the app's `env` table in
-//! `berth.toml`.
+//! ```no_run
+//! # fn handler() -> berth_sdk::Result<()> {
+//! let greeting = berth_sdk::config::get("greeting")?.unwrap_or_else(|| "hello".into());
+//! let api_key = berth_sdk::config::require("api_key")?;
+//! # let _ = (greeting, api_key);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! For the `env` table (environment variables), see [`crate::env`] and
+//! [`crate::config()`].
 
-use std::env::VarError;
 use std::fmt;
 
-/// The name berth serves this app under (`BERTH_APP`); `None` when the host
-/// does not set it, for example under `wasmtime serve`.
-pub fn app_name() -> Option<String> {
-    env("BERTH_APP")
-}
+use crate::wit::wasi::config::store;
 
-/// The variable `key`, if it is set and is valid Unicode.
-///
-/// For settings the app cannot do without, [`config`] gives an error that
-/// says what is missing.
-pub fn env(key: &str) -> Option<String> {
-    std::env::var(key).ok()
-}
-
-/// The required setting `key`.
-///
-/// # Errors
-///
-/// [`ConfigError`] if `key` is not set or is not valid Unicode. Returned from
-/// a handler with `?`, it is logged and answered with a 500.
-///
-/// ```
-/// # fn handler() -> berth_sdk::Result<()> {
-/// let upstream = berth_sdk::config("UPSTREAM_URL")?;
-/// # let _ = upstream;
-/// # Ok(())
-/// # }
-/// ```
-pub fn config(key: &str) -> Result<String, ConfigError> {
-    std::env::var(key).map_err(|err| match err {
-        VarError::NotPresent => ConfigError::Missing { key: key.into() },
-        VarError::NotUnicode(_) => ConfigError::NotUnicode { key: key.into() },
-    })
-}
-
-/// Why [`config`] failed.
+/// Why a configuration value could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum ConfigError {
-    /// The variable is not set.
+pub enum Error {
+    /// The value is not set (from [`require`]).
     Missing {
-        /// The variable asked for.
+        /// The key asked for.
         key: String,
     },
-    /// The variable is set, but not to valid Unicode.
-    NotUnicode {
-        /// The variable asked for.
-        key: String,
-    },
+    /// The host could not read it (a secret it cannot decrypt, …), in its
+    /// words.
+    Host(String),
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Missing { key } => write!(
-                f,
-                "app setting `{key}` is not set (add it to the app's `env` table in berth.toml)"
-            ),
-            Self::NotUnicode { key } => write!(f, "app setting `{key}` is not valid Unicode"),
+impl From<store::Error> for Error {
+    fn from(e: store::Error) -> Self {
+        match e {
+            store::Error::Upstream(s) | store::Error::Io(s) => Self::Host(s),
         }
     }
 }
 
-impl std::error::Error for ConfigError {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn missing_setting_names_the_key() {
-        let err = config("BERTH_SDK_TEST_SURELY_UNSET").unwrap_err();
-        assert_eq!(
-            err,
-            ConfigError::Missing {
-                key: "BERTH_SDK_TEST_SURELY_UNSET".into()
-            }
-        );
-        assert!(err.to_string().contains("`BERTH_SDK_TEST_SURELY_UNSET`"));
-        assert_eq!(env("BERTH_SDK_TEST_SURELY_UNSET"), None);
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing { key } => write!(
+                f,
+                "config value `{key}` is not set (add it to the app's `config` table in berth.toml)"
+            ),
+            Self::Host(s) => write!(f, "config: {s}"),
+        }
     }
+}
+
+impl std::error::Error for Error {}
+
+/// The value of `key`, or `None` when the app has none.
+///
+/// # Errors
+///
+/// If the host cannot read it.
+pub fn get(key: &str) -> Result<Option<String>, Error> {
+    Ok(store::get(key)?)
+}
+
+/// The value of `key`, which the app cannot do without.
+///
+/// # Errors
+///
+/// [`Error::Missing`] when it is not set, or as [`get`].
+pub fn require(key: &str) -> Result<String, Error> {
+    get(key)?.ok_or_else(|| Error::Missing { key: key.into() })
+}
+
+/// Every key and value.
+///
+/// # Errors
+///
+/// If the host cannot read them.
+pub fn get_all() -> Result<Vec<(String, String)>, Error> {
+    Ok(store::get_all()?)
 }

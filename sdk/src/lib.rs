@@ -32,8 +32,12 @@
 //!   reuses its instances).
 //! - [`text`], [`json`], [`empty`]: responses, with the content type set.
 //! - [`query`], [`header`]: read a request.
-//! - [`app_name`], [`env()`], [`config()`]: the app's configuration, which berth
+//! - [`app_name`], [`env()`], [`config()`]: the app's settings, which berth
 //!   passes as environment variables.
+//! - [`kv`]: key-value storage that outlives requests and restarts
+//!   (`wasi:keyvalue`): `kv::Store::open("default")?.increment("hits", 1)?`.
+//! - [`config`](mod@config): the app's `config` values and secrets, read
+//!   live (`wasi:config`): `config::get("currency")?`.
 //! - [`get`] and [`Client`]: outbound HTTP through `wasi:http/outgoing-handler`.
 //!   The host must allow the destination (`allowed_outbound_hosts`).
 //! - [`http`] and [`wstd`]: the crates underneath, re-exported for the rest
@@ -47,19 +51,22 @@
 //! - `p3` (default): [`http_service`] and the [`p3`] module, on the `wasip3`
 //!   crate.
 
-mod config;
+pub mod config;
+pub mod kv;
 mod outbound;
 #[cfg(feature = "p3")]
 pub mod p3;
 mod request;
 mod response;
+mod settings;
+mod wit;
 
-pub use config::{ConfigError, app_name, config, env};
 pub use outbound::get;
 pub use request::{header, query};
 #[cfg(feature = "json")]
 pub use response::json;
 pub use response::{IntoResponse, empty, text};
+pub use settings::{ConfigError, app_name, config, env};
 
 /// Makes a function the component's HTTP handler.
 ///

@@ -484,3 +484,62 @@ async fn the_console_refuses_strangers_forged_forms_and_shows_no_secret() {
     assert_eq!(r.status(), 401);
     host.stop().await;
 }
+
+/// The app page lists the app's key-value buckets with their store, key
+/// count and bytes (from `GET /v1/apps/{name}/keyvalue`), never a value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_page_shows_buckets_by_count_and_bytes_not_values() {
+    let host = TestHost::builder().start().await.unwrap();
+    let (status, body) = admin::put_json(
+        &host,
+        "/v1/apps/kv",
+        &serde_json::json!({ "wasm": art::KV, "keyvalue": ["default", "sessions"] }),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{body}");
+    let c = client(host.addr, &["kv"]);
+    for (key, value) in [("greeting", "value-never-shown"), ("n", "1")] {
+        let r = c
+            .put(app_url(host.addr, "kv", &format!("/set/default/{key}")))
+            .body(value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
+    let (status, kv) = admin::get_json(&host, "/v1/apps/kv/keyvalue").await;
+    assert_eq!(status, 200, "{kv}");
+    assert_eq!(
+        kv,
+        serde_json::json!({ "buckets": [
+            { "bucket": "default", "store": "embedded", "keys": 2, "bytes": 8 + 17 + 1 + 1 },
+            { "bucket": "sessions", "store": "embedded", "keys": 0, "bytes": 0 },
+        ]})
+    );
+
+    let (cookie, _) = sign_in(&host).await;
+    let page = api(&host)
+        .get(format!("http://{}/ui/apps/kv", host.admin_addr))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(
+            "<tr><td><code>default</code></td><td>embedded</td><td>2</td><td>27</td></tr>"
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains(
+            "<tr><td><code>sessions</code></td><td>embedded</td><td>0</td><td>0</td></tr>"
+        ),
+        "{page}"
+    );
+    assert!(!page.contains("value-never-shown"), "{page}");
+    host.stop().await;
+}

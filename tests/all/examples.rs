@@ -1,6 +1,7 @@
 //! The examples in `examples/` serve as their READMEs say. They are built by
 //! `scripts/build-examples.sh` (which `make test` runs first): the plain-cargo
-//! `berth-sdk` example, the cargo-component example, and two WASIp3 apps made
+//! `berth-sdk` examples (`counter` keeping its count across restarts), the
+//! cargo-component example, and two WASIp3 apps made
 //! by other projects' toolchains (`spin-sdk` 7 and componentize-py 0.25.1),
 //! which must answer on berth as they do on `wasmtime serve`.
 
@@ -9,10 +10,11 @@ use std::path::PathBuf;
 use berth::config::AppSpec;
 use berth::testing::TestHost;
 
+use crate::support::serve::Served;
 use crate::support::wasmtime_serve::WasmtimeServe;
 use crate::support::{app_url, client};
 
-fn built(rel: &str) -> PathBuf {
+pub(crate) fn built(rel: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(rel);
@@ -203,4 +205,63 @@ async fn sdk_service_example_is_a_wasip3_app_that_streams_and_keeps_its_instance
     assert_eq!(v["app"], "sdk-service");
     assert_eq!(v["served"], 5, "{v}");
     host.stop().await;
+}
+
+/// `examples/counter`: each GET adds to a count in `wasi:keyvalue` (through
+/// `berth_sdk::kv`) and the count carries on after berth is killed and
+/// started again on the same data dir; each visit reads the app's `step`
+/// (through `berth_sdk::config`), and two apps of the one component count
+/// apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_example_counts_across_restarts() {
+    let wasm = built("examples/target/wasm32-wasip2/release/counter.wasm");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[apps.counter]
+wasm = "{wasm}"
+keyvalue = ["default"]
+
+[apps.by-ten]
+wasm = "{wasm}"
+keyvalue = ["default"]
+config = {{ step = "10" }}
+"#,
+            wasm = wasm.display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let get = |host: &Served, app: &str, path: &str| {
+        let c = client(host.addr, &["counter", "by-ten"]);
+        let url = app_url(host.addr, app, path);
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            assert_eq!(status, 200, "{text}");
+            text
+        }
+    };
+
+    let host = Served::start(&data, &["--config", cfg]);
+    assert_eq!(get(&host, "counter", "/peek").await, "0\n");
+    for want in 1..=3 {
+        assert_eq!(get(&host, "counter", "/").await, format!("{want}\n"));
+    }
+    assert_eq!(get(&host, "by-ten", "/").await, "10\n");
+    host.kill();
+
+    let host = Served::start(&data, &["--config", cfg]);
+    assert_eq!(get(&host, "counter", "/peek").await, "3\n");
+    assert_eq!(get(&host, "counter", "/").await, "4\n");
+    assert_eq!(get(&host, "by-ten", "/").await, "20\n");
+    host.stop();
+
+    let host = Served::start(&data, &["--config", cfg]);
+    assert_eq!(get(&host, "counter", "/").await, "5\n");
+    host.stop();
 }

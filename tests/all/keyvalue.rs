@@ -16,14 +16,14 @@ use crate::support::serve::Served;
 use crate::support::{app_url, client};
 
 /// A `redis-server` on a free loopback port, killed when dropped.
-struct RedisServer {
-    addr: SocketAddr,
+pub(crate) struct RedisServer {
+    pub(crate) addr: SocketAddr,
     child: Child,
     _dir: tempfile::TempDir,
 }
 
 impl RedisServer {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let addr = free_addr();
         let child = Command::new("redis-server")
@@ -147,6 +147,18 @@ impl Kv {
     }
 }
 
+/// A `/list-page` answer: its cursor (`None` at the end) and its keys.
+fn parse_page(page: &str) -> (Option<u64>, Vec<String>) {
+    let mut lines = page.lines();
+    let head = lines.next().unwrap_or_default();
+    let cursor = match head.strip_prefix("cursor ") {
+        Some("none") => None,
+        Some(c) => Some(c.parse().unwrap_or_else(|_| panic!("{page}"))),
+        None => panic!("no cursor line: {page}"),
+    };
+    (cursor, lines.map(str::to_owned).collect())
+}
+
 /// The key-value suite, on whichever store `redis` says.
 async fn suite(redis: Option<&RedisServer>) {
     let dir = tempfile::tempdir().unwrap();
@@ -203,35 +215,49 @@ async fn suite(redis: Option<&RedisServer>) {
         "hi again"
     );
 
-    // Batch, and list-keys with cursors (pages of 100).
+    // Batch, and list-keys in pages of at most 100 keys, in byte order.
     kv.ok("POST", "a", "/set-many/default?prefix=k&n=150&size=1", b"")
         .await;
     let listed = kv.ok("GET", "a", "/list/default", b"").await;
     let mut lines = listed.lines();
     assert_eq!(lines.next(), Some("pages 2"), "{listed}");
-    let mut keys: Vec<&str> = lines.collect();
-    keys.sort_unstable();
+    let keys: Vec<&str> = lines.collect();
     let mut want: Vec<String> = (0..150).map(|i| format!("k{i}")).collect();
     want.push("greeting".into());
     want.sort_unstable();
     assert_eq!(keys, want);
-    let page = kv
-        .ok("GET", "a", "/list-page/default?cursor=100", b"")
-        .await;
-    assert!(page.starts_with("cursor none\n"), "{page}");
-    assert_eq!(page.lines().count(), 1 + 51, "{page}");
+    // A cursor stands for the last key of its page: deleting keys the first
+    // page showed and adding one before it shift nothing on the next page.
     let page = kv.ok("GET", "a", "/list-page/default", b"").await;
-    assert!(page.starts_with("cursor 100\n"), "{page}");
-    assert_eq!(
-        kv.ok(
-            "GET",
-            "a",
-            "/list-page/default?cursor=18446744073709551615",
-            b""
-        )
-        .await,
-        "cursor none\n"
-    );
+    let (cursor, first) = parse_page(&page);
+    let cursor = cursor.expect("a second page");
+    assert_eq!(first, want[..100], "{page}");
+    kv.ok("POST", "a", "/delete-many/default?keys=greeting,k0,k1", b"")
+        .await;
+    kv.ok("PUT", "a", "/set/default/a-new", b"v").await;
+    let next_path = format!("/list-page/default?cursor={cursor}");
+    let page = kv.ok("GET", "a", &next_path, b"").await;
+    let (next, rest) = parse_page(&page);
+    assert_eq!(next, None, "{page}");
+    assert_eq!(rest, want[100..], "{page}");
+    // The same cursor again gives the same page.
+    assert_eq!(kv.ok("GET", "a", &next_path, b"").await, page);
+    // A cursor is good for its app and bucket only; made-up ones are refused.
+    for (app, path) in [
+        ("b", next_path.clone()),
+        ("a", format!("/list-page/sessions?cursor={cursor}")),
+        ("a", "/list-page/default?cursor=100".into()),
+    ] {
+        let (status, text) = kv.get(app, &path).await;
+        assert_eq!(status, 500, "{app}{path}: {text}");
+        assert!(text.contains("was not handed out for bucket"), "{text}");
+    }
+    // Back to 150 `k` keys and `greeting`.
+    kv.ok("DELETE", "a", "/delete/default/a-new", b"").await;
+    kv.ok("POST", "a", "/set-many/default?prefix=k&n=2&size=1", b"")
+        .await;
+    kv.ok("PUT", "a", "/set/default/greeting", b"hi again")
+        .await;
     // b sees only its own key.
     assert_eq!(
         kv.ok("GET", "b", "/list/default", b"").await,
@@ -351,6 +377,37 @@ async fn suite(redis: Option<&RedisServer>) {
     let listed = kv.ok("GET", "a", "/list/default", b"").await;
     assert_eq!(listed.lines().count(), 1 + 150, "{listed}");
     assert!(listed.lines().any(|k| k == "fresh"), "{listed}");
+
+    // What each bucket holds, by count and bytes (never a value), through
+    // GET /v1/apps/{name}/keyvalue and `berth app`. b: `greeting` = `from
+    // b` and q0..q399 = `v`; a's `sessions`: counter = 55, word = abc.
+    let (store_d, store_s) = match redis {
+        Some(_) => ("default", "sessions"),
+        None => ("embedded", "embedded"),
+    };
+    let (ok, out, err) = host.cli(&["app", "b"], b"");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!(
+            "bucket:      default ({store_d}): 401 keys, {} bytes\n",
+            8 + 6 + 10 * 2 + 90 * 3 + 300 * 4 + 400
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("from b"), "{out}");
+    let (ok, out, err) = host.cli(&["app", "a"], b"");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("bucket:      default ({store_d}): 150 keys, ")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "bucket:      sessions ({store_s}): 2 keys, {} bytes\n",
+            7 + 2 + 4 + 3
+        )),
+        "{out}"
+    );
     host.stop();
 }
 

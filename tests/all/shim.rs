@@ -705,6 +705,92 @@ fn wasm_layer_image_is_read_from_containerds_content_store() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// `wasi:keyvalue` under the shim, with the counter example (each GET adds
+/// one to a count): on the embedded store under containerd's root the count
+/// outlives the task (the next container of the app, by `K_SERVICE`, counts
+/// on); with `BERTH_KEYVALUE_REDIS_URL` it lives in a real `redis-server`,
+/// apart from the embedded count, shared by two tasks running at once.
+fn keyvalue_outlives_the_task_on_the_embedded_store_and_on_redis(version: Version) {
+    let registry = Registry::start();
+    let image = registry.reference("counter:v1");
+    let wasm = crate::examples::built("examples/target/wasm32-wasip2/release/counter.wasm");
+    push_image(&image, wasm.to_str().unwrap());
+    let redis = crate::keyvalue::RedisServer::start();
+    let mut cd = Containerd::start(version);
+    cd.ctr_ok(&["images", "pull", "--plain-http", &image]);
+    let (ns_a, ns_b) = (TestNetns::new("kva"), TestNetns::new("kvb"));
+    let (wa, wb) = (
+        format!("network:{}", ns_a.path()),
+        format!("network:{}", ns_b.path()),
+    );
+    let url = "http://127.0.0.1:8080/";
+    let count = |ns: &TestNetns| ns.get(url, Duration::from_secs(10));
+    let answer = |n: u32| Some((200, format!("{n}\n")));
+    let embedded = [
+        "--env",
+        "BERTH_KEYVALUE=default",
+        "--env",
+        "K_SERVICE=counter",
+    ];
+    let run = |ns: &str, id: &str, env: &[&str]| {
+        let mut extra = vec!["--runtime", RUNTIME, "--with-ns", ns];
+        extra.extend_from_slice(env);
+        Running::start(&cd, &extra, &image, id, &[])
+    };
+    let stop = |task: &mut Running, id: &str| {
+        cd.ctr_ok(&["tasks", "kill", id]);
+        assert_eq!(
+            task.wait(&format!("{id} after SIGTERM"), EXIT_AFTER_KILL),
+            Some(0),
+            "{}",
+            task.stderr()
+        );
+    };
+
+    // Embedded: the count outlives the task.
+    let mut first = run(&wa, "kv-1", &embedded);
+    let ((status, body), _) = ns_a.wait_for("kv-1", url, FIRST_ANSWER);
+    assert_eq!((status, body.as_str()), (200, "1\n"), "{}", first.stderr());
+    assert_eq!(count(&ns_a), answer(2));
+    stop(&mut first, "kv-1");
+    // One shim at a time holds the embedded store (a file lock): the next
+    // task starts once the first's shim is gone.
+    let deadline = Instant::now() + EXIT_AFTER_KILL;
+    while !cd.shim_pids().is_empty() {
+        assert!(Instant::now() < deadline, "kv-1's shim did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let store = cd
+        .root()
+        .join("io.containerd.berth.v1/keyvalue/embedded.redb");
+    assert!(store.is_file(), "{} is missing", store.display());
+    let mut second = run(&wa, "kv-2", &embedded);
+    let ((status, body), _) = ns_a.wait_for("kv-2", url, FIRST_ANSWER);
+    assert_eq!((status, body.as_str()), (200, "3\n"), "{}", second.stderr());
+    stop(&mut second, "kv-2");
+
+    // Redis: a count of its own, shared by two tasks at once.
+    let redis_url = format!("BERTH_KEYVALUE_REDIS_URL=redis://{}", redis.addr);
+    let on_redis: Vec<&str> = embedded
+        .iter()
+        .copied()
+        .chain(["--env", redis_url.as_str()])
+        .collect();
+    let mut ra = run(&wa, "kv-ra", &on_redis);
+    let mut rb = run(&wb, "kv-rb", &on_redis);
+    let ((status, body), _) = ns_a.wait_for("kv-ra", url, FIRST_ANSWER);
+    assert_eq!((status, body.as_str()), (200, "1\n"), "{}", ra.stderr());
+    let ((status, body), _) = ns_b.wait_for("kv-rb", url, FIRST_ANSWER);
+    assert_eq!((status, body.as_str()), (200, "2\n"), "{}", rb.stderr());
+    assert_eq!(count(&ns_a), answer(3));
+    stop(&mut ra, "kv-ra");
+    stop(&mut rb, "kv-rb");
+
+    let mut left = cd.stop();
+    left.extend(cd.leftover_sockets(&["kv-1", "kv-2", "kv-ra", "kv-rb"]));
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// Every test above, once per containerd: `shim::v1_6::NAME` and
 /// `shim::v1_7::NAME`.
 macro_rules! per_version {
@@ -731,4 +817,5 @@ per_version!(
     wasi_cli_command_exit_status_is_the_tasks,
     busybox_through_runc_next_to_the_wasm_task,
     pod_sandbox_runs_nothing_until_killed_and_its_pod_shares_the_shim,
+    keyvalue_outlives_the_task_on_the_embedded_store_and_on_redis,
 );

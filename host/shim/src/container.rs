@@ -18,8 +18,11 @@
 //! (`limits.outbound_pool_idle_*`),
 //! `BERTH_ALLOWED_OUTBOUND_HOSTS` (comma-separated `allowed_outbound_hosts`),
 //! `BERTH_ALLOWED_NETWORKS` (comma-separated `allowed_networks`),
-//! `BERTH_KEYVALUE` (comma-separated `wasi:keyvalue` buckets, on the
-//! embedded store under the shim's data dir).
+//! `BERTH_KEYVALUE` (comma-separated `wasi:keyvalue` buckets: on the
+//! embedded store under the shim's data dir, or, with
+//! `BERTH_KEYVALUE_REDIS_URL=redis://[user:password@]host:port[/db]`, all
+//! of them on that Redis server). The app's data is kept under its name:
+//! `K_SERVICE`, else the container's id.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read as _;
@@ -301,16 +304,32 @@ fn app_settings<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<App
             .map(String::from)
             .collect()
     };
+    let keyvalue = list("BERTH_KEYVALUE");
+    let keyvalue_store = match get("BERTH_KEYVALUE_REDIS_URL") {
+        None => None,
+        Some(_) if keyvalue.is_empty() => {
+            return Err(invalid(
+                "BERTH_KEYVALUE_REDIS_URL",
+                "is set, but BERTH_KEYVALUE names no bucket".into(),
+            ));
+        }
+        Some(url) => {
+            berth_wasm::keyvalue::check_redis_url(url)
+                .map_err(|r| invalid("BERTH_KEYVALUE_REDIS_URL", r))?;
+            Some(berth_wasm::keyvalue::StoreConfig::Redis { url: url.into() })
+        }
+    };
     let settings = AppSettings {
         reuse,
         env: Vec::new(),
         allowed_outbound_hosts: list("BERTH_ALLOWED_OUTBOUND_HOSTS"),
         allowed_networks: list("BERTH_ALLOWED_NETWORKS"),
         limits,
-        // Buckets on the embedded store under the shim's data dir; the
-        // quotas are the defaults.
-        keyvalue: list("BERTH_KEYVALUE"),
+        // Buckets on the embedded store under the shim's data dir, or all
+        // on the container's Redis; the quotas are the defaults.
+        keyvalue,
         keyvalue_limits: berth_wasm::keyvalue::KvQuota::default(),
+        keyvalue_store,
     };
     settings
         .validate()
@@ -531,5 +550,34 @@ mod tests {
             let e = settings(&[(var, value)]).unwrap_err().to_string();
             assert!(e.contains(says), "{var}={value}: {e}");
         }
+    }
+
+    #[test]
+    fn keyvalue_buckets_and_their_redis_come_from_the_environment() {
+        let s = settings(&[("BERTH_KEYVALUE", "default, sessions")]).unwrap();
+        assert_eq!(s.keyvalue, ["default", "sessions"]);
+        assert_eq!(s.keyvalue_store, None);
+        let url = "redis://user:pw@127.0.0.1:6379/2";
+        let s = settings(&[
+            ("BERTH_KEYVALUE", "default"),
+            ("BERTH_KEYVALUE_REDIS_URL", url),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.keyvalue_store,
+            Some(berth_wasm::keyvalue::StoreConfig::Redis { url: url.into() })
+        );
+        let e = settings(&[("BERTH_KEYVALUE_REDIS_URL", url)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BERTH_KEYVALUE names no bucket"), "{e}");
+        let e = settings(&[
+            ("BERTH_KEYVALUE", "default"),
+            ("BERTH_KEYVALUE_REDIS_URL", "http://user:pw@x"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("BERTH_KEYVALUE_REDIS_URL"), "{e}");
+        assert!(!e.contains("pw"), "the URL is never repeated: {e}");
     }
 }

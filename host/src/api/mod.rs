@@ -10,6 +10,7 @@
 //! | `POST /v1/apps/{name}/scale` | change `min_scale`/`max_scale` (`{"min_scale":1,"max_scale":5}`); redeploys the same code as a new revision | `200` the app |
 //! | `POST /v1/apps/{name}/traffic` | move the split: `{"latest_percent": N}` gives the latest revision N %, the one before it the rest (100 retires the older) | `200` the app |
 //! | `GET /v1/apps/{name}/logs[?follow=true]` | the app's guest output; `follow` streams new lines | `200` `text/plain` |
+//! | `GET /v1/apps/{name}/keyvalue` | each declared `wasi:keyvalue` bucket: its store, keys and bytes (never a key or value) ([`KeyvalueView`]) | `200` |
 //! | `POST /v1/gc` | remove blobs no app references, unpacked images no app uses, temporary files of interrupted pulls and unpacks | `200` `{"removed_blobs": N, "removed_rootfs": N, "removed_temp": N}` |
 //! | `GET /v1/secrets` | every secret's name, update time and users (never a value) | `200` `{"secrets": [...]}` |
 //! | `PUT /v1/secrets/{name}` | set a secret; the body is the value (UTF-8, at most 64 KiB) | `201` new, `200` replaced |
@@ -43,8 +44,8 @@ use serde::Serialize;
 
 pub use auth::{AdminAuth, Attempt, MIN_TOKEN_CHARS, TOKEN_ENV, TOKEN_FILE, read_token_file};
 pub use model::{
-    AppList, AppState, AppView, ErrorBody, Instances, RevisionView, ScaleRequest, SecretList,
-    SecretView,
+    AppList, AppState, AppView, BucketView, ErrorBody, Instances, KeyvalueView, RevisionView,
+    ScaleRequest, SecretList, SecretView,
 };
 
 use crate::apps::{Apps, RouteConflict};
@@ -92,6 +93,13 @@ where
         (["v1", "apps", name, "scale"], &Method::POST) => scale_app(apps, name, req).await,
         (["v1", "apps", name, "logs"], &Method::GET) => app_logs(apps, name, &req).await,
         (["v1", "apps", name, "traffic"], &Method::POST) => traffic(apps, name, req).await,
+        (["v1", "apps", name, "keyvalue"], &Method::GET) => match view(apps, name) {
+            Some(app) => json(
+                StatusCode::OK,
+                &keyvalue(apps, name, &app.config.keyvalue).await,
+            ),
+            None => unknown_app(name),
+        },
         (["v1", "apps", name, "config"], &Method::GET) => match view(apps, name) {
             Some(_) => json(StatusCode::OK, &apps.live_config().values(name)),
             None => unknown_app(name),
@@ -122,6 +130,7 @@ where
         (["v1", "apps", _, "logs"], _) => method_not_allowed("GET"),
         (["v1", "apps", _, "traffic"], _) => method_not_allowed("POST"),
         (["v1", "apps", _, "config"], _) => method_not_allowed("GET"),
+        (["v1", "apps", _, "keyvalue"], _) => method_not_allowed("GET"),
         (["v1", "apps", _, "config", _], _) => method_not_allowed("PUT, DELETE"),
         (["v1", "gc"], _) => method_not_allowed("POST"),
         (["v1", "secrets"], _) => method_not_allowed("GET"),
@@ -131,6 +140,29 @@ where
             &format!("no admin endpoint `{method} {path}`"),
             None,
         ),
+    }
+}
+
+/// What each of `buckets` of app `name` holds.
+pub async fn keyvalue(apps: &Apps, name: &str, buckets: &[String]) -> KeyvalueView {
+    let usage = apps.runtime().keyvalue().bucket_usage(name, buckets).await;
+    KeyvalueView {
+        buckets: usage
+            .into_iter()
+            .map(|u| {
+                let (keys, bytes, error) = match u.usage {
+                    Ok((k, b)) => (Some(k), Some(b), None),
+                    Err(e) => (None, None, Some(e)),
+                };
+                BucketView {
+                    bucket: u.bucket,
+                    store: u.store,
+                    keys,
+                    bytes,
+                    error,
+                }
+            })
+            .collect(),
     }
 }
 

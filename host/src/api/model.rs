@@ -310,3 +310,29 @@ pub struct SecretView {
     /// The apps whose settings name it.
     pub used_by: Vec<String>,
 }
+
+/// `GET /v1/apps/{name}/keyvalue`: what each of the app's declared buckets
+/// holds (counts only, never a key or a value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyvalueView {
+    /// The app's buckets, in declared order.
+    pub buckets: Vec<BucketView>,
+}
+
+/// One bucket in [`KeyvalueView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketView {
+    /// The bucket's name.
+    pub bucket: String,
+    /// Where it lives: `embedded`, or the `[keyvalue.stores.NAME]` name.
+    pub store: String,
+    /// Keys it holds (absent when the store could not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
+    /// Bytes of its keys and values (absent when the store could not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Why the store could not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

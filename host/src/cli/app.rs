@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::apps::source;
 use super::client::{AdminArgs, AdminClient, block_on, or_dash, print_json, table};
-use crate::api::AppView;
+use crate::api::{AppView, KeyvalueView};
 
 /// Arguments of `berth app`.
 #[derive(Debug, clap::Args)]
@@ -31,8 +31,30 @@ pub fn run(args: AppArgs) -> anyhow::Result<()> {
         if args.json {
             return print_json(&app);
         }
-        super::client::write_stdout(describe(&app).as_bytes())
+        let mut text = describe(&app);
+        if !app.config.keyvalue.is_empty() {
+            let kv: KeyvalueView = client
+                .get(&format!("/v1/apps/{}/keyvalue", args.name))
+                .await?;
+            text.push_str(&describe_buckets(&kv));
+        }
+        super::client::write_stdout(text.as_bytes())
     })
+}
+
+/// One `bucket:` line per key-value bucket: name, store, keys, bytes.
+fn describe_buckets(kv: &KeyvalueView) -> String {
+    let mut s = String::new();
+    for b in &kv.buckets {
+        let usage = match (&b.error, b.keys, b.bytes) {
+            (Some(e), _, _) => format!("unknown ({e})"),
+            (None, Some(k), Some(n)) => format!("{k} keys, {n} bytes"),
+            _ => "-".into(),
+        };
+        let label = "bucket:";
+        let _ = writeln!(s, "{label:<13}{} ({}): {usage}", b.bucket, b.store);
+    }
+    s
 }
 
 /// `850µs`, `12.3ms`, `1.20s`.

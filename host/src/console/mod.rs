@@ -336,6 +336,20 @@ impl Console {
         }
     }
 
+    /// The app's buckets with their counts (`GET /v1/apps/{name}/keyvalue`);
+    /// none when it declares none or the API answers otherwise.
+    async fn buckets(&self, name: &str) -> Vec<crate::api::BucketView> {
+        let (status, body) = self
+            .call(Method::GET, &format!("/v1/apps/{name}/keyvalue"), None)
+            .await;
+        if !status.is_success() {
+            return Vec::new();
+        }
+        serde_json::from_slice::<crate::api::KeyvalueView>(&body)
+            .map(|k| k.buckets)
+            .unwrap_or_default()
+    }
+
     async fn metrics(&self) -> Vec<prom::Sample> {
         let (_, body) = self.call(Method::GET, "/metrics", None).await;
         prom::parse(&String::from_utf8_lossy(&body))
@@ -446,6 +460,7 @@ impl Console {
         let samples = self.metrics().await;
         let figures = self.figures(&samples, name);
         let settings = settings(&app);
+        let buckets = self.buckets(name).await;
         let status = if error.is_some() {
             StatusCode::BAD_REQUEST
         } else {
@@ -454,7 +469,7 @@ impl Console {
         self.page(
             status,
             "app.html",
-            context! { csrf, app, figures, settings, error },
+            context! { csrf, app, figures, settings, buckets, error },
         )
     }
 

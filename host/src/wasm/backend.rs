@@ -215,6 +215,7 @@ impl From<&AppSpec> for AppSettings {
             reuse: spec.instances,
             keyvalue: spec.keyvalue.clone(),
             keyvalue_limits: spec.keyvalue_limits,
+            keyvalue_store: None,
         }
     }
 }

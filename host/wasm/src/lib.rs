@@ -254,6 +254,10 @@ pub struct AppSettings {
     pub keyvalue: Vec<String>,
     /// `[keyvalue_limits]`: the app's key-value quotas.
     pub keyvalue_limits: keyvalue::KvQuota,
+    /// The store every one of the app's buckets lives in, in place of the
+    /// host's (the shim's `BERTH_KEYVALUE_REDIS_URL`); `None`: the host's
+    /// stores ([`keyvalue::KvStores`]).
+    pub keyvalue_store: Option<keyvalue::StoreConfig>,
 }
 
 impl AppSettings {
@@ -716,7 +720,12 @@ impl WasmRuntime {
         })?;
         let kv = self
             .kv
-            .for_app(name, &settings.keyvalue, settings.keyvalue_limits)
+            .for_app(
+                name,
+                &settings.keyvalue,
+                settings.keyvalue_limits,
+                settings.keyvalue_store.as_ref(),
+            )
             .map_err(|reason| LoadError::Link {
                 path: shown.into(),
                 reason: format!("keyvalue: {reason}"),

@@ -1,11 +1,13 @@
 //! The embedded store: one `redb` file (copy-on-write B-trees, a commit is
 //! durable once it returns: crash-safe, no server). Table `data` maps
 //! `app \0 bucket \0 key` to the value; table `usage` maps an app to its
-//! key count and bytes (keys plus values), updated in the same write
-//! transaction as the data, so quotas are exact. redb runs one write
+//! key count and bytes (keys plus values), and table `buckets` maps
+//! `app \0 bucket \0` to the same for one bucket, both updated in the same
+//! write transaction as the data, so quotas and counts are exact. redb runs one write
 //! transaction at a time, which makes every write (and `increment`) atomic.
 //! Calls run on tokio's blocking pool.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use super::{KvError, KvQuota, LIST_PAGE, Namespace};
 
 const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
 const USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("usage");
+const BUCKETS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("buckets");
 
 /// The embedded store.
 pub struct Embedded {
@@ -55,6 +58,25 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     end
 }
 
+/// Moves the bucket `p`'s count and bytes by what its app's went from
+/// `before` to `after` (a write touches one bucket).
+fn bump_bucket(
+    txn: &redb::WriteTransaction,
+    p: &[u8],
+    before: (u64, u64),
+    after: (u64, u64),
+) -> Result<(), KvError> {
+    let mut buckets = txn.open_table(BUCKETS).map_err(store_err)?;
+    let (keys, bytes) = buckets
+        .get(p)
+        .map_err(store_err)?
+        .map_or((0, 0), |g| g.value());
+    let keys = (keys + after.0).saturating_sub(before.0);
+    let bytes = (bytes + after.1).saturating_sub(before.1);
+    buckets.insert(p, (keys, bytes)).map_err(store_err)?;
+    Ok(())
+}
+
 fn over_quota(app: &str, keys: u64, bytes: u64, quota: KvQuota) -> Result<(), KvError> {
     if keys > quota.keys {
         return Err(KvError::Quota(format!(
@@ -86,6 +108,7 @@ impl Embedded {
         let txn = db.begin_write().map_err(|e| e.to_string())?;
         txn.open_table(DATA).map_err(|e| e.to_string())?;
         txn.open_table(USAGE).map_err(|e| e.to_string())?;
+        txn.open_table(BUCKETS).map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())?;
         Ok(Self { db })
     }
@@ -138,6 +161,7 @@ impl Embedded {
                     .get(app.as_str())
                     .map_err(store_err)?
                     .map_or((0, 0), |g| g.value());
+                let before = (keys, bytes);
                 for (k, v) in &pairs {
                     let old = data
                         .insert(data_key(&p, k).as_slice(), v.as_slice())
@@ -153,6 +177,7 @@ impl Embedded {
                 usage
                     .insert(app.as_str(), (keys, bytes))
                     .map_err(store_err)?;
+                bump_bucket(&txn, &p, before, (keys, bytes))?;
             }
             txn.commit().map_err(store_err)
         })
@@ -175,6 +200,7 @@ impl Embedded {
                     .get(app.as_str())
                     .map_err(store_err)?
                     .map_or((0, 0), |g| g.value());
+                let before = (count, bytes);
                 for k in &keys {
                     let old = data
                         .remove(data_key(&p, k).as_slice())
@@ -188,29 +214,35 @@ impl Embedded {
                 usage
                     .insert(app.as_str(), (count, bytes))
                     .map_err(store_err)?;
+                bump_bucket(&txn, &p, before, (count, bytes))?;
             }
             txn.commit().map_err(store_err)
         })
         .await
     }
 
+    /// Up to [`LIST_PAGE`] keys of `ns` in byte order, after `after` when
+    /// given, and whether more follow.
     pub(crate) async fn list(
         self: &Arc<Self>,
         ns: &Namespace,
-        cursor: u64,
-    ) -> Result<(Vec<String>, Option<u64>), KvError> {
+        after: Option<String>,
+    ) -> Result<(Vec<String>, bool), KvError> {
         let p = prefix(ns);
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(store_err)?;
             let data = txn.open_table(DATA).map_err(store_err)?;
             let end = prefix_end(&p);
-            let skip = usize::try_from(cursor).unwrap_or(usize::MAX);
+            let start = after.as_deref().map(|a| data_key(&p, a));
+            let from = match &start {
+                Some(s) => Bound::Excluded(s.as_slice()),
+                None => Bound::Included(p.as_slice()),
+            };
             let mut keys = Vec::new();
             let mut more = false;
             for entry in data
-                .range(p.as_slice()..end.as_slice())
+                .range((from, Bound::Excluded(end.as_slice())))
                 .map_err(store_err)?
-                .skip(skip)
             {
                 let (k, _) = entry.map_err(store_err)?;
                 if keys.len() == LIST_PAGE {
@@ -220,8 +252,7 @@ impl Embedded {
                 let k = k.value();
                 keys.push(String::from_utf8_lossy(&k[p.len()..]).into_owned());
             }
-            let next = more.then(|| cursor.saturating_add(LIST_PAGE as u64));
-            Ok((keys, next))
+            Ok((keys, more))
         })
         .await
     }
@@ -269,6 +300,7 @@ impl Embedded {
                     .get(app.as_str())
                     .map_err(store_err)?
                     .map_or((0, 0), |g| g.value());
+                let before = (keys, bytes);
                 match &old {
                     Some(v) => bytes = bytes.saturating_sub((key.len() + v.len()) as u64),
                     None => keys += 1,
@@ -280,6 +312,7 @@ impl Embedded {
                 usage
                     .insert(app.as_str(), (keys, bytes))
                     .map_err(store_err)?;
+                bump_bucket(&txn, &p, before, (keys, bytes))?;
             }
             txn.commit().map_err(store_err)?;
             Ok(new)
@@ -295,6 +328,24 @@ impl Embedded {
             let usage = txn.open_table(USAGE).map_err(store_err)?;
             Ok(usage
                 .get(app.as_str())
+                .map_err(store_err)?
+                .map_or((0, 0), |g| g.value()))
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// Keys and bytes bucket `ns` holds.
+    pub(crate) async fn bucket_usage(
+        self: &Arc<Self>,
+        ns: &Namespace,
+    ) -> Result<(u64, u64), String> {
+        let p = prefix(ns);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(store_err)?;
+            let buckets = txn.open_table(BUCKETS).map_err(store_err)?;
+            Ok(buckets
+                .get(p.as_slice())
                 .map_err(store_err)?
                 .map_or((0, 0), |g| g.value()))
         })
@@ -328,10 +379,19 @@ mod tests {
                 db.get_many(&other, vec!["k".into()]).await.unwrap(),
                 vec![None]
             );
-            assert!(db.list(&other, 0).await.unwrap().0.is_empty());
+            assert!(db.list(&other, None).await.unwrap().0.is_empty());
         }
         assert_eq!(db.increment(&a, "k".into(), 4, q).await.unwrap(), 5);
         assert_eq!(db.usage("a").await.unwrap(), (1, 2));
+        let other = ns("a", "other");
+        db.set_many(&other, vec![("xy".into(), b"123".to_vec())], q)
+            .await
+            .unwrap();
+        assert_eq!(db.bucket_usage(&a).await.unwrap(), (1, 2));
+        assert_eq!(db.bucket_usage(&other).await.unwrap(), (1, 5));
+        assert_eq!(db.usage("a").await.unwrap(), (2, 7));
+        db.delete_many(&other, vec!["xy".into()]).await.unwrap();
+        assert_eq!(db.bucket_usage(&other).await.unwrap(), (0, 0));
         let small = KvQuota { keys: 1, ..q };
         let err = db
             .set_many(&a, vec![("k2".into(), b"x".to_vec())], small)

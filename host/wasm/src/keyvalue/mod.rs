@@ -14,6 +14,12 @@
 //!   its error. Checked inside the store's own transaction (redb's write
 //!   transaction, a Lua script on Redis), so concurrent writers cannot
 //!   overshoot them and `increment` loses no update.
+//! - `list-keys` pages hold at most [`LIST_PAGE`] keys, in byte order. A
+//!   cursor is an opaque number the host hands out with a page; it stands
+//!   for the page's last key (kept on the host for [`CURSOR_TTL`], bound to
+//!   the app and bucket), and the next page starts after that key, so keys
+//!   added or deleted between pages shift nothing: every key present
+//!   throughout is listed exactly once.
 //! - [`ConfigSource`]: where `wasi:config/store` reads an app's values; the
 //!   host's reads the app's current `config` table and resolves secrets at
 //!   each call.
@@ -21,10 +27,12 @@
 pub mod embedded;
 pub mod redis;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::{BuildHasher as _, Hasher as _, RandomState};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
@@ -47,6 +55,10 @@ use bindings::wasi::keyvalue::{atomics, batch, store};
 pub const MAX_KEY_LEN: usize = 1024;
 /// Keys one `list-keys` call returns at most; the cursor gives the rest.
 pub const LIST_PAGE: usize = 100;
+/// How long a `list-keys` cursor stays valid after the page that gave it.
+pub const CURSOR_TTL: Duration = Duration::from_secs(300);
+/// Cursors the host keeps at once; past that the oldest is dropped.
+pub const MAX_CURSORS: usize = 10_000;
 /// Buckets one request may hold open at once.
 pub const MAX_OPEN_BUCKETS: u32 = 64;
 /// Most buckets an app may declare.
@@ -147,6 +159,17 @@ pub fn validate_buckets(buckets: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks that `url` is a Redis URL berth can use (`redis://` or
+/// `rediss://`, host, optional credentials and db), without connecting.
+///
+/// # Errors
+/// Why not (never repeating the URL: it may hold a password).
+pub fn check_redis_url(url: &str) -> Result<(), String> {
+    ::redis::Client::open(url)
+        .map(drop)
+        .map_err(|e| format!("not a usable Redis URL ({:?})", e.kind()))
+}
+
 /// A store the host configures (`[keyvalue.stores.NAME]`).
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreConfig {
@@ -207,12 +230,89 @@ pub(crate) enum Backend {
     Redis(Arc<redis::RedisStore>),
 }
 
+/// Where a cursor picks up: after `after` in `ns`.
+struct Cursor {
+    ns: Arc<Namespace>,
+    after: String,
+    made: Instant,
+    /// Order of making (ties of `made` go to the older).
+    seq: u64,
+}
+
+/// The `list-keys` cursors the host has handed out: an opaque number for
+/// the last key of a page. A number from another app or bucket, an expired
+/// one or a made-up one is refused.
+pub(crate) struct Cursors {
+    hasher: RandomState,
+    inner: Mutex<(u64, HashMap<u64, Cursor>)>,
+}
+
+impl Cursors {
+    fn new() -> Self {
+        Self {
+            hasher: RandomState::new(),
+            inner: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    /// A new cursor for the page of `ns` that ended with `after`.
+    fn make(&self, ns: &Arc<Namespace>, after: String) -> u64 {
+        let now = Instant::now();
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (counter, map) = &mut *guard;
+        if map.len() >= MAX_CURSORS {
+            map.retain(|_, c| now.duration_since(c.made) < CURSOR_TTL);
+        }
+        if map.len() >= MAX_CURSORS
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, c)| (c.made, c.seq))
+                .map(|(id, _)| *id)
+        {
+            map.remove(&oldest);
+        }
+        // A keyed hash of a counter: unique while it lasts, and no guest can
+        // tell from one cursor what another is.
+        let id = loop {
+            *counter += 1;
+            let mut h = self.hasher.build_hasher();
+            h.write_u64(*counter);
+            let id = h.finish();
+            if id != 0 && !map.contains_key(&id) {
+                break id;
+            }
+        };
+        map.insert(
+            id,
+            Cursor {
+                ns: ns.clone(),
+                after,
+                made: now,
+                seq: *counter,
+            },
+        );
+        id
+    }
+
+    /// The key `id` picks up after, if it was made for `ns` and has not
+    /// expired.
+    fn after(&self, id: u64, ns: &Namespace) -> Option<String> {
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .1
+            .get(&id)
+            .filter(|c| *c.ns == *ns && c.made.elapsed() < CURSOR_TTL)
+            .map(|c| c.after.clone())
+    }
+}
+
 /// Every store of the host: the embedded one (opened on first use) and the
 /// configured ones.
 pub struct KvStores {
     path: PathBuf,
     embedded: Mutex<Option<Arc<embedded::Embedded>>>,
     named: BTreeMap<String, Backend>,
+    cursors: Arc<Cursors>,
 }
 
 impl fmt::Debug for KvStores {
@@ -248,6 +348,7 @@ impl KvStores {
             path,
             embedded: Mutex::new(None),
             named,
+            cursors: Arc::new(Cursors::new()),
         })
     }
 
@@ -261,24 +362,39 @@ impl KvStores {
         Ok(e)
     }
 
-    /// `app`'s buckets: each in the store of its name, or the embedded one.
+    /// `app`'s buckets: each in `own` when given (the app's own store),
+    /// else in the store of its name, else in the embedded one.
     ///
     /// # Errors
-    /// When the embedded store cannot be opened.
+    /// When the embedded store cannot be opened, or `own` is not a usable
+    /// Redis URL.
     pub fn for_app(
         &self,
         app: &str,
         buckets: &[String],
         quota: KvQuota,
+        own: Option<&StoreConfig>,
     ) -> Result<Option<Arc<AppKv>>, String> {
         if buckets.is_empty() {
             return Ok(None);
         }
+        let own = match own {
+            None => None,
+            Some(StoreConfig::Embedded) => Some(Backend::Embedded(self.embedded()?)),
+            Some(StoreConfig::Redis { url }) => Some(Backend::Redis(Arc::new(
+                redis::RedisStore::new(app, url).map_err(|e| format!("{e:#}"))?,
+            ))),
+            Some(StoreConfig::RedisFromSecret { secret }) => {
+                return Err(format!(
+                    "the secret `{secret}` holding the store's URL was not resolved"
+                ));
+            }
+        };
         let mut map = BTreeMap::new();
         for b in buckets {
-            let backend = match self.named.get(b) {
-                Some(backend) => backend.clone(),
-                None => Backend::Embedded(self.embedded()?),
+            let backend = match (&own, self.named.get(b)) {
+                (Some(backend), _) | (None, Some(backend)) => backend.clone(),
+                (None, None) => Backend::Embedded(self.embedded()?),
             };
             map.insert(b.clone(), backend);
         }
@@ -286,7 +402,37 @@ impl KvStores {
             app: app.into(),
             buckets: map,
             quota,
+            cursors: self.cursors.clone(),
         })))
+    }
+
+    /// Keys and bytes each of `buckets` of `app` holds, in the store each
+    /// lives in.
+    pub async fn bucket_usage(&self, app: &str, buckets: &[String]) -> Vec<BucketUsage> {
+        let mut out = Vec::with_capacity(buckets.len());
+        for b in buckets {
+            let ns = Namespace {
+                app: app.into(),
+                bucket: b.clone(),
+            };
+            let (store, usage) = match self.named.get(b) {
+                Some(Backend::Redis(r)) => (b.clone(), r.bucket_usage(&ns).await),
+                Some(Backend::Embedded(e)) => ("embedded".into(), e.bucket_usage(&ns).await),
+                None => (
+                    "embedded".into(),
+                    match self.embedded() {
+                        Ok(e) => e.bucket_usage(&ns).await,
+                        Err(e) => Err(e),
+                    },
+                ),
+            };
+            out.push(BucketUsage {
+                bucket: b.clone(),
+                store,
+                usage,
+            });
+        }
+        out
     }
 
     /// Keys and bytes `app` holds in each store it has data in, by store
@@ -305,11 +451,24 @@ impl KvStores {
     }
 }
 
+/// What one bucket of an app holds (never its values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketUsage {
+    /// The bucket's name.
+    pub bucket: String,
+    /// The store it lives in: `embedded`, or the configured store's name.
+    pub store: String,
+    /// Its keys and their bytes (keys plus values), or why the store
+    /// could not say.
+    pub usage: Result<(u64, u64), String>,
+}
+
 /// One app's buckets and quotas.
 pub struct AppKv {
     app: String,
     buckets: BTreeMap<String, Backend>,
     quota: KvQuota,
+    cursors: Arc<Cursors>,
 }
 
 impl fmt::Debug for AppKv {
@@ -340,6 +499,7 @@ impl AppKv {
             }),
             backend: backend.clone(),
             quota: self.quota,
+            cursors: self.cursors.clone(),
         })
     }
 }
@@ -349,6 +509,7 @@ pub struct Bucket {
     ns: Arc<Namespace>,
     backend: Backend,
     quota: KvQuota,
+    cursors: Arc<Cursors>,
 }
 
 impl fmt::Debug for Bucket {
@@ -365,6 +526,7 @@ impl Bucket {
             ns: self.ns.clone(),
             backend: self.backend.clone(),
             quota: self.quota,
+            cursors: self.cursors.clone(),
         }
     }
 
@@ -438,11 +600,29 @@ impl Bucket {
         }
     }
 
-    async fn list(&self, cursor: u64) -> Result<(Vec<String>, Option<u64>), KvError> {
-        match &self.backend {
-            Backend::Embedded(e) => e.list(&self.ns, cursor).await,
-            Backend::Redis(r) => r.list(&self.ns, cursor).await,
-        }
+    /// One page of keys, from the start or after `cursor`'s key, and the
+    /// cursor of the next page when there are more.
+    async fn list(&self, cursor: Option<u64>) -> Result<(Vec<String>, Option<u64>), KvError> {
+        let after = match cursor {
+            None => None,
+            Some(id) => Some(self.cursors.after(id, &self.ns).ok_or_else(|| {
+                KvError::Refused(format!(
+                    "cursor {id} was not handed out for bucket `{}` of app `{}`, or is over {} s old; list again without a cursor",
+                    self.ns.bucket,
+                    self.ns.app,
+                    CURSOR_TTL.as_secs()
+                ))
+            })?),
+        };
+        let (keys, more) = match &self.backend {
+            Backend::Embedded(e) => e.list(&self.ns, after).await?,
+            Backend::Redis(r) => r.list(&self.ns, after.as_deref()).await?,
+        };
+        let next = match keys.last() {
+            Some(last) if more => Some(self.cursors.make(&self.ns, last.clone())),
+            _ => None,
+        };
+        Ok((keys, next))
     }
 
     async fn increment(&self, key: String, delta: u64) -> Result<u64, KvError> {
@@ -607,7 +787,7 @@ impl store::HostBucket for KvView<'_> {
         cursor: Option<u64>,
     ) -> KvResult<store::KeyResponse> {
         let b = self.bucket(&bucket)?;
-        Ok(b.list(cursor.unwrap_or(0))
+        Ok(b.list(cursor)
             .await
             .map(|(keys, cursor)| store::KeyResponse { keys, cursor })
             .map_err(guest_error))
@@ -708,6 +888,35 @@ mod tests {
         assert!(validate_bucket("Bad").is_err());
         assert!(validate_bucket("").is_err());
         assert!(validate_bucket(&"x".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn cursors_are_opaque_bound_to_their_bucket_and_bounded() {
+        let ns = |app: &str, bucket: &str| {
+            Arc::new(Namespace {
+                app: app.into(),
+                bucket: bucket.into(),
+            })
+        };
+        let (a, b) = (ns("a", "default"), ns("b", "default"));
+        let c = Cursors::new();
+        let first = c.make(&a, "k99".into());
+        let second = c.make(&a, "k99".into());
+        assert_ne!(first, second, "each page gets a cursor of its own");
+        assert!(
+            first.abs_diff(second) > 1_000,
+            "not a counter: {first} {second}"
+        );
+        assert_eq!(c.after(first, &a).as_deref(), Some("k99"));
+        assert_eq!(c.after(first, &a).as_deref(), Some("k99"), "reusable");
+        assert_eq!(c.after(first, &b), None, "another app's");
+        assert_eq!(c.after(first, &ns("a", "other")), None, "another bucket's");
+        assert_eq!(c.after(100, &a), None, "made up");
+        for i in 0..MAX_CURSORS {
+            c.make(&b, format!("x{i}"));
+        }
+        assert_eq!(c.inner.lock().unwrap().1.len(), MAX_CURSORS);
+        assert_eq!(c.after(first, &a), None, "the oldest went first");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The Redis backend. Per app and bucket: the value of key `K` at
 //! `berth:kv:{app}:{bucket}:K`, the bucket's keys in the sorted set
-//! `berth:kv-index:{app}:{bucket}` (all at score 0, so in byte order: the
-//! list cursor is an offset into it); per app, its key count and bytes in
-//! the hash `berth:kv-usage:{app}`. App and bucket names are labels (no
+//! `berth:kv-index:{app}:{bucket}` (all at score 0, so in byte order: a
+//! page of `list-keys` is a `ZRANGEBYLEX` after the last key of the one
+//! before); per app, its key count and bytes in the hash
+//! `berth:kv-usage:{app}` (fields `keys`, `bytes`, and `{bucket}:keys`,
+//! `{bucket}:bytes` for each bucket). App and bucket names are labels (no
 //! `:`), so one app's names never fall under another's prefix. Writes run
 //! as Lua scripts, atomic on the server, so the quota checks and
 //! `increment` hold under any number of concurrent callers and hosts.
@@ -11,8 +13,8 @@
 
 use std::time::Duration;
 
+use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
 use tokio::sync::OnceCell;
 
 use super::{KvError, KvQuota, LIST_PAGE, Namespace};
@@ -38,10 +40,12 @@ impl std::fmt::Debug for RedisStore {
 }
 
 // KEYS: usage, index, data keys…; ARGV: max keys, max bytes, then a name
-// and a value per data key. Returns {1} or {0, what, would-be}.
+// and a value per data key, then the bucket. Returns {1} or {0, what,
+// would-be}.
 const SET_MANY: &str = r"
 local keys = tonumber(redis.call('HGET', KEYS[1], 'keys') or '0')
 local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+local keys0, bytes0, bucket = keys, bytes, ARGV[#ARGV]
 local n = #KEYS - 2
 for i = 1, n do
   local name = ARGV[1 + 2 * i]
@@ -61,13 +65,17 @@ for i = 1, n do
   redis.call('ZADD', KEYS[2], 0, ARGV[1 + 2 * i])
 end
 redis.call('HSET', KEYS[1], 'keys', keys, 'bytes', bytes)
+redis.call('HINCRBY', KEYS[1], bucket .. ':keys', keys - keys0)
+redis.call('HINCRBY', KEYS[1], bucket .. ':bytes', bytes - bytes0)
 return {1}
 ";
 
-// KEYS: usage, index, data keys…; ARGV: a name per data key.
+// KEYS: usage, index, data keys…; ARGV: a name per data key, then the
+// bucket.
 const DELETE_MANY: &str = r"
 local keys = tonumber(redis.call('HGET', KEYS[1], 'keys') or '0')
 local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+local keys0, bytes0, bucket = keys, bytes, ARGV[#ARGV]
 for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     bytes = bytes - string.len(ARGV[i - 2]) - redis.call('STRLEN', KEYS[i])
@@ -77,15 +85,19 @@ for i = 3, #KEYS do
   end
 end
 redis.call('HSET', KEYS[1], 'keys', keys, 'bytes', bytes)
+redis.call('HINCRBY', KEYS[1], bucket .. ':keys', keys - keys0)
+redis.call('HINCRBY', KEYS[1], bucket .. ':bytes', bytes - bytes0)
 return 1
 ";
 
-// KEYS: usage, index, data key; ARGV: max keys, max bytes, name, delta.
+// KEYS: usage, index, data key; ARGV: max keys, max bytes, name, delta,
+// bucket.
 // Returns {1, new value as text} or {0, what, would-be}. INCRBY checks the
 // value is an integer and the sum fits Redis's signed 64 bits.
 const INCREMENT: &str = r"
 local keys = tonumber(redis.call('HGET', KEYS[1], 'keys') or '0')
 local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+local keys0, bytes0 = keys, bytes
 local old = redis.call('GET', KEYS[3])
 redis.call('INCRBY', KEYS[3], ARGV[4])
 local new = redis.call('GET', KEYS[3])
@@ -105,6 +117,8 @@ if refused then
 end
 redis.call('ZADD', KEYS[2], 0, ARGV[3])
 redis.call('HSET', KEYS[1], 'keys', keys, 'bytes', bytes)
+redis.call('HINCRBY', KEYS[1], ARGV[5] .. ':keys', keys - keys0)
+redis.call('HINCRBY', KEYS[1], ARGV[5] .. ':bytes', bytes - bytes0)
 return {1, new}
 ";
 
@@ -211,6 +225,7 @@ impl RedisStore {
         for (k, v) in pairs {
             inv.arg(k.as_str()).arg(v.as_slice());
         }
+        inv.arg(ns.bucket.as_str());
         let reply: Vec<redis::Value> = inv
             .invoke_async(&mut c)
             .await
@@ -244,30 +259,41 @@ impl RedisStore {
         for k in keys {
             inv.arg(k.as_str());
         }
+        inv.arg(ns.bucket.as_str());
         inv.invoke_async::<i64>(&mut c)
             .await
             .map_err(|e| store_err(&self.name, &e))?;
         Ok(())
     }
 
+    /// Up to [`LIST_PAGE`] keys of `ns` in byte order, after `after` when
+    /// given, and whether more follow.
     pub(crate) async fn list(
         &self,
         ns: &Namespace,
-        cursor: u64,
-    ) -> Result<(Vec<String>, Option<u64>), KvError> {
-        let Ok(start) = isize::try_from(cursor) else {
-            return Ok((Vec::new(), None));
-        };
+        after: Option<&str>,
+    ) -> Result<(Vec<String>, bool), KvError> {
         let mut c = self.conn().await?;
-        // One more than a page, to know whether there are more.
-        let stop = start.saturating_add(LIST_PAGE as isize);
-        let mut keys: Vec<String> = c
-            .zrange(index_key(ns), start, stop)
+        // All at score 0, so ZRANGEBYLEX walks them in byte order; `(`
+        // starts after the key. One more than a page, to know whether there
+        // are more.
+        let min: Vec<u8> = match after {
+            Some(a) => [b"(".as_slice(), a.as_bytes()].concat(),
+            None => b"-".to_vec(),
+        };
+        let mut keys: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(index_key(ns))
+            .arg(min)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(LIST_PAGE + 1)
+            .query_async(&mut c)
             .await
             .map_err(|e| store_err(&self.name, &e))?;
         let more = keys.len() > LIST_PAGE;
         keys.truncate(LIST_PAGE);
-        Ok((keys, more.then(|| cursor.saturating_add(LIST_PAGE as u64))))
+        Ok((keys, more))
     }
 
     pub(crate) async fn increment(
@@ -292,7 +318,8 @@ impl RedisStore {
             .arg(quota.keys)
             .arg(quota.total_size)
             .arg(key)
-            .arg(delta);
+            .arg(delta)
+            .arg(ns.bucket.as_str());
         let reply: Vec<redis::Value> = inv.invoke_async(&mut c).await.map_err(|e| {
             if e.to_string().contains("not an integer") {
                 KvError::Refused(format!(
@@ -334,6 +361,19 @@ impl RedisStore {
             .arg(usage_key(app))
             .arg("keys")
             .arg("bytes")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| store_err(&self.name, &e).to_string())?;
+        Ok((keys.unwrap_or(0), bytes.unwrap_or(0)))
+    }
+
+    /// Keys and bytes bucket `ns` holds.
+    pub(crate) async fn bucket_usage(&self, ns: &Namespace) -> Result<(u64, u64), String> {
+        let mut c = self.conn().await.map_err(|e| e.to_string())?;
+        let (keys, bytes): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(usage_key(&ns.app))
+            .arg(format!("{}:keys", ns.bucket))
+            .arg(format!("{}:bytes", ns.bucket))
             .query_async(&mut c)
             .await
             .map_err(|e| store_err(&self.name, &e).to_string())?;
