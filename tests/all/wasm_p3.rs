@@ -472,9 +472,15 @@ fn log_lines(host: &TestHost) -> Vec<(String, String, String)> {
     let text = berth::logs::read_all(&host.data_dir().join("logs"), "loop").unwrap();
     text.lines()
         .filter_map(|l| {
-            let mut parts = l.splitn(4, ' ');
-            let (_ts, id, stream, rest) =
-                (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            // `time request-id trace-id stream text`
+            let mut parts = l.splitn(5, ' ');
+            let (_ts, id, _trace, stream, rest) = (
+                parts.next()?,
+                parts.next()?,
+                parts.next()?,
+                parts.next()?,
+                parts.next()?,
+            );
             Some((id.to_string(), stream.to_string(), rest.to_string()))
         })
         .collect()

@@ -84,7 +84,12 @@ pub struct ServeArgs {
     /// How a Wasm pool slot is reset for its next instance: `madvise`
     /// (memset of the first 64 KiB, madvise past it) or `dirty-pages`
     /// (Linux's PAGEMAP_SCAN; slower with this wasmtime, see README).
-    #[arg(long, env = "BERTH_WASM_SLOT_RESET", default_value = "madvise", hide = true)]
+    #[arg(
+        long,
+        env = "BERTH_WASM_SLOT_RESET",
+        default_value = "madvise",
+        hide = true
+    )]
     pub wasm_slot_reset: crate::wasm::SlotReset,
     /// Exit when an app of the config file cannot be deployed, instead of
     /// serving the others and retrying it in the background.

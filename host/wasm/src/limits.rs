@@ -32,6 +32,10 @@ pub use crate::outbound::pool::{
     DEFAULT_IDLE_TIMEOUT as DEFAULT_OUTBOUND_POOL_IDLE_TIMEOUT,
     MAX_IDLE_TIMEOUT as MAX_OUTBOUND_POOL_IDLE_TIMEOUT,
 };
+/// The most idle outbound connections an app may keep per destination
+/// (`limits.outbound_pool_idle_per_host`); it keeps at most its
+/// `limits.outbound_connections` in all.
+pub const MAX_OUTBOUND_POOL_IDLE_PER_HOST: u32 = 1024;
 
 /// Per-request limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,12 +120,12 @@ impl Limits {
                 ),
             );
         }
-        if self.outbound_pool_idle_per_host > self.outbound_connections {
+        if self.outbound_pool_idle_per_host > MAX_OUTBOUND_POOL_IDLE_PER_HOST {
             return refuse(
                 "limits.outbound_pool_idle_per_host",
                 format!(
-                    "{} is outside 0..={} (limits.outbound_connections)",
-                    self.outbound_pool_idle_per_host, self.outbound_connections
+                    "{} is outside 0..={MAX_OUTBOUND_POOL_IDLE_PER_HOST}",
+                    self.outbound_pool_idle_per_host
                 ),
             );
         }
@@ -142,7 +146,10 @@ impl Limits {
     /// How the app pools its idle outbound connections.
     pub fn outbound_pool(&self) -> crate::outbound::pool::PoolSettings {
         crate::outbound::pool::PoolSettings {
-            idle_per_host: self.outbound_pool_idle_per_host,
+            // Idle connections hold the app's places: never more than it has.
+            idle_per_host: self
+                .outbound_pool_idle_per_host
+                .min(self.outbound_connections),
             idle_timeout: self.outbound_pool_idle_timeout,
         }
     }
@@ -240,13 +247,20 @@ mod tests {
         );
         assert_eq!(
             key(Limits {
-                outbound_connections: 8,
-                outbound_connections_per_request: 8,
-                outbound_pool_idle_per_host: 9,
+                outbound_pool_idle_per_host: MAX_OUTBOUND_POOL_IDLE_PER_HOST + 1,
                 ..d
             }),
             "limits.outbound_pool_idle_per_host"
         );
+        // Above the app's connection cap is fine: the pool keeps at most
+        // that many (the default of 16 with a cap of 1, say).
+        let small = Limits {
+            outbound_connections: 1,
+            outbound_connections_per_request: 1,
+            ..d
+        };
+        assert_eq!(small.validate(), Ok(()));
+        assert_eq!(small.outbound_pool().idle_per_host, 1);
         assert_eq!(
             Limits {
                 outbound_pool_idle_per_host: 0,
