@@ -679,7 +679,7 @@ async fn p3_the_autoscaler_counts_instances_in_capacity_units() {
         let c = client(host.addr, &[app]);
         let calls: Vec<_> = (0..n)
             .map(|_| {
-                let url = app_url(host.addr, app, "/?sleep_ms=5000");
+                let url = app_url(host.addr, app, "/?sleep_ms=4000");
                 let c = c.clone();
                 tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
             })

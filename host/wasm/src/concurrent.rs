@@ -468,9 +468,10 @@ impl WasmApp {
             Ended::Done => None,
             Ended::Failed(culprit, err) => {
                 let inner = tasks.lock();
-                let who = culprit
-                    .and_then(|n| inner.entries.get(&n))
-                    .map_or_else(|| "a request".to_string(), |e| format!("request {}", e.id));
+                let who = culprit.and_then(|n| inner.entries.get(&n)).map_or_else(
+                    || "a request".to_string(),
+                    |e| format!("request {}", crate::logs::request_id_of(&e.id)),
+                );
                 Some(format!("{who} on it failed: {err}"))
             }
         };

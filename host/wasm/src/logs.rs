@@ -50,6 +50,11 @@ pub fn log_tag(request_id: &str, trace_id: Option<&str>) -> Arc<str> {
 /// The tag of lines no request is known for.
 pub const NO_REQUEST: &str = "- -";
 
+/// The request id of a [`log_tag`] (what a message to a caller names).
+pub fn request_id_of(tag: &str) -> &str {
+    tag.split_once(' ').map_or(tag, |(id, _)| id)
+}
+
 /// Where an app's log file lives.
 pub fn log_path(logs_dir: &Path, app: &str) -> PathBuf {
     logs_dir.join(format!("{app}.log"))
