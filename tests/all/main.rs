@@ -1,6 +1,11 @@
 //! berth's integration tests: one binary (it links once), a module per area.
 //! Each test starts what it needs on free loopback ports and stops it after.
 
+#![expect(
+    clippy::result_large_err,
+    reason = "`wait_until` closures hand back the last `RevisionStatus` seen, for the failure message"
+)]
+
 mod api;
 mod autoscale;
 mod bench;
