@@ -85,7 +85,7 @@ async fn cli_round_trip_deploy_apps_app_scale_delete() {
 
     let app: AppView =
         serde_json::from_str(&stdout(&berth(&host, &["app", "hello", "--json"]).await)).unwrap();
-    assert_eq!(app.kind, "wasm");
+    assert_eq!(app.kind, Some(berth::backend::Kind::Wasm));
     assert_eq!(app.state, AppState::Ready);
     assert_eq!(app.origin, Origin::Api);
     assert_eq!(app.routes, ["/hi"]);
