@@ -171,25 +171,29 @@ async fn an_app_that_does_not_link_answers_503_naming_the_import_and_its_failure
         );
     }
     // Retried with backoff (1 s, then 2 s): two more failed deploys.
-    wait_until(
-        "two failed retries",
-        Duration::from_secs(30),
-        || match host.apps().failed_app("spin-vars").map(|f| f.attempts) {
-            Some(n) if n >= 3 => Ok(()),
-            other => Err(other),
-        },
-    )
+    wait_until("two failed retries", Duration::from_secs(30), || match host
+        .apps()
+        .failed_app("spin-vars")
+        .map(|f| f.attempts)
+    {
+        Some(n) if n >= 3 => Ok(()),
+        other => Err(other),
+    })
     .await;
     // Fixed: the next retry deploys it as the first revision there is.
     std::fs::copy(art::HELLO, &wasm).unwrap();
-    let revision = wait_until("the retry to deploy the fixed app", Duration::from_secs(30), || {
-        host.apps()
-            .status()
-            .into_iter()
-            .find(|a| a.deployed.name == "spin-vars")
-            .map(|a| a.deployed.revision)
-            .ok_or_else(|| host.apps().failed_app("spin-vars").map(|f| f.reason))
-    })
+    let revision = wait_until(
+        "the retry to deploy the fixed app",
+        Duration::from_secs(30),
+        || {
+            host.apps()
+                .status()
+                .into_iter()
+                .find(|a| a.deployed.name == "spin-vars")
+                .map(|a| a.deployed.revision)
+                .ok_or_else(|| host.apps().failed_app("spin-vars").map(|f| f.reason))
+        },
+    )
     .await;
     assert_eq!(revision, "spin-vars-00001");
     assert_eq!(get(&host, "spin-vars", "/").await.0, 200);

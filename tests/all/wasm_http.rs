@@ -559,16 +559,17 @@ async fn non_components_are_refused_at_deploy() {
 async fn a_link_error_names_the_imports_berth_does_not_provide_and_no_others() {
     // Spin's variables (not provided) beside a wasi:keyvalue interface
     // (provided, though not of this shape): only the first is named. It
-    // exports a handler by name (an imported instance passed on), as far
-    // as berth looks before linking.
+    // exports a handler by name (an empty instance), as far as berth looks
+    // before linking.
     let dir = tempfile::tempdir().unwrap();
     let wasm = dir.path().join("spin2.wasm");
     let component = r#"(component
-        (import "fermyon:spin/variables@2.0.0" (instance $vars
+        (import "fermyon:spin/variables@2.0.0" (instance
             (export "get" (func (param "name" string) (result string)))))
         (import "wasi:keyvalue/store@0.2.0-draft" (instance
             (export "open" (func (param "identifier" string)))))
-        (export "wasi:http/incoming-handler@0.2.0" (instance $vars))
+        (instance $handler)
+        (export "wasi:http/incoming-handler@0.2.0" (instance $handler))
     )"#;
     std::fs::write(&wasm, wat::parse_str(component).unwrap()).unwrap();
     let host = TestHost::builder().start().await.unwrap();

@@ -142,7 +142,9 @@ mod tests {
         let (code, key, msg) = status(missing);
         assert_eq!((code, key.as_deref()), (400, Some("secrets")));
         assert!(
-            msg.starts_with("cannot deploy app `x`: key `secrets.TOKEN`: secret `t` does not exist"),
+            msg.starts_with(
+                "cannot deploy app `x`: key `secrets.TOKEN`: secret `t` does not exist"
+            ),
             "{msg}"
         );
         let invalid = DeployFailure::Invalid {
@@ -160,7 +162,11 @@ mod tests {
         let start = DeployFailure::Start(anyhow::anyhow!("exit 1").context("cannot start"));
         assert_eq!(
             status(start),
-            (422, None, "cannot deploy app `x`: cannot start: exit 1".into())
+            (
+                422,
+                None,
+                "cannot deploy app `x`: cannot start: exit 1".into()
+            )
         );
         let state = DeployFailure::State(Arc::new(crate::state::StateError::Invalid {
             path: "/s".into(),

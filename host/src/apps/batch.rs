@@ -205,7 +205,10 @@ impl Apps {
                 let built = self
                     .build_revision(&app.name, &id, &app.spec, known.as_deref())
                     .await;
-                (i, built.map(|(revision, info)| self.hold(app, revision, info)))
+                (
+                    i,
+                    built.map(|(revision, info)| self.hold(app, revision, info)),
+                )
             }
         });
         let built: Vec<_> = futures::stream::iter(builds)

@@ -55,14 +55,14 @@ impl Apps {
         let (path, pinned, pulled_bytes) = match &spec.source {
             Source::Wasm(path) => (path.clone(), None, 0),
             Source::Image(reference) => {
-                let pulled = self
-                    .puller
-                    .pull(reference)
-                    .await
-                    .map_err(|error| DeployFailure::Pull {
-                        reference: reference.clone(),
-                        error,
-                    })?;
+                let pulled =
+                    self.puller
+                        .pull(reference)
+                        .await
+                        .map_err(|error| DeployFailure::Pull {
+                            reference: reference.clone(),
+                            error,
+                        })?;
                 tracing::info!(
                     app = name,
                     image = %reference,
@@ -281,26 +281,26 @@ fn layers(
     store: &crate::oci::BlobStore,
     image: &ContainerImage,
 ) -> Result<Vec<(std::path::PathBuf, Compression)>, DeployFailure> {
-        let mut layers = Vec::new();
-        for layer in &image.layers {
-            let compression = Compression::from_media_type(&layer.media_type)
-                .or_else(|| {
-                    let mut head = [0u8; 512];
-                    let n = std::fs::File::open(store.path(&layer.digest))
-                        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-                        .unwrap_or(0);
-                    Compression::detect(&head[..n])
-                })
-                .ok_or_else(|| {
-                    DeployFailure::Image(anyhow::anyhow!(
-                        "layer {} has unsupported media type `{}`",
-                        layer.digest,
-                        layer.media_type
-                    ))
-                })?;
-            layers.push((store.path(&layer.digest), compression));
-        }
-        Ok(layers)
+    let mut layers = Vec::new();
+    for layer in &image.layers {
+        let compression = Compression::from_media_type(&layer.media_type)
+            .or_else(|| {
+                let mut head = [0u8; 512];
+                let n = std::fs::File::open(store.path(&layer.digest))
+                    .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+                    .unwrap_or(0);
+                Compression::detect(&head[..n])
+            })
+            .ok_or_else(|| {
+                DeployFailure::Image(anyhow::anyhow!(
+                    "layer {} has unsupported media type `{}`",
+                    layer.digest,
+                    layer.media_type
+                ))
+            })?;
+        layers.push((store.path(&layer.digest), compression));
+    }
+    Ok(layers)
 }
 
 /// One unpack under way, counted in [`Apps`]'s `unpacking` until dropped.
