@@ -166,6 +166,8 @@ async fn an_app_that_does_not_link_answers_503_naming_the_import_and_its_failure
                 && body.contains(
                     "it imports `spin:variables/variables@3.0.0`, which berth does not provide"
                 )
+                // The whole reason, not its first 200 characters.
+                && body.contains("`fermyon:` interfaces are Spin")
                 && !body.contains("implementation is missing"),
             "{body}"
         );
