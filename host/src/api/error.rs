@@ -1,11 +1,12 @@
-//! The one mapping from a failed deploy to the admin API's answer: a
-//! status, the `{"error": …, "key": …}` body and the key it names. Every
-//! `match` here is exhaustive, so a new kind of failure does not compile
-//! until it has its status.
+//! The one mapping from the domain errors the admin API meets (a failed
+//! deploy, a traffic split that cannot be set) to its answer: a status, the
+//! `{"error": …, "key": …}` body and the key it names. Every `match` here
+//! is exhaustive, so a new kind of failure does not compile until it has
+//! its status.
 
 use http::{Response, StatusCode};
 
-use crate::apps::{DeployError, DeployFailure};
+use crate::apps::{DeployError, DeployFailure, TrafficError};
 use crate::http::Body;
 use crate::oci::OciError;
 use crate::secrets::SecretError;
@@ -81,6 +82,18 @@ pub(super) fn deploy_error(e: &DeployError) -> Response<Body> {
     } else {
         tracing::warn!(status = status.as_u16(), "admin API deploy failed: {e}");
     }
+    super::error_response(status, &e.to_string(), key)
+}
+
+/// The answer to a traffic split that cannot be set.
+pub(super) fn traffic_error(e: &TrafficError) -> Response<Body> {
+    let (status, key) = match e {
+        TrafficError::Share(_) => (StatusCode::BAD_REQUEST, Some("latest_percent")),
+        TrafficError::UnknownApp(_) => (StatusCode::NOT_FOUND, None),
+        TrafficError::NoRevision(_) | TrafficError::SingleRevision(_) => {
+            (StatusCode::BAD_REQUEST, None)
+        }
+    };
     super::error_response(status, &e.to_string(), key)
 }
 

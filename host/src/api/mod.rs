@@ -55,7 +55,7 @@ use crate::apps::Apps;
 use crate::config::{AppConfig, AppSpec, Source, validate_label};
 use crate::http::{Body, BoxError, full};
 use crate::state::{Record, StateError, StoredApp};
-use error::deploy_error;
+use error::{deploy_error, traffic_error};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -359,7 +359,7 @@ where
             Some(app) => json(StatusCode::OK, &app),
             None => unknown_app(name),
         },
-        Err(e) => error_response(StatusCode::BAD_REQUEST, &format!("{e:#}"), None),
+        Err(e) => traffic_error(&e),
     }
 }
 

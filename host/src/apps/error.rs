@@ -133,3 +133,22 @@ pub struct RouteConflict {
     /// The app serving it.
     pub owner: String,
 }
+
+/// A traffic split that cannot be set ([`Apps::set_traffic`]).
+///
+/// [`Apps::set_traffic`]: super::Apps::set_traffic
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrafficError {
+    /// A share above 100 %.
+    #[error("a traffic share is at most 100 percent, not {0}")]
+    Share(u32),
+    /// No such app is deployed.
+    #[error("no app `{0}`")]
+    UnknownApp(String),
+    /// The app has no revision to give the share to.
+    #[error("app `{0}` has no revision")]
+    NoRevision(String),
+    /// A split below 100 % with nothing to split with.
+    #[error("app `{0}` has a single revision; deploy a canary first")]
+    SingleRevision(String),
+}

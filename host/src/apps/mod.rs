@@ -31,7 +31,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 
-pub use error::{DeployError, DeployFailure, RouteConflict};
+pub use error::{DeployError, DeployFailure, RouteConflict, TrafficError};
 pub use retry::FailedApp;
 pub use routes::{RouteTable, RoutedApp};
 
@@ -548,21 +548,20 @@ impl Apps {
     ///
     /// # Errors
     /// Unknown app, or an app with one revision and a share below 100.
-    pub fn set_traffic(&self, name: &str, latest_percent: u32) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            latest_percent <= 100,
-            "a traffic share is at most 100 percent, not {latest_percent}"
-        );
+    pub fn set_traffic(&self, name: &str, latest_percent: u32) -> Result<(), TrafficError> {
+        if latest_percent > 100 {
+            return Err(TrafficError::Share(latest_percent));
+        }
         let retired = {
             let mut table = self.lock_table();
             let entry = table
                 .get_mut(name)
-                .ok_or_else(|| anyhow::anyhow!("no app `{name}`"))?;
+                .ok_or_else(|| TrafficError::UnknownApp(name.to_string()))?;
             let traffic = &entry.routed.traffic;
             let latest = traffic
                 .last()
                 .map(|(r, _)| r.clone())
-                .ok_or_else(|| anyhow::anyhow!("app `{name}` has no revision"))?;
+                .ok_or_else(|| TrafficError::NoRevision(name.to_string()))?;
             let (split, retired) = if latest_percent == 100 {
                 let retired: Vec<_> = traffic[..traffic.len() - 1]
                     .iter()
@@ -570,10 +569,9 @@ impl Apps {
                     .collect();
                 (vec![(latest, 100)], retired)
             } else {
-                anyhow::ensure!(
-                    traffic.len() >= 2,
-                    "app `{name}` has a single revision; deploy a canary first"
-                );
+                if traffic.len() < 2 {
+                    return Err(TrafficError::SingleRevision(name.to_string()));
+                }
                 let previous = traffic[traffic.len() - 2].0.clone();
                 (
                     vec![(previous, 100 - latest_percent), (latest, latest_percent)],
