@@ -1,15 +1,16 @@
-//! The one mapping from the domain errors the admin API meets (a failed
-//! deploy, a traffic split that cannot be set) to its answer: a status, the
-//! `{"error": …, "key": …}` body and the key it names. Every `match` here
-//! is exhaustive, so a new kind of failure does not compile until it has
-//! its status.
+//! The one mapping from the domain errors the admin API meets ([`OpError`],
+//! a failed deploy's [`DeployFailure`] among them) to its answer: a status,
+//! the `{"error": …, "key": …}` body and the key it names. Every `match`
+//! here is exhaustive, so a new kind of failure does not compile until it
+//! has its status.
 
 use http::{Response, StatusCode};
 
-use crate::apps::{DeployError, DeployFailure, TrafficError};
+use crate::apps::{DeployError, DeployFailure, OpError};
 use crate::http::Body;
 use crate::oci::OciError;
 use crate::secrets::SecretError;
+use crate::state::StateError;
 
 /// The status a failed deploy is answered with, and the key of the
 /// request it blames (if one).
@@ -75,7 +76,7 @@ fn pull_status(error: &OciError) -> StatusCode {
 }
 
 /// The answer to a failed deploy: its status, the whole message, the key.
-pub(super) fn deploy_error(e: &DeployError) -> Response<Body> {
+fn deploy_error(e: &DeployError) -> Response<Body> {
     let (status, key) = deploy_status(&e.failure);
     if status.is_server_error() && status != StatusCode::BAD_GATEWAY {
         tracing::error!(status = status.as_u16(), "admin API deploy failed: {e}");
@@ -85,16 +86,22 @@ pub(super) fn deploy_error(e: &DeployError) -> Response<Body> {
     super::error_response(status, &e.to_string(), key)
 }
 
-/// The answer to a traffic split that cannot be set.
-pub(super) fn traffic_error(e: &TrafficError) -> Response<Body> {
+/// The answer to an operation on an app that was refused or failed.
+pub(super) fn op_error(e: &OpError) -> Response<Body> {
     let (status, key) = match e {
-        TrafficError::Share(_) => (StatusCode::BAD_REQUEST, Some("latest_percent")),
-        TrafficError::UnknownApp(_) => (StatusCode::NOT_FOUND, None),
-        TrafficError::NoRevision(_) | TrafficError::SingleRevision(_) => {
-            (StatusCode::BAD_REQUEST, None)
-        }
+        OpError::UnknownApp(_) => (StatusCode::NOT_FOUND, None),
+        OpError::Invalid { key, .. } => (StatusCode::BAD_REQUEST, key.as_deref()),
+        OpError::Deploy(e) => return deploy_error(e),
+        OpError::State(e) => return state_error(e),
+        OpError::Removed(_) => (StatusCode::CONFLICT, None),
     };
     super::error_response(status, &e.to_string(), key)
+}
+
+/// The answer when the state file cannot be written.
+fn state_error(e: &StateError) -> Response<Body> {
+    tracing::error!("{e}");
+    super::error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), None)
 }
 
 #[cfg(test)]
@@ -108,6 +115,34 @@ mod tests {
         let e = DeployError::new("x", failure);
         let (status, key) = deploy_status(&e.failure);
         (status.as_u16(), key.map(str::to_string), e.to_string())
+    }
+
+    #[test]
+    fn op_errors_map_to_statuses() {
+        let state = StateError::Invalid {
+            path: "/d/state.json".into(),
+            reason: "bad".into(),
+        };
+        let conflict = DeployError::new(
+            "x",
+            RouteConflict {
+                route: "/a".into(),
+                owner: "other".into(),
+            },
+        );
+        for (e, status) in [
+            (OpError::UnknownApp("x".into()), StatusCode::NOT_FOUND),
+            (
+                OpError::invalid(Some("name"), "bad"),
+                StatusCode::BAD_REQUEST,
+            ),
+            (OpError::setting("", "bad"), StatusCode::BAD_REQUEST),
+            (OpError::Removed("x".into()), StatusCode::CONFLICT),
+            (OpError::Deploy(conflict), StatusCode::CONFLICT),
+            (OpError::State(state), StatusCode::INTERNAL_SERVER_ERROR),
+        ] {
+            assert_eq!(op_error(&e).status(), status, "{e}");
+        }
     }
 
     #[test]
@@ -181,7 +216,7 @@ mod tests {
                 "cannot deploy app `x`: cannot start: exit 1".into()
             )
         );
-        let state = DeployFailure::State(Arc::new(crate::state::StateError::Invalid {
+        let state = DeployFailure::State(Arc::new(StateError::Invalid {
             path: "/s".into(),
             reason: "bad".into(),
         }));

@@ -17,8 +17,8 @@ use crate::wasm::LoadError;
 pub struct DeployError {
     /// The app.
     pub app: String,
-    /// Why.
-    pub failure: DeployFailure,
+    /// Why (boxed: a deploy's error stays small on the success path).
+    pub failure: Box<DeployFailure>,
 }
 
 impl DeployError {
@@ -26,7 +26,7 @@ impl DeployError {
     pub fn new(app: &str, failure: impl Into<DeployFailure>) -> Self {
         Self {
             app: app.to_string(),
-            failure: failure.into(),
+            failure: Box::new(failure.into()),
         }
     }
 }
@@ -132,23 +132,4 @@ pub struct RouteConflict {
     pub route: String,
     /// The app serving it.
     pub owner: String,
-}
-
-/// A traffic split that cannot be set ([`Apps::set_traffic`]).
-///
-/// [`Apps::set_traffic`]: super::Apps::set_traffic
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TrafficError {
-    /// A share above 100 %.
-    #[error("a traffic share is at most 100 percent, not {0}")]
-    Share(u32),
-    /// No such app is deployed.
-    #[error("no app `{0}`")]
-    UnknownApp(String),
-    /// The app has no revision to give the share to.
-    #[error("app `{0}` has no revision")]
-    NoRevision(String),
-    /// A split below 100 % with nothing to split with.
-    #[error("app `{0}` has a single revision; deploy a canary first")]
-    SingleRevision(String),
 }

@@ -4,11 +4,16 @@
 //! [`RouteTable`] that this module publishes whole after each change.
 //!
 //! # Layout
-//! - this file: [`Apps`], [`Deployed`], [`AppStatus`], [`Collected`];
+//! - this file: [`Apps`], [`Deployed`], [`AppStatus`];
+//! - `gc`: [`Apps::collect_garbage`] ([`Collected`]) and what an
+//!   interrupted pull or unpack left behind;
 //! - [`routes`]: [`RouteTable`] and [`RoutedApp`] (weighted pick of a
 //!   revision);
 //! - [`build`]: building a revision: pull, unpack or compile, start its
-//!   initial instances.
+//!   initial instances;
+//! - [`ops`]: the operations the admin API and the console share (typed
+//!   requests, [`OpError`]), and the read views;
+//! - [`view`]: the views: [`AppView`], [`AppList`], [`KeyvalueView`].
 //!
 //! The table itself is a `BTreeMap` under a mutex, not a `DashMap`: every
 //! change (a deploy checks route conflicts across all apps, then persists,
@@ -19,8 +24,11 @@
 pub mod batch;
 pub mod build;
 pub mod error;
+mod gc;
+pub mod ops;
 pub mod retry;
 pub mod routes;
+pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -31,9 +39,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 
-pub use error::{DeployError, DeployFailure, RouteConflict, TrafficError};
+pub use error::{DeployError, DeployFailure, RouteConflict};
+pub use gc::Collected;
+pub use ops::{OpError, Put, PutRequest, ScaleRequest, TrafficRequest};
 pub use retry::FailedApp;
 pub use routes::{RouteTable, RoutedApp};
+pub use view::{AppList, AppState, AppView, KeyvalueView};
 
 use crate::backend::Kind;
 use crate::config::{AppSpec, Config};
@@ -133,19 +144,6 @@ impl AppStatus {
     }
 }
 
-/// What [`Apps::collect_garbage`] removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Collected {
-    /// Blobs no app references.
-    pub blobs: usize,
-    /// Unpacked rootfs directories no app uses.
-    pub rootfs: usize,
-    /// Temporary files and directories of pulls and unpacks that did not
-    /// finish.
-    pub temp: usize,
-}
-
 #[derive(Debug)]
 struct AppEntry {
     routed: Arc<RoutedApp>,
@@ -167,6 +165,8 @@ pub struct Apps {
     shim: Result<Arc<Shim>, String>,
     /// The deployed apps as persisted in the data dir.
     state: StateStore,
+    /// Serialises read-modify-write changes of one app ([`ops`]).
+    locks: crate::state::AppLocks,
     /// The values apps get from their `secrets`.
     secrets: Arc<SecretStore>,
     /// `wasi:config` values set through the API.
@@ -229,7 +229,7 @@ impl Apps {
         );
         let store =
             crate::oci::BlobStore::open(&options.data_dir).context("cannot open the blob store")?;
-        remove_leftovers(&store, &options.data_dir.join("rootfs"));
+        gc::remove_leftovers(&store, &options.data_dir.join("rootfs"));
         let puller = Puller::new(options.registry.clone(), store).with_progress(options.progress);
         let state = StateStore::open(&options.data_dir)?;
         let secrets = Arc::new(SecretStore::open(
@@ -246,6 +246,7 @@ impl Apps {
             shim,
             revisions: AtomicU64::new(state.last_revision()),
             state,
+            locks: crate::state::AppLocks::default(),
             secrets,
             metrics,
             table: Mutex::new(BTreeMap::new()),
@@ -454,7 +455,7 @@ impl Apps {
             info.pinned.clone(),
             info.revision.clone(),
             info.sha256.clone(),
-            info.kind.as_str(),
+            info.kind,
         );
         self.state.record(name, stored)?;
         let keep = (percent < 100)
@@ -542,50 +543,6 @@ impl Apps {
         route_conflict(&self.lock_table(), &HashMap::new(), name, &spec.routes)
     }
 
-    /// Moves the traffic split of app `name`: the latest revision gets
-    /// `latest_percent`, the one before it the rest; at 100 the older one is
-    /// retired.
-    ///
-    /// # Errors
-    /// Unknown app, or an app with one revision and a share below 100.
-    pub fn set_traffic(&self, name: &str, latest_percent: u32) -> Result<(), TrafficError> {
-        if latest_percent > 100 {
-            return Err(TrafficError::Share(latest_percent));
-        }
-        let retired = {
-            let mut table = self.lock_table();
-            let entry = table
-                .get_mut(name)
-                .ok_or_else(|| TrafficError::UnknownApp(name.to_string()))?;
-            let traffic = &entry.routed.traffic;
-            let latest = traffic
-                .last()
-                .map(|(r, _)| r.clone())
-                .ok_or_else(|| TrafficError::NoRevision(name.to_string()))?;
-            let (split, retired) = if latest_percent == 100 {
-                let retired: Vec<_> = traffic[..traffic.len() - 1]
-                    .iter()
-                    .map(|(r, _)| r.clone())
-                    .collect();
-                (vec![(latest, 100)], retired)
-            } else {
-                if traffic.len() < 2 {
-                    return Err(TrafficError::SingleRevision(name.to_string()));
-                }
-                let previous = traffic[traffic.len() - 2].0.clone();
-                (
-                    vec![(previous, 100 - latest_percent), (latest, latest_percent)],
-                    Vec::new(),
-                )
-            };
-            entry.routed = Arc::new(RoutedApp::split(name, split));
-            self.publish(&table);
-            retired
-        };
-        self.retire(retired);
-        Ok(())
-    }
-
     /// Removes app `name`; its in-flight requests finish, then its instances
     /// stop. Returns whether the app existed.
     pub fn remove(&self, name: &str) -> bool {
@@ -611,67 +568,6 @@ impl Apps {
             }
             None => was_failed,
         }
-    }
-
-    /// Removes what no app uses: blobs of the store that no app references
-    /// (roots are the pinned digests of the running apps' revisions and of
-    /// every app in the state file), unpacked rootfs directories
-    /// (`<data-dir>/rootfs/<digest-hex>`) of images outside those references
-    /// that no instance mounts and no deploy holds, and temporary files that
-    /// interrupted pulls and unpacks left (none that a running one holds).
-    ///
-    /// Blocking: trees are removed one entry at a time.
-    ///
-    /// # Errors
-    /// When the store or the rootfs directory cannot be read or something
-    /// cannot be removed.
-    pub fn collect_garbage(&self) -> anyhow::Result<Collected> {
-        let mut roots = Vec::new();
-        // Rootfs directories are named by their image's manifest digest: the
-        // closure of the roots holds it, and the apps' own record of it
-        // keeps a rootfs whose manifest blob went missing.
-        let mut images = std::collections::HashSet::new();
-        let pinned = |p: &str| {
-            p.rsplit_once('@')
-                .and_then(|(_, d)| crate::oci::Digest::parse(d).ok())
-        };
-        {
-            let table = self.lock_table();
-            for entry in table.values() {
-                roots.extend(entry.deployed.pinned.as_deref().and_then(pinned));
-                images.insert(entry.deployed.sha256.clone());
-                for r in entry.routed.revisions() {
-                    roots.extend(r.pinned().and_then(pinned));
-                }
-            }
-        }
-        for stored in self.state.apps().values() {
-            roots.extend(stored.pinned.as_deref().and_then(pinned));
-            images.insert(stored.sha256.clone());
-        }
-        let store = self.puller.store();
-        let referenced = store.closure(&roots)?;
-        let blobs = store.collect(&referenced)?;
-        let rootfs_dir = self.options.data_dir.join("rootfs");
-        let unpacked = crate::container::rootfs::collect_garbage(&rootfs_dir, |hex| {
-            let digest = format!("sha256:{hex}");
-            images.contains(&digest)
-                || crate::oci::Digest::parse(&digest).is_ok_and(|d| referenced.contains(&d))
-        })
-        .with_context(|| format!("cannot collect garbage in {}", rootfs_dir.display()))?;
-        let collected = Collected {
-            blobs: blobs.blobs,
-            rootfs: unpacked.rootfs,
-            temp: blobs.temp + unpacked.temp,
-        };
-        tracing::info!(
-            blobs = collected.blobs,
-            rootfs = collected.rootfs,
-            temp = collected.temp,
-            kept = referenced.len(),
-            "collected garbage"
-        );
-        Ok(collected)
     }
 
     /// The revisions serving app `name`.
@@ -845,26 +741,4 @@ fn route_conflict(
         }
     }
     Ok(())
-}
-
-/// Removes what a host killed mid-pull or mid-unpack left behind: temporary
-/// blob files and temporary rootfs trees that nothing holds. Best effort: a
-/// failure is logged and the host starts anyway.
-fn remove_leftovers(store: &crate::oci::BlobStore, rootfs_dir: &std::path::Path) {
-    match store.remove_temp() {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(files = n, "removed temporary files of interrupted pulls"),
-        Err(e) => tracing::warn!("cannot remove temporary files of interrupted pulls: {e:#}"),
-    }
-    // Every finished rootfs counts as in use here: only `*.tmp-*` trees go.
-    match crate::container::rootfs::collect_garbage(rootfs_dir, |_| true) {
-        Ok(c) if c.temp > 0 => {
-            tracing::info!(
-                trees = c.temp,
-                "removed temporary trees of interrupted unpacks"
-            );
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!("cannot remove temporary trees of interrupted unpacks: {e:#}"),
-    }
 }
