@@ -343,7 +343,9 @@ fn not_deployed(failed: &crate::apps::FailedApp) -> Response<Body> {
         "app `{}` is not serving: it could not be deployed ({} attempt(s) so far; the next in {wait} s): {}\n",
         failed.name,
         failed.attempts,
-        excerpt(&failed.reason)
+        // berth's own message, but it quotes paths, images and registries'
+        // words: bounded, with room for a link error's list of imports.
+        crate::http::excerpt_of(&failed.reason, 4 * crate::http::EXCERPT_CHARS)
     );
     let mut resp = plain_text(StatusCode::SERVICE_UNAVAILABLE, msg);
     resp.headers_mut()

@@ -70,14 +70,20 @@ pub const EXCERPT_CHARS: usize = 200;
 /// left out. Hostile input (a 16 MiB name, terminal escapes) never reaches a
 /// log or a response whole.
 pub fn excerpt(text: &str) -> String {
+    excerpt_of(text, EXCERPT_CHARS)
+}
+
+/// [`excerpt`] with room for `chars` characters (for berth's own longer
+/// messages that quote what they were given, such as a deploy error).
+pub fn excerpt_of(text: &str, chars: usize) -> String {
     let mut out: String = text
         .chars()
-        .take(EXCERPT_CHARS)
+        .take(chars)
         .flat_map(char::escape_debug)
         .collect();
     let total = text.chars().count();
-    if total > EXCERPT_CHARS {
-        out.push_str(&format!("… ({} more characters)", total - EXCERPT_CHARS));
+    if total > chars {
+        out.push_str(&format!("… ({} more characters)", total - chars));
     }
     out
 }

@@ -130,6 +130,79 @@ async fn an_app_that_cannot_deploy_is_listed_failed_and_retried_while_others_ser
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_does_not_link_answers_503_naming_the_import_and_its_failures_take_no_revision_number()
+ {
+    // A Spin app, as a new user deploys it: its component imports Spin's
+    // own variables interface, so it compiles but never links.
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("spin-vars.wasm");
+    std::fs::copy(art::FOREIGN_IMPORT, &wasm).unwrap();
+    let mut spec = AppSpec::wasm(&wasm);
+    spec.routes = vec!["/vars".into()];
+    let host = TestHost::builder()
+        .app("spin-vars", spec)
+        .lenient()
+        .start()
+        .await
+        .unwrap();
+    // Its callers hear why (by host and by route), with when to try again;
+    // not "404 no app answers host".
+    let c = client(host.addr, &["spin-vars"]);
+    for url in [
+        crate::support::app_url(host.addr, "spin-vars", "/"),
+        format!("http://{}/vars/x", host.addr),
+    ] {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 503, "{url}");
+        let wait: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=300).contains(&wait), "{wait}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.starts_with("app `spin-vars` is not serving: it could not be deployed (")
+                && body.contains(
+                    "it imports `spin:variables/variables@3.0.0`, which berth does not provide"
+                )
+                // The whole reason, not its first 200 characters.
+                && body.contains("`fermyon:` interfaces are Spin")
+                && !body.contains("implementation is missing"),
+            "{body}"
+        );
+    }
+    // Retried with backoff (1 s, then 2 s): two more failed deploys.
+    wait_until("two failed retries", Duration::from_secs(30), || match host
+        .apps()
+        .failed_app("spin-vars")
+        .map(|f| f.attempts)
+    {
+        Some(n) if n >= 3 => Ok(()),
+        other => Err(other),
+    })
+    .await;
+    // Fixed: the next retry deploys it as the first revision there is.
+    std::fs::copy(art::HELLO, &wasm).unwrap();
+    let revision = wait_until(
+        "the retry to deploy the fixed app",
+        Duration::from_secs(30),
+        || {
+            host.apps()
+                .status()
+                .into_iter()
+                .find(|a| a.deployed.name == "spin-vars")
+                .map(|a| a.deployed.revision)
+                .ok_or_else(|| host.apps().failed_app("spin-vars").map(|f| f.reason))
+        },
+    )
+    .await;
+    assert_eq!(revision, "spin-vars-00001");
+    assert_eq!(get(&host, "spin-vars", "/").await.0, 200);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_keeps_the_fail_fast_start() {
     let err = TestHost::builder()
         .wasm_app("hello", art::HELLO)

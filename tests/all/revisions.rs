@@ -116,6 +116,21 @@ async fn a_90_10_split_through_the_api_lands_within_five_percent() {
     )
     .await;
     assert_eq!(status, 400, "one revision left: nothing to split with");
+    let (status, body) = admin::post_json(
+        &host,
+        "/v1/apps/env/traffic",
+        &serde_json::json!({ "latest_percent": 101 }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["key"].as_str()),
+        (400, Some("latest_percent")),
+        "{body}"
+    );
+    assert_eq!(
+        body["error"], "a traffic share is at most 100 percent, not 101",
+        "{body}"
+    );
     host.stop().await;
 }
 

@@ -556,6 +556,46 @@ async fn non_components_are_refused_at_deploy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_error_names_the_imports_berth_does_not_provide_and_no_others() {
+    // Spin's variables (not provided) beside a wasi:keyvalue interface
+    // (provided, though not of this shape): only the first is named. It
+    // exports a handler by name (an empty instance), as far as berth looks
+    // before linking.
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("spin2.wasm");
+    let component = r#"(component
+        (import "fermyon:spin/variables@2.0.0" (instance
+            (export "get" (func (param "name" string) (result string)))))
+        (import "wasi:keyvalue/store@0.2.0-draft" (instance
+            (export "open" (func (param "identifier" string)))))
+        (instance $handler)
+        (export "wasi:http/incoming-handler@0.2.0" (instance $handler))
+    )"#;
+    std::fs::write(&wasm, wat::parse_str(component).unwrap()).unwrap();
+    let host = TestHost::builder().start().await.unwrap();
+    let (status, body) = crate::support::admin::put_json(
+        &host,
+        "/v1/apps/spin2",
+        &serde_json::json!({ "wasm": wasm }),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.starts_with("cannot deploy app `spin2`: ")
+            && msg.contains(
+                "cannot be instantiated by berth: it imports `fermyon:spin/variables@2.0.0`, which berth does not provide"
+            )
+            && msg.contains("Spin's own")
+            && !msg.contains("`wasi:keyvalue")
+            && !msg.contains("implementation is missing"),
+        "{msg}"
+    );
+    assert!(host.apps().status().is_empty());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_health_endpoints() {
     let host = TestHost::builder()
         .wasm_app("hello", art::HELLO)

@@ -23,15 +23,18 @@
 //! wrong token ([`AdminAuth`]), `404` unknown app or endpoint, `405` wrong
 //! method, `409` a route another app serves, `413` a body over 1 MiB, `422`
 //! a valid app that cannot be deployed (not a component, fails to start),
-//! `500` state that cannot be saved, `502` an image that cannot be pulled.
+//! `500` state that cannot be saved (or another failure of the host's own),
+//! `502` an image that cannot be pulled.
 //!
 //! The handlers are thin: each reads its request into a typed one and calls
 //! the domain method the console calls too ([`crate::apps::ops`]: changes to
 //! one app are serialised there, so a scale and a deploy of the same app
-//! cannot lose one another's settings); [`OpError`]s map to statuses in one
-//! place.
+//! cannot lose one another's settings); [`OpError`]s (a failed deploy among
+//! them, a typed [`DeployError`](crate::apps::DeployError)) map to statuses
+//! in one exhaustive mapping, `api::error`.
 
 mod auth;
+mod error;
 pub mod logs;
 mod model;
 
@@ -52,11 +55,10 @@ pub use model::{
 };
 
 use crate::apps::ops::{check_name, check_traffic};
-use crate::apps::{Apps, OpError, Put, PutRequest, RouteConflict, TrafficRequest};
+use crate::apps::{Apps, OpError, Put, PutRequest, TrafficRequest};
 use crate::config::AppConfig;
 use crate::http::{Body, BoxError, full};
-use crate::oci::OciError;
-use crate::state::StateError;
+use error::op_error;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -470,64 +472,6 @@ where
     }
 }
 
-/// The status a failed deploy is reported with.
-fn deploy_status(e: &anyhow::Error) -> (StatusCode, Option<&'static str>) {
-    if e.chain().any(|c| c.is::<RouteConflict>()) {
-        return (StatusCode::CONFLICT, Some("routes"));
-    }
-    if e.chain().any(|c| c.is::<StateError>()) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, None);
-    }
-    if let Some(err) = e
-        .chain()
-        .find_map(|c| c.downcast_ref::<crate::secrets::SecretError>())
-    {
-        return match err {
-            crate::secrets::SecretError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
-            _ => (StatusCode::BAD_REQUEST, Some("secrets")),
-        };
-    }
-    match e.chain().find_map(|c| c.downcast_ref::<OciError>()) {
-        Some(OciError::InvalidReference { .. } | OciError::InvalidDigest { .. }) => {
-            (StatusCode::BAD_REQUEST, Some("image"))
-        }
-        Some(
-            OciError::UnsupportedArtifact { .. }
-            | OciError::MultipleWasmLayers { .. }
-            | OciError::CoreModule { .. }
-            | OciError::NotAComponent { .. }
-            | OciError::NoMatchingPlatform { .. },
-        ) => (StatusCode::UNPROCESSABLE_ENTITY, Some("image")),
-        Some(_) => (StatusCode::BAD_GATEWAY, Some("image")),
-        // A valid app that cannot run: not a component, not a wasi:http
-        // proxy, or an instance that fails to start.
-        None => (StatusCode::UNPROCESSABLE_ENTITY, None),
-    }
-}
-
-fn deploy_error(e: &anyhow::Error) -> Response<Body> {
-    let (status, key) = deploy_status(e);
-    tracing::warn!(status = status.as_u16(), "admin API deploy failed: {e:#}");
-    error_response(status, &format!("{e:#}"), key)
-}
-
-fn state_error(e: &StateError) -> Response<Body> {
-    tracing::error!("{e}");
-    error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), None)
-}
-
-/// The one mapping of an [`OpError`] to a status and a JSON error.
-fn op_error(e: &OpError) -> Response<Body> {
-    let (status, key) = match e {
-        OpError::UnknownApp(_) => (StatusCode::NOT_FOUND, None),
-        OpError::Invalid { key, .. } => (StatusCode::BAD_REQUEST, key.as_deref()),
-        OpError::Deploy(e) => return deploy_error(e),
-        OpError::State(e) => return state_error(e),
-        OpError::Removed(_) => (StatusCode::CONFLICT, None),
-    };
-    error_response(status, &e.to_string(), key)
-}
-
 /// `value` as JSON with `status`, or its error.
 fn answer<T: Serialize>(status: StatusCode, value: Result<T, OpError>) -> Response<Body> {
     match value {
@@ -595,52 +539,5 @@ mod tests {
         assert_eq!(query_flag(Some("x=1&follow"), "follow"), Ok(true));
         assert_eq!(query_flag(Some("follow=0"), "follow"), Ok(false));
         assert!(query_flag(Some("follow=yes"), "follow").is_err());
-    }
-
-    #[test]
-    fn op_errors_map_to_statuses() {
-        let state = StateError::Invalid {
-            path: "/d/state.json".into(),
-            reason: "bad".into(),
-        };
-        let conflict = anyhow::Error::new(RouteConflict {
-            route: "/a".into(),
-            owner: "other".into(),
-        });
-        for (e, status) in [
-            (OpError::UnknownApp("x".into()), StatusCode::NOT_FOUND),
-            (
-                OpError::invalid(Some("name"), "bad"),
-                StatusCode::BAD_REQUEST,
-            ),
-            (OpError::setting("", "bad"), StatusCode::BAD_REQUEST),
-            (OpError::Removed("x".into()), StatusCode::CONFLICT),
-            (OpError::Deploy(conflict), StatusCode::CONFLICT),
-            (OpError::State(state), StatusCode::INTERNAL_SERVER_ERROR),
-        ] {
-            assert_eq!(op_error(&e).status(), status, "{e}");
-        }
-    }
-
-    #[test]
-    fn deploy_failures_map_to_statuses() {
-        let conflict = anyhow::Error::new(RouteConflict {
-            route: "/a".into(),
-            owner: "other".into(),
-        })
-        .context("cannot deploy app `x`");
-        assert_eq!(deploy_status(&conflict).0, StatusCode::CONFLICT);
-        let pull = anyhow::Error::new(OciError::Unreachable {
-            registry: "r".into(),
-            detail: "refused".into(),
-        })
-        .context("cannot pull image `r/x:1`")
-        .context("cannot deploy app `x`");
-        assert_eq!(
-            deploy_status(&pull),
-            (StatusCode::BAD_GATEWAY, Some("image"))
-        );
-        let bad = anyhow::anyhow!("not a component").context("cannot deploy app `x`");
-        assert_eq!(deploy_status(&bad).0, StatusCode::UNPROCESSABLE_ENTITY);
     }
 }

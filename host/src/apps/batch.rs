@@ -20,16 +20,21 @@
 //!   claims are checked in the batch's order (the config file refuses two
 //!   apps with one route; an API app whose route a config app now claims is
 //!   refused).
+//!
+//! The steps ([`Apps::deploy_batch`]): check every app in order, plan who
+//! builds what, build the leaders, then the followers, give back the
+//! revision numbers of the builds that failed, commit (one state write,
+//! one publish), then deploy one by one the apps that were deployed
+//! already. Each app of the batch is one [`Slot`] throughout.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context as _;
 use futures::StreamExt as _;
 
-use super::{AppEntry, Apps, Deployed, RouteConflict, RoutedApp};
+use super::{AppEntry, Apps, DeployError, DeployFailure, Deployed, RoutedApp};
 use crate::config::Source;
 use crate::revision::Revision;
 use crate::state::{PlannedApp, StoredApp};
@@ -39,7 +44,65 @@ use crate::state::{PlannedApp, StoredApp};
 pub const FOLLOWERS_AT_ONCE: usize = 64;
 
 /// What one app of a batch came to.
-type Outcome = anyhow::Result<Deployed>;
+type Outcome = Result<Deployed, DeployError>;
+
+/// One app of a batch, as the steps take it from checked to deployed.
+struct Slot<'a> {
+    app: &'a PlannedApp,
+    /// The revision id handed out once its checks passed.
+    id: Option<String>,
+    progress: Progress,
+}
+
+/// Where an app of a batch is.
+enum Progress {
+    /// Deployed before the batch: deployed on its own, after it.
+    OnItsOwn,
+    /// Its checks passed: to be built.
+    ToBuild,
+    /// Built and in the table, unpublished until the batch commits.
+    Built(Deployed),
+    /// In the table and the state file, published.
+    Deployed(Deployed),
+    /// Refused or failed: nothing of it stays.
+    Failed(DeployError),
+}
+
+/// Who builds what: the first app of each `.wasm` file (its leader) and
+/// every image app load or pull; the others (followers) share their
+/// leader's component.
+#[derive(Debug, Default)]
+struct BuildPlan {
+    leaders: Vec<usize>,
+    /// Each follower with its leader.
+    followers: Vec<(usize, usize)>,
+    /// Distinct `.wasm` files.
+    files: usize,
+}
+
+impl BuildPlan {
+    fn of(slots: &[Slot<'_>]) -> Self {
+        let mut leader_of: HashMap<&Path, usize> = HashMap::new();
+        let mut plan = Self::default();
+        for (i, slot) in slots.iter().enumerate() {
+            if !matches!(slot.progress, Progress::ToBuild) {
+                continue;
+            }
+            match &slot.app.spec.source {
+                Source::Wasm(path) => match leader_of.get(path.as_path()) {
+                    Some(&leader) => plan.followers.push((i, leader)),
+                    None => {
+                        leader_of.insert(path.as_path(), i);
+                        plan.leaders.push(i);
+                    }
+                },
+                Source::Image(_) => plan.leaders.push(i),
+            }
+        }
+        plan.files = leader_of.len();
+        plan
+    }
+}
 
 impl Apps {
     /// Deploys every app of `batch` (see the [module docs](self)), none of
@@ -50,127 +113,140 @@ impl Apps {
             return Vec::new();
         }
         let started = Instant::now();
-        let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
-        // Checks, in order; a route claimed earlier in the batch is taken.
+        let mut slots = self.check_batch(batch);
+        let plan = BuildPlan::of(&slots);
+        let at_once = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let leaders = plan.leaders.iter().map(|&i| (i, None)).collect();
+        self.build_slots(&mut slots, leaders, at_once).await;
+        let leaders_done = started.elapsed();
+        let followers = plan
+            .followers
+            .iter()
+            .map(|&(i, leader)| match &slots[leader].progress {
+                Progress::Built(led) => (i, Some(led.sha256.clone())),
+                _ => (i, None),
+            })
+            .collect();
+        self.build_slots(&mut slots, followers, FOLLOWERS_AT_ONCE)
+            .await;
+        let all_built = started.elapsed();
+        self.give_back_failed_ids(&slots);
+        self.commit_batch(&mut slots).await;
+        let deployed = slots
+            .iter()
+            .filter(|s| matches!(s.progress, Progress::Deployed(_)))
+            .count();
+        tracing::info!(
+            apps = batch.len(),
+            deployed,
+            files = plan.files,
+            leaders = plan.leaders.len(),
+            leaders_ms = leaders_done.as_millis() as u64,
+            built_ms = all_built.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "batch deployed"
+        );
+        self.finish_batch(slots).await
+    }
+
+    /// Step 1: the checks of one deploy, in the batch's order (a route that
+    /// an app earlier in the batch claimed is taken), under the table's
+    /// lock; each app that passes gets its revision id.
+    fn check_batch<'a>(&self, batch: &'a [PlannedApp]) -> Vec<Slot<'a>> {
+        let table = self.lock_table();
         let mut claimed: HashMap<&str, &str> = HashMap::new();
-        let mut ids: Vec<Option<String>> = vec![None; batch.len()];
-        let mut one_by_one = Vec::new();
-        {
-            let table = self.lock_table();
-            for (i, app) in batch.iter().enumerate() {
-                if table.contains_key(&app.name) {
-                    one_by_one.push(i);
-                    continue;
-                }
-                let checked = self.check_deploy(&app.name, &app.spec).and_then(|()| {
-                    let taken = app.spec.routes.iter().find_map(|r| {
-                        let owner = claimed.get(r.as_str()).map(|o| (*o).to_string());
-                        owner
-                            .or_else(|| {
-                                table
-                                    .iter()
-                                    .find(|(_, e)| e.routes.contains(r))
-                                    .map(|(o, _)| o.clone())
-                            })
-                            .map(|owner| RouteConflict {
-                                route: r.clone(),
-                                owner,
-                            })
-                    });
-                    match taken {
-                        Some(conflict) => Err(anyhow::Error::new(conflict)
-                            .context(format!("cannot deploy app `{}`", app.name))),
-                        None => Ok(()),
-                    }
+        let mut slots = Vec::with_capacity(batch.len());
+        for app in batch {
+            if table.contains_key(&app.name) {
+                slots.push(Slot {
+                    app,
+                    id: None,
+                    progress: Progress::OnItsOwn,
                 });
-                match checked {
-                    Ok(()) => {
-                        for r in &app.spec.routes {
-                            claimed.insert(r.as_str(), app.name.as_str());
-                        }
-                        ids[i] = Some(self.revision_id(&app.name, &app.record));
-                    }
-                    Err(e) => outcomes[i] = Some(Err(e)),
-                }
-            }
-        }
-        // Leaders: the first app of each `.wasm` file, and every image app.
-        let mut leader_of: HashMap<&Path, usize> = HashMap::new();
-        let (mut leaders, mut followers) = (Vec::new(), Vec::new());
-        for (i, app) in batch.iter().enumerate() {
-            if ids[i].is_none() {
                 continue;
             }
-            match &app.spec.source {
-                Source::Wasm(path) => match leader_of.get(path.as_path()) {
-                    Some(&leader) => followers.push((i, leader)),
-                    None => {
-                        leader_of.insert(path.as_path(), i);
-                        leaders.push(i);
+            let checked = self.check_deploy(&app.name, &app.spec).and_then(|()| {
+                super::route_conflict(&table, &claimed, &app.name, &app.spec.routes)
+                    .map_err(DeployFailure::from)
+            });
+            slots.push(match checked {
+                Ok(()) => {
+                    for r in &app.spec.routes {
+                        claimed.insert(r.as_str(), app.name.as_str());
                     }
+                    Slot {
+                        app,
+                        id: Some(self.revision_id(&app.name, &app.record)),
+                        progress: Progress::ToBuild,
+                    }
+                }
+                Err(failure) => Slot {
+                    app,
+                    id: None,
+                    progress: Progress::Failed(DeployError::new(&app.name, failure)),
                 },
-                Source::Image(_) => leaders.push(i),
-            }
+            });
         }
-        let at_once = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let build = |i: usize, known: Option<String>| {
-            let (app, id) = (&batch[i], ids[i].clone().unwrap_or_default());
+        slots
+    }
+
+    /// Steps 2 and 3: builds the apps `which` names (each with the sha256
+    /// of its component when its leader found it), `at_once` at a time;
+    /// each one built goes into the table, unpublished.
+    async fn build_slots(
+        &self,
+        slots: &mut [Slot<'_>],
+        which: Vec<(usize, Option<String>)>,
+        at_once: usize,
+    ) {
+        let builds = which.into_iter().map(|(i, known)| {
+            let (app, id) = (slots[i].app, slots[i].id.clone().unwrap_or_default());
             async move {
                 let built = self
                     .build_revision(&app.name, &id, &app.spec, known.as_deref())
-                    .await
-                    .with_context(|| format!("cannot deploy app `{}`", app.name));
+                    .await;
                 (
                     i,
                     built.map(|(revision, info)| self.hold(app, revision, info)),
                 )
             }
-        };
-        let built: Vec<_> = futures::stream::iter(leaders.iter().map(|&i| build(i, None)))
+        });
+        let built: Vec<_> = futures::stream::iter(builds)
             .buffer_unordered(at_once)
             .collect()
             .await;
-        let leaders_done = started.elapsed();
-        let sha_of: HashMap<usize, String> = built
-            .iter()
-            .filter_map(|(i, r)| r.as_ref().ok().map(|d| (*i, d.sha256.clone())))
-            .collect();
-        for (i, r) in built {
-            outcomes[i] = Some(r);
+        for (i, built) in built {
+            let slot = &mut slots[i];
+            slot.progress = match built {
+                Ok(info) => Progress::Built(info),
+                Err(failure) => Progress::Failed(DeployError::new(&slot.app.name, failure)),
+            };
         }
-        let built: Vec<_> = futures::stream::iter(
-            followers
-                .iter()
-                .map(|&(i, leader)| build(i, sha_of.get(&leader).cloned())),
-        )
-        .buffer_unordered(FOLLOWERS_AT_ONCE)
-        .collect()
-        .await;
-        for (i, r) in built {
-            outcomes[i] = Some(r);
-        }
-        let all_built = started.elapsed();
-        // Numbers of the builds that failed go back, the latest first (a
-        // number goes back only while it is the latest handed out).
-        for (i, id) in ids.iter().enumerate().rev() {
-            if let Some(id) = id
-                && matches!(outcomes[i], Some(Err(_)))
-            {
-                self.give_back_revision_id(id, &batch[i].record);
+    }
+
+    /// Step 4: the numbers of the builds that failed go back, the latest
+    /// first (a number goes back only while it is the latest handed out).
+    fn give_back_failed_ids(&self, slots: &[Slot<'_>]) {
+        for slot in slots.iter().rev() {
+            if let (Some(id), Progress::Failed(_)) = (&slot.id, &slot.progress) {
+                self.give_back_revision_id(id, &slot.app.record);
             }
         }
-        // One write of the state file and one publish for the whole batch.
-        let count = outcomes.iter().filter(|o| matches!(o, Some(Ok(_)))).count();
+    }
+
+    /// Step 5: one write of the state file and one publish for every app
+    /// built. When the write fails nothing of the batch stays: the state
+    /// and the table agree.
+    async fn commit_batch(&self, slots: &mut [Slot<'_>]) {
         let written = {
             let table = self.lock_table();
-            let stored = batch
+            let stored = slots
                 .iter()
-                .zip(&outcomes)
-                .filter_map(|(app, o)| match o {
-                    Some(Ok(info)) => Some((
-                        app.name.clone(),
+                .filter_map(|s| match &s.progress {
+                    Progress::Built(info) => Some((
+                        s.app.name.clone(),
                         StoredApp::new(
-                            &app.record,
+                            &s.app.record,
                             info.pinned.clone(),
                             info.revision.clone(),
                             info.sha256.clone(),
@@ -186,51 +262,55 @@ impl Apps {
             }
             written
         };
-        if let Err(e) = written {
-            // Nothing of the batch stays: the state and the table agree.
-            let mut stops = Vec::new();
-            {
-                let mut table = self.lock_table();
-                for (app, o) in batch.iter().zip(outcomes.iter_mut()) {
-                    if matches!(o, Some(Ok(_))) {
-                        if let Some(entry) = table.remove(&app.name) {
-                            stops.extend(entry.routed.revisions().cloned());
-                        }
-                        *o = Some(Err(anyhow::anyhow!("{e}")
-                            .context(format!("cannot deploy app `{}`", app.name))));
-                    }
+        let built = slots
+            .iter_mut()
+            .filter(|s| matches!(s.progress, Progress::Built(_)));
+        let Err(e) = written else {
+            for slot in built {
+                if let Progress::Built(info) = &slot.progress {
+                    self.forget_failed(&slot.app.name);
+                    tracing::info!(app = %slot.app.name, revision = %info.revision, "deployed");
+                    slot.progress = Progress::Deployed(info.clone());
                 }
             }
-            futures::future::join_all(stops.iter().map(|r| r.shutdown())).await;
-        } else {
-            for (app, o) in batch.iter().zip(&outcomes) {
-                if let Some(Ok(info)) = o {
-                    self.forget_failed(&app.name);
-                    tracing::info!(app = %app.name, revision = %info.revision, "deployed");
+            return;
+        };
+        let e = Arc::new(e);
+        let mut stops = Vec::new();
+        {
+            let mut table = self.lock_table();
+            for slot in built {
+                if let Some(entry) = table.remove(&slot.app.name) {
+                    stops.extend(entry.routed.revisions().cloned());
                 }
+                let failure = DeployFailure::State(Arc::clone(&e));
+                slot.progress = Progress::Failed(DeployError::new(&slot.app.name, failure));
             }
         }
-        tracing::info!(
-            apps = batch.len(),
-            deployed = count,
-            files = leader_of.len(),
-            leaders = leaders.len(),
-            leaders_ms = leaders_done.as_millis() as u64,
-            built_ms = all_built.as_millis() as u64,
-            total_ms = started.elapsed().as_millis() as u64,
-            "batch deployed"
-        );
-        for i in one_by_one {
-            let app = &batch[i];
-            outcomes[i] = Some(
-                self.deploy_recorded(&app.name, &app.spec, app.record.clone())
-                    .await,
-            );
+        futures::future::join_all(stops.iter().map(|r| r.shutdown())).await;
+    }
+
+    /// Step 6: each app's outcome, deploying on their own, in order, the
+    /// apps that were deployed before the batch.
+    async fn finish_batch(&self, slots: Vec<Slot<'_>>) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let app = slot.app;
+            outcomes.push(match slot.progress {
+                Progress::Deployed(info) => Ok(info),
+                Progress::Failed(e) => Err(e),
+                Progress::OnItsOwn => {
+                    self.deploy_recorded(&app.name, &app.spec, app.record.clone())
+                        .await
+                }
+                // Every step above moves each app it takes on; none is left.
+                Progress::ToBuild | Progress::Built(_) => Err(DeployError::new(
+                    &app.name,
+                    DeployFailure::Host(anyhow::anyhow!("the batch left it unbuilt")),
+                )),
+            });
         }
         outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(anyhow::anyhow!("not deployed"))))
-            .collect()
     }
 
     /// Puts a built revision of `app` into the table, unpublished (the

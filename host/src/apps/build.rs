@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context as _;
 
-use super::{Apps, AppsOptions, Deployed};
+use super::{Apps, AppsOptions, DeployFailure, Deployed};
 use crate::backend::{Backend, Kind};
 use crate::config::{AppSpec, Source};
 use crate::container::backend::ContainerBackend;
@@ -17,6 +17,7 @@ use crate::container::{ImageConfig, Shim};
 use crate::logs::AppLog;
 use crate::oci::{ArtifactKind, ContainerImage, Pulled};
 use crate::revision::Revision;
+use crate::wasm::WasmApp;
 use crate::wasm::backend::WasmBackend;
 
 /// The runc shim for this data dir, with the containers a crashed run left
@@ -50,15 +51,18 @@ impl Apps {
         revision_id: &str,
         spec: &AppSpec,
         known: Option<&str>,
-    ) -> anyhow::Result<(Arc<Revision>, Deployed)> {
+    ) -> Result<(Arc<Revision>, Deployed), DeployFailure> {
         let (path, pinned, pulled_bytes) = match &spec.source {
             Source::Wasm(path) => (path.clone(), None, 0),
             Source::Image(reference) => {
-                let pulled = self
-                    .puller
-                    .pull(reference)
-                    .await
-                    .with_context(|| format!("cannot pull image `{reference}`"))?;
+                let pulled =
+                    self.puller
+                        .pull(reference)
+                        .await
+                        .map_err(|error| DeployFailure::Pull {
+                            reference: reference.clone(),
+                            error,
+                        })?;
                 tracing::info!(
                     app = name,
                     image = %reference,
@@ -75,44 +79,16 @@ impl Apps {
                             .await;
                     }
                     (None, other) => {
-                        anyhow::bail!("image `{reference}` is a {other}, which berth cannot run")
+                        return Err(DeployFailure::NotRunnable {
+                            reference: reference.clone(),
+                            kind: other.to_string(),
+                        });
                     }
                 }
             }
         };
         let log = self.open_log(name)?;
-        let runtime = self.runtime.clone();
-        let secret_env = crate::wasm::backend::secret_env(&self.secrets, spec)?;
-        let (name_owned, spec_owned, path_owned, log_owned, known_owned) = (
-            name.to_string(),
-            spec.clone(),
-            path.clone(),
-            log.clone(),
-            known.map(str::to_string),
-        );
-        let load = move || {
-            runtime.load_app_known(
-                &name_owned,
-                &path_owned,
-                known_owned.as_deref(),
-                &spec_owned,
-                &secret_env,
-                log_owned,
-            )
-        };
-        let loaded = if known.is_some_and(|sha| self.runtime.resident().contains(sha)) {
-            // Resident: no file, no hash, no compile; no thread needed.
-            load()
-        } else {
-            // Compiling is CPU-bound: keep it off the async workers.
-            let bar = spinner(self.options.progress, format!("compiling {name}"));
-            let loaded = tokio::task::spawn_blocking(load)
-                .await
-                .context("compile task failed")?;
-            finish(bar, loaded.is_ok());
-            loaded
-        };
-        let loaded = loaded?;
+        let loaded = self.load_component(name, spec, &path, known, &log).await?;
         let config: Arc<dyn berth_wasm::keyvalue::ConfigSource> =
             Arc::new(self.live_config.source(name, spec, self.secrets.clone()));
         let loaded = Arc::new(
@@ -147,6 +123,51 @@ impl Apps {
         Ok((revision, info))
     }
 
+    /// Compiles or maps the component at `path` for app `name` (on a
+    /// blocking thread unless `known` names a resident one).
+    async fn load_component(
+        &self,
+        name: &str,
+        spec: &AppSpec,
+        path: &std::path::Path,
+        known: Option<&str>,
+        log: &Arc<AppLog>,
+    ) -> Result<WasmApp, DeployFailure> {
+        let runtime = self.runtime.clone();
+        let secret_env = crate::wasm::backend::secret_env(&self.secrets, spec)?;
+        let (name_owned, spec_owned, path_owned, log_owned, known_owned) = (
+            name.to_string(),
+            spec.clone(),
+            path.to_path_buf(),
+            log.clone(),
+            known.map(str::to_string),
+        );
+        let load = move || {
+            runtime.load_app_known(
+                &name_owned,
+                &path_owned,
+                known_owned.as_deref(),
+                &spec_owned,
+                &secret_env,
+                log_owned,
+            )
+        };
+        let loaded = if known.is_some_and(|sha| self.runtime.resident().contains(sha)) {
+            // Resident: no file, no hash, no compile; no thread needed.
+            load()
+        } else {
+            // Compiling is CPU-bound: keep it off the async workers.
+            let bar = spinner(self.options.progress, format!("compiling {name}"));
+            let loaded = tokio::task::spawn_blocking(load)
+                .await
+                .context("compile task failed")
+                .map_err(DeployFailure::Host)?;
+            finish(bar, loaded.is_ok());
+            loaded
+        };
+        loaded.map_err(DeployFailure::from)
+    }
+
     async fn build_container_revision(
         &self,
         name: &str,
@@ -154,38 +175,25 @@ impl Apps {
         spec: &AppSpec,
         pulled: &Pulled,
         image: &ContainerImage,
-    ) -> anyhow::Result<(Arc<Revision>, Deployed)> {
+    ) -> Result<(Arc<Revision>, Deployed), DeployFailure> {
         let shim = match &self.shim {
             Ok(shim) => shim.clone(),
-            Err(why) => anyhow::bail!(
-                "image `{}` is a container image, but containers are unavailable: {why}",
-                pulled.reference
-            ),
+            Err(why) => {
+                return Err(DeployFailure::NoContainers {
+                    reference: pulled.reference.clone(),
+                    why: why.clone(),
+                });
+            }
         };
         let store = self.puller.store();
         let config = store
             .read(&image.config.digest)
-            .context("cannot read the image config")?;
-        let image_config = ImageConfig::from_json(&config).context("bad image config")?;
-        let mut layers = Vec::new();
-        for layer in &image.layers {
-            let compression = Compression::from_media_type(&layer.media_type)
-                .or_else(|| {
-                    let mut head = [0u8; 512];
-                    let n = std::fs::File::open(store.path(&layer.digest))
-                        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-                        .unwrap_or(0);
-                    Compression::detect(&head[..n])
-                })
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "layer {} has unsupported media type `{}`",
-                        layer.digest,
-                        layer.media_type
-                    )
-                })?;
-            layers.push((store.path(&layer.digest), compression));
-        }
+            .context("cannot read the image config")
+            .map_err(DeployFailure::Host)?;
+        let image_config = ImageConfig::from_json(&config)
+            .context("bad image config")
+            .map_err(DeployFailure::Image)?;
+        let layers = layers(store, image)?;
         // Unpacked once per image digest, atomically; shared by all instances.
         let digest_hex = pulled.digest.trim_start_matches("sha256:").to_string();
         let rootfs = self.options.data_dir.join("rootfs").join(&digest_hex);
@@ -204,7 +212,8 @@ impl Apps {
             rootfs::unpack_image_until(&layers, &dest, &limits, &stop)
         })
         .await
-        .context("unpack task failed")?;
+        .context("unpack task failed")
+        .map_err(DeployFailure::Host)?;
         finish(bar, unpacked.is_ok());
         let _lease = unpacked
             .inspect_err(|e| {
@@ -212,7 +221,8 @@ impl Apps {
                     tracing::info!(app = %name, "unpack stopped: the host is stopping");
                 }
             })
-            .context("cannot unpack the image")?;
+            .context("cannot unpack the image")
+            .map_err(DeployFailure::Image)?;
         let log = self.open_log(name)?;
         let backend = Arc::new(
             ContainerBackend::new(
@@ -247,7 +257,7 @@ impl Apps {
         info: &Deployed,
         spec: &AppSpec,
         backend: Arc<dyn Backend>,
-    ) -> anyhow::Result<Arc<Revision>> {
+    ) -> Result<Arc<Revision>, DeployFailure> {
         let revision = Revision::new(
             info.revision.clone(),
             &info.name,
@@ -256,13 +266,41 @@ impl Apps {
             backend,
             self.metrics.clone(),
         );
-        revision.activate().await?;
+        revision.activate().await.map_err(DeployFailure::Start)?;
         Ok(revision)
     }
 
-    fn open_log(&self, name: &str) -> anyhow::Result<Arc<AppLog>> {
-        self.app_log(name)
+    fn open_log(&self, name: &str) -> Result<Arc<AppLog>, DeployFailure> {
+        self.app_log(name).map_err(DeployFailure::Host)
     }
+}
+
+/// The image's layer files with their compression (by media type, else
+/// sniffed from the first bytes).
+fn layers(
+    store: &crate::oci::BlobStore,
+    image: &ContainerImage,
+) -> Result<Vec<(std::path::PathBuf, Compression)>, DeployFailure> {
+    let mut layers = Vec::new();
+    for layer in &image.layers {
+        let compression = Compression::from_media_type(&layer.media_type)
+            .or_else(|| {
+                let mut head = [0u8; 512];
+                let n = std::fs::File::open(store.path(&layer.digest))
+                    .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+                    .unwrap_or(0);
+                Compression::detect(&head[..n])
+            })
+            .ok_or_else(|| {
+                DeployFailure::Image(anyhow::anyhow!(
+                    "layer {} has unsupported media type `{}`",
+                    layer.digest,
+                    layer.media_type
+                ))
+            })?;
+        layers.push((store.path(&layer.digest), compression));
+    }
+    Ok(layers)
 }
 
 /// One unpack under way, counted in [`Apps`]'s `unpacking` until dropped.

@@ -23,13 +23,14 @@
 
 pub mod batch;
 pub mod build;
+pub mod error;
 mod gc;
 pub mod ops;
 pub mod retry;
 pub mod routes;
 pub mod view;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 
+pub use error::{DeployError, DeployFailure, RouteConflict};
 pub use gc::Collected;
 pub use ops::{OpError, Put, PutRequest, ScaleRequest, TrafficRequest};
 pub use retry::FailedApp;
@@ -51,7 +53,7 @@ use crate::metrics::{self, Metrics};
 use crate::oci::{Puller, RegistryClient};
 use crate::revision::{Revision, RevisionStatus};
 use crate::secrets::{SecretError, SecretStore};
-use crate::state::{Origin, Record, StateStore, StoredApp};
+use crate::state::{Origin, Record, StateError, StateStore, StoredApp};
 use crate::wasm::{EngineOptions, WasmRuntime};
 
 /// What the app table needs from the host.
@@ -142,16 +144,6 @@ impl AppStatus {
     }
 }
 
-/// A deploy asked for a path route that another app serves.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("route `{route}` is taken by app `{owner}`")]
-pub struct RouteConflict {
-    /// The route.
-    pub route: String,
-    /// The app serving it.
-    pub owner: String,
-}
-
 #[derive(Debug)]
 struct AppEntry {
     routed: Arc<RoutedApp>,
@@ -197,7 +189,7 @@ pub struct Apps {
     /// Each app's one open log, shared by its revisions and its followers
     /// (so a follower sees every revision's lines, and rotation has one
     /// owner).
-    logs: Mutex<std::collections::HashMap<String, std::sync::Weak<crate::logs::AppLog>>>,
+    logs: Mutex<HashMap<String, std::sync::Weak<crate::logs::AppLog>>>,
 }
 
 impl Apps {
@@ -292,7 +284,7 @@ impl Apps {
         for (app, outcome) in plan.config.into_iter().zip(outcomes) {
             if let Err(e) = outcome {
                 if strict {
-                    return Err(e);
+                    return Err(e.into());
                 }
                 failed.push((app, e));
             }
@@ -304,7 +296,7 @@ impl Apps {
             }
         }
         for (app, e) in failed {
-            self.fail(&app.name, &app.spec, app.record, format!("{e:#}"));
+            self.fail(&app.name, &app.spec, app.record, e.to_string());
         }
         let file = self.state.path().display();
         for app in plan.unrestorable {
@@ -373,7 +365,7 @@ impl Apps {
     ///
     /// # Errors
     /// Why the app cannot be deployed, naming it.
-    pub async fn deploy(&self, name: &str, spec: &AppSpec) -> anyhow::Result<Deployed> {
+    pub async fn deploy(&self, name: &str, spec: &AppSpec) -> Result<Deployed, DeployError> {
         self.deploy_recorded(name, spec, Record::from_spec(spec, Origin::Api))
             .await
     }
@@ -390,7 +382,7 @@ impl Apps {
         name: &str,
         spec: &AppSpec,
         record: Record,
-    ) -> anyhow::Result<Deployed> {
+    ) -> Result<Deployed, DeployError> {
         self.deploy_with_traffic(name, spec, record, 100).await
     }
 
@@ -400,6 +392,10 @@ impl Apps {
     /// plain deploy. The split lasts until [`Apps::set_traffic`] or the next
     /// deploy; a restart comes back on the latest revision alone.
     ///
+    /// Steps: check, number, build, commit (persist and route), retire the
+    /// revisions that no longer serve. A failure after numbering gives the
+    /// number back.
+    ///
     /// # Errors
     /// As [`Apps::deploy_recorded`]; also a percentage above 100.
     pub async fn deploy_with_traffic(
@@ -408,96 +404,106 @@ impl Apps {
         spec: &AppSpec,
         record: Record,
         percent: u32,
-    ) -> anyhow::Result<Deployed> {
-        anyhow::ensure!(
-            percent <= 100,
-            "a traffic share is at most 100 percent, not {percent}"
-        );
-        self.check_deploy(name, spec)?;
-        self.check_routes(name, spec)?;
+    ) -> Result<Deployed, DeployError> {
+        let fail = |failure: DeployFailure| DeployError::new(name, failure);
+        if percent > 100 {
+            return Err(fail(DeployFailure::Traffic(percent)));
+        }
+        self.check_deploy(name, spec).map_err(fail)?;
+        self.check_routes(name, spec)
+            .map_err(|conflict| fail(conflict.into()))?;
         let revision_id = self.revision_id(name, &record);
         let (revision, info) = match self.build_revision(name, &revision_id, spec, None).await {
             Ok(built) => built,
-            Err(e) => {
+            Err(failure) => {
                 self.give_back_revision_id(&revision_id, &record);
-                return Err(e.context(format!("cannot deploy app `{name}`")));
+                return Err(fail(failure));
             }
         };
-        // Persist, then route, under the app table's lock: the state file
-        // and the running apps agree on the last deploy of each app.
-        let swapped = {
-            let mut table = self.lock_table();
-            let stored = StoredApp::new(
-                &record,
-                info.pinned.clone(),
-                info.revision.clone(),
-                info.sha256.clone(),
-                info.kind,
-            );
-            self.state.record(name, stored).map(|()| {
-                // With a canary share, the busiest old revision stays.
-                let keep = (percent < 100)
-                    .then(|| table.get(name))
-                    .flatten()
-                    .and_then(|e| e.routed.traffic.iter().max_by_key(|(_, p)| *p))
-                    .map(|(r, _)| r.clone());
-                let routed = match &keep {
-                    Some(primary) => RoutedApp::split(
-                        name,
-                        vec![
-                            (primary.clone(), 100 - percent),
-                            (revision.clone(), percent),
-                        ],
-                    ),
-                    None => RoutedApp::single(name, revision.clone()),
-                };
-                let old = table.insert(
-                    name.to_string(),
-                    AppEntry {
-                        routed: Arc::new(routed),
-                        routes: spec.routes.clone(),
-                        deployed: info.clone(),
-                    },
-                );
-                self.publish(&table);
-                (old, keep)
-            })
-        };
-        let (old, keep) = match swapped {
-            Ok(old) => old,
+        let retired = match self.commit(name, spec, &record, &revision, &info, percent) {
+            Ok(retired) => retired,
             Err(e) => {
                 revision.shutdown().await;
                 self.give_back_revision_id(&revision_id, &record);
-                return Err(anyhow::Error::new(e).context(format!("cannot deploy app `{name}`")));
+                return Err(fail(e.into()));
             }
         };
-        if let Some(old) = old {
-            self.retire(
-                old.routed
-                    .traffic
-                    .iter()
-                    .filter(|(r, _)| !keep.as_ref().is_some_and(|k| Arc::ptr_eq(k, r)))
-                    .map(|(r, _)| r.clone())
-                    .collect(),
-            );
-        }
+        self.retire(retired);
         // Deployed: whatever retry waited for this name is moot.
         self.forget_failed(name);
         tracing::info!(app = name, revision = %revision_id, "deployed");
         Ok(info)
     }
 
+    /// Persists a deploy of `name` (built as `revision`, which `info`
+    /// describes), then routes `percent` of its requests to it, under the
+    /// app table's lock: the state file and the running apps agree on the
+    /// last deploy of each app. With a canary share the busiest old
+    /// revision keeps the rest. Returns the revisions that no longer serve.
+    fn commit(
+        &self,
+        name: &str,
+        spec: &AppSpec,
+        record: &Record,
+        revision: &Arc<Revision>,
+        info: &Deployed,
+        percent: u32,
+    ) -> Result<Vec<Arc<Revision>>, StateError> {
+        let mut table = self.lock_table();
+        let stored = StoredApp::new(
+            record,
+            info.pinned.clone(),
+            info.revision.clone(),
+            info.sha256.clone(),
+            info.kind,
+        );
+        self.state.record(name, stored)?;
+        let keep = (percent < 100)
+            .then(|| table.get(name))
+            .flatten()
+            .and_then(|e| e.routed.traffic.iter().max_by_key(|(_, p)| *p))
+            .map(|(r, _)| r.clone());
+        let routed = match &keep {
+            Some(primary) => RoutedApp::split(
+                name,
+                vec![
+                    (primary.clone(), 100 - percent),
+                    (revision.clone(), percent),
+                ],
+            ),
+            None => RoutedApp::single(name, revision.clone()),
+        };
+        let old = table.insert(
+            name.to_string(),
+            AppEntry {
+                routed: Arc::new(routed),
+                routes: spec.routes.clone(),
+                deployed: info.clone(),
+            },
+        );
+        self.publish(&table);
+        let retired = old.map(|old| {
+            old.routed
+                .traffic
+                .iter()
+                .filter(|(r, _)| !keep.as_ref().is_some_and(|k| Arc::ptr_eq(k, r)))
+                .map(|(r, _)| r.clone())
+                .collect()
+        });
+        Ok(retired.unwrap_or_default())
+    }
+
     /// Refuses a deploy of `name` whose name, settings or secrets are wrong.
-    fn check_deploy(&self, name: &str, spec: &AppSpec) -> anyhow::Result<()> {
-        crate::config::validate_label(name).map_err(|r| anyhow::anyhow!("app name: {r}"))?;
+    fn check_deploy(&self, name: &str, spec: &AppSpec) -> Result<(), DeployFailure> {
+        crate::config::validate_label(name).map_err(DeployFailure::Name)?;
         spec.validate()
-            .map_err(|(key, reason)| anyhow::anyhow!("key `{key}`: {reason}"))
-            .with_context(|| format!("cannot deploy app `{name}`"))?;
+            .map_err(|(key, reason)| DeployFailure::Invalid { key, reason })?;
         for (var, secret) in &spec.secrets {
             if !self.secrets.contains(secret) {
-                return Err(anyhow::Error::new(SecretError::Missing(secret.clone()))
-                    .context(format!("key `secrets.{var}`"))
-                    .context(format!("cannot deploy app `{name}`")));
+                return Err(DeployFailure::Secret {
+                    var: Some(var.clone()),
+                    error: SecretError::Missing(secret.clone()),
+                });
             }
         }
         Ok(())
@@ -533,22 +539,8 @@ impl Apps {
     }
 
     /// Refuses a deploy of `name` whose routes another app serves.
-    fn check_routes(&self, name: &str, spec: &AppSpec) -> anyhow::Result<()> {
-        let table = self.lock_table();
-        let taken = spec.routes.iter().find_map(|r| {
-            table
-                .iter()
-                .find(|(other, entry)| *other != name && entry.routes.contains(r))
-                .map(|(other, _)| (r, other))
-        });
-        match taken {
-            Some((route, owner)) => Err(anyhow::Error::new(RouteConflict {
-                route: route.clone(),
-                owner: owner.clone(),
-            })
-            .context(format!("cannot deploy app `{name}`"))),
-            None => Ok(()),
-        }
+    fn check_routes(&self, name: &str, spec: &AppSpec) -> Result<(), RouteConflict> {
+        route_conflict(&self.lock_table(), &HashMap::new(), name, &spec.routes)
     }
 
     /// Removes app `name`; its in-flight requests finish, then its instances
@@ -722,4 +714,31 @@ impl Apps {
     fn lock_table(&self) -> std::sync::MutexGuard<'_, AppTable> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The one route-conflict check: the first of `routes` (asked for by app
+/// `name`) that another app claims, one earlier in a batch (`claimed`,
+/// route to app) first, else a deployed one.
+fn route_conflict(
+    table: &AppTable,
+    claimed: &HashMap<&str, &str>,
+    name: &str,
+    routes: &[String],
+) -> Result<(), RouteConflict> {
+    for route in routes {
+        let owner = claimed.get(route.as_str()).map(|o| (*o).to_string());
+        let owner = owner.or_else(|| {
+            table
+                .iter()
+                .find(|(other, entry)| *other != name && entry.routes.contains(route))
+                .map(|(other, _)| other.clone())
+        });
+        if let Some(owner) = owner {
+            return Err(RouteConflict {
+                route: route.clone(),
+                owner,
+            });
+        }
+    }
+    Ok(())
 }

@@ -77,9 +77,9 @@ pub enum OpError {
         /// Why, for a human.
         message: String,
     },
-    /// The deploy failed, as the deploy path reported it.
-    #[error("{0:#}")]
-    Deploy(anyhow::Error),
+    /// The deploy failed: why, typed.
+    #[error(transparent)]
+    Deploy(#[from] super::DeployError),
     /// The state file could not be written.
     #[error(transparent)]
     State(#[from] StateError),
@@ -320,7 +320,7 @@ impl Apps {
         let latest_percent = req.latest_percent;
         if latest_percent > 100 {
             return Err(OpError::invalid(
-                None,
+                Some("latest_percent"),
                 format!("a traffic share is at most 100 percent, not {latest_percent}"),
             ));
         }
@@ -446,12 +446,16 @@ mod tests {
         assert_eq!(e.to_string(), "give `wasm` or `image`");
         assert!(matches!(e, OpError::Invalid { key: None, .. }));
         assert_eq!(OpError::UnknownApp("x".into()).to_string(), "no app `x`");
-        let deploy =
-            OpError::Deploy(anyhow::anyhow!("not a component").context("cannot deploy app `x`"));
+        let deploy = OpError::Deploy(super::super::DeployError::new(
+            "x",
+            super::super::DeployFailure::Start(
+                anyhow::anyhow!("exit 1").context("cannot start an instance"),
+            ),
+        ));
         assert_eq!(
             deploy.to_string(),
-            "cannot deploy app `x`: not a component",
-            "the whole chain, as `{{:#}}`"
+            "cannot deploy app `x`: cannot start an instance: exit 1",
+            "the whole cause"
         );
         assert!(check_name("Bad_Name").is_err());
         assert!(check_name("good-name").is_ok());

@@ -730,13 +730,19 @@ impl WasmRuntime {
     }
 }
 
-/// The packages whose interfaces berth links for guests (WASI 0.2 and 0.3).
+/// The packages whose interfaces berth links for guests: WASI 0.2 and 0.3
+/// (`wasmtime_wasi`, `wasmtime_wasi_http`) and [`keyvalue::add_to_linker`]'s
+/// `wasi:keyvalue` and `wasi:config`. Keep in step with the linker built in
+/// [`WasmRuntime::new`]: an import of a package listed here that does not
+/// link is reported as a mismatch, any other as not provided.
 const PROVIDED_PACKAGES: &[&str] = &[
     "wasi:cli/",
     "wasi:clocks/",
+    "wasi:config/",
     "wasi:filesystem/",
     "wasi:http/",
     "wasi:io/",
+    "wasi:keyvalue/",
     "wasi:random/",
     "wasi:sockets/",
 ];
@@ -759,7 +765,7 @@ pub(crate) fn link_reason(component: &Component, engine: &Engine, e: &wasmtime::
         .iter()
         .any(|n| n.starts_with("`spin:") || n.starts_with("`fermyon:"));
     format!(
-        "it imports {}, which berth does not provide (berth links WASI 0.2 and 0.3: cli, clocks, filesystem, http, io, random, sockets){}",
+        "it imports {}, which berth does not provide (berth links WASI 0.2 and 0.3: cli, clocks, filesystem, http, io, random, sockets; and wasi:keyvalue, wasi:config){}",
         foreign.join(", "),
         if spin {
             "; `spin:` and `fermyon:` interfaces are Spin's own (variables, key-value, databases, ...)"
