@@ -270,7 +270,7 @@ where
     {
         return error_response(
             StatusCode::BAD_REQUEST,
-            &format!("no file `{}` on the apps", path.display()),
+            &format!("no file `{}` on the host", path.display()),
             Some("wasm"),
         );
     }

@@ -44,7 +44,7 @@ use super::image::Image;
 use super::registry::{self, Registry};
 use super::report::{Stats, us};
 use super::svg::Series;
-use crate::oci::{self, RegistryClient};
+use berth::oci::{self, RegistryClient};
 
 /// Bound on one pod answering its first byte after `StartContainer`.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
