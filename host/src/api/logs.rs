@@ -11,8 +11,7 @@
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -25,9 +24,6 @@ use crate::apps::Apps;
 use crate::http::{Body, BoxError};
 use crate::logs::{AppLog, log_path};
 
-/// How often a follower with nothing to send checks for shutdown.
-const SHUTDOWN_CHECK: Duration = Duration::from_secs(1);
-
 /// Where a read of a file ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Position {
@@ -37,8 +33,8 @@ struct Position {
     offset: u64,
 }
 
-/// The log response for `app` under `logs_dir`. A follow ends when `apps`
-/// begins to shut down or is dropped.
+/// The log response for `app` under `logs_dir`. A follow ends as soon as
+/// `apps` begins to shut down or is dropped (its shutdown token).
 ///
 /// # Errors
 /// An I/O error reading the log, as the error to send.
@@ -57,7 +53,7 @@ pub async fn response(
         let tail = LogFollower {
             _log: log,
             rx,
-            apps: Arc::downgrade(apps),
+            shutdown: apps.shutdown_token().clone(),
             first: (!history.is_empty()).then(|| Bytes::from(history)),
         };
         let stream = futures::stream::unfold(tail, |mut tail| async move {
@@ -95,7 +91,8 @@ struct LogFollower {
     /// Held so the log (and its broadcast) lives while it is followed.
     _log: Arc<AppLog>,
     rx: tokio::sync::broadcast::Receiver<Bytes>,
-    apps: Weak<Apps>,
+    /// The host's shutdown token: the follow ends when it is cancelled.
+    shutdown: tokio_util::sync::CancellationToken,
     first: Option<Bytes>,
 }
 
@@ -105,21 +102,16 @@ impl LogFollower {
         if let Some(first) = self.first.take() {
             return Some(first);
         }
-        loop {
-            match self.apps.upgrade() {
-                Some(apps) if !apps.is_shutting_down() => {}
-                _ => return None,
-            }
-            match tokio::time::timeout(SHUTDOWN_CHECK, self.rx.recv()).await {
-                Err(_) => continue,
-                Ok(Ok(line)) => return Some(line),
-                Ok(Err(RecvError::Lagged(n))) => {
-                    return Some(Bytes::from(format!(
-                        "berth: {n} lines missed (this follower fell behind)\n"
-                    )));
-                }
-                Ok(Err(RecvError::Closed)) => return None,
-            }
+        let received = tokio::select! {
+            () = self.shutdown.cancelled() => return None,
+            received = self.rx.recv() => received,
+        };
+        match received {
+            Ok(line) => Some(line),
+            Err(RecvError::Lagged(n)) => Some(Bytes::from(format!(
+                "berth: {n} lines missed (this follower fell behind)\n"
+            ))),
+            Err(RecvError::Closed) => None,
         }
     }
 }

@@ -203,6 +203,14 @@ pub struct Apps {
     logs: Mutex<std::collections::HashMap<String, std::sync::Weak<crate::logs::AppLog>>>,
 }
 
+/// A dropped host is a stopped one: whatever follows its shutdown token
+/// (log followers, retries) ends.
+impl Drop for Apps {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 impl Apps {
     /// Opens the data directory (engine, blob store, state, runc shim) with
     /// no app deployed yet; [`Apps::restore`] deploys them.
