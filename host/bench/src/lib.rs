@@ -71,6 +71,7 @@ pub mod containerd;
 pub mod cri;
 pub mod cri_bench;
 pub mod image;
+pub mod private_node;
 pub mod registry;
 pub mod report;
 pub mod runc;
