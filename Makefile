@@ -15,7 +15,7 @@ components: setup
 	cd components && $(CARGO) build --release
 
 build: components
-	$(CARGO) build --release -p berth
+	$(CARGO) build --release -p berth-cli
 
 # The cargo-component example is served when it has been built (by
 # `make test`, or by hand); `make run` never installs cargo-component.

@@ -110,7 +110,7 @@ mkdir -p "$OUT"
 
 if [ -z "${BENCH_BERTH:-}" ]; then
     log "building berth (release)"
-    "$CARGO" build --release --quiet -p berth
+    "$CARGO" build --release --quiet -p berth-cli
 fi
 [ -x "$BERTH" ] || die "no berth binary at $BERTH"
 if [ ! -f "$HELLO" ] || { [ "$ONLY" != trace ] && [ ! -f "$HELLO_P3" ]; }; then

@@ -45,7 +45,7 @@ die() {
 
 if [ -z "${BERTH:-}" ]; then
     log "building berth (release)"
-    "$CARGO" build --release --quiet -p berth
+    "$CARGO" build --release --quiet -p berth-cli
     BERTH=$TARGET_DIR/release/berth
 fi
 [ -x "$BERTH" ] || die "no berth binary at $BERTH"

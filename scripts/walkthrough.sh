@@ -43,7 +43,7 @@ expect() { # NAME EXPECTED ACTUAL
 log "1. build the components and the examples"
 (cd components && cargo build --release --quiet)
 bash scripts/build-examples.sh >/dev/null
-[ -x "$BERTH" ] || cargo build --quiet -p berth
+[ -x "$BERTH" ] || cargo build --quiet -p berth-cli
 hello="$root/components/target/wasm32-wasip2/release/hello.wasm"
 
 log "2. start a local registry (CNCF distribution)"

@@ -1,19 +1,21 @@
-//! berth: a WebAssembly-first serverless host.
+//! berth: a WebAssembly-first serverless host (the server library).
 //!
 //! A user deploys an app under a name and calls it over HTTP. A Wasm component
 //! (wasi:http `proxy` world) runs in-process on wasmtime with a fresh instance
 //! per request; a container image runs through runc. One request-concurrency
 //! autoscaler (Knative's KPA) scales both, down to zero.
 //!
+//! The `berth` binary and its command line are the crate `berth-cli`
+//! (host/cli), which links this one and the benchmark harness,
+//! `berth-bench` (host/bench); this crate links neither.
+//!
 //! # Layout
 //! Modules are listed top-down: each uses only modules below it (a test in
 //! `tests/all/layering.rs` keeps it so; ARCHITECTURE.md draws the map).
 //!
-//! - [`cli`]: one module per subcommand; `main.rs` only parses the command
-//!   line.
 //! - [`server`]: the listeners (front door, admin); [`server::Server::run`]
-//!   is what `berth serve` runs. [`bench`](mod@bench): `berth bench cold-start`.
-//!   `testing` (feature `testing`): a real host on loopback for tests.
+//!   is what `berth serve` runs. `testing` (feature `testing`): a real host
+//!   on loopback for tests.
 //! - [`gateway`]: the front door's request handling and the one mapping of
 //!   failures to responses. [`api`]: the admin REST API, its token,
 //!   `/metrics`. [`console`]: the web console at `/ui` on the admin
@@ -40,8 +42,6 @@ pub mod api;
 pub mod apps;
 pub mod autoscale;
 pub mod backend;
-pub mod bench;
-pub mod cli;
 pub mod config;
 pub mod console;
 pub mod container;

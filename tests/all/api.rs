@@ -1047,6 +1047,26 @@ mod prometheus {
     }
 }
 
+/// A deploy naming a component file that is not there says which file, and
+/// where berth looked: on the host it runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_component_file_is_named_as_missing_on_the_host() {
+    let host = TestHost::builder().start().await.unwrap();
+    let (status, err) = admin::put_json(
+        &host,
+        "/v1/apps/app",
+        &json!({"wasm": "/no/such/file.wasm"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(
+        err["error"], "no file `/no/such/file.wasm` on the host",
+        "{err}"
+    );
+    assert_eq!(err["key"], "wasm", "{err}");
+    host.stop().await;
+}
+
 /// The operations the admin API and the console share answer with typed
 /// views and typed errors: a caller matches on what went wrong instead of
 /// reading a status back.

@@ -13,37 +13,59 @@ fn berth() -> Command {
     Command::new(env!("CARGO_BIN_EXE_berth"))
 }
 
+/// Both listeners are bound before any app is compiled: a port in use, the
+/// front door's or the admin listener's, fails the start at once, naming
+/// the address, with nothing compiled (compiling `hello` alone takes
+/// seconds in a debug build).
 #[test]
 fn a_port_in_use_fails_the_start_before_any_app_is_compiled() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
+    let busy = format!("127.0.0.1:{port}");
     let config = dir.path().join("berth.toml");
     std::fs::write(&config, format!("[apps.hello]\nwasm = {:?}\n", art::HELLO)).unwrap();
-    let data = dir.path().join("data");
-    let started = Instant::now();
-    let out = berth()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", "127.0.0.1:0"])
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
-        "{stderr}"
-    );
-    // Refused before the app was deployed: nothing compiled, nothing stored.
-    let compiled = std::fs::read_dir(data.join("compiled"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(compiled, 0, "{stderr}");
-    assert!(!stderr.contains("compiled component"), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(60));
+    for (i, (listen, admin, named)) in [
+        (
+            busy.as_str(),
+            "127.0.0.1:0",
+            format!("cannot listen on {busy}"),
+        ),
+        (
+            "127.0.0.1:0",
+            busy.as_str(),
+            format!("cannot listen on {busy} (admin)"),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = dir.path().join(format!("data{i}"));
+        let started = Instant::now();
+        let out = berth()
+            .args(["serve", "--listen", listen, "--admin-listen", admin])
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&named), "{stderr}");
+        assert!(stderr.contains("Address already in use"), "{stderr}");
+        // Refused before the app was deployed: nothing compiled, nothing stored.
+        let compiled = std::fs::read_dir(data.join("compiled"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(compiled, 0, "{stderr}");
+        assert!(!stderr.contains("compiled component"), "{stderr}");
+        assert!(!data.join("state.json").exists(), "{stderr}");
+        // At once: a generous bound for a loaded machine, well under what
+        // compiling would add.
+        assert!(took < Duration::from_secs(20), "{took:?}: {stderr}");
+    }
     drop(taken);
 }
 
@@ -372,7 +394,7 @@ async fn logs_follow_on_a_data_dir_streams_from_its_server() {
     std::fs::write(&cfg, format!("[apps.logger]\nwasm = \"{}\"\n", art::LOGGER)).unwrap();
     let data = dir.path().join("data");
     let served = Served::start(&data, &["--config", cfg.to_str().unwrap()]);
-    let url_file = data.join(berth::cli::serve::ADMIN_URL_FILE);
+    let url_file = data.join(berth_cli::serve::ADMIN_URL_FILE);
     assert_eq!(
         std::fs::read_to_string(&url_file).unwrap().trim(),
         format!("http://{}", served.admin)

@@ -394,6 +394,86 @@ async fn after_a_kill_9_the_next_start_removes_the_old_containers() {
     );
 }
 
+/// A host with only Wasm apps leaves the host's network alone, from start
+/// to a clean stop: it runs no `iptables`, `ip6tables` or `ip` (each
+/// wrapped here to record its calls), makes no bridge, no firewall chain
+/// and no IPAM directory, though containers are available (its shim is
+/// open). The container network is made when a container app first needs
+/// it (the tests above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_only_host_makes_no_container_network() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let calls = dir.path().join("calls");
+    for tool in ["iptables", "ip6tables", "ip"] {
+        let real = berth_bench::find_on_path(tool).unwrap_or_else(|| panic!("no {tool}"));
+        let wrapper = bin.join(tool);
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nexec '{}' \"$@\"\n",
+                calls.display(),
+                real.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // The wrappers work: a call through one is recorded.
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let probe = Command::new("ip")
+        .args(["link", "show", "lo"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(probe.status.success());
+    assert!(
+        std::fs::read_to_string(&calls)
+            .unwrap()
+            .contains("ip link show lo")
+    );
+    std::fs::remove_file(&calls).unwrap();
+
+    let config = dir.path().join("berth.toml");
+    std::fs::write(&config, format!("[apps.hello]\nwasm = {:?}\n", art::HELLO)).unwrap();
+    let data = dir.path().join("data");
+    let served = Served::start_with_env(
+        &data,
+        &["--config", config.to_str().unwrap()],
+        &[("PATH", &path)],
+    );
+    let bridge = served.bridge.clone();
+    let answer = client(served.addr, &["hello"])
+        .get(app_url(served.addr, "hello", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{}", served.stderr());
+    assert!(
+        data.join("containers/runc").is_dir(),
+        "containers are unavailable here, so this proves nothing:\n{}",
+        served.stderr()
+    );
+    let stderr = served.stderr();
+    let (status, _) = served.terminate_within(Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    let recorded = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert_eq!(recorded, "", "{stderr}");
+    assert!(!data.join("containers/cni").exists(), "{stderr}");
+    assert!(!stderr.contains("isolated container network"), "{stderr}");
+    assert_eq!(
+        crate::support::bridge_leftovers(&bridge),
+        Vec::<String>::new()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_stopped_right_after_a_removal_leaves_no_container() {
     let registry = Registry::start();

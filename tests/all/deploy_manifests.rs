@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes")
 }
 
 /// Every YAML document of `file`, as JSON values.
@@ -79,7 +79,7 @@ fn runtime_class_containerd_config_and_installer_agree() {
     // containerd's naming rule: io.containerd.NAME.vN → containerd-shim-NAME-vN,
     // the binary host/shim builds.
     let shim_manifest =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("shim/Cargo.toml"))
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shim/Cargo.toml"))
             .unwrap();
     assert!(shim_manifest.contains("name = \"containerd-shim-berth-v1\""));
 

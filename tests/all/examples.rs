@@ -16,7 +16,7 @@ use crate::support::{app_url, client};
 
 pub(crate) fn built(rel: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
+        .join("../..")
         .join(rel);
     assert!(
         path.is_file(),

@@ -8,8 +8,7 @@ use std::path::Path;
 /// The layers, top first. A module may use modules of lower layers, and of
 /// its own layer when that makes no cycle.
 const LAYERS: &[&[&str]] = &[
-    &["cli"],
-    &["server", "bench", "testing"],
+    &["server", "testing"],
     &["gateway", "api", "console"],
     &["apps"],
     &["revision"],
@@ -212,7 +211,7 @@ fn reaches(graph: &BTreeMap<String, BTreeSet<String>>, start: &str, goal: &str) 
 
 #[test]
 fn modules_only_point_down_and_never_in_a_circle() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../src");
     let graph = edges(&src);
     assert!(
         graph.contains_key("apps") && graph.contains_key("gateway"),
@@ -268,7 +267,7 @@ fn the_check_names_a_back_edge_and_a_cycle() {
 /// dev-dependencies, on this platform), itself included, by name: `cargo
 /// tree` over the lock file.
 fn linked(package: &str) -> BTreeSet<String> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
     let out = std::process::Command::new(env!("CARGO"))
         .args(["tree", "--offline", "--locked", "-e", "normal,build"])
         .args(["--prefix", "none", "-p", package, "--manifest-path"])
@@ -285,6 +284,31 @@ fn linked(package: &str) -> BTreeSet<String> {
         .filter_map(|l| l.split_whitespace().next())
         .map(String::from)
         .collect()
+}
+
+/// The server library (`berth`) links neither the command line
+/// (`berth-cli`, the `berth` binary) nor the benchmark harness
+/// (`berth-bench`): the binary links all three.
+#[test]
+fn the_product_crate_links_no_bench_and_no_cli() {
+    let host = linked("berth");
+    assert!(
+        host.contains("berth") && host.contains("wasmtime"),
+        "the walk found too little: {host:?}"
+    );
+    for outside in ["berth-bench", "berth-cli", "plotters", "tonic", "clap"] {
+        assert!(!host.contains(outside), "berth links `{outside}`");
+    }
+    let cli = linked("berth-cli");
+    assert!(
+        cli.contains("berth") && cli.contains("berth-bench"),
+        "berth-cli does not link both: {cli:?}"
+    );
+    let bench = linked("berth-bench");
+    assert!(
+        bench.contains("berth") && !bench.contains("berth-cli"),
+        "{bench:?}"
+    );
 }
 
 /// The containerd shim links berth's Wasm engine (`berth-wasm`), never the

@@ -11,8 +11,7 @@
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
@@ -25,9 +24,6 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::apps::Apps;
 use crate::http::{Body, BoxError};
 use crate::logs::{AppLog, log_path};
-
-/// How often a follower with nothing to send checks for shutdown.
-const SHUTDOWN_CHECK: Duration = Duration::from_secs(1);
 
 /// Where a read of a file ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +89,7 @@ pub async fn stream(apps: &Arc<Apps>, app: &str, follow: bool) -> Result<LogStre
     let tail = LogFollower {
         _log: log,
         rx,
-        apps: Arc::downgrade(apps),
+        shutdown: apps.shutdown_token().clone(),
         first: (!history.is_empty()).then(|| Bytes::from(history)),
     };
     Ok(Box::pin(futures::stream::unfold(
@@ -135,7 +131,8 @@ struct LogFollower {
     /// Held so the log (and its broadcast) lives while it is followed.
     _log: Arc<AppLog>,
     rx: tokio::sync::broadcast::Receiver<Bytes>,
-    apps: Weak<Apps>,
+    /// The host's shutdown token: the follow ends when it is cancelled.
+    shutdown: tokio_util::sync::CancellationToken,
     first: Option<Bytes>,
 }
 
@@ -145,21 +142,16 @@ impl LogFollower {
         if let Some(first) = self.first.take() {
             return Some(first);
         }
-        loop {
-            match self.apps.upgrade() {
-                Some(apps) if !apps.is_shutting_down() => {}
-                _ => return None,
-            }
-            match tokio::time::timeout(SHUTDOWN_CHECK, self.rx.recv()).await {
-                Err(_) => continue,
-                Ok(Ok(line)) => return Some(line),
-                Ok(Err(RecvError::Lagged(n))) => {
-                    return Some(Bytes::from(format!(
-                        "berth: {n} lines missed (this follower fell behind)\n"
-                    )));
-                }
-                Ok(Err(RecvError::Closed)) => return None,
-            }
+        let received = tokio::select! {
+            () = self.shutdown.cancelled() => return None,
+            received = self.rx.recv() => received,
+        };
+        match received {
+            Ok(line) => Some(line),
+            Err(RecvError::Lagged(n)) => Some(Bytes::from(format!(
+                "berth: {n} lines missed (this follower fell behind)\n"
+            ))),
+            Err(RecvError::Closed) => None,
         }
     }
 }

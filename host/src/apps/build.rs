@@ -28,8 +28,7 @@ pub(super) async fn open_shim(options: &AppsOptions) -> Result<Arc<Shim>, String
     };
     let shim = Shim::new(&options.data_dir.join("containers"), runc)
         .map_err(|e| e.to_string())?
-        .with_bridge(options.bridge.clone())
-        .await;
+        .with_bridge(options.bridge.clone());
     match shim.reap_leftovers().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(count = n, "removed containers left by an earlier run"),
@@ -185,6 +184,12 @@ impl Apps {
                 });
             }
         };
+        // The container network is made when the first app that needs it
+        // is deployed (a host with only Wasm apps never touches the host's
+        // network); should that fail, the instances' starts say why.
+        if spec.container.network == crate::config::NetworkMode::Isolated {
+            let _ = shim.open_network().await;
+        }
         let store = self.puller.store();
         let config = store
             .read(&image.config.digest)
@@ -203,7 +208,7 @@ impl Apps {
         // Counted while it runs, so that a host stopping mid-unpack (the
         // deploy future dropped) waits for the blocking thread to see the
         // flag and remove its temporary tree.
-        let stop = Arc::clone(&self.shutting_down);
+        let stop = self.shutdown.clone();
         let limits = self.options.unpack;
         let unpacking = UnpackGuard::enter(&self.unpacking);
         let bar = spinner(self.options.progress, format!("unpacking {name}"));

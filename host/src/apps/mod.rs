@@ -32,12 +32,13 @@ pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
 
 pub use error::{DeployError, DeployFailure, RouteConflict};
 pub use gc::Collected;
@@ -51,7 +52,7 @@ use crate::config::{AppSpec, Config};
 use crate::container::{BridgeOptions, Shim};
 use crate::metrics::{self, Metrics};
 use crate::oci::{Puller, RegistryClient};
-use crate::revision::{Revision, RevisionStatus};
+use crate::revision::{Revision, RevisionStatus, Tasks};
 use crate::secrets::{SecretError, SecretStore};
 use crate::state::{Origin, Record, StateError, StateStore, StoredApp};
 use crate::wasm::{EngineOptions, WasmRuntime};
@@ -176,11 +177,13 @@ pub struct Apps {
     /// What the front door routes by; replaced whole after each change.
     routes: ArcSwap<RouteTable>,
     revisions: AtomicU64,
-    /// Background stops of retired revisions.
-    retiring: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// Set when the host begins to shut down: long-lived streams end, image
-    /// unpacks under way stop.
-    shutting_down: Arc<AtomicBool>,
+    /// Background stops of retired revisions: [`Apps::stop_all`] waits
+    /// for them.
+    retiring: Tasks,
+    /// The host's one shutdown signal, cancelled when it begins to stop:
+    /// long-lived streams end, image unpacks under way stop, retries end,
+    /// the listeners' connections drain.
+    shutdown: CancellationToken,
     /// Image unpacks under way (on blocking threads, which outlive a deploy
     /// that is cancelled): [`Apps::stop_all`] waits for them.
     unpacking: Arc<AtomicUsize>,
@@ -190,6 +193,14 @@ pub struct Apps {
     /// (so a follower sees every revision's lines, and rotation has one
     /// owner).
     logs: Mutex<HashMap<String, std::sync::Weak<crate::logs::AppLog>>>,
+}
+
+/// A dropped host is a stopped one: whatever follows its shutdown token
+/// (log followers, retries) ends.
+impl Drop for Apps {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 impl Apps {
@@ -251,8 +262,8 @@ impl Apps {
             metrics,
             table: Mutex::new(BTreeMap::new()),
             routes: ArcSwap::from_pointee(RouteTable::new(domain, Vec::new())),
-            retiring: Mutex::new(Vec::new()),
-            shutting_down: Arc::new(AtomicBool::new(false)),
+            retiring: Tasks::default(),
+            shutdown: CancellationToken::new(),
             unpacking: Arc::new(AtomicUsize::new(0)),
             failed: Mutex::new(BTreeMap::new()),
             logs: Mutex::default(),
@@ -626,15 +637,23 @@ impl Apps {
         Ok(log)
     }
 
-    /// Marks the host as shutting down: followers of logs stop following
-    /// so that connections can drain.
+    /// Marks the host as shutting down (cancels
+    /// [`shutdown_token`](Self::shutdown_token)): followers of logs stop
+    /// following so that connections can drain.
     pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Release);
+        self.shutdown.cancel();
     }
 
     /// Whether [`Apps::begin_shutdown`] was called.
     pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
+        self.shutdown.is_cancelled()
+    }
+
+    /// The host's one shutdown signal, cancelled by
+    /// [`begin_shutdown`](Self::begin_shutdown) (and so by
+    /// [`stop_all`](Self::stop_all)).
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
     }
 
     /// Stops every app's instances (used at shutdown), and waits for the
@@ -654,11 +673,7 @@ impl Apps {
             .iter()
             .flat_map(|e| e.routed.revisions().cloned().collect::<Vec<_>>());
         futures::future::join_all(stops.map(|r| async move { r.shutdown().await })).await;
-        let retiring =
-            std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in retiring {
-            let _ = task.await;
-        }
+        self.retiring.wait().await;
         // Every instance is gone: what the shim added to the host goes too.
         if let Ok(shim) = &self.shim {
             shim.close().await;
@@ -685,14 +700,11 @@ impl Apps {
         if revisions.is_empty() {
             return;
         }
-        let task = tokio::spawn(async move {
+        self.retiring.spawn(async move {
             for revision in revisions {
                 revision.shutdown().await;
             }
         });
-        let mut retiring = self.retiring.lock().unwrap_or_else(|e| e.into_inner());
-        retiring.retain(|t| !t.is_finished());
-        retiring.push(task);
     }
 
     fn lock_failed_all_clear(&self) {

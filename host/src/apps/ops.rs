@@ -389,7 +389,7 @@ fn put_spec(name: &str, config: &AppConfig) -> Result<AppSpec, OpError> {
         return Err(OpError::invalid(
             Some("wasm"),
             format!(
-                "`{}` is a relative path; the apps has no directory to resolve it against: give an absolute path",
+                "`{}` is a relative path; the host has no directory to resolve it against: give an absolute path",
                 wasm.display()
             ),
         ));
@@ -401,7 +401,7 @@ fn put_spec(name: &str, config: &AppConfig) -> Result<AppSpec, OpError> {
     {
         return Err(OpError::invalid(
             Some("wasm"),
-            format!("no file `{}` on the apps", path.display()),
+            format!("no file `{}` on the host", path.display()),
         ));
     }
     Ok(spec)

@@ -139,7 +139,14 @@ async fn retry(apps: std::sync::Weak<Apps>, name: String, generation: u64) {
                 _ => return,
             }
         };
-        tokio::time::sleep(wait).await;
+        let shutdown = match apps.upgrade() {
+            Some(apps) => apps.shutdown_token().clone(),
+            None => return,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
         let Some(apps) = apps.upgrade() else { return };
         if apps.is_shutting_down() {
             return;

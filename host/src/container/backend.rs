@@ -161,7 +161,7 @@ impl Backend for ContainerBackend {
             .shim
             .start(&self.rootfs, spec, self.log.clone())
             .await?;
-        // The cgroupsPath the shim gives every container (see instance.rs).
+        // The cgroupsPath the shim gives every container (`start.rs`).
         let metering = self.metrics.clone().map(|metrics| {
             let cgroup = Path::new("/berth").join(container.id());
             metrics.track_cgroup(&self.app, &cgroup);

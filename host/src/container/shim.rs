@@ -38,7 +38,7 @@ use std::time::Duration;
 /// How long `close` waits for starts under way.
 const CLOSE_WAIT: Duration = Duration::from_secs(90);
 
-use super::bridge::{BridgeNetwork, BridgeOptions};
+use super::bridge::BridgeOptions;
 use super::error::{ContainerError, Result, io_err};
 use super::overlay;
 use super::process::become_subreaper;
@@ -108,8 +108,8 @@ impl Shim {
         Ok(Self {
             inner: Arc::new(ShimInner {
                 runc: Runc::new(runc, root),
-                bridge: None,
-                bridge_unavailable: None,
+                bridge_options: None,
+                bridge: tokio::sync::OnceCell::new(),
                 closing: tokio::sync::watch::Sender::new(false),
                 active_starts: AtomicUsize::new(0),
                 instances,
@@ -118,29 +118,33 @@ impl Shim {
         })
     }
 
-    /// Sets up the isolated network (the CNI plugins, berth's firewall
-    /// chains) for instances with [`Network::Isolated`](super::Network::Isolated).
-    /// When it cannot be set up, isolated instances fail to start with the
-    /// reason, and the other kinds are unaffected. Call it before the shim is
-    /// cloned.
-    pub async fn with_bridge(mut self, options: BridgeOptions) -> Self {
-        let state_dir = self.inner.state_dir.clone();
-        let network = BridgeNetwork::open(&state_dir, options).await;
-        let Some(inner) = Arc::get_mut(&mut self.inner) else {
-            tracing::error!("with_bridge on a shared shim: isolated networking not set up");
-            return self;
-        };
-        match network {
-            Ok(net) => {
-                tracing::info!(bridge = net.bridge(), "isolated container network ready");
-                inner.bridge = Some(net);
-            }
-            Err(e) => {
-                tracing::warn!("isolated container network unavailable: {e}");
-                inner.bridge_unavailable = Some(e.to_string());
+    /// Gives instances with [`Network::Isolated`](super::Network::Isolated)
+    /// the bridge network `options` describes. Nothing is done to the host
+    /// yet: the network is opened when an isolated instance first needs it
+    /// (or [`open_network`](Self::open_network) asks), so a host without
+    /// one runs no CNI plugin and no iptables. When it cannot be opened,
+    /// isolated instances fail to start with the reason, and the other
+    /// kinds are unaffected. Call it before the shim is cloned.
+    #[must_use]
+    pub fn with_bridge(mut self, options: BridgeOptions) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.bridge_options = Some(options),
+            None => {
+                tracing::error!("with_bridge on a shared shim: isolated networking not set up");
             }
         }
         self
+    }
+
+    /// Opens the isolated network now if it is not open yet (a deploy of an
+    /// isolated app calls it, so that its first cold start does not pay
+    /// for it).
+    ///
+    /// # Errors
+    /// [`ContainerError::Network`]: why it cannot be opened (said once in
+    /// the log too).
+    pub async fn open_network(&self) -> Result<()> {
+        self.inner.network().await.map(|_| ())
     }
 
     /// Closes the shim: no instance starts any more; the starts under way
@@ -163,7 +167,7 @@ impl Shim {
             Ok(n) => tracing::info!(count = n, "removed instances still there at close"),
             Err(e) => tracing::warn!("removing instances at close: {e}"),
         }
-        if let Some(bridge) = &self.inner.bridge {
+        if let Some(bridge) = self.inner.opened_network() {
             bridge.close().await;
         }
     }
@@ -186,6 +190,14 @@ impl Shim {
     /// (the others are still attempted).
     pub async fn reap_leftovers(&self) -> Result<usize> {
         let inner = &self.inner;
+        // A crashed run's bridge: the network is opened (its stale firewall
+        // chains go now) so that `close` removes the bridge.
+        if let Some(options) = &inner.bridge_options
+            && Path::new("/sys/class/net").join(&options.bridge).exists()
+            && let Err(e) = inner.network().await
+        {
+            tracing::warn!("cannot clean up the bridge a crashed run left: {e}");
+        }
         let mut reaped = std::collections::BTreeSet::new();
         let mut first_err = None;
         for st in inner.runc.list().await? {

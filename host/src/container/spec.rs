@@ -188,9 +188,10 @@ pub enum SpecError {
 /// How an instance is networked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Network {
-    /// Its own network namespace (created by runc) on berth's bridge, with
-    /// egress through NAT; it reaches no port of the host and no other
-    /// instance (see [`super::bridge`]). berth connects to its address.
+    /// Its own network namespace (berth makes and pins it; runc joins it)
+    /// on berth's bridge, with egress through NAT; it reaches no port of the
+    /// host and no other instance (see [`super::bridge`]). berth connects
+    /// to its address.
     #[default]
     Isolated,
     /// A private network namespace with loopback only: no egress at all.

@@ -276,11 +276,7 @@ async fn network_for(inner: &ShimInner, spec: &InstanceSpec, p: &Paths) -> Resul
         return Ok(Endpoint::Host(spec.port));
     };
     let bridge = match spec.network {
-        Network::Isolated => Some(inner.bridge.as_ref().ok_or_else(|| {
-            ContainerError::Network(inner.bridge_unavailable.clone().unwrap_or_else(|| {
-                "not set up on this host (use network = \"none\" or \"host\")".into()
-            }))
-        })?),
+        Network::Isolated => Some(inner.network().await?),
         _ => None,
     };
     netns::create_pinned(ns)

@@ -26,8 +26,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::bridge::BridgeNetwork;
-use super::error::{Result, io_err};
+use super::bridge::{BridgeNetwork, BridgeOptions};
+use super::error::{ContainerError, Result, io_err};
 use super::overlay;
 use super::process::ExitWatch;
 use super::runc::Runc;
@@ -73,10 +73,12 @@ impl Paths {
 #[derive(Debug)]
 pub(super) struct ShimInner {
     pub(super) runc: Runc,
-    /// The isolated network, when it could be set up.
-    pub(super) bridge: Option<BridgeNetwork>,
-    /// Why it could not, shown when an isolated instance is asked for.
-    pub(super) bridge_unavailable: Option<String>,
+    /// The isolated network's settings (`None`: not set up on this host).
+    pub(super) bridge_options: Option<BridgeOptions>,
+    /// The isolated network, opened when first needed
+    /// ([`ShimInner::network`]), or why it could not be: a host that runs
+    /// no isolated instance runs no CNI plugin and no iptables.
+    pub(super) bridge: tokio::sync::OnceCell<std::result::Result<BridgeNetwork, String>>,
     /// Set by `Shim::close`: no instance starts any more, and the starts
     /// waiting for readiness give up at once.
     pub(super) closing: tokio::sync::watch::Sender<bool>,
@@ -124,16 +126,55 @@ impl ShimInner {
 }
 
 impl ShimInner {
+    /// The isolated network, opened at the first call (the CNI plugins
+    /// checked, a crashed run's firewall chains removed; the chains and the
+    /// bridge itself come with the first attach). A failure is kept and
+    /// returned to every later call.
+    ///
+    /// # Errors
+    /// [`ContainerError::Network`]: not set up on this host, or why it
+    /// could not be opened.
+    pub(super) async fn network(&self) -> Result<&BridgeNetwork> {
+        let Some(options) = &self.bridge_options else {
+            return Err(ContainerError::Network(
+                "not set up on this host (use network = \"none\" or \"host\")".into(),
+            ));
+        };
+        let opened = self
+            .bridge
+            .get_or_init(|| async {
+                match BridgeNetwork::open(&self.state_dir, options.clone()).await {
+                    Ok(net) => {
+                        tracing::info!(bridge = net.bridge(), "isolated container network ready");
+                        Ok(net)
+                    }
+                    Err(e) => {
+                        tracing::warn!("isolated container network unavailable: {e}");
+                        Err(e.to_string())
+                    }
+                }
+            })
+            .await;
+        opened
+            .as_ref()
+            .map_err(|why| ContainerError::Network(why.clone()))
+    }
+
+    /// The isolated network if it has been opened.
+    pub(super) fn opened_network(&self) -> Option<&BridgeNetwork> {
+        self.bridge.get().and_then(|r| r.as_ref().ok())
+    }
+
     /// Detaches the instance whose namespace is pinned at `netns` from the
     /// bridge (releasing its address), if it was attached.
     pub(super) async fn detach(&self, id: &str, netns: &Path) -> Result<()> {
         if !netns.exists() {
             return Ok(());
         }
-        match &self.bridge {
-            Some(bridge) => bridge.detach(id, netns).await,
-            None => {
-                tracing::warn!(%id, "an attached instance, but no bridge network to detach it from");
+        match self.network().await {
+            Ok(bridge) => bridge.detach(id, netns).await,
+            Err(e) => {
+                tracing::warn!(%id, "an attached instance, but no bridge network to detach it from: {e}");
                 Ok(())
             }
         }

@@ -29,6 +29,9 @@
 //!   paused time.
 
 mod reconcile;
+mod tasks;
+
+pub use tasks::Tasks;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -225,6 +228,9 @@ pub struct Revision {
     in_flight: AtomicUsize,
     next_instance: AtomicU64,
     stopped: AtomicBool,
+    /// Its instances' stops under way (evicted, exited, scaled down):
+    /// [`Revision::shutdown`] waits for them.
+    stops: Tasks,
     /// The queued request that asked for the next instance start (its
     /// access log line says so; when traced, the cold start's span hangs
     /// under its queue span).
@@ -288,6 +294,7 @@ impl Revision {
             in_flight: AtomicUsize::new(0),
             next_instance: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
+            stops: Tasks::default(),
             trigger: Mutex::new(None),
             spec,
             backend,
@@ -342,7 +349,8 @@ impl Revision {
     }
 
     /// Stops the reconcile loop and every instance (in-flight requests on
-    /// them finish first, up to the grace).
+    /// them finish first, up to the grace), and waits for the stops already
+    /// under way in the background (an evicted or scaled-down instance).
     pub async fn shutdown(&self) {
         self.stopped.store(true, Ordering::Release);
         self.poke.notify_one();
@@ -350,6 +358,14 @@ impl Revision {
         self.changed.notify_waiters();
         let stops = slots.into_iter().map(|s| self.drain_and_stop(s));
         futures::future::join_all(stops).await;
+        self.stops.wait().await;
+    }
+
+    /// Stops `instance` in the background, a task this revision owns
+    /// ([`Revision::shutdown`] waits for it).
+    fn stop_in_background(&self, instance: Arc<dyn Instance>) {
+        let grace = self.grace;
+        self.stops.spawn(async move { instance.stop(grace).await });
     }
 
     /// Waits (up to the grace, at least a second) for the requests in
@@ -367,12 +383,16 @@ impl Revision {
     /// keep running. Used by `berth bench` to measure cold starts.
     pub async fn drop_idle_instances(&self) {
         let victims = self.take_idle(usize::MAX);
-        // Each stop runs in its own task, so a caller that gives up midway
-        // cannot leave an instance half stopped.
+        // Each stop runs in its own task (owned: `shutdown` waits for it),
+        // so a caller that gives up midway cannot leave an instance half
+        // stopped.
         let grace = self.grace;
         let stops: Vec<_> = victims
             .into_iter()
-            .map(|s| tokio::spawn(async move { s.instance.stop(grace).await }))
+            .map(|s| {
+                self.stops
+                    .spawn(async move { s.instance.stop(grace).await })
+            })
             .collect();
         for stop in stops {
             let _ = stop.await;

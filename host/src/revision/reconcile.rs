@@ -153,9 +153,7 @@ impl Revision {
         };
         if removed {
             tracing::warn!(app = %self.app, revision = %self.id, instance = slot.id, "instance removed: {why}");
-            let instance = slot.instance.clone();
-            let grace = self.grace;
-            tokio::spawn(async move { instance.stop(grace).await });
+            self.stop_in_background(slot.instance.clone());
             self.poke.notify_one();
         }
     }
@@ -172,8 +170,7 @@ impl Revision {
             pool.ready = alive;
             for s in dead {
                 tracing::warn!(app = %self.app, instance = s.id, "instance exited on its own");
-                let grace = self.grace;
-                tokio::spawn(async move { s.instance.stop(grace).await });
+                self.stop_in_background(s.instance.clone());
             }
             pool.ready.len() as u32
         };
@@ -211,8 +208,7 @@ impl Revision {
             // Only idle instances go; busy ones are retried next tick.
             for s in self.take_idle((ready - desired) as usize) {
                 tracing::info!(app = %self.app, revision = %self.id, instance = s.id, "scaling down");
-                let grace = self.grace;
-                tokio::spawn(async move { s.instance.stop(grace).await });
+                self.stop_in_background(s.instance.clone());
             }
         }
     }

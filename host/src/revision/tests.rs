@@ -16,6 +16,8 @@ struct Script {
     start: Duration,
     /// How long a request takes.
     serve: Duration,
+    /// How long a stop takes.
+    stop: Duration,
     /// Starts fail with this message while set.
     fail: Mutex<Option<String>>,
     started: AtomicU32,
@@ -65,6 +67,7 @@ impl Instance for FakeInstance {
     }
 
     async fn stop(&self, _grace: Duration) {
+        tokio::time::sleep(self.0.stop).await;
         self.0.stopped.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -334,4 +337,26 @@ async fn shutdown_refuses_waiters() {
         waiting.await.unwrap().unwrap_err(),
         DispatchError::Admit(AdmitError::ShuttingDown)
     );
+}
+
+/// A stop under way in the background (an evicted instance) is the
+/// revision's: `shutdown` returns only once it is done, so a host that
+/// stops right after an eviction leaves no instance behind.
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_the_stops_under_way() {
+    let script = Arc::new(Script {
+        stop: Duration::from_secs(5),
+        ..Script::default()
+    });
+    let rev = revision(spec(0, 1, 1), &script).await;
+    assert_eq!(script.live(), 1);
+    let slot = rev.lock_pool().ready[0].clone();
+    rev.evict(&slot, "a test evicts it");
+    assert!(rev.lock_pool().ready.is_empty());
+    assert_eq!(rev.stops.running(), 1);
+    let began = Instant::now();
+    rev.shutdown().await;
+    assert_eq!(script.live(), 0, "shutdown returned before the stop ended");
+    assert!(began.elapsed() >= Duration::from_secs(5));
+    assert_eq!(rev.stops.running(), 0);
 }

@@ -56,6 +56,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::http::{Body, ClientAddr, ClientKey, GuardBody, plain_text};
 
@@ -252,7 +253,9 @@ pub struct Listener {
     slots: Mutex<Slots>,
     /// Connections open now (mirrors `slots`, for [`Listener::drain`]).
     open: watch::Sender<usize>,
-    shutdown: watch::Sender<bool>,
+    /// Cancelled when the connections are to finish (see
+    /// [`Listener::drain`]).
+    shutdown: CancellationToken,
     refused: AtomicU64,
     displaced: AtomicU64,
     lingering: Arc<AtomicUsize>,
@@ -284,13 +287,21 @@ impl Listener {
             limits,
             slots: Mutex::new(Slots::default()),
             open: watch::channel(0).0,
-            shutdown: watch::channel(false).0,
+            shutdown: CancellationToken::new(),
             refused: AtomicU64::new(0),
             displaced: AtomicU64::new(0),
             lingering: Arc::new(AtomicUsize::new(0)),
             accept_errors: AcceptErrors::default(),
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
         }
+    }
+
+    /// The connections finish when `token` is cancelled (the host's
+    /// shutdown, a child of its token) or at [`Listener::drain`].
+    #[must_use]
+    pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
     }
 
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, Slots> {
@@ -504,8 +515,8 @@ impl Listener {
             .keep_alive_timeout(self.limits.h2_keep_alive);
         let conn = builder.serve_connection(TokioIo::new(io), tracked);
         tokio::pin!(conn);
-        let mut shutdown = self.shutdown.subscribe();
-        let mut closing = *shutdown.borrow();
+        let shutdown = self.shutdown.clone();
+        let mut closing = shutdown.is_cancelled();
         if closing {
             conn.as_mut().graceful_shutdown();
         }
@@ -533,11 +544,9 @@ impl Listener {
                     tracing::debug!(%peer, "closed: an idle admin connection gave its slot to a new one");
                     break;
                 }
-                changed = shutdown.changed(), if !closing => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
+                () = shutdown.cancelled(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
                 }
                 _ = idle_check.tick(), if !closing => {
                     if activity.idle_for().is_some_and(|idle| idle >= self.limits.idle_timeout) {
@@ -554,7 +563,7 @@ impl Listener {
     /// the connection closes), and waits up to `timeout` for all of them.
     /// Returns whether all closed in time.
     pub async fn drain(&self, timeout: Duration) -> bool {
-        let _ = self.shutdown.send(true);
+        self.shutdown.cancel();
         let mut open = self.open.subscribe();
         tokio::time::timeout(timeout, open.wait_for(|n| *n == 0))
             .await

@@ -1,10 +1,14 @@
 //! `berth serve`: the listeners (`conn`: connection limits and timeouts;
-//! `lock`: one host per data directory). [`Server::start`] opens the data
-//! directory and deploys every app (see [`crate::apps`]) before anything
-//! listens, so a bad app is refused at start with a clear message.
-//! [`Server::run`] then serves the front door ([`crate::gateway`]) and the
-//! admin listener ([`crate::api`], `/healthz`, `/readyz`) until the shutdown
-//! future resolves, stops accepting, lets in-flight requests finish up to
+//! `lock`: one host per data directory). `berth serve` binds both
+//! listeners first (a port in use fails the start at once, before any app
+//! is pulled or compiled); [`Server::open`] then opens the data directory
+//! and [`Server::restore`] deploys every app (see [`crate::apps`]) before
+//! anything is served, so a bad app is refused at start with a clear
+//! message ([`Server::start`] does both). [`Server::run`] then serves the
+//! front door ([`crate::gateway`]) and the admin listener ([`crate::api`],
+//! `/healthz`, `/readyz`) until the shutdown future resolves; then the
+//! host's one shutdown token ([`Apps::shutdown_token`]) is cancelled: it
+//! stops accepting, lets in-flight requests finish up to
 //! [`ServerOptions::drain_timeout`], and stops every instance.
 
 pub mod conn;
@@ -13,8 +17,7 @@ pub mod lock;
 use std::convert::Infallible;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -104,7 +107,9 @@ pub struct Server {
     apps: Arc<Apps>,
     gateway: Arc<Gateway>,
     console: crate::console::Console,
-    ready: AtomicBool,
+    /// Set when [`Server::run`] begins to serve; readiness ends with the
+    /// host's shutdown token ([`Apps::shutdown_token`]).
+    serving: OnceLock<()>,
 }
 
 impl Server {
@@ -181,7 +186,7 @@ impl Server {
             apps,
             gateway,
             console,
-            ready: AtomicBool::new(false),
+            serving: OnceLock::new(),
         })
     }
 
@@ -212,7 +217,7 @@ impl Server {
     /// Whether it serves (false before [`run`](Self::run) and once shutdown
     /// begins).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.serving.get().is_some() && !self.apps.is_shutting_down()
     }
 
     /// Serves the front door on `listener` and the admin endpoints on `admin`
@@ -245,12 +250,16 @@ impl Server {
             );
             limits.max_connections = fit.max(64);
         }
-        let front = Arc::new(Listener::new(
-            Role::FrontDoor,
-            limits.clone(),
-            self.options.tls.clone(),
-        ));
-        let back = Arc::new(Listener::new(Role::Admin, limits.admin(), None));
+        // Both drain when the host's one shutdown token is cancelled.
+        let shutdown_token = self.apps.shutdown_token();
+        let front = Arc::new(
+            Listener::new(Role::FrontDoor, limits.clone(), self.options.tls.clone())
+                .with_shutdown(shutdown_token.child_token()),
+        );
+        let back = Arc::new(
+            Listener::new(Role::Admin, limits.admin(), None)
+                .with_shutdown(shutdown_token.child_token()),
+        );
         let sampler = {
             let apps = Arc::downgrade(&self.apps);
             self.apps
@@ -260,7 +269,7 @@ impl Server {
                 })
         };
         tracing::info!(front = %front_addr, admin = %admin_addr, apps = self.apps.routes().len(), max_connections = limits.max_connections, max_connections_per_client = limits.per_client(), "berth is serving");
-        self.ready.store(true, Ordering::Release);
+        let _ = self.serving.set(());
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -289,7 +298,7 @@ impl Server {
                 }
             }
         }
-        self.ready.store(false, Ordering::Release);
+        // Not ready any more, log followers end, connections drain.
         self.apps.begin_shutdown();
         sampler.abort();
         drop(listener);
@@ -317,9 +326,7 @@ impl Server {
     async fn admin(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         match req.uri().path() {
             "/healthz" => plain_text(StatusCode::OK, "ok\n"),
-            "/readyz" if self.ready.load(Ordering::Acquire) => {
-                plain_text(StatusCode::OK, "ready\n")
-            }
+            "/readyz" if self.is_ready() => plain_text(StatusCode::OK, "ready\n"),
             "/readyz" => plain_text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
             path if crate::console::is_console_path(path) => self.console.handle(req).await,
             _ => crate::api::handle(&self.apps, &self.admin_auth, req).await,

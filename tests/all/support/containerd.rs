@@ -46,7 +46,7 @@ pub fn shim_binary() -> &'static Path {
             .to_path_buf();
         let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args([
             "build",

@@ -1,6 +1,6 @@
 //! The kubelet's side of the Container Runtime Interface, played against a
 //! private containerd 1.7 with its CRI plugin ([`CriNode`]), through berth's
-//! CRI client (`berth::bench::cri`, the one `berth bench containerd --cri`
+//! CRI client (`berth_bench::cri`, the one `berth bench containerd --cri`
 //! uses), wrapped here in blocking calls ([`Cri`]) for the synchronous tests.
 //!
 //! A [`CriNode`] is what a Kubernetes node is to the kubelet: a containerd
@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth::bench::cri::CriClient;
-pub use berth::bench::cri::{
+use berth_bench::cri::CriClient;
+pub use berth_bench::cri::{
     BERTH_HANDLER, CONTAINER_EXITED, CONTAINER_RUNNING, ContainerConfig, ContainerStatus,
     K8S_NAMESPACE, PodSandboxConfig, PodSandboxStatusResponse, SANDBOX_NOTREADY, SANDBOX_READY,
     VersionResponse,
@@ -35,7 +35,7 @@ const CRI_READY: Duration = Duration::from_secs(30);
 /// The snippet users add to containerd's config, read by every node.
 pub const CONFIG_SNIPPET: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../deploy/kubernetes/containerd-config.toml"
+    "/../../deploy/kubernetes/containerd-config.toml"
 );
 
 /// [`CriClient`] with blocking calls (the tests are synchronous); each call
@@ -149,17 +149,17 @@ fn ok<T>(result: anyhow::Result<T>) -> T {
     result.unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// A pod as the kubelet describes it ([`berth::bench::cri::pod_config`]),
+/// A pod as the kubelet describes it ([`berth_bench::cri::pod_config`]),
 /// its log directory made under `logs`, as the kubelet makes it.
 pub fn pod_config(logs: &Path, name: &str) -> PodSandboxConfig {
     let uid = format!("{name}-{}", std::process::id());
     let log_directory = logs.join(format!("default_{name}_{uid}"));
     std::fs::create_dir_all(&log_directory).expect("pod log directory");
-    berth::bench::cri::pod_config(name, &uid, &log_directory)
+    berth_bench::cri::pod_config(name, &uid, &log_directory)
 }
 
 /// A container as the kubelet describes it
-/// ([`berth::bench::cri::container_config`]), its log directory made.
+/// ([`berth_bench::cri::container_config`]), its log directory made.
 pub fn container_config(
     pod: &PodSandboxConfig,
     name: &str,
@@ -168,7 +168,7 @@ pub fn container_config(
 ) -> ContainerConfig {
     std::fs::create_dir_all(Path::new(&pod.log_directory).join(name))
         .expect("container log directory");
-    berth::bench::cri::container_config(name, image, env, &[])
+    berth_bench::cri::container_config(name, image, env, &[])
 }
 
 /// What the pod's sandbox runs under runc: busybox's `sleep`, the
@@ -227,7 +227,7 @@ impl CriNode {
         let conf_dir = d.join("net.d");
         std::fs::create_dir_all(&conf_dir).expect("CNI conf dir");
         let conflist =
-            berth::bench::cri::bridge_conflist(&network, &bridge, &subnet, &d.join("ipam"));
+            berth_bench::cri::bridge_conflist(&network, &bridge, &subnet, &d.join("ipam"));
         std::fs::write(
             conf_dir.join("10-berth-test.conflist"),
             serde_json::to_vec_pretty(&conflist).unwrap(),

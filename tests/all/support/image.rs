@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 /// Layers are built with the bench's builder; this module adds the busybox
 /// httpd image with CGI scripts, the OCI layout and the skopeo push.
-pub use berth::bench::image::Layer;
+pub use berth_bench::image::Layer;
 
 /// The busybox base: `/bin/busybox` with applet links, passwd/group, `/www`.
 pub fn busybox_base() -> Layer {

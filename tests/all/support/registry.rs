@@ -260,7 +260,7 @@ fn base64(bytes: &[u8]) -> String {
 pub fn python_helper(script: &str, args: &[&str]) -> String {
     // The integration tests belong to the `host` package, a sibling of `tests/`.
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/support")
+        .join("../../tests/support")
         .join(script);
     let out = Command::new("python3")
         .arg(&path)

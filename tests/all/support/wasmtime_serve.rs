@@ -18,7 +18,7 @@ pub struct WasmtimeServe {
 
 /// The wasmtime CLI from target/tools-venv.
 fn binary() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools-venv");
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools-venv");
     walk(&venv, 6).unwrap_or_else(|| {
         panic!(
             "no wasmtime CLI under {}: run scripts/setup.sh (make test does)",

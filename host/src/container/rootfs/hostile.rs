@@ -560,15 +560,20 @@ fn an_unpack_told_to_stop_ends_with_stopped_and_leaves_nothing() {
     let layers = blobs(tmp.path(), &[t.end()]);
     let images = tmp.path().join("rootfs");
     let dest = images.join("sha256-x");
-    let stop = AtomicBool::new(true);
+    let stop = CancellationToken::new();
+    stop.cancel();
     let err = unpack_image_until(&layers, &dest, &UnpackLimits::default(), &stop).unwrap_err();
     assert!(matches!(err, UnpackError::Stopped), "{err:?}");
     assert!(err.to_string().contains("stopped"), "{err}");
     assert_eq!(names(&images), Vec::<String>::new(), "nothing left behind");
 
     // Not told to stop: the same layers unpack.
-    stop.store(false, std::sync::atomic::Ordering::Relaxed);
-    let lease =
-        unpack_image_until(&layers, &dest, &UnpackLimits::default(), &stop).expect("unpack");
+    let lease = unpack_image_until(
+        &layers,
+        &dest,
+        &UnpackLimits::default(),
+        &CancellationToken::new(),
+    )
+    .expect("unpack");
     assert_eq!(names(lease.path()).len(), 100);
 }

@@ -32,7 +32,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_util::sync::CancellationToken;
 
 use tar::{EntryType, Header};
 
@@ -205,7 +205,7 @@ pub(super) struct Tally<'s> {
     tripped: RefCell<Option<LimitExceeded>>,
     /// Set by someone else (the host stopping): the unpack ends at the next
     /// entry or buffer of bytes.
-    stop: Option<&'s AtomicBool>,
+    stop: Option<&'s CancellationToken>,
 }
 
 impl<'s> Tally<'s> {
@@ -219,8 +219,8 @@ impl<'s> Tally<'s> {
         }
     }
 
-    /// A tally that also ends the unpack once `stop` is set.
-    pub(super) fn until(limits: UnpackLimits, stop: &'s AtomicBool) -> Self {
+    /// A tally that also ends the unpack once `stop` is cancelled.
+    pub(super) fn until(limits: UnpackLimits, stop: &'s CancellationToken) -> Self {
         Self {
             stop: Some(stop),
             ..Self::new(limits)
@@ -229,7 +229,7 @@ impl<'s> Tally<'s> {
 
     /// Whether the unpack was asked to stop.
     pub(super) fn stopped(&self) -> bool {
-        self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
+        self.stop.is_some_and(CancellationToken::is_cancelled)
     }
 
     fn check_stop(&self) -> io::Result<()> {

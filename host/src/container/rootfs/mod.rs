@@ -142,7 +142,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use tokio_util::sync::CancellationToken;
 
 use rustix::fs::{Mode, OFlags, Timespec};
 
@@ -484,11 +484,11 @@ pub fn unpack_image(
     dest: &Path,
     limits: &UnpackLimits,
 ) -> Result<RootfsLease, UnpackError> {
-    unpack_image_until(layers, dest, limits, &AtomicBool::new(false))
+    unpack_image_until(layers, dest, limits, &CancellationToken::new())
 }
 
 /// [`unpack_image`] that ends early, with [`UnpackError::Stopped`] and nothing
-/// left behind, once `stop` is set (checked at every entry and every buffer
+/// left behind, once `stop` is cancelled (checked at every entry and every buffer
 /// of bytes): the host stopping does not wait for an image of gigabytes.
 ///
 /// # Errors
@@ -497,7 +497,7 @@ pub fn unpack_image_until(
     layers: &[(PathBuf, Compression)],
     dest: &Path,
     limits: &UnpackLimits,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<RootfsLease, UnpackError> {
     let Some(name) = dest.file_name() else {
         return Err(UnpackError::io(

@@ -4,7 +4,7 @@
 use http::Method;
 
 use super::client::{AdminArgs, AdminClient, block_on, print_json, write_stdout};
-use crate::api::AppView;
+use berth::api::AppView;
 
 /// Arguments of `berth traffic`.
 #[derive(Debug, clap::Args)]
@@ -30,7 +30,7 @@ pub struct TrafficArgs {
 /// server unreachable.
 pub fn run(args: TrafficArgs) -> anyhow::Result<()> {
     block_on(async move {
-        crate::config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
+        berth::config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
         let client = AdminClient::new(&args.admin)?;
         let body = serde_json::json!({ "latest_percent": args.latest });
         let (_, app): (_, AppView) = client

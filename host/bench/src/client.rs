@@ -172,7 +172,7 @@ impl TimedClient {
         let req = http::Request::get(path)
             .header(http::header::HOST, &self.host)
             .header(http::header::USER_AGENT, "berth-bench")
-            .header(crate::http::TIMING_REQUEST_HEADER, "1")
+            .header(berth::http::TIMING_REQUEST_HEADER, "1")
             .body(Empty::<Bytes>::new())?;
         let resp = self
             .sender

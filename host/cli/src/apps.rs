@@ -3,7 +3,7 @@
 use super::client::{
     AdminArgs, AdminClient, block_on, or_dash, print_json, print_table, write_stdout,
 };
-use crate::api::{AppList, AppView};
+use berth::api::{AppList, AppView};
 
 /// Arguments of `berth apps`.
 #[derive(Debug, clap::Args)]

@@ -5,7 +5,7 @@ use std::io::Read as _;
 use std::path::PathBuf;
 
 use super::client::{AdminArgs, AdminClient, block_on, print_json, print_table, write_stdout};
-use crate::api::{SecretList, SecretView};
+use berth::api::{SecretList, SecretView};
 
 /// `berth secret` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -73,14 +73,14 @@ pub fn run(cmd: SecretCommand) -> anyhow::Result<()> {
 }
 
 fn set(args: SetArgs) -> anyhow::Result<()> {
-    crate::secrets::validate_name(&args.name)?;
+    berth::secrets::validate_name(&args.name)?;
     let value = match &args.file {
         Some(path) => std::fs::read(path)
             .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", path.display()))?,
         None => {
             let mut v = Vec::new();
             std::io::stdin()
-                .take(crate::secrets::MAX_VALUE_BYTES as u64 + 2)
+                .take(berth::secrets::MAX_VALUE_BYTES as u64 + 2)
                 .read_to_end(&mut v)?;
             if v.ends_with(b"\n") {
                 v.pop();
@@ -132,7 +132,7 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
 }
 
 fn delete(args: DeleteArgs) -> anyhow::Result<()> {
-    crate::secrets::validate_name(&args.name)?;
+    berth::secrets::validate_name(&args.name)?;
     block_on(async move {
         let client = AdminClient::new(&args.admin)?;
         client.delete(&format!("/v1/secrets/{}", args.name)).await?;

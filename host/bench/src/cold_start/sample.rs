@@ -11,12 +11,12 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{ATTEMPTS, ColdStartOptions, SETTLE, WARM_UP, instance_port, instance_spec, step};
-use crate::backend::Kind;
-use crate::bench::client::{Reconnecting, Timed, TimedClient, server_timing};
-use crate::bench::runc::BareRunc;
-use crate::config::Source;
-use crate::revision::{Revision, RevisionStatus};
-use crate::server::Server;
+use crate::client::{Reconnecting, Timed, TimedClient, server_timing};
+use crate::runc::BareRunc;
+use berth::backend::Kind;
+use berth::config::Source;
+use berth::revision::{Revision, RevisionStatus};
+use berth::server::Server;
 
 /// One app under test.
 #[derive(Debug)]
@@ -42,7 +42,7 @@ impl Target {
         Ok(Self {
             app,
             kind,
-            host: format!("{app}.{}", crate::config::DEFAULT_DOMAIN),
+            host: format!("{app}.{}", berth::config::DEFAULT_DOMAIN),
             body,
             revision: revision.clone(),
         })
@@ -253,7 +253,7 @@ fn minor_faults() -> u64 {
         .unwrap_or(0)
 }
 
-/// The steps of [`WasmRuntime::load_app`](crate::wasm::WasmRuntime::load_app)
+/// The steps of [`WasmRuntime::load_app`](berth::wasm::WasmRuntime::load_app)
 /// (a Wasm instance start from zero), timed apart: read and hash the
 /// `.wasm`; map the cached artifact (`CompileCache::load`, i.e.
 /// `Component::deserialize_file`); and `load_app` as a whole, whose
@@ -269,8 +269,8 @@ fn load_phases(
     let Source::Wasm(path) = &spec.source else {
         anyhow::bail!("not a Wasm app");
     };
-    let cache = crate::wasm::cache::CompileCache::new(data_dir.join("compiled"), runtime.engine())?;
-    let log = Arc::new(crate::logs::AppLog::open(
+    let cache = berth::wasm::cache::CompileCache::new(data_dir.join("compiled"), runtime.engine())?;
+    let log = Arc::new(berth::logs::AppLog::open(
         &data_dir.join("logs"),
         "bench-load",
     )?);
@@ -283,7 +283,7 @@ fn load_phases(
     let (component, from) = cache.load(runtime.engine(), &bytes, &sha256)?;
     let deserialize = t.elapsed();
     anyhow::ensure!(
-        from == crate::wasm::cache::LoadedFrom::Cache,
+        from == berth::wasm::cache::LoadedFrom::Cache,
         "the component was compiled, not loaded from the cache"
     );
     drop(component);

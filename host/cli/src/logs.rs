@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::client::{AdminArgs, AdminClient};
-use crate::config;
-use crate::logs;
+use berth::config;
+use berth::logs;
 
 /// Arguments of `berth logs`.
 #[derive(Debug, clap::Args)]
@@ -40,7 +40,7 @@ fn output(raw: bool) -> Box<dyn Write> {
     if raw {
         Box::new(out)
     } else {
-        Box::new(crate::http::EscapingWriter::new(out))
+        Box::new(berth::http::EscapingWriter::new(out))
     }
 }
 

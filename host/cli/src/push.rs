@@ -1,16 +1,16 @@
 //! `berth push REF FILE`: push a Wasm component to an OCI registry.
 //!
 //! The component is pushed as a CNCF Wasm artifact (see
-//! [`crate::oci::push_component`]), or with `--image` as an index of that
+//! [`berth::oci::push_component`]), or with `--image` as an index of that
 //! artifact and two images for containerd
-//! ([`crate::oci::push_component_image`]); the digest is printed on stdout.
+//! ([`berth::oci::push_component_image`]); the digest is printed on stdout.
 //! [`RegistryArgs`] are the registry flags shared with `berth pull`.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::oci::{self, Auth, ClientOptions, Credentials, RegistryClient};
+use berth::oci::{self, Auth, ClientOptions, Credentials, RegistryClient};
 
 /// Arguments of `berth push`.
 #[derive(Debug, clap::Args)]

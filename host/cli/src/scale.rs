@@ -6,7 +6,7 @@
 use http::Method;
 
 use super::client::{AdminArgs, AdminClient, block_on, print_json, write_stdout};
-use crate::api::{AppView, ScaleRequest};
+use berth::api::{AppView, ScaleRequest};
 
 /// Arguments of `berth scale`.
 #[derive(Debug, clap::Args)]
@@ -35,7 +35,7 @@ pub struct ScaleArgs {
 /// unreachable.
 pub fn run(args: ScaleArgs) -> anyhow::Result<()> {
     block_on(async move {
-        crate::config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
+        berth::config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
         let client = AdminClient::new(&args.admin)?;
         let body = ScaleRequest {
             min_scale: args.min,
@@ -56,7 +56,7 @@ pub fn run(args: ScaleArgs) -> anyhow::Result<()> {
             app.name,
             app.config.min_scale.unwrap_or(0),
             app.config.max_scale.map_or_else(
-                || format!("{} (default)", crate::autoscale::config::DEFAULT_MAX_SCALE),
+                || format!("{} (default)", berth::autoscale::config::DEFAULT_MAX_SCALE),
                 |m| m.to_string()
             ),
             app.revision

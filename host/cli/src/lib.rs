@@ -1,4 +1,7 @@
-//! The `berth` command line: one module per subcommand.
+//! The `berth` command line: one module per subcommand, over the server
+//! library (crate `berth`) and, for `berth bench`, the benchmark harness
+//! (crate `berth-bench`), which the server library does not link.
+//! `main.rs` only parses the command line.
 
 pub mod app;
 pub mod apps;

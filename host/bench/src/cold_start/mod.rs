@@ -20,10 +20,10 @@ use super::image::Image;
 use super::registry::{self, Registry};
 use super::report::{HostInfo, Report};
 use super::runc::BareRunc;
-use crate::backend::Kind;
-use crate::config::{AppSpec, Config, Source};
-use crate::revision::Revision;
-use crate::server::{Server, ServerOptions};
+use berth::backend::Kind;
+use berth::config::{AppSpec, Config, Source};
+use berth::revision::Revision;
+use berth::server::{Server, ServerOptions};
 
 /// The Wasm app.
 pub const WASM_APP: &str = "hello-wasm";
@@ -88,7 +88,7 @@ impl Tools {
                 let candidates = [
                     PathBuf::from(HELLO_WASM),
                     Path::new(env!("CARGO_MANIFEST_DIR"))
-                        .join("..")
+                        .join("../..")
                         .join(HELLO_WASM),
                 ];
                 let found = candidates.iter().find(|p| p.is_file()).cloned();
@@ -97,13 +97,13 @@ impl Tools {
                         "the hello component is missing (looked for {HELLO_WASM} here and in {}): \
                          build it with `make components` (or `cd components && cargo build --release`), \
                          or pass --wasm PATH",
-                        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").display()
+                        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").display()
                     ));
                 }
                 found
             }
         };
-        let runc = crate::container::runc::find_runc(None);
+        let runc = berth::container::runc::find_runc(None);
         if runc.is_none() {
             missing.push(
                 "runc is missing: install the Debian package `runc` (scripts/setup.sh does)".into(),
@@ -157,7 +157,7 @@ pub fn bench_spec(source: Source) -> AppSpec {
     spec.container.startup_timeout = Duration::from_secs(30);
     // The host network, as the bare-runc baseline has it (and as the image
     // binds 127.0.0.1): the comparison is of the runtimes, not of networks.
-    spec.container.network = crate::config::NetworkMode::Host;
+    spec.container.network = berth::config::NetworkMode::Host;
     // httpd is PID 1 of its namespace and ignores SIGTERM: do not wait
     // for it (stopping is not measured).
     spec.container.shutdown_grace = Duration::from_millis(50);
@@ -199,10 +199,10 @@ pub async fn run_cold_start(opts: &ColdStartOptions) -> anyhow::Result<Report> {
             (t.path().to_path_buf(), Some(t))
         }
     };
-    crate::files::create_private_dir(&data_dir)
+    berth::files::create_private_dir(&data_dir)
         .with_context(|| format!("cannot create data directory `{}`", data_dir.display()))?;
     // As `berth serve` does: a data directory a running host holds is refused.
-    let _lock = crate::server::DataDirLock::acquire(&data_dir)?;
+    let _lock = berth::server::DataDirLock::acquire(&data_dir)?;
     let held = Held::default();
     let result = tokio::select! {
         r = bench(opts, &tools, work.path(), &data_dir, &held) => r,
@@ -249,7 +249,7 @@ async fn reap_containers(runc: &Path, data_dir: &Path) {
     if !state.exists() {
         return;
     }
-    match crate::container::Shim::new(&state, runc.to_path_buf()) {
+    match berth::container::Shim::new(&state, runc.to_path_buf()) {
         Ok(shim) => match shim.reap_leftovers().await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(count = n, "removed containers the bench left behind"),
@@ -284,12 +284,12 @@ async fn bench(
     Image::hello(&container_body)?.push(&reference).await?;
 
     // The baseline's template is berth's own spec, read from the bundle.
-    crate::container::keep_runtime_specs();
+    berth::container::keep_runtime_specs();
     let mut options = ServerOptions::new(data_dir);
     options.runc = Some(tools.runc.clone());
     options.drain_timeout = Duration::from_secs(5);
     let config = Config {
-        domain: crate::config::DEFAULT_DOMAIN.into(),
+        domain: berth::config::DEFAULT_DOMAIN.into(),
         ..Config::default()
     };
     let server = Arc::new(Server::start(&config, options).await?);

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{ErrorBody, TOKEN_ENV};
+use berth::api::{ErrorBody, TOKEN_ENV};
 
 /// The default admin API address.
 pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:8081";
@@ -93,8 +93,8 @@ impl AdminClient {
                 let dir = args
                     .data_dir
                     .clone()
-                    .unwrap_or_else(crate::config::default_data_dir);
-                crate::api::read_token_file(&dir)?
+                    .unwrap_or_else(berth::config::default_data_dir);
+                berth::api::read_token_file(&dir)?
             }
         };
         let token = token

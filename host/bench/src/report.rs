@@ -336,7 +336,7 @@ impl Report {
             out,
             "back to back on one connection; paused = warm, but made as a cold start is (new \
              connection, {} ms pause)",
-            crate::bench::cold_start::SETTLE.as_millis()
+            crate::cold_start::SETTLE.as_millis()
         )?;
         writeln!(
             out,

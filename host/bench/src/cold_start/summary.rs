@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::ColdStartOptions;
 use super::sample::{ColdSample, Measured, WarmSeries};
-use crate::bench::report::{
+use crate::report::{
     BaselineReport, HostInfo, KindReport, ProxyReport, Report, Stats, definitions,
 };
 
@@ -106,19 +106,19 @@ fn empty() -> Stats {
 }
 
 /// For the chart: the cold-start series of a report.
-pub fn chart_series(report: &Report) -> Vec<crate::bench::svg::Series> {
+pub fn chart_series(report: &Report) -> Vec<crate::svg::Series> {
     let mut series = vec![
-        crate::bench::svg::Series {
+        crate::svg::Series {
             label: "Wasm component".into(),
             stats: report.wasm.cold_start_us.clone(),
         },
-        crate::bench::svg::Series {
+        crate::svg::Series {
             label: "container (berth)".into(),
             stats: report.container.cold_start_us.clone(),
         },
     ];
     if let Some(b) = &report.baseline_runc {
-        series.push(crate::bench::svg::Series {
+        series.push(crate::svg::Series {
             label: "container (bare runc)".into(),
             stats: b.cold_start_us.clone(),
         });

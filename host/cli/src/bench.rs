@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::bench::cold_start::{ColdStartOptions, chart_series, run_cold_start};
-use crate::bench::svg;
+use berth_bench::cold_start::{ColdStartOptions, chart_series, run_cold_start};
+use berth_bench::svg;
 
 /// `berth bench` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -51,7 +51,7 @@ pub struct ContainerdArgs {
     pub private_node: bool,
     /// The private node's containerd: the directory holding
     /// `usr/bin/containerd` (what scripts/setup.sh unpacks).
-    #[arg(long, value_name = "DIR", default_value = crate::bench::cri_bench::DEFAULT_CONTAINERD17_DIR, requires = "private_node")]
+    #[arg(long, value_name = "DIR", default_value = berth_bench::cri_bench::DEFAULT_CONTAINERD17_DIR, requires = "private_node")]
     pub containerd_dir: PathBuf,
     /// The private node's `containerd-shim-berth-v1` [default: next to
     /// this berth, else on PATH].
@@ -115,7 +115,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 }
 
 fn containerd(args: ContainerdArgs) -> anyhow::Result<()> {
-    use crate::bench::containerd::{ContainerdBenchOptions, run_containerd_bench};
+    use berth_bench::containerd::{ContainerdBenchOptions, run_containerd_bench};
     if args.cri {
         return containerd_cri(args);
     }
@@ -124,7 +124,7 @@ fn containerd(args: ContainerdArgs) -> anyhow::Result<()> {
         iterations: args.iterations as usize,
         wasm: args
             .wasm
-            .unwrap_or_else(|| PathBuf::from(crate::bench::cold_start::HELLO_WASM)),
+            .unwrap_or_else(|| PathBuf::from(berth_bench::cold_start::HELLO_WASM)),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -148,7 +148,7 @@ fn containerd(args: ContainerdArgs) -> anyhow::Result<()> {
 }
 
 fn containerd_cri(args: ContainerdArgs) -> anyhow::Result<()> {
-    use crate::bench::cri_bench::{CriBenchOptions, Node, find_shim, run_cri_bench};
+    use berth_bench::cri_bench::{CriBenchOptions, Node, find_shim, run_cri_bench};
     let node = if args.private_node {
         let shim = args.shim.or_else(find_shim).context(
             "containerd-shim-berth-v1 is neither next to berth nor on PATH \
@@ -166,7 +166,7 @@ fn containerd_cri(args: ContainerdArgs) -> anyhow::Result<()> {
         iterations: args.iterations as usize,
         wasm: args
             .wasm
-            .unwrap_or_else(|| PathBuf::from(crate::bench::cold_start::HELLO_WASM)),
+            .unwrap_or_else(|| PathBuf::from(berth_bench::cold_start::HELLO_WASM)),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::apps::source;
 use super::client::{AdminArgs, AdminClient, block_on, or_dash, print_json, table};
-use crate::api::{AppView, KeyvalueView};
+use berth::api::{AppView, KeyvalueView};
 
 /// Arguments of `berth app`.
 #[derive(Debug, clap::Args)]
@@ -25,7 +25,7 @@ pub struct AppArgs {
 /// An unknown app, or the server unreachable or refusing the request.
 pub fn run(args: AppArgs) -> anyhow::Result<()> {
     block_on(async move {
-        crate::config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
+        berth::config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
         let client = AdminClient::new(&args.admin)?;
         let app: AppView = client.get(&format!("/v1/apps/{}", args.name)).await?;
         if args.json {
@@ -98,7 +98,7 @@ pub fn describe(app: &AppView) -> String {
             app.instances.desired,
             app.config.min_scale.unwrap_or(0),
             app.config.max_scale.map_or_else(
-                || format!("{} (default)", crate::autoscale::config::DEFAULT_MAX_SCALE),
+                || format!("{} (default)", berth::autoscale::config::DEFAULT_MAX_SCALE),
                 |m| m.to_string()
             ),
         ),

@@ -13,8 +13,8 @@ use anyhow::Context as _;
 use http::{Method, StatusCode};
 
 use super::client::{AdminArgs, AdminClient, block_on, print_json, write_stdout};
-use crate::api::AppView;
-use crate::config::AppConfig;
+use berth::api::AppView;
+use berth::config::AppConfig;
 
 /// Arguments of `berth deploy`.
 #[derive(Debug, clap::Args)]
@@ -122,7 +122,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
 /// # Errors
 /// An unreadable or invalid file, or no code given.
 pub fn app_config(args: &DeployArgs) -> anyhow::Result<AppConfig> {
-    crate::config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
+    berth::config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
     let mut config = match &args.file {
         Some(file) => read_file(file)?,
         None => AppConfig::default(),

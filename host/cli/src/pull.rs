@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use super::push::RegistryArgs;
-use crate::oci::{BlobStore, Puller};
+use berth::oci::{BlobStore, Puller};
 
 /// Arguments of `berth pull`.
 #[derive(Debug, clap::Args)]
@@ -47,7 +47,7 @@ pub async fn run_async(args: PullArgs) -> anyhow::Result<()> {
     let data_dir = args
         .data_dir
         .clone()
-        .unwrap_or_else(crate::config::default_data_dir);
+        .unwrap_or_else(berth::config::default_data_dir);
     let store = BlobStore::open(&data_dir)?;
     let puller = Puller::new(args.registry.client()?, store);
     let pulled = puller

@@ -26,7 +26,7 @@ use super::image::Image;
 use super::registry::{self, Registry};
 use super::report::Stats;
 use super::svg::Series;
-use crate::oci::{self, RegistryClient};
+use berth::oci::{self, RegistryClient};
 
 /// Bound on one task answering its first byte.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -21,7 +21,7 @@ pub struct DeleteArgs {
 /// An unknown app, or the server unreachable or refusing the request.
 pub fn run(args: DeleteArgs) -> anyhow::Result<()> {
     block_on(async move {
-        crate::config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
+        berth::config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
         let client = AdminClient::new(&args.admin)?;
         client.delete(&format!("/v1/apps/{}", args.name)).await?;
         if args.json {

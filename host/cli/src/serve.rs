@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::config::{self, Config};
-use crate::server::{DataDirLock, Server, ServerOptions};
+use berth::config::{self, Config};
+use berth::server::{DataDirLock, Server, ServerOptions};
 
 /// Arguments of `berth serve`.
 #[derive(Debug, clap::Args)]
@@ -50,10 +50,10 @@ pub struct ServeArgs {
     pub secrets_key: Option<PathBuf>,
     /// The bridge of the isolated container network (berth owns it and its
     /// firewall chains, and removes them at exit).
-    #[arg(long, env = "BERTH_CONTAINER_BRIDGE", default_value = crate::container::bridge::DEFAULT_BRIDGE)]
+    #[arg(long, env = "BERTH_CONTAINER_BRIDGE", default_value = berth::container::bridge::DEFAULT_BRIDGE)]
     pub container_bridge: String,
     /// The isolated container network's IPv4 subnet.
-    #[arg(long, env = "BERTH_CONTAINER_SUBNET", default_value = crate::container::bridge::DEFAULT_SUBNET)]
+    #[arg(long, env = "BERTH_CONTAINER_SUBNET", default_value = berth::container::bridge::DEFAULT_SUBNET)]
     pub container_subnet: String,
     /// Wasm instances that may run at once across all apps.
     #[arg(long, env = "BERTH_MAX_INSTANCES", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -74,7 +74,7 @@ pub struct ServeArgs {
     /// Pre-instantiated Wasm instances each app keeps per instance the
     /// autoscaler wants (at most 32 per app, and an eighth of
     /// --max-instances in all); 0 turns the stock off.
-    #[arg(long, env = "BERTH_WASM_STOCK_PER_INSTANCE", default_value_t = crate::wasm::stock::DEFAULT_STOCK_PER_INSTANCE, value_parser = clap::value_parser!(u32).range(0..=32))]
+    #[arg(long, env = "BERTH_WASM_STOCK_PER_INSTANCE", default_value_t = berth::wasm::stock::DEFAULT_STOCK_PER_INSTANCE, value_parser = clap::value_parser!(u32).range(0..=32))]
     pub wasm_stock_per_instance: u32,
     /// Outbound connections all Wasm guests may hold at once (each app
     /// also has its own `limits.outbound_connections`) [default: a quarter
@@ -90,7 +90,7 @@ pub struct ServeArgs {
         default_value = "madvise",
         hide = true
     )]
-    pub wasm_slot_reset: crate::wasm::SlotReset,
+    pub wasm_slot_reset: berth::wasm::SlotReset,
     /// Exit when an app of the config file cannot be deployed, instead of
     /// serving the others and retrying it in the background.
     #[arg(long, env = "BERTH_STRICT")]
@@ -156,7 +156,7 @@ pub struct ServeArgs {
     pub traces_sampler_arg: Option<String>,
     /// Ended spans waiting for export at most; more are dropped and counted
     /// in `berth_trace_spans_dropped_total`.
-    #[arg(long, env = "OTEL_BSP_MAX_QUEUE_SIZE", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=crate::trace::MAX_QUEUE as u64))]
+    #[arg(long, env = "OTEL_BSP_MAX_QUEUE_SIZE", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=berth::trace::MAX_QUEUE as u64))]
     pub trace_queue: u64,
     /// Milliseconds a batch of spans waits to fill before it is sent.
     #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
@@ -173,12 +173,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(config::default_data_dir);
-    crate::files::create_private_dir(&data_dir)
+    berth::files::create_private_dir(&data_dir)
         .with_context(|| format!("cannot create data directory `{}`", data_dir.display()))?;
     // Before anything touches the directory; held until the process exits.
     let _lock = DataDirLock::acquire(&data_dir)?;
-    let env_token = std::env::var(crate::api::TOKEN_ENV).ok();
-    let admin_auth = crate::api::AdminAuth::from_sources(
+    let env_token = std::env::var(berth::api::TOKEN_ENV).ok();
+    let admin_auth = berth::api::AdminAuth::from_sources(
         args.admin_token_file.as_deref(),
         env_token.as_deref(),
     )?;
@@ -203,12 +203,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     options.engine.max_outbound_connections = args.max_outbound_connections;
     options.engine.slot_reset = args.wasm_slot_reset;
     options.engine.keyvalue_stores = cfg.keyvalue_stores.clone();
-    options.connections = crate::server::ConnectionLimits {
+    options.connections = berth::server::ConnectionLimits {
         max_connections: args.max_connections,
         max_connections_per_client: args.max_connections_per_client,
         header_read_timeout: args.header_read_timeout,
         idle_timeout: args.idle_timeout,
-        ..crate::server::ConnectionLimits::default()
+        ..berth::server::ConnectionLimits::default()
     };
     options
         .connections
@@ -220,15 +220,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_max_image_bytes(args.max_image_size);
     options.unpack.max_bytes = args.max_unpacked_size;
     options.access_log = args.access_log;
-    options.traces = crate::trace::TraceSettings {
-        endpoint: crate::trace::TraceSettings::endpoint_from(
+    options.traces = berth::trace::TraceSettings {
+        endpoint: berth::trace::TraceSettings::endpoint_from(
             args.otlp_endpoint.as_deref(),
             args.otlp_traces_endpoint.as_deref(),
             &args.otlp_protocol,
         )
         .map_err(|e| anyhow::anyhow!("--otlp-endpoint: {e}"))?,
         service_name: args.otel_service_name.clone(),
-        sampler: crate::trace::SamplerSetting::parse(
+        sampler: berth::trace::SamplerSetting::parse(
             &args.traces_sampler,
             args.traces_sampler_arg.as_deref(),
         )
@@ -241,17 +241,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     options.runc = args.runc.clone();
     options.secrets_key = args.secrets_key.clone();
     options.strict = args.strict;
-    options.bridge = crate::container::BridgeOptions {
+    options.bridge = berth::container::BridgeOptions {
         bridge: args.container_bridge.clone(),
         subnet: args.container_subnet.clone(),
-        ..crate::container::BridgeOptions::default()
+        ..berth::container::BridgeOptions::default()
     };
     options
         .bridge
         .validate()
         .map_err(|e| anyhow::anyhow!("--container-bridge/--container-subnet: {e}"))?;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        options.tls = Some(crate::tls::server_config(cert, key)?);
+        options.tls = Some(berth::tls::server_config(cert, key)?);
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -51,7 +51,7 @@ const CONTAINER_PUSH: &str = include_str!("../../../examples/container-hello/bui
 /// A bad name, a directory that exists already, no SDK for the Rust
 /// template, or a file that cannot be written.
 pub fn run(args: NewArgs) -> anyhow::Result<()> {
-    crate::config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
+    berth::config::validate_label(&args.name).map_err(|r| anyhow::anyhow!("{r}"))?;
     let root = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let dir = root.join(&args.name);
     anyhow::ensure!(
@@ -104,7 +104,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
 fn sdk_path(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     let path = match given {
         Some(p) => std::path::absolute(p)?,
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk"),
     };
     let path = path.canonicalize().unwrap_or(path);
     anyhow::ensure!(

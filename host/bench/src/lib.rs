@@ -1,8 +1,12 @@
 //! `berth bench`: berth measured against itself and against what users would
 //! otherwise run, with numbers from one run only.
 //!
+//! A crate of its own (`berth-bench`, over the server library `berth`):
+//! the `berth` binary (`berth-cli`) links it; the server library never
+//! does (`tests/all/layering.rs`).
+//!
 //! # `berth bench cold-start`
-//! One in-process [`Server`](crate::server::Server) on `127.0.0.1:0` serves
+//! One in-process [`Server`](berth::server::Server) on `127.0.0.1:0` serves
 //! the same hello service twice: as the `hello` Wasm component and as a
 //! busybox `httpd` container image built here ([`image`]) and pushed to a
 //! `docker-registry` started on a free loopback port ([`registry`]). Both
@@ -15,7 +19,7 @@
 //! 1. a new keep-alive HTTP/1.1 connection to the front door is opened (the
 //!    TCP connect is not measured);
 //! 2. every idle instance is stopped
-//!    ([`Revision::drop_idle_instances`](crate::revision::Revision::drop_idle_instances))
+//!    ([`Revision::drop_idle_instances`](berth::revision::Revision::drop_idle_instances))
 //!    and the revision is checked to have no instance ready or starting;
 //! 3. `GET /` with `Host: <app>.localhost` is sent; the time from the first
 //!    request byte written to the socket to the first response byte read
@@ -48,7 +52,7 @@
 //! `config.json`; network: the instance's own namespace, at the same time,
 //! nothing on the host network; run: `runc run --detach`; ready: first
 //! successful readiness probe), read from the same record
-//! ([`ColdStartRecord::split`](crate::revision::ColdStartRecord::split)),
+//! ([`ColdStartRecord::split`](berth::revision::ColdStartRecord::split)),
 //! plus `instance_start` as for Wasm.
 //!
 //! Then `--warm` sequential requests per kind on one keep-alive connection to
@@ -67,6 +71,7 @@ pub mod containerd;
 pub mod cri;
 pub mod cri_bench;
 pub mod image;
+pub mod private_node;
 pub mod registry;
 pub mod report;
 pub mod runc;
