@@ -416,7 +416,6 @@ fn query_flag(query: Option<&str>, key: &str) -> Result<bool, String> {
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`], naming the key of a bad
 /// value.
-#[allow(clippy::result_large_err)] // The error is the response to send.
 async fn read_json<T, B>(req: Request<B>) -> Result<T, Response<Body>>
 where
     T: serde::de::DeserializeOwned,
@@ -451,7 +450,6 @@ where
 }
 
 /// Reads a body of at most `limit` bytes.
-#[allow(clippy::result_large_err)] // The error is the response to send.
 async fn read_body<B>(req: Request<B>, limit: usize) -> Result<Bytes, Response<Body>>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,

@@ -51,7 +51,7 @@ impl fmt::Debug for ContainerBackend {
 impl ContainerBackend {
     /// A backend running `image` over the unpacked `rootfs`; `secrets`
     /// gives the values of the app's secrets at each instance start.
-    #[allow(clippy::too_many_arguments)] // One per piece of a revision.
+    #[expect(clippy::too_many_arguments, reason = "one per piece of a revision")]
     pub fn new(
         shim: Arc<Shim>,
         rootfs: PathBuf,

@@ -73,7 +73,7 @@ fn not_a_command() -> TokenStream2 {
         /// Satisfies rustc in a bin crate; dead code in a `cdylib`. A
         /// wasi:http host calls the handler export, never the `wasi:cli/run`
         /// export that this becomes in a bin.
-        #[allow(dead_code)]
+        #[allow(dead_code, reason = "a cdylib never calls it")]
         fn main() {
             ::berth_sdk::__private::not_a_command()
         }
