@@ -41,7 +41,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::config::{AppConfig, AppSpec, Config, Source};
+use crate::config::{AppConfig, AppSpec, Config, InvalidSetting, Source};
 use crate::files::write_atomic;
 
 /// The state file's name inside the data directory.
@@ -155,9 +155,9 @@ impl StoredApp {
     /// stored settings with the image replaced by its pinned digest.
     ///
     /// # Errors
-    /// The key and reason when the stored settings no longer validate (for
+    /// The setting refused when the stored settings no longer validate (for
     /// instance after an upgrade tightened a rule).
-    pub fn pinned_spec(&self, name: &str) -> Result<AppSpec, (String, String)> {
+    pub fn pinned_spec(&self, name: &str) -> Result<AppSpec, InvalidSetting> {
         let mut spec = AppSpec::from_config(name, &self.config, Path::new("/"))?;
         if let (Source::Image(_), Some(pinned)) = (&spec.source, &self.pinned) {
             spec.source = Source::Image(pinned.clone());
@@ -489,13 +489,9 @@ impl StateStore {
                             },
                         });
                     }
-                    Err((key, reason)) => plan.unrestorable.push(Unrestorable {
+                    Err(e) => plan.unrestorable.push(Unrestorable {
                         name,
-                        reason: if key.is_empty() {
-                            reason
-                        } else {
-                            format!("key `{key}`: {reason}")
-                        },
+                        reason: e.to_string(),
                     }),
                 },
             }

@@ -263,7 +263,7 @@ where
     }
     let spec = match AppSpec::from_config(name, &config, Path::new("/")) {
         Ok(spec) => spec,
-        Err((key, reason)) => return invalid(&key, &reason),
+        Err(e) => return invalid(&e.key, &e.reason),
     };
     if let Source::Wasm(path) = &spec.source
         && !path.is_file()
@@ -398,7 +398,7 @@ where
     };
     let spec = match changed.pinned_spec(name) {
         Ok(spec) => spec,
-        Err((key, reason)) => return invalid(&key, &reason),
+        Err(e) => return invalid(&e.key, &e.reason),
     };
     let record = Record {
         config,

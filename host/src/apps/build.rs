@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use super::{Apps, AppsOptions, Deployed};
 use crate::backend::{Backend, Kind};
 use crate::config::{AppSpec, Source};
+use crate::container::accounts::image_user;
 use crate::container::backend::ContainerBackend;
 use crate::container::rootfs::{self, Compression};
 use crate::container::{ImageConfig, Shim};
@@ -213,6 +214,12 @@ impl Apps {
                 }
             })
             .context("cannot unpack the image")?;
+        // The `User` each instance start resolves, resolved once now.
+        let (root, user) = (rootfs.clone(), image_config.user.clone());
+        tokio::task::spawn_blocking(move || image_user(&root, user.as_deref()))
+            .await
+            .context("user task failed")?
+            .context("bad image config")?;
         let log = self.open_log(name)?;
         let backend = Arc::new(
             ContainerBackend::new(

@@ -490,7 +490,6 @@ impl Apps {
     fn check_deploy(&self, name: &str, spec: &AppSpec) -> anyhow::Result<()> {
         crate::config::validate_label(name).map_err(|r| anyhow::anyhow!("app name: {r}"))?;
         spec.validate()
-            .map_err(|(key, reason)| anyhow::anyhow!("key `{key}`: {reason}"))
             .with_context(|| format!("cannot deploy app `{name}`"))?;
         for (var, secret) in &spec.secrets {
             if !self.secrets.contains(secret) {

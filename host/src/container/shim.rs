@@ -7,7 +7,7 @@
 //! [`Shim::start`] writes the runtime spec
 //! ([`super::spec::runtime_spec`]), mounts the overlay while it makes the
 //! instance's network namespace (unless it shares the host's; `lo` up, and
-//! for [`Network::Isolated`](super::Network::Isolated) attached to the
+//! for [`NetworkMode::Isolated`](super::NetworkMode::Isolated) attached to the
 //! bridge), runs one `runc run --detach` (stdio: pipes berth reads into the
 //! app log, `output.rs`) whose spec joins that namespace, then probes the instance's port (on the bridge,
 //! from inside its namespace for `none`, on loopback for the host network)
@@ -119,7 +119,7 @@ impl Shim {
     }
 
     /// Sets up the isolated network (the CNI plugins, berth's firewall
-    /// chains) for instances with [`Network::Isolated`](super::Network::Isolated).
+    /// chains) for instances with [`NetworkMode::Isolated`](super::NetworkMode::Isolated).
     /// When it cannot be set up, isolated instances fail to start with the
     /// reason, and the other kinds are unaffected. Call it before the shim is
     /// cloned.

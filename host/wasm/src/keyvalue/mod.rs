@@ -103,12 +103,12 @@ impl KvQuota {
     ///
     /// # Errors
     /// The key (`keyvalue_limits.keys`, …) and the reason.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), crate::InvalidSetting> {
         let check = |key: &str, v: u64, max: u64| {
             if (1..=max).contains(&v) {
                 Ok(())
             } else {
-                Err((
+                Err(crate::InvalidSetting::new(
                     format!("keyvalue_limits.{key}"),
                     format!("{v} is outside 1..={max}"),
                 ))
@@ -925,7 +925,7 @@ mod tests {
             batch: 0,
             ..KvQuota::default()
         };
-        assert_eq!(q.validate().unwrap_err().0, "keyvalue_limits.batch");
+        assert_eq!(q.validate().unwrap_err().key, "keyvalue_limits.batch");
         assert!(KvQuota::default().validate().is_ok());
     }
 }
