@@ -64,7 +64,7 @@ pub struct AppSpec {
     pub allowed_outbound_hosts: Vec<String>,
     /// Networks in refused ranges (private, shared, ULA, link-local…) the
     /// app's code may reach all the same, Wasm guests and containers alike
-    /// ([`AllowedNetworks`]).
+    /// ([`AllowedNetworks`](berth_wasm::networks::AllowedNetworks)).
     pub allowed_networks: Vec<String>,
     /// Per-request limits.
     pub limits: Limits,

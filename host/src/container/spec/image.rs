@@ -85,8 +85,8 @@ impl From<&ImageConfiguration> for ImageConfig {
 /// CVE-2024-21626: runc before 1.1.12 leaked a host directory's fd into
 /// `runc init`, and an image whose `WorkingDir` was `/proc/self/fd/7` started
 /// its process with a working directory on the host. The runc berth accepts
-/// is fixed ([`super::runc::RuncVersion`]); this refusal stands regardless,
-/// as nothing honest needs such a `WorkingDir`.
+/// is fixed ([`crate::container::runc::RuncVersion`]); this refusal stands
+/// regardless, as nothing honest needs such a `WorkingDir`.
 ///
 /// # Errors
 /// [`SpecError::WorkingDir`] naming the reason.
