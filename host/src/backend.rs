@@ -19,8 +19,9 @@ use http::{Request, Response};
 
 use crate::http::{Body, ReqBody, RequestInfo};
 
-/// What runs an app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What runs an app. Stored and shown as `wasm` or `container`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A Wasm component, in-process.
     Wasm,

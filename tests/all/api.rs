@@ -85,7 +85,7 @@ async fn cli_round_trip_deploy_apps_app_scale_delete() {
 
     let app: AppView =
         serde_json::from_str(&stdout(&berth(&host, &["app", "hello", "--json"]).await)).unwrap();
-    assert_eq!(app.kind, "wasm");
+    assert_eq!(app.kind, Some(berth::backend::Kind::Wasm));
     assert_eq!(app.state, AppState::Ready);
     assert_eq!(app.origin, Origin::Api);
     assert_eq!(app.routes, ["/hi"]);
@@ -1045,4 +1045,89 @@ mod prometheus {
             assert!(parse(bad).is_err(), "accepted {bad:?}");
         }
     }
+}
+
+/// The operations the admin API and the console share answer with typed
+/// views and typed errors: a caller matches on what went wrong instead of
+/// reading a status back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_operations_answer_typed() {
+    use berth::apps::{OpError, PutRequest, ScaleRequest, TrafficRequest};
+    use berth::backend::Kind;
+    use berth::config::AppConfig;
+
+    let host = TestHost::builder().start().await.unwrap();
+    let apps = host.apps();
+    let req = PutRequest {
+        config: AppConfig {
+            wasm: Some(art::HELLO.into()),
+            routes: vec!["/hi".into()],
+            ..AppConfig::default()
+        },
+        traffic_percent: 100,
+    };
+    let put = apps.put("hello", req.clone()).await.unwrap();
+    assert!(put.created);
+    assert_eq!(put.app.kind, Some(Kind::Wasm));
+    assert_eq!(put.app.routes, ["/hi"]);
+    assert!(!apps.put("hello", req.clone()).await.unwrap().created);
+    let relative = PutRequest {
+        config: AppConfig {
+            wasm: Some("hello.wasm".into()),
+            ..AppConfig::default()
+        },
+        ..req
+    };
+    match apps.put("other", relative).await {
+        Err(OpError::Invalid { key, message }) => {
+            assert_eq!(key.as_deref(), Some("wasm"));
+            assert!(message.contains("relative path"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let scale = ScaleRequest {
+        min_scale: Some(1),
+        max_scale: Some(3),
+    };
+    let scaled = apps.scale("hello", scale).await.unwrap();
+    assert_eq!(
+        (scaled.config.min_scale, scaled.config.max_scale),
+        (Some(1), Some(3))
+    );
+    assert!(matches!(
+        apps.scale("nope", scale).await,
+        Err(OpError::UnknownApp(name)) if name == "nope"
+    ));
+    assert!(matches!(
+        apps.scale("hello", ScaleRequest::default()).await,
+        Err(OpError::Invalid { key: None, .. })
+    ));
+    let single = apps.set_traffic("hello", TrafficRequest { latest_percent: 50 });
+    assert!(
+        matches!(&single, Err(OpError::Invalid { message, .. }) if message.contains("single revision")),
+        "{single:?}"
+    );
+    let all = apps.set_traffic(
+        "hello",
+        TrafficRequest {
+            latest_percent: 100,
+        },
+    );
+    assert_eq!(all.unwrap().revisions.len(), 1);
+
+    assert_eq!(apps.list().apps.len(), 1);
+    assert!(apps.buckets("hello").await.unwrap().buckets.is_empty());
+    assert!(matches!(
+        apps.buckets("nope").await,
+        Err(OpError::UnknownApp(_))
+    ));
+    apps.delete("hello").await.unwrap();
+    assert!(matches!(
+        apps.delete("hello").await,
+        Err(OpError::UnknownApp(_))
+    ));
+    assert!(matches!(apps.view("hello"), Err(OpError::UnknownApp(_))));
+    assert!(apps.list().apps.is_empty());
+    host.stop().await;
 }

@@ -543,3 +543,30 @@ async fn the_app_page_shows_buckets_by_count_and_bytes_not_values() {
     assert!(!page.contains("value-never-shown"), "{page}");
     host.stop().await;
 }
+
+/// A read that fails is shown on the page, not taken for "nothing yet": a
+/// benchmark table that exists but cannot be read is named with why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_a_read_that_failed() {
+    let host = TestHost::builder().start().await.unwrap();
+    let (cookie, _) = sign_in(&host).await;
+    let page = |cookie: String| {
+        let http = api(&host);
+        let url = format!("http://{}/ui/cold-starts", host.admin_addr);
+        async move {
+            let r = http.get(url).header("cookie", cookie).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let before = page(cookie.clone()).await;
+    assert!(before.contains("No result yet"), "{before}");
+    assert!(!before.contains("bench-error"), "{before}");
+    // A directory where the table should be: reading it fails.
+    std::fs::create_dir_all(host.data_dir().join("bench").join("cold-start.txt")).unwrap();
+    let after = page(cookie).await;
+    assert!(after.contains("id=\"bench-error\""), "{after}");
+    assert!(after.contains("cold-start.txt"), "{after}");
+    assert!(!after.contains("No result yet"), "{after}");
+    host.stop().await;
+}

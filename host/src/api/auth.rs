@@ -272,10 +272,8 @@ impl AdminAuth {
                 .with_context(|| format!("admin token file `{}`", path.display()))?;
             return Ok((auth, false));
         }
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
-        let token = hex::encode(bytes);
+        let token =
+            random_token().map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
         match crate::files::write_new_private(&path, format!("{token}\n").as_bytes()) {
             Ok(()) => Ok((Self::with_token(&token)?, true)),
             // Another start created it first: use that one.
@@ -379,6 +377,24 @@ pub fn read_token_file(data_dir: &Path) -> anyhow::Result<Option<String>> {
             path.display()
         ))),
     }
+}
+
+/// Whether secrets `a` and `b` are equal: compared as sha256 digests in
+/// constant time (the admin token, the console's CSRF tokens).
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let a: [u8; 32] = Sha256::digest(a.as_bytes()).into();
+    let b: [u8; 32] = Sha256::digest(b.as_bytes()).into();
+    constant_time_eq(&a, &b)
+}
+
+/// 32 random bytes in hex: a token, a session id.
+///
+/// # Errors
+/// The system has no randomness to give.
+pub fn random_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(hex::encode(bytes))
 }
 
 /// Compares two digests without an early exit.

@@ -15,8 +15,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::{BodyExt as _, Full, StreamBody};
+use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio::sync::broadcast::error::RecvError;
@@ -37,46 +38,85 @@ struct Position {
     offset: u64,
 }
 
-/// The log response for `app` under `logs_dir`. A follow ends when `apps`
-/// begins to shut down or is dropped.
+/// An app's log as chunks of bytes: the whole log, then (following) each
+/// line appended later.
+pub type LogStream = futures::stream::BoxStream<'static, Bytes>;
+
+/// Why an app's log cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// No app of that name, and no log left by one.
+    #[error("no app `{0}`")]
+    UnknownApp(String),
+    /// The log could not be read.
+    #[error("cannot read the log of app `{app}`: {source}")]
+    Io {
+        /// The app.
+        app: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The log of `app` (an app known to `apps`, or one that left a log): with
+/// `follow`, the history and then every new line until `apps` begins to
+/// shut down or is dropped.
 ///
 /// # Errors
-/// An I/O error reading the log, as the error to send.
-pub async fn response(
-    logs_dir: &Path,
-    app: &str,
-    follow: bool,
-    apps: &Arc<Apps>,
-) -> std::io::Result<Response<Body>> {
-    let body: Body = if follow {
-        let log = apps.app_log(app).map_err(std::io::Error::other)?;
-        let follow_log = log.clone();
-        let (history, rx) = tokio::task::spawn_blocking(move || follow_log.follow())
-            .await
-            .map_err(std::io::Error::other)??;
-        let tail = LogFollower {
-            _log: log,
-            rx,
-            apps: Arc::downgrade(apps),
-            first: (!history.is_empty()).then(|| Bytes::from(history)),
-        };
-        let stream = futures::stream::unfold(tail, |mut tail| async move {
-            let chunk = tail.next_chunk().await?;
-            Some((Ok::<_, BoxError>(Frame::data(chunk)), tail))
-        });
-        StreamBody::new(stream).boxed_unsync()
-    } else {
-        let path = log_path(logs_dir, app);
+/// [`LogError`].
+pub async fn stream(apps: &Arc<Apps>, app: &str, follow: bool) -> Result<LogStream, LogError> {
+    let logs_dir = apps.data_dir().join("logs");
+    if apps.view(app).is_err() && !log_path(&logs_dir, app).exists() {
+        return Err(LogError::UnknownApp(app.to_string()));
+    }
+    let io = |source| LogError::Io {
+        app: app.to_string(),
+        source,
+    };
+    if !follow {
+        let path = log_path(&logs_dir, app);
         let mut rotated = path.clone().into_os_string();
         rotated.push(".1");
-        let mut text = read_or_empty(&PathBuf::from(rotated)).await?;
-        let (current, _) = read_whole(&path).await?;
+        let mut text = read_or_empty(&PathBuf::from(rotated)).await.map_err(io)?;
+        let (current, _) = read_whole(&path).await.map_err(io)?;
         text.extend_from_slice(&current);
-        Full::new(Bytes::from(text))
-            .map_err(|never| match never {})
-            .boxed_unsync()
+        return Ok(Box::pin(futures::stream::iter([Bytes::from(text)])));
+    }
+    let log = apps
+        .app_log(app)
+        .map_err(|e| io(std::io::Error::other(e)))?;
+    let follow_log = log.clone();
+    let (history, rx) = tokio::task::spawn_blocking(move || follow_log.follow())
+        .await
+        .map_err(|e| io(std::io::Error::other(e)))?
+        .map_err(io)?;
+    let tail = LogFollower {
+        _log: log,
+        rx,
+        apps: Arc::downgrade(apps),
+        first: (!history.is_empty()).then(|| Bytes::from(history)),
     };
-    let mut resp = Response::new(body);
+    Ok(Box::pin(futures::stream::unfold(
+        tail,
+        |mut tail| async move {
+            let chunk = tail.next_chunk().await?;
+            Some((chunk, tail))
+        },
+    )))
+}
+
+/// The log response for `app`: `text/plain`, streamed when following.
+///
+/// # Errors
+/// [`LogError`], as [`stream`].
+pub async fn response(
+    apps: &Arc<Apps>,
+    app: &str,
+    follow: bool,
+) -> Result<Response<Body>, LogError> {
+    let chunks = stream(apps, app, follow).await?;
+    let frames = chunks.map(|chunk| Ok::<_, BoxError>(Frame::data(chunk)));
+    let mut resp = Response::new(StreamBody::new(frames).boxed_unsync());
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
     h.insert(

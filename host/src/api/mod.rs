@@ -25,16 +25,16 @@
 //! a valid app that cannot be deployed (not a component, fails to start),
 //! `500` state that cannot be saved, `502` an image that cannot be pulled.
 //!
-//! Changes to one app are serialised ([`StateStore::lock_app`]), so a scale
-//! and a deploy of the same app cannot lose one another's settings.
-//!
-//! [`StateStore::lock_app`]: crate::state::StateStore::lock_app
+//! The handlers are thin: each reads its request into a typed one and calls
+//! the domain method the console calls too ([`crate::apps::ops`]: changes to
+//! one app are serialised there, so a scale and a deploy of the same app
+//! cannot lose one another's settings); [`OpError`]s map to statuses in one
+//! place.
 
 mod auth;
 pub mod logs;
 mod model;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -42,17 +42,21 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
 use serde::Serialize;
 
-pub use auth::{AdminAuth, Attempt, MIN_TOKEN_CHARS, TOKEN_ENV, TOKEN_FILE, read_token_file};
+pub use auth::{
+    AdminAuth, Attempt, MIN_TOKEN_CHARS, TOKEN_ENV, TOKEN_FILE, random_token, read_token_file,
+    same_secret,
+};
 pub use model::{
     AppList, AppState, AppView, BucketView, ErrorBody, Instances, KeyvalueView, RevisionView,
     ScaleRequest, SecretList, SecretView,
 };
 
-use crate::apps::{Apps, RouteConflict};
-use crate::config::{AppConfig, AppSpec, Source, validate_label};
+use crate::apps::ops::{check_name, check_traffic};
+use crate::apps::{Apps, OpError, Put, PutRequest, RouteConflict, TrafficRequest};
+use crate::config::AppConfig;
 use crate::http::{Body, BoxError, full};
 use crate::oci::OciError;
-use crate::state::{Record, StateError, StoredApp};
+use crate::state::StateError;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -70,10 +74,9 @@ where
     route(apps, req).await
 }
 
-/// Serves one admin API request that its caller has already authenticated
-/// (the console, whose signed-in session stands for the token). Never
-/// fails: every error is a response, worded as [`handle`] words it.
-pub async fn route<B>(apps: &Arc<Apps>, req: Request<B>) -> Response<Body>
+/// Serves one admin API request that its caller has already authenticated.
+/// Never fails: every error is a response, worded as [`handle`] words it.
+async fn route<B>(apps: &Arc<Apps>, req: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -83,26 +86,22 @@ where
     let method = req.method().clone();
     match (segments.as_slice(), &method) {
         (["metrics"], &Method::GET) => metrics(apps, &req),
-        (["v1", "apps"], &Method::GET) => json(StatusCode::OK, &list(apps)),
-        (["v1", "apps", name], &Method::GET) => match view(apps, name) {
-            Some(app) => json(StatusCode::OK, &app),
-            None => unknown_app(name),
-        },
+        (["v1", "apps"], &Method::GET) => json(StatusCode::OK, &apps.list()),
+        (["v1", "apps", name], &Method::GET) => answer(StatusCode::OK, apps.view(name)),
         (["v1", "apps", name], &Method::PUT) => put_app(apps, name, req).await,
-        (["v1", "apps", name], &Method::DELETE) => delete_app(apps, name).await,
+        (["v1", "apps", name], &Method::DELETE) => match apps.delete(name).await {
+            Ok(()) => no_content(),
+            Err(e) => op_error(&e),
+        },
         (["v1", "apps", name, "scale"], &Method::POST) => scale_app(apps, name, req).await,
         (["v1", "apps", name, "logs"], &Method::GET) => app_logs(apps, name, &req).await,
         (["v1", "apps", name, "traffic"], &Method::POST) => traffic(apps, name, req).await,
-        (["v1", "apps", name, "keyvalue"], &Method::GET) => match view(apps, name) {
-            Some(app) => json(
-                StatusCode::OK,
-                &keyvalue(apps, name, &app.config.keyvalue).await,
-            ),
-            None => unknown_app(name),
-        },
-        (["v1", "apps", name, "config"], &Method::GET) => match view(apps, name) {
-            Some(_) => json(StatusCode::OK, &apps.live_config().values(name)),
-            None => unknown_app(name),
+        (["v1", "apps", name, "keyvalue"], &Method::GET) => {
+            answer(StatusCode::OK, apps.buckets(name).await)
+        }
+        (["v1", "apps", name, "config"], &Method::GET) => match apps.view(name) {
+            Ok(_) => json(StatusCode::OK, &apps.live_config().values(name)),
+            Err(e) => op_error(&e),
         },
         (["v1", "apps", name, "config", key], &Method::PUT) => {
             put_config(apps, name, key, Some(req)).await
@@ -143,29 +142,6 @@ where
     }
 }
 
-/// What each of `buckets` of app `name` holds.
-pub async fn keyvalue(apps: &Apps, name: &str, buckets: &[String]) -> KeyvalueView {
-    let usage = apps.runtime().keyvalue().bucket_usage(name, buckets).await;
-    KeyvalueView {
-        buckets: usage
-            .into_iter()
-            .map(|u| {
-                let (keys, bytes, error) = match u.usage {
-                    Ok((k, b)) => (Some(k), Some(b), None),
-                    Err(e) => (None, None, Some(e)),
-                };
-                BucketView {
-                    bucket: u.bucket,
-                    store: u.store,
-                    keys,
-                    bytes,
-                    error,
-                }
-            })
-            .collect(),
-    }
-}
-
 /// Garbage collection walks and deletes files: it runs on a blocking thread so
 /// the admin API's worker keeps serving meanwhile.
 async fn collect_garbage(apps: &Arc<Apps>) -> anyhow::Result<crate::apps::Collected> {
@@ -185,145 +161,43 @@ fn metrics<B>(apps: &Apps, req: &Request<B>) -> Response<Body> {
     resp
 }
 
-/// Every app: the running ones and those the state remembers but could not
-/// restore.
-fn list(apps: &Apps) -> AppList {
-    let stored = apps.state().apps();
-    let running = apps.status();
-    let mut views: Vec<AppView> = running
-        .iter()
-        .map(|s| AppView::running(s, stored.get(&s.deployed.name)))
-        .collect();
-    for failed in apps.failed() {
-        if !running.iter().any(|s| s.deployed.name == failed.name) {
-            views.push(AppView::failed(&failed, stored.get(&failed.name)));
-        }
-    }
-    for (name, app) in &stored {
-        if !running.iter().any(|s| &s.deployed.name == name)
-            && !views.iter().any(|v| &v.name == name)
-        {
-            views.push(AppView::not_running(
-                name,
-                app,
-                apps.state().restore_error(name),
-            ));
-        }
-    }
-    views.sort_by(|a, b| a.name.cmp(&b.name));
-    AppList { apps: views }
-}
-
-fn view(apps: &Apps, name: &str) -> Option<AppView> {
-    let stored = apps.state().get(name);
-    if let Some(status) = apps.status().into_iter().find(|s| s.deployed.name == name) {
-        return Some(AppView::running(&status, stored.as_ref()));
-    }
-    if let Some(failed) = apps.failed_app(name) {
-        return Some(AppView::failed(&failed, stored.as_ref()));
-    }
-    stored.map(|app| AppView::not_running(name, &app, apps.state().restore_error(name)))
-}
-
+/// `PUT /v1/apps/{name}[?traffic=N]`: deploys the body's settings;
+/// `?traffic=N` makes it a canary that gets N percent of new requests.
 async fn put_app<B>(apps: &Arc<Apps>, name: &str, req: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    if let Err(resp) = check_name(name) {
-        return resp;
+    if let Err(e) = check_name(name) {
+        return op_error(&e);
     }
-    // `?traffic=N`: a canary that gets N percent of new requests.
-    let percent = match query_value(req.uri().query(), "traffic").map(|v| v.parse::<u32>()) {
+    // Not a number is refused as a share out of range is.
+    let traffic = query_value(req.uri().query(), "traffic").map(|v| v.parse().unwrap_or(u32::MAX));
+    let traffic_percent = match traffic.map(check_traffic) {
         None => 100,
-        Some(Ok(p)) if p <= 100 => p,
-        Some(_) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "`traffic` is a percentage from 0 to 100",
-                Some("traffic"),
-            );
-        }
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return op_error(&e),
     };
     let config: AppConfig = match read_json(req).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    if let Some(wasm) = &config.wasm
-        && !wasm.is_absolute()
-    {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "`{}` is a relative path; the apps has no directory to resolve it against: give an absolute path",
-                wasm.display()
-            ),
-            Some("wasm"),
-        );
-    }
-    let spec = match AppSpec::from_config(name, &config, Path::new("/")) {
-        Ok(spec) => spec,
-        Err(e) => return invalid(&e.key, &e.reason),
+    let put = PutRequest {
+        config,
+        traffic_percent,
     };
-    if let Source::Wasm(path) = &spec.source
-        && !path.is_file()
-    {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            &format!("no file `{}` on the apps", path.display()),
-            Some("wasm"),
-        );
-    }
-    let _guard = apps.state().lock_app(name).await;
-    let existed = view(apps, name).is_some();
-    match apps
-        .deploy_with_traffic(name, &spec, Record::api(config), percent)
-        .await
-    {
-        Ok(deployed) => {
-            tracing::info!(app = name, revision = %deployed.revision, "deployed through the admin API");
-            let status = if existed {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            };
-            let mut resp = match view(apps, name) {
-                Some(app) => json(status, &app),
-                None => error_response(
-                    StatusCode::CONFLICT,
-                    &format!("app `{name}` was removed while it was being deployed"),
-                    None,
-                ),
-            };
-            if status == StatusCode::CREATED
-                && let Ok(v) = HeaderValue::from_str(&format!("/v1/apps/{name}"))
-            {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
-            resp
-        }
-        Err(e) => deploy_error(&e),
-    }
-}
-
-async fn delete_app(apps: &Arc<Apps>, name: &str) -> Response<Body> {
-    if let Err(resp) = check_name(name) {
-        return resp;
-    }
-    let _guard = apps.state().lock_app(name).await;
-    let running = apps.remove(name);
-    // `remove` forgets the app too; this covers an app that is only
-    // remembered (its restore failed) and a failed write in `remove`.
-    let stored = match apps.state().forget(name) {
-        Ok(stored) => stored,
-        Err(e) => return state_error(&e),
+    let Put { app, created } = match apps.put(name, put).await {
+        Ok(put) => put,
+        Err(e) => return op_error(&e),
     };
-    if !running && !stored {
-        return unknown_app(name);
+    tracing::info!(app = name, revision = %app.revision, "deployed through the admin API");
+    if !created {
+        return json(StatusCode::OK, &app);
     }
-    tracing::info!(app = name, "deleted through the admin API");
-    let mut resp = Response::new(full(""));
-    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let mut resp = json(StatusCode::CREATED, &app);
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/apps/{name}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
     resp
 }
 
@@ -336,113 +210,47 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct TrafficRequest {
-        latest_percent: u32,
+    if let Err(e) = check_name(name) {
+        return op_error(&e);
     }
-    if let Err(resp) = check_name(name) {
-        return resp;
-    }
-    let t: TrafficRequest = match read_json(req).await {
-        Ok(t) => t,
-        Err(resp) => return resp,
-    };
-    if view(apps, name).is_none() {
-        return unknown_app(name);
-    }
-    match apps.set_traffic(name, t.latest_percent) {
-        Ok(()) => match view(apps, name) {
-            Some(app) => json(StatusCode::OK, &app),
-            None => unknown_app(name),
-        },
-        Err(e) => error_response(StatusCode::BAD_REQUEST, &format!("{e:#}"), None),
+    match read_json::<TrafficRequest, _>(req).await {
+        Ok(t) => answer(StatusCode::OK, apps.set_traffic(name, t)),
+        Err(resp) => resp,
     }
 }
 
+/// `POST /v1/apps/{name}/scale`: new scale bounds, the same code, a new
+/// revision.
 async fn scale_app<B>(apps: &Arc<Apps>, name: &str, req: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    if let Err(resp) = check_name(name) {
-        return resp;
+    if let Err(e) = check_name(name) {
+        return op_error(&e);
     }
-    let scale: ScaleRequest = match read_json(req).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
-    if scale.min_scale.is_none() && scale.max_scale.is_none() {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "give `min_scale`, `max_scale` or both",
-            None,
-        );
-    }
-    let _guard = apps.state().lock_app(name).await;
-    let Some(stored) = apps.state().get(name) else {
-        return unknown_app(name);
-    };
-    let mut config = stored.config.clone();
-    if let Some(min) = scale.min_scale {
-        config.min_scale = (min != 0).then_some(min);
-    }
-    if let Some(max) = scale.max_scale {
-        // Out of range (0 included) is refused by validation, naming the key.
-        config.max_scale = Some(max);
-    }
-    // The same code: an image stays on its pinned digest.
-    let changed = StoredApp {
-        config: config.clone(),
-        ..stored.clone()
-    };
-    let spec = match changed.pinned_spec(name) {
-        Ok(spec) => spec,
-        Err(e) => return invalid(&e.key, &e.reason),
-    };
-    let record = Record {
-        config,
-        origin: stored.origin,
-        revision: None,
-    };
-    match apps.deploy_recorded(name, &spec, record).await {
-        Ok(deployed) => {
-            tracing::info!(
-                app = name,
-                revision = %deployed.revision,
-                min_scale = ?scale.min_scale,
-                max_scale = ?scale.max_scale,
-                "scaled through the admin API"
-            );
-            match view(apps, name) {
-                Some(app) => json(StatusCode::OK, &app),
-                None => unknown_app(name),
-            }
-        }
-        Err(e) => deploy_error(&e),
+    match read_json::<ScaleRequest, _>(req).await {
+        Ok(scale) => answer(StatusCode::OK, apps.scale(name, scale).await),
+        Err(resp) => resp,
     }
 }
 
 async fn app_logs<B>(apps: &Arc<Apps>, name: &str, req: &Request<B>) -> Response<Body> {
-    if let Err(resp) = check_name(name) {
-        return resp;
+    if let Err(e) = check_name(name) {
+        return op_error(&e);
     }
     let follow = match query_flag(req.uri().query(), "follow") {
         Ok(f) => f,
         Err(msg) => return error_response(StatusCode::BAD_REQUEST, &msg, Some("follow")),
     };
-    let logs_dir = apps.data_dir().join("logs");
-    let known = view(apps, name).is_some() || crate::logs::log_path(&logs_dir, name).exists();
-    if !known {
-        return unknown_app(name);
-    }
-    match logs::response(&logs_dir, name, follow, apps).await {
+    match logs::response(apps, name, follow).await {
         Ok(resp) => resp,
-        Err(e) => error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("cannot read the log of app `{name}`: {e}"),
-            None,
-        ),
+        Err(e @ logs::LogError::UnknownApp(_)) => {
+            error_response(StatusCode::NOT_FOUND, &e.to_string(), None)
+        }
+        Err(e @ logs::LogError::Io { .. }) => {
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), None)
+        }
     }
 }
 
@@ -475,8 +283,8 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    if view(apps, name).is_none() {
-        return unknown_app(name);
+    if let Err(e) = apps.view(name) {
+        return op_error(&e);
     }
     let value = match req {
         None => None,
@@ -604,12 +412,6 @@ fn query_flag(query: Option<&str>, key: &str) -> Result<bool, String> {
     Ok(flag)
 }
 
-#[allow(clippy::result_large_err)] // The error is the response to send.
-fn check_name(name: &str) -> Result<(), Response<Body>> {
-    validate_label(name)
-        .map_err(|reason| error_response(StatusCode::BAD_REQUEST, &reason, Some("name")))
-}
-
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`], naming the key of a bad
 /// value.
 #[allow(clippy::result_large_err)] // The error is the response to send.
@@ -714,20 +516,30 @@ fn state_error(e: &StateError) -> Response<Body> {
     error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), None)
 }
 
-fn invalid(key: &str, reason: &str) -> Response<Body> {
-    error_response(
-        StatusCode::BAD_REQUEST,
-        &if key.is_empty() {
-            reason.to_string()
-        } else {
-            format!("key `{key}`: {reason}")
-        },
-        (!key.is_empty()).then_some(key),
-    )
+/// The one mapping of an [`OpError`] to a status and a JSON error.
+fn op_error(e: &OpError) -> Response<Body> {
+    let (status, key) = match e {
+        OpError::UnknownApp(_) => (StatusCode::NOT_FOUND, None),
+        OpError::Invalid { key, .. } => (StatusCode::BAD_REQUEST, key.as_deref()),
+        OpError::Deploy(e) => return deploy_error(e),
+        OpError::State(e) => return state_error(e),
+        OpError::Removed(_) => (StatusCode::CONFLICT, None),
+    };
+    error_response(status, &e.to_string(), key)
 }
 
-fn unknown_app(name: &str) -> Response<Body> {
-    error_response(StatusCode::NOT_FOUND, &format!("no app `{name}`"), None)
+/// `value` as JSON with `status`, or its error.
+fn answer<T: Serialize>(status: StatusCode, value: Result<T, OpError>) -> Response<Body> {
+    match value {
+        Ok(v) => json(status, &v),
+        Err(e) => op_error(&e),
+    }
+}
+
+fn no_content() -> Response<Body> {
+    let mut resp = Response::new(full(""));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
@@ -783,6 +595,31 @@ mod tests {
         assert_eq!(query_flag(Some("x=1&follow"), "follow"), Ok(true));
         assert_eq!(query_flag(Some("follow=0"), "follow"), Ok(false));
         assert!(query_flag(Some("follow=yes"), "follow").is_err());
+    }
+
+    #[test]
+    fn op_errors_map_to_statuses() {
+        let state = StateError::Invalid {
+            path: "/d/state.json".into(),
+            reason: "bad".into(),
+        };
+        let conflict = anyhow::Error::new(RouteConflict {
+            route: "/a".into(),
+            owner: "other".into(),
+        });
+        for (e, status) in [
+            (OpError::UnknownApp("x".into()), StatusCode::NOT_FOUND),
+            (
+                OpError::invalid(Some("name"), "bad"),
+                StatusCode::BAD_REQUEST,
+            ),
+            (OpError::setting("", "bad"), StatusCode::BAD_REQUEST),
+            (OpError::Removed("x".into()), StatusCode::CONFLICT),
+            (OpError::Deploy(conflict), StatusCode::CONFLICT),
+            (OpError::State(state), StatusCode::INTERNAL_SERVER_ERROR),
+        ] {
+            assert_eq!(op_error(&e).status(), status, "{e}");
+        }
     }
 
     #[test]

@@ -174,7 +174,7 @@ impl Apps {
                             info.pinned.clone(),
                             info.revision.clone(),
                             info.sha256.clone(),
-                            info.kind.as_str(),
+                            info.kind,
                         ),
                     )),
                     _ => None,

@@ -4,11 +4,16 @@
 //! [`RouteTable`] that this module publishes whole after each change.
 //!
 //! # Layout
-//! - this file: [`Apps`], [`Deployed`], [`AppStatus`], [`Collected`];
+//! - this file: [`Apps`], [`Deployed`], [`AppStatus`];
+//! - `gc`: [`Apps::collect_garbage`] ([`Collected`]) and what an
+//!   interrupted pull or unpack left behind;
 //! - [`routes`]: [`RouteTable`] and [`RoutedApp`] (weighted pick of a
 //!   revision);
 //! - [`build`]: building a revision: pull, unpack or compile, start its
-//!   initial instances.
+//!   initial instances;
+//! - [`ops`]: the operations the admin API and the console share (typed
+//!   requests, [`OpError`]), and the read views;
+//! - [`view`]: the views: [`AppView`], [`AppList`], [`KeyvalueView`].
 //!
 //! The table itself is a `BTreeMap` under a mutex, not a `DashMap`: every
 //! change (a deploy checks route conflicts across all apps, then persists,
@@ -18,8 +23,11 @@
 
 pub mod batch;
 pub mod build;
+mod gc;
+pub mod ops;
 pub mod retry;
 pub mod routes;
+pub mod view;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,8 +38,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 
+pub use gc::Collected;
+pub use ops::{OpError, Put, PutRequest, ScaleRequest, TrafficRequest};
 pub use retry::FailedApp;
 pub use routes::{RouteTable, RoutedApp};
+pub use view::{AppList, AppState, AppView, KeyvalueView};
 
 use crate::backend::Kind;
 use crate::config::{AppSpec, Config};
@@ -131,19 +142,6 @@ impl AppStatus {
     }
 }
 
-/// What [`Apps::collect_garbage`] removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Collected {
-    /// Blobs no app references.
-    pub blobs: usize,
-    /// Unpacked rootfs directories no app uses.
-    pub rootfs: usize,
-    /// Temporary files and directories of pulls and unpacks that did not
-    /// finish.
-    pub temp: usize,
-}
-
 /// A deploy asked for a path route that another app serves.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("route `{route}` is taken by app `{owner}`")]
@@ -175,6 +173,8 @@ pub struct Apps {
     shim: Result<Arc<Shim>, String>,
     /// The deployed apps as persisted in the data dir.
     state: StateStore,
+    /// Serialises read-modify-write changes of one app ([`ops`]).
+    locks: crate::state::AppLocks,
     /// The values apps get from their `secrets`.
     secrets: Arc<SecretStore>,
     /// `wasi:config` values set through the API.
@@ -237,7 +237,7 @@ impl Apps {
         );
         let store =
             crate::oci::BlobStore::open(&options.data_dir).context("cannot open the blob store")?;
-        remove_leftovers(&store, &options.data_dir.join("rootfs"));
+        gc::remove_leftovers(&store, &options.data_dir.join("rootfs"));
         let puller = Puller::new(options.registry.clone(), store).with_progress(options.progress);
         let state = StateStore::open(&options.data_dir)?;
         let secrets = Arc::new(SecretStore::open(
@@ -254,6 +254,7 @@ impl Apps {
             shim,
             revisions: AtomicU64::new(state.last_revision()),
             state,
+            locks: crate::state::AppLocks::default(),
             secrets,
             metrics,
             table: Mutex::new(BTreeMap::new()),
@@ -431,7 +432,7 @@ impl Apps {
                 info.pinned.clone(),
                 info.revision.clone(),
                 info.sha256.clone(),
-                info.kind.as_str(),
+                info.kind,
             );
             self.state.record(name, stored).map(|()| {
                 // With a canary share, the busiest old revision stays.
@@ -549,52 +550,6 @@ impl Apps {
         }
     }
 
-    /// Moves the traffic split of app `name`: the latest revision gets
-    /// `latest_percent`, the one before it the rest; at 100 the older one is
-    /// retired.
-    ///
-    /// # Errors
-    /// Unknown app, or an app with one revision and a share below 100.
-    pub fn set_traffic(&self, name: &str, latest_percent: u32) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            latest_percent <= 100,
-            "a traffic share is at most 100 percent, not {latest_percent}"
-        );
-        let retired = {
-            let mut table = self.lock_table();
-            let entry = table
-                .get_mut(name)
-                .ok_or_else(|| anyhow::anyhow!("no app `{name}`"))?;
-            let traffic = &entry.routed.traffic;
-            let latest = traffic
-                .last()
-                .map(|(r, _)| r.clone())
-                .ok_or_else(|| anyhow::anyhow!("app `{name}` has no revision"))?;
-            let (split, retired) = if latest_percent == 100 {
-                let retired: Vec<_> = traffic[..traffic.len() - 1]
-                    .iter()
-                    .map(|(r, _)| r.clone())
-                    .collect();
-                (vec![(latest, 100)], retired)
-            } else {
-                anyhow::ensure!(
-                    traffic.len() >= 2,
-                    "app `{name}` has a single revision; deploy a canary first"
-                );
-                let previous = traffic[traffic.len() - 2].0.clone();
-                (
-                    vec![(previous, 100 - latest_percent), (latest, latest_percent)],
-                    Vec::new(),
-                )
-            };
-            entry.routed = Arc::new(RoutedApp::split(name, split));
-            self.publish(&table);
-            retired
-        };
-        self.retire(retired);
-        Ok(())
-    }
-
     /// Removes app `name`; its in-flight requests finish, then its instances
     /// stop. Returns whether the app existed.
     pub fn remove(&self, name: &str) -> bool {
@@ -620,67 +575,6 @@ impl Apps {
             }
             None => was_failed,
         }
-    }
-
-    /// Removes what no app uses: blobs of the store that no app references
-    /// (roots are the pinned digests of the running apps' revisions and of
-    /// every app in the state file), unpacked rootfs directories
-    /// (`<data-dir>/rootfs/<digest-hex>`) of images outside those references
-    /// that no instance mounts and no deploy holds, and temporary files that
-    /// interrupted pulls and unpacks left (none that a running one holds).
-    ///
-    /// Blocking: trees are removed one entry at a time.
-    ///
-    /// # Errors
-    /// When the store or the rootfs directory cannot be read or something
-    /// cannot be removed.
-    pub fn collect_garbage(&self) -> anyhow::Result<Collected> {
-        let mut roots = Vec::new();
-        // Rootfs directories are named by their image's manifest digest: the
-        // closure of the roots holds it, and the apps' own record of it
-        // keeps a rootfs whose manifest blob went missing.
-        let mut images = std::collections::HashSet::new();
-        let pinned = |p: &str| {
-            p.rsplit_once('@')
-                .and_then(|(_, d)| crate::oci::Digest::parse(d).ok())
-        };
-        {
-            let table = self.lock_table();
-            for entry in table.values() {
-                roots.extend(entry.deployed.pinned.as_deref().and_then(pinned));
-                images.insert(entry.deployed.sha256.clone());
-                for r in entry.routed.revisions() {
-                    roots.extend(r.pinned().and_then(pinned));
-                }
-            }
-        }
-        for stored in self.state.apps().values() {
-            roots.extend(stored.pinned.as_deref().and_then(pinned));
-            images.insert(stored.sha256.clone());
-        }
-        let store = self.puller.store();
-        let referenced = store.closure(&roots)?;
-        let blobs = store.collect(&referenced)?;
-        let rootfs_dir = self.options.data_dir.join("rootfs");
-        let unpacked = crate::container::rootfs::collect_garbage(&rootfs_dir, |hex| {
-            let digest = format!("sha256:{hex}");
-            images.contains(&digest)
-                || crate::oci::Digest::parse(&digest).is_ok_and(|d| referenced.contains(&d))
-        })
-        .with_context(|| format!("cannot collect garbage in {}", rootfs_dir.display()))?;
-        let collected = Collected {
-            blobs: blobs.blobs,
-            rootfs: unpacked.rootfs,
-            temp: blobs.temp + unpacked.temp,
-        };
-        tracing::info!(
-            blobs = collected.blobs,
-            rootfs = collected.rootfs,
-            temp = collected.temp,
-            kept = referenced.len(),
-            "collected garbage"
-        );
-        Ok(collected)
     }
 
     /// The revisions serving app `name`.
@@ -826,27 +720,5 @@ impl Apps {
 
     fn lock_table(&self) -> std::sync::MutexGuard<'_, AppTable> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Removes what a host killed mid-pull or mid-unpack left behind: temporary
-/// blob files and temporary rootfs trees that nothing holds. Best effort: a
-/// failure is logged and the host starts anyway.
-fn remove_leftovers(store: &crate::oci::BlobStore, rootfs_dir: &std::path::Path) {
-    match store.remove_temp() {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(files = n, "removed temporary files of interrupted pulls"),
-        Err(e) => tracing::warn!("cannot remove temporary files of interrupted pulls: {e:#}"),
-    }
-    // Every finished rootfs counts as in use here: only `*.tmp-*` trees go.
-    match crate::container::rootfs::collect_garbage(rootfs_dir, |_| true) {
-        Ok(c) if c.temp > 0 => {
-            tracing::info!(
-                trees = c.temp,
-                "removed temporary trees of interrupted unpacks"
-            );
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!("cannot remove temporary trees of interrupted unpacks: {e:#}"),
     }
 }

@@ -76,7 +76,7 @@ pub fn describe(app: &AppView) -> String {
     };
     field("name", app.name.clone());
     field("state", app.state.as_str().to_string());
-    field("kind", app.kind.clone());
+    field("kind", app.kind_name().to_string());
     field("revision", app.revision.clone());
     field("source", source(app));
     if app.config.image.is_some() {

@@ -53,7 +53,7 @@ fn row(app: &AppView) -> Vec<String> {
     vec![
         app.name.clone(),
         app.state.as_str().to_string(),
-        app.kind.clone(),
+        app.kind_name().to_string(),
         app.revision.clone(),
         app.instances.ready.to_string(),
         app.instances.desired.to_string(),

@@ -110,7 +110,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
             "{verb} {}: revision {} ({}, {code}), {}\n",
             app.name,
             app.revision,
-            app.kind,
+            app.kind_name(),
             app.state.as_str()
         );
         write_stdout(text.as_bytes())

@@ -57,11 +57,17 @@
 //! - this file: [`Metrics`], the registry, counters, histograms, gauges from
 //!   snapshots, instance-seconds sampling;
 //! - `cgroup`: container metering from cgroup files;
+//! - `latency`: the histograms, readable as [`Buckets`] as well as encoded
+//!   (what [`Metrics::app_counters`] and [`Metrics::cold_starts`] return);
 //! - `observe`: [`Metrics::instrument`], counting a request when its body
 //!   is done.
 
 mod cgroup;
+mod latency;
 mod observe;
+
+pub use latency::Buckets;
+use latency::Latency;
 
 use cgroup::{CgroupMeter, read_cgroup};
 
@@ -75,7 +81,6 @@ use prometheus_client::encoding::{EncodeLabelSet, prometheus_text, text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 /// The `Content-Type` of [`Metrics::render`].
@@ -97,16 +102,16 @@ const COLD_START_BUCKETS: [f64; 16] = [
     10.0, 60.0,
 ];
 
-fn request_histogram() -> Histogram {
-    Histogram::new(REQUEST_BUCKETS)
+fn request_histogram() -> Latency {
+    Latency::new(&REQUEST_BUCKETS)
 }
 
-fn cold_start_histogram() -> Histogram {
-    Histogram::new(COLD_START_BUCKETS)
+fn cold_start_histogram() -> Latency {
+    Latency::new(&COLD_START_BUCKETS)
 }
 
 type FloatCounter = Counter<f64, AtomicU64>;
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type HistogramFamily<L> = Family<L, Latency, fn() -> Latency>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AppLabels {
@@ -226,6 +231,23 @@ pub struct StockSnapshot {
 struct Sample {
     at: Option<Instant>,
     ready: HashMap<(String, &'static str), u32>,
+    /// Every kind sampled so far (the labels instance-seconds may have).
+    kinds: std::collections::BTreeSet<&'static str>,
+}
+
+/// One app's counters at a moment: what a scrape would report for it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppCounters {
+    /// Requests routed to it.
+    pub requests: u64,
+    /// Their durations, from arrival to the end of the response body.
+    pub latency: Buckets,
+    /// Ready instances × seconds, up to the last sample.
+    pub instance_seconds: f64,
+    /// CPU time, where its backend measures it.
+    pub cpu_seconds: Option<f64>,
+    /// Memory GB × seconds, where its backend measures it.
+    pub memory_gb_seconds: Option<f64>,
 }
 
 /// The host's metrics.
@@ -437,6 +459,7 @@ impl Metrics {
             }
         }
         sample.at = Some(now);
+        sample.kinds.extend(ready.keys().map(|(_, kind)| *kind));
         sample.ready = ready;
         drop(sample);
         let mut cgroups = self.cgroups.lock().unwrap_or_else(|e| e.into_inner());
@@ -444,6 +467,51 @@ impl Metrics {
             let reading = read_cgroup(&self.cgroup_root, path);
             self.meter(meter, reading, now);
         }
+    }
+
+    /// The counters of `app` now (instance-seconds up to the last
+    /// [`Metrics::sample`]).
+    pub fn app_counters(&self, app: &str) -> AppCounters {
+        let labels = AppLabels { app: app.into() };
+        let kinds = self
+            .sample
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .kinds
+            .clone();
+        let instance_seconds = kinds
+            .into_iter()
+            .filter_map(|kind| {
+                let labels = AppKindLabels {
+                    app: app.into(),
+                    kind: kind.into(),
+                };
+                self.instance_seconds.get(&labels).map(|c| c.get())
+            })
+            .sum();
+        AppCounters {
+            requests: self.app_requests.get(&labels).map_or(0, |c| c.get()),
+            latency: self
+                .request_duration
+                .get(&labels)
+                .map(|h| h.buckets())
+                .unwrap_or_else(|| request_histogram().buckets()),
+            instance_seconds,
+            cpu_seconds: self.cpu_seconds.get(&labels).map(|c| c.get()),
+            memory_gb_seconds: self.memory_gb_seconds.get(&labels).map(|c| c.get()),
+        }
+    }
+
+    /// Instances of `kind` started, and how long they took.
+    pub fn cold_starts(&self, kind: &str) -> (u64, Buckets) {
+        let labels = KindLabels { kind: kind.into() };
+        let count = self.cold_starts.get(&labels).map_or(0, |c| c.get());
+        let durations = self
+            .cold_start_duration
+            .get(&labels)
+            .map(|h| h.buckets())
+            .unwrap_or_else(|| cold_start_histogram().buckets());
+        (count, durations)
     }
 
     /// Samples every `every` until `snapshot` returns `None` (the server is
@@ -736,6 +804,55 @@ mod tests {
             !om.contains("berth_queue_depth{"),
             "gone apps are not reported"
         );
+    }
+
+    #[test]
+    fn counters_read_back_typed_as_a_scrape_shows_them() {
+        let m = Metrics::new();
+        assert_eq!(
+            m.app_counters("a"),
+            AppCounters {
+                latency: request_histogram().buckets(),
+                ..AppCounters::default()
+            }
+        );
+        m.observe_request("a", 200, Duration::from_millis(3));
+        m.observe_request("a", 500, Duration::from_secs(90));
+        m.observe_request("b", 200, Duration::from_millis(3));
+        m.observe_cold_start("wasm", Duration::from_micros(300));
+        m.record_usage("a", Duration::from_millis(1500), 0.25);
+        let t = Instant::now();
+        m.sample_at(t, &[status("a", 2, 0)]);
+        m.sample_at(t + Duration::from_millis(500), &[status("a", 2, 0)]);
+        let a = m.app_counters("a");
+        assert_eq!(a.requests, 2);
+        assert_eq!(a.latency.count(), 2);
+        // 3 ms is in the 5 ms bucket; 90 s only in +Inf.
+        assert!(a.latency.0.contains(&(0.005, 1)), "{:?}", a.latency);
+        assert_eq!(a.latency.0.last(), Some(&(f64::INFINITY, 2)));
+        assert_eq!(a.cpu_seconds, Some(1.5));
+        assert_eq!(a.memory_gb_seconds, Some(0.25));
+        assert!(
+            (a.instance_seconds - 1.0).abs() < 1e-9,
+            "{}",
+            a.instance_seconds
+        );
+        assert_eq!(m.app_counters("b").cpu_seconds, None, "not measured");
+        let (count, durations) = m.cold_starts("wasm");
+        assert_eq!((count, durations.count()), (1, 1));
+        assert_eq!(m.cold_starts("container").0, 0);
+        // The same histogram is what a scrape encodes.
+        let text = m.render(&[]);
+        for line in [
+            "berth_request_duration_seconds_bucket{app=\"a\",le=\"0.005\"} 1",
+            "berth_request_duration_seconds_bucket{app=\"a\",le=\"+Inf\"} 2",
+            "berth_request_duration_seconds_count{app=\"a\"} 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
     }
 
     #[test]

@@ -232,16 +232,39 @@ impl WasmApp {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let deadline = info.accepted + self.limits.timeout;
-        // The app's share of the pool: no app takes every slot.
-        let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
+        let slot = self.admit()?;
+        if self.reuse.mode == ReuseMode::Concurrent {
+            return self.handle_shared(req, info, slot, deadline).await;
+        }
+        let checkout = self.checkout(info, deadline);
+        let ready = self.instantiate(checkout, info).await?;
+        let cold = ready.cold;
+        let (guest, head) = match ready.proxy {
+            Proxy::P2(proxy) => self.run_p2(ready.store, proxy, req, info, slot, deadline)?,
+            Proxy::P3(service) => {
+                let keep =
+                    (self.reuse.mode == ReuseMode::Serial).then_some((ready.id, ready.served));
+                self.run_p3(ready.store, service, req, info, slot, deadline, keep)
+            }
+        };
+        self.drive_to_head(guest, head, cold, info).await
+    }
+
+    /// Step 1, admission: the app's share of the pool (a permit per request
+    /// in a guest), so no app takes every slot.
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, GuestError> {
+        self.slots.clone().try_acquire_owned().map_err(|_| {
             GuestError::Overloaded(format!(
                 "app `{}` already runs {} requests, its share of the Wasm instance pool",
                 self.name, self.per_app
             ))
-        })?;
-        if self.reuse.mode == ReuseMode::Concurrent {
-            return self.handle_shared(req, info, slot, deadline).await;
-        }
+        })
+    }
+
+    /// Step 2, checkout: an idle instance (serial reuse), else one from the
+    /// stock, else a fresh store to instantiate in; made this request's
+    /// (its log tag, its deadline).
+    fn checkout(&self, info: &RequestInfo, deadline: Instant) -> Checkout {
         let taken = Instant::now();
         let idle = match self.reuse.mode {
             ReuseMode::Serial => self.idle.take(self.reuse.idle_timeout),
@@ -257,39 +280,58 @@ impl WasmApp {
                 // Served requests before, one at a time, and finished them
                 // cleanly: now this request's.
                 let IdleInstance {
-                    mut store,
+                    store,
                     service,
                     id,
                     served,
                     ..
                 } = i;
-                id.set(info.log_tag.clone());
-                store.data_mut().deadline = deadline;
-                store.set_epoch_deadline(1);
                 (store, Some(Proxy::P3(service)), id, served)
             }
             (None, Some(s)) => {
                 // Made ahead, touched by no request: now this request's.
                 let Stocked {
-                    mut store,
-                    proxy,
-                    id,
-                    ..
+                    store, proxy, id, ..
                 } = s;
-                id.set(info.log_tag.clone());
-                store.data_mut().deadline = deadline;
-                store.set_epoch_deadline(1);
                 (store, Some(proxy), id, 0)
             }
             (None, None) => {
                 let id = RequestIdCell::default();
                 id.set(info.log_tag.clone());
-                (self.new_store(id.clone(), deadline), None, id, 0)
+                let store = self.new_store(id.clone(), deadline);
+                (store, None, id, 0)
             }
         };
+        if ready.is_some() {
+            id.set(info.log_tag.clone());
+            store.data_mut().deadline = deadline;
+            store.set_epoch_deadline(1);
+        }
         let took = taken.elapsed();
         store.data_mut().hooks.set_trace(info.trace.clone());
+        Checkout {
+            store,
+            ready,
+            id,
+            served,
+            took,
+        }
+    }
 
+    /// Step 3, instantiation (unless the checkout handed over an instance):
+    /// the instance ready for the handler, and the request's [`ColdStart`].
+    async fn instantiate(
+        &self,
+        checkout: Checkout,
+        info: &RequestInfo,
+    ) -> Result<Ready, GuestError> {
+        let Checkout {
+            mut store,
+            ready,
+            id,
+            served,
+            took,
+        } = checkout;
         let reused = served > 0;
         let stock_hit = ready.is_some() && !reused;
         let (proxy, instantiate) = match ready {
@@ -311,18 +353,26 @@ impl WasmApp {
             stock_hit,
             reused,
         };
+        Ok(Ready {
+            store,
+            proxy,
+            id,
+            served,
+            cold,
+        })
+    }
 
-        let (mut guest, mut receiver) = match proxy {
-            Proxy::P2(proxy) => self.run_p2(store, proxy, req, info, slot, deadline)?,
-            Proxy::P3(service) => {
-                let keep = (self.reuse.mode == ReuseMode::Serial).then_some((id, served));
-                self.run_p3(store, service, req, info, slot, deadline, keep)
-            }
-        };
-
-        // Drive the guest here until it sets the response head or returns.
-        // (A guest that returned has dropped its store, so the channel is
-        // ready by then: set, or closed.)
+    /// Step 4, to the response head: drives the guest here until it sets
+    /// the head or returns. (A guest that returned has dropped its store,
+    /// so the channel is ready by then: set, or closed.) A guest still
+    /// running goes on inside the response body.
+    async fn drive_to_head(
+        self: &Arc<Self>,
+        mut guest: Guest,
+        mut receiver: Head,
+        cold: ColdStart,
+        info: &RequestInfo,
+    ) -> Result<Response<DrivenBody>, GuestError> {
         let mut returned: Option<Result<(), GuestError>> = None;
         let mut closed = false;
         let head = std::future::poll_fn(|cx| {
@@ -578,6 +628,28 @@ impl Drop for WasmApp {
         // Past the resident budget, an idle component goes back to disk.
         self.resident.release(&self.compiled);
     }
+}
+
+/// What [`WasmApp::checkout`] hands the request: a store made this
+/// request's, with an instance already in it or not.
+struct Checkout {
+    store: Store<GuestState>,
+    /// The instance (idle or stocked); `None`: instantiate in `store`.
+    ready: Option<Proxy>,
+    id: RequestIdCell,
+    /// Requests the instance served before (serial reuse).
+    served: u32,
+    /// How long the checkout took.
+    took: Duration,
+}
+
+/// An instance ready for its request's handler.
+struct Ready {
+    store: Store<GuestState>,
+    proxy: Proxy,
+    id: RequestIdCell,
+    served: u32,
+    cold: ColdStart,
 }
 
 /// A future that adds up the time spent polling the one it wraps.

@@ -333,24 +333,8 @@ impl WasmApp {
                 std::future::poll_fn(|cx| {
                     loop {
                         if let Poll::Ready(Some((n, head))) = calls.poll_next_unpin(cx) {
-                            let head: Result<Response<GuestBody>, GuestError> = head;
-                            match head {
-                                Ok(resp) => {
-                                    if let Some(e) = tasks_in.lock().entries.get_mut(&n) {
-                                        let cut = e.deadline;
-                                        let timeout = app.limits.timeout;
-                                        e.answer(Ok(resp.map(|b| deadlined(b, cut, timeout))));
-                                    }
-                                }
-                                Err(err) if retires(&err) => {
-                                    return Poll::Ready(Ended::Failed(Some(n), err));
-                                }
-                                Err(err) => {
-                                    if let Some(e) = tasks_in.lock().entries.get_mut(&n) {
-                                        app.log_failure(&e.id, &err);
-                                        e.answer(Err(err));
-                                    }
-                                }
+                            if let Some(ended) = app.on_head(tasks_in, n, head) {
+                                return Poll::Ready(ended);
                             }
                             continue;
                         }
@@ -359,7 +343,7 @@ impl WasmApp {
                         if accessor.poll_ready_for_concurrent_call(func, cx).is_ready()
                             && let Poll::Ready(Some(job)) = rx.poll_recv(cx)
                         {
-                            let Job { request, mut entry } = job;
+                            let Job { request, entry } = job;
                             let _ = entry.begun.set(Instant::now());
                             let (tx, head) = futures::channel::oneshot::channel();
                             let prepared = accessor.with(|mut s| {
@@ -385,16 +369,13 @@ impl WasmApp {
                                 }
                                 (Err(e), _) => {
                                     let err = GuestError::Internal(format!("{e:#}"));
-                                    app.log_failure(&entry.id, &err);
-                                    entry.answer(Err(err));
-                                    worker_in.load.fetch_sub(1, Ordering::AcqRel);
+                                    app.refuse(worker_in, entry, err, true);
                                 }
                                 (Ok(_), None) => {
                                     let err = GuestError::Internal(
                                         "the call's task group is unknown".into(),
                                     );
-                                    entry.answer(Err(err));
-                                    worker_in.load.fetch_sub(1, Ordering::AcqRel);
+                                    app.refuse(worker_in, entry, err, false);
                                 }
                             }
                             continue;
@@ -404,65 +385,148 @@ impl WasmApp {
                 })
                 .await
             });
-            let mut events = pin!(events);
-            let mut timer = pin!(tokio::time::sleep_until(far_off()));
-            let mut idle_since = None::<Instant>;
-            let mut woken = Box::pin(worker.wake.notified());
-            std::future::poll_fn(|cx| {
-                loop {
-                    let polled = events.as_mut().poll(cx);
-                    app.settle_finished(&tasks, &worker, &mut charged_until);
-                    match polled {
-                        Poll::Ready(Ok(ended)) => return Poll::Ready(ended),
-                        Poll::Ready(Err(e)) => {
-                            let culprit = tasks.lock().last_number();
-                            let err = classify(e, &app.limits, app.max_instances);
-                            return Poll::Ready(Ended::Failed(culprit, err));
-                        }
-                        Poll::Pending => {}
-                    }
-                    let now = Instant::now();
-                    if app.expire(&tasks, &worker, now, &mut charged_until) {
-                        app.workers.retire(&worker, false);
-                    }
-                    let load = worker.load.load(Ordering::Acquire);
-                    if load == 0 && worker.closed.load(Ordering::Acquire) {
-                        app.workers.retire(&worker, false);
-                        return Poll::Ready(Ended::Done);
-                    }
-                    idle_since = if load == 0 {
-                        Some(idle_since.unwrap_or(now))
-                    } else {
-                        None
-                    };
-                    let idle_end = idle_since.map(|t| t + app.reuse.idle_timeout);
-                    if idle_end.is_some_and(|t| t <= now) && app.workers.retire(&worker, true) {
-                        return Poll::Ready(Ended::Done);
-                    }
-                    let next = tasks
-                        .lock()
-                        .entries
-                        .values()
-                        .filter(|e| !e.expired)
-                        .map(|e| e.deadline)
-                        .chain(idle_end)
-                        .min()
-                        .unwrap_or_else(far_off_std);
-                    timer.as_mut().reset(next.into());
-                    if woken.as_mut().poll(cx).is_ready() {
-                        woken = Box::pin(worker.wake.notified());
-                        continue;
-                    }
-                    if timer.as_mut().poll(cx).is_ready() {
-                        continue;
-                    }
-                    return Poll::Pending;
-                }
-            })
-            .await
+            app.supervise(events, &tasks, &worker, &mut charged_until)
+                .await
         };
+        self.retire_worker(store, &worker, rx, &tasks, ended, &mut charged_until);
+    }
+
+    /// Drives a worker's event loop (`events`) and looks after it between
+    /// events: finished requests settled, late ones answered 504, the worker
+    /// ended when closed or idle; a store failure blames the request that
+    /// ran last.
+    async fn supervise(
+        &self,
+        events: impl Future<Output = wasmtime::Result<Ended>>,
+        tasks: &Tasks,
+        worker: &Arc<Worker>,
+        charged_until: &mut Instant,
+    ) -> Ended {
+        let mut events = pin!(events);
+        let mut timer = pin!(tokio::time::sleep_until(far_off()));
+        let mut idle_since = None::<Instant>;
+        let mut woken = Box::pin(worker.wake.notified());
+        std::future::poll_fn(|cx| {
+            loop {
+                let polled = events.as_mut().poll(cx);
+                self.settle_finished(tasks, worker, charged_until);
+                match polled {
+                    Poll::Ready(Ok(ended)) => return Poll::Ready(ended),
+                    Poll::Ready(Err(e)) => {
+                        let culprit = tasks.lock().last_number();
+                        let err = classify(e, &self.limits, self.max_instances);
+                        return Poll::Ready(Ended::Failed(culprit, err));
+                    }
+                    Poll::Pending => {}
+                }
+                let next = match self.housekeep(tasks, worker, &mut idle_since, charged_until) {
+                    Ok(next) => next,
+                    Err(ended) => return Poll::Ready(ended),
+                };
+                timer.as_mut().reset(next.into());
+                if woken.as_mut().poll(cx).is_ready() {
+                    woken = Box::pin(worker.wake.notified());
+                    continue;
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    continue;
+                }
+                return Poll::Pending;
+            }
+        })
+        .await
+    }
+
+    /// A request the instance could not start: answered with `err` (and
+    /// logged when `log`), no longer counted on the worker.
+    fn refuse(&self, worker: &Worker, mut entry: Entry, err: GuestError, log: bool) {
+        if log {
+            self.log_failure(&entry.id, &err);
+        }
+        entry.answer(Err(err));
+        worker.load.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A call's response head is back: handed to its request, bounded by
+    /// its deadline; a failure that retires the instance ends the loop.
+    fn on_head(
+        &self,
+        tasks: &Tasks,
+        n: u64,
+        head: Result<Response<GuestBody>, GuestError>,
+    ) -> Option<Ended> {
+        match head {
+            Ok(resp) => {
+                if let Some(e) = tasks.lock().entries.get_mut(&n) {
+                    let cut = e.deadline;
+                    let timeout = self.limits.timeout;
+                    e.answer(Ok(resp.map(|b| deadlined(b, cut, timeout))));
+                }
+            }
+            Err(err) if retires(&err) => return Some(Ended::Failed(Some(n), err)),
+            Err(err) => {
+                if let Some(e) = tasks.lock().entries.get_mut(&n) {
+                    self.log_failure(&e.id, &err);
+                    e.answer(Err(err));
+                }
+            }
+        }
+        None
+    }
+
+    /// Between events: late requests answered 504, the worker ended once
+    /// closed or idle past its timeout (`Err`), else the next instant it
+    /// must look again (a deadline, the idle timeout).
+    fn housekeep(
+        &self,
+        tasks: &Tasks,
+        worker: &Arc<Worker>,
+        idle_since: &mut Option<Instant>,
+        charged_until: &mut Instant,
+    ) -> Result<Instant, Ended> {
+        let now = Instant::now();
+        if self.expire(tasks, worker, now, charged_until) {
+            self.workers.retire(worker, false);
+        }
+        let load = worker.load.load(Ordering::Acquire);
+        if load == 0 && worker.closed.load(Ordering::Acquire) {
+            self.workers.retire(worker, false);
+            return Err(Ended::Done);
+        }
+        *idle_since = if load == 0 {
+            Some(idle_since.unwrap_or(now))
+        } else {
+            None
+        };
+        let idle_end = idle_since.map(|t| t + self.reuse.idle_timeout);
+        if idle_end.is_some_and(|t| t <= now) && self.workers.retire(worker, true) {
+            return Err(Ended::Done);
+        }
+        Ok(tasks
+            .lock()
+            .entries
+            .values()
+            .filter(|e| !e.expired)
+            .map(|e| e.deadline)
+            .chain(idle_end)
+            .min()
+            .unwrap_or_else(far_off_std))
+    }
+
+    /// The worker's loop ended: it takes no more requests; every request
+    /// still on it is answered (the one that failed it with its error, the
+    /// others with a 503 naming that one), then the store goes.
+    fn retire_worker(
+        &self,
+        store: Store<GuestState>,
+        worker: &Arc<Worker>,
+        mut rx: tokio::sync::mpsc::Receiver<Job>,
+        tasks: &Tasks,
+        ended: Ended,
+        charged_until: &mut Instant,
+    ) {
         // Ended: no request goes to it any more.
-        self.workers.retire(&worker, false);
+        self.workers.retire(worker, false);
         rx.close();
         let why = match &ended {
             Ended::Done => None,
@@ -493,7 +557,7 @@ impl WasmApp {
                 entry.answer(Err(failure));
                 worker.load.fetch_sub(1, Ordering::AcqRel);
             }
-            self.settle(&tasks, entry, &mut charged_until);
+            self.settle(tasks, entry, charged_until);
         }
         while let Ok(mut job) = rx.try_recv() {
             let failure = GuestError::Retired(format!(

@@ -43,6 +43,7 @@
 pub mod app;
 pub mod cache;
 mod concurrent;
+mod engine;
 pub mod files;
 pub mod guest;
 pub mod keyvalue;
@@ -60,6 +61,7 @@ pub mod standalone;
 pub mod stock;
 pub mod tasks;
 pub mod trace;
+mod world;
 
 use std::fmt;
 use std::path::Path;
@@ -68,170 +70,25 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, PoolingAllocationConfig};
 use wasmtime_wasi_http::handler::ProxyPre;
 
 pub use app::{ColdStart, DrivenBody, GuestBody, WasmApp};
+use engine::engine_config;
+pub use engine::{LINEAR_MEMORY_KEEP_RESIDENT, LINEAR_MEMORY_MEMSET, SlotReset};
 pub use guest::{GuestError, GuestState};
 pub use limits::Limits;
 pub use pattern::HostPattern;
 pub use request::{RequestInfo, TIMING_REQUEST_HEADER};
 pub use setting::InvalidSetting;
 pub use trace::Trace;
+pub use world::World;
+pub(crate) use world::world_of;
 
 use cache::{CompileCache, LoadedFrom};
 use logs::AppLog;
 use outbound::OutboundPolicy;
-
-/// The most bytes of a linear memory a slot's reset copies back (only the
-/// pages its instance wrote, found with `PAGEMAP_SCAN`) and keeps resident;
-/// past it the rest is `madvise`d away.
-pub const LINEAR_MEMORY_KEEP_RESIDENT: usize = 1 << 20;
-
-/// Without `PAGEMAP_SCAN`, the bytes at the start of a linear memory reset
-/// with `memset` (blindly: written or not) rather than `madvise`.
-pub const LINEAR_MEMORY_MEMSET: usize = 64 << 10;
-
-/// How a pool slot is made clean for its next instance.
-///
-/// [`SlotReset::Madvise`] is the default. With wasmtime 50.0.1 Linux's
-/// `PAGEMAP_SCAN` costs more than it saves: its scan asks for pages that
-/// are *written*, no longer also *present* (so that a dirty page in swap is
-/// reset too), and on a memory not registered with userfaultfd the kernel
-/// reports every page that was never touched as written as well (checked
-/// on Linux 6.18: of 256 pages with 2 written, the scan returns 255). The
-/// reset then copies back the whole `keep_resident` budget on every
-/// instance and `madvise`s the rest: 1 MiB of `memset` and a TLB shootdown
-/// per request, a third of berth's CPU under `wrk -c50` (README,
-/// "Performance"). Asking for pages written *and* present-or-swapped would
-/// find the two written pages; until the engine does, `madvise` is the
-/// cheaper reset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SlotReset {
-    /// Linux's `PAGEMAP_SCAN` (6.7+) finds the pages to reset; they are
-    /// copied back from the memory image and stay resident (up to
-    /// [`LINEAR_MEMORY_KEEP_RESIDENT`]). Falls back to [`SlotReset::Madvise`]
-    /// where the kernel has no `PAGEMAP_SCAN`.
-    DirtyPages,
-    /// The first [`LINEAR_MEMORY_MEMSET`] bytes with `memset`, the rest with
-    /// `madvise`: written pages fault in again for the next instance.
-    #[default]
-    Madvise,
-}
-
-impl SlotReset {
-    /// How `--wasm-slot-reset` names it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SlotReset::DirtyPages => "dirty-pages",
-            SlotReset::Madvise => "madvise",
-        }
-    }
-}
-
-impl std::str::FromStr for SlotReset {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "dirty-pages" => Ok(SlotReset::DirtyPages),
-            "madvise" => Ok(SlotReset::Madvise),
-            other => Err(format!(
-                "unknown slot reset `{other}` (expected `madvise` or `dirty-pages`)"
-            )),
-        }
-    }
-}
-
-/// The engine's configuration: the pooling allocator sized for `n`
-/// instances, copy-on-write memory images, epoch interruption.
-fn engine_config(n: u32, reset: SlotReset) -> wasmtime::Config {
-    let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(n)
-        // A component built by wit-component holds a few core instances
-        // (the main module plus shims) and may have an adapter's memory.
-        .total_core_instances(n.saturating_mul(8))
-        .total_memories(n.saturating_mul(2))
-        .total_tables(n.saturating_mul(4))
-        .total_stacks(n)
-        .max_memories_per_component(4)
-        .max_tables_per_component(8)
-        .max_core_instances_per_component(32)
-        .max_memory_size(limits::MAX_MEMORY_LIMIT as usize)
-        .table_keep_resident(1 << 16);
-    match reset {
-        SlotReset::DirtyPages => pool
-            .pagemap_scan(wasmtime::Enabled::Yes)
-            .linear_memory_keep_resident(LINEAR_MEMORY_KEEP_RESIDENT),
-        // A blind memset of the first 1 MiB was 26 % of berth's CPU under
-        // `wrk -c50` (perf).
-        SlotReset::Madvise => pool.linear_memory_keep_resident(LINEAR_MEMORY_MEMSET),
-    };
-    let mut config = wasmtime::Config::new();
-    config
-        .allocation_strategy(pool)
-        .epoch_interruption(true)
-        .memory_init_cow(true)
-        .wasm_component_model(true)
-        // WASIp3 (`wasi:http/handler@0.3`): async exports, streams, futures.
-        .wasm_component_model_async(true)
-        .parallel_compilation(true);
-    config
-}
-
-/// The wasi:http world a component is served as, told from its exports at
-/// deploy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum World {
-    /// Exports `wasi:http/incoming-handler@0.2.x` (WASIp2): a fresh handler
-    /// call per request, the response through a `response-outparam`.
-    P2,
-    /// Exports `wasi:http/handler@0.3.x` (WASIp3): an async handler that
-    /// returns its response; bodies are `stream<u8>` with trailers as a
-    /// `future`.
-    P3,
-}
-
-impl World {
-    /// How the API, CLI and console name it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            World::P2 => "wasi:http@0.2",
-            World::P3 => "wasi:http@0.3",
-        }
-    }
-}
-
-impl fmt::Display for World {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The export that makes a component a WASIp3 service.
-const P3_HANDLER: &str = "wasi:http/handler@0.3";
-/// The export that makes a component a WASIp2 proxy.
-const P2_HANDLER: &str = "wasi:http/incoming-handler@0.2";
-
-/// The world `component` exports (p3 first when it exports both), or the
-/// list of what it exports instead.
-pub(crate) fn world_of(component: &Component, engine: &Engine) -> Result<World, String> {
-    let exports: Vec<String> = component
-        .component_type()
-        .exports(engine)
-        .map(|(name, _)| name.to_string())
-        .collect();
-    if exports.iter().any(|e| e.starts_with(P3_HANDLER)) {
-        Ok(World::P3)
-    } else if exports.iter().any(|e| e.starts_with(P2_HANDLER)) {
-        Ok(World::P2)
-    } else if exports.is_empty() {
-        Err("it exports nothing".into())
-    } else {
-        Err(format!("it exports {}", exports.join(", ")))
-    }
-}
 
 /// How often the engine's epoch advances.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);

@@ -186,13 +186,12 @@ impl Trace {
         if !sc.is_valid() {
             return;
         }
-        let parent = format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
+        let parent = traceparent(
+            sc.trace_id().to_bytes(),
+            sc.span_id().to_bytes(),
+            sc.trace_flags().to_u8(),
         );
-        if let Ok(v) = HeaderValue::from_str(&parent) {
+        if let Ok(v) = HeaderValue::from_bytes(&parent) {
             headers.insert(TRACEPARENT, v);
         }
         let state = sc.trace_state().header();
@@ -202,6 +201,23 @@ impl Trace {
             headers.insert(TRACESTATE, v);
         }
     }
+}
+
+/// `00-<trace id>-<parent id>-<flags>` in lower-case hex, written into a
+/// fixed buffer (this runs on every traced request; no formatting machinery).
+fn traceparent(trace_id: [u8; 16], span_id: [u8; 8], flags: u8) -> [u8; 55] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 55];
+    out[0] = b'0';
+    out[1] = b'0';
+    let fields: [(&[u8], usize); 3] = [(&trace_id, 3), (&span_id, 36), (&[flags], 53)];
+    for (bytes, at) in fields {
+        for (i, b) in bytes.iter().enumerate() {
+            out[at + 2 * i] = HEX[usize::from(b >> 4)];
+            out[at + 2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+    }
+    out
 }
 
 /// Ends its span when dropped (a response body holds it until it is done).
@@ -265,5 +281,31 @@ impl ClientSpan {
             }
         }
         span.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
+
+    #[test]
+    fn traceparent_is_written_as_w3c_says() {
+        let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let span = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        let out = traceparent(
+            trace.to_bytes(),
+            span.to_bytes(),
+            TraceFlags::SAMPLED.to_u8(),
+        );
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        let out = traceparent([0xff; 16], [0; 8], 0);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            format!("00-{}-{}-00", "f".repeat(32), "0".repeat(16))
+        );
     }
 }

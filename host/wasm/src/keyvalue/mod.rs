@@ -24,15 +24,16 @@
 //!   host's reads the app's current `config` table and resolves secrets at
 //!   each call.
 
+mod cursors;
+use cursors::Cursors;
 pub mod embedded;
 pub mod redis;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::hash::{BuildHasher as _, Hasher as _, RandomState};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
@@ -228,82 +229,6 @@ pub(crate) struct Namespace {
 pub(crate) enum Backend {
     Embedded(Arc<embedded::Embedded>),
     Redis(Arc<redis::RedisStore>),
-}
-
-/// Where a cursor picks up: after `after` in `ns`.
-struct Cursor {
-    ns: Arc<Namespace>,
-    after: String,
-    made: Instant,
-    /// Order of making (ties of `made` go to the older).
-    seq: u64,
-}
-
-/// The `list-keys` cursors the host has handed out: an opaque number for
-/// the last key of a page. A number from another app or bucket, an expired
-/// one or a made-up one is refused.
-pub(crate) struct Cursors {
-    hasher: RandomState,
-    inner: Mutex<(u64, HashMap<u64, Cursor>)>,
-}
-
-impl Cursors {
-    fn new() -> Self {
-        Self {
-            hasher: RandomState::new(),
-            inner: Mutex::new((0, HashMap::new())),
-        }
-    }
-
-    /// A new cursor for the page of `ns` that ended with `after`.
-    fn make(&self, ns: &Arc<Namespace>, after: String) -> u64 {
-        let now = Instant::now();
-        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (counter, map) = &mut *guard;
-        if map.len() >= MAX_CURSORS {
-            map.retain(|_, c| now.duration_since(c.made) < CURSOR_TTL);
-        }
-        if map.len() >= MAX_CURSORS
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, c)| (c.made, c.seq))
-                .map(|(id, _)| *id)
-        {
-            map.remove(&oldest);
-        }
-        // A keyed hash of a counter: unique while it lasts, and no guest can
-        // tell from one cursor what another is.
-        let id = loop {
-            *counter += 1;
-            let mut h = self.hasher.build_hasher();
-            h.write_u64(*counter);
-            let id = h.finish();
-            if id != 0 && !map.contains_key(&id) {
-                break id;
-            }
-        };
-        map.insert(
-            id,
-            Cursor {
-                ns: ns.clone(),
-                after,
-                made: now,
-                seq: *counter,
-            },
-        );
-        id
-    }
-
-    /// The key `id` picks up after, if it was made for `ns` and has not
-    /// expired.
-    fn after(&self, id: u64, ns: &Namespace) -> Option<String> {
-        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .1
-            .get(&id)
-            .filter(|c| *c.ns == *ns && c.made.elapsed() < CURSOR_TTL)
-            .map(|c| c.after.clone())
-    }
 }
 
 /// Every store of the host: the embedded one (opened on first use) and the
@@ -874,58 +799,4 @@ impl config::Host for KvView<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bucket_names_are_checked() {
-        assert!(validate_buckets(&["default".into(), "sessions".into()]).is_ok());
-        assert!(
-            validate_buckets(&["a".into(), "a".into()])
-                .unwrap_err()
-                .contains("twice")
-        );
-        assert!(validate_bucket("Bad").is_err());
-        assert!(validate_bucket("").is_err());
-        assert!(validate_bucket(&"x".repeat(64)).is_err());
-    }
-
-    #[test]
-    fn cursors_are_opaque_bound_to_their_bucket_and_bounded() {
-        let ns = |app: &str, bucket: &str| {
-            Arc::new(Namespace {
-                app: app.into(),
-                bucket: bucket.into(),
-            })
-        };
-        let (a, b) = (ns("a", "default"), ns("b", "default"));
-        let c = Cursors::new();
-        let first = c.make(&a, "k99".into());
-        let second = c.make(&a, "k99".into());
-        assert_ne!(first, second, "each page gets a cursor of its own");
-        assert!(
-            first.abs_diff(second) > 1_000,
-            "not a counter: {first} {second}"
-        );
-        assert_eq!(c.after(first, &a).as_deref(), Some("k99"));
-        assert_eq!(c.after(first, &a).as_deref(), Some("k99"), "reusable");
-        assert_eq!(c.after(first, &b), None, "another app's");
-        assert_eq!(c.after(first, &ns("a", "other")), None, "another bucket's");
-        assert_eq!(c.after(100, &a), None, "made up");
-        for i in 0..MAX_CURSORS {
-            c.make(&b, format!("x{i}"));
-        }
-        assert_eq!(c.inner.lock().unwrap().1.len(), MAX_CURSORS);
-        assert_eq!(c.after(first, &a), None, "the oldest went first");
-    }
-
-    #[test]
-    fn quota_ranges_name_their_key() {
-        let q = KvQuota {
-            batch: 0,
-            ..KvQuota::default()
-        };
-        assert_eq!(q.validate().unwrap_err().key, "keyvalue_limits.batch");
-        assert!(KvQuota::default().validate().is_ok());
-    }
-}
+mod tests;
