@@ -1064,3 +1064,78 @@ async fn runc_is_logged_and_an_unfixed_one_leaves_containers_unavailable() {
     assert_eq!(r.status(), 200);
     host.stop();
 }
+
+/// What an instance start would refuse is refused at deploy, through the
+/// admin API, naming the key: a variable berth sets itself (in `env` or
+/// `secrets`), a CPU count below the kernel's smallest quota, a readiness
+/// path no request can carry. With `initial_scale = 0` nothing starts at
+/// deploy, so before these were checked there the deploy was accepted and
+/// every instance start failed later. The same image with good settings
+/// deploys (the control).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_an_instance_start_would_refuse_are_refused_at_deploy() {
+    use serde_json::json;
+
+    use crate::support::admin;
+
+    let registry = Registry::start();
+    let reference = registry.reference("web:v1");
+    Image::httpd().push(&reference);
+    let host = TestHost::builder().start().await.unwrap();
+    let app = |extra: serde_json::Value| {
+        let mut body = json!({"image": reference, "autoscale": {"initial_scale": 0}});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    for (extra, key) in [
+        (json!({"env": {"PORT": "1"}}), "env.PORT"),
+        (json!({"env": {"K_SERVICE": "x"}}), "env.K_SERVICE"),
+        (
+            json!({"secrets": {"K_REVISION": "s"}}),
+            "secrets.K_REVISION",
+        ),
+        (json!({"limits": {"cpu": 0.001}}), "limits.cpu"),
+        (json!({"readiness_path": "/ready now"}), "readiness_path"),
+    ] {
+        let (status, err) = admin::put_json(&host, "/v1/apps/web", &app(extra.clone())).await;
+        assert_eq!(status, 400, "{extra}: {err}");
+        assert_eq!(err["key"], key, "{extra}: {err}");
+        let text = err["error"].as_str().unwrap();
+        assert!(text.starts_with(&format!("key `{key}`: ")), "{text}");
+        assert_eq!(
+            admin::get_json(&host, "/v1/apps/web").await.0,
+            404,
+            "{extra}"
+        );
+    }
+    // The image itself: a `User` it does not have, nothing to run.
+    let mut ghost = Image::httpd();
+    ghost.user = Some("ghost".into());
+    let mut idle = Image::httpd();
+    idle.entrypoint.clear();
+    idle.cmd.clear();
+    for (image, says) in [
+        (ghost, "user \"ghost\""),
+        (idle, "neither Entrypoint nor Cmd"),
+    ] {
+        let reference = registry.reference(&format!("bad-{}:v1", says.len()));
+        image.push(&reference);
+        let body = json!({"image": reference, "autoscale": {"initial_scale": 0}});
+        let (status, err) = admin::put_json(&host, "/v1/apps/bad", &body).await;
+        assert_eq!(status, 422, "{says}: {err}");
+        let text = err["error"].as_str().unwrap();
+        assert!(text.contains(says), "{says}: {text}");
+        assert_eq!(
+            admin::get_json(&host, "/v1/apps/bad").await.0,
+            404,
+            "{says}"
+        );
+    }
+    let control = app(json!({"env": {"PORTS": "1"}}));
+    let (status, err) = admin::put_json(&host, "/v1/apps/web", &control).await;
+    assert_eq!(status, 201, "{err}");
+    assert_eq!(runc_list(host.data_dir()), Vec::<String>::new());
+    host.stop().await;
+}

@@ -400,9 +400,9 @@ async fn instance_settings_are_validated_with_named_errors() {
             "longer than the maximum",
         ),
     ] {
-        let (k, reason) = AppSpec::from_config("a", &with(raw), base).unwrap_err();
-        assert_eq!(k, key, "{reason}");
-        assert!(reason.contains(says), "{key}: {reason}");
+        let e = AppSpec::from_config("a", &with(raw), base).unwrap_err();
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.reason.contains(says), "{e}");
     }
     // `concurrent` alone takes `wasmtime serve`'s counts.
     let spec = AppSpec::from_config(

@@ -33,11 +33,11 @@ use anyhow::{Context as _, bail};
 use berth_wasm::limits::{Limits, parse_duration, parse_size};
 use berth_wasm::reuse::{InstanceReuse, ReuseMode};
 use berth_wasm::standalone::LoadedComponent;
-use berth_wasm::{AppSettings, WasmRuntime};
+use berth_wasm::{AppSettings, InvalidSetting, WasmRuntime};
 use containerd_shim::protos::types::mount::Mount;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
-use crate::netns::Network;
+use crate::netns::NetNamespace;
 
 /// The largest component the shim reads from an image.
 pub const MAX_COMPONENT_BYTES: u64 = 256 * 1024 * 1024;
@@ -87,7 +87,7 @@ pub async fn sandbox(bundle: &Path, stdout: &str, stderr: &str) -> anyhow::Resul
     if !is_sandbox {
         return Ok(None);
     }
-    let holder = crate::pause::Holder::spawn(&Network::from_spec(&spec))
+    let holder = crate::pause::Holder::spawn(&NetNamespace::from_spec(&spec))
         .await
         .context("cannot start the sandbox's holder process")?;
     Ok(Some(Sandbox {
@@ -118,7 +118,7 @@ pub struct Prepared {
     /// Limits and outbound allow-list, validated as berth's.
     pub settings: AppSettings,
     /// Where its listening socket goes.
-    pub network: Network,
+    pub network: NetNamespace,
     /// `PORT`.
     pub port: u16,
     /// The task's stdout and stderr (`None`: not connected).
@@ -251,7 +251,7 @@ pub fn prepare(
         args: args.clone(),
         env: env.clone(),
         settings,
-        network: Network::from_spec(&spec),
+        network: NetNamespace::from_spec(&spec),
         port,
         stdout: open_output(stdout).context("stdout")?,
         stderr: open_output(stderr).context("stderr")?,
@@ -294,7 +294,7 @@ fn app_settings<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<App
         limits.outbound_pool_idle_timeout =
             parse_duration(v).map_err(|r| invalid("BERTH_OUTBOUND_POOL_IDLE_TIMEOUT", r))?;
     }
-    let reuse = reuse_settings(get).map_err(|(var, reason)| invalid(var, reason))?;
+    let reuse = reuse_settings(get).map_err(|e| invalid(&e.key, e.reason))?;
     let list = |var: &str| -> Vec<String> {
         get(var)
             .unwrap_or_default()
@@ -331,9 +331,7 @@ fn app_settings<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<App
         keyvalue_limits: berth_wasm::keyvalue::KvQuota::default(),
         keyvalue_store,
     };
-    settings
-        .validate()
-        .map_err(|(key, reason)| invalid(&key, reason))?;
+    settings.validate().map_err(|e| invalid(&e.key, e.reason))?;
     Ok(settings)
 }
 
@@ -343,7 +341,7 @@ fn app_settings<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> anyhow::Result<App
 /// `None` when none is set (the component's world decides).
 fn reuse_settings<'a>(
     get: &dyn Fn(&str) -> Option<&'a str>,
-) -> Result<Option<InstanceReuse>, (&'static str, String)> {
+) -> Result<Option<InstanceReuse>, InvalidSetting> {
     let mode = get("BERTH_INSTANCE_REUSE");
     let max = get("BERTH_MAX_REQUESTS_PER_INSTANCE");
     let at_once = get("BERTH_MAX_CONCURRENT_PER_INSTANCE");
@@ -352,13 +350,15 @@ fn reuse_settings<'a>(
         return Ok(None);
     }
     let mode = match mode {
-        Some(m) => ReuseMode::parse(m).map_err(|r| ("BERTH_INSTANCE_REUSE", r))?,
+        Some(m) => {
+            ReuseMode::parse(m).map_err(|r| InvalidSetting::new("BERTH_INSTANCE_REUSE", r))?
+        }
         None => ReuseMode::Serial,
     };
     let mut reuse = mode.defaults();
     if let Some(v) = max {
         reuse.max_requests_per_instance = v.parse().map_err(|_| {
-            (
+            InvalidSetting::new(
                 "BERTH_MAX_REQUESTS_PER_INSTANCE",
                 format!("{v:?} is not a count"),
             )
@@ -366,14 +366,15 @@ fn reuse_settings<'a>(
     }
     if let Some(v) = at_once {
         reuse.max_concurrent_per_instance = v.parse().map_err(|_| {
-            (
+            InvalidSetting::new(
                 "BERTH_MAX_CONCURRENT_PER_INSTANCE",
                 format!("{v:?} is not a count"),
             )
         })?;
     }
     if let Some(v) = idle {
-        reuse.idle_timeout = parse_duration(v).map_err(|r| ("BERTH_INSTANCE_IDLE_TIMEOUT", r))?;
+        reuse.idle_timeout =
+            parse_duration(v).map_err(|r| InvalidSetting::new("BERTH_INSTANCE_IDLE_TIMEOUT", r))?;
     }
     Ok(Some(reuse))
 }

@@ -15,7 +15,7 @@ use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
 /// Where a task's sockets live.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Network {
+pub enum NetNamespace {
     /// The spec lists no network namespace: the host's (`ctr run --net-host`).
     Host,
     /// A namespace file: a pod's (Kubernetes), or `ctr run --with-ns
@@ -26,7 +26,7 @@ pub enum Network {
     New,
 }
 
-impl Network {
+impl NetNamespace {
     /// From the spec's `linux.namespaces`.
     pub fn from_spec(spec: &oci_spec::runtime::Spec) -> Self {
         let Some(namespaces) = spec.linux().as_ref().and_then(|l| l.namespaces().clone()) else {
@@ -46,15 +46,15 @@ impl Network {
 ///
 /// # Errors
 /// When the namespace cannot be opened or joined, or the address is taken.
-pub fn bind(net: &Network, addr: SocketAddr) -> io::Result<TcpListener> {
+pub fn bind(net: &NetNamespace, addr: SocketAddr) -> io::Result<TcpListener> {
     match net {
-        Network::Host => TcpListener::bind(addr),
-        Network::New => Err(io::Error::other(
+        NetNamespace::Host => TcpListener::bind(addr),
+        NetNamespace::New => Err(io::Error::other(
             "the spec asks for a new network namespace without a path; berth's shim serves \
              in a namespace it is given: run with --net-host, or --with-ns network:PATH \
              (Kubernetes always gives the pod's)",
         )),
-        Network::Path(path) => {
+        NetNamespace::Path(path) => {
             let ns = File::open(path).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
             })?;

@@ -21,7 +21,7 @@ use containerd_shim::monitor::{Subject, Topic};
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::netns::Network;
+use crate::netns::NetNamespace;
 
 /// The argument that makes this binary the holder.
 pub const ARG: &str = "--berth-pause";
@@ -73,18 +73,18 @@ impl Holder {
     /// # Errors
     /// When the spec asks for a namespace without a path, or the binary
     /// cannot be run.
-    pub async fn spawn(network: &Network) -> io::Result<Self> {
+    pub async fn spawn(network: &NetNamespace) -> io::Result<Self> {
         let mut cmd = std::process::Command::new(std::env::current_exe()?);
         cmd.arg(ARG)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit());
         match network {
-            Network::Host => {}
-            Network::Path(path) => {
+            NetNamespace::Host => {}
+            NetNamespace::Path(path) => {
                 cmd.arg(path);
             }
-            Network::New => {
+            NetNamespace::New => {
                 return Err(io::Error::other(
                     "the sandbox's spec asks for a new network namespace without a path; \
                      berth's shim holds a namespace it is given (Kubernetes gives the pod's)",

@@ -55,7 +55,7 @@ pub enum Stop {
 pub fn bind(prepared: &Prepared) -> anyhow::Result<Option<std::net::TcpListener>> {
     // The guest's outbound connections leave from the pod's namespace too
     // (its address, its network policy): one shim serves one pod.
-    if let netns::Network::Path(ns) = &prepared.network {
+    if let netns::NetNamespace::Path(ns) = &prepared.network {
         berth_wasm::outbound::connect_from_namespace(ns).map_err(|set| {
             anyhow::anyhow!(
                 "this shim's outbound connections leave from {}, not {}: one shim serves one pod",

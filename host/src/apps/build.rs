@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use super::{Apps, AppsOptions, DeployFailure, Deployed};
 use crate::backend::{Backend, Kind};
 use crate::config::{AppSpec, Source};
+use crate::container::accounts::image_user;
 use crate::container::backend::ContainerBackend;
 use crate::container::rootfs::{self, Compression};
 use crate::container::{ImageConfig, Shim};
@@ -227,6 +228,14 @@ impl Apps {
                 }
             })
             .context("cannot unpack the image")
+            .map_err(DeployFailure::Image)?;
+        // The `User` each instance start resolves, resolved once now.
+        let (root, user) = (rootfs.clone(), image_config.user.clone());
+        tokio::task::spawn_blocking(move || image_user(&root, user.as_deref()))
+            .await
+            .context("user task failed")
+            .map_err(DeployFailure::Image)?
+            .context("bad image config")
             .map_err(DeployFailure::Image)?;
         let log = self.open_log(name)?;
         let backend = Arc::new(

@@ -507,8 +507,10 @@ impl Apps {
     /// Refuses a deploy of `name` whose name, settings or secrets are wrong.
     fn check_deploy(&self, name: &str, spec: &AppSpec) -> Result<(), DeployFailure> {
         crate::config::validate_label(name).map_err(DeployFailure::Name)?;
-        spec.validate()
-            .map_err(|(key, reason)| DeployFailure::Invalid { key, reason })?;
+        spec.validate().map_err(|e| DeployFailure::Invalid {
+            key: e.key,
+            reason: e.reason,
+        })?;
         for (var, secret) in &spec.secrets {
             if !self.secrets.contains(secret) {
                 return Err(DeployFailure::Secret {

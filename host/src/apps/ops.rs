@@ -395,7 +395,7 @@ fn put_spec(name: &str, config: &AppConfig) -> Result<AppSpec, OpError> {
         ));
     }
     let spec = AppSpec::from_config(name, config, Path::new("/"))
-        .map_err(|(key, reason)| OpError::setting(&key, &reason))?;
+        .map_err(|e| OpError::setting(&e.key, &e.reason))?;
     if let Source::Wasm(path) = &spec.source
         && !path.is_file()
     {
@@ -424,7 +424,7 @@ fn scaled(name: &str, stored: &StoredApp, req: ScaleRequest) -> Result<(AppSpec,
     };
     let spec = changed
         .pinned_spec(name)
-        .map_err(|(key, reason)| OpError::setting(&key, &reason))?;
+        .map_err(|e| OpError::setting(&e.key, &e.reason))?;
     let record = Record {
         config,
         origin: stored.origin,

@@ -7,6 +7,10 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+// A refused setting is the one error of every settings check, a leaf type
+// of the engine's; its key here is the field as an app's settings name it.
+use berth_wasm::InvalidSetting;
+
 /// Soft concurrency target per instance when neither `target` nor a hard
 /// `concurrency` limit is set (Knative's `container-concurrency-target-default`).
 pub const DEFAULT_TARGET: f64 = 100.0;
@@ -140,16 +144,6 @@ impl Default for KpaConfig {
     }
 }
 
-/// A setting the autoscaler refuses: which one, and why.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{reason}")]
-pub struct KpaConfigError {
-    /// The field, as named in an app's settings (`max_scale_down_rate`).
-    pub key: &'static str,
-    /// What is wrong and what is allowed.
-    pub reason: String,
-}
-
 impl KpaConfig {
     /// The defaults with a hard `concurrency` limit (0 = unbounded) and an
     /// optional soft `target`.
@@ -216,15 +210,15 @@ impl KpaConfig {
     ///
     /// # Errors
     /// The first setting out of range.
-    pub fn validate(&self) -> Result<(), KpaConfigError> {
-        fn refuse(key: &'static str, reason: String) -> Result<(), KpaConfigError> {
-            Err(KpaConfigError { key, reason })
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        fn refuse(key: &'static str, reason: String) -> Result<(), InvalidSetting> {
+            Err(InvalidSetting::new(key, reason))
         }
         fn within(
             key: &'static str,
             v: f64,
             range: &RangeInclusive<f64>,
-        ) -> Result<(), KpaConfigError> {
+        ) -> Result<(), InvalidSetting> {
             if range.contains(&v) {
                 Ok(())
             } else {
@@ -242,7 +236,7 @@ impl KpaConfig {
             key: &'static str,
             v: Duration,
             range: &RangeInclusive<Duration>,
-        ) -> Result<(), KpaConfigError> {
+        ) -> Result<(), InvalidSetting> {
             if range.contains(&v) {
                 Ok(())
             } else {

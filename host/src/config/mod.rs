@@ -21,7 +21,10 @@
 //! - [`file`](mod@file): the shapes as written ([`AppConfig`] is also the admin API's
 //!   deploy body and the state file's record of an app).
 //! - [`spec`]: [`AppSpec`], the validated settings of one app; its
-//!   autoscaling is the autoscaler's own [`KpaConfig`](crate::autoscale::KpaConfig).
+//!   autoscaling is the autoscaler's own [`KpaConfig`](crate::autoscale::KpaConfig);
+//!   a refused setting is an [`InvalidSetting`] (the engine's, re-exported),
+//!   and [`spec::rules`] holds the single-setting rules an instance start
+//!   checks again.
 //! - [`HostPattern`], one entry of `allowed_outbound_hosts`, and the
 //!   [`Limits`] with their ranges and parsers are the Wasm engine's
 //!   (`berth_wasm`), re-exported here.
@@ -35,7 +38,9 @@ use std::path::{Path, PathBuf};
 pub use berth_wasm::HostPattern;
 use file::RawConfig;
 pub use file::{AppConfig, RawAutoscale, RawLimits, SizeValue};
-pub use spec::{AppSpec, ContainerSettings, Limits, NetworkMode, Scaling, Source, SpecError};
+pub use spec::{
+    AppSpec, ContainerSettings, InvalidSetting, Limits, NetworkMode, Scaling, SeccompMode, Source,
+};
 
 /// Default domain under which apps are reachable as `<app>.<domain>`.
 pub const DEFAULT_DOMAIN: &str = "localhost";
@@ -142,13 +147,9 @@ impl Config {
         let mut apps = BTreeMap::new();
         let mut seen_routes: BTreeMap<String, String> = BTreeMap::new();
         for (name, app) in raw.apps {
-            let spec = AppSpec::from_config(&name, &app, base).map_err(|(k, r)| {
-                let key = if k.is_empty() {
-                    format!("apps.{name}")
-                } else {
-                    format!("apps.{name}.{k}")
-                };
-                invalid(key, r)
+            let spec = AppSpec::from_config(&name, &app, base).map_err(|e| {
+                let e = e.under(&format!("apps.{name}"));
+                invalid(e.key, e.reason)
             })?;
             for route in &spec.routes {
                 if let Some(other) = seen_routes.insert(route.clone(), name.clone()) {

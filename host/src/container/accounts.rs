@@ -17,6 +17,16 @@ use rustix::io::Errno;
 
 use super::spec::{ResolvedUser, SpecError};
 
+/// The image's `User` resolved against the accounts of the rootfs at
+/// `root`: what each instance start does, and what deploy does once after
+/// unpacking, so that a `User` the image does not have is refused there.
+///
+/// # Errors
+/// As [`Accounts::read`] and [`resolve_user`].
+pub fn image_user(root: &Path, user: Option<&str>) -> Result<ResolvedUser, SpecError> {
+    resolve_user(user, &Accounts::read(root)?)
+}
+
 /// Largest `/etc/passwd` or `/etc/group` read from an image.
 const MAX_ACCOUNT_FILE: u64 = 4 * 1024 * 1024;
 

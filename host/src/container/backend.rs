@@ -16,9 +16,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::sync::RwLock;
 
-use super::{Container, ContainerLimits, ImageConfig, InstanceSpec, Network, Probe, Seccomp, Shim};
+use super::{Container, ContainerLimits, ImageConfig, InstanceSpec, Probe, Shim};
 use crate::backend::{Backend, ColdStartSplit, Instance, Kind, ServeError};
-use crate::config::spec::SeccompMode;
 use crate::config::{AppSpec, NetworkMode};
 use crate::http::{Body, BoxError, DeadlineBody, ReqBody, RequestInfo};
 use crate::logs::AppLog;
@@ -103,15 +102,11 @@ impl Backend for ContainerBackend {
     }
 
     async fn start_instance(&self, id: u64) -> anyhow::Result<Arc<dyn Instance>> {
-        let network = match self.spec.container.network {
-            NetworkMode::Host => Network::Host,
-            NetworkMode::Isolated => Network::Isolated,
-            NetworkMode::None => Network::None,
-        };
+        let network = self.spec.container.network;
         // Isolated instances have a namespace each: Cloud Run's default port.
         let port = match network {
-            Network::Host => free_port()?,
-            Network::Isolated | Network::None => 8080,
+            NetworkMode::Host => free_port()?,
+            NetworkMode::Isolated | NetworkMode::None => 8080,
         };
         let c = &self.spec.container;
         let spec = InstanceSpec {
@@ -141,10 +136,7 @@ impl Backend for ContainerBackend {
                 pids: c.pids,
             },
             network,
-            seccomp: match c.seccomp {
-                SeccompMode::Default => Seccomp::Default,
-                SeccompMode::Unconfined => Seccomp::Unconfined,
-            },
+            seccomp: c.seccomp,
             readiness: match &c.readiness_path {
                 Some(path) => Probe::Http { path: path.clone() },
                 None => Probe::Tcp,
@@ -170,7 +162,7 @@ impl Backend for ContainerBackend {
         let timings = container.start_timings();
         // No network phase on the host's network (nothing is made).
         let mut phases = vec![("prepare", timings.prepare)];
-        if network != Network::Host {
+        if network != NetworkMode::Host {
             phases.push(("network", timings.network));
         }
         phases.extend([("run", timings.run), ("ready", timings.ready)]);

@@ -46,7 +46,8 @@
 //! `running` → `probe`, `state_dir` → `process`, `netns` → `sys`; all of
 //! them may use `error`, `runc`, `overlay`, `output`, `accounts` and `spec`
 //! (`error` and `accounts` use `spec`; `spec` uses only `seccomp`, which
-//! uses none; `output` uses none).
+//! uses none, and, outside the module, the settings' types and the rules
+//! deploy checks them by, `crate::config::spec`; `output` uses none).
 
 pub mod accounts;
 pub mod backend;
@@ -74,5 +75,5 @@ pub use bridge::BridgeOptions;
 pub use error::ContainerError;
 pub use running::{Container, Endpoint, StartTimings};
 pub use shim::Shim;
-pub use spec::{ContainerLimits, ImageConfig, InstanceSpec, Network, Probe, Seccomp};
+pub use spec::{ContainerLimits, ImageConfig, InstanceSpec, NetworkMode, Probe, SeccompMode};
 pub use start::keep_runtime_specs;

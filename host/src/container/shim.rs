@@ -7,7 +7,7 @@
 //! [`Shim::start`] writes the runtime spec
 //! ([`super::spec::runtime_spec`]), mounts the overlay while it makes the
 //! instance's network namespace (unless it shares the host's; `lo` up, and
-//! for [`Network::Isolated`](super::Network::Isolated) attached to the
+//! for [`NetworkMode::Isolated`](super::NetworkMode::Isolated) attached to the
 //! bridge), runs one `runc run --detach` (stdio: pipes berth reads into the
 //! app log, `output.rs`) whose spec joins that namespace, then probes the instance's port (on the bridge,
 //! from inside its namespace for `none`, on loopback for the host network)
@@ -118,7 +118,7 @@ impl Shim {
         })
     }
 
-    /// Gives instances with [`Network::Isolated`](super::Network::Isolated)
+    /// Gives instances with [`NetworkMode::Isolated`](super::NetworkMode::Isolated)
     /// the bridge network `options` describes. Nothing is done to the host
     /// yet: the network is opened when an isolated instance first needs it
     /// (or [`open_network`](Self::open_network) asks), so a host without

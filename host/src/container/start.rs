@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::accounts::{Accounts, resolve_user};
+use super::accounts::image_user;
 use super::error::{ContainerError, Result, io_err};
 use super::netns::{self, Netns};
 use super::output::Output;
@@ -36,7 +36,7 @@ use super::probe::{ReadyError, wait_ready};
 use super::process::{ExitWatch, watch_exit};
 use super::runc::RuncError;
 use super::running::{Container, Endpoint, StartTimings};
-use super::spec::{self, InstanceSpec, Network};
+use super::spec::{self, InstanceSpec, NetworkMode};
 use super::state_dir::{Paths, ShimInner, set_mode, spawn_teardown};
 use crate::logs::AppLog;
 
@@ -49,37 +49,17 @@ pub(super) async fn start_instance(
 ) -> Result<Container> {
     let id = spec.id.clone();
     let paths = inner.paths(&id);
-    if spec.network == Network::Host {
+    if spec.network == NetworkMode::Host {
         check_port_free(&id, spec.port)?;
     }
 
     // Spec first: a bad spec leaves nothing to undo.
     let started = Instant::now();
-    let t = started;
-    let lower = lower_rootfs.clone();
-    let cgroups = PathBuf::from("/berth").join(&id);
-    let spec_for_oci = spec.clone();
-    let p = paths.clone();
-    let id2 = id.clone();
-    let oci = tokio::task::spawn_blocking(move || -> Result<_> {
-        let accounts = Accounts::read(&lower)?;
-        let user = resolve_user(spec_for_oci.image.user.as_deref(), &accounts)?;
-        let mut oci = spec::runtime_spec(&spec_for_oci, &user, Path::new("rootfs"), &cgroups)?;
-        spec::add_ro_bind(&mut oci, &p.etc.join("hosts"), "/etc/hosts")?;
-        spec::add_ro_bind(&mut oci, &p.etc.join("hostname"), "/etc/hostname")?;
-        if spec_for_oci.network != Network::None {
-            spec::add_ro_bind(&mut oci, &p.etc.join("resolv.conf"), "/etc/resolv.conf")?;
-        }
-        if let Some(ns) = p.netns_of(spec_for_oci.network) {
-            spec::join_network_namespace(&mut oci, ns)?;
-        }
-        // Then the instance directory (nothing to undo if it exists).
-        make_instance_dir(&id2, &p)?;
-        Ok(oci)
-    })
-    .await
-    .map_err(|e| io_err(&id, "spec task")(io::Error::other(e)))??;
-    let spec_time = t.elapsed();
+    let (lower, spec_for_oci, p) = (lower_rootfs.clone(), spec.clone(), paths.clone());
+    let oci = tokio::task::spawn_blocking(move || spec_and_dir(&spec_for_oci, &lower, &p))
+        .await
+        .map_err(|e| io_err(&id, "spec task")(io::Error::other(e)))??;
+    let spec_time = started.elapsed();
 
     // Then the overlay and the network, at once.
     // From here on, failure must undo.
@@ -89,35 +69,10 @@ pub(super) async fn start_instance(
         paths: paths.clone(),
         armed: true,
     };
-    let lower = match lower_rootfs.canonicalize() {
-        Ok(l) => l,
+    let made = overlay_and_network(&inner, &lower_rootfs, &spec, &paths, oci).await;
+    let (prepare_time, endpoint, network_time) = match made {
+        Ok(made) => made,
         Err(e) => {
-            guard.run().await;
-            return Err(io_err(
-                &id,
-                format!("resolving the rootfs {}", lower_rootfs.display()),
-            )(e));
-        }
-    };
-    let p = paths.clone();
-    let id2 = id.clone();
-    let network = spec.network;
-    let prepared = async {
-        let t = Instant::now();
-        tokio::task::spawn_blocking(move || prepare(&id2, &lower, &p, &oci, network))
-            .await
-            .map_err(|e| io_err(&id, "overlay task")(io::Error::other(e)))??;
-        Ok::<_, ContainerError>(t.elapsed())
-    };
-    let networked = async {
-        let t = Instant::now();
-        let endpoint = network_for(&inner, &spec, &paths).await?;
-        Ok::<_, ContainerError>((endpoint, t.elapsed()))
-    };
-    let (prepared, networked) = tokio::join!(prepared, networked);
-    let (prepare_time, (endpoint, network_time)) = match (prepared, networked) {
-        (Ok(p), Ok(n)) => (p, n),
-        (Err(e), _) | (_, Err(e)) => {
             guard.run().await;
             return Err(e);
         }
@@ -145,24 +100,7 @@ pub(super) async fn start_instance(
     launched.split.ready = t.elapsed();
     launched.split.total = started.elapsed();
     if let Err(e) = ready {
-        let e = match e {
-            ReadyError::Exited(status) => {
-                // Its processes are gone: the streams end at once.
-                launched.output.finish().await;
-                ContainerError::Exited {
-                    id: id.clone(),
-                    status,
-                    stderr: launched.output.stderr_tail(),
-                }
-            }
-            ReadyError::Closing => ContainerError::Closing(id.clone()),
-            ReadyError::Timeout(last_probe) => ContainerError::NotReady {
-                id: id.clone(),
-                port: spec.port,
-                timeout: spec.startup_timeout,
-                last_probe,
-            },
-        };
+        let e = not_ready(e, &spec, &mut launched).await;
         tracing::warn!(%id, app = %spec.app, error = %e, "container instance failed to start");
         drop(launched.endpoint);
         guard.run().await;
@@ -183,6 +121,85 @@ pub(super) async fn start_instance(
         output: launched.output,
         armed: true,
     })
+}
+
+/// The first, blocking step, which leaves nothing to undo: the runtime spec
+/// (the image's `User` resolved in the rootfs `lower`) with berth's files
+/// and the instance's network namespace, then the instance directory.
+fn spec_and_dir(spec: &InstanceSpec, lower: &Path, p: &Paths) -> Result<oci_spec::runtime::Spec> {
+    let cgroups = PathBuf::from("/berth").join(&spec.id);
+    let user = image_user(lower, spec.image.user.as_deref())?;
+    let mut oci = spec::runtime_spec(spec, &user, Path::new("rootfs"), &cgroups)?;
+    spec::add_ro_bind(&mut oci, &p.etc.join("hosts"), "/etc/hosts")?;
+    spec::add_ro_bind(&mut oci, &p.etc.join("hostname"), "/etc/hostname")?;
+    if spec.network != NetworkMode::None {
+        spec::add_ro_bind(&mut oci, &p.etc.join("resolv.conf"), "/etc/resolv.conf")?;
+    }
+    if let Some(ns) = p.netns_of(spec.network) {
+        spec::join_network_namespace(&mut oci, ns)?;
+    }
+    // Then the instance directory (nothing to undo if it exists).
+    make_instance_dir(&spec.id, p)?;
+    Ok(oci)
+}
+
+/// The overlay with `config.json` (on a blocking thread) and the network, at
+/// once: how long the first took, the instance's endpoint and how long the
+/// network took. The caller undoes what was made on failure.
+async fn overlay_and_network(
+    inner: &ShimInner,
+    lower_rootfs: &Path,
+    spec: &InstanceSpec,
+    paths: &Paths,
+    oci: oci_spec::runtime::Spec,
+) -> Result<(std::time::Duration, Endpoint, std::time::Duration)> {
+    let id = spec.id.as_str();
+    let lower = lower_rootfs.canonicalize().map_err(|e| {
+        io_err(
+            id,
+            format!("resolving the rootfs {}", lower_rootfs.display()),
+        )(e)
+    })?;
+    let p = paths.clone();
+    let id2 = id.to_owned();
+    let network = spec.network;
+    let prepared = async {
+        let t = Instant::now();
+        tokio::task::spawn_blocking(move || prepare(&id2, &lower, &p, &oci, network))
+            .await
+            .map_err(|e| io_err(id, "overlay task")(io::Error::other(e)))??;
+        Ok::<_, ContainerError>(t.elapsed())
+    };
+    let networked = async {
+        let t = Instant::now();
+        let endpoint = network_for(inner, spec, paths).await?;
+        Ok::<_, ContainerError>((endpoint, t.elapsed()))
+    };
+    let (prepared, networked) = tokio::join!(prepared, networked);
+    let (prepare_time, (endpoint, network_time)) = (prepared?, networked?);
+    Ok((prepare_time, endpoint, network_time))
+}
+
+/// Why a launched instance did not become ready, as the start's error.
+async fn not_ready(e: ReadyError, spec: &InstanceSpec, launched: &mut Launched) -> ContainerError {
+    match e {
+        ReadyError::Exited(status) => {
+            // Its processes are gone: the streams end at once.
+            launched.output.finish().await;
+            ContainerError::Exited {
+                id: spec.id.clone(),
+                status,
+                stderr: launched.output.stderr_tail(),
+            }
+        }
+        ReadyError::Closing => ContainerError::Closing(spec.id.clone()),
+        ReadyError::Timeout(last_probe) => ContainerError::NotReady {
+            id: spec.id.clone(),
+            port: spec.port,
+            timeout: spec.startup_timeout,
+            last_probe,
+        },
+    }
 }
 
 /// Undoes a half-made instance.
@@ -236,7 +253,7 @@ fn prepare(
     lower: &Path,
     p: &Paths,
     oci: &oci_spec::runtime::Spec,
-    network: Network,
+    network: NetworkMode,
 ) -> Result<()> {
     overlay::mount_scratch(&p.scratch, spec::memory_limit(oci))
         .map_err(io_err(id, "mounting the tmpfs of the writable layer"))?;
@@ -276,7 +293,7 @@ async fn network_for(inner: &ShimInner, spec: &InstanceSpec, p: &Paths) -> Resul
         return Ok(Endpoint::Host(spec.port));
     };
     let bridge = match spec.network {
-        Network::Isolated => Some(inner.network().await?),
+        NetworkMode::Isolated => Some(inner.network().await?),
         _ => None,
     };
     netns::create_pinned(ns)
@@ -303,7 +320,7 @@ async fn network_for(inner: &ShimInner, spec: &InstanceSpec, p: &Paths) -> Resul
 /// of the host's, on the bridge the host's resolvers an instance can reach
 /// through NAT (not loopback ones). A `none` instance has no network to
 /// resolve names on and keeps the image's `resolv.conf`.
-fn write_etc(etc: &Path, id: &str, network: Network) -> io::Result<()> {
+fn write_etc(etc: &Path, id: &str, network: NetworkMode) -> io::Result<()> {
     std::fs::write(
         etc.join("hosts"),
         format!(
@@ -311,14 +328,14 @@ fn write_etc(etc: &Path, id: &str, network: Network) -> io::Result<()> {
         ),
     )?;
     std::fs::write(etc.join("hostname"), format!("{id}\n"))?;
-    if network != Network::None {
+    if network != NetworkMode::None {
         let resolv = match std::fs::read_to_string("/etc/resolv.conf") {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e),
         };
         let resolv = match network {
-            Network::Isolated => super::bridge::instance_resolv_conf(&resolv),
+            NetworkMode::Isolated => super::bridge::instance_resolv_conf(&resolv),
             _ => resolv,
         };
         std::fs::write(etc.join("resolv.conf"), resolv)?;

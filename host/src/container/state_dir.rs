@@ -31,7 +31,7 @@ use super::error::{ContainerError, Result, io_err};
 use super::overlay;
 use super::process::ExitWatch;
 use super::runc::Runc;
-use super::spec::Network;
+use super::spec::NetworkMode;
 
 /// Files and directories of one instance.
 #[derive(Debug, Clone)]
@@ -54,11 +54,11 @@ pub(super) struct Paths {
 impl Paths {
     /// Where an instance of `network` has its namespace pinned (`None`:
     /// the host's).
-    pub(super) fn netns_of(&self, network: Network) -> Option<&Path> {
+    pub(super) fn netns_of(&self, network: NetworkMode) -> Option<&Path> {
         match network {
-            Network::Isolated => Some(&self.netns),
-            Network::None => Some(&self.lo_netns),
-            Network::Host => None,
+            NetworkMode::Isolated => Some(&self.netns),
+            NetworkMode::None => Some(&self.lo_netns),
+            NetworkMode::Host => None,
         }
     }
 

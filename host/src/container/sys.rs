@@ -19,7 +19,10 @@
 //!   of `CLONE_FILES` (a thread left with a descriptor table other threads
 //!   do not share); the wrapper passes `NEWNET` alone, which changes only
 //!   the calling thread's network namespace.
-#![expect(unsafe_code, reason = "the raw system calls that rustix does not wrap safely; each has a SAFETY comment")]
+#![expect(
+    unsafe_code,
+    reason = "the raw system calls that rustix does not wrap safely; each has a SAFETY comment"
+)]
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};

@@ -57,7 +57,7 @@ pub use plan::{PlannedApp, RestoreErrors, StartPlan, Unrestorable};
 pub use store::StateStore;
 
 use crate::backend::Kind;
-use crate::config::{AppConfig, AppSpec, Source};
+use crate::config::{AppConfig, AppSpec, InvalidSetting, Source};
 
 /// The state file's name inside the data directory.
 pub const STATE_FILE: &str = "state.json";
@@ -169,9 +169,9 @@ impl StoredApp {
     /// stored settings with the image replaced by its pinned digest.
     ///
     /// # Errors
-    /// The key and reason when the stored settings no longer validate (for
+    /// The setting refused when the stored settings no longer validate (for
     /// instance after an upgrade tightened a rule).
-    pub fn pinned_spec(&self, name: &str) -> Result<AppSpec, (String, String)> {
+    pub fn pinned_spec(&self, name: &str) -> Result<AppSpec, InvalidSetting> {
         let mut spec = AppSpec::from_config(name, &self.config, Path::new("/"))?;
         if let (Source::Image(_), Some(pinned)) = (&spec.source, &self.pinned) {
             spec.source = Source::Image(pinned.clone());

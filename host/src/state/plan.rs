@@ -93,13 +93,9 @@ pub fn plan(stored: &BTreeMap<String, StoredApp>, config: &Config) -> StartPlan 
                         },
                     });
                 }
-                Err((key, reason)) => plan.unrestorable.push(Unrestorable {
+                Err(e) => plan.unrestorable.push(Unrestorable {
                     name: name.clone(),
-                    reason: if key.is_empty() {
-                        reason
-                    } else {
-                        format!("key `{key}`: {reason}")
-                    },
+                    reason: e.to_string(),
                 }),
             },
         }

@@ -128,7 +128,10 @@ fn deserialize(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
     // through `write_atomic`, and the file name is keyed by the engine's
     // compatibility hash; wasmtime additionally checks the header, version and
     // settings recorded in the artifact and refuses mismatches.
-    #[expect(unsafe_code, reason = "loading a precompiled artifact this module wrote; see SAFETY")]
+    #[expect(
+        unsafe_code,
+        reason = "loading a precompiled artifact this module wrote; see SAFETY"
+    )]
     let component = unsafe { Component::deserialize_file(engine, path) };
     component.map_err(anyhow::Error::from)
 }

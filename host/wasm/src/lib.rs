@@ -27,7 +27,8 @@
 //! - [`standalone`]: entry points for the containerd shim (a component from
 //!   bytes, proxy or command).
 //! - Leaves shared with the host: [`limits`] ([`Limits`], their ranges and
-//!   parsers), [`request`] ([`RequestInfo`]), [`logs`] (guest output: an
+//!   parsers), [`setting`] ([`InvalidSetting`], the one error of every
+//!   settings check), [`request`] ([`RequestInfo`]), [`logs`] (guest output: an
 //!   app's log file, or a task's stdout/stderr), [`files`] (atomic writes),
 //!   [`trace`] ([`Trace`]: a request's place in an OpenTelemetry trace).
 //!
@@ -55,6 +56,7 @@ pub mod pattern;
 pub mod request;
 pub mod resident;
 pub mod reuse;
+pub mod setting;
 pub mod standalone;
 pub mod stock;
 pub mod tasks;
@@ -79,6 +81,7 @@ pub use guest::{GuestError, GuestState};
 pub use limits::Limits;
 pub use pattern::HostPattern;
 pub use request::{RequestInfo, TIMING_REQUEST_HEADER};
+pub use setting::InvalidSetting;
 pub use trace::Trace;
 pub use world::World;
 pub(crate) use world::world_of;
@@ -124,17 +127,19 @@ impl AppSettings {
     /// # Errors
     /// The key (`limits.memory`, `allowed_outbound_hosts`,
     /// `allowed_networks`, …) and the reason.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         self.limits.validate()?;
         if let Some(reuse) = &self.reuse {
             reuse.validate()?;
         }
         for host in &self.allowed_outbound_hosts {
-            HostPattern::parse(host).map_err(|r| ("allowed_outbound_hosts".to_string(), r))?;
+            HostPattern::parse(host)
+                .map_err(|r| InvalidSetting::new("allowed_outbound_hosts", r))?;
         }
         networks::AllowedNetworks::parse(&self.allowed_networks)
-            .map_err(|r| ("allowed_networks".to_string(), r))?;
-        keyvalue::validate_buckets(&self.keyvalue).map_err(|r| ("keyvalue".to_string(), r))?;
+            .map_err(|r| InvalidSetting::new("allowed_networks", r))?;
+        keyvalue::validate_buckets(&self.keyvalue)
+            .map_err(|r| InvalidSetting::new("keyvalue", r))?;
         self.keyvalue_limits.validate()?;
         Ok(())
     }
@@ -571,9 +576,9 @@ impl WasmRuntime {
             caps,
             settings.limits.outbound_pool(),
         )
-        .map_err(|(key, reason)| LoadError::Link {
+        .map_err(|e| LoadError::Link {
             path: shown.into(),
-            reason: format!("{key}: {reason}"),
+            reason: format!("{}: {}", e.key, e.reason),
         })?;
         let kv = self
             .kv

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::setting::InvalidSetting;
+
 /// Default linear-memory cap per request (per memory of the component).
 pub const DEFAULT_MEMORY_LIMIT: u64 = 128 * 1024 * 1024;
 /// Default wall-clock deadline per request.
@@ -78,8 +80,8 @@ impl Limits {
     /// The key (`limits.memory`, `limits.request_body`, `limits.timeout`,
     /// `limits.outbound_connections[_per_request]`,
     /// `limits.outbound_pool_idle_*`) and the reason.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let refuse = |key: &str, reason: String| Err((key.to_string(), reason));
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let refuse = |key: &str, reason: String| Err(InvalidSetting::new(key, reason));
         let iec = |n: u64| bytesize::ByteSize::b(n).display().iec().to_string();
         if !(MIN_MEMORY_LIMIT..=MAX_MEMORY_LIMIT).contains(&self.memory) {
             return refuse(
@@ -192,7 +194,7 @@ mod tests {
     #[test]
     fn ranges() {
         assert_eq!(Limits::default().validate(), Ok(()));
-        let key = |l: Limits| l.validate().unwrap_err().0;
+        let key = |l: Limits| l.validate().unwrap_err().key;
         let d = Limits::default();
         assert_eq!(key(Limits { memory: 1024, ..d }), "limits.memory");
         assert_eq!(

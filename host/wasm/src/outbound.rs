@@ -49,6 +49,7 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 use crate::networks::{AllowedNetworks, is_internal};
 use crate::own_addrs::OwnAddrs;
 use crate::pattern::HostPattern;
+use crate::setting::InvalidSetting;
 use caps::{CapReached, HeldConnection, OutboundCaps, RequestPermit};
 use pool::{Conn, ConnHold, OutboundCounters, OutboundPool, PoolKey, PoolSettings};
 
@@ -92,7 +93,7 @@ impl OutboundPolicy {
         networks: &[String],
         caps: OutboundCaps,
         pool: PoolSettings,
-    ) -> Result<Self, (&'static str, String)> {
+    ) -> Result<Self, InvalidSetting> {
         Self::with_own(hosts, networks, OwnAddrs::get(), caps).map(|p| p.pooled(pool))
     }
 
@@ -126,13 +127,14 @@ impl OutboundPolicy {
         networks: &[String],
         own: Arc<OwnAddrs>,
         caps: OutboundCaps,
-    ) -> Result<Self, (&'static str, String)> {
+    ) -> Result<Self, InvalidSetting> {
         let allowed = hosts
             .iter()
             .map(|e| HostPattern::parse(e))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|r| ("allowed_outbound_hosts", r))?;
-        let networks = AllowedNetworks::parse(networks).map_err(|r| ("allowed_networks", r))?;
+            .map_err(|r| InvalidSetting::new("allowed_outbound_hosts", r))?;
+        let networks = AllowedNetworks::parse(networks)
+            .map_err(|r| InvalidSetting::new("allowed_networks", r))?;
         let pool = OutboundPool::new(PoolSettings::default(), Arc::default(), caps.host());
         Ok(Self {
             allowed: allowed.into(),

@@ -150,18 +150,18 @@ impl InstanceReuse {
     /// The key (`instances.max_requests_per_instance`,
     /// `instances.max_concurrent_per_instance`, `instances.idle_timeout`)
     /// and the reason.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), crate::InvalidSetting> {
         let concurrent = self.max_concurrent_per_instance;
         match self.mode {
             ReuseMode::Concurrent if !(1..=MAX_CONCURRENT_PER_INSTANCE).contains(&concurrent) => {
-                return Err((
-                    "instances.max_concurrent_per_instance".into(),
+                return Err(crate::InvalidSetting::new(
+                    "instances.max_concurrent_per_instance",
                     format!("{concurrent} is outside 1..={MAX_CONCURRENT_PER_INSTANCE}"),
                 ));
             }
             ReuseMode::None | ReuseMode::Serial if concurrent != 1 => {
-                return Err((
-                    "instances.max_concurrent_per_instance".into(),
+                return Err(crate::InvalidSetting::new(
+                    "instances.max_concurrent_per_instance",
                     format!(
                         "must be 1 (or left out) unless reuse = \"concurrent\" (got {concurrent} with reuse = \"{}\")",
                         self.mode.as_str()
@@ -171,8 +171,8 @@ impl InstanceReuse {
             _ => {}
         }
         if !(1..=MAX_REQUESTS_PER_INSTANCE).contains(&self.max_requests_per_instance) {
-            return Err((
-                "instances.max_requests_per_instance".into(),
+            return Err(crate::InvalidSetting::new(
+                "instances.max_requests_per_instance",
                 format!(
                     "{} is outside 1..={MAX_REQUESTS_PER_INSTANCE}",
                     self.max_requests_per_instance
@@ -180,8 +180,8 @@ impl InstanceReuse {
             ));
         }
         if self.idle_timeout.is_zero() || self.idle_timeout > MAX_IDLE_TIMEOUT {
-            return Err((
-                "instances.idle_timeout".into(),
+            return Err(crate::InvalidSetting::new(
+                "instances.idle_timeout",
                 format!(
                     "{:?} is outside (0s, {MAX_IDLE_TIMEOUT:?}]",
                     self.idle_timeout

@@ -199,7 +199,7 @@ impl WasmRuntime {
             caps,
             run.limits.outbound_pool(),
         )
-        .map_err(|(key, reason)| GuestError::Internal(format!("{key}: {reason}")))?;
+        .map_err(|e| GuestError::Internal(format!("{}: {}", e.key, e.reason)))?;
         let start = Instant::now();
         // No timeout: a deadline no run reaches (100 years).
         let deadline = start

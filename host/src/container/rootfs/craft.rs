@@ -193,7 +193,10 @@ fn count(delta: isize) {
 // blur (RSS is the process's): test builds only.
 // SAFETY: every call is forwarded to `System` unchanged; the counting only
 // touches thread-local cells.
-#[expect(unsafe_code, reason = "a counting global allocator for the memory tests; see SAFETY")]
+#[expect(
+    unsafe_code,
+    reason = "a counting global allocator for the memory tests; see SAFETY"
+)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's contract, forwarded.

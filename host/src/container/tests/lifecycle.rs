@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use super::super::spec::SpecError;
-use super::super::{ContainerError, Network, Probe, Shim, overlay};
+use super::super::{ContainerError, NetworkMode, Probe, Shim, overlay};
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,7 +394,7 @@ async fn a_none_network_is_reachable_only_through_berth() {
          wget -q -O /dev/null http://127.0.0.1:$HOST_PORT/ 2> /www/egress-err; echo $? > /www/egress\n\
          ls /sys/class/net > /www/ifaces",
     );
-    spec.network = Network::None;
+    spec.network = NetworkMode::None;
     spec.env.insert("HOST_PORT".into(), host_port.to_string());
     let (id, port) = (spec.id.clone(), spec.port);
     let inst = env.start(spec).await.unwrap();
@@ -454,7 +454,7 @@ async fn a_none_network_is_reachable_only_through_berth() {
 async fn cold_start_timings() {
     let env = setup();
     let mut splits = Vec::new();
-    for network in [Network::Host, Network::None] {
+    for network in [NetworkMode::Host, NetworkMode::None] {
         let mut runs = Vec::new();
         for _ in 0..5 {
             let mut spec = sh("bench", "exec httpd -f -p $PORT -h /www");

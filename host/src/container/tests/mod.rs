@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 
 use super::runc::find_runc;
 use super::{
-    Container, ContainerError, ContainerLimits, ImageConfig, InstanceSpec, Network, Probe, Seccomp,
-    Shim, overlay,
+    Container, ContainerError, ContainerLimits, ImageConfig, InstanceSpec, NetworkMode, Probe,
+    SeccompMode, Shim, overlay,
 };
 use crate::logs::AppLog;
 
@@ -174,8 +174,8 @@ fn sh(prefix: &str, script: &str) -> InstanceSpec {
         env: BTreeMap::new(),
         port: free_port(),
         limits: ContainerLimits::default(),
-        network: Network::Host,
-        seccomp: Seccomp::Default,
+        network: NetworkMode::Host,
+        seccomp: SeccompMode::Default,
         readiness: Probe::Tcp,
         startup_timeout: Duration::from_secs(10),
         stop_grace: Duration::from_secs(5),

@@ -104,12 +104,12 @@ impl KvQuota {
     ///
     /// # Errors
     /// The key (`keyvalue_limits.keys`, …) and the reason.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    pub fn validate(&self) -> Result<(), crate::InvalidSetting> {
         let check = |key: &str, v: u64, max: u64| {
             if (1..=max).contains(&v) {
                 Ok(())
             } else {
-                Err((
+                Err(crate::InvalidSetting::new(
                     format!("keyvalue_limits.{key}"),
                     format!("{v} is outside 1..={max}"),
                 ))

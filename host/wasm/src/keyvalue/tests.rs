@@ -48,6 +48,6 @@ fn quota_ranges_name_their_key() {
         batch: 0,
         ..KvQuota::default()
     };
-    assert_eq!(q.validate().unwrap_err().0, "keyvalue_limits.batch");
+    assert_eq!(q.validate().unwrap_err().key, "keyvalue_limits.batch");
     assert!(KvQuota::default().validate().is_ok());
 }

@@ -178,7 +178,7 @@ fn own_addresses_need_a_literal_entry_and_networks_open_ranges() {
     assert_eq!(
         OutboundPolicy::with_own(&[], &strings(&["0.0.0.0/0"]), own.clone(), test_caps())
             .unwrap_err()
-            .0,
+            .key,
         "allowed_networks"
     );
 }
