@@ -18,6 +18,11 @@ use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode as P2ErrorCode, Sc
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
+mod driven;
+
+pub use driven::DrivenBody;
+use driven::{Busy, finish_detached};
+
 use super::cache::LoadedFrom;
 use super::guest::{GuestError, GuestState, Limiter, classify};
 use super::outbound::OutboundPolicy;
@@ -652,35 +657,9 @@ struct Ready {
     cold: ColdStart,
 }
 
-/// A future that adds up the time spent polling the one it wraps.
-struct Busy<F> {
-    inner: Pin<Box<F>>,
-    busy: Duration,
-}
-
-impl<F> Busy<F> {
-    fn new(inner: F) -> Self {
-        Self {
-            inner: Box::pin(inner),
-            busy: Duration::ZERO,
-        }
-    }
-}
-
-impl<F: Future> Future for Busy<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
-        let t = Instant::now();
-        let out = self.inner.as_mut().poll(cx);
-        self.busy += t.elapsed();
-        out
-    }
-}
-
 /// A guest's run after its request was handed to it: the handler's call,
 /// metered, bounded by the deadline, its failure logged.
-type Guest = Pin<Box<dyn Future<Output = Result<(), GuestError>> + Send>>;
+pub(crate) type Guest = Pin<Box<dyn Future<Output = Result<(), GuestError>> + Send>>;
 
 /// Where a guest's response head comes back: a p2 `response-outparam`'s
 /// channel, or the p3 handler's result.
@@ -762,60 +741,4 @@ fn with_cold_start(
         resp.headers_mut().append("server-timing", v);
     }
     resp
-}
-
-/// A running guest finishes on its own task (its response is no longer
-/// wanted, or fully sent while the guest still runs).
-fn finish_detached(guest: Guest) {
-    tokio::spawn(guest);
-}
-
-/// A guest's response body that also drives the guest: each poll for a frame
-/// first lets the guest run (it produces the frames), so a response streams
-/// without a task of its own. Dropped before the guest is done (the body
-/// ended, or the client left), the guest finishes detached.
-pub struct DrivenBody {
-    body: GuestBody,
-    guest: Option<Guest>,
-}
-
-impl fmt::Debug for DrivenBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DrivenBody")
-            .field("guest_running", &self.guest.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl hyper::body::Body for DrivenBody {
-    type Data = Bytes;
-    type Error = wasmtime_wasi_http::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        if let Some(guest) = self.guest.as_mut()
-            && guest.as_mut().poll(cx).is_ready()
-        {
-            self.guest = None;
-        }
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for DrivenBody {
-    fn drop(&mut self) {
-        if let Some(guest) = self.guest.take() {
-            finish_detached(guest);
-        }
-    }
 }
