@@ -21,20 +21,68 @@ use std::time::Duration;
 use anyhow::Context as _;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
-use opentelemetry::trace::{SpanKind, TracerProvider as _};
+use opentelemetry::trace::{
+    SpanContext, SpanKind, TraceContextExt as _, TraceFlags, TraceState, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    Sampler, SdkTracerProvider, SpanData, SpanExporter as _, SpanProcessor,
+    IdGenerator as _, RandomIdGenerator, Sampler, SdkTracerProvider, SpanData, SpanExporter as _,
+    SpanProcessor,
 };
 use tokio::sync::mpsc;
 
 use crate::http::Trace;
 use crate::metrics::{Metrics, TraceCounters};
 use berth_wasm::trace::{TRACEPARENT, TRACESTATE};
+
+/// Whether `sampler` samples out a request under `parent` (the caller's
+/// remote span context, or an invalid one) without asking the SDK:
+/// `always_off`, a parent-based sampler under a parent that is not
+/// sampled, `parentbased_always_off` without a parent. The SDK would
+/// decide the same (its parent-based samplers follow a remote parent's
+/// flag) but makes a span, its ids and contexts to say so; a ratio
+/// sampler without such a parent still asks the SDK.
+fn samples_out(sampler: SamplerSetting, parent: &SpanContext) -> bool {
+    use SamplerSetting as S;
+    match sampler {
+        S::AlwaysOff => true,
+        S::ParentBasedOn | S::ParentBasedOff | S::ParentBasedRatio(_) if parent.is_valid() => {
+            !parent.is_sampled()
+        }
+        S::ParentBasedOff => true,
+        S::AlwaysOn | S::Ratio(_) | S::ParentBasedOn | S::ParentBasedRatio(_) => false,
+    }
+}
+
+impl On {
+    /// The context a request sampled out without the SDK passes on (as the
+    /// SDK's non-recording span would: the caller's trace id or a new one,
+    /// a new span id, flags without `sampled`, the caller's state), or
+    /// `None` when the SDK must decide.
+    fn unsampled(&self, parent: &Context) -> Option<SpanContext> {
+        let span = parent.span();
+        let p = span.span_context();
+        if !samples_out(self.sampler, p) {
+            return None;
+        }
+        let (trace_id, state) = if p.is_valid() {
+            (p.trace_id(), p.trace_state().clone())
+        } else {
+            (self.ids.new_trace_id(), TraceState::default())
+        };
+        Some(SpanContext::new(
+            trace_id,
+            self.ids.new_span_id(),
+            p.trace_flags() & !TraceFlags::SAMPLED,
+            false,
+            state,
+        ))
+    }
+}
 
 /// The largest export queue `--trace-queue` takes.
 pub const MAX_QUEUE: usize = 1_000_000;
@@ -182,6 +230,9 @@ pub struct Tracing {
 
 struct On {
     tracer: Arc<BoxedTracer>,
+    /// The sampler, for the decisions made without the SDK.
+    sampler: SamplerSetting,
+    ids: RandomIdGenerator,
     provider: SdkTracerProvider,
     propagator: TraceContextPropagator,
     /// Ends the export task; it answers when the queue is flushed.
@@ -241,6 +292,8 @@ impl Tracing {
         Ok(Self {
             on: Some(On {
                 tracer,
+                sampler: settings.sampler,
+                ids: RandomIdGenerator::default(),
                 provider,
                 propagator: TraceContextPropagator::new(),
                 stop: std::sync::Mutex::new(Some(stop_tx)),
@@ -264,6 +317,9 @@ impl Tracing {
             return Trace::default();
         };
         let parent = on.propagator.extract(&Headers::of(req.headers()));
+        if let Some(sc) = on.unsampled(&parent) {
+            return Trace::unsampled(sc);
+        }
         let root = Trace::new(on.tracer.clone(), parent);
         let span = root.root_child(
             req.method().as_str().to_owned(),
@@ -538,6 +594,40 @@ async fn export(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sampled_out_without_the_sdk_only_where_the_sdk_would_sample_out() {
+        use opentelemetry::trace::{SpanId, TraceId};
+        let parent = |flags| {
+            SpanContext::new(
+                TraceId::from(7u128),
+                SpanId::from(9u64),
+                flags,
+                true,
+                TraceState::default(),
+            )
+        };
+        let (on, off, none) = (
+            parent(TraceFlags::SAMPLED),
+            parent(TraceFlags::default()),
+            SpanContext::empty_context(),
+        );
+        use SamplerSetting as S;
+        for (sampler, want) in [
+            (S::AlwaysOff, [true, true, true]),
+            (S::AlwaysOn, [false, false, false]),
+            (S::Ratio(0.0), [false, false, false]),
+            (S::ParentBasedOn, [false, true, false]),
+            (S::ParentBasedOff, [false, true, true]),
+            (S::ParentBasedRatio(0.5), [false, true, false]),
+        ] {
+            let got = [&on, &off, &none].map(|p| samples_out(sampler, p));
+            assert_eq!(
+                got, want,
+                "{sampler:?}: sampled parent, unsampled parent, none"
+            );
+        }
+    }
 
     #[test]
     fn samplers_parse_by_their_standard_names() {

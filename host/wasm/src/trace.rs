@@ -23,7 +23,19 @@ pub const TRACESTATE: &str = "tracestate";
 
 /// Where a request is in a trace (see the module doc). Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Trace(Option<Arc<Inner>>);
+pub struct Trace(Repr);
+
+#[derive(Clone, Default)]
+enum Repr {
+    /// Tracing off.
+    #[default]
+    Off,
+    /// Decided not sampled before any span was made: only the context to
+    /// pass on (no SDK span, no allocation).
+    Unsampled(SpanContext),
+    /// A span (recording or not) and its tracer.
+    On(Arc<Inner>),
+}
 
 struct Inner {
     tracer: Arc<BoxedTracer>,
@@ -34,8 +46,9 @@ struct Inner {
 impl std::fmt::Debug for Trace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
-            Some(i) => write!(f, "Trace({:?})", i.cx.span().span_context()),
-            None => f.write_str("Trace(off)"),
+            Repr::On(i) => write!(f, "Trace({:?})", i.cx.span().span_context()),
+            Repr::Unsampled(sc) => write!(f, "Trace(unsampled {sc:?})"),
+            Repr::Off => f.write_str("Trace(off)"),
         }
     }
 }
@@ -43,23 +56,45 @@ impl std::fmt::Debug for Trace {
 impl Trace {
     /// A trace whose spans `tracer` makes, under the span in `cx`.
     pub fn new(tracer: Arc<BoxedTracer>, cx: Context) -> Self {
-        Self(Some(Arc::new(Inner { tracer, cx })))
+        Self(Repr::On(Arc::new(Inner { tracer, cx })))
+    }
+
+    /// A request decided not sampled before any span was made (its
+    /// sampler needs no SDK to say so): `sc` is what it passes on — the
+    /// trace id, a fresh span id, flags without `sampled`, the caller's
+    /// state. Nothing under it is recorded.
+    pub fn unsampled(sc: SpanContext) -> Self {
+        Self(Repr::Unsampled(sc))
+    }
+
+    /// The span's context, if tracing is on.
+    fn context_ref(&self) -> Option<SpanContext> {
+        match &self.0 {
+            Repr::On(i) => Some(i.cx.span().span_context().clone()),
+            Repr::Unsampled(sc) => Some(sc.clone()),
+            Repr::Off => None,
+        }
+    }
+
+    /// Our span, when there is one (tracing on and a span made).
+    fn inner(&self) -> Option<&Inner> {
+        match &self.0 {
+            Repr::On(i) => Some(i),
+            Repr::Unsampled(_) | Repr::Off => None,
+        }
     }
 
     /// Whether spans are recorded under this one (tracing on and the trace
     /// sampled).
     pub fn is_sampled(&self) -> bool {
-        self.0
-            .as_ref()
+        self.inner()
             .is_some_and(|i| i.cx.span().span_context().is_sampled())
     }
 
     /// The span's context (invalid when off).
     pub fn span_context(&self) -> SpanContext {
-        match &self.0 {
-            Some(i) => i.cx.span().span_context().clone(),
-            None => SpanContext::empty_context(),
-        }
+        self.context_ref()
+            .unwrap_or_else(SpanContext::empty_context)
     }
 
     /// The trace id in hex, when there is a valid one.
@@ -90,7 +125,7 @@ impl Trace {
         kind: SpanKind,
         attrs: Vec<KeyValue>,
     ) -> Trace {
-        let Some(inner) = &self.0 else {
+        let Some(inner) = self.inner() else {
             return self.clone();
         };
         let builder = inner
@@ -111,7 +146,7 @@ impl Trace {
         attrs: Vec<KeyValue>,
         start: Option<SystemTime>,
     ) -> Trace {
-        let Some(inner) = self.0.as_ref().filter(|_| self.is_sampled()) else {
+        let Some(inner) = self.inner().filter(|_| self.is_sampled()) else {
             return self.clone();
         };
         let mut builder = inner
@@ -143,35 +178,35 @@ impl Trace {
 
     /// Adds `attr` to this span (if it is ours and recording).
     pub fn set_attribute(&self, attr: KeyValue) {
-        if let Some(i) = &self.0 {
+        if let Some(i) = self.inner() {
             i.cx.span().set_attribute(attr);
         }
     }
 
     /// Adds `attrs` to this span (if it is ours and recording).
     pub fn set_attributes(&self, attrs: Vec<KeyValue>) {
-        if let Some(i) = &self.0 {
+        if let Some(i) = self.inner() {
             i.cx.span().set_attributes(attrs);
         }
     }
 
     /// Marks this span failed with `description`.
     pub fn set_error(&self, description: impl Into<Cow<'static, str>>) {
-        if let Some(i) = &self.0 {
+        if let Some(i) = self.inner() {
             i.cx.span().set_status(Status::error(description));
         }
     }
 
     /// Ends this span now (a span ends once; later calls do nothing).
     pub fn end(&self) {
-        if let Some(i) = &self.0 {
+        if let Some(i) = self.inner() {
             i.cx.span().end();
         }
     }
 
     /// Ends this span at `at`.
     pub fn end_at(&self, at: SystemTime) {
-        if let Some(i) = &self.0 {
+        if let Some(i) = self.inner() {
             i.cx.span().end_with_timestamp(at);
         }
     }
@@ -180,9 +215,7 @@ impl Trace {
     /// `headers` to this span, replacing what was there; does nothing when
     /// tracing is off (a caller's headers then pass unchanged).
     pub fn inject(&self, headers: &mut http::HeaderMap) {
-        let Some(inner) = &self.0 else { return };
-        let span = inner.cx.span();
-        let sc = span.span_context();
+        let Some(sc) = self.context_ref() else { return };
         if !sc.is_valid() {
             return;
         }
@@ -240,7 +273,9 @@ impl ClientSpan {
     /// Starts a client span under `trace` for `req` and sets its trace
     /// headers. `None` when tracing is off.
     pub fn start<B>(trace: &Trace, req: &mut http::Request<B>) -> Option<Self> {
-        trace.0.as_ref()?;
+        if matches!(trace.0, Repr::Off) {
+            return None;
+        }
         if !trace.is_sampled() {
             // Not recorded: the caller's decision still travels on.
             trace.inject(req.headers_mut());
@@ -288,6 +323,42 @@ impl ClientSpan {
 mod tests {
     use super::*;
     use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
+
+    #[test]
+    fn an_unsampled_trace_passes_its_context_on_and_records_nothing() {
+        let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let span = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        let sc = SpanContext::new(
+            trace,
+            span,
+            TraceFlags::default(),
+            false,
+            opentelemetry::trace::TraceState::default(),
+        );
+        let t = Trace::unsampled(sc);
+        assert!(!t.is_sampled());
+        assert_eq!(
+            t.trace_id().as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        let child = t.child("x", SpanKind::Internal, Vec::new());
+        assert_eq!(child.span_context(), t.span_context());
+        let mut headers = http::HeaderMap::new();
+        headers.insert(TRACESTATE, HeaderValue::from_static("stale=1"));
+        t.inject(&mut headers);
+        assert_eq!(
+            headers[TRACEPARENT],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        );
+        assert!(
+            headers.get(TRACESTATE).is_none(),
+            "its own (empty) state replaces the old"
+        );
+        let mut req = http::Request::new(());
+        assert!(ClientSpan::start(&t, &mut req).is_some());
+        assert!(req.headers().contains_key(TRACEPARENT));
+        assert!(ClientSpan::start(&Trace::default(), &mut req).is_none());
+    }
 
     #[test]
     fn traceparent_is_written_as_w3c_says() {
