@@ -121,8 +121,10 @@ impl Gateway {
                 &info,
             ));
         };
-        info.trace
-            .set_attribute(KeyValue::new("berth.app", app.name.clone()));
+        if info.trace.is_sampled() {
+            info.trace
+                .set_attribute(KeyValue::new("berth.app", app.name.clone()));
+        }
         if !has_host {
             // HTTP/1.0 without Host: wasi:http needs an authority.
             req.headers_mut()

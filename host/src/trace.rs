@@ -7,10 +7,11 @@
 //! [`Tracing::server_span`] for each request's root span, and everything
 //! below hangs under it through [`crate::http::RequestInfo::trace`].
 //!
-//! Exporting never blocks a request: an ended span is put in a bounded queue
-//! with `try_send`; when the queue is full the span is dropped and counted
-//! (`berth_trace_spans_dropped_total{reason="queue_full"}`). One task takes
-//! batches off the queue and exports them; a batch the exporter fails on
+//! Exporting never blocks a request: an ended span is pushed on a bounded
+//! queue (a lock held for the push alone); when the queue is full the span is
+//! dropped and counted (`berth_trace_spans_dropped_total{reason="queue_full"}`).
+//! One task takes batches off the queue every `delay`, or as soon as a full
+//! batch waits, and exports them; a batch the exporter fails on
 //! (endpoint down, timeout) is dropped and counted
 //! (`reason="export_failed"`). The SDK's own batch processor is not used
 //! because it keeps its drop count to itself.
@@ -33,7 +34,6 @@ use opentelemetry_sdk::trace::{
     IdGenerator as _, RandomIdGenerator, Sampler, SdkTracerProvider, SpanData, SpanExporter as _,
     SpanProcessor,
 };
-use tokio::sync::mpsc;
 
 use crate::http::Trace;
 use crate::metrics::{Metrics, TraceCounters};
@@ -169,7 +169,8 @@ pub struct TraceSettings {
     pub sampler: SamplerSetting,
     /// Ended spans waiting for export at most; more are dropped.
     pub queue: usize,
-    /// How long a batch waits to fill before it is sent.
+    /// How long spans wait at most before they are sent (sooner when a
+    /// full batch waits).
     pub delay: Duration,
 }
 
@@ -272,20 +273,18 @@ impl Tracing {
             .with_service_name(settings.service_name.clone())
             .build();
         exporter.set_resource(&resource);
-        let counters = metrics.trace_counters();
-        let (tx, rx) = mpsc::channel(settings.queue.max(1));
+        let queue = Arc::new(Queue::new(settings.queue, metrics.trace_counters()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(export_loop(
             exporter,
-            rx,
-            counters.clone(),
+            queue.clone(),
             settings.delay,
             stop_rx,
         ));
         let provider = SdkTracerProvider::builder()
             .with_sampler(settings.sampler.sampler())
             .with_resource(resource)
-            .with_span_processor(ExportQueue { tx, counters })
+            .with_span_processor(ExportQueue(queue))
             .build();
         let tracer = Arc::new(BoxedTracer::new(Box::new(provider.tracer("berth"))));
         tracing::info!(%endpoint, sampler = ?settings.sampler, "exporting traces over OTLP/HTTP");
@@ -492,29 +491,82 @@ fn bounded_tracestate(headers: &http::HeaderMap) -> Option<String> {
     (members > 0 && members <= MAX_TRACESTATE_MEMBERS).then_some(state)
 }
 
-/// The span processor: ended, sampled spans into a bounded queue, without
-/// waiting (see the module doc).
+/// The span processor's queue: ended, sampled spans wait here for the
+/// export task, bounded by `capacity` (see the module doc).
+///
+/// A request only takes a lock and pushes: it never wakes the export task,
+/// except when its span completes a batch of [`MAX_BATCH`]. (A channel woke
+/// that task, and often a parked runtime thread with it, for every span.)
 #[derive(Debug)]
-struct ExportQueue {
-    tx: mpsc::Sender<SpanData>,
+struct Queue {
+    spans: std::sync::Mutex<Vec<SpanData>>,
+    capacity: usize,
+    /// Told when a full batch waits.
+    batch_ready: tokio::sync::Notify,
+    /// Set (under the lock) once exporting stopped: later spans are dropped
+    /// and counted.
+    closed: std::sync::atomic::AtomicBool,
     counters: TraceCounters,
 }
+
+impl Queue {
+    fn new(capacity: usize, counters: TraceCounters) -> Self {
+        Self {
+            spans: std::sync::Mutex::new(Vec::with_capacity(MAX_BATCH.min(capacity))),
+            capacity: capacity.max(1),
+            batch_ready: tokio::sync::Notify::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            counters,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<SpanData>> {
+        self.spans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, span: SpanData) {
+        let mut spans = self.lock();
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            drop(spans);
+            self.counters.dropped_export_failed.inc();
+            return;
+        }
+        if spans.len() >= self.capacity {
+            drop(spans);
+            self.counters.dropped_queue_full.inc();
+            return;
+        }
+        spans.push(span);
+        let full = spans.len() == MAX_BATCH;
+        drop(spans);
+        if full {
+            self.batch_ready.notify_one();
+        }
+    }
+
+    /// Up to [`MAX_BATCH`] of the oldest spans waiting.
+    fn take_batch(&self) -> Vec<SpanData> {
+        let fresh = Vec::with_capacity(MAX_BATCH.min(self.capacity));
+        let mut spans = self.lock();
+        if spans.len() <= MAX_BATCH {
+            std::mem::replace(&mut *spans, fresh)
+        } else {
+            spans.drain(..MAX_BATCH).collect()
+        }
+    }
+}
+
+/// The span processor: ended, sampled spans into the [`Queue`], without
+/// waiting.
+#[derive(Debug)]
+struct ExportQueue(Arc<Queue>);
 
 impl SpanProcessor for ExportQueue {
     fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
-        }
-        match self.tx.try_send(span) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.counters.dropped_queue_full.inc();
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.counters.dropped_export_failed.inc();
-            }
+        if span.span_context.is_sampled() {
+            self.0.push(span);
         }
     }
 
@@ -529,53 +581,53 @@ impl SpanProcessor for ExportQueue {
 
 type Stop = tokio::sync::oneshot::Receiver<tokio::sync::oneshot::Sender<()>>;
 
-/// Takes batches off the queue (up to [`MAX_BATCH`] spans, or what came
-/// within `delay` of the first) and exports them, one export at a time;
-/// on `stop`, sends what is left and answers.
+/// Exports what waits in `queue` every `delay`, and at once whenever a
+/// full batch of [`MAX_BATCH`] waits (the batch span processor's schedule,
+/// `OTEL_BSP_SCHEDULE_DELAY`), one export at a time; on `stop`, closes the
+/// queue, sends what is left and answers.
 async fn export_loop(
     exporter: opentelemetry_otlp::SpanExporter,
-    mut rx: mpsc::Receiver<SpanData>,
-    counters: TraceCounters,
+    queue: Arc<Queue>,
     delay: Duration,
     mut stop: Stop,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
     let done = loop {
         tokio::select! {
-            n = rx.recv_many(&mut batch, MAX_BATCH) => if n == 0 { break None },
+            () = queue.batch_ready.notified() => {}
+            () = tokio::time::sleep(delay) => {}
             done = &mut stop => break done.ok(),
         }
-        let until = tokio::time::Instant::now() + delay;
-        let mut stopping = None;
-        while batch.len() < MAX_BATCH {
-            let room = MAX_BATCH - batch.len();
-            tokio::select! {
-                n = rx.recv_many(&mut batch, room) => if n == 0 { break },
-                () = tokio::time::sleep_until(until) => break,
-                done = &mut stop => { stopping = Some(done.ok()); break }
-            }
-        }
-        export(&exporter, &mut batch, &counters).await;
-        if let Some(done) = stopping {
-            break done;
-        }
+        drain(&exporter, &queue).await;
     };
-    // Stopping: what is queued goes out too.
-    rx.close();
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        export(&exporter, &mut batch, &counters).await;
+    {
+        let _spans = queue.lock();
+        queue
+            .closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
+    drain(&exporter, &queue).await;
     if let Some(done) = done {
         let _ = done.send(());
     }
 }
 
+/// Exports batches until less than a full one was waiting.
+async fn drain(exporter: &opentelemetry_otlp::SpanExporter, queue: &Queue) {
+    loop {
+        let batch = queue.take_batch();
+        let full = batch.len() == MAX_BATCH;
+        export(exporter, batch, &queue.counters).await;
+        if !full {
+            return;
+        }
+    }
+}
+
 async fn export(
     exporter: &opentelemetry_otlp::SpanExporter,
-    batch: &mut Vec<SpanData>,
+    spans: Vec<SpanData>,
     counters: &TraceCounters,
 ) {
-    let spans = std::mem::replace(batch, Vec::with_capacity(MAX_BATCH));
     let n = spans.len() as u64;
     if n == 0 {
         return;

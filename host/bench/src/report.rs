@@ -494,6 +494,10 @@ const LOAD_ROWS: &[(&str, &str)] = &[
         "  map the cached artifact (deserialize_file)",
     ),
     ("check_link", "  header check + instantiate_pre + ProxyPre"),
+    (
+        "resident_context",
+        "  found resident by sha256; the app's context",
+    ),
     ("load_app", "  load_app as a whole"),
 ];
 

@@ -158,7 +158,8 @@ pub struct ServeArgs {
     /// in `berth_trace_spans_dropped_total`.
     #[arg(long, env = "OTEL_BSP_MAX_QUEUE_SIZE", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=berth::trace::MAX_QUEUE as u64))]
     pub trace_queue: u64,
-    /// Milliseconds a batch of spans waits to fill before it is sent.
+    /// Milliseconds between two exports of the spans waiting (sooner when
+    /// 512 wait).
     #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub trace_export_delay_ms: u64,
 }
