@@ -15,7 +15,7 @@ use berth::testing::TestHost;
 use berth_test_artifacts as art;
 use serde_json::{Value, json};
 
-use crate::support::image::Image;
+use crate::support::image::{Image, ImageExt as _};
 use crate::support::registry::{Registry, free_addr};
 use crate::support::{admin, app_url, client, routed, wait_for};
 

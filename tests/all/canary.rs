@@ -9,7 +9,7 @@ use std::time::Duration;
 use berth::testing::TestHost;
 use berth_test_artifacts as art;
 
-use crate::support::image::Image;
+use crate::support::image::{Image, ImageExt as _};
 use crate::support::registry::Registry;
 use crate::support::{admin, app_url, client};
 

@@ -9,7 +9,7 @@ use berth::config::{AppSpec, NetworkMode};
 use berth::testing::TestHost;
 use berth_test_artifacts as art;
 
-use crate::support::image::{Image, Layer, busybox_base};
+use crate::support::image::{Image, ImageExt as _, Layer, busybox_base};
 use crate::support::registry::Registry;
 use crate::support::serve::Served;
 use crate::support::{app_url, client, get, status, wait_until};

@@ -22,7 +22,7 @@ use crate::support::cri::{
     BERTH_HANDLER, CONTAINER_EXITED, CONTAINER_RUNNING, CriNode, K8S_NAMESPACE, PodSandboxConfig,
     SANDBOX_NOTREADY, SANDBOX_READY, container_config, pod_config,
 };
-use crate::support::image::Image;
+use crate::support::image::{Image, ImageExt as _};
 use crate::support::registry::Registry;
 
 /// Bound on a container answering its first request after `StartContainer`.

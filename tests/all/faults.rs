@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::support::dir_names as names;
 use crate::support::fake_registry::{FakeRegistry, Serve};
-use crate::support::image::{Image, busybox_base};
+use crate::support::image::{Image, ImageExt as _, busybox_base};
 use crate::support::registry::{Registry, free_addr};
 use crate::support::serve::Served;
 use crate::support::{admin, bridge_leftovers, client, get, poll, wait_until};

@@ -13,7 +13,7 @@ use berth::testing::TestHost;
 use berth::wasm::EngineOptions;
 use berth_test_artifacts as art;
 
-use crate::support::image::{Image, Layer};
+use crate::support::image::{Image, ImageExt as _, Layer};
 use crate::support::registry::Registry;
 use crate::support::{admin, app_url, client, get, status, wait_until};
 

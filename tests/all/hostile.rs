@@ -13,7 +13,7 @@ use berth::testing::TestHost;
 use berth_test_artifacts as art;
 
 use crate::support::dir_names as names;
-use crate::support::image::{Image, Layer, RawLayer};
+use crate::support::image::{Image, ImageExt as _, Layer, RawLayer};
 use crate::support::registry::Registry;
 use crate::support::{admin, get, wait_for};
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use berth::config::AppSpec;
 use berth::testing::TestHost;
 
-use crate::support::image::{Image, Layer};
+use crate::support::image::{Image, ImageExt as _, Layer};
 use crate::support::internet::FakeInternet;
 use crate::support::registry::Registry;
 use crate::support::{get, upstream_on};

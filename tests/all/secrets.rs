@@ -5,7 +5,7 @@
 
 use berth_test_artifacts as art;
 
-use crate::support::image::{Image, Layer};
+use crate::support::image::{Image, ImageExt as _, Layer};
 use crate::support::registry::Registry;
 use crate::support::serve::Served;
 use crate::support::{app_url, client};

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::containerd::{Containerd, TestNetns, Version, wait_exit};
-use crate::support::image::Image;
+use crate::support::image::{Image, ImageExt as _};
 use crate::support::registry::Registry;
 
 const RUNTIME: &str = "io.containerd.berth.v1";

@@ -503,7 +503,7 @@ fn trace_bytes(hex_id: &str) -> Vec<u8> {
 /// trace, and the caller's `tracestate`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_request_is_one_trace_and_the_container_sees_it() {
-    use crate::support::image::{Image, Layer};
+    use crate::support::image::{Image, ImageExt as _, Layer};
     use crate::support::registry::Registry;
 
     let (otlp, received) = receiver().await;

@@ -142,11 +142,17 @@ impl Ctr<'_> {
     }
 }
 
-/// A network namespace of the bench's, removed on drop.
-struct Netns(String);
+/// A network namespace (`ip netns add`, the way a pod gets one) with `lo`
+/// up, deleted on drop; the shim's tests make theirs with it too.
+#[derive(Debug)]
+pub struct Netns(String);
 
 impl Netns {
-    fn new(name: String) -> anyhow::Result<Self> {
+    /// Creates the namespace `name` (under `/run/netns`).
+    ///
+    /// # Errors
+    /// When `ip` fails (it needs root and iproute2).
+    pub fn new(name: String) -> anyhow::Result<Self> {
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
             .status()?
@@ -161,7 +167,13 @@ impl Netns {
         Ok(Self(name))
     }
 
-    fn path(&self) -> String {
+    /// Its name under `/run/netns`.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// Its file, for `ctr run --with-ns network:PATH`.
+    pub fn path(&self) -> String {
         format!("/run/netns/{}", self.0)
     }
 }
@@ -238,7 +250,7 @@ pub async fn run_containerd_bench(
         .with_context(|| format!("cannot read {} (make components)", opts.wasm.display()))?;
     oci::push_component_image(&RegistryClient::anonymous(), &wasm_ref, &wasm).await?;
     Image::hello("hello from a container\n")?
-        .push(&busybox_ref)
+        .push_plain_http(&busybox_ref)
         .await?;
     ctr.ok(&["images", "pull", "--plain-http", &wasm_ref])?;
     ctr.ok(&["images", "pull", "--plain-http", &busybox_ref])?;

@@ -584,6 +584,21 @@ impl CriClient {
         Ok(resp.items.into_iter().map(|p| p.id).collect())
     }
 
+    /// Every pod stopped and removed, as an operator draining a node does
+    /// (CNI releases their addresses): the ids of those there were. A
+    /// pod's failure is ignored (the others are still removed).
+    ///
+    /// # Errors
+    /// When the pods cannot be listed.
+    pub async fn remove_all_pods(&self) -> anyhow::Result<Vec<String>> {
+        let pods = self.list_pod_sandboxes().await?;
+        for pod in &pods {
+            let _ = self.stop_pod_sandbox(pod).await;
+            let _ = self.remove_pod_sandbox(pod).await;
+        }
+        Ok(pods)
+    }
+
     /// `RuntimeService/ListContainers`, unfiltered: the ids.
     ///
     /// # Errors

@@ -53,8 +53,6 @@ pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 const PROBE_EVERY: Duration = Duration::from_millis(1);
 /// Bound on the CRI plugin answering `Version` (a private node starting).
 const CRI_READY: Duration = Duration::from_secs(30);
-/// Bound on a private containerd exiting on SIGTERM, and its shims after.
-pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The port the containers listen on.
 const PORT: u16 = 8080;
 /// The snippet users add to containerd's config: a private node reads it
@@ -364,7 +362,7 @@ pub async fn run_cri_bench(opts: &CriBenchOptions) -> anyhow::Result<CriReport> 
     let busybox_ref = registry.reference("bench-hello-busybox:v1");
     oci::push_component_image(&RegistryClient::anonymous(), &wasm_ref, &wasm).await?;
     Image::hello("hello from a container\n")?
-        .push(&busybox_ref)
+        .push_plain_http(&busybox_ref)
         .await?;
 
     let (private, socket, node_name) = match &opts.node {
@@ -374,7 +372,7 @@ pub async fn run_cri_bench(opts: &CriBenchOptions) -> anyhow::Result<CriReport> 
             shim,
         } => {
             let pause = registry.reference("bench-pause:v1");
-            Image::pause()?.push(&pause).await?;
+            Image::pause()?.push_plain_http(&pause).await?;
             let node = PrivateNode::start(
                 containerd_dir,
                 shim,

@@ -4,6 +4,11 @@
 //! static `index.html`. Pushed with `oci-client` as a proper OCI image
 //! (image manifest, `application/vnd.oci.image.config.v1+json` config with
 //! `rootfs.diff_ids`, one gzip layer).
+//!
+//! The integration tests build their images with the same [`Image`] and
+//! [`Layer`] (with [`busybox_layer`] under their httpd) and push them with
+//! skopeo from an OCI image layout ([`Image::write_layout`]), as a user
+//! would.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -92,17 +97,62 @@ impl Layer {
     }
 }
 
+/// A layer given as its blob: bytes and their media type, pushed as they
+/// are (the config's diff id for it is the blob's digest, made up: berth
+/// does not read it).
+#[derive(Debug, Clone)]
+pub struct RawLayer {
+    /// The descriptor's `mediaType`.
+    pub media_type: String,
+    /// The blob.
+    pub bytes: Vec<u8>,
+}
+
+/// The static busybox ([`BUSYBOX`]) as a layer: `/bin/busybox` with links
+/// for `applets`, `root` and `www` (uid 33) in `/etc/passwd` and
+/// `/etc/group`, an empty `/tmp` and `/www`.
+///
+/// # Errors
+/// When [`BUSYBOX`] cannot be read.
+pub fn busybox_layer(applets: &[&str]) -> anyhow::Result<Layer> {
+    let busybox = std::fs::read(BUSYBOX).with_context(|| {
+        format!("cannot read {BUSYBOX} (install the Debian package `busybox-static`)")
+    })?;
+    let mut layer = Layer::default()
+        .dir("bin")
+        .file("bin/busybox", 0o755, busybox)
+        .dir("etc")
+        .file(
+            "etc/passwd",
+            0o644,
+            "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/www:/bin/sh\n",
+        )
+        .file("etc/group", 0o644, "root:x:0:\nwww:x:33:\n")
+        .dir("tmp")
+        .dir("www");
+    for applet in applets {
+        layer = layer.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    Ok(layer)
+}
+
 /// An image: its layers and the `config` part of its config.
 #[derive(Debug, Clone)]
 pub struct Image {
     /// Layers, bottom first (gzip-compressed when pushed).
     pub layers: Vec<Layer>,
+    /// Layers given as blobs, above [`layers`](Self::layers).
+    pub raw_layers: Vec<RawLayer>,
     /// `Entrypoint`.
     pub entrypoint: Vec<String>,
     /// `Cmd`.
     pub cmd: Vec<String>,
     /// `Env`.
     pub env: Vec<String>,
+    /// `User`, when set.
+    pub user: Option<String>,
+    /// `WorkingDir`.
+    pub working_dir: String,
 }
 
 impl Image {
@@ -113,30 +163,19 @@ impl Image {
     /// # Errors
     /// When [`BUSYBOX`] cannot be read.
     pub fn hello(index: &str) -> anyhow::Result<Self> {
-        let busybox = std::fs::read(BUSYBOX).with_context(|| {
-            format!("cannot read {BUSYBOX} (install the Debian package `busybox-static`)")
-        })?;
-        let mut layer = Layer::default()
-            .dir("bin")
-            .file("bin/busybox", 0o755, busybox)
-            .dir("etc")
-            .file(
-                "etc/passwd",
-                0o644,
-                "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/www:/bin/sh\n",
-            )
-            .file("etc/group", 0o644, "root:x:0:\nwww:x:33:\n")
-            .dir("tmp")
-            .dir("www")
-            .file("www/index.html", 0o644, index.as_bytes().to_vec());
-        for applet in ["sh", "httpd"] {
-            layer = layer.symlink(&format!("bin/{applet}"), "busybox");
-        }
+        let layer = busybox_layer(&["sh", "httpd"])?.file(
+            "www/index.html",
+            0o644,
+            index.as_bytes().to_vec(),
+        );
         Ok(Self {
             layers: vec![layer],
+            raw_layers: Vec::new(),
             entrypoint: vec!["/bin/sh".into(), "-c".into()],
             cmd: vec!["exec httpd -f -p 127.0.0.1:$PORT -h /www".into()],
             env: vec!["PATH=/bin".into()],
+            user: None,
+            working_dir: "/".into(),
         })
     }
 
@@ -146,22 +185,19 @@ impl Image {
     /// # Errors
     /// When [`BUSYBOX`] cannot be read.
     pub fn pause() -> anyhow::Result<Self> {
-        let busybox = std::fs::read(BUSYBOX).with_context(|| {
-            format!("cannot read {BUSYBOX} (install the Debian package `busybox-static`)")
-        })?;
-        let layer = Layer::default()
-            .dir("bin")
-            .file("bin/busybox", 0o755, busybox)
-            .symlink("bin/sleep", "busybox");
+        let layer = busybox_layer(&["sleep"])?;
         Ok(Self {
             layers: vec![layer],
+            raw_layers: Vec::new(),
             entrypoint: vec!["/bin/sleep".into()],
             cmd: vec!["2147483647".into()],
             env: vec!["PATH=/bin".into()],
+            user: None,
+            working_dir: "/".into(),
         })
     }
 
-    /// The gzip layers and the config document.
+    /// The layers' blobs (gzip, then the raw ones) and the config document.
     fn blobs(&self) -> anyhow::Result<(Vec<ImageLayer>, Config)> {
         let mut layers = Vec::new();
         let mut diff_ids = Vec::new();
@@ -172,18 +208,41 @@ impl Image {
             gz.write_all(&tar)?;
             layers.push(ImageLayer::oci_v1_gzip(gz.finish()?, None));
         }
+        for raw in &self.raw_layers {
+            diff_ids.push(format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(&raw.bytes))
+            ));
+            layers.push(ImageLayer::new(
+                raw.bytes.clone(),
+                raw.media_type.clone(),
+                None,
+            ));
+        }
+        let mut config = serde_json::json!({
+            "Entrypoint": self.entrypoint,
+            "Cmd": self.cmd,
+            "Env": self.env,
+            "WorkingDir": self.working_dir,
+        });
+        if let Some(user) = &self.user {
+            config["User"] = serde_json::json!(user);
+        }
         let config = serde_json::to_vec(&serde_json::json!({
             "architecture": oci_arch(),
             "os": "linux",
-            "config": {
-                "Entrypoint": self.entrypoint,
-                "Cmd": self.cmd,
-                "Env": self.env,
-                "WorkingDir": "/",
-            },
+            "config": config,
             "rootfs": { "type": "layers", "diff_ids": diff_ids },
         }))?;
         Ok((layers, Config::oci_v1(config, None)))
+    }
+
+    /// The blobs and the image manifest that names them.
+    fn manifest(&self) -> anyhow::Result<(Vec<ImageLayer>, Config, OciImageManifest)> {
+        let (layers, config) = self.blobs()?;
+        let mut manifest = OciImageManifest::build(&layers, &config, None);
+        manifest.media_type = Some(oci_client::manifest::OCI_IMAGE_MEDIA_TYPE.to_owned());
+        Ok((layers, config, manifest))
     }
 
     /// Pushes the image to `reference` (`127.0.0.1:PORT/repo:tag`, plain
@@ -191,13 +250,11 @@ impl Image {
     ///
     /// # Errors
     /// When the registry refuses or cannot be reached.
-    pub async fn push(&self, reference: &str) -> anyhow::Result<String> {
+    pub async fn push_plain_http(&self, reference: &str) -> anyhow::Result<String> {
         let parsed: Reference = reference
             .parse()
             .with_context(|| format!("bad reference `{reference}`"))?;
-        let (layers, config) = self.blobs()?;
-        let mut manifest = OciImageManifest::build(&layers, &config, None);
-        manifest.media_type = Some(oci_client::manifest::OCI_IMAGE_MEDIA_TYPE.to_owned());
+        let (layers, config, manifest) = self.manifest()?;
         let digest = format!(
             "sha256:{}",
             hex::encode(Sha256::digest(serde_json::to_vec(&manifest)?))
@@ -217,6 +274,42 @@ impl Image {
             .await
             .with_context(|| format!("cannot push {reference}"))?;
         Ok(digest)
+    }
+
+    /// Writes the image as an OCI image layout to `dir` (blobs, its
+    /// manifest tagged `tag` in `index.json`, `oci-layout`), the form
+    /// `skopeo copy oci:DIR:TAG` reads.
+    ///
+    /// # Errors
+    /// When a file cannot be written.
+    pub fn write_layout(&self, dir: &Path, tag: &str) -> anyhow::Result<()> {
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs)?;
+        let put = |bytes: &[u8]| -> anyhow::Result<(String, usize)> {
+            let hex = hex::encode(Sha256::digest(bytes));
+            std::fs::write(blobs.join(&hex), bytes)?;
+            Ok((format!("sha256:{hex}"), bytes.len()))
+        };
+        let (layers, config, manifest) = self.manifest()?;
+        for layer in &layers {
+            put(&layer.data[..])?;
+        }
+        put(&config.data[..])?;
+        let (digest, size) = put(&serde_json::to_vec(&manifest)?)?;
+        std::fs::write(
+            dir.join("index.json"),
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "manifests": [{
+                    "mediaType": oci_client::manifest::OCI_IMAGE_MEDIA_TYPE,
+                    "digest": digest,
+                    "size": size,
+                    "annotations": { "org.opencontainers.image.ref.name": tag },
+                }],
+            }))?,
+        )?;
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        Ok(())
     }
 
     /// Whether the host has what [`Image::hello`] needs.
@@ -261,15 +354,25 @@ mod tests {
     fn the_config_names_the_layers_by_diff_id() {
         let image = Image {
             layers: vec![Layer::default().file("a", 0o644, "x")],
+            raw_layers: vec![RawLayer {
+                media_type: "application/vnd.oci.image.layer.v1.tar+zstd".into(),
+                bytes: b"not zstd".to_vec(),
+            }],
             entrypoint: vec!["/bin/true".into()],
             cmd: vec![],
             env: vec![],
+            user: Some("33".into()),
+            working_dir: "/www".into(),
         };
         let (layers, config) = image.blobs().unwrap();
-        assert_eq!(layers.len(), 1);
+        assert_eq!(layers.len(), 2);
         assert_eq!(
             layers[0].media_type,
             "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        assert_eq!(
+            layers[1].media_type,
+            "application/vnd.oci.image.layer.v1.tar+zstd"
         );
         let config: serde_json::Value = serde_json::from_slice(&config.data).unwrap();
         let tar = image.layers[0].tar().unwrap();
@@ -277,6 +380,37 @@ mod tests {
             config["rootfs"]["diff_ids"][0],
             format!("sha256:{}", hex::encode(Sha256::digest(&tar)))
         );
+        assert_eq!(
+            config["rootfs"]["diff_ids"][1],
+            format!("sha256:{}", hex::encode(Sha256::digest(b"not zstd")))
+        );
         assert_eq!(config["config"]["Entrypoint"][0], "/bin/true");
+        assert_eq!(config["config"]["User"], "33");
+        assert_eq!(config["config"]["WorkingDir"], "/www");
+    }
+
+    #[test]
+    fn the_layout_holds_every_blob_the_index_names() {
+        let image = Image::hello("hi\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        image.write_layout(dir.path(), "latest").unwrap();
+        let blob = |digest: &serde_json::Value| {
+            let hex = digest.as_str().unwrap().strip_prefix("sha256:").unwrap();
+            std::fs::read(dir.path().join("blobs/sha256").join(hex)).unwrap()
+        };
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+        let entry = &index["manifests"][0];
+        assert_eq!(
+            entry["annotations"]["org.opencontainers.image.ref.name"],
+            "latest"
+        );
+        let manifest: serde_json::Value = serde_json::from_slice(&blob(&entry["digest"])).unwrap();
+        assert_eq!(manifest["schemaVersion"], 2);
+        let config = blob(&manifest["config"]["digest"]);
+        assert_eq!(manifest["config"]["size"], config.len());
+        let layer = blob(&manifest["layers"][0]["digest"]);
+        assert_eq!(manifest["layers"][0]["size"], layer.len());
+        assert!(dir.path().join("oci-layout").is_file());
     }
 }

@@ -17,20 +17,23 @@
 //! directory (both containerd 1.6 and the shim crate hard-code that root);
 //! their names hash this daemon's address, so they never collide with
 //! another containerd's.
+//!
+//! The daemon's config, start and clean-up are the bench's private node's
+//! ([`berth_bench::private_node`]); what is here is the tests' side: which
+//! binaries, `ctr`, and the checks of what a daemon left behind.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use berth_bench::private_node as node;
 use tempfile::TempDir;
 
 /// The containerd namespace the tests use.
 pub const NAMESPACE: &str = "berth-test";
 /// How long the daemon may take to answer `ctr version`.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long the daemon and its shims may take to exit when stopped.
-const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The shim binary, built once per test run with the same cargo and profile
 /// as this test binary (`cargo build -p berth-shim`).
@@ -153,48 +156,13 @@ impl Containerd {
         let d = dir.path();
         let socket = d.join("containerd.sock");
         let config = d.join("config.toml");
-        let base = format!(
-            "version = 2\n\
-             root = \"{root}\"\n\
-             state = \"{state}\"\n\
-             {disabled}\
-             [grpc]\n  address = \"{sock}\"\n\
-             [ttrpc]\n  address = \"{sock}.ttrpc\"\n\
-             [debug]\n  level = \"info\"\n\
-             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n",
-            root = d.join("root").display(),
-            state = d.join("state").display(),
-            disabled = if cri.is_some() {
-                ""
-            } else {
-                "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
-            },
-            sock = socket.display(),
-            opt = d.join("opt").display(),
-        );
-        let mut table: toml::Table = base.parse().expect("the base config is TOML");
+        let mut table = node::base_config(d, &socket, cri.is_some());
         if let Some(cri) = cri {
-            merge_tables(&mut table, cri);
+            node::merge_tables(&mut table, cri);
         }
         std::fs::write(&config, table.to_string()).expect("write config");
         let log = d.join("containerd.log");
-        let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(bin.join("containerd"))
-            .arg("--config")
-            .arg(&config)
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}:/usr/sbin:/usr/bin:/sbin:/bin",
-                    shim_dir.display(),
-                    bin.display()
-                ),
-            )
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup log"))
-            .stderr(out)
-            .spawn()
-            .expect("start containerd");
+        let child = node::spawn(&bin, &shim_dir, &config, &log).expect("start containerd");
         let me = Self {
             dir,
             socket,
@@ -259,28 +227,7 @@ impl Containerd {
     /// Pids of the shims (any runtime) this daemon started, found by the
     /// `-address SOCKET` on their command line.
     pub fn shim_pids(&self) -> Vec<u32> {
-        let needle = self.socket.display().to_string();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            let is_shim = args
-                .first()
-                .is_some_and(|a| String::from_utf8_lossy(a).contains("containerd-shim"));
-            if is_shim && args.contains(&needle.as_bytes()) {
-                pids.push(pid);
-            }
-        }
-        pids
+        node::shim_pids(&self.socket)
     }
 
     /// The shim sockets of task `ids` still in `/run/containerd/s` (a
@@ -308,14 +255,7 @@ impl Containerd {
 
     /// Mounts left under this daemon's directory.
     pub fn mounts(&self) -> Vec<String> {
-        let dir = self.dir.path().display().to_string();
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&dir))
-            .map(String::from)
-            .collect()
+        node::mounts_under(self.dir.path())
     }
 
     /// Stops the daemon and waits for its shims; returns what was left
@@ -331,32 +271,16 @@ impl Containerd {
         for id in String::from_utf8_lossy(&containers.stdout).split_whitespace() {
             let _ = self.ctr(&["containers", "delete", id]);
         }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while !self.shim_pids().is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        node::wait_for_shims(&self.socket);
         let mut left: Vec<String> = self
             .shim_pids()
             .into_iter()
             .map(|p| format!("shim process {p}"))
             .collect();
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    _ if Instant::now() >= deadline => {
-                        left.push("containerd did not exit on SIGTERM".into());
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    _ => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
+        if let Some(mut child) = self.child.take()
+            && !node::terminate(&mut child)
+        {
+            left.push("containerd did not exit on SIGTERM".into());
         }
         left.extend(self.mounts().into_iter().map(|m| format!("mount {m}")));
         left
@@ -367,37 +291,18 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         let _ = self.stop();
         for pid in self.shim_pids() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            node::kill(pid, rustix::process::Signal::KILL);
         }
-        let mut mounts = self.mounts();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = Command::new("umount").args(["-l", &m]).status();
-        }
+        node::unmount_all(self.dir.path());
     }
 }
 
-/// Merges `from` into `into`: tables key by key (recursively), anything
-/// else replaced.
-pub fn merge_tables(into: &mut toml::Table, from: toml::Table) {
-    for (key, value) in from {
-        match (into.get_mut(&key), value) {
-            (Some(toml::Value::Table(old)), toml::Value::Table(new)) => merge_tables(old, new),
-            (_, value) => {
-                into.insert(key, value);
-            }
-        }
-    }
-}
-
-/// A network namespace made for a test (`ip netns add`), with `lo` up;
+/// A network namespace made for a test (the bench's
+/// [`Netns`](berth_bench::containerd::Netns): `ip netns add`, `lo` up);
 /// deleted on drop.
 #[derive(Debug)]
 pub struct TestNetns {
-    /// Its name under `/run/netns`.
-    pub name: String,
+    ns: berth_bench::containerd::Netns,
 }
 
 impl TestNetns {
@@ -407,23 +312,18 @@ impl TestNetns {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("berth-shim-{}-{n}-{tag}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("ip netns add")
-            .success()
-            && Command::new("ip")
-                .args(["-n", &name, "link", "set", "lo", "up"])
-                .status()
-                .expect("ip link")
-                .success();
-        assert!(ok, "cannot create network namespace {name}");
-        Self { name }
+        let ns = berth_bench::containerd::Netns::new(name).unwrap_or_else(|e| panic!("{e:#}"));
+        Self { ns }
+    }
+
+    /// Its name under `/run/netns`.
+    pub fn name(&self) -> &str {
+        self.ns.name()
     }
 
     /// Its file, for `ctr run --with-ns network:PATH`.
     pub fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
+        self.ns.path()
     }
 
     /// [`curl`] inside the namespace.
@@ -442,18 +342,10 @@ impl TestNetns {
             assert!(
                 start.elapsed() < limit,
                 "{what} did not answer on {url} in netns {} within {limit:?}",
-                self.name
+                self.name()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
     }
 }
 

@@ -13,9 +13,10 @@
 //! Pod network namespaces are mounted under containerd's state directory
 //! (`netns_mounts_under_state_dir`). Dropping the node removes what pods
 //! are left through the CRI, stops containerd and deletes the bridge.
+//! That config, its files and the clean-up are the bench's private node's
+//! ([`berth_bench::private_node`]).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_bench::cri::CriClient;
@@ -24,19 +25,15 @@ pub use berth_bench::cri::{
     K8S_NAMESPACE, PodSandboxConfig, PodSandboxStatusResponse, SANDBOX_NOTREADY, SANDBOX_READY,
     VersionResponse,
 };
+use berth_bench::private_node::{self as node, CniNetwork};
 use tempfile::TempDir;
 
-use crate::support::containerd::{Containerd, Version, merge_tables};
-use crate::support::image::{Image, busybox_base};
+use crate::support::containerd::{Containerd, Version};
+use crate::support::image::{Image, ImageExt as _};
 use crate::support::registry::Registry;
 
 /// Bound on the CRI plugin answering `Version` after containerd starts.
 const CRI_READY: Duration = Duration::from_secs(30);
-/// The snippet users add to containerd's config, read by every node.
-pub const CONFIG_SNIPPET: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../deploy/kubernetes/containerd-config.toml"
-);
 
 /// [`CriClient`] with blocking calls (the tests are synchronous); each call
 /// is bounded by the client's `CALL_TIMEOUT`.
@@ -171,21 +168,6 @@ pub fn container_config(
     berth_bench::cri::container_config(name, image, env, &[])
 }
 
-/// What the pod's sandbox runs under runc: busybox's `sleep`, the
-/// smallest "pause" the test can build (containerd stops a sandbox with
-/// SIGKILL).
-pub fn pause_image() -> Image {
-    Image {
-        layers: vec![busybox_base()],
-        raw_layers: Vec::new(),
-        entrypoint: vec!["/bin/sleep".into()],
-        cmd: vec!["2147483647".into()],
-        env: vec!["PATH=/bin".into()],
-        user: None,
-        working_dir: "/".into(),
-    }
-}
-
 /// A Kubernetes node to the kubelet: containerd 1.7 with CRI and CNI (see
 /// the module's doc). Dropping it removes what is left.
 pub struct CriNode {
@@ -207,8 +189,12 @@ impl CriNode {
     /// Starts containerd 1.7.24 with the CRI plugin, its sandbox image
     /// pushed to `registry` first.
     pub fn start(registry: &Registry) -> Self {
+        // What the pod's sandbox runs under runc: busybox's `sleep`
+        // (containerd stops a sandbox with SIGKILL).
         let sandbox_image = registry.reference("pause:v1");
-        pause_image().push(&sandbox_image);
+        Image::pause()
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .push(&sandbox_image);
 
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -223,67 +209,16 @@ impl CriNode {
             .prefix("berth-cri-")
             .tempdir()
             .expect("node dir");
-        let d = dir.path();
-        let conf_dir = d.join("net.d");
-        std::fs::create_dir_all(&conf_dir).expect("CNI conf dir");
-        let conflist =
-            berth_bench::cri::bridge_conflist(&network, &bridge, &subnet, &d.join("ipam"));
-        std::fs::write(
-            conf_dir.join("10-berth-test.conflist"),
-            serde_json::to_vec_pretty(&conflist).unwrap(),
-        )
-        .expect("CNI conflist");
-        // The registry speaks plain HTTP: containerd's hosts.toml says so.
-        let hosts = d.join("certs.d").join(registry.host());
-        std::fs::create_dir_all(&hosts).expect("certs.d");
-        std::fs::write(
-            hosts.join("hosts.toml"),
-            format!(
-                "server = \"http://{host}\"\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-                host = registry.host()
-            ),
-        )
-        .expect("hosts.toml");
-
-        // `restrict_oom_score_adj`: this VM refuses to lower a process's
-        // oom_score_adj (EIO, even as root), and the CRI asks runc for
-        // -998 on a sandbox; restricted, it asks for no less than
-        // containerd's own, as on rootless nodes.
-        let mut config: toml::Table = format!(
-            "[plugins.\"io.containerd.grpc.v1.cri\"]\n\
-             sandbox_image = \"{sandbox_image}\"\n\
-             stream_server_address = \"127.0.0.1\"\n\
-             stream_server_port = \"0\"\n\
-             netns_mounts_under_state_dir = true\n\
-             restrict_oom_score_adj = true\n\
-             [plugins.\"io.containerd.grpc.v1.cri\".cni]\n\
-             bin_dir = \"/usr/lib/cni\"\n\
-             conf_dir = \"{conf_dir}\"\n\
-             max_conf_num = 1\n\
-             [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n\
-             default_runtime_name = \"runc\"\n\
-             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n\
-             runtime_type = \"io.containerd.runc.v2\"\n\
-             [plugins.\"io.containerd.grpc.v1.cri\".registry]\n\
-             config_path = \"{certs}\"\n",
-            conf_dir = conf_dir.display(),
-            certs = d.join("certs.d").display(),
-        )
-        .parse()
-        .expect("the CRI config is TOML");
-        // The snippet users add (deploy/kubernetes), as it is: its `version`
-        // is the base config's, its tables go in whole.
-        let snippet = std::fs::read_to_string(CONFIG_SNIPPET).expect("read the config snippet");
-        let mut snippet: toml::Table = snippet
-            .parse()
-            .unwrap_or_else(|e| panic!("{CONFIG_SNIPPET} is not TOML: {e}"));
-        assert_eq!(
-            snippet.remove("version").and_then(|v| v.as_integer()),
-            Some(2),
-            "{CONFIG_SNIPPET} is for config version 2"
-        );
-        merge_tables(&mut config, snippet);
-
+        let cni = CniNetwork {
+            name: network.clone(),
+            bridge: bridge.clone(),
+            subnet: subnet.clone(),
+        };
+        // CNI's conflist and IP allocations, the registry's plain-HTTP
+        // hosts.toml, under the node's directory; the snippet users add
+        // (deploy/kubernetes) merged in as it is.
+        let config = node::cri_config(dir.path(), &cni, &sandbox_image, &registry.host())
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let cd = Containerd::start_with_cri(Version::V1_7, config);
         let cri = Cri::connect(&cd.socket);
         let deadline = Instant::now() + CRI_READY;
@@ -334,19 +269,8 @@ impl Drop for CriNode {
     fn drop(&mut self) {
         // As an operator draining the node: every pod stopped and removed
         // (CNI releases its address), then the daemon.
-        let pods = self
-            .cri
-            .rt
-            .block_on(self.cri.client.list_pod_sandboxes())
-            .unwrap_or_default();
-        for pod in pods {
-            let _ = self.cri.stop_pod_sandbox(&pod);
-            let _ = self.cri.remove_pod_sandbox(&pod);
-        }
+        let _ = self.cri.rt.block_on(self.cri.client.remove_all_pods());
         let _ = self.cd.stop();
-        let _ = Command::new("ip")
-            .args(["link", "delete", &self.bridge])
-            .stderr(std::process::Stdio::null())
-            .status();
+        node::delete_link(&self.bridge);
     }
 }

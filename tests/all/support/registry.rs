@@ -9,28 +9,26 @@
 //! The registry writes one access-log line per request, e.g.
 //! `127.0.0.1 - - [30/Nov/2026:11:48:16 +0000] "GET /v2/hello/blobs/sha256:… HTTP/1.1" 200 8 "" "berth/0.1.0"`;
 //! [`Registry::blob_gets`] counts those.
+//!
+//! Starting and stopping it is the bench's ([`berth_bench::registry`]),
+//! with the access log, deletes and basic auth the tests ask for.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use berth_bench::registry::{DEFAULT_BINARY as BINARY, RegistryOptions};
 use tempfile::TempDir;
-
-const BINARY: &str = "/usr/bin/docker-registry";
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running registry, killed on drop.
 #[derive(Debug)]
 pub struct Registry {
+    /// The process (killed first on drop, before `root` goes).
+    inner: berth_bench::registry::Registry,
     /// Where it listens (always on 127.0.0.1).
     pub addr: SocketAddr,
     /// Its config, storage (`storage/docker/registry/v2/…`) and log.
     pub root: TempDir,
-    child: Child,
-    /// Its stdout and stderr.
-    pub log: PathBuf,
 }
 
 impl Registry {
@@ -53,59 +51,27 @@ impl Registry {
             .prefix("berth-registry-")
             .tempdir()
             .expect("create registry dir");
-        let auth = match credentials {
-            Some((user, password)) => {
-                let htpasswd = root.path().join("htpasswd");
-                std::fs::write(&htpasswd, htpasswd_line(user, password)).expect("write htpasswd");
-                format!(
-                    "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
-                    htpasswd.display()
-                )
-            }
-            None => String::new(),
+        let htpasswd = credentials.map(|(user, password)| {
+            let htpasswd = root.path().join("htpasswd");
+            std::fs::write(&htpasswd, htpasswd_line(user, password)).expect("write htpasswd");
+            htpasswd
+        });
+        let options = RegistryOptions {
+            access_log: true,
+            delete: true,
+            htpasswd,
         };
-        let log = root.path().join("registry.log");
-        let config = root.path().join("config.yml");
-        // The port is found by binding and released before the registry binds
-        // it; another process could take it in between, so try a few times.
-        for _ in 0..3 {
-            let addr = free_addr();
-            std::fs::write(
-                &config,
-                format!(
-                    "version: 0.1\n\
-                     log:\n  level: info\n  accesslog:\n    disabled: false\n\
-                     storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
-                     http:\n  addr: {addr}\n\
-                     {auth}",
-                    storage = root.path().join("storage").display(),
-                ),
-            )
-            .expect("write registry config");
-            let log_file = std::fs::File::create(&log).expect("create registry log");
-            let mut child = Command::new(BINARY)
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log_file.try_clone().expect("clone log handle"))
-                .stderr(log_file)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {BINARY}: {e}"));
-            if wait_ready(addr, &mut child) {
-                return Self {
-                    addr,
-                    root,
-                    child,
-                    log,
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        let inner = berth_bench::registry::Registry::start_blocking(
+            Path::new(BINARY),
+            root.path(),
+            &options,
+        )
+        .unwrap_or_else(|e| panic!("docker-registry did not become ready: {e:#}"));
+        Self {
+            addr: inner.addr,
+            inner,
+            root,
         }
-        panic!(
-            "docker-registry did not become ready; its log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
     }
 
     /// `127.0.0.1:PORT`, the registry part of a reference.
@@ -120,7 +86,7 @@ impl Registry {
 
     /// The registry's output so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.inner.log_text()
     }
 
     /// How many blob downloads (`GET /v2/<name>/blobs/sha256:…`) the
@@ -152,13 +118,6 @@ impl Registry {
     }
 }
 
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// An access-log line for a blob GET (not a HEAD, not an upload).
 fn is_blob_get(line: &str, digest: Option<&str>) -> bool {
     let Some(start) = line.find("\"GET /v2/") else {
@@ -180,34 +139,6 @@ pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind a free loopback port")
-}
-
-/// Polls `GET /v2/` until it answers 200 or 401.
-fn wait_ready(addr: SocketAddr, child: &mut Child) -> bool {
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false; // exited, e.g. the port was taken
-        }
-        if let Some(status) = get_status(addr, "/v2/")
-            && (status == 200 || status == 401)
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-/// The status code of a plain HTTP/1.0 GET, if anything answers.
-fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    // "HTTP/1.1 200"
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
 /// A bcrypt htpasswd line from `htpasswd -nbB` (apache2-utils).

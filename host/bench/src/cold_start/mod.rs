@@ -281,7 +281,9 @@ async fn bench(
         "building the busybox httpd image and pushing it to {reference}"
     ));
     let container_body = format!("hello from {CONTAINER_APP}");
-    Image::hello(&container_body)?.push(&reference).await?;
+    Image::hello(&container_body)?
+        .push_plain_http(&reference)
+        .await?;
 
     // The baseline's template is berth's own spec, read from the bundle.
     berth::container::keep_runtime_specs();
