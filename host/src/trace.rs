@@ -320,10 +320,13 @@ impl Tracing {
             return Trace::unsampled(sc);
         }
         let root = Trace::new(on.tracer.clone(), parent);
+        // Room for every attribute the span gets, here and later (the
+        // gateway's app, the response's status, a cold start): the SDK keeps
+        // this vector, and growing it reallocated it three times a request.
         let span = root.root_child(
-            req.method().as_str().to_owned(),
+            method_name(req.method()),
             SpanKind::Server,
-            Vec::new(),
+            Vec::with_capacity(SERVER_SPAN_ATTRIBUTES),
         );
         if span.is_sampled() {
             span.set_attributes(Self::server_attributes(req, request_id, tls));
@@ -334,11 +337,8 @@ impl Tracing {
     /// The server span's attributes: the HTTP semantic conventions' known
     /// at the request's head, and its id.
     fn server_attributes<B>(req: &http::Request<B>, request_id: &str, tls: bool) -> Vec<KeyValue> {
-        let mut attrs = Vec::with_capacity(8);
-        attrs.push(KeyValue::new(
-            "http.request.method",
-            req.method().as_str().to_owned(),
-        ));
+        let mut attrs = Vec::with_capacity(SERVER_SPAN_ATTRIBUTES);
+        attrs.push(KeyValue::new("http.request.method", method_name(req.method())));
         attrs.push(KeyValue::new("url.path", req.uri().path().to_owned()));
         attrs.push(KeyValue::new(
             "url.scheme",
@@ -390,6 +390,29 @@ impl Tracing {
         }
         let _ = on.provider.shutdown();
     }
+}
+
+/// The attributes a server span gets at most: those of its request's head
+/// (up to 9), then `berth.app`, `http.response.status_code` and
+/// `berth.cold_start`.
+const SERVER_SPAN_ATTRIBUTES: usize = 12;
+
+/// A method's name, without allocating for the standard ones.
+fn method_name(method: &http::Method) -> std::borrow::Cow<'static, str> {
+    use http::Method as M;
+    let name = match *method {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        M::PATCH => "PATCH",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => return method.as_str().to_owned().into(),
+    };
+    name.into()
 }
 
 /// The most `tracestate` list members a caller may send (W3C: a longer

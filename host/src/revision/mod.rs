@@ -513,17 +513,17 @@ impl Revision {
             Kind::Wasm => ("wasm.handle", SpanKind::Internal),
             Kind::Container => ("container.proxy", SpanKind::Client),
         };
-        info.trace.child(
-            name,
-            kind,
-            vec![
-                KeyValue::new("berth.app", self.app.clone()),
-                KeyValue::new("berth.revision", self.id.clone()),
-                KeyValue::new("berth.kind", self.kind().as_str()),
-                KeyValue::new("berth.instance", instance as i64),
-                KeyValue::new("berth.cold_start", started),
-            ],
-        )
+        // Room for the attributes set later too (the response's status;
+        // for Wasm how the instance was had), so the SDK's vector never grows.
+        let mut attrs = Vec::with_capacity(8);
+        attrs.extend([
+            KeyValue::new("berth.app", self.app.clone()),
+            KeyValue::new("berth.revision", self.id.clone()),
+            KeyValue::new("berth.kind", self.kind().as_str()),
+            KeyValue::new("berth.instance", instance as i64),
+            KeyValue::new("berth.cold_start", started),
+        ]);
+        info.trace.child(name, kind, attrs)
     }
 
     /// Refuses a body declared larger than `limits.request_body` at once.

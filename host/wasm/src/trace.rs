@@ -67,11 +67,12 @@ impl Trace {
         Self(Repr::Unsampled(sc))
     }
 
-    /// The span's context, if tracing is on.
-    fn context_ref(&self) -> Option<SpanContext> {
+    /// `f` of the span's context, if tracing is on (borrowed: a context
+    /// with a `tracestate` is not copied).
+    fn with_context<R>(&self, f: impl FnOnce(&SpanContext) -> R) -> Option<R> {
         match &self.0 {
-            Repr::On(i) => Some(i.cx.span().span_context().clone()),
-            Repr::Unsampled(sc) => Some(sc.clone()),
+            Repr::On(i) => Some(f(i.cx.span().span_context())),
+            Repr::Unsampled(sc) => Some(f(sc)),
             Repr::Off => None,
         }
     }
@@ -93,14 +94,14 @@ impl Trace {
 
     /// The span's context (invalid when off).
     pub fn span_context(&self) -> SpanContext {
-        self.context_ref()
+        self.with_context(SpanContext::clone)
             .unwrap_or_else(SpanContext::empty_context)
     }
 
     /// The trace id in hex, when there is a valid one.
     pub fn trace_id(&self) -> Option<String> {
-        let sc = self.span_context();
-        sc.is_valid().then(|| sc.trace_id().to_string())
+        self.with_context(|sc| sc.is_valid().then(|| sc.trace_id().to_string()))
+            .flatten()
     }
 
     /// A child span `name` of `kind` with `attrs`, started now; the
@@ -215,24 +216,25 @@ impl Trace {
     /// `headers` to this span, replacing what was there; does nothing when
     /// tracing is off (a caller's headers then pass unchanged).
     pub fn inject(&self, headers: &mut http::HeaderMap) {
-        let Some(sc) = self.context_ref() else { return };
-        if !sc.is_valid() {
-            return;
-        }
-        let parent = traceparent(
-            sc.trace_id().to_bytes(),
-            sc.span_id().to_bytes(),
-            sc.trace_flags().to_u8(),
-        );
-        if let Ok(v) = HeaderValue::from_bytes(&parent) {
-            headers.insert(TRACEPARENT, v);
-        }
-        let state = sc.trace_state().header();
-        if state.is_empty() {
-            headers.remove(TRACESTATE);
-        } else if let Ok(v) = HeaderValue::from_str(&state) {
-            headers.insert(TRACESTATE, v);
-        }
+        self.with_context(|sc| {
+            if !sc.is_valid() {
+                return;
+            }
+            let parent = traceparent(
+                sc.trace_id().to_bytes(),
+                sc.span_id().to_bytes(),
+                sc.trace_flags().to_u8(),
+            );
+            if let Ok(v) = HeaderValue::from_bytes(&parent) {
+                headers.insert(TRACEPARENT, v);
+            }
+            let state = sc.trace_state().header();
+            if state.is_empty() {
+                headers.remove(TRACESTATE);
+            } else if let Ok(v) = HeaderValue::from_str(&state) {
+                headers.insert(TRACESTATE, v);
+            }
+        });
     }
 }
 
@@ -282,10 +284,12 @@ impl ClientSpan {
             return Some(Self(None));
         }
         let uri = req.uri();
-        let mut attrs = vec![
+        // Room for the status or error set when it ends.
+        let mut attrs = Vec::with_capacity(6);
+        attrs.extend([
             KeyValue::new("http.request.method", req.method().as_str().to_owned()),
             KeyValue::new("url.full", uri.to_string()),
-        ];
+        ]);
         if let Some(host) = uri.host() {
             attrs.push(KeyValue::new("server.address", host.to_owned()));
         }
