@@ -338,7 +338,10 @@ impl Tracing {
     /// at the request's head, and its id.
     fn server_attributes<B>(req: &http::Request<B>, request_id: &str, tls: bool) -> Vec<KeyValue> {
         let mut attrs = Vec::with_capacity(SERVER_SPAN_ATTRIBUTES);
-        attrs.push(KeyValue::new("http.request.method", method_name(req.method())));
+        attrs.push(KeyValue::new(
+            "http.request.method",
+            method_name(req.method()),
+        ));
         attrs.push(KeyValue::new("url.path", req.uri().path().to_owned()));
         attrs.push(KeyValue::new(
             "url.scheme",
