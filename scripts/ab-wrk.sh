@@ -3,7 +3,8 @@
 # only that app, beside `wasmtime serve` (target/tools-venv, from setup.sh) as "wt";
 # ROUNDS rounds of wrk -t1 at c=1 and c=50 for SECS s, servers alternating, the
 # order reversed every other round. Loopback only.
-# usage: scripts/ab-wrk.sh ROUNDS SECS COMPONENT.wasm NAME=BERTH [NAME=BERTH ...]
+# usage: scripts/ab-wrk.sh ROUNDS SECS COMPONENT.wasm NAME=BERTH[%REUSE] [NAME=BERTH[%REUSE] ...]
+#   %REUSE sets the app's instances.reuse (none, serial, concurrent; WASIp3 only).
 set -euo pipefail
 ROUNDS=$1; SECS=$2; HELLO=$(realpath "$3"); shift 3
 WT=$(cd "$(dirname "$0")/.." && pwd)/target/tools-venv/bin/wasmtime
@@ -12,8 +13,10 @@ trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null||true; done; sleep 1; rm -rf
 fp() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 NAMES=()
 for nb in "$@"; do
-  n=${nb%%=*}; b=${nb#*=}; p=$(fp); a=$(fp)
+  n=${nb%%=*}; b=${nb#*=}; reuse=; p=$(fp); a=$(fp)
+  case $b in *%*) reuse=${b##*%}; b=${b%\%*};; esac
   printf 'domain = "localhost"\n[apps.hello]\nwasm = "%s"\n' "$HELLO" > $W/$n.toml
+  [ -z "$reuse" ] || printf '[apps.hello.instances]\nreuse = "%s"\n' "$reuse" >> $W/$n.toml
   $b serve --config $W/$n.toml --listen 127.0.0.1:$p --admin-listen 127.0.0.1:$a --data-dir $W/$n-data 2>$W/$n.log &
   PIDS+=($!); PORT[$n]=$p; NAMES+=($n)
 done
