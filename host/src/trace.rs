@@ -527,6 +527,8 @@ fn bounded_tracestate(headers: &http::HeaderMap) -> Option<String> {
 struct Queue {
     spans: std::sync::Mutex<Vec<SpanData>>,
     capacity: usize,
+    /// A full batch: [`MAX_BATCH`], or the whole queue when it is smaller.
+    batch: usize,
     /// Told when a full batch waits.
     batch_ready: tokio::sync::Notify,
     /// Set (under the lock) once exporting stopped: later spans are dropped
@@ -537,9 +539,11 @@ struct Queue {
 
 impl Queue {
     fn new(capacity: usize, counters: TraceCounters) -> Self {
+        let capacity = capacity.max(1);
         Self {
             spans: std::sync::Mutex::new(Vec::with_capacity(MAX_BATCH.min(capacity))),
-            capacity: capacity.max(1),
+            capacity,
+            batch: MAX_BATCH.min(capacity),
             batch_ready: tokio::sync::Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
             counters,
@@ -563,7 +567,7 @@ impl Queue {
             return;
         }
         spans.push(span);
-        let full = spans.len() == MAX_BATCH;
+        let full = spans.len() == self.batch;
         drop(spans);
         if full {
             self.batch_ready.notify_one();
@@ -572,12 +576,12 @@ impl Queue {
 
     /// Up to [`MAX_BATCH`] of the oldest spans waiting.
     fn take_batch(&self) -> Vec<SpanData> {
-        let fresh = Vec::with_capacity(MAX_BATCH.min(self.capacity));
+        let fresh = Vec::with_capacity(self.batch);
         let mut spans = self.lock();
-        if spans.len() <= MAX_BATCH {
+        if spans.len() <= self.batch {
             std::mem::replace(&mut *spans, fresh)
         } else {
-            spans.drain(..MAX_BATCH).collect()
+            spans.drain(..self.batch).collect()
         }
     }
 }
@@ -641,7 +645,7 @@ async fn export_loop(
 async fn drain(exporter: &opentelemetry_otlp::SpanExporter, queue: &Queue) {
     loop {
         let batch = queue.take_batch();
-        let full = batch.len() == MAX_BATCH;
+        let full = batch.len() == queue.batch;
         export(exporter, batch, &queue.counters).await;
         if !full {
             return;
@@ -705,6 +709,67 @@ mod tests {
                 "{sampler:?}: sampled parent, unsampled parent, none"
             );
         }
+    }
+
+    fn span_data() -> SpanData {
+        use opentelemetry::trace::{SpanId, Status, TraceId};
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(1u128),
+                SpanId::from(2u64),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: "s".into(),
+            start_time: std::time::SystemTime::UNIX_EPOCH,
+            end_time: std::time::SystemTime::UNIX_EPOCH,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: opentelemetry_sdk::trace::SpanEvents::default(),
+            links: opentelemetry_sdk::trace::SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: opentelemetry::InstrumentationScope::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_queue_wakes_its_exporter_only_for_a_full_batch_and_counts_what_it_drops() {
+        let metrics = Metrics::new();
+        let counters = metrics.trace_counters();
+        let queue = Queue::new(MAX_BATCH + 10, counters.clone());
+        for _ in 0..MAX_BATCH - 1 {
+            queue.push(span_data());
+        }
+        let woken = tokio::time::timeout(Duration::from_millis(20), queue.batch_ready.notified());
+        assert!(woken.await.is_err(), "woken before a batch was full");
+        queue.push(span_data());
+        let woken = tokio::time::timeout(Duration::from_secs(5), queue.batch_ready.notified());
+        assert!(woken.await.is_ok(), "not woken for a full batch");
+        for _ in 0..20 {
+            queue.push(span_data());
+        }
+        assert_eq!(counters.dropped_queue_full.get(), 10, "past the bound");
+        assert_eq!(queue.take_batch().len(), MAX_BATCH, "oldest batch first");
+        assert_eq!(queue.take_batch().len(), 10);
+        assert!(queue.take_batch().is_empty());
+        // A queue smaller than a batch is a batch when full.
+        let small = Queue::new(3, counters.clone());
+        for _ in 0..3 {
+            small.push(span_data());
+        }
+        let woken = tokio::time::timeout(Duration::from_secs(5), small.batch_ready.notified());
+        assert!(woken.await.is_ok(), "a full small queue wakes its exporter");
+        // Closed: dropped and counted as not exported.
+        small
+            .closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        small.push(span_data());
+        assert_eq!(counters.dropped_export_failed.get(), 1);
+        assert_eq!(small.take_batch().len(), 3);
     }
 
     #[test]
