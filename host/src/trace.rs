@@ -525,64 +525,76 @@ fn bounded_tracestate(headers: &http::HeaderMap) -> Option<String> {
 /// that task, and often a parked runtime thread with it, for every span.)
 #[derive(Debug)]
 struct Queue {
-    spans: std::sync::Mutex<Vec<SpanData>>,
+    waiting: std::sync::Mutex<Waiting>,
     capacity: usize,
     /// A full batch: [`MAX_BATCH`], or the whole queue when it is smaller.
     batch: usize,
     /// Told when a full batch waits.
     batch_ready: tokio::sync::Notify,
-    /// Set (under the lock) once exporting stopped: later spans are dropped
-    /// and counted.
-    closed: std::sync::atomic::AtomicBool,
     counters: TraceCounters,
+}
+
+/// What the [`Queue`]'s lock guards.
+#[derive(Debug)]
+struct Waiting {
+    spans: Vec<SpanData>,
+    /// Exporting stopped: later spans are dropped and counted.
+    closed: bool,
 }
 
 impl Queue {
     fn new(capacity: usize, counters: TraceCounters) -> Self {
         let capacity = capacity.max(1);
         Self {
-            spans: std::sync::Mutex::new(Vec::with_capacity(MAX_BATCH.min(capacity))),
+            waiting: std::sync::Mutex::new(Waiting {
+                spans: Vec::with_capacity(MAX_BATCH.min(capacity)),
+                closed: false,
+            }),
             capacity,
             batch: MAX_BATCH.min(capacity),
             batch_ready: tokio::sync::Notify::new(),
-            closed: std::sync::atomic::AtomicBool::new(false),
             counters,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<SpanData>> {
-        self.spans.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn push(&self, span: SpanData) {
-        let mut spans = self.lock();
-        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
-            drop(spans);
+        let mut waiting = self.lock();
+        if waiting.closed {
+            drop(waiting);
             self.counters.dropped_export_failed.inc();
             return;
         }
-        if spans.len() >= self.capacity {
-            drop(spans);
+        if waiting.spans.len() >= self.capacity {
+            drop(waiting);
             self.counters.dropped_queue_full.inc();
             return;
         }
-        spans.push(span);
-        let full = spans.len() == self.batch;
-        drop(spans);
+        waiting.spans.push(span);
+        let full = waiting.spans.len() == self.batch;
+        drop(waiting);
         if full {
             self.batch_ready.notify_one();
         }
     }
 
-    /// Up to [`MAX_BATCH`] of the oldest spans waiting.
+    /// Up to a full batch of the oldest spans waiting.
     fn take_batch(&self) -> Vec<SpanData> {
         let fresh = Vec::with_capacity(self.batch);
-        let mut spans = self.lock();
-        if spans.len() <= self.batch {
-            std::mem::replace(&mut *spans, fresh)
+        let mut waiting = self.lock();
+        if waiting.spans.len() <= self.batch {
+            std::mem::replace(&mut waiting.spans, fresh)
         } else {
-            spans.drain(..self.batch).collect()
+            waiting.spans.drain(..self.batch).collect()
         }
+    }
+
+    /// Takes no more spans (those already waiting still go out).
+    fn close(&self) {
+        self.lock().closed = true;
     }
 }
 
@@ -629,12 +641,7 @@ async fn export_loop(
         }
         drain(&exporter, &queue).await;
     };
-    {
-        let _spans = queue.lock();
-        queue
-            .closed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
+    queue.close();
     drain(&exporter, &queue).await;
     if let Some(done) = done {
         let _ = done.send(());
@@ -764,9 +771,7 @@ mod tests {
         let woken = tokio::time::timeout(Duration::from_secs(5), small.batch_ready.notified());
         assert!(woken.await.is_ok(), "a full small queue wakes its exporter");
         // Closed: dropped and counted as not exported.
-        small
-            .closed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        small.close();
         small.push(span_data());
         assert_eq!(counters.dropped_export_failed.get(), 1);
         assert_eq!(small.take_batch().len(), 3);
